@@ -1,0 +1,92 @@
+"""The one ``streamlearn`` command.
+
+Each subcommand lives in its own module of this package and exposes
+``register(subparsers)``, which adds its parser and sets ``run`` (a function
+``run(args) -> int``) as the parser default. Modules import their heavy
+dependencies inside ``run`` so that ``streamlearn --help`` stays fast.
+
+Tests call :func:`main` with an argument list and read the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from streamlearn.errors import StreamlearnError
+
+__all__ = ["main", "build_parser"]
+
+# Subcommand modules, in the order --help lists them.
+COMMANDS: tuple[str, ...] = (
+    "kafka",
+    "flink",
+    "topics",
+    "models",
+)
+
+DESCRIPTION = """\
+streamlearn: streaming online learning on Kafka and PyFlink.
+
+Publish events to Kafka, train parallel learners in a Flink job that merges
+them into versioned models, and serve predictions from the newest version.
+"""
+
+EPILOG = """\
+examples:
+  streamlearn kafka start                 start a local Kafka broker on 127.0.0.1:9092
+  streamlearn kafka status                is it running? pid, port, uptime
+  streamlearn flink start                 start a local standalone Flink cluster
+  streamlearn models list --store ./.streamlearn/models
+
+Run `streamlearn COMMAND --help` for the flags of one command.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamlearn",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"streamlearn.cli.{name}")
+        except ModuleNotFoundError as exc:  # a command whose module is not written yet
+            if exc.name != f"streamlearn.cli.{name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    run = getattr(args, "run", None)
+    if run is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(run(args) or 0)
+    except StreamlearnError as exc:
+        print(f"streamlearn {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
