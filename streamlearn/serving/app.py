@@ -1,0 +1,300 @@
+"""The prediction service as a plain ASGI application.
+
+A hand-written router over a handful of routes: measured against Starlette on
+the same server, it leaves more of the per-request budget to the prediction
+itself (see ``bench/serving.py`` and ``docs/serving.md``). Every request is
+answered with JSON (or Prometheus text), never by an exception: bad input gets
+a 4xx naming each bad field, and anything unexpected is logged and answered
+with a 500 while the server keeps running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+from streamlearn.errors import ConfigError, ValidationError, VersionNotFound
+from streamlearn.serving.metrics import ServiceMetrics
+from streamlearn.serving.model import Predictions, Predictor
+from streamlearn.serving.openapi import openapi_document
+from streamlearn.serving.payload import ARROW_STREAM, BadRequest, parse_arrow, parse_json
+from streamlearn.serving.watcher import ModelWatcher
+
+__all__ = ["PredictionApp"]
+
+log = logging.getLogger(__name__)
+
+JSON = b"application/json"
+PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+Reply = tuple[int, bytes, bytes, int]  # status, body, content type, predictions made
+
+
+class PredictionApp:
+    """ASGI application answering predictions from a :class:`ModelWatcher`.
+
+    Parameters
+    ----------
+    watcher
+        Holds the version serving now; started and stopped with the app's
+        lifespan.
+    token
+        When set, ``/v1/*``, ``/metrics`` and ``/openapi.json`` need the header
+        ``Authorization: Bearer <token>``; ``/healthz`` and ``/readyz`` stay open.
+    max_body_bytes
+        Larger bodies are refused with 413 before they are read.
+    max_events
+        Most events (or Arrow rows) one request may carry.
+    """
+
+    def __init__(
+        self,
+        watcher: ModelWatcher,
+        *,
+        token: str | None = None,
+        max_body_bytes: int = 8 * 1024 * 1024,
+        max_events: int = 10_000,
+    ) -> None:
+        if token is not None and not token.strip():
+            raise ConfigError("token", "a non-empty string", repr(token))
+        if max_body_bytes < 1:
+            raise ConfigError("max_body_bytes", "a positive number of bytes", repr(max_body_bytes))
+        if max_events < 1:
+            raise ConfigError("max_events", "a positive integer", repr(max_events))
+        self.watcher = watcher
+        self.model = watcher.source.name
+        self.max_body_bytes = max_body_bytes
+        self.max_events = max_events
+        self._auth = f"Bearer {token}".encode() if token is not None else None
+        self.metrics = ServiceMetrics(self.model, self._model_info, lambda: watcher.swaps)
+        self._openapi = orjson.dumps(openapi_document(self.model, auth=token is not None))
+        self._routes: dict[str, tuple[str, Callable[..., Awaitable[Reply]], bool]] = {
+            "/v1/predict": ("POST", self._predict, True),
+            "/v1/models": ("GET", self._models, True),
+            "/v1/models/current": ("GET", self._current, True),
+            "/healthz": ("GET", self._healthz, False),
+            "/readyz": ("GET", self._readyz, False),
+            "/metrics": ("GET", self._metrics, True),
+            "/openapi.json": ("GET", self._openapi_json, True),
+        }
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await asyncio.to_thread(self.watcher.start)
+                except Exception as exc:  # report, do not crash the loop
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await asyncio.to_thread(self.watcher.stop)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        started = time.perf_counter()
+        path = scope["path"]
+        route = self._routes.get(path)
+        predictions = 0
+        extra: list[tuple[bytes, bytes]] = []
+        try:
+            if route is None:
+                status, body, ctype = 404, _error(f"no route {path[:100]!r}"), JSON
+                path = "other"
+            elif scope["method"] != route[0] and not (
+                route[0] == "GET" and scope["method"] == "HEAD"
+            ):
+                status, body, ctype = 405, _error(f"use {route[0]} on {path}"), JSON
+                extra.append((b"allow", route[0].encode()))
+            elif route[2] and self._auth is not None and not self._authorised(scope):
+                status, body, ctype = 401, _error("missing or wrong bearer token"), JSON
+                extra.append((b"www-authenticate", b"Bearer"))
+            else:
+                status, body, ctype, predictions = await route[1](scope, receive)
+        except BadRequest as exc:
+            status, body, ctype = exc.status, orjson.dumps(exc.to_json()), JSON
+        except VersionNotFound as exc:
+            status, body, ctype = 404, _error(str(exc)), JSON
+        except Exception:  # never die of a request
+            log.exception("error answering %s %s", scope.get("method"), path)
+            status, body, ctype = 500, _error("internal error, see the server log"), JSON
+        headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
+        headers.extend(extra)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+        self.metrics.observe(path, status, time.perf_counter() - started, predictions)
+
+    def _authorised(self, scope: dict[str, Any]) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                return hmac.compare_digest(value, self._auth or b"")
+        return False
+
+    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
+        limit = self.max_body_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    declared = int(value)
+                except ValueError:
+                    raise BadRequest(
+                        [ValidationError("content-length", "an integer", value.decode("latin-1"))],
+                        400,
+                    ) from None
+                if declared > limit:
+                    raise _too_large(limit, declared)
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                raise BadRequest([ValidationError("body", "a complete body", "a disconnect")], 400)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, size)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _predict(self, scope: dict[str, Any], receive: Any) -> Reply:
+        version = _version_query(scope["query_string"])
+        ctype = b""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                ctype = value.split(b";", 1)[0].strip().lower()
+                break
+        body = await self._read_body(scope, receive)
+        if ctype == ARROW_STREAM.encode():
+            batch: Any = parse_arrow(body, self.max_events)
+        elif ctype in (b"", b"application/json"):
+            batch = parse_json(body, self.max_events)
+        else:
+            got = ctype.decode("latin-1")[:60]
+            raise BadRequest(
+                [ValidationError("content-type", f"application/json or {ARROW_STREAM}", got)], 415
+            )
+        if version is None:
+            predictor = self.watcher.current
+            if predictor is None:
+                return 503, _error("no model version loaded yet; retry shortly"), JSON, 0
+        else:
+            predictor = self.watcher.peek(version)
+            if predictor is None:  # load it in a worker thread, off the event loop
+                predictor = await asyncio.to_thread(self.watcher.get, version)
+        if hasattr(batch, "columns"):
+            result = predictor.predict_columns(batch.columns, batch.n_rows)
+        else:
+            result = predictor.predict_features(batch.features)
+        single = getattr(batch, "single", False)
+        return 200, self._render(predictor, result, single), JSON, len(result)
+
+    def _render(self, predictor: Predictor, result: Predictions, single: bool) -> bytes:
+        doc: dict[str, Any] = {
+            "model": self.model,
+            "version": predictor.version,
+            "age_s": round(time.time() - predictor.created_at, 3),
+        }
+        if single:
+            doc["prediction"] = result.values[0]
+            if result.probabilities is not None:
+                doc["classes"] = result.classes
+                doc["probabilities"] = result.probabilities[0]
+        else:
+            doc["predictions"] = result.values
+            if result.probabilities is not None:
+                doc["classes"] = result.classes
+                doc["probabilities"] = result.probabilities
+        return orjson.dumps(doc, option=_DUMP_OPTIONS)
+
+    async def _models(self, scope: dict[str, Any], receive: Any) -> Reply:
+        versions = await asyncio.to_thread(self.watcher.source.versions)
+        current = self.watcher.current
+        doc = {
+            "model": self.model,
+            "serving": current.version if current is not None else None,
+            "versions": versions,
+        }
+        return 200, orjson.dumps(doc, option=_DUMP_OPTIONS), JSON, 0
+
+    async def _current(self, scope: dict[str, Any], receive: Any) -> Reply:
+        current = self.watcher.current
+        if current is None:
+            return 503, _error("no model version loaded yet"), JSON, 0
+        doc = {
+            "model": self.model,
+            "version": current.version,
+            "created_at": current.created_at,
+            "age_s": round(time.time() - current.created_at, 3),
+            "lineage": current.lineage,
+        }
+        return 200, orjson.dumps(doc, option=_DUMP_OPTIONS), JSON, 0
+
+    async def _healthz(self, scope: dict[str, Any], receive: Any) -> Reply:
+        return 200, b'{"status":"ok"}', JSON, 0
+
+    async def _readyz(self, scope: dict[str, Any], receive: Any) -> Reply:
+        current = self.watcher.current
+        if current is None:
+            doc = {"status": "waiting for a first model version", "error": self.watcher.last_error}
+            return 503, orjson.dumps(doc), JSON, 0
+        return 200, orjson.dumps({"status": "ready", "version": current.version}), JSON, 0
+
+    async def _metrics(self, scope: dict[str, Any], receive: Any) -> Reply:
+        return 200, self.metrics.render().encode(), PROMETHEUS, 0
+
+    async def _openapi_json(self, scope: dict[str, Any], receive: Any) -> Reply:
+        return 200, self._openapi, JSON, 0
+
+    def _model_info(self) -> tuple[int, float] | None:
+        current = self.watcher.current
+        return None if current is None else (current.version, current.created_at)
+
+
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def _too_large(limit: int, size: int) -> BadRequest:
+    return BadRequest(
+        [ValidationError("body", f"at most {limit} bytes", f"{size} bytes")],
+        413,
+    )
+
+
+def _version_query(query: bytes) -> int | None:
+    if not query:
+        return None
+    version = None
+    problems = []
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if key != "version":
+            problems.append(ValidationError(key, "no query parameter but `version`", repr(value)))
+        elif not value.isascii() or not value.isdigit() or len(value) > 18:
+            problems.append(
+                ValidationError("version", "a version number (integer >= 0)", repr(value))
+            )
+        else:
+            version = int(value)
+    if problems:
+        raise BadRequest(problems)
+    return version

@@ -1,0 +1,288 @@
+"""Decode and validate prediction requests (JSON or Arrow IPC).
+
+A JSON body is one event or an envelope ``{"events": [...]}``, with the event
+schema of training minus the label (a ``label`` is accepted and ignored). An
+Arrow IPC stream body (``application/vnd.apache.arrow.stream``) is a table
+whose columns are features, one row per event, nulls meaning "absent": the
+fast path for batches, decoded column by column rather than value by value.
+
+Every problem is reported with the field it is about, as a dotted path such as
+``events[3].features.age``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from streamlearn.errors import ValidationError
+
+__all__ = [
+    "ARROW_STREAM",
+    "BadRequest",
+    "EventBatch",
+    "ColumnBatch",
+    "parse_json",
+    "parse_arrow",
+]
+
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
+EVENT_KEYS = frozenset({"features", "key", "id", "ts", "label"})
+MAX_PROBLEMS = 20
+FEATURE_EXPECTED = "a number, a string, true/false or a list of strings"
+
+
+class BadRequest(ValidationError):
+    """A request the service refuses; ``problems`` lists every bad field found.
+
+    ``status`` is the HTTP status to answer with (400 unreadable, 422 invalid).
+
+    >>> err = BadRequest([ValidationError("events[0].features", "an object", "3")])
+    >>> err.status, err.field
+    (422, 'events[0].features')
+    """
+
+    def __init__(self, problems: list[ValidationError], status: int = 422) -> None:
+        first = problems[0]
+        super().__init__(first.field, first.expected, first.got, first.where)
+        self.problems = problems
+        self.status = status
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON body of the error response."""
+        return {
+            "error": "invalid request" if self.status == 422 else "unreadable request",
+            "fields": [
+                {"field": p.field, "expected": p.expected, "got": p.got} for p in self.problems
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Events decoded from JSON: their ``features`` mappings and optional ids."""
+
+    features: list[Mapping[str, Any]]
+    ids: list[Any] = field(default_factory=list)
+    single: bool = False
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+@dataclass(frozen=True)
+class ColumnBatch:
+    """Events decoded from Arrow: feature name to a pyarrow array, ``n_rows`` rows."""
+
+    columns: dict[str, Any]
+    n_rows: int
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+
+def _got(value: Any) -> str:
+    text = orjson.dumps(value, default=repr).decode() if value is not None else "null"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_feature(name: str, value: Any, path: str, problems: list[ValidationError]) -> None:
+    kind = type(value)
+    if kind is float:
+        if not math.isfinite(value):
+            problems.append(ValidationError(f"{path}.{name}", "a finite number", _got(value)))
+        return
+    if kind is int or kind is str or kind is bool:
+        return
+    if kind is list and all(type(item) is str for item in value):
+        return
+    problems.append(ValidationError(f"{path}.{name}", FEATURE_EXPECTED, _got(value)))
+
+
+def _check_event(event: Any, path: str, problems: list[ValidationError]) -> Mapping[str, Any]:
+    if type(event) is not dict:
+        problems.append(ValidationError(path, "an event object with `features`", _got(event)))
+        return {}
+    features = event.get("features")
+    if type(features) is not dict:
+        problems.append(
+            ValidationError(
+                f"{path}.features", "an object of feature name to value", _got(features)
+            )
+        )
+        features = {}
+    if len(event) > 1 and not EVENT_KEYS.issuperset(event):
+        for key in event:
+            if key not in EVENT_KEYS:
+                problems.append(
+                    ValidationError(
+                        f"{path}.{key}", "no such field (features, key, id, ts, label)", _got(key)
+                    )
+                )
+    if "ts" in event and (type(event["ts"]) is not int or event["ts"] < 0):
+        problems.append(
+            ValidationError(f"{path}.ts", "milliseconds since the epoch", _got(event["ts"]))
+        )
+    for key in ("key", "id"):
+        if key in event and type(event[key]) not in (str, int):
+            problems.append(
+                ValidationError(f"{path}.{key}", "a string or an integer", _got(event[key]))
+            )
+    fpath = f"{path}.features"
+    for name, value in features.items():
+        _check_feature(name, value, fpath, problems)
+        if len(problems) >= MAX_PROBLEMS:
+            break
+    return features
+
+
+def parse_json(body: bytes, max_events: int) -> EventBatch:
+    """Decode a JSON prediction request; raises :class:`BadRequest` naming each bad field.
+
+    Examples
+    --------
+    >>> batch = parse_json(b'{"features": {"age": 31, "country": "FR"}}', max_events=10)
+    >>> batch.single, batch.features
+    (True, [{'age': 31, 'country': 'FR'}])
+    >>> try:
+    ...     parse_json(b'{"events": [{"features": {"age": [1]}}]}', max_events=10)
+    ... except BadRequest as err:
+    ...     print(err.status, err)
+    422 field `events[0].features.age`: expected a number, a string, true/false or a list of \
+strings, got [1]
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            [ValidationError("body", "a JSON object", f"unreadable JSON ({exc})")], 400
+        ) from None
+    problems: list[ValidationError] = []
+    if type(doc) is dict and "events" in doc and "features" not in doc:
+        events = doc["events"]
+        if len(doc) > 1:
+            extra = sorted(k for k in doc if k != "events")
+            problems.append(
+                ValidationError(
+                    extra[0], "no field besides `events` in an envelope", _got(extra[0])
+                )
+            )
+        if type(events) is not list:
+            raise BadRequest([ValidationError("events", "a list of events", _got(events))])
+        if len(events) > max_events:
+            raise BadRequest(
+                [
+                    ValidationError(
+                        "events",
+                        f"at most {max_events} events per request",
+                        f"{len(events)} events",
+                    )
+                ],
+                413,
+            )
+        features = []
+        for i, event in enumerate(events):
+            features.append(_check_event(event, f"events[{i}]", problems))
+            if len(problems) >= MAX_PROBLEMS:
+                break
+        if problems:
+            raise BadRequest(problems[:MAX_PROBLEMS])
+        return EventBatch(features, [e.get("id") for e in events])
+    if type(doc) is not dict:
+        raise BadRequest(
+            [ValidationError("body", 'an event object or {"events": [...]}', _got(doc))]
+        )
+    features_one = _check_event(doc, "event", problems)
+    if problems:
+        raise BadRequest(problems[:MAX_PROBLEMS])
+    return EventBatch([features_one], [doc.get("id")], single=True)
+
+
+def parse_arrow(body: bytes, max_events: int) -> ColumnBatch:
+    """Decode an Arrow IPC stream whose columns are features, one row per event.
+
+    Numeric, boolean, string (plain or dictionary-encoded) and list-of-string
+    columns are accepted; nulls mean the feature is absent for that event.
+
+    Examples
+    --------
+    >>> import pyarrow as pa
+    >>> table = pa.table({"age": [31, None], "country": ["FR", "DE"]})
+    >>> sink = pa.BufferOutputStream()
+    >>> with pa.ipc.new_stream(sink, table.schema) as writer:
+    ...     writer.write_table(table)
+    >>> batch = parse_arrow(sink.getvalue().to_pybytes(), max_events=10)
+    >>> batch.n_rows, sorted(batch.columns)
+    (2, ['age', 'country'])
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        pa.ArrowNotImplementedError,
+        OSError,
+        ValueError,
+    ) as exc:
+        raise BadRequest(
+            [ValidationError("body", "an Arrow IPC stream", f"unreadable ({str(exc)[:80]})")], 400
+        ) from None
+    if table.num_rows > max_events:
+        raise BadRequest(
+            [
+                ValidationError(
+                    "body", f"at most {max_events} rows per request", f"{table.num_rows} rows"
+                )
+            ],
+            413,
+        )
+    problems: list[ValidationError] = []
+    names = table.column_names
+    if len(set(names)) != len(names):
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        problems.append(
+            ValidationError(f"columns.{dupes[0]}", "each feature column once", "a repeated column")
+        )
+    columns: dict[str, Any] = {}
+    for name in names:
+        column = table.column(name).combine_chunks() if table.num_rows else table.column(name)
+        if isinstance(column, pa.ChunkedArray):
+            column = (
+                pa.concat_arrays(column.chunks) if column.num_chunks else pa.array([], column.type)
+            )
+        kind = column.type
+        if pa.types.is_dictionary(kind) and _is_string(kind.value_type):
+            column = column.cast(kind.value_type)
+            kind = column.type
+        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+            if pa.types.is_floating(kind) and table.num_rows:
+                finite = pc.all(pc.or_kleene(pc.is_finite(column), pc.is_null(column)))
+                if finite.as_py() is False:
+                    problems.append(
+                        ValidationError(f"columns.{name}", "finite numbers", "NaN or infinity")
+                    )
+        elif pa.types.is_boolean(kind) or _is_string(kind):
+            pass
+        elif (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _is_string(
+            kind.value_type
+        ):
+            pass
+        else:
+            problems.append(ValidationError(f"columns.{name}", FEATURE_EXPECTED, str(kind)))
+        columns[name] = column
+    if problems:
+        raise BadRequest(problems[:MAX_PROBLEMS])
+    return ColumnBatch(columns, table.num_rows)
+
+
+def _is_string(kind: Any) -> bool:
+    import pyarrow as pa
+
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))

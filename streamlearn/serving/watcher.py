@@ -1,0 +1,167 @@
+"""Hot swap: follow the version to serve and switch to it atomically.
+
+A :class:`ModelWatcher` polls its :class:`~streamlearn.serving.model.ModelSource`
+from a background thread (every 20 ms by default), loads a new version there,
+off the request path, and publishes it with one attribute assignment. A
+request reads :attr:`ModelWatcher.current` once and uses that predictor for
+all of its events, so it is answered entirely by one version. Pins and
+rollbacks are honoured because the watcher follows whatever the source says to
+serve, up or down.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from streamlearn.errors import ConfigError, VersionNotFound
+from streamlearn.serving.model import ModelSource, Predictor
+
+__all__ = ["ModelWatcher"]
+
+log = logging.getLogger(__name__)
+
+
+class ModelWatcher:
+    """Keep the newest servable version loaded and swap to it atomically.
+
+    Parameters
+    ----------
+    source
+        Tells which version to serve and loads versions.
+    interval_s
+        Seconds between two polls of ``source.serving_version()``.
+    cache_size
+        How many loaded versions to keep for requests that ask a specific
+        ``version`` (the current one is always kept).
+    on_swap
+        Called as ``on_swap(old_version, new_version)`` after each swap.
+    """
+
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        interval_s: float = 0.02,
+        cache_size: int = 8,
+        on_swap: Callable[[int | None, int], None] | None = None,
+    ) -> None:
+        if not 0 < interval_s <= 0.2:
+            raise ConfigError("interval_s", "a number of seconds in (0, 0.2]", repr(interval_s))
+        if cache_size < 1:
+            raise ConfigError("cache_size", "an integer >= 1", repr(cache_size))
+        self.source = source
+        self.interval_s = interval_s
+        self.cache_size = cache_size
+        self.on_swap = on_swap
+        self.swaps = 0
+        self.last_error: str | None = None
+        self._current: Predictor | None = None
+        self._cache: OrderedDict[int, Predictor] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def current(self) -> Predictor | None:
+        """The predictor serving now; ``None`` until a first version is loaded."""
+        return self._current
+
+    def poll_once(self) -> bool:
+        """Check the source once; load and swap if it names another version.
+
+        Returns whether a swap happened. Errors of the source are logged and
+        kept in :attr:`last_error`; the current version keeps serving.
+        """
+        try:
+            wanted = self.source.serving_version()
+            current = self._current
+            if wanted is None or (current is not None and current.version == wanted):
+                self.last_error = None
+                return False
+            predictor = self._cached(wanted)
+            if predictor is None:
+                predictor = self.source.load(wanted)
+                self._remember(predictor)
+        except Exception as exc:  # keep serving the old version whatever the store does
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self.last_error:
+                log.warning("model source failed, still serving the current version: %s", message)
+            self.last_error = message
+            return False
+        self.last_error = None
+        old = current.version if current is not None else None
+        self._current = predictor  # the swap: one assignment, atomic for readers
+        self.swaps += 1
+        log.info("serving version %d (was %s)", predictor.version, old)
+        if self.on_swap is not None:
+            self.on_swap(old, predictor.version)
+        return True
+
+    def peek(self, version: int) -> Predictor | None:
+        """The predictor of ``version`` if it is loaded already, else ``None``; never blocks."""
+        current = self._current
+        if current is not None and current.version == version:
+            return current
+        return self._cached(version)
+
+    def get(self, version: int) -> Predictor:
+        """The predictor of a specific ``version``, loading it if needed.
+
+        Raises :class:`~streamlearn.errors.VersionNotFound` when the source has
+        no such version. Blocking: call it from a worker thread in async code.
+        """
+        current = self._current
+        if current is not None and current.version == version:
+            return current
+        predictor = self._cached(version)
+        if predictor is None:
+            predictor = self.source.load(version)
+            if predictor.version != version:
+                raise VersionNotFound(f"version {version} of model {self.source.name!r}")
+            self._remember(predictor)
+        return predictor
+
+    def start(self) -> None:
+        """Poll once now, then keep polling from a daemon thread."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self.poll_once()
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the polling thread and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Block until a version is loaded or ``timeout_s`` passes; returns readiness."""
+        deadline = time.monotonic() + timeout_s
+        while self._current is None and time.monotonic() < deadline:
+            time.sleep(min(self.interval_s, 0.01))
+        return self._current is not None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll_once()
+
+    def _cached(self, version: int) -> Predictor | None:
+        with self._cache_lock:
+            predictor = self._cache.get(version)
+            if predictor is not None:
+                self._cache.move_to_end(version)
+            return predictor
+
+    def _remember(self, predictor: Predictor) -> None:
+        with self._cache_lock:
+            self._cache[predictor.version] = predictor
+            self._cache.move_to_end(predictor.version)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)

@@ -1,0 +1,286 @@
+"""The service's ASGI app and watcher, in process, over a fake model source.
+
+The fake's predictor answers every event with its own version number, so a
+response shows which version made it. The real server process, store and
+learners are exercised in ``test_serving_live.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pyarrow as pa
+import pytest
+
+import streamlearn.serving as serving
+from streamlearn.errors import ConfigError, StoreError, VersionNotFound
+from streamlearn.serving import ModelWatcher, PredictionApp, Predictions
+
+
+class VersionPredictor:
+    """Predicts its own version for every event; a classifier when ``classes`` is set."""
+
+    def __init__(self, version: int, classes: tuple[Any, ...] | None = None) -> None:
+        self.version = version
+        self.created_at = time.time() - 2.0
+        self.lineage = {"parent": version - 1 if version else None}
+        self.classes = classes
+        self.seen: list[Any] = []
+
+    def _answer(self, n: int) -> Predictions:
+        if self.classes is None:
+            return Predictions(values=np.full(n, float(self.version)))
+        proba = np.tile(np.array([0.25, 0.75]), (n, 1))
+        return Predictions.from_probabilities(proba, self.classes)
+
+    def predict_features(self, features: Any) -> Predictions:
+        self.seen.append(list(features))
+        return self._answer(len(features))
+
+    def predict_columns(self, columns: Any, n_rows: int) -> Predictions:
+        self.seen.append({name: col.to_pylist() for name, col in columns.items()})
+        return self._answer(n_rows)
+
+
+class FakeSource:
+    name = "ctr"
+
+    def __init__(self, serving: int | None = None, classes: tuple[Any, ...] | None = None) -> None:
+        self.serving = serving
+        self.classes = classes
+        self.loads: list[int] = []
+        self.fail = False
+
+    def serving_version(self) -> int | None:
+        if self.fail:
+            raise StoreError("manifest unreadable")
+        return self.serving
+
+    def load(self, version: int) -> VersionPredictor:
+        if self.serving is None or version > self.serving or version < 1:
+            raise VersionNotFound(f"version {version} of model 'ctr'")
+        self.loads.append(version)
+        return VersionPredictor(version, self.classes)
+
+    def versions(self) -> list[dict[str, Any]]:
+        return [{"version": v} for v in range(1, (self.serving or 0) + 1)]
+
+
+def call(app: PredictionApp, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(go())
+
+
+def make_app(serving: int | None = 3, **kwargs: Any) -> tuple[PredictionApp, FakeSource]:
+    source = FakeSource(serving, kwargs.pop("classes", None))
+    watcher = ModelWatcher(source)
+    watcher.poll_once()
+    return PredictionApp(watcher, **kwargs), source
+
+
+def test_exports_match_all() -> None:
+    public = {name for name in dir(serving) if not name.startswith("_")}
+    modules = {"app", "client", "metrics", "model", "openapi", "payload", "server", "watcher"}
+    assert public - modules - {"annotations"} == set(serving.__all__)
+
+
+def test_single_event_is_answered_by_the_current_version() -> None:
+    app, _ = make_app(3)
+    r = call(app, "POST", "/v1/predict", json={"features": {"age": 31, "country": "FR"}})
+    assert r.status_code == 200
+    doc = r.json()
+    assert doc["version"] == 3 and doc["prediction"] == 3.0 and doc["model"] == "ctr"
+    assert 1.5 < doc["age_s"] < 60
+
+
+def test_envelope_and_classifier_answer_in_columns() -> None:
+    app, _ = make_app(2, classes=("no", "yes"))
+    events = [{"features": {"x": i}} for i in range(5)]
+    doc = call(app, "POST", "/v1/predict", json={"events": events}).json()
+    assert doc["predictions"] == ["yes"] * 5
+    assert doc["classes"] == ["no", "yes"]
+    assert doc["probabilities"] == [[0.25, 0.75]] * 5
+
+
+def test_arrow_body_reaches_the_predictor_column_wise() -> None:
+    app, _ = make_app(4)
+    table = pa.table({"age": [31, None, 5], "country": ["FR", "DE", None]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    r = call(
+        app,
+        "POST",
+        "/v1/predict",
+        content=sink.getvalue().to_pybytes(),
+        headers={"content-type": "application/vnd.apache.arrow.stream"},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["predictions"] == [4.0, 4.0, 4.0]
+    predictor = app.watcher.current
+    assert predictor.seen[-1] == {"age": [31, None, 5], "country": ["FR", "DE", None]}
+
+
+def test_a_specific_version_can_be_asked() -> None:
+    app, source = make_app(5)
+    assert call(app, "POST", "/v1/predict?version=2", json={"features": {}}).json()["version"] == 2
+    assert call(app, "POST", "/v1/predict?version=2", json={"features": {}}).json()["version"] == 2
+    assert source.loads.count(2) == 1  # cached after the first load
+    r = call(app, "POST", "/v1/predict?version=9", json={"features": {}})
+    assert r.status_code == 404 and "version 9" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"features": {"age": {"nested": 1}}}, "event.features.age"),
+        ({"features": {"tags": ["a", 2]}}, "event.features.tags"),
+        ({"features": 3}, "event.features"),
+        ({"features": {}, "colour": "red"}, "event.colour"),
+        ({"features": {}, "ts": -1}, "event.ts"),
+        ({"events": [{"features": {}}, {"features": {"a": None}}]}, "events[1].features.a"),
+        ({"events": "nope"}, "events"),
+        ([1, 2], "body"),
+    ],
+)
+def test_bad_fields_are_named_in_a_422(body: Any, field: str) -> None:
+    app, _ = make_app(1)
+    r = call(app, "POST", "/v1/predict", content=orjson.dumps(body))
+    assert r.status_code == 422
+    assert r.json()["fields"][0]["field"] == field
+
+
+def test_every_bad_field_is_reported() -> None:
+    app, _ = make_app(1)
+    body = {"events": [{"features": {"a": None, "b": {}}}, {"features": {"c": [1]}}]}
+    fields = [f["field"] for f in call(app, "POST", "/v1/predict", json=body).json()["fields"]]
+    assert fields == ["events[0].features.a", "events[0].features.b", "events[1].features.c"]
+
+
+def test_unreadable_oversized_and_wrongly_typed_bodies() -> None:
+    app, _ = make_app(1, max_body_bytes=1000, max_events=3)
+    assert call(app, "POST", "/v1/predict", content=b"{nope").status_code == 400
+    big = {"features": {"x": "y" * 2000}}
+    assert call(app, "POST", "/v1/predict", json=big).status_code == 413
+    many = {"events": [{"features": {}}] * 4}
+    assert call(app, "POST", "/v1/predict", json=many).status_code == 413
+    r = call(app, "POST", "/v1/predict", content=b"a=1", headers={"content-type": "text/csv"})
+    assert r.status_code == 415 and r.json()["fields"][0]["field"] == "content-type"
+    arrow = {"content-type": "application/vnd.apache.arrow.stream"}
+    assert call(app, "POST", "/v1/predict", content=b"\x00" * 20, headers=arrow).status_code == 400
+
+
+def test_bad_query_routes_and_methods() -> None:
+    app, _ = make_app(1)
+    r = call(app, "POST", "/v1/predict?version=latest", json={"features": {}})
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "version"
+    r = call(app, "POST", "/v1/predict?verison=1", json={"features": {}})
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "verison"
+    assert call(app, "GET", "/v1/predict").status_code == 405
+    assert call(app, "GET", "/nowhere").status_code == 404
+
+
+def test_readiness_follows_the_first_version() -> None:
+    app, source = make_app(None)
+    assert call(app, "GET", "/healthz").status_code == 200
+    assert call(app, "GET", "/readyz").status_code == 503
+    assert call(app, "POST", "/v1/predict", json={"features": {}}).status_code == 503
+    assert call(app, "GET", "/v1/models/current").status_code == 503
+    source.serving = 1
+    app.watcher.poll_once()
+    assert call(app, "GET", "/readyz").json() == {"status": "ready", "version": 1}
+    assert call(app, "GET", "/v1/models/current").json()["lineage"] == {"parent": 0}
+
+
+def test_models_lists_versions_and_the_serving_one() -> None:
+    app, _ = make_app(3)
+    doc = call(app, "GET", "/v1/models").json()
+    assert doc["serving"] == 3 and [v["version"] for v in doc["versions"]] == [1, 2, 3]
+
+
+def test_bearer_token_guards_the_api_but_not_health() -> None:
+    app, _ = make_app(1, token="s3cret")
+    assert call(app, "POST", "/v1/predict", json={"features": {}}).status_code == 401
+    wrong = {"authorization": "Bearer nope"}
+    assert call(app, "GET", "/v1/models", headers=wrong).status_code == 401
+    good = {"authorization": "Bearer s3cret"}
+    assert call(app, "POST", "/v1/predict", json={"features": {}}, headers=good).status_code == 200
+    assert call(app, "GET", "/healthz").status_code == 200
+    assert call(app, "GET", "/metrics").status_code == 401
+    with pytest.raises(ConfigError, match="token"):
+        make_app(1, token=" ")
+
+
+def test_metrics_count_requests_swaps_and_age() -> None:
+    app, source = make_app(1)
+    call(app, "POST", "/v1/predict", json={"events": [{"features": {}}] * 3})
+    call(app, "POST", "/v1/predict", json={"features": 1})
+    source.serving = 2
+    app.watcher.poll_once()
+    text = call(app, "GET", "/metrics").text
+    assert 'streamlearn_requests_total{route="/v1/predict",status="200"} 1' in text
+    assert 'streamlearn_requests_total{route="/v1/predict",status="422"} 1' in text
+    assert 'streamlearn_predictions_total{model="ctr"} 3' in text
+    assert 'streamlearn_model_swaps_total{model="ctr"} 2' in text
+    assert 'streamlearn_model_version{model="ctr"} 2' in text
+    assert "streamlearn_model_age_seconds" in text
+
+
+def test_a_predictor_that_crashes_gives_a_500_and_the_app_lives_on() -> None:
+    app, _ = make_app(1)
+
+    def boom(features: Any) -> Predictions:
+        raise RuntimeError("bug")
+
+    app.watcher.current.predict_features = boom
+    assert call(app, "POST", "/v1/predict", json={"features": {}}).status_code == 500
+    assert call(app, "GET", "/healthz").status_code == 200
+
+
+def test_openapi_document_lists_every_route() -> None:
+    app, _ = make_app(1)
+    doc = call(app, "GET", "/openapi.json").json()
+    assert set(doc["paths"]) == set(app._routes)
+
+
+def test_watcher_follows_rollbacks_and_survives_source_errors() -> None:
+    source = FakeSource(3)
+    swaps: list[tuple[int | None, int]] = []
+    watcher = ModelWatcher(source, on_swap=lambda old, new: swaps.append((old, new)))
+    assert watcher.poll_once() and watcher.current.version == 3
+    source.fail = True
+    assert not watcher.poll_once() and "manifest unreadable" in watcher.last_error
+    assert watcher.current.version == 3
+    source.fail = False
+    source.serving = 2  # a rollback
+    assert watcher.poll_once() and watcher.current.version == 2
+    assert swaps == [(None, 3), (3, 2)]
+    assert not watcher.poll_once()
+
+
+def test_watcher_thread_notices_a_new_version_quickly() -> None:
+    source = FakeSource(1)
+    seen = threading.Event()
+    watcher = ModelWatcher(source, interval_s=0.02, on_swap=lambda old, new: seen.set())
+    watcher.start()
+    try:
+        seen.clear()
+        source.serving = 2
+        assert seen.wait(5) and watcher.current.version == 2
+    finally:
+        watcher.stop()
+
+
+def test_watcher_refuses_bad_settings() -> None:
+    with pytest.raises(ConfigError, match="interval_s"):
+        ModelWatcher(FakeSource(1), interval_s=1.0)
