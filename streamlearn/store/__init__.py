@@ -1,0 +1,29 @@
+"""Versioned models on any pyarrow filesystem (local, S3, HDFS).
+
+>>> import tempfile, pyarrow as pa
+>>> from streamlearn.store import ModelStore, Lineage
+>>> store = ModelStore(tempfile.mkdtemp(), model="demo")
+>>> store.publish(pa.table({"w": [1.0, 2.0]}), Lineage(events=10, learners=("l0",)))
+1
+>>> store.get(1).lineage.learners
+('l0',)
+
+See ``docs/store.md`` for the layout, the commit protocol and what it relies on.
+"""
+
+from streamlearn.store.lineage import Lineage
+from streamlearn.store.location import DEFAULT_STORE
+from streamlearn.store.model_store import DEFAULT_MODEL, ModelStore
+from streamlearn.store.payload import ToBytes
+from streamlearn.store.records import Head, ModelVersion, VersionInfo
+
+__all__ = [
+    "ModelStore",
+    "Lineage",
+    "Head",
+    "VersionInfo",
+    "ModelVersion",
+    "ToBytes",
+    "DEFAULT_STORE",
+    "DEFAULT_MODEL",
+]

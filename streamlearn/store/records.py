@@ -1,0 +1,159 @@
+"""Typed records the store hands back: ``Head``, ``VersionInfo`` and ``ModelVersion``."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from streamlearn.errors import StateError
+from streamlearn.store.lineage import Lineage
+from streamlearn.store.payload import strip_store_metadata
+
+__all__ = ["Head", "VersionInfo", "ModelVersion"]
+
+
+@dataclass(frozen=True)
+class Head:
+    """The model's pointer file: newest version and the pin, read in one small read.
+
+    ``current`` is what a prediction server should serve: the pin if any, else
+    the latest (``None`` while nothing is published).
+    """
+
+    latest: int | None
+    pinned: int | None = None
+
+    @property
+    def current(self) -> int | None:
+        return self.pinned if self.pinned is not None else self.latest
+
+    def to_json(self) -> bytes:
+        return orjson.dumps({"latest": self.latest, "pinned": self.pinned})
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Head:
+        try:
+            raw = orjson.loads(data)
+            return cls(latest=raw.get("latest"), pinned=raw.get("pinned"))
+        except (orjson.JSONDecodeError, AttributeError) as exc:
+            raise StateError(f"model HEAD file is not the JSON the store writes ({exc})") from None
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """Everything known about one version, without loading its weights.
+
+    Attributes
+    ----------
+    model, version
+        Which model and which version number.
+    lineage
+        Offsets, event count, parents, learners, creation time, metrics.
+    kind
+        ``"publish"`` or ``"rollback"`` (a new version equal to an older one).
+    rollback_of
+        For a rollback, the version it restored.
+    file
+        The Arrow IPC file holding it, relative to the model's directory.
+    size_bytes
+        Size of that file.
+    available
+        False once retention deleted the file (``None`` when not checked).
+    pinned, current
+        Whether it is the pinned version / the one the server should serve
+        (filled by :meth:`ModelStore.list` and :meth:`ModelStore.info`).
+    """
+
+    model: str
+    version: int
+    lineage: Lineage
+    kind: str = "publish"
+    rollback_of: int | None = None
+    file: str = ""
+    size_bytes: int = 0
+    available: bool | None = None
+    pinned: bool = False
+    current: bool = False
+
+    @property
+    def created_at(self) -> float | None:
+        return self.lineage.created_at
+
+    def to_record(self) -> dict[str, Any]:
+        """The commit record stored for this version (JSON-ready)."""
+        return {
+            "model": self.model,
+            "version": self.version,
+            "kind": self.kind,
+            "rollback_of": self.rollback_of,
+            "file": self.file,
+            "size_bytes": self.size_bytes,
+            "lineage": self.lineage.to_dict(),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """:meth:`to_record` plus the status fields (for ``--json`` output)."""
+        return {
+            **self.to_record(),
+            "available": self.available,
+            "pinned": self.pinned,
+            "current": self.current,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> VersionInfo:
+        return cls(
+            model=record["model"],
+            version=int(record["version"]),
+            lineage=Lineage.from_dict(record["lineage"]),
+            kind=record.get("kind", "publish"),
+            rollback_of=record.get("rollback_of"),
+            file=record.get("file", ""),
+            size_bytes=int(record.get("size_bytes", 0)),
+        )
+
+    def with_status(self, **status: Any) -> VersionInfo:
+        return replace(self, **status)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A loaded version: its :class:`VersionInfo` and its Arrow table.
+
+    ``table`` is the stored table (zero-copy over the file's memory map when the
+    store is local); its schema metadata holds the ``streamlearn.store.*``
+    keys next to the payload's own. :meth:`to_bytes` gives back the payload as
+    it was published, for ``ModelState.from_bytes``.
+    """
+
+    info: VersionInfo
+    table: pa.Table
+    payload_kind: str = "arrow"
+
+    @property
+    def version(self) -> int:
+        return self.info.version
+
+    @property
+    def lineage(self) -> Lineage:
+        return self.info.lineage
+
+    def to_bytes(self) -> bytes:
+        """The payload as published: Arrow IPC stream bytes, or the opaque bytes."""
+        if self.payload_kind == "opaque":
+            try:
+                return self.table.column("payload")[0].as_py()
+            except KeyError:
+                raise StateError(
+                    f"version {self.version}: opaque payload without a `payload` column"
+                ) from None
+        table = strip_store_metadata(self.table)
+        sink = io.BytesIO()
+        with ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue()
