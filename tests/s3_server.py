@@ -2,7 +2,7 @@
 
 Test modules import the fixtures they need::
 
-    from s3_server import s3_server  # noqa: F401  (a pytest fixture)
+    from tests.s3_server import s3_server  # noqa: F401  (a pytest fixture)
 """
 
 from __future__ import annotations

@@ -8,7 +8,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 import pytest
-from s3_server import s3_server, s3_uri  # noqa: F401  (pytest fixtures)
+
+try:  # tests/ is a package in the full suite, a plain directory when run alone
+    from tests.s3_server import s3_server, s3_uri  # noqa: F401  (pytest fixtures)
+except ModuleNotFoundError:
+    from s3_server import s3_server, s3_uri  # noqa: F401
 
 from streamlearn.errors import VersionNotFound
 from streamlearn.store import Lineage, ModelStore
