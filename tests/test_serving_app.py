@@ -284,3 +284,16 @@ def test_watcher_thread_notices_a_new_version_quickly() -> None:
 def test_watcher_refuses_bad_settings() -> None:
     with pytest.raises(ConfigError, match="interval_s"):
         ModelWatcher(FakeSource(1), interval_s=1.0)
+
+
+def test_a_model_that_refuses_an_event_gives_a_422_naming_the_field() -> None:
+    from streamlearn.errors import ValidationError
+
+    app, _ = make_app(1)
+
+    def refuse(features: Any) -> Predictions:
+        raise ValidationError("features", "a non-empty mapping of name to value", "{}", "event 0")
+
+    app.watcher.current.predict_features = refuse
+    r = call(app, "POST", "/v1/predict", json={"features": {}})
+    assert r.status_code == 422 and r.json()["fields"][0]["field"] == "features"

@@ -130,6 +130,8 @@ class PredictionApp:
                 status, body, ctype, predictions = await route[1](scope, receive)
         except BadRequest as exc:
             status, body, ctype = exc.status, orjson.dumps(exc.to_json()), JSON
+        except ValidationError as exc:  # raised by the model's own encoder
+            status, body, ctype = 422, orjson.dumps(BadRequest([exc]).to_json()), JSON
         except VersionNotFound as exc:
             status, body, ctype = 404, _error(str(exc)), JSON
         except Exception:  # never die of a request
