@@ -1,0 +1,50 @@
+# streamlearn — the two commands a newcomer needs:
+#   make demo    run the whole loop end to end on local defaults
+#   make test    run the whole test suite (what CI runs)
+# Both create what they need (.venv, jars) and reuse it on the next run.
+
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+VENV_STAMP := $(VENV)/.streamlearn-installed
+JARS_STAMP := jvm/lib/.resolved
+
+.PHONY: demo test venv jars lint stop clean help
+
+help:
+	@echo "make demo    run the loop end to end (broker, training job, model store, prediction server)"
+	@echo "make test    run the whole test suite"
+	@echo "make stop    stop every service streamlearn started (broker, Flink cluster)"
+	@echo "make lint    ruff"
+
+venv: $(VENV_STAMP)
+$(VENV_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "streamlearn needs Python >= 3.11, found " + sys.version' 
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+jars: $(JARS_STAMP)
+$(JARS_STAMP): jvm/pom.xml
+	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed to fetch the Kafka and Flink jars"; exit 1; }
+	@command -v java >/dev/null || { echo "a JDK 17 (java) is needed to run Kafka and Flink"; exit 1; }
+	mvn --batch-mode --quiet -f jvm/pom.xml package
+	@touch $@
+
+test: venv jars
+	$(BIN)/python -m pytest
+
+demo: venv jars
+	$(BIN)/streamlearn demo
+
+lint: venv
+	$(BIN)/ruff check .
+
+stop: venv
+	-$(BIN)/streamlearn flink stop
+	-$(BIN)/streamlearn kafka stop
+
+clean: stop
+	rm -rf .state .streamlearn jvm/lib reports

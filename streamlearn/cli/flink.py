@@ -1,0 +1,74 @@
+"""``streamlearn flink start|stop|status|submit``: a local standalone Flink cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+__all__ = ["register", "run"]
+
+EPILOG = """\
+examples:
+  streamlearn flink start                       jobmanager + taskmanager, web UI on 127.0.0.1:8081
+  streamlearn flink status
+  streamlearn flink submit flink_jobs/passthrough.py -- --source a --sink b --bounded
+  streamlearn flink stop
+
+The cluster is the Flink distribution inside the PyFlink wheel, started with its
+own bin/start-cluster.sh; jobs go in with bin/flink run -py. Workers run this
+project's Python (the .venv), and the Kafka connector jar is on the job classpath.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "flink",
+        help="start, stop, inspect a local Flink cluster, or submit a job to it",
+        description="Run a standalone Flink cluster from PyFlink's bin/ and submit jobs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("action", choices=("start", "stop", "status", "submit"))
+    parser.add_argument("job", nargs="?", help="with submit: the Python job file")
+    parser.add_argument(
+        "job_args", nargs=argparse.REMAINDER, help="arguments after -- go to the job"
+    )
+    parser.add_argument("--port", type=int, default=8081, help="REST/web port (default 8081)")
+    parser.add_argument(
+        "--rpc-port", type=int, default=6123, help="jobmanager RPC port (default 6123)"
+    )
+    parser.add_argument("--slots", type=int, default=2, help="task slots (default 2)")
+    parser.add_argument("--detached", action="store_true", help="with submit: do not wait")
+    parser.add_argument("--json", action="store_true", help="print status as JSON")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from connectors.flink_cluster import FlinkCluster
+    from streamlearn.errors import ConfigError
+
+    cluster = FlinkCluster(rest_port=args.port, rpc_port=args.rpc_port, slots=args.slots)
+    if args.action == "submit":
+        if not args.job:
+            raise ConfigError("job", "a job file, e.g. flink_jobs/train.py", None)
+        job_args = [a for a in args.job_args if a != "--"]
+        proc = cluster.submit(args.job, job_args, detached=args.detached)
+        print(proc.stdout.strip())
+        return 0
+    if args.action == "start":
+        status = cluster.start()
+    elif args.action == "stop":
+        was = cluster.stop()
+        print("stopped the Flink cluster" if was else "no Flink cluster was running")
+        return 0
+    else:
+        status = cluster.status()
+    if args.json:
+        print(json.dumps(status.to_json()))
+    elif status.running:
+        print(f"running  {status.rest_url}  Flink {status.flink_version}  "
+              f"task managers {status.taskmanagers}  slots {status.slots_available}/"
+              f"{status.slots_total} free  jobs running {status.jobs_running}")
+    else:
+        print(f"stopped  {status.rest_url}  (start it with `streamlearn flink start`)")
+    return 0 if status.running else 3

@@ -1,0 +1,73 @@
+"""Shared fixtures: a real Kafka broker and a real Flink cluster, started and stopped by the tests.
+
+Both run on free loopback ports with their state in a temporary directory, so
+the suite never touches a broker or cluster the user runs on the default
+ports, and leaves nothing behind: each fixture stops its process in a
+finaliser, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+
+def free_port(span: int = 1) -> int:
+    """A loopback port p such that p .. p+span-1 are all free right now."""
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port + span > 65535:
+            continue
+        ok = True
+        for extra in range(1, span):
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port + extra))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return port
+    raise RuntimeError("no free loopback port range found")
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A real KRaft broker for the whole session (a ``LocalBroker``, running)."""
+    from connectors.kafka_broker import LocalBroker
+
+    broker = LocalBroker(port=free_port(2), directory=tmp_path_factory.mktemp("kafka"))
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture()
+def topic_name() -> str:
+    """A fresh, unique topic name per test."""
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(scope="session")
+def flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A real standalone Flink cluster (PyFlink's bin/start-cluster.sh), running."""
+    from connectors.flink_cluster import FlinkCluster
+
+    cluster = FlinkCluster(
+        rest_port=free_port(),
+        rpc_port=free_port(),
+        slots=2,
+        directory=tmp_path_factory.mktemp("flink"),
+    )
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

@@ -1,0 +1,122 @@
+"""The local broker runner and the kafka-python helpers, against a real broker."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from connectors.kafka_broker import LocalBroker
+from connectors.kafka_io import (
+    KeyedProducer,
+    consume_all,
+    create_topics,
+    describe_topic,
+    list_topics,
+)
+from streamlearn.errors import BrokerUnavailable, ConfigError, PortInUse
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_10k_keyed_messages_arrive_once_in_order_per_partition(kafka_broker, topic_name):
+    create_topics(kafka_broker.bootstrap, {topic_name: 4})
+    n, keys = 10_000, 37
+    with KeyedProducer(kafka_broker.bootstrap, topic_name) as producer:
+        for i in range(n):
+            producer.send({"seq": i, "key": f"user-{i % keys}"}, key=f"user-{i % keys}")
+    assert producer.delivered == n and producer.failed == 0
+
+    records = consume_all(kafka_broker.bootstrap, topic_name, expected=n, timeout_s=60)
+    seqs = [json.loads(r.value)["seq"] for r in records]
+    assert sorted(seqs) == list(range(n)), "every message exactly once"
+
+    partition_of_key: dict[bytes, int] = {}
+    per_partition: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for r in records:
+        assert partition_of_key.setdefault(r.key, r.partition) == r.partition, "a key stays put"
+        per_partition[r.partition].append((r.offset, json.loads(r.value)["seq"]))
+    assert len(per_partition) > 1, "keys spread over partitions"
+    for items in per_partition.values():
+        items.sort()
+        seq_in_offset_order = [s for _, s in items]
+        assert seq_in_offset_order == sorted(seq_in_offset_order), "order kept per partition"
+        offsets = [o for o, _ in items]
+        assert offsets == list(range(offsets[0], offsets[0] + len(offsets)))
+
+    info = describe_topic(kafka_broker.bootstrap, topic_name)
+    assert info.partitions == 4 and info.messages == n
+    assert topic_name in list_topics(kafka_broker.bootstrap)
+
+
+def test_a_standard_java_client_produces_and_consumes(kafka_broker, topic_name):
+    """The official Java client (kafka-clients) talks to the advertised 127.0.0.1 listener."""
+    create_topics(kafka_broker.bootstrap, {topic_name: 2})
+    proc = subprocess.run(
+        [
+            "java",
+            "-cp",
+            str(ROOT / "jvm" / "lib" / "kafka" / "*"),
+            str(ROOT / "tests" / "java" / "JavaClientRoundTrip.java"),
+            kafka_broker.bootstrap,
+            topic_name,
+            "500",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "consumed 500" in proc.stdout
+    # and what the Java client wrote is readable by kafka-python too
+    records = consume_all(kafka_broker.bootstrap, topic_name, expected=500, timeout_s=30)
+    assert sorted(int(r.value) for r in records) == list(range(500))
+
+
+def test_starting_twice_is_harmless(kafka_broker):
+    again = LocalBroker(port=kafka_broker.port, directory=kafka_broker.dir)
+    status = again.start()
+    assert status.running and status.pid == kafka_broker.status().pid
+
+
+def test_a_taken_port_is_named(tmp_path):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        with pytest.raises(PortInUse, match=str(port)):
+            LocalBroker(port=port, directory=tmp_path).start()
+
+
+def test_status_stop_and_restart_keep_data(tmp_path):
+    broker = LocalBroker(port=free_port(2), directory=tmp_path)
+    assert not broker.status().running
+    try:
+        status = broker.start()
+        assert status.running and status.pid and status.uptime_s is not None
+        create_topics(broker.bootstrap, {"kept": 1})
+        with KeyedProducer(broker.bootstrap, "kept") as producer:
+            producer.send(b"x")
+        assert broker.stop() is True
+        assert not broker.status().running
+        with pytest.raises(BrokerUnavailable, match=broker.bootstrap):
+            list_topics(broker.bootstrap)
+        broker.start()  # storage already formatted: starts again with the data
+        assert describe_topic(broker.bootstrap, "kept").messages == 1
+    finally:
+        broker.stop()
+    assert broker.stop() is False
+
+
+def test_bad_settings_are_rejected_by_name(kafka_broker):
+    with pytest.raises(ConfigError, match="lingerms"):
+        KeyedProducer(kafka_broker.bootstrap, "x", lingerms=5)
+    with pytest.raises(ConfigError, match="partitions"):
+        create_topics(kafka_broker.bootstrap, {"bad": 0})
