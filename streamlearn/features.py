@@ -1,0 +1,471 @@
+"""Events' feature mappings to a sparse micro-batch, and an online scaler.
+
+An event's ``features`` maps names to values:
+
+==================  ==========================================  ===========
+value               becomes                                     entry value
+==================  ==========================================  ===========
+number              one slot for ``name``                       the number
+string              one slot for ``name=value`` (one-hot)       1.0
+list of strings     one slot per ``name=item`` (multi-hot)      1.0 each
+true / false        the slot of ``name``                        1.0 / 0.0
+==================  ==========================================  ===========
+
+Slots come from signed feature hashing into ``2**bits`` slots. The hash is
+BLAKE2b of the UTF-8 name and value, mixed in numpy: the same feature lands in
+the same slot with the same sign in every process, on every machine (Python's
+``hash()`` is salted per process and is never used). Names listed in
+``dense`` are not hashed: each gets its own slot after the hashed ones, so
+important numeric features never collide.
+
+A micro-batch is a :class:`FeatureBatch` in CSR form (``indices``, ``values``,
+``offsets``): encode it once, then predict and learn on it. Encoding a batch
+does the per-item work at C level (``dict`` look-ups of names and string
+values, cached) and the rest in numpy, so only the first sight of a name or a
+string value costs Python time.
+
+>>> hasher = FeatureHasher(bits=4)
+>>> batch = hasher.encode([{"age": 31.0, "country": "FR"}, {"tags": ["a", "b"], "vip": True}])
+>>> batch.n_rows, batch.offsets.tolist(), batch.n_slots
+(2, [0, 2, 5], 16)
+>>> batch.values.tolist()  # signed by the hash
+[-31.0, -1.0, -1.0, 1.0, -1.0]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+
+import numpy as np
+
+from streamlearn.errors import ValidationError
+
+__all__ = ["FeatureBatch", "FeatureHasher", "OnlineScaler", "feature_slot"]
+
+MAX_BITS = 30
+_HASH_BITS = 53  # exact in a float64, so look-ups can return floats and None -> NaN
+_HASH_MASK = (1 << _HASH_BITS) - 1
+_MIX_1 = np.uint64(0xFF51AFD7ED558CCD)
+_MIX_2 = np.uint64(0xC4CEB9FE1A85EC53)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_NUMERIC_SALT = 0  # the "value" of a numeric or boolean feature
+_VALUE_KINDS = "a number, a string, a list of strings or true/false"
+
+
+def _hash53(text: str, person: bytes) -> int:
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=person).digest()
+    return int.from_bytes(digest, "little") & _HASH_MASK
+
+
+def _hash_name(name: str) -> int:
+    return _hash53(name, b"sl.name")
+
+
+def _hash_value(value: str) -> int:
+    # never 0: 0 is the salt of numeric features
+    return _hash53(value, b"sl.value") or 1
+
+
+def _mix(name_hash: np.ndarray, value_hash: np.ndarray) -> np.ndarray:
+    """Mix two arrays of 53-bit hashes into 64-bit hashes (murmur3's finaliser)."""
+    h = name_hash.astype(np.uint64) * _GOLDEN
+    h ^= value_hash.astype(np.uint64)
+    h ^= h >> np.uint64(33)
+    h *= _MIX_1
+    h ^= h >> np.uint64(33)
+    h *= _MIX_2
+    h ^= h >> np.uint64(33)
+    return h
+
+
+def feature_slot(name: str, value: str | None = None, bits: int = 20) -> tuple[int, int]:
+    """The ``(slot, sign)`` of one hashed feature: ``name`` alone for numbers
+    and booleans, ``name=value`` for strings.
+
+    The answer is the same in every process and on every machine.
+
+    >>> feature_slot("country", "FR", bits=20)
+    (188638, -1)
+    >>> feature_slot("age", bits=20)
+    (648457, -1)
+    """
+    value_hash = _NUMERIC_SALT if value is None else _hash_value(value)
+    h = int(_mix(np.array([_hash_name(name)]), np.array([value_hash]))[0])
+    return h & ((1 << bits) - 1), -1 if h >> 63 else 1
+
+
+@dataclass(eq=False)
+class FeatureBatch:
+    """A micro-batch of encoded events, in CSR form.
+
+    Row ``i``'s entries are ``indices[offsets[i]:offsets[i+1]]`` (slots) and
+    ``values[offsets[i]:offsets[i+1]]``. ``numeric`` flags the entries that
+    came from numbers (the ones an online scaler standardises). A slot may
+    appear more than once in a row (hash collisions add up).
+
+    >>> b = FeatureBatch.from_arrays([3, 0, 3], [1.0, 2.0, 0.5], [0, 2, 3], n_slots=4)
+    >>> b.n_rows, b.rows().tolist()
+    (2, [0, 0, 1])
+    """
+
+    indices: np.ndarray
+    values: np.ndarray
+    offsets: np.ndarray
+    numeric: np.ndarray
+    n_slots: int
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        indices: Sequence[int] | np.ndarray,
+        values: Sequence[float] | np.ndarray,
+        offsets: Sequence[int] | np.ndarray,
+        n_slots: int,
+        numeric: Sequence[bool] | np.ndarray | None = None,
+    ) -> FeatureBatch:
+        """Build a batch from CSR arrays, checking that they fit together."""
+        idx = np.asarray(indices, dtype=np.int64)
+        val = np.asarray(values, dtype=np.float64)
+        off = np.asarray(offsets, dtype=np.int64)
+        num = np.ones(len(idx), bool) if numeric is None else np.asarray(numeric, dtype=bool)
+        if idx.ndim != 1 or val.shape != idx.shape or num.shape != idx.shape:
+            raise ValidationError(
+                "values", f"1-d indices, values and numeric of one length {idx.shape}",
+                f"shapes {idx.shape}, {val.shape}, {num.shape}",
+            )
+        if off.ndim != 1 or len(off) < 1 or off[0] != 0 or off[-1] != len(idx) or (
+            np.diff(off) < 0
+        ).any():
+            raise ValidationError(
+                "offsets", f"non-decreasing offsets from 0 to {len(idx)}", off.tolist()[:10]
+            )
+        if len(idx) and (idx.min() < 0 or idx.max() >= n_slots):
+            raise ValidationError(
+                "indices", f"slots in [0, {n_slots})", f"[{idx.min()}, {idx.max()}]"
+            )
+        if not np.isfinite(val).all():
+            raise ValidationError("values", "finite numbers", "NaN or infinity")
+        return cls(idx, val, off, num, int(n_slots))
+
+    @property
+    def n_rows(self) -> int:
+        """Number of events in the batch."""
+        return len(self.offsets) - 1
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def rows(self) -> np.ndarray:
+        """The row of every entry (computed once, then cached)."""
+        rows = self._cache.get("rows")
+        if rows is None:
+            rows = np.repeat(np.arange(self.n_rows), np.diff(self.offsets))
+            self._cache["rows"] = rows
+        return rows
+
+    def groups(self, scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Group equal slots without sorting: ``(representative, firsts)``.
+
+        ``representative[j]`` is, for entry ``j``, the index of one entry of the
+        same slot (the same for all of them); ``firsts`` lists one entry per
+        distinct slot. ``scratch`` is any int64 array of ``n_slots`` elements
+        whose contents do not matter; the work is O(entries), never O(slots).
+        """
+        got = self._cache.get("groups")
+        if got is None:
+            order = np.arange(len(self.indices))
+            scratch[self.indices] = order
+            representative = scratch[self.indices]
+            firsts = np.flatnonzero(representative == order)
+            got = self._cache["groups"] = (representative, firsts)
+        return got
+
+
+class FeatureHasher:
+    """Encode feature mappings into :class:`FeatureBatch` es.
+
+    Parameters
+    ----------
+    bits
+        Hashed features go to ``2**bits`` slots (1 to 30).
+    dense
+        Names of numeric features that get their own slot (never hashed,
+        never colliding), placed after the hashed slots.
+    cache_size
+        How many distinct names and string values to remember before the
+        cache is emptied (it only saves hashing time; results never change).
+
+    Examples
+    --------
+    >>> hasher = FeatureHasher(bits=8, dense=["age"])
+    >>> hasher.n_slots
+    257
+    >>> b = hasher.encode_one({"age": 42, "city": "Lyon"})
+    >>> b.indices.tolist(), b.values.tolist(), b.numeric.tolist()
+    ([256, 15], [42.0, 1.0], [True, False])
+    """
+
+    def __init__(
+        self, bits: int = 20, dense: Sequence[str] = (), cache_size: int = 1 << 20
+    ) -> None:
+        if type(bits) is not int or not 1 <= bits <= MAX_BITS:
+            raise ValidationError("bits", f"an integer from 1 to {MAX_BITS}", repr(bits))
+        if isinstance(dense, str) or not all(type(d) is str for d in dense):
+            raise ValidationError("dense", "a list of feature names", repr(dense))
+        if len(set(dense)) != len(dense):
+            raise ValidationError("dense", "distinct feature names", repr(list(dense)))
+        self.bits = bits
+        self.dense = tuple(dense)
+        self.cache_size = cache_size
+        self.n_hashed = 1 << bits
+        self.n_slots = self.n_hashed + len(self.dense)
+        self._names: dict[str, float] = {}
+        self._strings: dict[str, float] = {}
+        self._reset_names()
+
+    def __repr__(self) -> str:
+        return f"FeatureHasher(bits={self.bits}, dense={list(self.dense)!r})"
+
+    def _reset_names(self) -> None:
+        self._names.clear()
+        # dense names carry a negative code: -(position + 1)
+        for i, name in enumerate(self.dense):
+            self._names[name] = float(-(i + 1))
+
+    # -- encoding ---------------------------------------------------------------
+
+    def encode_one(self, x: Mapping[str, object]) -> FeatureBatch:
+        """Encode one event's features (a batch of one row)."""
+        if not isinstance(x, Mapping):
+            raise ValidationError("features", "a mapping of name to value", type(x).__name__)
+        return self.encode([x])
+
+    def encode(self, xs: Sequence[Mapping[str, object]]) -> FeatureBatch:
+        """Encode a sequence of feature mappings into one batch.
+
+        Raises :class:`~streamlearn.errors.ValidationError` naming the field
+        (``features.<name>``) and the event's position on any value that is
+        not a finite number, a string, a list of strings or a boolean, and on
+        an empty mapping.
+        """
+        if isinstance(xs, Mapping) or isinstance(xs, str | bytes):
+            raise ValidationError(
+                "xs", "a sequence of feature mappings", type(xs).__name__, "encode (use encode_one)"
+            )
+        xs = xs if isinstance(xs, list) else list(xs)
+        if not all(type(x) is dict for x in xs):
+            xs = [self._as_dict(x, i) for i, x in enumerate(xs)]
+        lens = list(map(len, xs))
+        if 0 in lens:
+            raise ValidationError(
+                "features", "a non-empty mapping of name to value", "{}", f"event {lens.index(0)}"
+            )
+        keys = list(chain.from_iterable(xs))
+        vals = list(chain.from_iterable(map(dict.values, xs)))
+        try:
+            value_codes = np.array(list(map(self._strings.get, vals)), dtype=np.float64)
+        except TypeError:  # an unhashable value (a list): flatten it, then go on
+            keys, vals, lens = self._flatten(xs)
+            value_codes = np.array(list(map(self._strings.get, vals)), dtype=np.float64)
+        offsets = np.zeros(len(lens) + 1, np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        name_codes = np.array(list(map(self._names.get, keys)), dtype=np.float64)
+        if np.isnan(name_codes).any():
+            self._learn_names(keys, name_codes, offsets)
+        values = np.ones(len(vals), np.float64)
+        numeric = np.isnan(value_codes)
+        if numeric.any():
+            numeric = self._numbers(keys, vals, value_codes, values, numeric, offsets)
+        return self._assemble(name_codes, value_codes, values, numeric, offsets)
+
+    def _assemble(
+        self, name_codes: np.ndarray, value_codes: np.ndarray, values: np.ndarray,
+        numeric: np.ndarray, offsets: np.ndarray,
+    ) -> FeatureBatch:
+        is_number = np.isnan(value_codes)
+        dense = name_codes < 0
+        if dense.any() and not is_number[dense].all():
+            j = int(np.flatnonzero(dense & ~is_number)[0])
+            raise ValidationError(
+                "features", "numbers for dense features", "a string", _where(offsets, j)
+            )
+        value_codes[is_number] = _NUMERIC_SALT
+        h = _mix(name_codes.astype(np.int64), value_codes.astype(np.int64))
+        indices = (h & np.uint64(self.n_hashed - 1)).astype(np.int64)
+        negative = (h >> np.uint64(63)).astype(bool)
+        if dense.any():
+            indices[dense] = self.n_hashed - 1 - name_codes[dense].astype(np.int64)
+            negative &= ~dense
+        np.negative(values, out=values, where=negative)
+        return FeatureBatch(indices, values, offsets, numeric, self.n_slots)
+
+    def _as_dict(self, x: object, i: int) -> dict:
+        if not isinstance(x, Mapping):
+            raise ValidationError(
+                "features", "a mapping of name to value", type(x).__name__, f"event {i}"
+            )
+        return dict(x)
+
+    def _flatten(self, xs: list[dict]) -> tuple[list, list, list[int]]:
+        keys: list = []
+        vals: list = []
+        lens: list[int] = []
+        for i, x in enumerate(xs):
+            start = len(keys)
+            for k, v in x.items():
+                if type(v) is list or type(v) is tuple:
+                    for item in v:
+                        if type(item) is not str:
+                            raise ValidationError(
+                                f"features.{k}", "a list of strings", repr(v), f"event {i}"
+                            )
+                        keys.append(k)
+                        vals.append(item)
+                else:
+                    keys.append(k)
+                    vals.append(v)
+            lens.append(len(keys) - start)
+        return keys, vals, lens
+
+    def _learn_names(self, keys: list, codes: np.ndarray, offsets: np.ndarray) -> None:
+        if len(self._names) > self.cache_size:
+            self._reset_names()
+        for j in np.flatnonzero(np.isnan(codes)).tolist():
+            name = keys[j]
+            code = self._names.get(name) if type(name) is str else None
+            if code is None:
+                if type(name) is not str or not name:
+                    raise ValidationError(
+                        "features", "non-empty string feature names", repr(name),
+                        _where(offsets, j),
+                    )
+                code = self._names[name] = float(_hash_name(name))
+            codes[j] = code
+
+    def _numbers(
+        self, keys: list, vals: list, value_codes: np.ndarray, values: np.ndarray,
+        numeric: np.ndarray, offsets: np.ndarray,
+    ) -> np.ndarray:
+        """Fill ``values`` at the entries that are not known strings; return the
+        numeric mask (numbers only: booleans and new strings are not numeric)."""
+        pos = np.flatnonzero(numeric)
+        picked = operator.itemgetter(*pos.tolist())(vals) if len(pos) > 1 else (vals[pos[0]],)
+        kinds = set(map(type, picked))
+        if kinds <= {float, int}:
+            try:
+                values[pos] = picked
+            except OverflowError:
+                pass  # found and named below
+            else:
+                if np.isfinite(values[pos]).all():
+                    return numeric
+        # the careful path: new strings, booleans, other number types, bad values
+        strings = self._strings
+        if len(strings) > self.cache_size:
+            strings.clear()
+        for j, v in zip(pos.tolist(), picked, strict=True):
+            t = type(v)
+            if t is str:
+                code = strings.get(v)
+                if code is None:
+                    code = strings[v] = float(_hash_value(v))
+                value_codes[j] = code
+                values[j] = 1.0
+                numeric[j] = False
+                if self._names[keys[j]] < 0:
+                    raise ValidationError(
+                        f"features.{keys[j]}", "a number (it is a dense feature)", repr(v),
+                        _where(offsets, j),
+                    )
+            elif t is bool:
+                values[j] = 1.0 if v else 0.0
+                numeric[j] = False
+            elif isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+                v, np.bool_
+            ):
+                try:
+                    f = float(v)
+                except OverflowError:
+                    f = float("inf")
+                if f != f or f in (float("inf"), float("-inf")):
+                    raise ValidationError(
+                        f"features.{keys[j]}", "a finite number", repr(v), _where(offsets, j)
+                    )
+                values[j] = f
+            else:
+                raise ValidationError(
+                    f"features.{keys[j]}", _VALUE_KINDS, repr(v), _where(offsets, j)
+                )
+        return numeric
+
+
+def _where(offsets: np.ndarray, entry: int) -> str:
+    return f"event {int(np.searchsorted(offsets, entry, side='right')) - 1}"
+
+
+class OnlineScaler:
+    """Running mean and variance per slot, to standardise numeric entries.
+
+    Only entries flagged ``numeric`` (numbers, not one-hot strings nor
+    booleans) are counted and scaled, each with the statistics of its slot.
+    A batch updates the statistics in one step (Chan's parallel formula), so
+    one batch of one event equals one step of Welford's method. Statistics
+    live in three arrays of ``n_slots`` (``mean``, ``var`` — the population
+    variance —, ``count``); the work per batch is O(entries).
+
+    >>> hasher = FeatureHasher(bits=4, dense=["x"])
+    >>> scaler = OnlineScaler(hasher.n_slots)
+    >>> for x in (1.0, 2.0, 3.0):
+    ...     scaler.update(hasher.encode_one({"x": x}))
+    >>> scaler.transform(hasher.encode_one({"x": 3.0})).round(4).tolist()
+    [1.2247]
+    """
+
+    def __init__(self, n_slots: int) -> None:
+        self.n_slots = n_slots
+        self.mean = np.zeros(n_slots)
+        self.var = np.zeros(n_slots)
+        self.count = np.zeros(n_slots)
+        self._scratch = np.empty(n_slots, np.int64)
+
+    def update(self, batch: FeatureBatch) -> None:
+        """Add the batch's numeric entries to the statistics."""
+        m = batch.numeric
+        if not m.any():
+            return
+        idx = batch.indices[m]
+        x = batch.values[m]
+        order = np.arange(len(idx))
+        self._scratch[idx] = order
+        rep = self._scratch[idx]
+        n_b = np.bincount(rep, minlength=len(idx))[rep].astype(np.float64)
+        mean_b = np.bincount(rep, weights=x, minlength=len(idx))[rep] / n_b
+        m2_b = np.bincount(rep, weights=(x - mean_b) ** 2, minlength=len(idx))[rep]
+        firsts = np.flatnonzero(rep == order)
+        slots = idx[firsts]
+        n_b, mean_b, m2_b = n_b[firsts], mean_b[firsts], m2_b[firsts]
+        n_a = self.count[slots]
+        mean_a = self.mean[slots]
+        n = n_a + n_b
+        delta = mean_b - mean_a
+        self.mean[slots] = mean_a + delta * n_b / n
+        self.var[slots] = (self.var[slots] * n_a + m2_b + delta * delta * n_a * n_b / n) / n
+        self.count[slots] = n
+
+    def transform(self, batch: FeatureBatch) -> np.ndarray:
+        """The batch's values with numeric entries standardised (a new array);
+        a slot of zero variance gives 0."""
+        out = batch.values.copy()
+        m = batch.numeric
+        if m.any():
+            idx = batch.indices[m]
+            sd = np.sqrt(self.var[idx])
+            out[m] = np.divide(
+                batch.values[m] - self.mean[idx], sd, out=np.zeros(len(idx)), where=sd > 0
+            )
+        return out
