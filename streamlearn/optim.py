@@ -1,0 +1,238 @@
+"""Per-coordinate optimisers for sparse linear models.
+
+An optimiser holds only its settings (its constructor arguments, kept as
+given). Its accumulators are named numpy arrays that the learner owns and that
+travel in :class:`~streamlearn.state.ModelState` with the weights:
+
+==========  ===================================  ==================================
+optimiser   update of a touched weight ``w``     arrays (same shape as ``weights``)
+==========  ===================================  ==================================
+SGD         ``w -= eta_t * g``                   none
+AdaGrad     ``w -= lr * g / (sqrt(G) + eps)``    ``adagrad.g2``
+Adam        lazy Adam, bias-corrected            ``adam.m``, ``adam.v``
+FTRL        FTRL-Proximal with its own L1/L2     ``ftrl.z``, ``ftrl.n``
+==========  ===================================  ==================================
+
+Every update touches only the slots present in the micro-batch (``slots``),
+with the batch's gradient already summed per slot, so its cost does not grow
+with the number of hash slots. The ``step`` counter ``t`` starts at 1.
+
+>>> import numpy as np
+>>> w = np.zeros(4)
+>>> opt = AdaGrad(lr=0.5)
+>>> arrays = opt.init_arrays(w.shape)
+>>> opt.update(w, arrays, np.array([1, 3]), np.array([2.0, -1.0]), t=1)
+>>> w.round(3).tolist()
+[0.0, -0.5, 0.0, 0.5]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from streamlearn.errors import ConfigError
+
+__all__ = ["Optimizer", "SGD", "AdaGrad", "Adam", "FTRL", "optimizer_from_config", "OPTIMIZERS"]
+
+
+def _positive(name: str, value: object, *, zero: bool = False, below: float | None = None) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value >= 0 if zero else value > 0) and (below is None or value < below)
+    if not ok:
+        bound = "≥ 0" if zero else "> 0"
+        if below is not None:
+            bound += f" and < {below}"
+        raise ConfigError(name, f"a finite number {bound}", repr(value))
+
+
+class Optimizer:
+    """Base of the optimisers: settings in, in-place sparse updates out."""
+
+    name: ClassVar[str] = ""
+    arrays: ClassVar[tuple[str, ...]] = ()
+    #: whether the learner's own ``l1``/``l2`` apply (FTRL has its own)
+    uses_learner_penalty: ClassVar[bool] = True
+
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments, as given (JSON-able)."""
+        return dict(self._params)
+
+    def config(self) -> dict[str, Any]:
+        """``{"name": ..., "params": ...}``, for :func:`optimizer_from_config`."""
+        return {"name": type(self).__name__, "params": self.params()}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._params.items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.params() == self.params()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def init_arrays(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        """Fresh accumulators for weights of ``shape``."""
+        return {f"{self.name}.{a}": np.zeros(shape) for a in self.arrays}
+
+    def learning_rate(self, t: int) -> float:
+        """The base step size at step ``t`` (used for the L1 penalty)."""
+        raise NotImplementedError
+
+    def update(
+        self, w: np.ndarray, arrays: dict[str, np.ndarray], slots: np.ndarray, g: np.ndarray,
+        t: int,
+    ) -> None:
+        """Update ``w[slots]`` in place from the gradient ``g`` (one row per slot,
+        slots distinct)."""
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with a learning-rate schedule.
+
+    Parameters
+    ----------
+    lr
+        The base learning rate.
+    schedule
+        ``"constant"`` (``eta_t = lr``) or ``"invscaling"``
+        (``eta_t = lr / t ** power_t``).
+    power_t
+        The exponent of ``"invscaling"``.
+
+    >>> SGD(0.1, schedule="invscaling").learning_rate(4)
+    0.05
+    """
+
+    name = "sgd"
+    SCHEDULES = ("constant", "invscaling")
+
+    def __init__(self, lr: float = 0.01, schedule: str = "constant", power_t: float = 0.5) -> None:
+        _positive("lr", lr)
+        _positive("power_t", power_t, zero=True)
+        if schedule not in self.SCHEDULES:
+            raise ConfigError("schedule", f"one of {list(self.SCHEDULES)}", repr(schedule))
+        self.lr, self.schedule, self.power_t = lr, schedule, power_t
+        self._params = {"lr": lr, "schedule": schedule, "power_t": power_t}
+
+    def learning_rate(self, t: int) -> float:
+        if self.schedule == "constant":
+            return self.lr
+        return self.lr / t**self.power_t
+
+    def update(self, w, arrays, slots, g, t):  # noqa: D102
+        w[slots] -= self.learning_rate(t) * g
+
+
+class AdaGrad(Optimizer):
+    """AdaGrad: per-coordinate step ``lr / (sqrt(sum of squared gradients) + eps)``."""
+
+    name = "adagrad"
+    arrays = ("g2",)
+
+    def __init__(self, lr: float = 0.1, eps: float = 1e-8) -> None:
+        _positive("lr", lr)
+        _positive("eps", eps)
+        self.lr, self.eps = lr, eps
+        self._params = {"lr": lr, "eps": eps}
+
+    def learning_rate(self, t: int) -> float:
+        return self.lr
+
+    def update(self, w, arrays, slots, g, t):  # noqa: D102
+        g2 = arrays["adagrad.g2"]
+        acc = g2[slots] + g * g
+        g2[slots] = acc
+        w[slots] -= self.lr * g / (np.sqrt(acc) + self.eps)
+
+
+class Adam(Optimizer):
+    """Adam, lazily: moments of a slot move only when the slot is in the batch;
+    bias correction uses the global step ``t``."""
+
+    name = "adam"
+    arrays = ("m", "v")
+
+    def __init__(
+        self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+    ) -> None:
+        _positive("lr", lr)
+        _positive("beta1", beta1, zero=True, below=1)
+        _positive("beta2", beta2, zero=True, below=1)
+        _positive("eps", eps)
+        self.lr, self.beta1, self.beta2, self.eps = lr, beta1, beta2, eps
+        self._params = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps}
+
+    def learning_rate(self, t: int) -> float:
+        return self.lr
+
+    def update(self, w, arrays, slots, g, t):  # noqa: D102
+        m_all, v_all = arrays["adam.m"], arrays["adam.v"]
+        m = self.beta1 * m_all[slots] + (1 - self.beta1) * g
+        v = self.beta2 * v_all[slots] + (1 - self.beta2) * g * g
+        m_all[slots] = m
+        v_all[slots] = v
+        m_hat = m / (1 - self.beta1**t)
+        v_hat = v / (1 - self.beta2**t)
+        w[slots] -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+
+
+class FTRL(Optimizer):
+    """FTRL-Proximal, per coordinate, with its own L1 and L2.
+
+    ``alpha`` and ``beta`` set the per-coordinate rate
+    ``alpha / (beta + sqrt(n))``; ``l1`` makes weights exactly zero, ``l2``
+    shrinks them. The learner's own ``l1``/``l2`` must stay 0 with FTRL.
+    """
+
+    name = "ftrl"
+    arrays = ("z", "n")
+    uses_learner_penalty = False
+
+    def __init__(
+        self, alpha: float = 0.1, beta: float = 1.0, l1: float = 0.0, l2: float = 0.0
+    ) -> None:
+        _positive("alpha", alpha)
+        _positive("beta", beta, zero=True)
+        _positive("l1", l1, zero=True)
+        _positive("l2", l2, zero=True)
+        self.alpha, self.beta, self.l1, self.l2 = alpha, beta, l1, l2
+        self._params = {"alpha": alpha, "beta": beta, "l1": l1, "l2": l2}
+
+    def learning_rate(self, t: int) -> float:
+        return self.alpha
+
+    def update(self, w, arrays, slots, g, t):  # noqa: D102
+        z_all, n_all = arrays["ftrl.z"], arrays["ftrl.n"]
+        n_old = n_all[slots]
+        n = n_old + g * g
+        sigma = (np.sqrt(n) - np.sqrt(n_old)) / self.alpha
+        z = z_all[slots] + g - sigma * w[slots]
+        z_all[slots] = z
+        n_all[slots] = n
+        shrunk = np.sign(z) * np.maximum(np.abs(z) - self.l1, 0.0)
+        w[slots] = -shrunk / ((self.beta + np.sqrt(n)) / self.alpha + self.l2)
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {c.__name__: c for c in (SGD, AdaGrad, Adam, FTRL)}
+
+
+def optimizer_from_config(config: dict[str, Any]) -> Optimizer:
+    """Rebuild an optimiser from :meth:`Optimizer.config`.
+
+    >>> optimizer_from_config(Adam(lr=0.01).config())
+    Adam(lr=0.01, beta1=0.9, beta2=0.999, eps=1e-08)
+    """
+    name = config.get("name") if isinstance(config, dict) else None
+    if name not in OPTIMIZERS:
+        raise ConfigError("optimizer.name", f"one of {sorted(OPTIMIZERS)}", repr(name))
+    params = config.get("params", {})
+    if not isinstance(params, dict):
+        raise ConfigError("optimizer.params", "a mapping of settings", repr(params))
+    try:
+        return OPTIMIZERS[name](**params)
+    except TypeError as exc:
+        raise ConfigError("optimizer.params", f"settings of {name}", repr(params)) from exc
