@@ -1,0 +1,55 @@
+"""Streaming learners: linear, logistic and softmax regression on hashed
+sparse features, and an adapter for River estimators.
+
+Every learner offers ``learn_one(x, y)``, ``predict_one(x)`` and the batch
+twins ``learn_many(xs, ys)``, ``predict_many(xs)`` (plus
+``predict_proba_one``/``predict_proba_many`` for classifiers); its complete
+state is a :class:`~streamlearn.state.ModelState`.
+"""
+
+from __future__ import annotations
+
+from streamlearn.errors import StateError
+from streamlearn.learners.base import Learner, LinearModel
+from streamlearn.learners.linear import LinearRegression
+from streamlearn.learners.logistic import LogisticRegression
+from streamlearn.learners.river_adapter import RiverLearner
+from streamlearn.learners.softmax import SoftmaxRegression
+from streamlearn.state import ModelState
+
+__all__ = [
+    "Learner",
+    "LinearModel",
+    "LinearRegression",
+    "LogisticRegression",
+    "SoftmaxRegression",
+    "RiverLearner",
+    "LEARNERS",
+    "learner_from_state",
+]
+
+#: The learners that ``learner_from_state`` can rebuild, by kind.
+LEARNERS: dict[str, type[Learner]] = {
+    c.__name__: c for c in (LinearRegression, LogisticRegression, SoftmaxRegression, RiverLearner)
+}
+
+
+def learner_from_state(state: ModelState, *, trust_pickle: bool = False) -> Learner:
+    """Rebuild the learner that produced ``state``.
+
+    ``trust_pickle`` must be true to rebuild a :class:`RiverLearner` (its
+    state holds a pickled River model: load it only from a source you trust).
+
+    >>> model = LogisticRegression(bits=8)
+    >>> model.learn_one({"x": 1.0}, True)
+    >>> again = learner_from_state(ModelState.from_bytes(model.state().to_bytes()))
+    >>> again.predict_proba_one({"x": 1.0}) == model.predict_proba_one({"x": 1.0})
+    True
+    """
+    kind = state.meta.get("kind")
+    cls = LEARNERS.get(kind)  # type: ignore[arg-type]
+    if cls is None:
+        raise StateError(f"model state of unknown kind {kind!r}; known: {sorted(LEARNERS)}")
+    if cls is RiverLearner:
+        return RiverLearner.from_state(state, trust_pickle=trust_pickle)
+    return cls.from_state(state)  # type: ignore[attr-defined]

@@ -1,0 +1,438 @@
+"""The learner protocol and the sparse linear model behind the three GLMs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from streamlearn.errors import ConfigError, StateError, ValidationError
+from streamlearn.features import FeatureBatch, FeatureHasher, OnlineScaler
+from streamlearn.optim import SGD, Optimizer, optimizer_from_config
+from streamlearn.state import ModelState
+
+__all__ = ["Learner", "LinearModel", "Features", "Batch"]
+
+Features = Mapping[str, object]
+Batch = Sequence[Features] | FeatureBatch
+
+
+class Learner:
+    """What every learner offers (users and the Flink jobs call exactly this).
+
+    ``learn_many(xs, ys)`` / ``predict_many(xs)`` take a sequence of feature
+    mappings or an already encoded :class:`~streamlearn.features.FeatureBatch`;
+    ``learn_one`` / ``predict_one`` are thin views of them for one event.
+    Classifiers add ``predict_proba_one`` / ``predict_proba_many``.
+    """
+
+    #: "regression", "binary" or "multiclass"
+    task: ClassVar[str] = ""
+    #: whether states of parallel learners may be averaged
+    mergeable: ClassVar[bool] = True
+
+    def learn_one(self, x: Features, y: object) -> None:
+        raise NotImplementedError
+
+    def learn_many(self, xs: Batch, ys: Sequence[object] | np.ndarray) -> None:
+        raise NotImplementedError
+
+    def predict_one(self, x: Features) -> Any:
+        raise NotImplementedError
+
+    def predict_many(self, xs: Batch) -> np.ndarray:
+        raise NotImplementedError
+
+    def state(self) -> ModelState:
+        raise NotImplementedError
+
+    def load_state(self, state: ModelState) -> None:
+        raise NotImplementedError
+
+    def clone(self) -> Learner:
+        raise NotImplementedError
+
+
+def _number(name: str, value: object, *, low: float = 0.0, strict: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (value <= low if strict else value < low):
+        raise ConfigError(name, f"a finite number {'>' if strict else '≥'} {low}", repr(value))
+
+
+def _flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(name, "true or false", repr(value))
+
+
+# The constructor is the config: each argument's rule, declared once.
+_RULES = {
+    "l1": lambda v: _number("l1", v),
+    "l2": lambda v: _number("l2", v),
+    "intercept": lambda v: _flag("intercept", v),
+    "intercept_lr": lambda v: _number("intercept_lr", v),
+    "scale": lambda v: _flag("scale", v),
+    "clip_gradient": lambda v: _number("clip_gradient", v, strict=True),
+}
+
+
+class LinearModel(Learner):
+    """A sparse linear model learned by per-coordinate optimisation.
+
+    Parameters
+    ----------
+    optimizer
+        An optimiser from :mod:`streamlearn.optim` (default ``SGD(0.01)``).
+    l1, l2
+        Penalties on the weights, applied lazily: a weight is penalised when
+        its slot is in the batch (L2 adds ``l2 * w`` to its gradient; L1 is a
+        cumulative penalty that can make it exactly zero). FTRL brings its own
+        ``l1``/``l2``; these must then stay 0.
+    intercept
+        Whether to learn an intercept (updated by plain SGD at
+        ``intercept_lr``, never penalised).
+    intercept_lr
+        The intercept's learning rate.
+    bits
+        Hashed features go to ``2**bits`` slots.
+    dense
+        Names of numeric features with their own (never hashed) slot.
+    scale
+        Standardise numeric features with running means and variances
+        (updated by every learned batch, before the gradient step).
+    clip_gradient
+        Clip each event's loss gradient to ``[-clip_gradient, clip_gradient]``.
+
+    A batch is one optimiser step on the mean gradient of its events; a
+    batch of one event is exactly ``learn_one``.
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer | None = None,
+        *,
+        l1: float = 0.0,
+        l2: float = 0.0,
+        intercept: bool = True,
+        intercept_lr: float = 0.01,
+        bits: int = 20,
+        dense: Sequence[str] = (),
+        scale: bool = False,
+        clip_gradient: float = 1e12,
+    ) -> None:
+        if optimizer is None:
+            optimizer = SGD(0.01)
+        if not isinstance(optimizer, Optimizer):
+            raise ConfigError(
+                "optimizer", "an optimiser from streamlearn.optim (SGD, AdaGrad, Adam, FTRL)",
+                repr(optimizer),
+            )
+        for name, value in (("l1", l1), ("l2", l2), ("intercept", intercept),
+                            ("intercept_lr", intercept_lr), ("scale", scale),
+                            ("clip_gradient", clip_gradient)):
+            _RULES[name](value)
+        if not optimizer.uses_learner_penalty and (l1 or l2):
+            raise ConfigError(
+                "l1/l2", f"0 with {type(optimizer).__name__} (set its own l1/l2 instead)",
+                f"l1={l1}, l2={l2}",
+            )
+        self.optimizer = optimizer
+        self.l1, self.l2 = l1, l2
+        self.intercept, self.intercept_lr = intercept, intercept_lr
+        self.bits, self.dense, self.scale = bits, list(dense), scale
+        self.clip_gradient = clip_gradient
+        try:
+            self._hasher = FeatureHasher(bits=bits, dense=self.dense)
+        except ValidationError as exc:
+            raise ConfigError(exc.field, exc.expected, exc.got) from exc
+        self.n_slots = self._hasher.n_slots
+        self._scratch = np.empty(self.n_slots, np.int64)
+        self._n_learned = 0
+        self._n_steps = 0
+        self._arrays: dict[str, np.ndarray] = {}
+        self._scaler: OnlineScaler | None = None
+        self._allocate()
+
+    # -- parameters -------------------------------------------------------------
+
+    def _own_params(self) -> dict[str, Any]:
+        return {}
+
+    def params(self) -> dict[str, Any]:
+        """The constructor arguments (JSON-able; the optimiser as its config)."""
+        return {
+            "optimizer": self.optimizer.config(),
+            "l1": self.l1, "l2": self.l2,
+            "intercept": self.intercept, "intercept_lr": self.intercept_lr,
+            "bits": self.bits, "dense": list(self.dense), "scale": self.scale,
+            "clip_gradient": self.clip_gradient,
+            **self._own_params(),
+        }
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> LinearModel:
+        """Build a learner from :meth:`params`."""
+        params = dict(params)
+        params["optimizer"] = optimizer_from_config(params.get("optimizer", {"name": "SGD"}))
+        try:
+            return cls(**params)
+        except TypeError as exc:
+            raise ConfigError("params", f"constructor arguments of {cls.__name__}", exc) from exc
+
+    def __repr__(self) -> str:
+        args = [f"optimizer={self.optimizer!r}"]
+        for k, v in self.params().items():
+            if k != "optimizer":
+                args.append(f"{k}={v!r}")
+        return f"{type(self).__name__}({', '.join(args)})"
+
+    def clone(self) -> LinearModel:
+        """A fresh, unfitted learner with the same parameters."""
+        return type(self).from_params(self.params())
+
+    # -- arrays -----------------------------------------------------------------
+
+    def _weights_shape(self) -> tuple[int, ...]:
+        return (self.n_slots,)
+
+    def _n_outputs(self) -> int:
+        return 1
+
+    def _allocate(self) -> None:
+        shape = self._weights_shape()
+        arrays = {"weights": np.zeros(shape), "intercept": np.zeros(self._n_outputs())}
+        arrays.update(self.optimizer.init_arrays(shape))
+        if self.l1:
+            arrays["l1.cum"] = np.zeros(shape)
+            arrays["l1.total"] = np.zeros(1)
+        if self.scale:
+            self._scaler = OnlineScaler(self.n_slots)
+            arrays["scaler.mean"] = self._scaler.mean
+            arrays["scaler.var"] = self._scaler.var
+            arrays["scaler.count"] = self._scaler.count
+        self._arrays = arrays
+
+    @property
+    def weights(self) -> np.ndarray:
+        """The weights (a view: do not change it; use :meth:`load_state`)."""
+        return self._arrays["weights"]
+
+    @property
+    def n_learned(self) -> int:
+        """How many events this learner has learned from."""
+        return self._n_learned
+
+    # -- state ------------------------------------------------------------------
+
+    def _meta_extra(self) -> dict[str, Any]:
+        return {}
+
+    def state(self, copy: bool = True) -> ModelState:
+        """The learner's complete state. With ``copy=False`` the arrays are the
+        learner's own (faster; do not keep them across further learning)."""
+        arrays = {k: (v.copy() if copy else v) for k, v in self._arrays.items()}
+        meta = {
+            "kind": type(self).__name__,
+            "task": self.task,
+            "params": self.params(),
+            "bits": self.bits,
+            "n_slots": self.n_slots,
+            "n_learned": self._n_learned,
+            "n_steps": self._n_steps,
+            "mergeable": self.mergeable,
+            **self._meta_extra(),
+        }
+        return ModelState(arrays, meta)
+
+    @classmethod
+    def from_state(cls, state: ModelState) -> LinearModel:
+        """Rebuild a learner from :meth:`state`."""
+        if state.meta.get("kind") != cls.__name__:
+            raise StateError(
+                f"model state is of kind {state.meta.get('kind')!r}, not {cls.__name__!r}; "
+                "use streamlearn.learners.learner_from_state to rebuild any kind"
+            )
+        learner = cls.from_params(state.meta.get("params", {}))
+        learner.load_state(state)
+        return learner
+
+    def _load_extra(self, meta: dict[str, Any]) -> None:
+        pass
+
+    def load_state(self, state: ModelState) -> None:
+        """Replace this learner's state with ``state`` (same kind and parameters);
+        the arrays are copied."""
+        kind = state.meta.get("kind")
+        if kind != type(self).__name__:
+            raise StateError(f"cannot load a {kind!r} state into a {type(self).__name__}")
+        theirs = state.meta.get("params", {})
+        mine = self.params()
+        diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k)
+                      and k != "classes")
+        if diff:
+            raise StateError(
+                f"model state parameters differ from this learner's in {diff}: "
+                "build the learner with learner_from_state(state) instead"
+            )
+        self._load_extra(state.meta)
+        expected = self._arrays
+        if set(state.arrays) != set(expected):
+            raise StateError(
+                f"model state arrays {sorted(state.arrays)} do not match the learner's "
+                f"{sorted(expected)}"
+            )
+        for name, array in state.arrays.items():
+            if array.shape != expected[name].shape:
+                raise StateError(
+                    f"model state array {name!r} has shape {array.shape}, "
+                    f"expected {expected[name].shape}"
+                )
+        self._arrays = {k: np.array(v, dtype=np.float64) for k, v in state.arrays.items()}
+        if self._scaler is not None:
+            self._scaler.mean = self._arrays["scaler.mean"]
+            self._scaler.var = self._arrays["scaler.var"]
+            self._scaler.count = self._arrays["scaler.count"]
+        self._n_learned = int(state.meta.get("n_learned", 0))
+        self._n_steps = int(state.meta.get("n_steps", 0))
+
+    # -- encoding ---------------------------------------------------------------
+
+    def encode(self, xs: Sequence[Features]) -> FeatureBatch:
+        """Encode feature mappings once, to predict and learn on the result."""
+        return self._hasher.encode(xs)
+
+    def _batch(self, xs: Batch) -> FeatureBatch:
+        if isinstance(xs, FeatureBatch):
+            if xs.n_slots != self.n_slots:
+                raise ValidationError(
+                    "xs", f"a FeatureBatch of {self.n_slots} slots (bits={self.bits}, "
+                    f"{len(self.dense)} dense)", f"one of {xs.n_slots} slots",
+                )
+            return xs
+        return self._hasher.encode(xs)
+
+    def _one(self, x: Features) -> FeatureBatch:
+        return self._hasher.encode_one(x)
+
+    # -- the kernel -------------------------------------------------------------
+
+    def _labels(self, ys: Sequence[object] | np.ndarray, n: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def _loss_and_gradient(self, z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-event loss and its gradient w.r.t. the raw outputs ``z``."""
+        raise NotImplementedError
+
+    def _values(self, batch: FeatureBatch) -> np.ndarray:
+        return batch.values if self._scaler is None else self._scaler.transform(batch)
+
+    def _raw(self, batch: FeatureBatch, values: np.ndarray) -> np.ndarray:
+        w = self._arrays["weights"]
+        rows = batch.rows()
+        n = batch.n_rows
+        if w.ndim == 1:
+            z = np.bincount(rows, weights=w[batch.indices] * values, minlength=n)
+            return z + self._arrays["intercept"][0]
+        contrib = w[batch.indices] * values[:, None]
+        z = np.empty((n, w.shape[1]))
+        for k in range(w.shape[1]):
+            z[:, k] = np.bincount(rows, weights=contrib[:, k], minlength=n)
+        return z + self._arrays["intercept"]
+
+    def _gradient(
+        self, batch: FeatureBatch, values: np.ndarray, y: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Mean loss gradient of the batch: (per-event loss, distinct slots,
+        gradient per slot, gradient of the intercept)."""
+        z = self._raw(batch, values)
+        loss, g_event = self._loss_and_gradient(z, y)
+        np.clip(g_event, -self.clip_gradient, self.clip_gradient, out=g_event)
+        g_event /= batch.n_rows
+        rows = batch.rows()
+        rep, firsts = batch.groups(self._scratch)
+        m = len(batch.indices)
+        if g_event.ndim == 1:
+            per_entry = g_event[rows] * values
+            g = np.bincount(rep, weights=per_entry, minlength=m)[firsts]
+        else:
+            per_entry = g_event[rows] * values[:, None]
+            g = np.empty((len(firsts), g_event.shape[1]))
+            for k in range(g_event.shape[1]):
+                g[:, k] = np.bincount(rep, weights=per_entry[:, k], minlength=m)[firsts]
+        slots = batch.indices[firsts]
+        if self.l2:
+            g += self.l2 * self._arrays["weights"][slots]
+        return loss, slots, g, g_event.sum(axis=0)
+
+    def learn_many(self, xs: Batch, ys: Sequence[object] | np.ndarray) -> None:
+        """Learn from a micro-batch: one optimiser step on its mean gradient.
+
+        ``xs`` is a sequence of feature mappings or a :class:`FeatureBatch`;
+        ``ys`` one label per event.
+        """
+        batch = self._batch(xs)
+        y = self._labels(ys, batch.n_rows)
+        if batch.n_rows == 0:
+            return
+        if self._scaler is not None:
+            self._scaler.update(batch)
+        values = self._values(batch)
+        _, slots, g, g_intercept = self._gradient(batch, values, y)
+        t = self._n_steps + 1
+        w = self._arrays["weights"]
+        self.optimizer.update(w, self._arrays, slots, g, t)
+        if self.l1:
+            self._apply_l1(w, slots, t)
+        if self.intercept:
+            self._arrays["intercept"] -= self.intercept_lr * g_intercept
+        self._n_steps = t
+        self._n_learned += batch.n_rows
+
+    def _apply_l1(self, w: np.ndarray, slots: np.ndarray, t: int) -> None:
+        total = self._arrays["l1.total"]
+        total += self.l1 * self.optimizer.learning_rate(t)
+        u = total[0]
+        cum = self._arrays["l1.cum"]
+        before = w[slots]
+        q = cum[slots]
+        after = np.where(
+            before > 0, np.maximum(0.0, before - (u + q)),
+            np.where(before < 0, np.minimum(0.0, before + (u - q)), before),
+        )
+        cum[slots] = q + (after - before)
+        w[slots] = after
+
+    def learn_one(self, x: Features, y: object) -> None:
+        """Learn from one event (a batch of one)."""
+        self.learn_many(self._one(x), [y])
+
+    # -- objective, for checking gradients --------------------------------------
+
+    def objective(self, xs: Batch, ys: Sequence[object] | np.ndarray) -> float:
+        """The batch objective whose gradient :meth:`learn_many` follows: the mean
+        loss plus ``l2 / 2`` times the squared weights of the batch's slots
+        (scaler statistics as they are, not updated)."""
+        batch = self._batch(xs)
+        y = self._labels(ys, batch.n_rows)
+        loss, _ = self._loss_and_gradient(self._raw(batch, self._values(batch)), y)
+        slots = np.unique(batch.indices)
+        penalty = 0.5 * self.l2 * float((self._arrays["weights"][slots] ** 2).sum())
+        return float(loss.mean()) + penalty
+
+    def gradient(
+        self, xs: Batch, ys: Sequence[object] | np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gradient of :meth:`objective`: ``(slots, per-slot gradient, intercept
+        gradient)``, slots distinct."""
+        batch = self._batch(xs)
+        y = self._labels(ys, batch.n_rows)
+        _, slots, g, g_intercept = self._gradient(batch, self._values(batch), y)
+        return slots, g, g_intercept
+
+
+def check_labels_length(ys: Sequence[object] | np.ndarray, n: int) -> None:
+    if isinstance(ys, str | bytes | Mapping) or not hasattr(ys, "__len__"):
+        raise ValidationError("ys", "a sequence of labels, one per event", type(ys).__name__)
+    if len(ys) != n:
+        raise ValidationError("ys", f"{n} labels (one per event)", f"{len(ys)}")

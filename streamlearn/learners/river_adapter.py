@@ -1,0 +1,163 @@
+"""Any River estimator behind the learner protocol.
+
+For models that linear ones do not fit (trees, nearest neighbours...). Such a
+learner is not mergeable (its state is not a set of arrays to average), and
+its state holds a pickled River model: it is only rebuilt from bytes when the
+caller says it trusts them (``trust_pickle=True``).
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from streamlearn.errors import ConfigError, StateError
+from streamlearn.features import FeatureBatch, FeatureHasher
+from streamlearn.learners.base import Features, Learner, check_labels_length
+from streamlearn.learners.classes import ClassIndex
+from streamlearn.state import ModelState
+
+__all__ = ["RiverLearner"]
+
+
+class RiverLearner(Learner):
+    """Run a River estimator (classifier or regressor) as a streamlearn learner.
+
+    Parameters
+    ----------
+    model
+        A River classifier or regressor (a pipeline is fine).
+
+    Examples
+    --------
+    >>> from river import tree, datasets
+    >>> from streamlearn.learners import RiverLearner
+    >>> from streamlearn.metrics import Accuracy, progressive_score
+    >>> model = RiverLearner(tree.HoeffdingTreeClassifier())
+    >>> progressive_score(model, datasets.Phishing(), [Accuracy()])
+    {'Accuracy': 0.8792}
+    >>> model.mergeable
+    False
+    """
+
+    mergeable = False
+
+    def __init__(self, model: Any) -> None:
+        from river import base
+
+        if isinstance(model, base.Classifier):
+            self.task = "multiclass" if model._multiclass else "binary"
+        elif isinstance(model, base.Regressor):
+            self.task = "regression"
+        else:
+            raise ConfigError("model", "a River classifier or regressor", type(model).__name__)
+        self.model = model
+        self._check = FeatureHasher(bits=1)  # validates features the way every learner does
+        self._classes = ClassIndex(None, grow=True)
+        self._n_learned = 0
+
+    def __repr__(self) -> str:
+        return f"RiverLearner({self.model!r})"
+
+    @property
+    def classes_(self) -> list[object]:
+        """Class labels seen so far (classifiers)."""
+        return list(self._classes.classes)
+
+    @property
+    def n_learned(self) -> int:
+        return self._n_learned
+
+    def clone(self) -> RiverLearner:
+        return RiverLearner(self.model.clone())
+
+    def _mappings(self, xs: Sequence[Features]) -> list[Features]:
+        if isinstance(xs, FeatureBatch):
+            raise ConfigError(
+                "xs", "feature mappings (a River model cannot read hashed batches)",
+                "a FeatureBatch",
+            )
+        xs = list(xs)
+        if xs:
+            self._check.encode(xs)
+        return xs
+
+    def learn_many(self, xs: Sequence[Features], ys: Sequence[object] | np.ndarray) -> None:
+        xs = self._mappings(xs)
+        check_labels_length(ys, len(xs))
+        if self.task != "regression":
+            self._classes.code(ys)
+        learn = self.model.learn_one
+        for x, y in zip(xs, ys, strict=True):
+            learn(x, y.item() if isinstance(y, np.generic) else y)
+        self._n_learned += len(xs)
+
+    def learn_one(self, x: Features, y: object) -> None:
+        self.learn_many([x], [y])
+
+    def predict_many(self, xs: Sequence[Features]) -> np.ndarray:
+        xs = self._mappings(xs)
+        out = [self.model.predict_one(x) for x in xs]
+        return np.array(out, dtype=np.float64 if self.task == "regression" else object)
+
+    def predict_one(self, x: Features) -> Any:
+        return self.predict_many([x])[0]
+
+    def predict_proba_many(self, xs: Sequence[Features]) -> np.ndarray:
+        """Probabilities, columns in :attr:`classes_` order."""
+        if self.task == "regression":
+            raise ConfigError("learner", "a classifier for probabilities", "a regressor")
+        xs = self._mappings(xs)
+        classes = self._classes.classes
+        out = np.zeros((len(xs), len(classes)))
+        for i, x in enumerate(xs):
+            proba = self.model.predict_proba_one(x)
+            for k, c in enumerate(classes):
+                out[i, k] = proba.get(c, 0.0)
+        return out
+
+    def predict_proba_one(self, x: Features) -> dict[object, float]:
+        p = self.predict_proba_many([x])[0]
+        return dict(zip(self._classes.classes, p.tolist(), strict=True))
+
+    def state(self) -> ModelState:
+        """The River model pickled into a ``river.pickle`` byte array (load it
+        back only with ``trust_pickle=True``)."""
+        blob = np.frombuffer(pickle.dumps(self.model), dtype=np.uint8).copy()
+        meta = {
+            "kind": "RiverLearner",
+            "task": self.task,
+            "params": {"model": repr(self.model)},
+            "classes": list(self._classes.classes),
+            "n_learned": self._n_learned,
+            "mergeable": False,
+        }
+        return ModelState({"river.pickle": blob}, meta)
+
+    @classmethod
+    def from_state(cls, state: ModelState, *, trust_pickle: bool = False) -> RiverLearner:
+        """Rebuild from :meth:`state`: unpickles a River model, so refused unless
+        ``trust_pickle=True``."""
+        if state.meta.get("kind") != "RiverLearner":
+            kind = state.meta.get("kind")
+            raise StateError(f"model state of kind {kind!r} is not a RiverLearner")
+        if trust_pickle is not True:
+            raise StateError(
+                "a RiverLearner state holds a pickled River model; rebuild it only from bytes "
+                "you trust, with trust_pickle=True"
+            )
+        blob = state.arrays.get("river.pickle")
+        if blob is None:
+            raise StateError("RiverLearner state lacks its 'river.pickle' array")
+        learner = cls(pickle.loads(np.asarray(blob, dtype=np.uint8).tobytes()))  # noqa: S301
+        learner._classes = ClassIndex(state.meta.get("classes") or None, grow=True)
+        learner._n_learned = int(state.meta.get("n_learned", 0))
+        return learner
+
+    def load_state(self, state: ModelState, *, trust_pickle: bool = False) -> None:
+        other = RiverLearner.from_state(state, trust_pickle=trust_pickle)
+        self.model, self._classes, self._n_learned = other.model, other._classes, other._n_learned
+        self.task = other.task
