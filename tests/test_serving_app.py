@@ -90,7 +90,9 @@ def make_app(serving: int | None = 3, **kwargs: Any) -> tuple[PredictionApp, Fak
 
 def test_exports_match_all() -> None:
     public = {name for name in dir(serving) if not name.startswith("_")}
-    modules = {"app", "client", "metrics", "model", "openapi", "payload", "server", "watcher"}
+    import pkgutil
+
+    modules = {m.name for m in pkgutil.iter_modules(serving.__path__)}
     assert public - modules - {"annotations"} == set(serving.__all__)
 
 

@@ -12,6 +12,7 @@ from streamlearn.serving.app import PredictionApp
 from streamlearn.serving.client import BatchPrediction, Client, Prediction
 from streamlearn.serving.model import ModelSource, Predictions, Predictor
 from streamlearn.serving.server import build_app, run_server
+from streamlearn.serving.store_source import StoreSource
 from streamlearn.serving.watcher import ModelWatcher
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PredictionApp",
     "Predictions",
     "Predictor",
+    "StoreSource",
     "build_app",
     "run_server",
 ]
