@@ -341,10 +341,11 @@ class ModelStore:
         stored = set(self._files.list_names(self._path("versions")))
         out = []
         for v in sorted(records):
-            info = VersionInfo.from_record(records[v])
+            record = records[v]
             out.append(
-                info.with_status(
-                    available=info.file.rpartition("/")[2] in stored,
+                VersionInfo.from_record(
+                    record,
+                    available=record["file"].rpartition("/")[2] in stored,
                     pinned=head.pinned == v,
                     current=head.current == v,
                 )

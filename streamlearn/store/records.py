@@ -106,15 +106,17 @@ class VersionInfo:
         }
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> VersionInfo:
+    def from_record(cls, record: dict[str, Any], **status: Any) -> VersionInfo:
+        """From a commit record the store wrote, with optional status fields."""
         return cls(
             model=record["model"],
             version=int(record["version"]),
-            lineage=Lineage.from_dict(record["lineage"]),
+            lineage=Lineage._from_stored(record["lineage"]),
             kind=record.get("kind", "publish"),
             rollback_of=record.get("rollback_of"),
             file=record.get("file", ""),
             size_bytes=int(record.get("size_bytes", 0)),
+            **status,
         )
 
     def with_status(self, **status: Any) -> VersionInfo:
