@@ -327,6 +327,8 @@ class FeatureHasher:
                         keys.append(k)
                         vals.append(item)
                 else:
+                    if getattr(v, "__hash__", None) is None:
+                        raise ValidationError(f"features.{k}", _VALUE_KINDS, repr(v), f"event {i}")
                     keys.append(k)
                     vals.append(v)
             lens.append(len(keys) - start)

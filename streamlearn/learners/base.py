@@ -140,6 +140,8 @@ class LinearModel(Learner):
         self.optimizer = optimizer
         self.l1, self.l2 = l1, l2
         self.intercept, self.intercept_lr = intercept, intercept_lr
+        if isinstance(dense, str | bytes):
+            raise ConfigError("dense", "a list of feature names", repr(dense))
         self.bits, self.dense, self.scale = bits, list(dense), scale
         self.clip_gradient = clip_gradient
         try:

@@ -45,6 +45,7 @@ class ClassIndex:
         codes = list(map(index.get, ys)) if len(index) else [None] * len(ys)
         added: list[object] = []
         if None in codes:
+            index = dict(index)  # committed only once every label is valid
             for j, c in enumerate(codes):
                 if c is not None:
                     continue
@@ -59,8 +60,9 @@ class ClassIndex:
                         raise ValidationError(
                             "label", f"one of {self.classes}", repr(y), f"event {j}"
                         )
-                    got = index[label] = len(self.classes)
-                    self.classes.append(label)
+                    got = index[label] = len(self.classes) + len(added)
                     added.append(label)
                 codes[j] = got
+            self._index = index
+            self.classes.extend(added)
         return np.array(codes, dtype=np.int64), added
