@@ -1,0 +1,309 @@
+"""Benchmark the prediction service against a bare "hello" on the same stack.
+
+The load comes from ``wrk`` (Debian package ``wrk``), a separate process, so
+the server's own event loop does only serving. Figures, all measured in this
+run:
+
+* the HTTP stacks: a bare hello on uvicorn as plain ASGI (what the service is
+  built on), on Starlette over uvicorn, and on aiohttp when it is installed;
+* single-event predictions: saturation req/s with one worker (as a ratio of the
+  bare hello) and p50/p99 latency at about 1,000 req/s;
+* batch predictions/s with 1,000 events of 40 features per request, as Arrow
+  IPC and as JSON.
+
+Usage::
+
+    .venv/bin/python bench/serving.py [--seconds 5] [--connections 32]
+
+Prints a table and writes ``bench/results/serving.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+N_FEATURES = 40
+BATCH = 1000
+
+HELLO_ASGI = textwrap.dedent(
+    """
+    import sys, uvicorn
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"17")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b'{"hello":"world"}'})
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False,
+                log_level="warning", lifespan="off")
+    """
+)
+
+HELLO_STARLETTE = textwrap.dedent(
+    """
+    import sys, uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+    async def hello(request):
+        return Response(b'{"hello":"world"}', media_type="application/json")
+    app = Starlette(routes=[Route("/", hello)])
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False,
+                log_level="warning")
+    """
+)
+
+HELLO_AIOHTTP = textwrap.dedent(
+    """
+    import sys
+    from aiohttp import web
+    try:
+        import uvloop; uvloop.install()
+    except ImportError:
+        pass
+    async def hello(request):
+        return web.Response(body=b'{"hello":"world"}', content_type="application/json")
+    app = web.Application()
+    app.router.add_get("/", hello)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None)
+    """
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A server subprocess, killed on exit."""
+
+    def __init__(self, argv: list[str], port: int, ready_path: str) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
+            try:
+                if httpx.get(self.url + ready_path, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.close()
+        raise RuntimeError("server did not become ready in 30 s")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def python_server(code: str) -> Server:
+    port = free_port()
+    return Server([sys.executable, "-c", code, str(port)], port, "/")
+
+
+def wrk(
+    url: str,
+    *,
+    seconds: float,
+    connections: int,
+    body_file: Path | None = None,
+    content_type: str = "application/json",
+    delay_ms: float | None = None,
+) -> dict[str, float]:
+    """Run wrk once; returns req/s and latency percentiles in ms."""
+    lua = []
+    if body_file is not None:
+        lua += [
+            'wrk.method = "POST"',
+            f'local f = io.open("{body_file}", "rb")',
+            "wrk.body = f:read('*all')",
+            "f:close()",
+            f'wrk.headers["Content-Type"] = "{content_type}"',
+        ]
+    if delay_ms is not None:
+        lua.append(f"function delay() return {delay_ms} end")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write("\n".join(lua) + "\n")
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(int(seconds), 1)}s", "--latency", "-s", script.name, url]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    os.unlink(script.name)
+    return parse_wrk(out)
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    result: dict[str, float] = {}
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    result["req_per_s"] = float(rate.group(1)) if rate else 0.0
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if m:
+            result[f"p{pct}_ms"] = round(float(m.group(1)) * units[m.group(2)], 3)
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    result["non_2xx"] = float(errors.group(1)) if errors else 0.0
+    socket_errors = re.search(r"Socket errors:.*", out)
+    result["socket_errors"] = socket_errors.group(0) if socket_errors else ""  # type: ignore[assignment]
+    return result
+
+
+def at_rate(url: str, target: float, seconds: float, **kwargs: object) -> dict[str, float]:
+    """Latency at about ``target`` req/s: 4 connections, each pausing between requests."""
+    connections = 4
+    delay = connections * 1000.0 / target
+    probe = wrk(url, seconds=1, connections=connections, delay_ms=delay, **kwargs)
+    # correct the pause for the time a request itself takes
+    per_request = connections * 1000.0 / max(probe["req_per_s"], 1.0)
+    delay = max(delay - (per_request - delay), 0.0)
+    result = wrk(url, seconds=seconds, connections=connections, delay_ms=delay, **kwargs)
+    result["target_req_per_s"] = target
+    return result
+
+
+def make_store(root: Path) -> tuple[Path, list[dict]]:
+    """A store with one logistic model trained on events of ~40 features."""
+    import numpy as np
+
+    from streamlearn.learners import LogisticRegression
+    from streamlearn.store import Lineage, ModelStore
+
+    rng = np.random.default_rng(0)
+    countries = ["FR", "DE", "JP", "US", "BR"]
+    events = []
+    for _ in range(BATCH):
+        x = {f"n{j}": float(v) for j, v in enumerate(rng.normal(size=N_FEATURES - 5))}
+        x |= {f"c{j}": countries[int(rng.integers(5))] for j in range(5)}
+        events.append(x)
+    model = LogisticRegression(bits=18)
+    model.learn_many(events, [e["n0"] > 0 for e in events])
+    store = root / "models"
+    ModelStore(str(store), "bench").publish(model.state(), Lineage(events=len(events)))
+    return store, events
+
+
+def arrow_body(events: list[dict]) -> bytes:
+    import pyarrow as pa
+
+    table = pa.table({name: [e[name] for e in events] for name in events[0]})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0, help="per wrk run")
+    parser.add_argument("--connections", type=int, default=32, help="for saturation runs")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install -y wrk (the load generator)", file=sys.stderr)
+        return 2
+    secs, conns = args.seconds, args.connections
+    results: dict = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "settings": {"seconds": secs, "connections": conns, "features": N_FEATURES},
+    }
+    for module in ("uvloop", "httptools", "aiohttp"):
+        try:
+            __import__(module)
+            results["machine"][module] = True
+        except ImportError:
+            results["machine"][module] = False
+
+    stacks: dict = {}
+    for name, code in (("asgi", HELLO_ASGI), ("starlette", HELLO_STARLETTE)):
+        with python_server(code) as server:
+            stacks[name] = wrk(server.url + "/", seconds=secs, connections=conns)
+    if results["machine"]["aiohttp"]:
+        with python_server(HELLO_AIOHTTP) as server:
+            stacks["aiohttp"] = wrk(server.url + "/", seconds=secs, connections=conns)
+    results["hello"] = stacks
+    bare = stacks["asgi"]["req_per_s"]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store, events = make_store(Path(tmp))
+        one = Path(tmp) / "one.json"
+        one.write_bytes(json.dumps({"features": events[0]}).encode())
+        batch_json = Path(tmp) / "batch.json"
+        batch_json.write_bytes(json.dumps({"events": [{"features": e} for e in events]}).encode())
+        batch_arrow = Path(tmp) / "batch.arrow"
+        batch_arrow.write_bytes(arrow_body(events))
+        port = free_port()
+        run_cli = (
+            "import sys, streamlearn.cli as cli; "
+            "cli.COMMANDS += tuple(c for c in ('serve',) if c not in cli.COMMANDS); "
+            "sys.exit(cli.main())"
+        )
+        argv = [sys.executable, "-c", run_cli, "serve", "--store", str(store), "--model", "bench"]
+        argv += ["--port", str(port), "--max-body-mb", "64"]
+        with Server(argv, port, "/readyz") as server:
+            url = server.url + "/v1/predict"
+            results["predict_one"] = {
+                "saturation": wrk(url, seconds=secs, connections=conns, body_file=one),
+                "at_1k": at_rate(url, 1000.0, secs, body_file=one),
+            }
+            results["predict_batch"] = {
+                "json": wrk(url, seconds=secs, connections=4, body_file=batch_json),
+                "arrow": wrk(
+                    url,
+                    seconds=secs,
+                    connections=4,
+                    body_file=batch_arrow,
+                    content_type="application/vnd.apache.arrow.stream",
+                ),
+            }
+    sat = results["predict_one"]["saturation"]["req_per_s"]
+    at1k = results["predict_one"]["at_1k"]
+    results["summary"] = {
+        "bare_hello_req_per_s": bare,
+        "predict_one_req_per_s": sat,
+        "predict_one_vs_bare": round(sat / bare, 3) if bare else None,
+        "predict_one_p50_ms_at_1k": at1k.get("p50_ms"),
+        "predict_one_p99_ms_at_1k": at1k.get("p99_ms"),
+        "achieved_req_per_s_at_1k": at1k["req_per_s"],
+        "batch_json_predictions_per_s": results["predict_batch"]["json"]["req_per_s"] * BATCH,
+        "batch_arrow_predictions_per_s": results["predict_batch"]["arrow"]["req_per_s"] * BATCH,
+    }
+    print("hello, req/s:", {k: v["req_per_s"] for k, v in stacks.items()})
+    for key, value in results["summary"].items():
+        print(f"{key:36s} {value}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "serving.json").write_text(json.dumps(results, indent=2))
+    print(f"wrote {RESULTS / 'serving.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
