@@ -156,7 +156,16 @@ def wrk(
         lua.append(f"function delay() return {delay_ms} end")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write("\n".join(lua) + "\n")
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(int(seconds), 1)}s", "--latency", "-s", script.name, url]
+    argv = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(int(seconds), 1)}s",
+        "--latency",
+        "-s",
+        script.name,
+        url,
+    ]
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     os.unlink(script.name)
     return parse_wrk(out)
