@@ -27,10 +27,12 @@ $(VENV_STAMP): pyproject.toml
 	@touch $@
 
 jars: $(JARS_STAMP)
-$(JARS_STAMP): jvm/pom.xml
+$(JARS_STAMP): jvm/pom.xml $(shell find jvm/src -name '*.java') | $(VENV_STAMP)
 	@command -v mvn >/dev/null || { echo "Maven (mvn) is needed to fetch the Kafka and Flink jars"; exit 1; }
-	@command -v java >/dev/null || { echo "a JDK 17 (java) is needed to run Kafka and Flink"; exit 1; }
+	@command -v javac >/dev/null || { echo "a JDK 17 (javac) is needed to run Kafka and Flink"; exit 1; }
 	mvn --batch-mode --quiet -f jvm/pom.xml package
+	rm -f jvm/lib/flink/streamlearn-flink.jar
+	$(BIN)/python -m connectors.paths
 	@touch $@
 
 test: venv jars

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from connectors.kafka_broker import port_is_free
-from connectors.paths import flink_connector_jar, state_dir
+from connectors.paths import flink_job_jars, state_dir
 from streamlearn.errors import ConfigError, PortInUse, ServiceError
 
 __all__ = ["FlinkCluster", "ClusterStatus", "pyflink_home"]
@@ -136,7 +136,7 @@ class FlinkCluster:
             "parallelism": {"default": 1},
             "rest": {"address": self.host, "bind-address": self.host, "port": self.rest_port},
             "python": {"executable": self.python, "client": {"executable": self.python}},
-            "pipeline": {"jars": [flink_connector_jar().resolve().as_uri()]},
+            "pipeline": {"jars": [jar.resolve().as_uri() for jar in flink_job_jars()]},
             "execution": {"checkpointing": {"dir": checkpoints}},
             "restart-strategy": {
                 "type": "fixed-delay",

@@ -9,10 +9,16 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from connectors.paths import flink_connector_jar
+from connectors.paths import flink_job_jars
 from streamlearn.errors import ConfigError
 
-__all__ = ["stream_env", "kafka_source", "kafka_sink", "START_POSITIONS"]
+__all__ = [
+    "stream_env",
+    "kafka_source",
+    "kafka_sink",
+    "record_with_offsets_type",
+    "START_POSITIONS",
+]
 
 START_POSITIONS = ("earliest", "latest", "committed")
 
@@ -42,7 +48,7 @@ def stream_env(
         conf.set_string("execution.checkpointing.dir", checkpoint_dir)
         conf.set_string("state.checkpoints.dir", checkpoint_dir)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
-    env.add_jars(flink_connector_jar().resolve().as_uri())
+    env.add_jars(*(jar.resolve().as_uri() for jar in flink_job_jars()))
     env.set_parallelism(parallelism)
     if checkpoint_ms:
         env.enable_checkpointing(checkpoint_ms, CheckpointingMode.EXACTLY_ONCE)
@@ -72,11 +78,14 @@ def kafka_source(
     bounded: bool = False,
     value_schema: Any = None,
     properties: dict[str, str] | None = None,
+    with_offsets: bool = False,
 ) -> Any:
     """A Flink ``KafkaSource`` reading ``topic`` (values as UTF-8 strings unless told).
 
     ``bounded=True`` stops at the end offsets seen at start-up, so the job
     finishes once it has read what was there: handy for tests and backfills.
+    ``with_offsets=True`` yields rows ``(partition, offset, timestamp, key,
+    value)`` (see :func:`record_with_offsets_type`) instead of values alone.
     """
     from pyflink.common.serialization import SimpleStringSchema
     from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
@@ -92,9 +101,30 @@ def kafka_source(
     )
     for key, value in (properties or {}).items():
         builder = builder.set_property(key, value)
+    if with_offsets:
+        from pyflink.util.java_utils import load_java_class
+
+        deserializer = load_java_class("io.streamlearn.flink.KafkaRecordWithOffsets")()
+        builder._j_builder.setDeserializer(deserializer)
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
     return builder.build()
+
+
+def record_with_offsets_type() -> Any:
+    """The row type :func:`kafka_source` yields with ``with_offsets=True``."""
+    from pyflink.common import Types
+
+    return Types.ROW_NAMED(
+        ["partition", "offset", "timestamp", "key", "value"],
+        [
+            Types.INT(),
+            Types.LONG(),
+            Types.LONG(),
+            Types.PRIMITIVE_ARRAY(Types.BYTE()),
+            Types.PRIMITIVE_ARRAY(Types.BYTE()),
+        ],
+    )
 
 
 def kafka_sink(bootstrap: str, topic: str, exactly_once: bool = False, txn_prefix: str = "") -> Any:

@@ -6,7 +6,9 @@ Everything lives under the project checkout unless told otherwise:
 - ``STREAMLEARN_STATE_DIR`` (default ``<root>/.state``) holds broker and Flink
   data, logs and pid files,
 - ``<root>/jvm/lib/kafka`` and ``<root>/jvm/lib/flink`` hold the jars that
-  ``make jars`` resolves from Maven Central (see ``jvm/pom.xml``).
+  ``make jars`` resolves from Maven Central (see ``jvm/pom.xml``), and
+  ``jvm/lib/flink/streamlearn-flink.jar``, compiled here from ``jvm/src`` against
+  PyFlink's own jars (``python -m connectors.paths`` builds what is missing).
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from pathlib import Path
 from streamlearn.errors import ServiceError
 
 __all__ = [
+    "HELPER_JAR",
     "project_root",
     "state_dir",
     "jar_dir",
     "kafka_classpath",
     "flink_connector_jar",
+    "flink_job_jars",
     "ensure_jars",
+    "build_helper_jar",
 ]
 
 
@@ -48,24 +53,61 @@ def jar_dir(kind: str) -> Path:
     return project_root() / "jvm" / "lib" / kind
 
 
-def ensure_jars() -> None:
-    """Resolve the pinned jars with Maven if they are not there yet.
+HELPER_JAR = "streamlearn-flink.jar"
 
-    ``make jars`` does the same; this is for users who call the library
-    directly. A second call with the jars present does nothing.
+
+def ensure_jars() -> None:
+    """Resolve the pinned jars with Maven, and build the helper jar, if missing.
+
+    ``make jars`` runs this; a second call with the jars present does nothing
+    and downloads nothing.
     """
-    if any(jar_dir("kafka").glob("kafka_2.13-*.jar")) and any(
-        jar_dir("flink").glob("flink-sql-connector-kafka-*.jar")
+    if not (
+        any(jar_dir("kafka").glob("kafka_2.13-*.jar"))
+        and any(jar_dir("flink").glob("flink-sql-connector-kafka-*.jar"))
     ):
-        return
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise ServiceError(
-            "the Kafka and Flink connector jars are missing and `mvn` is not on PATH: "
-            "install Maven, then run `make jars`"
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise ServiceError(
+                "the Kafka and Flink connector jars are missing and `mvn` is not on PATH: "
+                "install Maven, then run `make jars`"
+            )
+        pom = project_root() / "jvm" / "pom.xml"
+        subprocess.run([mvn, "--batch-mode", "-q", "-f", str(pom), "package"], check=True)
+    if not (jar_dir("flink") / HELPER_JAR).exists():
+        build_helper_jar()
+
+
+def build_helper_jar() -> Path:
+    """Compile ``jvm/src/main/java`` against PyFlink's and the connector's jars.
+
+    The classes are tiny adapters PyFlink cannot express in Python (see the
+    sources); compiling them here needs only the JDK, no further downloads.
+    """
+    import tempfile
+
+    from connectors.flink_cluster import pyflink_home
+
+    javac, jar = shutil.which("javac"), shutil.which("jar")
+    if javac is None or jar is None:
+        raise ServiceError("`javac` and `jar` are needed (a JDK 17, not only a JRE)")
+    src = project_root() / "jvm" / "src" / "main" / "java"
+    sources = sorted(str(p) for p in src.rglob("*.java"))
+    connector = sorted(jar_dir("flink").glob("flink-sql-connector-kafka-*.jar"))[-1]
+    classpath = os.pathsep.join([str(pyflink_home() / "lib" / "*"), str(connector)])
+    out = jar_dir("flink") / HELPER_JAR
+    with tempfile.TemporaryDirectory() as classes:
+        subprocess.run(
+            [javac, "--release", "17", "-cp", classpath, "-d", classes, *sources], check=True
         )
-    pom = project_root() / "jvm" / "pom.xml"
-    subprocess.run([mvn, "-q", "-f", str(pom), "package"], check=True)
+        subprocess.run([jar, "cf", str(out), "-C", classes, "."], check=True)
+    return out
+
+
+def flink_job_jars() -> list[Path]:
+    """The jars every streamlearn Flink job needs: the Kafka connector and the helper jar."""
+    ensure_jars()
+    return [flink_connector_jar(), jar_dir("flink") / HELPER_JAR]
 
 
 def kafka_classpath() -> str:
@@ -79,3 +121,8 @@ def flink_connector_jar() -> Path:
     ensure_jars()
     jars = sorted(jar_dir("flink").glob("flink-sql-connector-kafka-*.jar"))
     return jars[-1]
+
+
+if __name__ == "__main__":  # `python -m connectors.paths`: what `make jars` runs
+    ensure_jars()
+    print("\n".join(str(p) for p in [jar_dir("kafka"), *flink_job_jars()]))

@@ -26,6 +26,8 @@ COMMANDS: tuple[str, ...] = (
     "flink",
     "topics",
     "models",
+    "serve",
+    "predict",
 )
 
 DESCRIPTION = """\

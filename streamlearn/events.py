@@ -1,0 +1,211 @@
+"""Events on the wire: decoding single events and envelopes, with a reason for every rejection.
+
+One Kafka message holds one event or an envelope of events::
+
+    {"key": "user-42", "features": {"age": 31, "country": "FR", "tags": ["a", "b"]},
+     "label": 1, "ts": 1732345678123, "id": "e-1"}
+
+    {"events": [{...}, {...}]}
+
+An event is returned as a plain ``dict`` with ``features`` always present and
+``key``, ``label``, ``ts``, ``id`` when given. A rejection is a
+:class:`Rejected` carrying the :class:`~streamlearn.errors.EventError` (which
+names the field), the index inside an envelope, and the original bytes.
+
+>>> decoder = EventDecoder(task="binary")
+>>> good, bad = decoder.decode(b'{"events": [{"features": {"x": 1.5}, "label": true},'
+...                            b' {"features": {"x": "NaN"}, "label": 1}, {"features": {}}]}')
+>>> [e["label"] for e in good]
+[1, 1]
+>>> [str(r.error) for r in bad]  # doctest: +NORMALIZE_WHITESPACE
+['field `features` of event 2: expected at least one feature, got an empty object']
+
+A string value is a category (``"NaN"`` is the string "NaN"), so the second
+event is valid; the third has no features. Bytes that are not JSON are one
+rejection for the whole message.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streamlearn.errors import EventError
+
+__all__ = ["EventDecoder", "Rejected", "TASKS", "encode_envelope", "encode_event"]
+
+TASKS = ("regression", "binary", "multiclass")
+_ALLOWED = frozenset(("key", "features", "label", "ts", "id"))
+_LABEL_EXPECTED = {
+    "regression": "a finite number",
+    "binary": "a label (0/1 or true/false)",
+    "multiclass": "a class name (string) or an integer class",
+}
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """One event (or a whole message) that could not be used, and why."""
+
+    error: EventError
+    index: int | None  # position inside an envelope; None for the whole message
+    raw: bytes
+
+    @property
+    def reason(self) -> str:
+        return str(self.error)
+
+    @property
+    def field(self) -> str:
+        return self.error.field
+
+
+def _where(index: int | None) -> str:
+    return "" if index is None else f"event {index}"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class EventDecoder:
+    """Decode and validate messages for one task.
+
+    Parameters
+    ----------
+    task
+        ``"regression"``, ``"binary"`` or ``"multiclass"``: decides what a
+        valid ``label`` is.
+    require_label
+        Training needs labels; scoring does not (a label, if present, is
+        still checked).
+    max_features
+        Events with more features than this are rejected (protects memory).
+    """
+
+    def __init__(self, task: str = "binary", require_label: bool = True, max_features: int = 10_000):
+        if task not in TASKS:
+            raise EventError("task", f"one of {', '.join(TASKS)}", repr(task))
+        self.task = task
+        self.require_label = require_label
+        self.max_features = max_features
+
+    # -- public -----------------------------------------------------------
+    def decode(self, raw: bytes | str) -> tuple[list[dict], list[Rejected]]:
+        """All valid events of one message, and the rejections."""
+        data = raw.encode() if isinstance(raw, str) else bytes(raw)
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            err = EventError("message", "a JSON object (an event or an envelope)", f"bad JSON ({exc})")
+            return [], [Rejected(err, None, data)]
+        if isinstance(doc, dict) and "events" in doc and "features" not in doc:
+            items = doc["events"]
+            if not isinstance(items, list):
+                err = EventError("events", "a list of events", _short(items))
+                return [], [Rejected(err, None, data)]
+            good: list[dict] = []
+            bad: list[Rejected] = []
+            for i, item in enumerate(items):
+                try:
+                    good.append(self.validate(item, i))
+                except EventError as err:
+                    bad.append(Rejected(err, i, orjson.dumps(item)))
+            return good, bad
+        try:
+            return [self.validate(doc, None)], []
+        except EventError as err:
+            return [], [Rejected(err, None, data)]
+
+    def validate(self, event: Any, index: int | None = None) -> dict:
+        """Check one decoded event; returns it (as given) or raises :class:`EventError`."""
+        where = _where(index)
+        if not isinstance(event, dict):
+            raise EventError("event", "a JSON object with `features`", _short(event), where)
+        extra = event.keys() - _ALLOWED
+        if extra:
+            raise EventError(
+                sorted(extra)[0], f"only the fields {', '.join(sorted(_ALLOWED))}", "an unknown field",
+                where,
+            )
+        features = event.get("features")
+        if not isinstance(features, dict):
+            got = "nothing" if features is None else _short(features)
+            raise EventError("features", "an object of name → value", got, where)
+        if not features:
+            raise EventError("features", "at least one feature", "an empty object", where)
+        if len(features) > self.max_features:
+            raise EventError(
+                "features", f"at most {self.max_features} features", f"{len(features)}", where
+            )
+        for name, value in features.items():
+            self._check_feature(name, value, where)
+        if "label" in event:
+            event["label"] = self._check_label(event["label"], where)
+        elif self.require_label:
+            raise EventError("label", _LABEL_EXPECTED[self.task], "nothing", where)
+        key = event.get("key")
+        if key is not None and not isinstance(key, str | int):
+            raise EventError("key", "a string or an integer", _short(key), where)
+        ts = event.get("ts")
+        if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
+            raise EventError("ts", "event time in milliseconds (an integer >= 0)", _short(ts), where)
+        eid = event.get("id")
+        if eid is not None and not isinstance(eid, str | int):
+            raise EventError("id", "a string or an integer", _short(eid), where)
+        return event
+
+    # -- checks -----------------------------------------------------------
+    @staticmethod
+    def _check_feature(name: str, value: Any, where: str) -> None:
+        kind = type(value)
+        if kind is float:
+            if not math.isfinite(value):
+                raise EventError(f"features.{name}", "a finite number", _short(value), where)
+        elif kind is int or kind is str or kind is bool:
+            return
+        elif kind is list:
+            for item in value:
+                if type(item) is not str:
+                    raise EventError(
+                        f"features.{name}", "a list of strings", f"an item {_short(item)}", where
+                    )
+        else:
+            raise EventError(
+                f"features.{name}",
+                "a number, a string, a list of strings or true/false",
+                _short(value),
+                where,
+            )
+
+    def _check_label(self, label: Any, where: str) -> Any:
+        kind = type(label)
+        if self.task == "regression":
+            if kind is int or (kind is float and math.isfinite(label)):
+                return label
+        elif self.task == "binary":
+            if kind is bool:
+                return int(label)
+            if (kind is int or kind is float) and label in (0, 1):
+                return int(label)
+        else:
+            if kind is str and label:
+                return label
+            if kind is int:
+                return label
+        raise EventError("label", _LABEL_EXPECTED[self.task], _short(label), where)
+
+
+def encode_event(event: Mapping[str, Any]) -> bytes:
+    """One event as the JSON bytes of a Kafka message."""
+    return orjson.dumps(event)
+
+
+def encode_envelope(events: Sequence[Mapping[str, Any]]) -> bytes:
+    """Several events as one envelope message ``{"events": [...]}``."""
+    return orjson.dumps({"events": list(events)})
