@@ -35,6 +35,7 @@ string value costs Python time.
 from __future__ import annotations
 
 import hashlib
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from streamlearn.errors import ValidationError
 __all__ = ["FeatureBatch", "FeatureHasher", "OnlineScaler", "feature_slot"]
 
 MAX_BITS = 30
+SMALL_BATCH = 4  # batches of at most this many events are encoded in plain Python
 _HASH_BITS = 53  # exact in a float64, so look-ups can return floats and None -> NaN
 _HASH_MASK = (1 << _HASH_BITS) - 1
 _MIX_1 = np.uint64(0xFF51AFD7ED558CCD)
@@ -164,7 +166,10 @@ class FeatureBatch:
         """The row of every entry (computed once, then cached)."""
         rows = self._cache.get("rows")
         if rows is None:
-            rows = np.repeat(np.arange(self.n_rows), np.diff(self.offsets))
+            if self.n_rows == 1:
+                rows = np.zeros(len(self.indices), np.int64)
+            else:
+                rows = np.repeat(np.arange(self.n_rows), self.offsets[1:] - self.offsets[:-1])
             self._cache["rows"] = rows
         return rows
 
@@ -181,7 +186,7 @@ class FeatureBatch:
             order = np.arange(len(self.indices))
             scratch[self.indices] = order
             representative = scratch[self.indices]
-            firsts = np.flatnonzero(representative == order)
+            firsts = (representative == order).nonzero()[0]
             got = self._cache["groups"] = (representative, firsts)
         return got
 
@@ -226,6 +231,8 @@ class FeatureHasher:
         self.n_slots = self.n_hashed + len(self.dense)
         self._names: dict[str, float] = {}
         self._strings: dict[str, float] = {}
+        self._tokens: dict[object, tuple[int, float]] = {}  # for small batches
+        self._dense_slot = {name: self.n_hashed + i for i, name in enumerate(self.dense)}
         self._reset_names()
 
     def __repr__(self) -> str:
@@ -260,6 +267,8 @@ class FeatureHasher:
         xs = xs if isinstance(xs, list) else list(xs)
         if not all(type(x) is dict for x in xs):
             xs = [self._as_dict(x, i) for i, x in enumerate(xs)]
+        if len(xs) <= SMALL_BATCH:
+            return self._encode_small(xs)
         lens = list(map(len, xs))
         if 0 in lens:
             raise ValidationError(
@@ -281,10 +290,93 @@ class FeatureHasher:
         numeric = np.isnan(value_codes)
         if numeric.any():
             numeric = self._numbers(keys, vals, value_codes, values, numeric, offsets)
-        return self._assemble(name_codes, value_codes, values, numeric, offsets)
+        return self._assemble(keys, name_codes, value_codes, values, numeric, offsets)
+
+    def _encode_small(self, xs: list[dict]) -> FeatureBatch:
+        """The same encoding for a few events, in plain Python (numpy's fixed
+        cost per call dominates there); tested equal to the batch path."""
+        tokens = self._tokens
+        if len(tokens) > self.cache_size:
+            tokens.clear()
+        idx: list[int] = []
+        vals: list[float] = []
+        num: list[bool] = []
+        offsets = [0]
+        for i, x in enumerate(xs):
+            if not x:
+                raise ValidationError("features", "a non-empty mapping of name to value", "{}",
+                                      f"event {i}")
+            for k, v in x.items():
+                t = type(v)
+                if t is float or t is int:
+                    e = tokens.get(k) or self._token(k, None, i)
+                    try:
+                        finite = math.isfinite(v)
+                    except OverflowError:
+                        finite = False
+                    if not finite:
+                        raise ValidationError(f"features.{k}", "a finite number", repr(v),
+                                              f"event {i}")
+                    idx.append(e[0])
+                    vals.append(e[1] * v)
+                    num.append(True)
+                elif t is str:
+                    e = tokens.get((k, v)) or self._token(k, v, i)
+                    idx.append(e[0])
+                    vals.append(e[1])
+                    num.append(False)
+                elif t is bool:
+                    e = tokens.get(k) or self._token(k, None, i)
+                    idx.append(e[0])
+                    vals.append(e[1] * (1.0 if v else 0.0))
+                    num.append(False)
+                elif t is list or t is tuple:
+                    for item in v:
+                        if type(item) is not str:
+                            raise ValidationError(f"features.{k}", "a list of strings", repr(v),
+                                                  f"event {i}")
+                        e = tokens.get((k, item)) or self._token(k, item, i)
+                        idx.append(e[0])
+                        vals.append(e[1])
+                        num.append(False)
+                elif isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+                    v, np.bool_
+                ):
+                    e = tokens.get(k) or self._token(k, None, i)
+                    f = float(v)
+                    if not math.isfinite(f):
+                        raise ValidationError(f"features.{k}", "a finite number", repr(v),
+                                              f"event {i}")
+                    idx.append(e[0])
+                    vals.append(e[1] * f)
+                    num.append(True)
+                else:
+                    raise ValidationError(f"features.{k}", _VALUE_KINDS, repr(v), f"event {i}")
+            offsets.append(len(idx))
+        return FeatureBatch(
+            np.array(idx, np.int64), np.array(vals, np.float64), np.array(offsets, np.int64),
+            np.array(num, bool), self.n_slots,
+        )
+
+    def _token(self, name: object, value: str | None, i: int) -> tuple[int, float]:
+        if type(name) is not str or not name:
+            raise ValidationError("features", "non-empty string feature names", repr(name),
+                                  f"event {i}")
+        dense = self._dense_slot.get(name)
+        if dense is not None:
+            if value is not None:
+                raise ValidationError(f"features.{name}", "a number (it is a dense feature)",
+                                      repr(value), f"event {i}")
+            entry = (dense, 1.0)
+        else:
+            value_hash = _NUMERIC_SALT if value is None else _hash_value(value)
+            h = int(_mix(np.array([_hash_name(name)]), np.array([value_hash]))[0])
+            entry = (h & (self.n_hashed - 1), -1.0 if h >> 63 else 1.0)
+        self._tokens[name if value is None else (name, value)] = entry
+        return entry
 
     def _assemble(
-        self, name_codes: np.ndarray, value_codes: np.ndarray, values: np.ndarray,
+        self, keys: list, name_codes: np.ndarray, value_codes: np.ndarray, values: np.ndarray,
         numeric: np.ndarray, offsets: np.ndarray,
     ) -> FeatureBatch:
         is_number = np.isnan(value_codes)
@@ -292,7 +384,8 @@ class FeatureHasher:
         if dense.any() and not is_number[dense].all():
             j = int(np.flatnonzero(dense & ~is_number)[0])
             raise ValidationError(
-                "features", "numbers for dense features", "a string", _where(offsets, j)
+                f"features.{keys[j]}", "a number (it is a dense feature)", "a string",
+                _where(offsets, j),
             )
         value_codes[is_number] = _NUMERIC_SALT
         h = _mix(name_codes.astype(np.int64), value_codes.astype(np.int64))
@@ -445,10 +538,19 @@ class OnlineScaler:
         order = np.arange(len(idx))
         self._scratch[idx] = order
         rep = self._scratch[idx]
+        if (rep == order).all():  # no slot twice (the usual case for small batches)
+            n_a = self.count[idx]
+            mean_a = self.mean[idx]
+            n = n_a + 1.0
+            delta = x - mean_a
+            self.mean[idx] = mean_a + delta / n
+            self.var[idx] = (self.var[idx] * n_a + delta * delta * n_a / n) / n
+            self.count[idx] = n
+            return
         n_b = np.bincount(rep, minlength=len(idx))[rep].astype(np.float64)
         mean_b = np.bincount(rep, weights=x, minlength=len(idx))[rep] / n_b
         m2_b = np.bincount(rep, weights=(x - mean_b) ** 2, minlength=len(idx))[rep]
-        firsts = np.flatnonzero(rep == order)
+        firsts = (rep == order).nonzero()[0]
         slots = idx[firsts]
         n_b, mean_b, m2_b = n_b[firsts], mean_b[firsts], m2_b[firsts]
         n_a = self.count[slots]

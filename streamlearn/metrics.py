@@ -28,6 +28,7 @@ training job calls per batch); :func:`progressive_score` runs a whole stream.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -140,11 +141,8 @@ class Accuracy(Metric):
     tasks = frozenset({"binary", "multiclass"})
 
     def update_many(self, ys, y_pred, classes=None):  # noqa: D102
-        yt = np.empty(len(ys), dtype=object)
-        yt[:] = list(ys)
-        yp = np.empty(len(y_pred), dtype=object)
-        yp[:] = list(y_pred)
-        self._mean.add((yt == yp).astype(np.float64))
+        hits = np.fromiter(map(operator.eq, ys, y_pred), np.float64, len(ys))
+        self._mean.add(hits)
 
 
 def _proba_of_truth(ys, proba: np.ndarray, classes: Sequence[object] | None) -> np.ndarray:

@@ -276,8 +276,9 @@ def test_classes_given_up_front_and_discovered():
     assert grown.classes_ == ["x", "y", "z"] and grown.weights.shape == (64, 3)
     again = learner_from_state(ModelState.from_bytes(grown.state().to_bytes()))
     assert again.classes_ == ["x", "y", "z"]
-    np.testing.assert_array_equal(again.predict_proba_many([{"a": 1.0}]),
-                                  grown.predict_proba_many([{"a": 1.0}]))
+    np.testing.assert_array_equal(
+        again.predict_proba_many([{"a": 1.0}]), grown.predict_proba_many([{"a": 1.0}])
+    )
 
 
 def test_ftrl_refuses_the_learners_own_penalties():
@@ -290,8 +291,13 @@ def test_ftrl_refuses_the_learners_own_penalties():
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [({"l2": -1.0}, "l2"), ({"bits": 40}, "bits"), ({"scale": "yes"}, "scale"),
-     ({"optimizer": "sgd"}, "optimizer"), ({"dense": "age"}, "dense")],
+    [
+        ({"l2": -1.0}, "l2"),
+        ({"bits": 40}, "bits"),
+        ({"scale": "yes"}, "scale"),
+        ({"optimizer": "sgd"}, "optimizer"),
+        ({"dense": "age"}, "dense"),
+    ],
 )
 def test_bad_settings_name_the_field(kwargs, field):
     from streamlearn.errors import ConfigError

@@ -349,7 +349,9 @@ class LinearModel(Learner):
         gradient per slot, gradient of the intercept)."""
         z = self._raw(batch, values)
         loss, g_event = self._loss_and_gradient(z, y)
-        np.clip(g_event, -self.clip_gradient, self.clip_gradient, out=g_event)
+        c = self.clip_gradient
+        if c < 1e12:
+            np.minimum(np.maximum(g_event, -c, out=g_event), c, out=g_event)
         g_event /= batch.n_rows
         rows = batch.rows()
         rep, firsts = batch.groups(self._scratch)

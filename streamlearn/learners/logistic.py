@@ -15,7 +15,7 @@ __all__ = ["LogisticRegression"]
 
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -500.0, 500.0)))
+    return 1.0 / (1.0 + np.exp(np.minimum(np.maximum(z, -500.0), 500.0) * -1.0))
 
 
 class LogisticRegression(LinearModel):

@@ -1,0 +1,223 @@
+"""Feature hashing, micro-batches and the online scaler."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from streamlearn.errors import ValidationError
+from streamlearn.features import FeatureBatch, FeatureHasher, OnlineScaler, feature_slot
+
+
+def _events(n, seed=0):
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        x = {
+            "age": rng.randint(18, 90),
+            "score": rng.gauss(0, 3),
+            "city": rng.choice("ABCDEFG"),
+            "tags": rng.sample(["x", "y", "z", "w"], rng.randint(0, 3)),
+            "vip": rng.random() < 0.5,
+        }
+        if i % 3 == 0:
+            x[f"rare{i}"] = "v"  # names seen once
+            x["f32"] = np.float32(1.5)
+        out.append(x)
+    return out
+
+
+def _same(a: FeatureBatch, b: FeatureBatch):
+    np.testing.assert_array_equal(a.indices, b.indices)
+    np.testing.assert_array_equal(a.values, b.values)
+    np.testing.assert_array_equal(a.offsets, b.offsets)
+    np.testing.assert_array_equal(a.numeric, b.numeric)
+    assert a.n_slots == b.n_slots
+
+
+def _concat(batches):
+    offsets = [0]
+    for b in batches:
+        offsets.extend((b.offsets[1:] + offsets[-1]).tolist())
+    return FeatureBatch(
+        np.concatenate([b.indices for b in batches]),
+        np.concatenate([b.values for b in batches]),
+        np.array(offsets),
+        np.concatenate([b.numeric for b in batches]),
+        batches[0].n_slots,
+    )
+
+
+@pytest.mark.parametrize("dense", [(), ("age", "score")])
+def test_small_batches_encode_exactly_like_large_ones(dense):
+    events = _events(60)
+    big = FeatureHasher(bits=12, dense=dense).encode(events)
+    small = FeatureHasher(bits=12, dense=dense)
+    _same(big, _concat([small.encode_one(x) for x in events]))
+    _same(big, _concat([small.encode(events[i : i + 3]) for i in range(0, 60, 3)]))
+    # and once the caches are warm, the batch path gives the same again
+    warm = FeatureHasher(bits=12, dense=dense)
+    warm.encode(events)
+    _same(big, warm.encode(events))
+
+
+def test_hashing_is_the_same_in_other_processes():
+    events = _events(20, seed=5)
+    mine = FeatureHasher(bits=16).encode(events)
+    code = (
+        "import json, sys; from streamlearn.features import FeatureHasher, feature_slot;"
+        "ev = json.loads(sys.stdin.read());"
+        "b = FeatureHasher(bits=16).encode(ev);"
+        "print(json.dumps([b.indices.tolist(), b.values.tolist(), feature_slot('city', 'A', 16)]))"
+    )
+    plain = json.loads(
+        json.dumps(
+            [
+                {k: (float(v) if isinstance(v, np.floating) else v) for k, v in x.items()}
+                for x in events
+            ]
+        )
+    )
+    for seed in ("1", "12345"):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            input=json.dumps(plain),
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            check=True,
+        )
+        indices, values, slot = json.loads(out.stdout)
+        assert indices == mine.indices.tolist() and values == mine.values.tolist()
+        assert tuple(slot) == feature_slot("city", "A", 16)
+
+
+def test_what_each_kind_of_value_becomes():
+    h = FeatureHasher(bits=20)
+    b = h.encode_one({"n": 2.5, "s": "red", "l": ["a", "b"], "t": True, "f": False})
+    assert b.offsets.tolist() == [0, 6]
+    assert np.abs(b.values).tolist() == [2.5, 1.0, 1.0, 1.0, 1.0, 0.0]
+    assert b.numeric.tolist() == [True, False, False, False, False, False]
+    # one-hot names=value: the same as a list of one, different from another value
+    assert h.encode_one({"l": "a"}).indices[0] == b.indices[2]
+    assert h.encode_one({"s": "blue"}).indices[0] != b.indices[1]
+    # booleans and numbers of one name share its slot
+    assert h.encode_one({"t": 1.0}).indices[0] == b.indices[4]
+    slot, sign = feature_slot("s", "red", bits=20)
+    assert (b.indices[1], b.values[1]) == (slot, sign)
+
+
+def test_signs_are_balanced_and_collisions_rare():
+    h = FeatureHasher(bits=20)
+    b = h.encode([{"id": f"user-{i}"} for i in range(20000)])
+    assert 0.45 < (b.values > 0).mean() < 0.55
+    assert len(np.unique(b.indices)) > 19700  # ~190 collisions expected at 2**20
+
+
+def test_dense_features_have_their_own_slots():
+    h = FeatureHasher(bits=4, dense=["age", "income"])
+    b = h.encode([{"age": 30, "income": 2.0, "x": 1.0}])
+    assert b.indices[:2].tolist() == [16, 17] and b.values[:2].tolist() == [30.0, 2.0]
+    for batch in ([{"age": "old"}], [{"x": "old"}, {"age": "old"}] * 5):
+        with pytest.raises(ValidationError) as info:
+            h.encode(batch)
+        assert info.value.field == "features.age"
+
+
+@pytest.mark.parametrize("n", [1, 10])
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"tags": ["a"], "x": None}, "features.x"),
+        ({"tags": ["a", 3]}, "features.tags"),
+        ({"x": 10**400}, "features.x"),
+        ({"x": np.nan}, "features.x"),
+        ({"x": b"bytes"}, "features.x"),
+        ({"": 1.0}, "features"),
+    ],
+    ids=["none-with-list", "list-of-mixed", "huge-int", "numpy-nan", "bytes", "empty-name"],
+)
+def test_bad_values_name_field_and_event(n, bad, field):
+    events = [{"tags": ["q"], "x": 1.0}] * n + [bad]
+    with pytest.raises(ValidationError) as info:
+        FeatureHasher(bits=8).encode(events)
+    assert info.value.field == field and f"event {n}" in str(info.value)
+
+
+def test_a_single_mapping_is_not_a_batch():
+    with pytest.raises(ValidationError) as info:
+        FeatureHasher().encode({"a": 1.0})
+    assert info.value.field == "xs"
+
+
+def test_feature_batch_from_arrays_checks_its_arrays():
+    ok = FeatureBatch.from_arrays([1, 2], [1.0, 2.0], [0, 1, 2], n_slots=4)
+    assert ok.n_rows == 2 and ok.rows().tolist() == [0, 1]
+    for kwargs, field in [
+        (dict(indices=[1, 9], values=[1.0, 2.0], offsets=[0, 2], n_slots=4), "indices"),
+        (dict(indices=[1, 2], values=[1.0, 2.0], offsets=[0, 3], n_slots=4), "offsets"),
+        (dict(indices=[1, 2], values=[1.0], offsets=[0, 2], n_slots=4), "values"),
+        (dict(indices=[1, 2], values=[1.0, np.inf], offsets=[0, 2], n_slots=4), "values"),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            FeatureBatch.from_arrays(**kwargs)
+        assert info.value.field == field
+
+
+def test_groups_find_equal_slots_without_sorting():
+    b = FeatureBatch.from_arrays([5, 3, 5, 7, 3, 5], np.ones(6), [0, 3, 6], n_slots=8)
+    rep, firsts = b.groups(np.full(8, -99, np.int64))
+    assert sorted(b.indices[firsts].tolist()) == [3, 5, 7]
+    for j in range(6):
+        assert b.indices[rep[j]] == b.indices[j]
+
+
+def test_scaler_matches_river_one_event_at_a_time():
+    from river import preprocessing
+
+    rng = random.Random(2)
+    h = FeatureHasher(bits=6, dense=["a", "b"])
+    ours = OnlineScaler(h.n_slots)
+    theirs = preprocessing.StandardScaler()
+    for _ in range(300):
+        x = {"a": rng.gauss(5, 2), "b": rng.expovariate(1.0)}
+        if rng.random() < 0.3:
+            del x["b"]  # vanishing feature: its statistics wait
+        b = h.encode_one(x)
+        ours.update(b)
+        theirs.learn_one(x)
+        expected = theirs.transform_one(x)
+        np.testing.assert_allclose(ours.transform(b), [expected[k] for k in x], rtol=1e-9)
+
+
+def test_scaler_batch_update_equals_sequential_updates():
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 5, 200)  # many repeats of few slots, several per row
+    vals = rng.normal(3, 2, 200)
+    offsets = np.arange(0, 201, 4)
+    batch = FeatureBatch.from_arrays(idx, vals, offsets, n_slots=5)
+    together, one_by_one = OnlineScaler(5), OnlineScaler(5)
+    together.update(FeatureBatch.from_arrays(idx[:20], vals[:20], [0, 20], n_slots=5))
+    together.update(batch)
+    for j in list(range(20)) + list(range(200)):
+        v, i = (vals[j], idx[j])
+        one_by_one.update(FeatureBatch.from_arrays([i], [v], [0, 1], n_slots=5))
+    np.testing.assert_allclose(together.mean, one_by_one.mean, rtol=1e-10)
+    np.testing.assert_allclose(together.var, one_by_one.var, rtol=1e-10)
+    np.testing.assert_array_equal(together.count, one_by_one.count)
+
+
+def test_scaler_leaves_non_numeric_entries_alone():
+    h = FeatureHasher(bits=6)
+    s = OnlineScaler(h.n_slots)
+    b = h.encode([{"x": 1.0, "c": "red", "t": True}, {"x": 3.0, "c": "red", "t": False}])
+    s.update(b)
+    out = s.transform(b)
+    assert np.abs(out[[0, 3]]).tolist() == [1.0, 1.0]  # standardised x
+    np.testing.assert_array_equal(out[[1, 2, 4, 5]], b.values[[1, 2, 4, 5]])

@@ -1,0 +1,111 @@
+"""Streaming metrics against scikit-learn, windows, compatibility, prequential order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from streamlearn.errors import ConfigError
+from streamlearn.learners import LinearRegression, LogisticRegression, SoftmaxRegression
+from streamlearn.metrics import (
+    MAE,
+    RMSE,
+    ROCAUC,
+    Accuracy,
+    LogLoss,
+    check_compatible,
+    prequential,
+    progressive_score,
+)
+
+rng = np.random.default_rng(0)
+Y = rng.random(500) < 0.4
+P = np.clip(Y * 0.3 + rng.random(500) * 0.7, 0, 1)
+PROBA = np.column_stack([1 - P, P])
+CLASSES = [False, True]
+
+
+def _feed(metric, ys, preds, sizes=(1, 7, 50, 442)):
+    start = 0
+    for s in sizes:
+        metric.update_many(list(ys[start : start + s]), preds[start : start + s], CLASSES)
+        start += s
+    return metric.get()
+
+
+def test_accuracy_logloss_mae_rmse_match_sklearn_in_any_batching():
+    labels = PROBA.argmax(axis=1).astype(bool)
+    assert _feed(Accuracy(), Y, labels) == pytest.approx(skm.accuracy_score(Y, labels))
+    assert _feed(LogLoss(), Y, PROBA) == pytest.approx(skm.log_loss(Y, PROBA), rel=1e-9)
+    t, p = rng.normal(size=500), rng.normal(size=500)
+    assert _feed(MAE(), t, p) == pytest.approx(skm.mean_absolute_error(t, p))
+    assert _feed(RMSE(), t, p) == pytest.approx(np.sqrt(skm.mean_squared_error(t, p)))
+
+
+def test_rocauc_is_close_to_exact_and_exact_on_distinct_bins():
+    assert _feed(ROCAUC(), Y, PROBA) == pytest.approx(skm.roc_auc_score(Y, P), abs=2e-3)
+    coarse = np.round(P, 2) - 0.005 * (np.round(P, 2) > 0)  # scores at bin centres
+    exact = skm.roc_auc_score(Y, coarse)
+    assert _feed(ROCAUC(n_bins=100), Y, np.column_stack([1 - coarse, coarse])) == pytest.approx(
+        exact, abs=1e-12
+    )
+
+
+@pytest.mark.parametrize("window", [1, 13, 100])
+def test_windows_equal_the_metric_over_the_last_events(window):
+    labels = PROBA.argmax(axis=1).astype(bool)
+    cases = [
+        (Accuracy, labels, lambda y, p: skm.accuracy_score(y, p)),
+        (LogLoss, PROBA, lambda y, p: skm.log_loss(y, p, labels=CLASSES)),
+        (ROCAUC, PROBA, lambda y, p: skm.roc_auc_score(y, p[:, 1])),
+    ]
+    for cls, preds, reference in cases:
+        m = cls(window=window)
+        _feed(m, Y, preds)
+        tail_y, tail_p = Y[-window:], preds[-window:]
+        if cls is ROCAUC and len(set(tail_y.tolist())) < 2:
+            assert m.get() == 0.0
+            continue
+        tol = 2e-3 if cls is ROCAUC else 1e-9
+        assert m.get() == pytest.approx(reference(tail_y, tail_p), abs=tol), cls
+
+
+def test_single_updates_equal_batch_updates():
+    one, many = LogLoss(window=50), LogLoss(window=50)
+    for y, p in zip(Y[:120], P[:120], strict=True):
+        one.update(y, {False: 1 - p, True: p})
+    many.update_many(list(Y[:120]), PROBA[:120], CLASSES)
+    assert one.get() == pytest.approx(many.get())
+    assert MAE().bigger_is_better is False and Accuracy().bigger_is_better is True
+
+
+def test_metrics_refuse_learners_they_do_not_fit():
+    with pytest.raises(ConfigError) as info:
+        check_compatible(MAE(), LogisticRegression(bits=4))
+    assert "MAE" in str(info.value) and "LogisticRegression" in str(info.value)
+    with pytest.raises(ConfigError):
+        check_compatible(ROCAUC(), SoftmaxRegression(bits=4))
+    with pytest.raises(ConfigError):
+        progressive_score(LinearRegression(bits=4), [({"a": 1.0}, 1.0)], [Accuracy()])
+    for bad in (0, -3, 2.5, "10"):
+        with pytest.raises(ConfigError) as info:
+            Accuracy(window=bad)
+        assert info.value.field == "window"
+
+
+def test_prequential_predicts_before_learning():
+    model = LogisticRegression(bits=6)
+    xs, ys = [{"a": 1.0}] * 10, [True] * 10
+    acc, loss = Accuracy(), LogLoss()
+    preds = prequential(model, xs, ys, [acc, loss])
+    assert preds.tolist() == [False] * 10  # untrained: p = 0.5 ties to the first class
+    assert acc.get() == 0.0 and loss.get() == pytest.approx(np.log(2))
+    assert model.n_learned == 10 and model.predict_proba_one({"a": 1.0})[True] > 0.5
+
+
+def test_progressive_score_batching_changes_only_the_update_schedule():
+    data = [({"x": float(i % 10), "c": "ab"[i % 2]}, (i % 10) > 4) for i in range(2000)]
+    one = progressive_score(LogisticRegression(bits=6, scale=True), data, [Accuracy()])
+    ten = progressive_score(LogisticRegression(bits=6, scale=True), data, [Accuracy()], 10)
+    assert one["Accuracy"] > 0.9 and ten["Accuracy"] > 0.8
