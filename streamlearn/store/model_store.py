@@ -182,9 +182,34 @@ class ModelStore:
         ``open``+``read`` of ~40 bytes (tens of microseconds), on S3 one GET.
         """
         try:
-            return Head.from_json(self._files.read(self._path("HEAD.json")))
+            raw = self._load_json(self._path("HEAD.json"))
         except FileNotFoundError:
             return Head(latest=None)
+        return Head(latest=raw.get("latest"), pinned=raw.get("pinned"))
+
+    def _load_json(self, path: str) -> Any:
+        """Read and parse a small JSON file; FileNotFoundError if it is absent.
+
+        pyarrow reads an S3 object as a HEAD (for its size) then a ranged GET;
+        if the object is replaced in between, the GET can return a prefix of the
+        new content. A proper prefix of a JSON object or array is never valid
+        JSON, so a failed parse means "read again", not "corrupt".
+        """
+        delay = 0.002
+        for _ in range(10):
+            try:
+                return orjson.loads(self._files.read(path))
+            except FileNotFoundError:
+                raise
+            except (orjson.JSONDecodeError, OSError) as exc:
+                if self._files.atomic and isinstance(exc, orjson.JSONDecodeError):
+                    break  # local replace is atomic: this file really is damaged
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        raise StoreError(
+            f"model {self.model!r}: {path} is not the JSON the store writes; "
+            "was it edited by hand? Restore it from the commit records or delete it"
+        )
 
     def _nothing_published(self) -> VersionNotFound:
         return VersionNotFound(
@@ -208,7 +233,7 @@ class ModelStore:
 
     def _read_record(self, version: int) -> dict[str, Any] | None:
         try:
-            return orjson.loads(self._files.read(self._path(self._commit_rel(version))))
+            return self._load_json(self._path(self._commit_rel(version)))
         except FileNotFoundError:
             return None
 
@@ -266,6 +291,10 @@ class ModelStore:
             buf = self._files.read_buffer(self._path(info.file))
         except FileNotFoundError:
             raise self._gone(version) from None
+        except OSError as exc:  # S3: deleted between pyarrow's HEAD and its GET
+            if not self._files.exists(self._path(info.file)):
+                raise self._gone(version) from None
+            raise StoreError(f"{where}: could not read {info.file} ({exc})") from exc
         table, meta = read_version(buf, where)
         if meta.get("version") != version:
             raise StoreError(f"{where}: its file says version {meta.get('version')}")
@@ -284,7 +313,7 @@ class ModelStore:
 
     def _read_json_list(self, rel: str) -> list[dict[str, Any]]:
         try:
-            return orjson.loads(self._files.read(self._path(rel)))
+            return self._load_json(self._path(rel))
         except FileNotFoundError:
             return []
 

@@ -66,7 +66,8 @@ def as_table(state: object) -> tuple[pa.Table, str]:
     if isinstance(state, pa.RecordBatch):
         return pa.Table.from_batches([state]), "arrow"
     if isinstance(state, ToBytes) and not isinstance(
-        state, int | bytes | bytearray | memoryview | pa.Buffer  # their to_bytes is not ours
+        state,
+        int | bytes | bytearray | memoryview | pa.Buffer,  # their to_bytes is not ours
     ):
         state = state.to_bytes()
     if isinstance(state, bytes | bytearray | memoryview):
