@@ -1,0 +1,872 @@
+"""Merging parallel learners: sparse deltas, one global model, versions.
+
+Each parallel learner starts from a global version, learns from its own
+events, and now and then sends what it changed since its last send, a
+:class:`ModelDelta`. A :class:`Merger` folds the deltas, one at a time as
+they arrive, into the global model; a :class:`DeltaTracker` computes a
+learner's deltas and rebases it on a newer global version without losing
+what it learned meanwhile.
+
+What a delta holds
+------------------
+The rows (slots) whose state changed since the last delta and, for every
+per-slot array of :class:`~streamlearn.state.ModelState` (``weights``, the
+optimiser's accumulators, ``l1.cum``, ``scaler.*``), the change at those rows;
+the small arrays (``intercept``, ``l1.total``) in full; the number of events
+and optimiser steps learned; the base version; the learner's kind, parameters
+and classes. Scaler statistics travel as the statistics of the new events
+alone (count, mean, variance), which the merger combines exactly (Chan's
+formula) whatever the strategy: they describe the data, not a learned guess.
+
+Strategies
+----------
+``n_slots = 2**bits + len(dense)``: slots below ``2**bits`` are *hashed*
+(sparse: a user id, a rare token — mostly learned by the one learner that
+owns the key), the others are *dense* features, touched by every learner.
+A delta's *event share* is its events over the events all learners send in
+the same time (``1/P`` for ``P`` learners at equal rates, 1 for one learner).
+
+``"hybrid"`` (default)
+    Hashed slots: deltas are **summed** — a slot learned by one learner keeps
+    all of its learning, exactly as if the learner were alone; a shared
+    hashed slot moves like asynchronous SGD. Dense slots and the intercept:
+    deltas are **averaged** by event share (model averaging), since every
+    learner pulls the same parameter towards the same optimum and a sum
+    would overshoot by ``P``. AdaGrad's ``g2`` follows the weights' rule
+    (sum of squared gradients where weights are summed). Adam's moments are
+    running *means* of gradients, not sums: on hashed slots each delta is
+    divided by the number of learners that touched the slot lately (so a
+    slot owned by one learner gets its moments as they are, a slot shared by
+    all the mean of their moves); on dense slots, by event share. Lazy L1
+    bookkeeping and the step counter are summed (every learner's steps
+    happened).
+``"average"``
+    Every array moves by the delta times its event share: classic weighted
+    model averaging. Simple and safe for dense models; slow to learn sparse
+    keys (a key's slots move by ``1/P`` of what its learner learned).
+``"ftrl"``
+    For FTRL-Proximal learners: ``z`` and ``n`` are sums of per-event terms,
+    so the deltas of both are summed on every slot, and the weights are
+    recomputed from the merged ``(z, n)`` (the weights' own deltas are not
+    used). Any strategy recomputes FTRL weights from ``(z, n)``, so the
+    three always agree.
+
+Staleness
+---------
+A delta's *lag* is the merger's version minus its base version. Deltas are
+small increments (a flush's worth of events), sent often, and learners rebase
+on each new version, so lags are 0–2. A delta with a lag up to
+``staleness_tolerance`` (default 2) is **rebased**: applied in full on top of
+the current global model, as asynchronous SGD with bounded staleness does.
+Down-weighting it would throw away the learning of events that no other
+learner sees (with key partitions, nobody else will learn those keys' slots).
+A delta older than that is **down-weighted** by
+``(tolerance + 1) / (lag + 1)``: its gradients were taken so far from the
+current model (a learner stalled or restored from an old checkpoint) that
+following them fully could undo the others' progress. A delta from a version
+newer than the merger's is refused.
+
+Examples
+--------
+Two learners on disjoint keys, merged:
+
+>>> from streamlearn.learners import LogisticRegression, learner_from_state
+>>> from streamlearn.optim import SGD
+>>> model = LogisticRegression(SGD(0.5), bits=8, intercept=False)
+>>> merger = Merger(model.state(), version=0, n_learners=2)
+>>> learners = [model.clone(), model.clone()]
+>>> trackers = [DeltaTracker(lr, base_version=0) for lr in learners]
+>>> learners[0].learn_many([{"user": "a"}] * 4, [True] * 4)
+>>> learners[1].learn_many([{"user": "b"}] * 4, [False] * 4)
+>>> for i, tracker in enumerate(trackers):
+...     merger.add(tracker.take(learner_id=str(i)))
+>>> merger.commit()
+1
+>>> merged = learner_from_state(merger.state())
+>>> round(merged.predict_proba_one({"user": "a"})[True], 3)
+0.562
+>>> round(merged.predict_proba_one({"user": "b"})[True], 3)
+0.438
+>>> merger.n_events
+8
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from streamlearn.errors import ConfigError, StateError, ValidationError
+from streamlearn.state import ModelState
+
+__all__ = ["ModelDelta", "DeltaTracker", "Merger", "STRATEGIES", "DELTA_FORMAT_VERSION"]
+
+#: The merge strategies :class:`Merger` offers.
+STRATEGIES = ("hybrid", "average", "ftrl")
+DELTA_FORMAT_VERSION = 1
+_HEADER_KEY = b"streamlearn.delta"
+_SCALER = ("scaler.count", "scaler.mean", "scaler.var")
+_EMA = ("adam.m", "adam.v")
+_STEP_ARRAYS = ("l1.cum", "l1.total")
+_MAX_BITS = 64  # learners told apart by the Adam contributor count
+
+
+def _classes(meta: Mapping[str, Any]) -> list[Any] | None:
+    classes = meta.get("classes")
+    return list(classes) if isinstance(classes, list) else None
+
+
+def _per_slot(name: str, array: np.ndarray, n_slots: int) -> bool:
+    return array.ndim >= 1 and array.shape[0] == n_slots and name != "intercept"
+
+
+def _comparable(params: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k != "classes"}
+
+
+# -- scaler statistics: the new events' own statistics, and Chan's combination --
+
+
+def _new_stats(
+    count: np.ndarray, mean: np.ndarray, var: np.ndarray,
+    ref_count: np.ndarray, ref_mean: np.ndarray, ref_var: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count, mean and variance of the values added to ``ref`` to give the
+    current statistics (inverse of Chan's formula)."""
+    n_b = count - ref_count
+    ok = n_b > 0
+    safe_n = np.where(ok, n_b, 1.0)
+    safe_count = np.where(count > 0, count, 1.0)
+    mean_b = np.where(ok, (count * mean - ref_count * ref_mean) / safe_n, 0.0)
+    delta = mean_b - ref_mean
+    m2_b = count * var - ref_count * ref_var - delta * delta * ref_count * n_b / safe_count
+    var_b = np.where(ok, np.maximum(m2_b, 0.0) / safe_n, 0.0)
+    return n_b, mean_b, var_b
+
+
+def _combine_stats(
+    count: np.ndarray, mean: np.ndarray, var: np.ndarray,
+    n_b: np.ndarray, mean_b: np.ndarray, var_b: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Chan's parallel formula: statistics of the union of two sets of values."""
+    n = count + n_b
+    safe = np.where(n > 0, n, 1.0)
+    delta = mean_b - mean
+    new_mean = np.where(n > 0, mean + delta * n_b / safe, mean)
+    m2 = count * var + n_b * var_b + delta * delta * count * n_b / safe
+    new_var = np.where(n > 0, m2 / safe, var)
+    return n, new_mean, new_var
+
+
+def _ftrl_weights(z: np.ndarray, n: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:
+    """FTRL-Proximal's closed-form weights from its ``(z, n)`` state."""
+    alpha = float(params.get("alpha", 0.1))
+    beta = float(params.get("beta", 1.0))
+    l1 = float(params.get("l1", 0.0))
+    l2 = float(params.get("l2", 0.0))
+    shrunk = np.sign(z) * np.maximum(np.abs(z) - l1, 0.0)
+    return -shrunk / ((beta + np.sqrt(n)) / alpha + l2)
+
+
+def _optimizer(meta: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    config = meta.get("params", {}).get("optimizer", {}) if isinstance(meta.get("params"), dict) \
+        else {}
+    if not isinstance(config, dict):
+        return "", {}
+    return str(config.get("name", "")), dict(config.get("params", {}) or {})
+
+
+def _aligned(array: np.ndarray, cols: np.ndarray, width: int) -> np.ndarray:
+    """``array``'s columns placed at ``cols`` of a zero array ``width`` wide."""
+    out = np.zeros(array.shape[:-1] + (width,))
+    out[..., cols] = array
+    return out
+
+
+# -- the delta ----------------------------------------------------------------
+
+
+@dataclass
+class ModelDelta:
+    """What a learner sends at a sync: its change since its last delta.
+
+    Parameters
+    ----------
+    learner_id
+        Which learner sent it (any string, stable for the learner's life).
+    base_version
+        The global version the learner's reference point came from.
+    n_events, n_steps
+        Events learned and optimiser steps taken since the last delta.
+    slots
+        The rows that changed, ascending (``int64``).
+    sparse
+        Per-slot array name → its change at ``slots`` (shape ``(k,)`` or
+        ``(k, n_classes)``); ``scaler.*`` hold the new events' own count,
+        mean and variance instead.
+    dense
+        Small array name (``intercept``, ``l1.total``) → its full change.
+    meta
+        The learner's ``kind``, ``params``, ``classes`` (column order of the
+        2-d arrays), ``bits`` and ``n_slots``.
+    extra
+        Anything JSON-able the sender wants to pass along (offsets, metrics).
+    """
+
+    learner_id: str
+    base_version: int
+    n_events: int
+    n_steps: int
+    slots: np.ndarray
+    sparse: dict[str, np.ndarray]
+    dense: dict[str, np.ndarray]
+    meta: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelDelta(learner_id={self.learner_id!r}, base_version={self.base_version}, "
+            f"n_events={self.n_events}, n_slots_changed={len(self.slots)}, "
+            f"arrays={sorted(self.sparse) + sorted(self.dense)})"
+        )
+
+    @property
+    def nnz(self) -> int:
+        """How many rows changed."""
+        return len(self.slots)
+
+    def to_bytes(self) -> bytes:
+        """Arrow IPC stream bytes: one row per changed slot (``slot`` and one
+        column per array, a fixed-size list per row for 2-d arrays); the rest
+        as JSON in the schema metadata. No pickle.
+
+        >>> d = ModelDelta("0", 3, 10, 1, np.array([2, 5]), {"weights": np.array([0.5, -1.0])},
+        ...                {"intercept": np.array([0.1])}, {"kind": "Demo", "n_slots": 8})
+        >>> e = ModelDelta.from_bytes(d.to_bytes())
+        >>> e.slots.tolist(), e.sparse["weights"].tolist(), e.dense["intercept"].tolist()
+        ([2, 5], [0.5, -1.0], [0.1])
+        """
+        n_slots = int(self.meta.get("n_slots", 0) or 0)
+        slot_type = pa.uint32() if n_slots <= 2**32 else pa.int64()
+        columns = [pa.array(np.asarray(self.slots), type=slot_type)]
+        names = ["slot"]
+        for name, values in self.sparse.items():
+            v = np.ascontiguousarray(values, dtype=np.float64)
+            if v.ndim == 1:
+                columns.append(pa.array(v))
+            else:
+                width = v.shape[1]
+                columns.append(pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), width))
+            names.append(name)
+        header = {
+            "format": DELTA_FORMAT_VERSION,
+            "learner_id": self.learner_id,
+            "base_version": self.base_version,
+            "n_events": self.n_events,
+            "n_steps": self.n_steps,
+            "meta": self.meta,
+            "extra": self.extra,
+            "dense": {k: {"shape": list(np.shape(v)), "values": np.ravel(v).tolist()}
+                      for k, v in self.dense.items()},
+        }
+        try:
+            encoded = json.dumps(header).encode()
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"model delta metadata or extra is not JSON-able: {exc}") from exc
+        batch = pa.RecordBatch.from_arrays(columns, names=names, metadata={_HEADER_KEY: encoded})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        return sink.getvalue().to_pybytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview | pa.Buffer) -> ModelDelta:
+        """Read :meth:`to_bytes` output (arrays are read-only views of ``data``)."""
+        try:
+            buffer = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
+            batch = pa.ipc.open_stream(buffer).read_next_batch()
+            header = json.loads((batch.schema.metadata or {})[_HEADER_KEY])
+        except (pa.ArrowInvalid, KeyError, ValueError, StopIteration, TypeError) as exc:
+            raise StateError(
+                "not a streamlearn model delta (expected Arrow IPC bytes from "
+                f"ModelDelta.to_bytes): {exc}"
+            ) from exc
+        if not isinstance(header, dict) or header.get("format") != DELTA_FORMAT_VERSION:
+            got = header.get("format") if isinstance(header, dict) else header
+            raise StateError(
+                f"model delta format {got!r} is not supported (expected "
+                f"{DELTA_FORMAT_VERSION}); run the same streamlearn version on every worker"
+            )
+        if batch.schema.names[:1] != ["slot"]:
+            raise StateError("model delta lacks its `slot` column")
+        slots = batch.column(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        sparse = {}
+        for name, column in zip(batch.schema.names[1:], batch.columns[1:], strict=True):
+            if pa.types.is_fixed_size_list(column.type):
+                width = column.type.list_size
+                flat = column.values.to_numpy(zero_copy_only=False)
+                sparse[name] = flat.reshape(len(column), width)
+            else:
+                sparse[name] = column.to_numpy(zero_copy_only=False)
+        try:
+            dense = {k: np.array(v["values"], dtype=np.float64).reshape(v["shape"])
+                     for k, v in header["dense"].items()}
+            delta = cls(
+                learner_id=str(header["learner_id"]),
+                base_version=int(header["base_version"]),
+                n_events=int(header["n_events"]),
+                n_steps=int(header["n_steps"]),
+                slots=slots, sparse=sparse, dense=dense,
+                meta=dict(header["meta"]), extra=dict(header.get("extra") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StateError(f"model delta header is malformed: {exc}") from exc
+        return delta
+
+
+# -- the learner's side ---------------------------------------------------------
+
+
+class DeltaTracker:
+    """Remembers a learner's state at a reference point and hands out what
+    changed since, as :class:`ModelDelta` s.
+
+    Parameters
+    ----------
+    learner
+        A mergeable learner (its ``state(copy=False)`` and ``load_state`` are
+        used; the tracker never changes it except in :meth:`rebase`).
+    base_version
+        The global version the learner currently starts from.
+
+    Notes
+    -----
+    :meth:`take` compares the learner's per-slot arrays with the reference
+    (a few vectorised passes over the arrays, about a millisecond per
+    million slots each); the delta itself holds only the changed rows, and
+    only they are copied into the new reference.
+    """
+
+    def __init__(self, learner: Any, base_version: int = 0) -> None:
+        self.learner = learner
+        self.base_version = _version("base_version", base_version)
+        state = self._state_of(learner)
+        self._reset(state.copy())
+
+    @staticmethod
+    def _state_of(learner: Any) -> ModelState:
+        state_fn = getattr(learner, "state", None)
+        if state_fn is None:
+            raise ValidationError("learner", "a streamlearn learner", type(learner).__name__)
+        try:
+            state = state_fn(copy=False)
+        except TypeError:
+            state = state_fn()
+        if not state.meta.get("mergeable", False):
+            raise StateError(
+                f"a {state.meta.get('kind')} learner is not mergeable (its state is not a set "
+                "of arrays); train it in one process or pick a linear learner"
+            )
+        return state
+
+    def _reset(self, state: ModelState) -> None:
+        self._ref = {k: np.array(v, dtype=np.float64) for k, v in state.arrays.items()}
+        self._ref_meta = state.meta
+        self._ref_classes = _classes(state.meta)
+        self._n_learned = int(state.meta.get("n_learned", 0))
+        self._n_steps = int(state.meta.get("n_steps", 0))
+        self._n_slots = int(state.meta.get("n_slots", 0))
+
+    def _grown_reference(self, classes: list[Any] | None) -> None:
+        """Give the reference zero columns for classes the learner found since."""
+        mine = self._ref_classes
+        if classes == mine or classes is None or mine is None:
+            return
+        if classes[: len(mine)] != mine:
+            raise StateError(
+                f"the learner's classes {classes} do not extend the tracker's {mine}; "
+                "rebase the tracker on the learner's state"
+            )
+        added = len(classes) - len(mine)
+        for name, array in self._ref.items():
+            if array.ndim == 2 or (name == "intercept" and len(array) == len(mine)):
+                pad = np.zeros(array.shape[:-1] + (added,))
+                self._ref[name] = np.concatenate([array, pad], axis=-1)
+        self._ref_classes = list(classes)
+
+    def take(self, learner_id: str = "0", extra: Mapping[str, Any] | None = None) -> ModelDelta:
+        """The change since the last :meth:`take` (or since the reference was
+        set); the reference then moves to now, so deltas never overlap.
+
+        Parameters
+        ----------
+        learner_id
+            Names the sender (the merger counts event rates per learner).
+        extra
+            JSON-able values to carry along (Kafka offsets, metrics...).
+        """
+        if not isinstance(learner_id, str) or not learner_id:
+            raise ValidationError("learner_id", "a non-empty string", repr(learner_id))
+        extra = dict(extra or {})
+        try:
+            json.dumps(extra)
+        except (TypeError, ValueError) as exc:
+            raise ValidationError("extra", "a JSON-able mapping", repr(exc)) from exc
+        state = self._state_of(self.learner)
+        self._grown_reference(_classes(state.meta))
+        cur, ref, n_slots = state.arrays, self._ref, self._n_slots
+        if set(cur) != set(ref):
+            raise StateError(
+                f"the learner's arrays {sorted(cur)} differ from the tracker's {sorted(ref)}; "
+                "build a new DeltaTracker for a rebuilt learner"
+            )
+        changed = np.zeros(n_slots, dtype=bool)
+        scratch = np.empty(n_slots, dtype=bool)
+        per_slot = [k for k, v in cur.items() if _per_slot(k, v, n_slots)]
+        for name in per_slot:
+            a, b = cur[name], ref[name]
+            if a.ndim == 1:
+                np.not_equal(a, b, out=scratch)
+                changed |= scratch
+            else:
+                changed |= (a != b).any(axis=1)
+        slots = np.flatnonzero(changed)
+        sparse: dict[str, np.ndarray] = {}
+        for name in per_slot:
+            if name in _SCALER:
+                continue
+            now = cur[name][slots]
+            sparse[name] = now - ref[name][slots]
+            ref[name][slots] = now
+        if "scaler.count" in cur:
+            now = [cur[k][slots] for k in _SCALER]
+            before = [ref[k][slots] for k in _SCALER]
+            for k, value in zip(_SCALER, _new_stats(*now, *before), strict=True):
+                sparse[k] = value
+            for k, value in zip(_SCALER, now, strict=True):
+                ref[k][slots] = value
+        dense: dict[str, np.ndarray] = {}
+        for name, array in cur.items():
+            if name not in per_slot:
+                dense[name] = array - ref[name]
+                ref[name] = np.array(array, dtype=np.float64)
+        n_learned = int(state.meta.get("n_learned", 0))
+        n_steps = int(state.meta.get("n_steps", 0))
+        meta = {k: state.meta.get(k) for k in ("kind", "params", "classes", "bits", "n_slots")}
+        delta = ModelDelta(
+            learner_id=learner_id, base_version=self.base_version,
+            n_events=n_learned - self._n_learned, n_steps=n_steps - self._n_steps,
+            slots=slots, sparse=sparse, dense=dense, meta=meta, extra=extra,
+        )
+        self._n_learned, self._n_steps = n_learned, n_steps
+        return delta
+
+    def rebase(self, learner: Any, global_state: ModelState, version: int) -> None:
+        """Make ``learner`` the global model plus its own changes since the
+        last :meth:`take` (nothing it learned is lost), and make the global
+        model the tracker's new reference.
+
+        Parameters
+        ----------
+        learner
+            The learner (usually the tracker's own; a different object of the
+            same parameters is accepted and tracked from now on).
+        global_state
+            The newer global model (from :meth:`Merger.state` or the store).
+        version
+            Its version.
+        """
+        version = _version("version", version)
+        state = self._state_of(learner)
+        self.learner = learner
+        self._grown_reference(_classes(state.meta))
+        g_meta = global_state.meta
+        if g_meta.get("kind") != state.meta.get("kind") or _comparable(
+            g_meta.get("params", {})
+        ) != _comparable(state.meta.get("params", {})):
+            raise StateError(
+                f"cannot rebase a {state.meta.get('kind')} learner on a global "
+                f"{g_meta.get('kind')} model of other parameters; the global model must come "
+                "from the same training job"
+            )
+        mine, theirs = _classes(state.meta), _classes(g_meta)
+        union = theirs
+        if mine is not None and theirs is not None:
+            union = theirs + [c for c in mine if c not in theirs]
+        width = len(union) if union is not None else 0
+        n_slots = self._n_slots
+
+        def widen(array: np.ndarray, classes: list[Any] | None, name: str) -> np.ndarray:
+            is_2d = array.ndim == 2 or (name == "intercept" and union is not None
+                                         and array.shape[-1] == len(classes or ()))
+            if not is_2d or classes == union or union is None or classes is None:
+                return np.asarray(array, dtype=np.float64)
+            cols = np.array([union.index(c) for c in classes], dtype=np.int64)
+            return _aligned(np.asarray(array, dtype=np.float64), cols, width)
+
+        arrays: dict[str, np.ndarray] = {}
+        ref_arrays: dict[str, np.ndarray] = {}
+        for name, array in state.arrays.items():
+            if name not in global_state.arrays:
+                raise StateError(f"the global model lacks the learner's array {name!r}")
+            g = widen(global_state.arrays[name], theirs, name)
+            ref_arrays[name] = g.copy()
+            if name in _SCALER:
+                continue
+            own = widen(array, mine, name) - widen(self._ref[name], mine, name)
+            arrays[name] = g + own
+        if "scaler.count" in state.arrays:
+            new = _new_stats(*(state.arrays[k] for k in _SCALER), *(self._ref[k] for k in _SCALER))
+            merged = _combine_stats(*(ref_arrays[k] for k in _SCALER), *new)
+            arrays.update(zip(_SCALER, merged, strict=True))
+        name, opt_params = _optimizer(state.meta)
+        if name == "FTRL" and "ftrl.z" in arrays:
+            arrays["weights"] = _ftrl_weights(arrays["ftrl.z"], arrays["ftrl.n"], opt_params)
+        meta = dict(state.meta)
+        own_events = int(state.meta.get("n_learned", 0)) - self._n_learned
+        own_steps = int(state.meta.get("n_steps", 0)) - self._n_steps
+        meta["n_learned"] = int(g_meta.get("n_learned", 0)) + own_events
+        meta["n_steps"] = int(g_meta.get("n_steps", 0)) + own_steps
+        if union is not None:
+            meta["classes"] = list(union)
+        learner.load_state(ModelState(arrays, meta))
+        ref_meta = dict(meta)
+        ref_meta["n_learned"] = int(g_meta.get("n_learned", 0))
+        ref_meta["n_steps"] = int(g_meta.get("n_steps", 0))
+        self._reset(ModelState(ref_arrays, ref_meta))
+        self._n_slots = n_slots
+        self.base_version = version
+
+
+def _version(field_name: str, value: object) -> int:
+    if type(value) is not int or value < 0:
+        raise ValidationError(field_name, "a model version, an integer ≥ 0", repr(value))
+    return value
+
+
+# -- the global side ------------------------------------------------------------
+
+
+class Merger:
+    """Folds :class:`ModelDelta` s from parallel learners into one global model.
+
+    Parameters
+    ----------
+    global_state
+        The global model to start from (copied).
+    version
+        Its version.
+    strategy
+        ``"hybrid"``, ``"average"`` or ``"ftrl"`` (see the module docstring).
+    staleness_tolerance
+        Deltas lagging the current version by at most this many versions are
+        applied in full; older ones are down-weighted.
+    n_learners
+        How many learners send deltas, if known; otherwise the number of
+        distinct senders seen so far (used for event shares).
+
+    Notes
+    -----
+    :meth:`add` costs O(rows in the delta) (plus, for 2-d arrays, a
+    factor of the number of classes); never O(slots), except when a new
+    class appears.
+    """
+
+    def __init__(
+        self,
+        global_state: ModelState,
+        version: int = 0,
+        strategy: str = "hybrid",
+        *,
+        staleness_tolerance: int = 2,
+        n_learners: int | None = None,
+    ) -> None:
+        if not isinstance(global_state, ModelState):
+            raise ValidationError(
+                "global_state", "a streamlearn.state.ModelState", type(global_state).__name__
+            )
+        if strategy not in STRATEGIES:
+            raise ConfigError("strategy", f"one of {list(STRATEGIES)}", repr(strategy))
+        if type(staleness_tolerance) is not int or staleness_tolerance < 0:
+            raise ConfigError("staleness_tolerance", "an integer ≥ 0", repr(staleness_tolerance))
+        if n_learners is not None and (type(n_learners) is not int or n_learners < 1):
+            raise ConfigError("n_learners", "a positive integer or None", repr(n_learners))
+        meta = global_state.meta
+        if not meta.get("mergeable", False) or "weights" not in global_state.arrays:
+            raise StateError(
+                f"a {meta.get('kind')!r} model is not mergeable (its state is not a set of "
+                "arrays); train it in one process or pick a linear learner"
+            )
+        opt_name, self._opt_params = _optimizer(meta)
+        self._ftrl = opt_name == "FTRL"
+        if strategy == "ftrl" and not self._ftrl:
+            raise ConfigError(
+                "strategy", "'hybrid' or 'average' for a learner whose optimiser is not FTRL",
+                f"'ftrl' with {opt_name or 'an unknown optimiser'}",
+            )
+        self.strategy = strategy
+        self.staleness_tolerance = staleness_tolerance
+        self.n_learners = n_learners
+        self.version = _version("version", version)
+        self._state = global_state.copy()
+        self._arrays = {k: np.array(v, dtype=np.float64)
+                        for k, v in self._state.arrays.items()}
+        self._state.arrays = self._arrays
+        self._n_slots = int(meta.get("n_slots", self._arrays["weights"].shape[0]))
+        self._hashed = 1 << int(meta.get("bits", 0)) if "bits" in meta else self._n_slots
+        self._params = _comparable(meta.get("params", {}))
+        self._classes = _classes(meta)
+        self._steps = float(meta.get("n_steps", 0))
+        self._n_learned = int(meta.get("n_learned", 0))
+        #: events folded in since this merger was built
+        self.n_events = 0
+        #: deltas folded in since this merger was built
+        self.n_deltas = 0
+        #: the weight (event share × staleness) the last delta's averaged parts got
+        self.last_share = 0.0
+        self._rates: dict[str, float] = {}
+        self._index: dict[str, int] = {}
+        self._ema = [k for k in _EMA if k in self._arrays]
+        self._touch_now: np.ndarray | None = None
+        self._touch_before: np.ndarray | None = None
+        self._touch_adds = 0
+        if self._ema and strategy == "hybrid":
+            self._touch_now = np.zeros(self._n_slots, np.uint64)
+            self._touch_before = np.zeros(self._n_slots, np.uint64)
+
+    def __repr__(self) -> str:
+        return (
+            f"Merger(kind={self._state.meta.get('kind')!r}, strategy={self.strategy!r}, "
+            f"version={self.version}, n_events={self.n_events}, learners={len(self._rates)})"
+        )
+
+    # -- public -------------------------------------------------------------------
+
+    def state(self) -> ModelState:
+        """The current global model (a copy, safe to keep and to send)."""
+        meta = dict(self._state.meta)
+        meta["n_learned"] = self._n_learned
+        meta["n_steps"] = int(round(self._steps))
+        if self._classes is not None:
+            meta["classes"] = list(self._classes)
+        return ModelState({k: v.copy() for k, v in self._arrays.items()}, meta).copy()
+
+    def commit(self, version: int | None = None) -> int:
+        """Mark the current global model as a new version (the one just
+        published) and return it: ``version`` if given (a store's number,
+        greater than the current one), else the current one plus 1. Deltas
+        based on older versions count as stale from now on."""
+        if version is None:
+            version = self.version + 1
+        version = _version("version", version)
+        if version <= self.version:
+            raise ValidationError(
+                "version", f"a version greater than the current {self.version}", version
+            )
+        self.version = version
+        return version
+
+    def staleness_weight(self, base_version: int) -> float:
+        """The weight given to a delta based on ``base_version`` (1 up to the
+        tolerance, then ``(tolerance + 1) / (lag + 1)``).
+
+        >>> m = Merger(ModelState({"weights": np.zeros(2)}, {"mergeable": True}), version=5)
+        >>> [m.staleness_weight(v) for v in (5, 3, 1)]
+        [1.0, 1.0, 0.6]
+        """
+        lag = self.version - base_version
+        if lag < 0:
+            raise StateError(
+                f"delta based on version {base_version} is newer than the merger's "
+                f"{self.version}: it belongs to another merger (or this one restarted from "
+                "an older checkpoint)"
+            )
+        tol = self.staleness_tolerance
+        return 1.0 if lag <= tol else (tol + 1) / (lag + 1)
+
+    def add(self, delta: ModelDelta) -> None:
+        """Fold one delta into the global model (cost O(its changed rows)).
+
+        Raises :class:`~streamlearn.errors.StateError` for a delta from another
+        kind of learner, other parameters or a future version."""
+        if not isinstance(delta, ModelDelta):
+            raise ValidationError("delta", "a ModelDelta", type(delta).__name__)
+        self._check(delta)
+        stale = self.staleness_weight(delta.base_version)
+        share = self._share(delta) * stale
+        cols = self._columns(delta)
+        slots = delta.slots
+        if self._touch_now is not None and len(slots):
+            contributors = self._contributors(delta.learner_id, slots)
+        else:
+            contributors = None
+        hashed = slots < self._hashed
+        for name, values in delta.sparse.items():
+            if name in _SCALER or (name == "weights" and self._ftrl):
+                continue
+            factor = self._factor(name, hashed, share, stale, contributors)
+            if factor is None:
+                continue
+            self._add_rows(name, slots, values, factor, cols)
+        if "scaler.count" in delta.sparse and len(slots):
+            self._add_scaler(slots, delta)
+        for name, values in delta.dense.items():
+            if self.strategy != "average" and name in _STEP_ARRAYS:
+                f = stale
+            else:
+                f = share
+            target = self._arrays[name]
+            if cols is not None and name == "intercept":
+                target[cols] += f * values
+            else:
+                target += f * values
+        if self._ftrl and len(slots):
+            z, n = self._arrays["ftrl.z"][slots], self._arrays["ftrl.n"][slots]
+            self._arrays["weights"][slots] = _ftrl_weights(z, n, self._opt_params)
+        self._steps += (share if self.strategy == "average" else stale) * delta.n_steps
+        self._n_learned += delta.n_events
+        self.n_events += delta.n_events
+        self.n_deltas += 1
+        self.last_share = share
+
+    # -- internals ----------------------------------------------------------------
+
+    def _check(self, delta: ModelDelta) -> None:
+        meta = delta.meta
+        if meta.get("kind") != self._state.meta.get("kind"):
+            raise StateError(
+                f"delta from a {meta.get('kind')!r} learner cannot merge into a "
+                f"{self._state.meta.get('kind')!r} model"
+            )
+        if _comparable(meta.get("params") or {}) != self._params:
+            theirs = _comparable(meta.get("params") or {})
+            diff = sorted(k for k in set(theirs) | set(self._params)
+                          if theirs.get(k) != self._params.get(k))
+            raise StateError(
+                f"delta's learner parameters differ from the global model's in {diff}; "
+                "every learner of a job must be built from the same parameters"
+            )
+        if type(delta.n_events) is not int or delta.n_events < 0:
+            raise ValidationError("n_events", "an integer ≥ 0", repr(delta.n_events))
+        slots = np.asarray(delta.slots)
+        if slots.ndim != 1 or (len(slots) and (
+            slots[0] < 0 or slots[-1] >= self._n_slots or (np.diff(slots) <= 0).any()
+        )):
+            raise ValidationError(
+                "slots", f"ascending distinct slots in [0, {self._n_slots})",
+                f"{len(slots)} slots from {slots[:1].tolist()} to {slots[-1:].tolist()}",
+            )
+        k = len(slots)
+        for name, values in delta.sparse.items():
+            if name not in self._arrays:
+                raise StateError(
+                    f"delta carries array {name!r} the global model lacks "
+                    f"({sorted(self._arrays)})"
+                )
+            if len(values) != k:
+                raise ValidationError(f"sparse.{name}", f"{k} rows (one per slot)", len(values))
+        for name in delta.dense:
+            if name not in self._arrays:
+                raise StateError(f"delta carries array {name!r} the global model lacks")
+
+    def _share(self, delta: ModelDelta) -> float:
+        """The delta's events over the events all learners send per delta
+        (rates kept as a moving average per learner)."""
+        lid = delta.learner_id
+        n = float(delta.n_events)
+        old = self._rates.get(lid)
+        self._rates[lid] = n if old is None else 0.8 * old + 0.2 * n
+        rate = self._rates[lid]
+        others = sum(r for k, r in self._rates.items() if k != lid)
+        unseen = max(0, (self.n_learners or 0) - len(self._rates))
+        total = rate + others + unseen * rate
+        if total <= 0.0:
+            return 1.0 / max(len(self._rates), self.n_learners or 1)
+        return min(1.0, n / total) if n else rate / total
+
+    def _columns(self, delta: ModelDelta) -> np.ndarray | None:
+        """Where the delta's class columns go in the global arrays (adding
+        columns for classes the global model has not seen)."""
+        theirs = _classes(delta.meta)
+        if theirs is None or self._classes is None:
+            return None
+        two_d = self._arrays["weights"].ndim == 2
+        if not two_d:
+            if theirs != self._classes:
+                raise StateError(
+                    f"delta's classes {theirs} differ from the global model's {self._classes}"
+                )
+            return None
+        added = [c for c in theirs if c not in self._classes]
+        if added:
+            given = self._state.meta.get("params", {}).get("classes")
+            if given is not None:
+                raise StateError(
+                    f"delta has classes {added} outside the model's fixed classes {given}"
+                )
+            for name, array in list(self._arrays.items()):
+                if array.ndim == 2 or name == "intercept":
+                    pad = np.zeros(array.shape[:-1] + (len(added),))
+                    self._arrays[name] = np.concatenate([array, pad], axis=-1)
+            self._state.arrays = self._arrays
+            self._classes = self._classes + added
+        if theirs == self._classes:
+            return None
+        index = {c: i for i, c in enumerate(self._classes)}
+        return np.array([index[c] for c in theirs], dtype=np.int64)
+
+    def _contributors(self, learner_id: str, slots: np.ndarray) -> np.ndarray:
+        """How many learners touched each slot lately (this one included)."""
+        now, before = self._touch_now, self._touch_before
+        assert now is not None and before is not None
+        index = self._index.setdefault(learner_id, len(self._index))
+        bit = np.uint64(1) << np.uint64(index % _MAX_BITS)
+        now[slots] |= bit
+        count = np.bitwise_count(now[slots] | before[slots]).astype(np.float64)
+        self._touch_adds += 1
+        if self._touch_adds >= 2 * max(len(self._index), self.n_learners or 1):
+            self._touch_before, self._touch_now = now, before
+            self._touch_now.fill(0)
+            self._touch_adds = 0
+        return count
+
+    def _factor(
+        self, name: str, hashed: np.ndarray, share: float, stale: float,
+        contributors: np.ndarray | None,
+    ) -> np.ndarray | float | None:
+        if self.strategy == "average":
+            return share
+        if name in _STEP_ARRAYS:
+            return stale
+        if self.strategy == "ftrl":
+            return stale if name in ("ftrl.z", "ftrl.n") else share
+        if name in _EMA:
+            own = stale / contributors if contributors is not None else stale
+            return np.where(hashed, own, share)
+        return np.where(hashed, stale, share)
+
+    def _add_rows(
+        self, name: str, slots: np.ndarray, values: np.ndarray,
+        factor: np.ndarray | float, cols: np.ndarray | None,
+    ) -> None:
+        target = self._arrays[name]
+        if values.ndim == 2 and np.ndim(factor):
+            factor = np.asarray(factor)[:, None]
+        if cols is None:
+            target[slots] += factor * values
+        else:
+            rows = np.ix_(slots, cols)
+            target[rows] += factor * values
+
+    def _add_scaler(self, slots: np.ndarray, delta: ModelDelta) -> None:
+        arrays = self._arrays
+        current = [arrays[k][slots] for k in _SCALER]
+        new = [delta.sparse[k] for k in _SCALER]
+        for k, value in zip(_SCALER, _combine_stats(*current, *new), strict=True):
+            arrays[k][slots] = value
+
