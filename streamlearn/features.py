@@ -39,7 +39,7 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
+from itertools import chain, repeat
 
 import numpy as np
 
@@ -55,6 +55,8 @@ _MIX_1 = np.uint64(0xFF51AFD7ED558CCD)
 _MIX_2 = np.uint64(0xC4CEB9FE1A85EC53)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NUMERIC_SALT = 0  # the "value" of a numeric or boolean feature
+_NAN = float("nan")
+_MAX_SCHEMAS = 4096
 _VALUE_KINDS = "a number, a string, a list of strings or true/false"
 
 
@@ -173,19 +175,54 @@ class FeatureBatch:
             self._cache["rows"] = rows
         return rows
 
-    def groups(self, scratch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def row_sums(self, contrib: np.ndarray) -> np.ndarray:
+        """Sum ``contrib`` (one row per entry, 1-d or 2-d) over each event's
+        entries: ``reduceat`` over the CSR segments, ``bincount`` if a row is empty."""
+        nonempty = self._cache.get("nonempty")
+        if nonempty is None:
+            nonempty = self._cache["nonempty"] = bool(
+                len(self.indices) and (self.offsets[1:] > self.offsets[:-1]).all()
+            )
+        if nonempty:
+            return np.add.reduceat(contrib, self.offsets[:-1], axis=0)
+        rows = self.rows()
+        if contrib.ndim == 1:
+            return np.bincount(rows, weights=contrib, minlength=self.n_rows)
+        out = np.zeros((self.n_rows, contrib.shape[1]))
+        for k in range(contrib.shape[1]):
+            out[:, k] = np.bincount(rows, weights=contrib[:, k], minlength=self.n_rows)
+        return out
+
+    def groups(
+        self, scratch: np.ndarray, small: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Group equal slots without sorting: ``(representative, firsts)``.
 
         ``representative[j]`` is, for entry ``j``, the index of one entry of the
         same slot (the same for all of them); ``firsts`` lists one entry per
         distinct slot. ``scratch`` is any int64 array of ``n_slots`` elements
         whose contents do not matter; the work is O(entries), never O(slots).
+
+        With ``small`` (an int64 array whose length is a power of two), slots
+        are first grouped by ``slot & (len(small) - 1)`` in that cache-sized
+        table; only the slots whose bucket another slot won go through
+        ``scratch``. The answer is the same, faster.
         """
         got = self._cache.get("groups")
         if got is None:
-            order = np.arange(len(self.indices))
-            scratch[self.indices] = order
-            representative = scratch[self.indices]
+            idx = self.indices
+            order = np.arange(len(idx))
+            if small is not None:
+                bucket = idx & (len(small) - 1)
+                small[bucket] = order
+                representative = small[bucket]
+                lost = (idx[representative] != idx).nonzero()[0]
+                if len(lost):
+                    scratch[idx[lost]] = lost
+                    representative[lost] = scratch[idx[lost]]
+            else:
+                scratch[idx] = order
+                representative = scratch[idx]
             firsts = (representative == order).nonzero()[0]
             got = self._cache["groups"] = (representative, firsts)
         return got
@@ -232,6 +269,7 @@ class FeatureHasher:
         self._names: dict[str, float] = {}
         self._strings: dict[str, float] = {}
         self._tokens: dict[object, tuple[int, float]] = {}  # for small batches
+        self._schemas: dict[tuple, np.ndarray] = {}
         self._dense_slot = {name: self.n_hashed + i for i, name in enumerate(self.dense)}
         self._reset_names()
 
@@ -274,18 +312,25 @@ class FeatureHasher:
             raise ValidationError(
                 "features", "a non-empty mapping of name to value", "{}", f"event {lens.index(0)}"
             )
-        keys = list(chain.from_iterable(xs))
         vals = list(chain.from_iterable(map(dict.values, xs)))
+        keys: list | None = None  # built only when needed
+        strings = self._strings
         try:
-            value_codes = np.array(list(map(self._strings.get, vals)), dtype=np.float64)
+            value_codes = np.fromiter(map(strings.get, vals, repeat(_NAN)), np.float64, len(vals))
         except TypeError:  # an unhashable value (a list): flatten it, then go on
             keys, vals, lens = self._flatten(xs)
-            value_codes = np.array(list(map(self._strings.get, vals)), dtype=np.float64)
+            value_codes = np.fromiter(map(strings.get, vals, repeat(_NAN)), np.float64, len(vals))
         offsets = np.zeros(len(lens) + 1, np.int64)
         np.cumsum(lens, out=offsets[1:])
-        name_codes = np.array(list(map(self._names.get, keys)), dtype=np.float64)
-        if np.isnan(name_codes).any():
-            self._learn_names(keys, name_codes, offsets)
+        if keys is None:
+            name_codes = self._schema_codes(xs)
+            keys = _LazyKeys(xs)
+        else:
+            name_codes = np.fromiter(
+                map(self._names.get, keys, repeat(_NAN)), np.float64, len(keys)
+            )
+            if np.isnan(name_codes).any():
+                self._learn_names(keys, name_codes, offsets)
         values = np.ones(len(vals), np.float64)
         numeric = np.isnan(value_codes)
         if numeric.any():
@@ -397,6 +442,28 @@ class FeatureHasher:
         np.negative(values, out=values, where=negative)
         return FeatureBatch(indices, values, offsets, numeric, self.n_slots)
 
+    def _schema_codes(self, xs: list[dict]) -> np.ndarray:
+        """Name codes of every entry, looked up once per distinct tuple of names
+        (events of a stream mostly share one schema)."""
+        schemas = self._schemas
+        parts = list(map(schemas.get, map(tuple, xs)))
+        missing = [i for i, p in enumerate(parts) if p is None]
+        if missing:
+            if len(schemas) > _MAX_SCHEMAS:
+                schemas.clear()
+            for i in missing:
+                names = tuple(xs[i])
+                codes = schemas.get(names)
+                if codes is None:
+                    codes = np.fromiter(
+                        map(self._names.get, names, repeat(_NAN)), np.float64, len(names)
+                    )
+                    if np.isnan(codes).any():
+                        self._learn_names(list(names), codes, np.array([0, len(names)]), i)
+                    schemas[names] = codes
+                parts[i] = codes
+        return np.concatenate(parts)
+
     def _as_dict(self, x: object, i: int) -> dict:
         if not isinstance(x, Mapping):
             raise ValidationError(
@@ -427,9 +494,12 @@ class FeatureHasher:
             lens.append(len(keys) - start)
         return keys, vals, lens
 
-    def _learn_names(self, keys: list, codes: np.ndarray, offsets: np.ndarray) -> None:
+    def _learn_names(
+        self, keys: list, codes: np.ndarray, offsets: np.ndarray, first_event: int = 0
+    ) -> None:
         if len(self._names) > self.cache_size:
             self._reset_names()
+            self._schemas.clear()
         for j in np.flatnonzero(np.isnan(codes)).tolist():
             name = keys[j]
             code = self._names.get(name) if type(name) is str else None
@@ -437,7 +507,7 @@ class FeatureHasher:
                 if type(name) is not str or not name:
                     raise ValidationError(
                         "features", "non-empty string feature names", repr(name),
-                        _where(offsets, j),
+                        _where(offsets, j, first_event),
                     )
                 code = self._names[name] = float(_hash_name(name))
             codes[j] = code
@@ -499,8 +569,21 @@ class FeatureHasher:
         return numeric
 
 
-def _where(offsets: np.ndarray, entry: int) -> str:
-    return f"event {int(np.searchsorted(offsets, entry, side='right')) - 1}"
+def _where(offsets: np.ndarray, entry: int, first_event: int = 0) -> str:
+    return f"event {first_event + int(np.searchsorted(offsets, entry, side='right')) - 1}"
+
+
+class _LazyKeys:
+    """The batch's names in entry order, listed on first use (error paths)."""
+
+    def __init__(self, xs: list[dict]) -> None:
+        self._xs = xs
+        self._keys: list | None = None
+
+    def __getitem__(self, j: int) -> object:
+        if self._keys is None:
+            self._keys = list(chain.from_iterable(self._xs))
+        return self._keys[j]
 
 
 class OnlineScaler:

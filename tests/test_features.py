@@ -170,12 +170,15 @@ def test_feature_batch_from_arrays_checks_its_arrays():
         assert info.value.field == field
 
 
-def test_groups_find_equal_slots_without_sorting():
-    b = FeatureBatch.from_arrays([5, 3, 5, 7, 3, 5], np.ones(6), [0, 3, 6], n_slots=8)
-    rep, firsts = b.groups(np.full(8, -99, np.int64))
-    assert sorted(b.indices[firsts].tolist()) == [3, 5, 7]
-    for j in range(6):
-        assert b.indices[rep[j]] == b.indices[j]
+@pytest.mark.parametrize("small", [None, 4, 64])
+def test_groups_find_equal_slots_without_sorting(small):
+    rng = np.random.default_rng(1)
+    idx = rng.integers(0, 1000, 5000)  # many repeats; a table of 4 makes buckets collide
+    b = FeatureBatch.from_arrays(idx, np.ones(5000), [0, 2500, 5000], n_slots=1000)
+    table = None if small is None else np.full(small, -7, np.int64)
+    rep, firsts = b.groups(np.full(1000, -99, np.int64), table)
+    assert sorted(idx[firsts].tolist()) == np.unique(idx).tolist()
+    np.testing.assert_array_equal(idx[rep], idx)
 
 
 def test_scaler_matches_river_one_event_at_a_time():

@@ -19,6 +19,9 @@ Features = Mapping[str, object]
 Batch = Sequence[Features] | FeatureBatch
 
 
+_SMALL_TABLE = 1 << 16  # grouping table that stays in cache (see FeatureBatch.groups)
+
+
 class Learner:
     """What every learner offers (users and the Flink jobs call exactly this).
 
@@ -150,6 +153,7 @@ class LinearModel(Learner):
             raise ConfigError(exc.field, exc.expected, exc.got) from exc
         self.n_slots = self._hasher.n_slots
         self._scratch = np.empty(self.n_slots, np.int64)
+        self._small = np.empty(_SMALL_TABLE, np.int64) if self.n_slots > 4 * _SMALL_TABLE else None
         self._n_learned = 0
         self._n_steps = 0
         self._arrays: dict[str, np.ndarray] = {}
@@ -331,16 +335,9 @@ class LinearModel(Learner):
 
     def _raw(self, batch: FeatureBatch, values: np.ndarray) -> np.ndarray:
         w = self._arrays["weights"]
-        rows = batch.rows()
-        n = batch.n_rows
         if w.ndim == 1:
-            z = np.bincount(rows, weights=w[batch.indices] * values, minlength=n)
-            return z + self._arrays["intercept"][0]
-        contrib = w[batch.indices] * values[:, None]
-        z = np.empty((n, w.shape[1]))
-        for k in range(w.shape[1]):
-            z[:, k] = np.bincount(rows, weights=contrib[:, k], minlength=n)
-        return z + self._arrays["intercept"]
+            return batch.row_sums(w[batch.indices] * values) + self._arrays["intercept"][0]
+        return batch.row_sums(w[batch.indices] * values[:, None]) + self._arrays["intercept"]
 
     def _gradient(
         self, batch: FeatureBatch, values: np.ndarray, y: np.ndarray
@@ -354,7 +351,7 @@ class LinearModel(Learner):
             np.minimum(np.maximum(g_event, -c, out=g_event), c, out=g_event)
         g_event /= batch.n_rows
         rows = batch.rows()
-        rep, firsts = batch.groups(self._scratch)
+        rep, firsts = batch.groups(self._scratch, self._small)
         m = len(batch.indices)
         if g_event.ndim == 1:
             per_entry = g_event[rows] * values

@@ -41,6 +41,8 @@ class ClassIndex:
 
     def code(self, ys: Sequence[object] | np.ndarray) -> tuple[np.ndarray, list[object]]:
         """Column number of each label, and the labels newly added (if growing)."""
+        if isinstance(ys, np.ndarray):
+            ys = ys.tolist()  # Python scalars: numpy ones are slow dict keys
         index = self._index
         codes = list(map(index.get, ys)) if len(index) else [None] * len(ys)
         added: list[object] = []
