@@ -1,0 +1,377 @@
+"""ModelDelta, DeltaTracker and Merger: exactness, rebasing, classes, staleness, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamlearn.errors import ConfigError, StateError, ValidationError
+from streamlearn.learners import (
+    LinearRegression,
+    LogisticRegression,
+    RiverLearner,
+    SoftmaxRegression,
+    learner_from_state,
+)
+from streamlearn.merge import DeltaTracker, Merger, ModelDelta
+from streamlearn.optim import FTRL, SGD, AdaGrad, Adam
+from streamlearn.state import ModelState
+
+
+def _events(seed: int, n: int, users: list[str], label=None):
+    rng = np.random.default_rng(seed)
+    xs = [
+        {"user": users[int(rng.integers(len(users)))], "item": f"i{int(rng.integers(30))}",
+         "n0": float(rng.normal()), "n1": float(rng.normal(3.0, 2.0))}
+        for _ in range(n)
+    ]
+    ys = [bool(rng.random() < 0.5) for _ in range(n)] if label is None else [
+        label(rng) for _ in range(n)]
+    return xs, ys
+
+
+def _model(opt, **kw):
+    kw.setdefault("bits", 10)
+    kw.setdefault("dense", ["n0", "n1"])
+    if isinstance(opt, FTRL):
+        return LogisticRegression(opt, **kw)
+    kw.setdefault("l1", 0.001)
+    return LogisticRegression(opt, **kw)
+
+
+OPTIMIZERS = [
+    pytest.param(lambda: SGD(0.1), id="SGD"),
+    pytest.param(lambda: AdaGrad(0.1), id="AdaGrad"),
+    pytest.param(lambda: Adam(0.01), id="Adam"),
+    pytest.param(lambda: FTRL(alpha=0.1, l1=0.01, l2=0.1), id="FTRL"),
+]
+
+
+def _assert_same_state(a: ModelState, b: ModelState) -> None:
+    assert sorted(a.arrays) == sorted(b.arrays)
+    for name in a.arrays:
+        np.testing.assert_allclose(a.arrays[name], b.arrays[name], rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+
+
+# -- ModelDelta -------------------------------------------------------------------
+
+
+def test_delta_round_trips_through_bytes_with_2d_arrays_and_extra():
+    model = SoftmaxRegression(Adam(0.01), bits=8, scale=True)
+    tracker = DeltaTracker(model, base_version=3)
+    xs, _ = _events(1, 40, ["a", "b"])
+    model.learn_many(xs, [i % 3 for i in range(40)])
+    delta = tracker.take(learner_id="7", extra={"offsets": {"0": 12}})
+    again = ModelDelta.from_bytes(delta.to_bytes())
+    assert (again.learner_id, again.base_version, again.n_events, again.n_steps) == (
+        "7", 3, 40, 1)
+    assert again.extra == {"offsets": {"0": 12}}
+    assert again.meta["classes"] == [0, 1, 2]
+    np.testing.assert_array_equal(again.slots, delta.slots)
+    assert sorted(again.sparse) == sorted(delta.sparse)
+    for name, values in delta.sparse.items():
+        np.testing.assert_array_equal(again.sparse[name], values)
+    assert again.sparse["weights"].shape == (len(delta.slots), 3)
+    for name, values in delta.dense.items():
+        np.testing.assert_array_equal(again.dense[name], values)
+
+
+def test_delta_bytes_are_compact_for_a_sparse_change():
+    model = LogisticRegression(SGD(0.1), bits=20)
+    tracker = DeltaTracker(model)
+    model.learn_many([{"w": f"t{i}"} for i in range(100)], [True] * 100)
+    delta = tracker.take()
+    assert delta.nnz == 100
+    assert len(delta.to_bytes()) < 100 * (4 + 8) + 4096  # a slot and a weight per row
+
+
+@pytest.mark.parametrize("blob", [b"", b"not arrow", ModelState({"w": np.zeros(2)}).to_bytes()])
+def test_delta_from_bytes_refuses_what_is_not_a_delta(blob):
+    with pytest.raises(StateError, match="model delta"):
+        ModelDelta.from_bytes(blob)
+
+
+# -- DeltaTracker -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_opt", OPTIMIZERS)
+def test_take_holds_exactly_the_changed_rows_and_deltas_do_not_overlap(make_opt):
+    model = _model(make_opt(), scale=True)
+    start = model.state()
+    tracker = DeltaTracker(model)
+    xs, ys = _events(2, 50, ["a", "b", "c"])
+    model.learn_many(xs[:25], ys[:25])
+    first = tracker.take()
+    model.learn_many(xs[25:], ys[25:])
+    second = tracker.take()
+    empty = tracker.take()
+    assert (first.n_events, second.n_events, empty.n_events) == (25, 25, 0)
+    assert empty.nnz == 0 and all(not v.any() for v in empty.dense.values())
+    now = model.state()
+    for name in (k for k in first.sparse if not k.startswith("scaler.")):
+        total = start.arrays[name].copy()
+        for d in (first, second):
+            total[d.slots] += d.sparse[name]
+        np.testing.assert_allclose(total, now.arrays[name], atol=1e-12, err_msg=name)
+    changed = np.flatnonzero((now.arrays["weights"] != start.arrays["weights"])
+                             | (now.arrays["scaler.count"] != 0))
+    assert set(changed) <= set(first.slots) | set(second.slots)
+
+
+def test_tracker_refuses_a_learner_that_cannot_merge():
+    from river import linear_model
+
+    with pytest.raises(StateError, match="not mergeable"):
+        DeltaTracker(RiverLearner(linear_model.LogisticRegression()))
+
+
+def test_take_validates_its_arguments():
+    tracker = DeltaTracker(LogisticRegression(bits=4))
+    with pytest.raises(ValidationError, match="learner_id"):
+        tracker.take(learner_id="")
+    with pytest.raises(ValidationError, match="extra"):
+        tracker.take(extra={"bad": object()})
+    with pytest.raises(ValidationError, match="base_version"):
+        DeltaTracker(LogisticRegression(bits=4), base_version=-1)
+
+
+# -- Merger: exactness ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["hybrid", "average"])
+@pytest.mark.parametrize("make_opt", OPTIMIZERS)
+def test_one_learner_merged_is_that_learner(make_opt, strategy):
+    """With one learner, every strategy must reproduce it exactly, delta after delta."""
+    model = _model(make_opt(), scale=True)
+    merger = Merger(model.state(), version=0, strategy=strategy)
+    tracker = DeltaTracker(model)
+    for k in range(3):
+        xs, ys = _events(10 + k, 30, ["a", "b", "c", "d"])
+        model.learn_many(xs, ys)
+        merger.add(ModelDelta.from_bytes(tracker.take().to_bytes()))
+    merged = merger.state()
+    _assert_same_state(merged, model.state())
+    assert merged.meta["n_learned"] == model.n_learned == merger.n_events == 90
+    assert merged.meta["n_steps"] == 3
+    xs, _ = _events(99, 5, ["a", "e"])
+    again = learner_from_state(merged)
+    np.testing.assert_allclose(again.predict_proba_many(xs), model.predict_proba_many(xs))
+
+
+def test_hybrid_sums_disjoint_sparse_learning_and_averages_dense_slots():
+    base = LogisticRegression(SGD(0.5), bits=10, dense=["n0"])
+    merger = Merger(base.state(), version=0, n_learners=2)
+    learners = [base.clone(), base.clone()]
+    trackers = [DeltaTracker(x) for x in learners]
+    learners[0].learn_many([{"user": "a", "n0": 1.0}] * 4, [True] * 4)
+    learners[1].learn_many([{"user": "b", "n0": 1.0}] * 4, [False] * 4)
+    deltas = [t.take(learner_id=str(i)) for i, t in enumerate(trackers)]
+    for d in deltas:
+        merger.add(d)
+    w = merger.state().arrays["weights"]
+    hashed = 1 << 10
+    for learner, d in zip(learners, deltas, strict=True):
+        own = d.slots[d.slots < hashed]
+        np.testing.assert_allclose(w[own], learner.weights[own])  # summed: kept in full
+    np.testing.assert_allclose(w[hashed], (learners[0].weights[hashed]
+                                           + learners[1].weights[hashed]) / 2)
+    np.testing.assert_allclose(
+        merger.state().arrays["intercept"],
+        (learners[0].state().arrays["intercept"] + learners[1].state().arrays["intercept"]) / 2,
+    )
+
+
+def test_average_strategy_is_model_averaging_by_events():
+    base = LinearRegression(SGD(0.05), bits=8)
+    merger = Merger(base.state(), version=0, strategy="average", n_learners=2)
+    learners = [base.clone(), base.clone()]
+    trackers = [DeltaTracker(x) for x in learners]
+    for i, learner in enumerate(learners):
+        for _ in range(4):
+            learner.learn_many([{"a": 1.0, "b": float(i)}] * 10, [1.0 + i] * 10)
+        merger.add(trackers[i].take(learner_id=str(i)))
+    expected = (learners[0].weights + learners[1].weights) / 2
+    np.testing.assert_allclose(merger.state().arrays["weights"], expected)
+
+
+def test_adam_moments_of_a_shared_slot_are_averaged_not_summed():
+    base = LogisticRegression(Adam(0.01), bits=8, intercept=False)
+    merger = Merger(base.state(), version=0, n_learners=2)
+    learners = [base.clone(), base.clone()]
+    trackers = [DeltaTracker(x) for x in learners]
+    for i, learner in enumerate(learners):
+        learner.learn_many([{"shared": "x"}] * 3, [bool(i)] * 3)
+        merger.add(trackers[i].take(learner_id=str(i)))
+    assert trackers[0].take().nnz == 0  # nothing new since its delta
+    (slot,) = np.flatnonzero(learners[0].weights)
+    m = [lr.state().arrays["adam.m"][slot] for lr in learners]
+    v = [lr.state().arrays["adam.v"][slot] for lr in learners]
+    merged = merger.state().arrays
+    assert merged["adam.m"][slot] == pytest.approx(m[0] + m[1] / 2)  # 2nd: 2 contributors
+    assert merged["adam.v"][slot] == pytest.approx(v[0] + v[1] / 2)
+    w = [lr.weights[slot] for lr in learners]
+    assert merged["weights"][slot] == pytest.approx(w[0] + w[1])
+
+
+def test_ftrl_weights_follow_the_merged_z_and_n():
+    opt = FTRL(alpha=0.2, l1=0.05, l2=0.1)
+    base = LogisticRegression(opt, bits=8)
+    merger = Merger(base.state(), version=0, strategy="ftrl", n_learners=2)
+    learners = [base.clone(), base.clone()]
+    trackers = [DeltaTracker(x) for x in learners]
+    for i, learner in enumerate(learners):
+        xs, ys = _events(20 + i, 40, ["a", "b"])
+        learner.learn_many(xs, ys)
+        merger.add(trackers[i].take(learner_id=str(i)))
+    s = merger.state().arrays
+    np.testing.assert_allclose(s["ftrl.z"], sum(lr.state().arrays["ftrl.z"] for lr in learners))
+    np.testing.assert_allclose(s["ftrl.n"], sum(lr.state().arrays["ftrl.n"] for lr in learners))
+    shrunk = np.sign(s["ftrl.z"]) * np.maximum(np.abs(s["ftrl.z"]) - 0.05, 0)
+    np.testing.assert_allclose(s["weights"], -shrunk / ((1.0 + np.sqrt(s["ftrl.n"])) / 0.2 + 0.1))
+
+
+def test_scaler_statistics_merge_exactly():
+    base = LinearRegression(SGD(0.01), bits=6, dense=["x"], scale=True)
+    merger = Merger(base.state(), version=0, n_learners=3)
+    rng = np.random.default_rng(5)
+    values = [rng.normal(k, k + 1.0, 17 + k) for k in range(3)]
+    learners = [base.clone() for _ in values]
+    trackers = [DeltaTracker(x) for x in learners]
+    for i, (learner, vals) in enumerate(zip(learners, values, strict=True)):
+        learner.learn_many([{"x": float(v)} for v in vals[:5]], [0.0] * 5)
+        merger.add(trackers[i].take(learner_id=str(i)))
+        learner.learn_many([{"x": float(v)} for v in vals[5:]], [0.0] * (len(vals) - 5))
+        merger.add(trackers[i].take(learner_id=str(i)))
+    every = np.concatenate(values)
+    s = merger.state().arrays
+    slot = base.n_slots - 1
+    assert s["scaler.count"][slot] == len(every)
+    assert s["scaler.mean"][slot] == pytest.approx(every.mean())
+    assert s["scaler.var"][slot] == pytest.approx(every.var())
+
+
+# -- rebasing -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_opt", OPTIMIZERS)
+def test_rebase_keeps_what_the_learner_learned_since_its_last_take(make_opt):
+    base = _model(make_opt(), scale=True)
+    merger = Merger(base.state(), version=0, n_learners=2)
+    a, b = base.clone(), base.clone()
+    ta, tb = DeltaTracker(a), DeltaTracker(b)
+    xs, ys = _events(30, 60, ["a", "b", "c"])
+    a.learn_many(xs[:20], ys[:20])
+    merger.add(ta.take(learner_id="a"))
+    b.learn_many(xs[20:40], ys[20:40])
+    merger.add(tb.take(learner_id="b"))
+    version = merger.commit()
+    unsent_before = a.state()
+    a.learn_many(xs[40:], ys[40:])  # not sent yet
+    own = {k: a.state().arrays[k] - unsent_before.arrays[k] for k in a.state().arrays}
+    ta.rebase(a, merger.state(), version)
+    rebased = a.state()
+    assert rebased.meta["n_learned"] == merger.n_events + 20
+    assert ta.base_version == version
+    for name, change in own.items():
+        if name.startswith("scaler.") or (name == "weights" and "ftrl.z" in own):
+            continue
+        np.testing.assert_allclose(rebased.arrays[name], merger.state().arrays[name] + change,
+                                   atol=1e-12, err_msg=name)
+    assert rebased.arrays["scaler.count"].sum() == merger.state().arrays["scaler.count"].sum() + 2 * 20
+    nxt = ta.take(learner_id="a")
+    assert nxt.base_version == version and nxt.n_events == 20
+    merger.add(nxt)
+    hashed = 1 << base.bits  # summed there, so a's unsent work arrives in full
+    np.testing.assert_allclose(merger.state().arrays["weights"][:hashed], a.weights[:hashed])
+
+
+def test_softmax_learners_that_saw_different_classes_align_by_label():
+    base = SoftmaxRegression(SGD(0.5), bits=8, intercept=False)
+    merger = Merger(base.state(), version=0, n_learners=2)
+    a, b = base.clone(), base.clone()
+    ta, tb = DeltaTracker(a), DeltaTracker(b)
+    a.learn_many([{"u": "x"}, {"u": "y"}], ["cat", "dog"])
+    b.learn_many([{"u": "z"}, {"u": "w"}], ["bird", "cat"])
+    merger.add(ta.take(learner_id="a"))
+    merger.add(tb.take(learner_id="b"))
+    state = merger.state()
+    assert state.meta["classes"] == ["cat", "dog", "bird"]
+    w = state.arrays["weights"]
+    for learner in (a, b):
+        rows = np.flatnonzero(learner.weights.any(axis=1))
+        assert len(rows) == 2
+        cols = [state.meta["classes"].index(c) for c in learner.classes_]
+        np.testing.assert_allclose(w[np.ix_(rows, cols)], learner.weights[rows])
+        missing = [i for i, c in enumerate(state.meta["classes"]) if c not in learner.classes_]
+        assert not w[np.ix_(rows, missing)].any()
+    tb.rebase(b, state, merger.commit())
+    assert b.classes_ == ["cat", "dog", "bird"]
+    b.learn_many([{"u": "q"}], ["fish"])
+    merger.add(tb.take(learner_id="b"))
+    assert merger.state().meta["classes"] == ["cat", "dog", "bird", "fish"]
+    _assert_same_state(merger.state(), b.state())
+
+
+# -- staleness and errors ---------------------------------------------------------------
+
+
+def test_staleness_policy_rebases_recent_deltas_and_down_weights_old_ones():
+    base = LogisticRegression(SGD(0.5), bits=6, intercept=False)
+    learner = base.clone()
+    tracker = DeltaTracker(learner, base_version=1)
+    learner.learn_one({"u": "a"}, True)
+    delta = tracker.take()
+    (slot,) = delta.slots
+    for version, weight in ((1, 1.0), (3, 1.0), (5, 0.6)):
+        merger = Merger(base.state(), version=version, staleness_tolerance=2)
+        merger.add(delta)
+        got = merger.state().arrays["weights"][slot]
+        assert got == pytest.approx(weight * delta.sparse["weights"][0])
+    merger = Merger(base.state(), version=0)
+    with pytest.raises(StateError, match="newer than the merger"):
+        merger.add(delta)
+
+
+def test_commit_numbers_versions_upwards():
+    merger = Merger(LogisticRegression(bits=4).state(), version=4)
+    assert merger.commit() == 5
+    assert merger.commit(9) == 9 and merger.version == 9
+    with pytest.raises(ValidationError, match="greater than the current 9"):
+        merger.commit(9)
+
+
+def test_merger_refuses_bad_settings_and_foreign_deltas():
+    state = LogisticRegression(SGD(0.1), bits=6).state()
+    with pytest.raises(ConfigError, match="strategy"):
+        Merger(state, strategy="median")
+    with pytest.raises(ConfigError, match="'ftrl' with SGD"):
+        Merger(state, strategy="ftrl")
+    with pytest.raises(ConfigError, match="staleness_tolerance"):
+        Merger(state, staleness_tolerance=-1)
+    with pytest.raises(ValidationError, match="global_state"):
+        Merger(state.to_bytes())  # type: ignore[arg-type]
+    merger = Merger(state)
+    other = LogisticRegression(SGD(0.2), bits=6)
+    with pytest.raises(StateError, match=r"differ from the global model's in \['optimizer'\]"):
+        merger.add(DeltaTracker(other).take())
+    with pytest.raises(StateError, match="cannot merge into"):
+        merger.add(DeltaTracker(LinearRegression(SGD(0.1), bits=6)).take())
+    with pytest.raises(ValidationError, match="delta"):
+        merger.add(b"bytes")  # type: ignore[arg-type]
+    from river import linear_model
+
+    river = RiverLearner(linear_model.LogisticRegression())
+    with pytest.raises(StateError, match="not mergeable"):
+        Merger(river.state())
+
+
+def test_merger_refuses_slots_out_of_range_or_unsorted():
+    model = LogisticRegression(SGD(0.1), bits=4)
+    merger = Merger(model.state())
+    delta = DeltaTracker(model).take()
+    for slots in (np.array([3, 1]), np.array([0, model.n_slots])):
+        bad = ModelDelta(delta.learner_id, 0, 1, 1, slots, {"weights": np.ones(2)}, {},
+                         delta.meta)
+        with pytest.raises(ValidationError, match="slots"):
+            merger.add(bad)
