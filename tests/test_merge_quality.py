@@ -1,0 +1,88 @@
+"""Merge quality on a seeded 200k-event stream: P=4 learners on disjoint key
+partitions, merged every 1,000 events each, against one sequential learner.
+
+Figures for syncs every 10k and 100k events are reported (printed with
+``-s``, and asserted only to stay within a looser bound: the issue asks for
+them to be reported, not for a bound).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from streamlearn.learners import LogisticRegression
+from streamlearn.optim import FTRL, SGD, AdaGrad, Adam
+from tests.merge_stream import BITS, DENSE, make_stream, parallel, sequential
+
+BATCH = 50
+
+CONFIGS = {
+    "SGD": lambda: LogisticRegression(SGD(0.05), bits=BITS, dense=DENSE),
+    "AdaGrad": lambda: LogisticRegression(AdaGrad(0.1), bits=BITS, dense=DENSE),
+    "Adam": lambda: LogisticRegression(Adam(0.01), bits=BITS, dense=DENSE),
+    "FTRL": lambda: LogisticRegression(FTRL(alpha=0.1), bits=BITS, dense=DENSE),
+}
+
+
+@pytest.fixture(scope="module")
+def stream():
+    s = make_stream(n=200_000, seed=7)
+    assert len(s) >= 200_000
+    return s
+
+
+@pytest.fixture(scope="module")
+def reference(stream):
+    cache: dict[str, float] = {}
+
+    def get(name: str) -> float:
+        if name not in cache:
+            cache[name] = sequential(CONFIGS[name], stream, BATCH)
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "strategy", "bound"),
+    [
+        ("SGD", "hybrid", 1.01),
+        ("AdaGrad", "hybrid", 1.01),
+        ("FTRL", "hybrid", 1.01),
+        ("FTRL", "ftrl", 1.01),
+        # Adam's normalised steps taken in parallel on shared slots overshoot a
+        # little more than plain gradients do; measured at ~1.7%.
+        ("Adam", "hybrid", 1.02),
+    ],
+)
+def test_four_learners_merged_every_1000_events_match_one_learner(
+    stream, reference, optimizer, strategy, bound
+):
+    seq = reference(optimizer)
+    par, merger = parallel(CONFIGS[optimizer], stream, BATCH, n_learners=4, sync_every=1_000,
+                           strategy=strategy)
+    print(f"\n{optimizer}/{strategy} sync=1000: sequential {seq:.4f}, "
+          f"parallel {par:.4f}, ratio {par / seq:.4f}")
+    assert merger.n_events == len(stream)
+    assert merger.n_deltas >= len(stream) // 1_000
+    assert par <= bound * seq
+    assert seq < 0.69  # both actually learned (log 2 is a coin)
+
+
+def test_average_strategy_lags_hybrid_on_key_partitioned_data(stream, reference):
+    """Averaging shrinks every key's learning by P: on key-partitioned data
+    hybrid must do better (the reason hybrid is the default)."""
+    hybrid, _ = parallel(CONFIGS["SGD"], stream, BATCH, sync_every=1_000, strategy="hybrid")
+    average, _ = parallel(CONFIGS["SGD"], stream, BATCH, sync_every=1_000, strategy="average")
+    print(f"\nSGD sync=1000: hybrid {hybrid:.4f}, average {average:.4f}")
+    assert hybrid < average
+
+
+@pytest.mark.parametrize("sync_every", [10_000, 100_000])
+def test_rarer_syncs_are_reported(stream, reference, sync_every):
+    seq = reference("SGD")
+    par, merger = parallel(CONFIGS["SGD"], stream, BATCH, sync_every=sync_every)
+    print(f"\nSGD/hybrid sync={sync_every}: sequential {seq:.4f}, parallel {par:.4f}, "
+          f"ratio {par / seq:.4f}")
+    assert merger.n_events == len(stream)
+    assert par <= 1.05 * seq
