@@ -1,0 +1,164 @@
+"""Merge timings, each against a bare numpy/pyarrow reference in the same run,
+and the merge quality figures at syncs every 1k, 10k and 100k events.
+
+For a learner of 2^20 hashed slots (AdaGrad: ``weights`` + ``adagrad.g2``)
+whose delta touches ~40k slots:
+
+- ``DeltaTracker.take`` against bare ``np.not_equal`` passes over its
+  per-slot arrays (the floor of a diff-based take);
+- ``ModelDelta.to_bytes`` / ``from_bytes`` against a bare Arrow IPC write /
+  read of the same columns;
+- ``Merger.add`` against bare ``w[slots] += values`` for each array.
+
+Figures are medians in ms; ratios are ours / bare. Quality: prequential
+log-loss of 4 key-partitioned learners vs one sequential learner (the test's
+stream). Results go to ``bench/results/merge.json``.
+
+    .venv/bin/python bench/merge.py [--repeat 21] [--no-quality]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streamlearn.features import FeatureBatch  # noqa: E402
+from streamlearn.learners import LogisticRegression  # noqa: E402
+from streamlearn.merge import DeltaTracker, Merger, ModelDelta  # noqa: E402
+from streamlearn.optim import AdaGrad  # noqa: E402
+
+BITS = 20
+TOUCHED = 40_000
+
+
+def median_ms(fn: Callable[[], object], repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def _learn(learner: LogisticRegression, rng: np.random.Generator) -> None:
+    slots = rng.choice(1 << BITS, TOUCHED, replace=False)  # one event per slot
+    batch = FeatureBatch.from_arrays(slots, np.ones(TOUCHED), np.arange(TOUCHED + 1),
+                                     learner.n_slots)
+    learner.learn_many(batch, rng.random(TOUCHED) < 0.5)
+
+
+def timings(repeat: int) -> dict[str, dict[str, float]]:
+    rng = np.random.default_rng(0)
+    learner = LogisticRegression(AdaGrad(0.1), bits=BITS)
+    tracker = DeltaTracker(learner)
+    merger = Merger(learner.state(), n_learners=4)
+    out: dict[str, dict[str, float]] = {}
+
+    takes, bare_diffs = [], []
+    for _ in range(repeat):
+        _learn(learner, rng)
+        arrays = learner.state(copy=False).arrays
+        ref = {k: v.copy() for k, v in arrays.items()}
+        t = time.perf_counter()
+        mask = np.zeros(learner.n_slots, bool)
+        for k in ("weights", "adagrad.g2"):
+            mask |= np.not_equal(arrays[k], ref[k])
+        np.flatnonzero(mask)
+        bare_diffs.append((time.perf_counter() - t) * 1e3)
+        t = time.perf_counter()
+        delta = tracker.take()
+        takes.append((time.perf_counter() - t) * 1e3)
+    out["take"] = {"ours_ms": statistics.median(takes), "bare_ms": statistics.median(bare_diffs)}
+
+    blob = delta.to_bytes()
+    columns = [pa.array(delta.slots.astype(np.uint32))] + [pa.array(v) for v in
+                                                           delta.sparse.values()]
+    names = ["slot", *delta.sparse]
+
+    def bare_write() -> bytes:
+        batch = pa.RecordBatch.from_arrays(columns, names=names)
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+        return sink.getvalue().to_pybytes()
+
+    bare_blob = bare_write()
+
+    def bare_read() -> None:
+        batch = pa.ipc.open_stream(pa.py_buffer(bare_blob)).read_next_batch()
+        [c.to_numpy() for c in batch.columns]
+
+    out["to_bytes"] = {"ours_ms": median_ms(delta.to_bytes, repeat),
+                       "bare_ms": median_ms(bare_write, repeat)}
+    out["from_bytes"] = {"ours_ms": median_ms(lambda: ModelDelta.from_bytes(blob), repeat),
+                         "bare_ms": median_ms(bare_read, repeat)}
+    target = {k: np.zeros(learner.n_slots) for k in delta.sparse}
+
+    def bare_add() -> None:
+        for k, v in delta.sparse.items():
+            target[k][delta.slots] += v
+
+    out["add"] = {"ours_ms": median_ms(lambda: merger.add(delta), repeat),
+                  "bare_ms": median_ms(bare_add, repeat)}
+    for row in out.values():
+        row["ratio"] = row["ours_ms"] / row["bare_ms"]
+    out["delta"] = {"slots": float(delta.nnz), "bytes": float(len(blob))}
+    return out
+
+
+def quality() -> dict[str, float]:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from merge_stream import BITS as Q_BITS
+    from merge_stream import DENSE, make_stream, parallel, sequential
+
+    from streamlearn.optim import SGD
+
+    def make() -> LogisticRegression:
+        return LogisticRegression(SGD(0.05), bits=Q_BITS, dense=DENSE)
+
+    stream = make_stream()
+    seq = sequential(make, stream, 50)
+    result = {"sequential": seq}
+    for sync in (1_000, 10_000, 100_000):
+        par, _ = parallel(make, stream, 50, sync_every=sync)
+        result[f"parallel_sync_{sync}"] = par
+        result[f"ratio_sync_{sync}"] = par / seq
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=21)
+    parser.add_argument("--no-quality", action="store_true")
+    args = parser.parse_args()
+    report: dict[str, object] = {"timings": timings(args.repeat)}
+    for name, row in report["timings"].items():  # type: ignore[union-attr]
+        if "ratio" in row:
+            print(f"{name:10s} ours {row['ours_ms']:7.3f} ms   bare {row['bare_ms']:7.3f} ms   "
+                  f"ratio {row['ratio']:.2f}")
+        else:
+            print(f"{name:10s} {int(row['slots'])} slots, {int(row['bytes'])} bytes")
+    if not args.no_quality:
+        q = quality()
+        report["quality"] = q
+        for sync in (1_000, 10_000, 100_000):
+            print(f"log-loss sync={sync:>6}: parallel {q[f'parallel_sync_{sync}']:.4f} vs "
+                  f"sequential {q['sequential']:.4f} (ratio {q[f'ratio_sync_{sync}']:.4f})")
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "merge.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
