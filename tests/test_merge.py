@@ -278,7 +278,8 @@ def test_rebase_keeps_what_the_learner_learned_since_its_last_take(make_opt):
             continue
         np.testing.assert_allclose(rebased.arrays[name], merger.state().arrays[name] + change,
                                    atol=1e-12, err_msg=name)
-    assert rebased.arrays["scaler.count"].sum() == merger.state().arrays["scaler.count"].sum() + 2 * 20
+    counted = merger.state().arrays["scaler.count"].sum()
+    assert rebased.arrays["scaler.count"].sum() == counted + 2 * 20  # two numbers per event
     nxt = ta.take(learner_id="a")
     assert nxt.base_version == version and nxt.n_events == 20
     merger.add(nxt)
