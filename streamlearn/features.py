@@ -446,7 +446,11 @@ class FeatureHasher:
         """Name codes of every entry, looked up once per distinct tuple of names
         (events of a stream mostly share one schema)."""
         schemas = self._schemas
-        parts = list(map(schemas.get, map(tuple, xs)))
+        names = list(map(tuple, xs))
+        first = schemas.get(names[0])
+        if first is not None and names.count(names[0]) == len(names):
+            return np.tile(first, len(names))  # one schema for the whole batch
+        parts = list(map(schemas.get, names))
         missing = [i for i, p in enumerate(parts) if p is None]
         if missing:
             if len(schemas) > _MAX_SCHEMAS:
@@ -523,7 +527,7 @@ class FeatureHasher:
         kinds = set(map(type, picked))
         if kinds <= {float, int}:
             try:
-                values[pos] = picked
+                values[pos] = np.fromiter(picked, np.float64, len(pos))
             except OverflowError:
                 pass  # found and named below
             else:

@@ -317,3 +317,20 @@ def test_l1_makes_weights_exactly_zero():
     for x, y in noisy:
         weak.learn_one(x, y)
     assert (strong.weights != 0).sum() < (weak.weights != 0).sum()
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["streamlearn.features", "streamlearn.optim", "streamlearn.state", "streamlearn.metrics",
+     "streamlearn.learners"],
+)
+def test_public_surface_is_what_all_says(module):
+    import importlib
+
+    mod = importlib.import_module(module)
+    assert mod.__all__ and len(set(mod.__all__)) == len(mod.__all__)
+    for name in mod.__all__:
+        assert hasattr(mod, name), name
+    public = {n for n, v in vars(mod).items() if not n.startswith("_") and getattr(
+        v, "__module__", None) == module}
+    assert public <= set(mod.__all__), public - set(mod.__all__)

@@ -10,6 +10,7 @@ import numpy as np
 from streamlearn.errors import ConfigError
 from streamlearn.learners.base import Batch, Features, LinearModel, check_labels_length
 from streamlearn.learners.classes import ClassIndex
+from streamlearn.optim import Optimizer
 
 __all__ = ["LogisticRegression"]
 
@@ -46,7 +47,13 @@ class LogisticRegression(LinearModel):
 
     task = "binary"
 
-    def __init__(self, optimizer=None, *, classes: Sequence[object] | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        optimizer: Optimizer | None = None,
+        *,
+        classes: Sequence[object] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._classes = ClassIndex([False, True] if classes is None else classes, grow=False)
         if len(self._classes.classes) != 2:
             raise ConfigError("classes", "exactly two class labels", repr(classes))
