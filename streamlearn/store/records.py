@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -155,7 +154,9 @@ class ModelVersion:
                     f"version {self.version}: opaque payload without a `payload` column"
                 ) from None
         table = strip_store_metadata(self.table)
-        sink = io.BytesIO()
+        # an Arrow buffer, not io.BytesIO: no calls back into Python while writing (they
+        # deadlock in PyFlink's thread mode), and one copy fewer
+        sink = pa.BufferOutputStream()
         with ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
-        return sink.getvalue()
+        return sink.getvalue().to_pybytes()
