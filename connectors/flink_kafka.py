@@ -6,6 +6,8 @@ and needs no JVM.
 
 from __future__ import annotations
 
+import os
+import site
 import sys
 from typing import Any
 
@@ -42,6 +44,9 @@ def stream_env(
     conf = Configuration()
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
+    # thread mode embeds Python in the JVM from the base interpreter, which does not
+    # see a venv's packages by itself: name them (process mode ignores nothing here)
+    conf.set_string("python.pythonpath", os.pathsep.join(_python_path()))
     for key, value in (config or {}).items():
         conf.set_string(key, str(value))
     if checkpoint_dir:
@@ -55,12 +60,24 @@ def stream_env(
     return env
 
 
-def _offsets(start: str) -> Any:
+def _python_path() -> list[str]:
+    from connectors.paths import project_root
+
+    return [*site.getsitepackages(), str(project_root())]
+
+
+def _offsets(start: str | dict[int, int], topic: str = "") -> Any:
     from pyflink.datastream.connectors.kafka import (
         KafkaOffsetResetStrategy,
         KafkaOffsetsInitializer,
+        KafkaTopicPartition,
     )
 
+    if isinstance(start, dict):
+        return KafkaOffsetsInitializer.offsets(
+            {KafkaTopicPartition(topic, int(p)): int(o) for p, o in start.items()},
+            KafkaOffsetResetStrategy.EARLIEST,
+        )
     if start == "earliest":
         return KafkaOffsetsInitializer.earliest()
     if start == "latest":
@@ -74,7 +91,7 @@ def kafka_source(
     bootstrap: str,
     topic: str,
     group_id: str,
-    start: str = "earliest",
+    start: str | dict[int, int] = "earliest",
     bounded: bool = False,
     value_schema: Any = None,
     properties: dict[str, str] | None = None,
@@ -84,6 +101,8 @@ def kafka_source(
 
     ``bounded=True`` stops at the end offsets seen at start-up, so the job
     finishes once it has read what was there: handy for tests and backfills.
+    ``start`` is a position (``earliest``, ``latest``, ``committed``) or exact
+    offsets per partition (partitions left out start at the earliest).
     ``with_offsets=True`` yields rows ``(partition, offset, timestamp, key,
     value)`` (see :func:`record_with_offsets_type`) instead of values alone.
     """
@@ -95,7 +114,7 @@ def kafka_source(
         .set_bootstrap_servers(bootstrap)
         .set_topics(topic)
         .set_group_id(group_id)
-        .set_starting_offsets(_offsets(start))
+        .set_starting_offsets(_offsets(start, topic))
         .set_value_only_deserializer(value_schema or SimpleStringSchema())
         .set_property("partition.discovery.interval.ms", "10000")
     )
@@ -104,7 +123,7 @@ def kafka_source(
     if with_offsets:
         from pyflink.util.java_utils import load_java_class
 
-        deserializer = load_java_class("io.streamlearn.flink.KafkaRecordWithOffsets")()
+        deserializer = load_java_class("io.streamlearn.flink.KafkaRecordWithOffsets").newInstance()
         builder._j_builder.setDeserializer(deserializer)
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
@@ -156,3 +175,51 @@ def kafka_sink(bootstrap: str, topic: str, exactly_once: bool = False, txn_prefi
     else:
         builder = builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     return builder.build()
+
+
+def _murmur_int(code: int) -> int:
+    """Flink's ``MathUtils.murmurHash(int)`` (32-bit arithmetic)."""
+    m = 0xFFFFFFFF
+
+    def rotl(x: int, r: int) -> int:
+        return ((x << r) | (x >> (32 - r))) & m
+
+    code = (code * 0xCC9E2D51) & m
+    code = rotl(code, 15)
+    code = (code * 0x1B873593) & m
+    code = rotl(code, 13)
+    code = (code * 5 + 0xE6546B64) & m
+    code ^= 4
+    code ^= code >> 16
+    code = (code * 0x85EBCA6B) & m
+    code ^= code >> 13
+    code = (code * 0xC2B2AE35) & m
+    code ^= code >> 16
+    signed = code - (1 << 32) if code & 0x80000000 else code
+    if signed >= 0:
+        return signed
+    return -signed if signed != -(1 << 31) else 0
+
+
+def subtask_of_int_key(key: int, parallelism: int, max_parallelism: int = 128) -> int:
+    """The subtask Flink routes an ``INT`` key to (``KeyGroupRangeAssignment``)."""
+    key_group = _murmur_int(key & 0xFFFFFFFF) % max_parallelism
+    return key_group * parallelism // max_parallelism
+
+
+def int_keys_one_per_subtask(parallelism: int, max_parallelism: int = 128) -> list[int]:
+    """Integer keys ``k[i]`` that Flink routes to subtask ``i``: one learner per subtask.
+
+    Keying learners 0..P-1 directly would let two learners share a subtask
+    while another subtask idles; these keys spread them exactly.
+
+    >>> keys = int_keys_one_per_subtask(4)
+    >>> [subtask_of_int_key(k, 4) for k in keys]
+    [0, 1, 2, 3]
+    """
+    found: dict[int, int] = {}
+    candidate = 0
+    while len(found) < parallelism:
+        found.setdefault(subtask_of_int_key(candidate, parallelism, max_parallelism), candidate)
+        candidate += 1
+    return [found[i] for i in range(parallelism)]

@@ -88,7 +88,9 @@ class EventDecoder:
         Events with more features than this are rejected (protects memory).
     """
 
-    def __init__(self, task: str = "binary", require_label: bool = True, max_features: int = 10_000):
+    def __init__(
+        self, task: str = "binary", require_label: bool = True, max_features: int = 10_000
+    ):
         if task not in TASKS:
             raise EventError("task", f"one of {', '.join(TASKS)}", repr(task))
         self.task = task
@@ -102,7 +104,9 @@ class EventDecoder:
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            err = EventError("message", "a JSON object (an event or an envelope)", f"bad JSON ({exc})")
+            err = EventError(
+                "message", "a JSON object (an event or an envelope)", f"bad JSON ({exc})"
+            )
             return [], [Rejected(err, None, data)]
         if isinstance(doc, dict) and "events" in doc and "features" not in doc:
             items = doc["events"]
@@ -130,7 +134,9 @@ class EventDecoder:
         extra = event.keys() - _ALLOWED
         if extra:
             raise EventError(
-                sorted(extra)[0], f"only the fields {', '.join(sorted(_ALLOWED))}", "an unknown field",
+                sorted(extra)[0],
+                f"only the fields {', '.join(sorted(_ALLOWED))}",
+                "an unknown field",
                 where,
             )
         features = event.get("features")
@@ -154,7 +160,9 @@ class EventDecoder:
             raise EventError("key", "a string or an integer", _short(key), where)
         ts = event.get("ts")
         if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
-            raise EventError("ts", "event time in milliseconds (an integer >= 0)", _short(ts), where)
+            raise EventError(
+                "ts", "event time in milliseconds (an integer >= 0)", _short(ts), where
+            )
         eid = event.get("id")
         if eid is not None and not isinstance(eid, str | int):
             raise EventError("id", "a string or an integer", _short(eid), where)

@@ -22,12 +22,16 @@ __all__ = ["main", "build_parser"]
 
 # Subcommand modules, in the order --help lists them.
 COMMANDS: tuple[str, ...] = (
+    "demo",
     "kafka",
     "flink",
     "topics",
+    "publish",
+    "train",
     "models",
     "serve",
     "predict",
+    "score",
 )
 
 DESCRIPTION = """\
@@ -39,10 +43,14 @@ them into versioned models, and serve predictions from the newest version.
 
 EPILOG = """\
 examples:
+  streamlearn demo                        the whole loop, end to end, in about two minutes
   streamlearn kafka start                 start a local Kafka broker on 127.0.0.1:9092
-  streamlearn kafka status                is it running? pid, port, uptime
-  streamlearn flink start                 start a local standalone Flink cluster
-  streamlearn models list --store ./.streamlearn/models
+  streamlearn topics create events        the events topic (+ events.dlq, events.models)
+  streamlearn publish --generator clicks --rate 10000
+  streamlearn train --parallelism 2       the training job in the local Flink MiniCluster
+  streamlearn models list                 versions in ./.streamlearn/models
+  streamlearn serve                       predictions on 127.0.0.1:8000, hot-swapping versions
+  streamlearn predict '{"features": {"country": "FR"}}'
 
 Run `streamlearn COMMAND --help` for the flags of one command.
 """

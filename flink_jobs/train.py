@@ -1,0 +1,131 @@
+"""The training job: Kafka → validated events → P parallel learners → one merger → model store.
+
+::
+
+    KafkaSource (partition, offset, value)
+      → key_by(learner of the Kafka partition)        learners aligned with partitions: a key's
+      → Learner × P (KeyedProcessFunction)              events share a partition, so one learner
+          ├─ bad events ──► <topic>.dlq                 learns them all
+          └─ ModelDelta every flush (N events / T ms)
+      → key_by(0) → Merger × 1 → ModelStore.publish(version, lineage) ──► <topic>.models
+
+Flink state holds only what the workers cannot rebuild: each learner's messages
+read but not yet learned, and the merger's version, counts, offsets and deltas
+folded in but not yet published. Working models live in memory; after a
+restart they are rebuilt from the store's versions, so every event is learned
+exactly once. The logic lives in :mod:`streamlearn.training`; this file wires it.
+
+Run in the local MiniCluster::
+
+    python flink_jobs/train.py --config job.toml [--set job.parallelism=4 ...]
+
+or on a standalone cluster (``streamlearn train --cluster HOST:PORT``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from pyflink.common import Types, WatermarkStrategy
+
+from connectors.flink_kafka import (
+    int_keys_one_per_subtask,
+    kafka_sink,
+    kafka_source,
+    record_with_offsets_type,
+    stream_env,
+)
+from connectors.flink_train import DLQ, Learner, Merger
+from streamlearn.training.cli_args import config_from_args, job_arg_parser
+from streamlearn.training.config import TrainConfig
+
+MAX_PARALLELISM = 128
+
+
+def build(cfg: TrainConfig, recovery_path: str | None = None):
+    """Wire the job graph for ``cfg``; returns the execution environment.
+
+    Without a checkpoint to resume from, a model that already has versions
+    continues from its newest one, reading Kafka from the offsets it reflects.
+    """
+    from connectors.kafka_io import describe_topic
+    from streamlearn.store import ModelStore
+    from streamlearn.training.checkpoints import checkpoint_uri
+    from streamlearn.training.workers import resume_point
+
+    base_version, start = 0, cfg.kafka.start
+    if not recovery_path:
+        base_version, offsets = resume_point(cfg, ModelStore(cfg.store.uri, cfg.store.model))
+        if offsets is not None:
+            parts = describe_topic(cfg.kafka.bootstrap, cfg.kafka.topic).end_offsets
+            start = {p: offsets.get(p, 0) for p in parts}
+
+    config = {
+        "python.execution-mode": cfg.job.execution_mode,
+        "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
+        "execution.checkpointing.num-retained": "3",
+        "python.fn-execution.bundle.time": str(max(1, cfg.job.flush_ms // 2)),
+        # a failing job should say so within seconds, not retry forever
+        "restart-strategy.type": "fixed-delay",
+        "restart-strategy.fixed-delay.attempts": "3",
+        "restart-strategy.fixed-delay.delay": "1 s",
+    }
+    if recovery_path:
+        config["execution.state-recovery.path"] = recovery_path
+    env = stream_env(
+        parallelism=cfg.job.parallelism,
+        checkpoint_ms=cfg.job.checkpoint_ms,
+        checkpoint_dir=checkpoint_uri(cfg),
+        config=config,
+    )
+    env.set_max_parallelism(MAX_PARALLELISM)
+    p = cfg.job.parallelism
+    keys = int_keys_one_per_subtask(p, MAX_PARALLELISM)
+    cfg_json = json.dumps(cfg.to_dict())
+
+    source = kafka_source(
+        cfg.kafka.bootstrap, cfg.kafka.topic, cfg.kafka.group, start=start,
+        bounded=cfg.job.bounded, with_offsets=True,
+    )
+    rows = env.from_source(
+        source, WatermarkStrategy.no_watermarks(), "kafka-source",
+        type_info=record_with_offsets_type(),
+    ).uid("kafka-source")
+    deltas = (
+        rows.key_by(lambda r: keys[r[0] % p], key_type=Types.INT())
+        .process(Learner(cfg_json, keys), output_type=Types.STRING())
+        .name("learners").uid("learners")
+        # in thread mode a Python timer that emits into a chained Python operator (the
+        # merger's key selector) deadlocks; a chain boundary here avoids it
+        .disable_chaining()
+    )
+    deltas.get_side_output(DLQ).sink_to(
+        kafka_sink(cfg.kafka.bootstrap, cfg.kafka.dlq_topic)
+    ).name("dead-letters").uid("dead-letters")
+    versions = (
+        deltas.key_by(lambda _: 0, key_type=Types.INT())
+        .process(Merger(cfg_json, base_version), output_type=Types.STRING())
+        .set_parallelism(1).name("merger").uid("merger")
+    )
+    versions.sink_to(kafka_sink(cfg.kafka.bootstrap, cfg.models_topic)).set_parallelism(1).name(
+        "versions"
+    ).uid("versions")
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = job_arg_parser(__doc__.splitlines()[0])
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    from streamlearn.training.checkpoints import resolve_recovery
+
+    recovery = resolve_recovery(cfg, args.resume)
+    if recovery:
+        print(f"resuming from checkpoint {recovery}", file=sys.stderr, flush=True)
+    build(cfg, recovery).execute(f"streamlearn-train-{cfg.store.model}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""``streamlearn train``: run the training job locally or submit it to a Flink cluster."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["register", "run"]
+
+EPILOG = """\
+examples:
+  streamlearn train                           defaults: topic events, store .streamlearn/models
+  streamlearn train --config job.toml
+  streamlearn train --topic clicks --parallelism 4 --set model.optimizer=ftrl
+  streamlearn train --config job.toml --cluster 127.0.0.1:8081   submit to a standalone cluster
+  streamlearn train --check --config job.toml          validate the config and stop
+
+The config is TOML with sections [kafka] [model] [features] [job] [store]; see
+docs/training.md for every key. A bad key fails before the job starts, naming
+the key and what was expected. Without --cluster the job runs in the local
+Flink MiniCluster in this process's foreground (Ctrl-C stops it; it resumes from
+its latest checkpoint next time, unless --resume none).
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from streamlearn.training.cli_args import add_job_args
+
+    parser = sub.add_parser(
+        "train",
+        help="run the training job (Kafka → parallel learners → merged versions)",
+        description="Train parallel learners on a Kafka topic and publish merged model versions.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_job_args(parser)
+    parser.add_argument(
+        "--cluster",
+        metavar="HOST:PORT",
+        help="submit to this standalone Flink cluster (REST address)",
+    )
+    parser.add_argument("--detached", action="store_true", help="with --cluster: do not wait")
+    parser.add_argument("--check", action="store_true", help="validate the config, print it, stop")
+    parser.set_defaults(run=run)
+
+
+def job_file() -> Path:
+    from connectors.paths import project_root
+
+    return project_root() / "flink_jobs" / "train.py"
+
+
+def forward_args(args: argparse.Namespace) -> list[str]:
+    """The job's own flags, as given (validated again inside the job)."""
+    out: list[str] = []
+    for flag in ("config", "bootstrap", "topic", "store", "model", "parallelism", "resume"):
+        value = getattr(args, flag)
+        if value is not None:
+            out += [f"--{flag}", str(value)]
+    for item in args.set:
+        out += ["--set", item]
+    if args.bounded:
+        out.append("--bounded")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from connectors.kafka_io import check_reachable
+    from streamlearn.errors import ConfigError
+    from streamlearn.training.cli_args import config_from_args
+
+    cfg = config_from_args(args)  # fails here, before any JVM starts, on a bad key
+    if args.check:
+        print(json.dumps(cfg.to_dict(), indent=2))
+        return 0
+    check_reachable(cfg.kafka.bootstrap)
+    if args.cluster:
+        from connectors.flink_cluster import FlinkCluster
+
+        host, _, port = args.cluster.rpartition(":")
+        if not port.isdigit():
+            raise ConfigError("--cluster", "HOST:PORT of the cluster's REST endpoint", args.cluster)
+        cluster = FlinkCluster(rest_port=int(port), host=host or "127.0.0.1")
+        proc = cluster.submit(job_file(), forward_args(args), detached=args.detached)
+        print(proc.stdout.strip())
+        return 0
+    return subprocess.call([sys.executable, str(job_file()), *forward_args(args)])

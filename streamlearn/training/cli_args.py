@@ -1,0 +1,75 @@
+"""The training job's flags, shared by ``flink_jobs/train.py`` and ``streamlearn train``."""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from typing import Any
+
+from streamlearn.errors import ConfigError
+from streamlearn.training.config import SCHEMA, TrainConfig, apply_overrides
+
+__all__ = ["job_arg_parser", "add_job_args", "config_from_args", "parse_set"]
+
+
+def add_job_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="a TOML job file (see `streamlearn train --help`)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one key, e.g. --set job.parallelism=4 (repeatable; TOML values)",
+    )
+    parser.add_argument("--bootstrap", help="shortcut for --set kafka.bootstrap=...")
+    parser.add_argument("--topic", help="shortcut for --set kafka.topic=...")
+    parser.add_argument("--store", help="shortcut for --set store.uri=...")
+    parser.add_argument("--model", help="shortcut for --set store.model=...")
+    parser.add_argument("--parallelism", type=int, help="shortcut for --set job.parallelism=N")
+    parser.add_argument(
+        "--bounded", action="store_true", help="stop at the end offsets seen at start"
+    )
+    parser.add_argument(
+        "--resume",
+        default="auto",
+        help="auto (the latest checkpoint of this model, if any), none, or a checkpoint directory",
+    )
+
+
+def job_arg_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    add_job_args(parser)
+    return parser
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    """``job.parallelism=4`` → ``("job.parallelism", 4)``; values are TOML (strings may be bare)."""
+    key, sep, raw = item.partition("=")
+    section, _, name = key.strip().partition(".")
+    if not sep or section not in SCHEMA or name not in SCHEMA[section]:
+        known = ", ".join(f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys)
+        raise ConfigError("--set", f"SECTION.KEY=VALUE with a key among {known}", repr(item))
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip(), value
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides: dict[str, Any] = dict(parse_set(s) for s in args.set)
+    for flag, key in (
+        ("bootstrap", "kafka.bootstrap"),
+        ("topic", "kafka.topic"),
+        ("store", "store.uri"),
+        ("model", "store.model"),
+        ("parallelism", "job.parallelism"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    if getattr(args, "bounded", False):
+        overrides["job.bounded"] = True
+    if args.config:
+        return TrainConfig.from_toml(args.config, overrides)
+    return TrainConfig.from_dict(apply_overrides({}, overrides))

@@ -1,0 +1,321 @@
+"""The training job's configuration: one TOML file (or flags), validated before the job starts.
+
+Every key is declared once in :data:`SCHEMA` with its type, default and the
+values it accepts; an unknown key, a wrong type or a value out of range fails
+naming the key, what was expected and what was given.
+
+>>> cfg = TrainConfig.from_dict({"kafka": {"topic": "clicks"}, "job": {"parallelism": 2}})
+>>> cfg.kafka.topic, cfg.kafka.dlq_topic, cfg.job.parallelism, cfg.model.optimizer
+('clicks', 'clicks.dlq', 2, 'adagrad')
+>>> TrainConfig.from_dict({"job": {"parallelism": 0}})
+Traceback (most recent call last):
+...
+streamlearn.errors.ConfigError: field `job.parallelism`: expected an integer >= 1, got 0
+
+A complete file, every key optional::
+
+    [kafka]
+    bootstrap = "127.0.0.1:9092"
+    topic = "events"
+    group = "streamlearn-train"
+    start = "earliest"          # earliest | latest | committed
+    dlq_topic = "events.dlq"    # default: <topic>.dlq
+
+    [model]
+    task = "binary"             # regression | binary | multiclass
+    optimizer = "adagrad"       # sgd | adagrad | adam | ftrl
+    learning_rate = 0.1
+    l1 = 0.0
+    l2 = 0.0
+    classes = []                # multiclass: labels known up front (others are discovered)
+
+    [features]
+    bits = 20
+    dense = []                  # numeric features kept out of hashing
+    scale = false               # online standard scaling of numeric features
+
+    [job]
+    parallelism = 2             # learners
+    flush_events = 1000         # a learner learns a micro-batch every N events ...
+    flush_ms = 100              # ... or every T ms, whichever first
+    sync_ms = 1000              # the merger publishes a version at most this often
+    checkpoint_ms = 5000
+    checkpoint_dir = ".state/checkpoints"
+    bounded = false             # stop at the end offsets seen at start (tests, backfills)
+    execution_mode = "thread"   # PyFlink Python execution: thread | process
+
+    [store]
+    uri = ".streamlearn/models"
+    model = "default"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from streamlearn.errors import ConfigError
+
+__all__ = [
+    "TrainConfig",
+    "SCHEMA",
+    "KafkaConfig",
+    "ModelConfig",
+    "FeaturesConfig",
+    "JobConfig",
+    "StoreConfig",
+    "apply_overrides",
+]
+
+TASKS = ("regression", "binary", "multiclass")
+OPTIMIZERS = ("sgd", "adagrad", "adam", "ftrl")
+STARTS = ("earliest", "latest", "committed")
+MODES = ("thread", "process")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, int | float)) and not isinstance(v, bool)
+
+
+def _str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) and x for x in v)
+
+
+# key -> (check, expected, default)
+_Check = tuple[Callable[[Any], bool], str, Any]
+
+SCHEMA: dict[str, dict[str, _Check]] = {
+    "kafka": {
+        "bootstrap": (
+            lambda v: isinstance(v, str) and ":" in v,
+            "host:port[,host:port]",
+            "127.0.0.1:9092",
+        ),
+        "topic": (lambda v: isinstance(v, str) and bool(v), "a topic name", "events"),
+        "group": (
+            lambda v: isinstance(v, str) and bool(v),
+            "a consumer group id",
+            "streamlearn-train",
+        ),
+        "start": (lambda v: v in STARTS, f"one of {', '.join(STARTS)}", "earliest"),
+        "dlq_topic": (lambda v: isinstance(v, str), "a topic name ('' for <topic>.dlq)", ""),
+    },
+    "model": {
+        "task": (lambda v: v in TASKS, f"one of {', '.join(TASKS)}", "binary"),
+        "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}", "adagrad"),
+        "learning_rate": (lambda v: _is_num(v) and v > 0, "a number > 0", 0.1),
+        "l1": (lambda v: _is_num(v) and v >= 0, "a number >= 0", 0.0),
+        "l2": (lambda v: _is_num(v) and v >= 0, "a number >= 0", 0.0),
+        "classes": (lambda v: isinstance(v, list), "a list of class labels", []),
+    },
+    "features": {
+        "bits": (lambda v: _is_int(v) and 1 <= v <= 28, "an integer in 1..28", 20),
+        "dense": (_str_list, "a list of feature names", []),
+        "scale": (lambda v: isinstance(v, bool), "true or false", False),
+    },
+    "job": {
+        "parallelism": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 2),
+        "flush_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1000),
+        "flush_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 100),
+        "sync_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 1000),
+        "checkpoint_ms": (
+            lambda v: _is_int(v) and v >= 100,
+            "an integer >= 100 (milliseconds)",
+            5000,
+        ),
+        "checkpoint_dir": (
+            lambda v: isinstance(v, str) and bool(v),
+            "a directory or URI",
+            ".state/checkpoints",
+        ),
+        "bounded": (lambda v: isinstance(v, bool), "true or false", False),
+        "execution_mode": (lambda v: v in MODES, f"one of {', '.join(MODES)}", "thread"),
+    },
+    "store": {
+        "uri": (
+            lambda v: isinstance(v, str) and bool(v),
+            "a directory or s3:// / hdfs:// URI",
+            ".streamlearn/models",
+        ),
+        "model": (lambda v: isinstance(v, str) and bool(v), "a model name", "default"),
+    },
+}
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap: str
+    topic: str
+    group: str
+    start: str
+    dlq_topic: str
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    task: str
+    optimizer: str
+    learning_rate: float
+    l1: float
+    l2: float
+    classes: list = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FeaturesConfig:
+    bits: int
+    dense: list = field(default_factory=list)
+    scale: bool = False
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    parallelism: int
+    flush_events: int
+    flush_ms: int
+    sync_ms: int
+    checkpoint_ms: int
+    checkpoint_dir: str
+    bounded: bool
+    execution_mode: str
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    uri: str
+    model: str
+
+
+_SECTIONS = {
+    "kafka": KafkaConfig,
+    "model": ModelConfig,
+    "features": FeaturesConfig,
+    "job": JobConfig,
+    "store": StoreConfig,
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The validated configuration of one training job."""
+
+    kafka: KafkaConfig
+    model: ModelConfig
+    features: FeaturesConfig
+    job: JobConfig
+    store: StoreConfig
+
+    # -- building -----------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Validate a nested mapping (as read from TOML); defaults fill the gaps."""
+        if not isinstance(data, Mapping):
+            raise ConfigError("config", "a table of sections", type(data).__name__)
+        unknown = set(data) - set(SCHEMA)
+        if unknown:
+            raise ConfigError(
+                sorted(unknown)[0], f"a section among {', '.join(SCHEMA)}", "an unknown section"
+            )
+        built: dict[str, Any] = {}
+        for section, keys in SCHEMA.items():
+            given = data.get(section, {})
+            if not isinstance(given, Mapping):
+                raise ConfigError(section, "a table of keys", repr(given))
+            extra = set(given) - set(keys)
+            if extra:
+                name = sorted(extra)[0]
+                raise ConfigError(
+                    f"{section}.{name}", f"one of {', '.join(keys)}", "an unknown key"
+                )
+            values = {}
+            for key, (check, expected, default) in keys.items():
+                value = given.get(key, default)
+                if not check(value):
+                    raise ConfigError(f"{section}.{key}", expected, repr(value))
+                values[key] = value
+            built[section] = values
+        if not built["kafka"]["dlq_topic"]:
+            built["kafka"]["dlq_topic"] = f"{built['kafka']['topic']}.dlq"
+        cfg = cls(**{name: _SECTIONS[name](**vals) for name, vals in built.items()})
+        cfg._check_rules()
+        return cfg
+
+    @classmethod
+    def from_toml(cls, path: str | Path, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+        """Read a TOML file, apply ``section.key`` overrides, validate."""
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError("--config", "an existing TOML file", str(path)) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", "valid TOML", f"{path}: {exc}") from None
+        return cls.from_dict(apply_overrides(data, overrides or {}))
+
+    def _check_rules(self) -> None:
+        """Rules across keys, in one place."""
+        if self.model.task != "multiclass" and self.model.classes and len(self.model.classes) != 2:
+            raise ConfigError(
+                "model.classes", "two labels for a binary task (or none)", repr(self.model.classes)
+            )
+        if self.job.flush_ms > self.job.sync_ms:
+            raise ConfigError(
+                "job.flush_ms", f"at most job.sync_ms ({self.job.sync_ms})", self.job.flush_ms
+            )
+
+    # -- using --------------------------------------------------------------
+    @property
+    def models_topic(self) -> str:
+        """Where the job announces each published version (``<topic>.models``)."""
+        return f"{self.kafka.topic}.models"
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                f.name: getattr(getattr(self, name), f.name) for f in fields(getattr(self, name))
+            }
+            for name in _SECTIONS
+        }
+
+    def make_learner(self) -> Any:
+        """A fresh learner for this configuration."""
+        from streamlearn import optim
+        from streamlearn.learners import LinearRegression, LogisticRegression, SoftmaxRegression
+
+        m, f = self.model, self.features
+        penalty = {"l1": m.l1, "l2": m.l2}
+        if m.optimizer == "sgd":
+            opt = optim.SGD(m.learning_rate)
+        elif m.optimizer == "adagrad":
+            opt = optim.AdaGrad(m.learning_rate)
+        elif m.optimizer == "adam":
+            opt = optim.Adam(m.learning_rate)
+        else:
+            opt = optim.FTRL(alpha=m.learning_rate, l1=m.l1, l2=m.l2)
+            penalty = {}
+        common = {"bits": f.bits, "dense": list(f.dense), "scale": f.scale, **penalty}
+        if m.task == "regression":
+            return LinearRegression(opt, **common)
+        if m.task == "binary":
+            return LogisticRegression(opt, classes=m.classes or None, **common)
+        return SoftmaxRegression(opt, classes=m.classes or None, **common)
+
+
+def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"job.parallelism": 4}`` → a copy of ``data`` with that key set."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise ConfigError(dotted, "section.key", "no section")
+        out.setdefault(section, {})
+        if not isinstance(out[section], dict):
+            raise ConfigError(section, "a table of keys", repr(out[section]))
+        out[section][key] = value
+    return out

@@ -1,0 +1,345 @@
+"""The training job's two kinds of worker, free of Flink (``flink_jobs/train.py`` wires them).
+
+- :class:`LearnerWorker`: one of P parallel learners. It decodes and validates
+  Kafka messages (rejections go back to the caller for the dead-letter topic),
+  buffers events into micro-batches, learns them prequentially (predict, score,
+  then learn), and at every flush hands out a :class:`~streamlearn.merge.ModelDelta`
+  with the Kafka offsets it now covers. Between flushes it rebases on the newest
+  merged version it finds in the store, keeping its own unsent changes.
+- :class:`MergerWorker`: the one merger. It folds deltas into the global model as
+  they arrive and publishes a version to the store with lineage (offsets per
+  partition, events reflected, learners, metrics) at most every sync interval.
+
+What each worker must keep across a crash is small and explicit
+(:meth:`LearnerWorker.pending` and :meth:`MergerWorker.snapshot`): the Flink job
+stores exactly that in Flink state, so a restored job learns every event once.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from streamlearn.events import EventDecoder, Rejected
+from streamlearn.training.config import TrainConfig
+
+__all__ = ["LearnerWorker", "MergerWorker", "PendingMessage", "dlq_record", "resume_point"]
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    """A Kafka message a learner has read but not yet learned."""
+
+    partition: int
+    offset: int
+    value: bytes
+
+
+def dlq_record(topic: str, partition: int, offset: int, rejected: Rejected) -> bytes:
+    """The dead-letter record of one rejection: reason, field, origin, original bytes."""
+    raw = rejected.raw
+    try:
+        text: str | None = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    return orjson.dumps(
+        {
+            "reason": rejected.reason,
+            "field": rejected.field,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "index": rejected.index,
+            "value": text,
+            "value_b64": None if text is not None else base64.b64encode(raw).decode(),
+            "at_ms": int(time.time() * 1000),
+        }
+    )
+
+
+def _metrics_for(task: str) -> list:
+    from streamlearn.metrics import MAE, RMSE, Accuracy, LogLoss
+
+    if task == "regression":
+        return [MAE(), RMSE()]
+    return [Accuracy(), LogLoss()]
+
+
+class LearnerWorker:
+    """One parallel learner (see the module docstring).
+
+    >>> cfg = TrainConfig.from_dict({"store": {"uri": "memory"}, "features": {"bits": 8}})
+    >>> w = LearnerWorker(cfg, learner_id=0, store=None)
+    >>> rejected = w.add(0, 7, b'{"features": {"x": 1.0}, "label": 1}')
+    >>> rejected, w.buffered
+    ([], 1)
+    >>> delta = w.flush()
+    >>> delta.n_events, w.offsets
+    (1, {0: 8})
+    """
+
+    def __init__(self, cfg: TrainConfig, learner_id: int, store: Any = None) -> None:
+        from streamlearn.merge import DeltaTracker
+
+        self.cfg = cfg
+        self.learner_id = learner_id
+        self.name = f"learner-{learner_id}"
+        self.decoder = EventDecoder(cfg.model.task)
+        self.store = store
+        self.learner = cfg.make_learner()
+        self.base_version = 0
+        self._rebase_to_latest(initial=True)
+        self.tracker = DeltaTracker(self.learner, base_version=self.base_version)
+        self.metrics = _metrics_for(cfg.model.task)
+        self._xs: list[dict] = []
+        self._ys: list[Any] = []
+        self._pending: list[PendingMessage] = []
+        #: partition -> next offset to read, for everything learned (or rejected) so far
+        self.offsets: dict[int, int] = {}
+        self.n_learned = 0
+        self.n_rejected = 0
+
+    # -- input ---------------------------------------------------------------
+    @property
+    def buffered(self) -> int:
+        return len(self._xs)
+
+    def pending(self) -> list[PendingMessage]:
+        """Messages read but not learned yet: what Flink state must hold at a checkpoint."""
+        return list(self._pending)
+
+    def add(self, partition: int, offset: int, value: bytes) -> list[Rejected]:
+        """Decode one Kafka message into the buffer; returns its rejected events."""
+        good, bad = self.decoder.decode(value)
+        for event in good:
+            self._xs.append(event["features"])
+            self._ys.append(event["label"])
+        self._pending.append(PendingMessage(partition, offset, value))
+        self.n_rejected += len(bad)
+        return bad
+
+    def restore(self, pending: Iterable[PendingMessage]) -> None:
+        """Re-buffer messages that were read but not learned before a restart.
+
+        Their rejections were sent to the dead-letter topic before the
+        checkpoint that kept them, so they are not returned again.
+        """
+        for msg in pending:
+            rejected = self.add(msg.partition, msg.offset, msg.value)
+            self.n_rejected -= len(rejected)  # counted once, at first reading
+
+    def should_flush(self) -> bool:
+        return len(self._xs) >= self.cfg.job.flush_events
+
+    # -- learning --------------------------------------------------------------
+    def flush(self) -> Any:
+        """Learn the buffer (predict, score, learn); return the delta since the last flush.
+
+        Returns ``None`` when nothing was read since the last flush.
+        """
+        from streamlearn.metrics import prequential
+
+        if not self._pending:
+            return None
+        if self._xs:
+            prequential(self.learner, self._xs, self._ys, self.metrics)
+        n = len(self._xs)
+        for msg in self._pending:
+            if self.offsets.get(msg.partition, -1) < msg.offset + 1:
+                self.offsets[msg.partition] = msg.offset + 1
+        self._xs, self._ys, self._pending = [], [], []
+        self.n_learned += n
+        delta = self.tracker.take(
+            learner_id=self.name,
+            extra={
+                "offsets": {str(p): o for p, o in self.offsets.items()},
+                "metrics": self.metric_values(),
+                "n_learned_total": self.n_learned,
+                "n_rejected_total": self.n_rejected,
+            },
+        )
+        self._rebase_to_latest()
+        return delta
+
+    def metric_values(self) -> dict[str, float]:
+        out = {}
+        for m in self.metrics:
+            value = m.get()
+            out[type(m).__name__] = float(value)
+        return out
+
+    def _rebase_to_latest(self, initial: bool = False) -> None:
+        """Adopt the newest merged version, if the store has a newer one."""
+        if self.store is None:
+            return
+        latest = self.store.head().latest
+        if latest is None or latest <= self.base_version:
+            return
+        from streamlearn.state import ModelState
+
+        state = ModelState.from_bytes(self.store.get(latest).to_bytes())
+        if initial:
+            self.learner.load_state(state)
+        else:
+            self.tracker.rebase(self.learner, state, latest)
+        self.base_version = latest
+
+
+class MergerWorker:
+    """The one merger: folds learners' deltas and publishes versions (see the module docstring)."""
+
+    def __init__(self, cfg: TrainConfig, store: Any, strategy: str = "hybrid") -> None:
+        self.cfg = cfg
+        self.store = store
+        self.strategy = strategy
+        self.version = 0
+        self.events = 0
+        self.offsets: dict[int, int] = {}
+        self.learner_metrics: dict[str, dict[str, float]] = {}
+        self.learner_counts: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+        self.learners: set[str] = set()
+        self._dirty = False
+        self._pending_blobs: list[bytes] = []
+        self.merger: Any = None
+        self.last_publish_s = 0.0
+        self.merge_time_s = 0.0
+
+    # -- state ------------------------------------------------------------------
+    def start(
+        self, snapshot: dict | None = None, pending: Iterable[bytes] = (), base_version: int = 0
+    ) -> None:
+        """Begin from a Flink snapshot (after a restart), else from ``base_version``.
+
+        ``base_version`` is the version the job was started from (its source
+        starts at that version's offsets, see :func:`resume_point`); a fresh start
+        must not take a newer one, which may already reflect events the source
+        is about to read again.
+        """
+        from streamlearn.merge import Merger
+        from streamlearn.state import ModelState
+
+        if snapshot is not None:
+            self.version = int(snapshot["version"])
+            self.events = int(snapshot["events"])
+            self.offsets = {int(p): int(o) for p, o in snapshot["offsets"].items()}
+            self.learner_metrics = snapshot.get("learner_metrics", {})
+            self.learner_counts = snapshot.get("learner_counts", {})
+            self.rejected = snapshot.get("rejected", {})
+            self.learners = set(snapshot.get("learners", []))
+        elif base_version:
+            lineage = self.store.get(base_version).lineage
+            self.version = base_version
+            self.events = lineage.events
+            self.offsets = {
+                int(p): int(o) for p, o in lineage.offsets.get(self.cfg.kafka.topic, {}).items()
+            }
+        if self.version:
+            state = ModelState.from_bytes(self.store.get(self.version).to_bytes())
+        else:
+            state = self.cfg.make_learner().state()
+        # After a restart the store may hold versions published after the checkpoint we
+        # resume from; their content is dropped (we replay what they reflected), but learners
+        # may already be based on them, so this merger counts from the newest number.
+        newest = max(self.version, self.store.head().latest or 0)
+        self.merger = Merger(
+            state, newest, strategy=self.strategy, n_learners=self.cfg.job.parallelism
+        )
+        for blob in pending:
+            self.add(blob)
+
+    def snapshot(self) -> dict:
+        """What Flink state must hold (with :meth:`pending`) to resume exactly here."""
+        return {
+            "version": self.version,
+            "events": self.events,
+            "offsets": {str(p): o for p, o in self.offsets.items()},
+            "learner_metrics": self.learner_metrics,
+            "learner_counts": self.learner_counts,
+            "rejected": self.rejected,
+            "learners": sorted(self.learners),
+        }
+
+    def pending(self) -> list[bytes]:
+        """Deltas folded in but not yet published."""
+        return list(self._pending_blobs)
+
+    # -- merging ----------------------------------------------------------------
+    def add(self, blob: bytes) -> None:
+        from streamlearn.merge import ModelDelta
+
+        delta = ModelDelta.from_bytes(blob)
+        t0 = time.perf_counter()
+        self.merger.add(delta)
+        self.merge_time_s += time.perf_counter() - t0
+        extra = delta.extra or {}
+        self.events += delta.n_events
+        for p, o in (extra.get("offsets") or {}).items():
+            if self.offsets.get(int(p), -1) < int(o):
+                self.offsets[int(p)] = int(o)
+        who = delta.learner_id
+        self.learners.add(who)
+        if extra.get("metrics"):
+            self.learner_metrics[who] = extra["metrics"]
+            self.learner_counts[who] = int(extra.get("n_learned_total", 0))
+        self.rejected[who] = int(extra.get("n_rejected_total", 0))
+        self._pending_blobs.append(blob)
+        self._dirty = True
+
+    def metrics(self) -> dict[str, float]:
+        """Prequential metrics over all learners, weighted by the events each learned."""
+        total = sum(self.learner_counts.values())
+        if not total:
+            return {}
+        names = {n for m in self.learner_metrics.values() for n in m}
+        return {
+            name: sum(
+                self.learner_metrics[w].get(name, 0.0) * self.learner_counts.get(w, 0)
+                for w in self.learner_metrics
+            )
+            / total
+            for name in sorted(names)
+        }
+
+    def due(self, now_s: float | None = None) -> bool:
+        now = time.monotonic() if now_s is None else now_s
+        return self._dirty and (now - self.last_publish_s) * 1000 >= self.cfg.job.sync_ms
+
+    def publish(self) -> int | None:
+        """Publish the merged model as a new version; ``None`` when nothing changed."""
+        from streamlearn.store import Lineage
+
+        if not self._dirty:
+            return None
+        lineage = Lineage(
+            offsets={self.cfg.kafka.topic: dict(sorted(self.offsets.items()))},
+            events=self.events,
+            parents=(self.version,) if self.version else (),
+            learners=tuple(sorted(self.learners)),
+            metrics={**self.metrics(), "rejected": float(sum(self.rejected.values()))},
+        )
+        self.version = self.store.publish(self.merger.state(), lineage)
+        self.merger.commit(self.version)
+        self._pending_blobs = []
+        self._dirty = False
+        self.last_publish_s = time.monotonic()
+        return self.version
+
+
+def resume_point(cfg: TrainConfig, store: Any) -> tuple[int, dict[int, int] | None]:
+    """Where a job started without a checkpoint begins: ``(base_version, offsets)``.
+
+    A model with versions continues from its newest one and from the Kafka
+    offsets that version's lineage records, so no event is learned twice; a
+    new model starts from version 0 at ``kafka.start``.
+    """
+    latest = store.head().latest
+    if latest is None:
+        return 0, None
+    offsets = store.get(latest).lineage.offsets.get(cfg.kafka.topic) or {}
+    return latest, {int(p): int(o) for p, o in offsets.items()}

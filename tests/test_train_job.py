@@ -1,0 +1,215 @@
+"""The training job end to end: real broker, real PyFlink job, real model store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from connectors.kafka_io import consume_all, create_topics, describe_topic
+from streamlearn.generators import clicks
+from streamlearn.publish import Publisher
+from streamlearn.state import ModelState
+from streamlearn.store import ModelStore
+from streamlearn.training.config import TrainConfig
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB = ROOT / "flink_jobs" / "train.py"
+PARTITIONS = 4
+
+# malformed messages of many kinds, each with the field its rejection must name
+BAD = [
+    (b'{"features": {"x": 1.0}, "label": 1', "message"),  # broken JSON
+    (b'{"features": {"x": 1.0}}', "label"),  # no label
+    (b'{"features": {"x": 1.0}, "label": "yes"}', "label"),  # wrong label
+    (b'{"features": {"x": [1, 2]}, "label": 1}', "features.x"),  # list of numbers
+    (b'{"features": {}, "label": 0}', "features"),  # empty
+    (b'{"features": "x=1", "label": 0}', "features"),  # not an object
+    (b'{"features": {"x": {"y": 1}}, "label": 1}', "features.x"),  # nested object
+    (b'{"features": {"x": 1.0}, "label": 1, "colour": "red"}', "colour"),  # unknown field
+    (b'{"features": {"x": 1.0}, "label": 1, "ts": -5}', "ts"),  # negative time
+    (b"\xff\xfe not utf-8", "message"),  # not text
+    (b"[1, 2, 3]", "event"),  # not an object
+    (b'{"features": {"x": 1e999}, "label": 1}', "message"),  # infinity
+]
+
+
+def _config(tmp_path: Path, bootstrap: str, topic: str, **job) -> list[str]:
+    args = [
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--store",
+        str(tmp_path / "models"),
+        "--model",
+        "clicks",
+        "--set",
+        f"job.checkpoint_dir={json.dumps(str(tmp_path / 'checkpoints'))}",
+        "--set",
+        "features.bits=18",
+        "--set",
+        "model.learning_rate=0.05",
+    ]
+    for key, value in job.items():
+        args += ["--set", f"job.{key}={json.dumps(value)}"]
+    return args
+
+
+def _run_job(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        [sys.executable, str(JOB), *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def _publish_plain(bootstrap: str, topic: str, events: list[dict], bad_every: int = 0) -> int:
+    """Publish with a plain kafka-python producer (any standard client), one event per message,
+    keyed by the event key; every ``bad_every``-th message is replaced by a malformed one."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=256 * 1024)
+    bad = 0
+    for i, event in enumerate(events):
+        if bad_every and i % bad_every == bad_every - 1:
+            producer.send(topic, BAD[bad % len(BAD)][0], key=event["key"].encode())
+            bad += 1
+        producer.send(topic, orjson.dumps(event), key=event["key"].encode())
+    producer.flush()
+    producer.close()
+    return bad
+
+
+def _held_out_accuracy(state: ModelState, events: list[dict]) -> float:
+    from streamlearn.learners import learner_from_state
+
+    model = learner_from_state(state)
+    preds = model.predict_many([e["features"] for e in events])
+    return float(np.mean([int(p) == e["label"] for p, e in zip(preds, events, strict=True)]))
+
+
+def _sequential(cfg: TrainConfig, events: list[dict]) -> ModelState:
+    model = cfg.make_learner()
+    for i in range(0, len(events), 1000):
+        chunk = events[i : i + 1000]
+        model.learn_many([e["features"] for e in chunk], [e["label"] for e in chunk])
+    return model.state()
+
+
+def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_name, tmp_path):
+    """≥100k events from a standard client, 5% malformed: versions published, lineage accounts
+    for every event, each bad one in the DLQ naming its field, accuracy as good as sequential."""
+    bootstrap = kafka_broker.bootstrap
+    create_topics(bootstrap, {topic_name: PARTITIONS, f"{topic_name}.dlq": 1})
+    events = list(clicks(100_000, seed=7))
+    n_bad = _publish_plain(bootstrap, topic_name, events, bad_every=20)
+    assert n_bad >= 0.047 * len(events)
+
+    args = _config(tmp_path, bootstrap, topic_name, parallelism=2, bounded=True)
+    _run_job(args)
+
+    store = ModelStore(str(tmp_path / "models"), "clicks")
+    versions = store.list()
+    assert len(versions) >= 2, "versions are published along the way, not only at the end"
+    latest = store.get()
+    lineage = latest.lineage
+    assert lineage.events == len(events), "events reflected = published - dead-lettered"
+    ends = describe_topic(bootstrap, topic_name).end_offsets
+    assert {int(p): o for p, o in lineage.offsets[topic_name].items()} == ends
+    assert len(lineage.learners) == 2
+    assert 0.0 < lineage.metrics["LogLoss"] < 0.69, "prequential log-loss beats chance"
+
+    dlq = consume_all(bootstrap, f"{topic_name}.dlq", expected=n_bad, timeout_s=30)
+    assert len(dlq) == n_bad
+    records = [json.loads(r.value) for r in dlq]
+    expected_fields = {raw: field for raw, field in BAD}
+    for rec in records:
+        original = (
+            rec["value"].encode()
+            if rec["value"] is not None
+            else __import__("base64").b64decode(rec["value_b64"])
+        )
+        assert rec["field"] == expected_fields[original], rec
+        assert rec["field"] in rec["reason"]
+        assert rec["partition"] in ends and rec["offset"] >= 0
+
+    cfg = TrainConfig.from_dict({"features": {"bits": 18}, "model": {"learning_rate": 0.05}})
+    held_out = list(clicks(5_000, seed=99))
+    ours = _held_out_accuracy(ModelState.from_bytes(latest.to_bytes()), held_out)
+    sequential = _held_out_accuracy(_sequential(cfg, events), held_out)
+    assert ours >= sequential - 0.01, (ours, sequential)
+
+
+def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
+    kafka_broker, topic_name, tmp_path
+):
+    bootstrap = kafka_broker.bootstrap
+    create_topics(bootstrap, {topic_name: PARTITIONS})
+    events = list(clicks(60_000, seed=3))
+    with Publisher(bootstrap, topic_name, envelope=True, envelope_size=50) as pub:
+        pub.publish_many(events[:30_000])
+
+    args = _config(
+        tmp_path, bootstrap, topic_name, parallelism=2, checkpoint_ms=500, flush_ms=50, sync_ms=200
+    )
+    log = open(tmp_path / "run1.log", "w")  # noqa: SIM115
+    job = subprocess.Popen(
+        [sys.executable, str(JOB), *args], stdout=log, stderr=log, start_new_session=True
+    )
+    store = ModelStore(str(tmp_path / "models"), "clicks")
+    checkpoints = tmp_path / "checkpoints" / "clicks"
+    try:
+        deadline = time.monotonic() + 180
+        # wait until it has learned part of the stream and completed checkpoints
+        while time.monotonic() < deadline:
+            assert job.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+            head = store.head().latest
+            done = list(checkpoints.glob("*/chk-*/_metadata"))
+            if head and len(done) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no version and checkpoints within 180 s")
+        with Publisher(bootstrap, topic_name, envelope=True, envelope_size=50) as pub:
+            pub.publish_many(events[30_000:])
+        time.sleep(1.0)  # mid-stream: the second half is being learned
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+        log.close()
+    before = store.head().latest
+
+    proc = _run_job([*args, "--bounded", "--resume", "auto"])
+    assert "resuming from checkpoint" in proc.stderr
+    latest = store.get()
+    assert latest.version > before
+    assert latest.lineage.events == len(events), "every event learned exactly once"
+    ends = describe_topic(bootstrap, topic_name).end_offsets
+    assert {int(p): o for p, o in latest.lineage.offsets[topic_name].items()} == ends
+
+
+def test_same_job_file_on_the_standalone_cluster(kafka_broker, flink_cluster, topic_name, tmp_path):
+    bootstrap = kafka_broker.bootstrap
+    create_topics(bootstrap, {topic_name: PARTITIONS})
+    events = list(clicks(20_000, seed=11))
+    with Publisher(bootstrap, topic_name, envelope=True) as pub:
+        pub.publish_many(events)
+    args = _config(tmp_path, bootstrap, topic_name, parallelism=2, bounded=True)
+    flink_cluster.submit(JOB, args, timeout_s=300)
+    latest = ModelStore(str(tmp_path / "models"), "clicks").get()
+    assert latest.lineage.events == len(events)
+    assert any(
+        j["name"] == "streamlearn-train-clicks" and j["state"] == "FINISHED"
+        for j in flink_cluster.jobs()
+    )
