@@ -1,0 +1,200 @@
+"""The training job's library half, without Flink: config, workers, crash-restore bookkeeping."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from streamlearn.errors import ConfigError
+from streamlearn.generators import clicks
+from streamlearn.store import ModelStore
+from streamlearn.training.checkpoints import latest_checkpoint, resolve_recovery
+from streamlearn.training.cli_args import config_from_args, job_arg_parser, parse_set
+from streamlearn.training.config import TrainConfig
+from streamlearn.training.workers import (
+    LearnerWorker,
+    MergerWorker,
+    PendingMessage,
+    dlq_record,
+    resume_point,
+)
+
+
+def _cfg(tmp_path, **job) -> TrainConfig:
+    return TrainConfig.from_dict(
+        {
+            "store": {"uri": str(tmp_path / "models"), "model": "m"},
+            "features": {"bits": 16},
+            "job": {"parallelism": 2, "flush_events": 500, **job},
+        }
+    )
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        ({"job": {"parallelism": 0}}, "job.parallelism"),
+        ({"job": {"parallelism": "2"}}, "job.parallelism"),
+        ({"model": {"optimizer": "rmsprop"}}, "model.optimizer"),
+        ({"model": {"task": "ranking"}}, "model.task"),
+        ({"features": {"bits": 40}}, "features.bits"),
+        ({"kafka": {"start": "beginning"}}, "kafka.start"),
+        ({"kafka": {"topik": "x"}}, "kafka.topik"),
+        ({"jobs": {}}, "jobs"),
+        ({"job": {"flush_ms": 5000, "sync_ms": 1000}}, "job.flush_ms"),
+        ({"model": {"classes": ["a", "b", "c"]}}, "model.classes"),
+    ],
+)
+def test_a_bad_config_names_the_key(data, field):
+    with pytest.raises(ConfigError) as info:
+        TrainConfig.from_dict(data)
+    assert info.value.field == field
+    assert field in str(info.value)
+
+
+def test_toml_file_flags_and_overrides(tmp_path):
+    path = tmp_path / "job.toml"
+    path.write_text('[kafka]\ntopic = "clicks"\n[job]\nparallelism = 3\n')
+    args = job_arg_parser("t").parse_args(
+        ["--config", str(path), "--set", "model.optimizer=ftrl", "--parallelism", "4"]
+    )
+    cfg = config_from_args(args)
+    assert (cfg.kafka.topic, cfg.kafka.dlq_topic, cfg.job.parallelism) == (
+        "clicks",
+        "clicks.dlq",
+        4,
+    )
+    assert cfg.model.optimizer == "ftrl" and type(cfg.make_learner()).__name__ == (
+        "LogisticRegression"
+    )
+    assert parse_set("job.bounded=true") == ("job.bounded", True)
+    with pytest.raises(ConfigError, match="--set"):
+        parse_set("job.nope=1")
+    path.write_text("[kafka\n")
+    with pytest.raises(ConfigError, match="valid TOML"):
+        TrainConfig.from_toml(path)
+
+
+def test_every_task_builds_its_learner():
+    kinds = {
+        task: type(TrainConfig.from_dict({"model": {"task": task}}).make_learner()).__name__
+        for task in ("regression", "binary", "multiclass")
+    }
+    assert kinds == {
+        "regression": "LinearRegression",
+        "binary": "LogisticRegression",
+        "multiclass": "SoftmaxRegression",
+    }
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+def _feed(worker: LearnerWorker, events, partition: int, start: int = 0):
+    for i, event in enumerate(events):
+        worker.add(partition, start + i, orjson.dumps(event))
+
+
+def test_learner_flush_reports_offsets_counts_and_metrics(tmp_path):
+    cfg = _cfg(tmp_path)
+    worker = LearnerWorker(cfg, 0)
+    _feed(worker, clicks(300, seed=1), partition=3, start=100)
+    assert worker.buffered == 300 and len(worker.pending()) == 300
+    delta = worker.flush()
+    assert delta.n_events == 300 and worker.offsets == {3: 400}
+    assert delta.extra["offsets"] == {"3": 400}
+    assert 0 < delta.extra["metrics"]["LogLoss"] < 5
+    assert worker.pending() == [] and worker.flush() is None
+
+
+def test_rejections_are_returned_for_the_dlq_and_count_once(tmp_path):
+    worker = LearnerWorker(_cfg(tmp_path), 0)
+    bad = worker.add(0, 7, b'{"features": {"x": 1}, "label": "maybe"}')
+    assert [r.field for r in bad] == ["label"]
+    record = orjson.loads(dlq_record("events", 0, 7, bad[0]))
+    assert record["field"] == "label" and record["offset"] == 7 and "label" in record["reason"]
+    assert record["value"] == '{"features": {"x": 1}, "label": "maybe"}'
+    # restored after a crash: the message is learned (here: skipped) but not dead-lettered twice
+    other = LearnerWorker(_cfg(tmp_path), 0)
+    other.restore(worker.pending())
+    assert other.n_rejected == 0 and len(other.pending()) == 1
+    delta = other.flush()
+    assert delta.n_events == 0 and other.offsets == {0: 8}
+
+
+def test_merger_counts_every_event_once_across_a_restart(tmp_path):
+    """The bookkeeping a Flink checkpoint keeps is enough to resume exactly."""
+    cfg = _cfg(tmp_path)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    events = list(clicks(4000, seed=5))
+    learners = [LearnerWorker(cfg, i, store) for i in range(2)]
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    for i, event in enumerate(events[:2000]):
+        learners[i % 2].add(i % 2, i // 2, orjson.dumps(event))
+        if learners[i % 2].should_flush():
+            merger.add(learners[i % 2].flush().to_bytes())
+    merger.publish()
+    # "checkpoint": merger snapshot + unpublished deltas + learners' pending messages
+    snapshot = merger.snapshot()
+    for i, event in enumerate(events[2000:3000], start=2000):
+        learners[i % 2].add(i % 2, i // 2, orjson.dumps(event))
+    pending = [w.pending() for w in learners]
+    unpublished = merger.pending()
+    # more work after the checkpoint, published, then a crash: that version is orphaned
+    for w in learners:
+        merger.add(w.flush().to_bytes())
+    orphan = merger.publish()
+
+    # restart from the checkpoint; replay what the source re-reads after it
+    merger2 = MergerWorker(cfg, store)
+    merger2.start(snapshot, unpublished)
+    learners2 = [LearnerWorker(cfg, i, store) for i in range(2)]
+    for w, msgs in zip(learners2, pending, strict=True):
+        w.restore(msgs)
+    for i, event in enumerate(events[3000:], start=3000):
+        learners2[i % 2].add(i % 2, i // 2, orjson.dumps(event))
+    for w in learners2:
+        merger2.add(w.flush().to_bytes())
+    final = merger2.publish()
+    assert final > orphan
+    lineage = store.get(final).lineage
+    assert lineage.events == len(events)
+    assert lineage.offsets["events"] == {0: 2000, 1: 2000}
+    assert lineage.parents == (snapshot["version"],)
+
+
+def test_a_fresh_start_continues_from_the_newest_version(tmp_path):
+    cfg = _cfg(tmp_path)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    assert resume_point(cfg, store) == (0, None)
+    worker, merger = LearnerWorker(cfg, 0, store), MergerWorker(cfg, store)
+    merger.start()
+    _feed(worker, clicks(600, seed=2), partition=1)
+    merger.add(worker.flush().to_bytes())
+    version = merger.publish()
+    assert resume_point(cfg, store) == (version, {1: 600})
+    again = MergerWorker(cfg, store)
+    again.start(base_version=version)
+    assert again.events == 600 and again.offsets == {1: 600}
+
+
+def test_checkpoint_resolution(tmp_path):
+    cfg = _cfg(tmp_path, checkpoint_dir=str(tmp_path / "ck"))
+    assert latest_checkpoint(cfg) is None and resolve_recovery(cfg, "auto") is None
+    for n in (3, 7):
+        chk = tmp_path / "ck" / "m" / "job1" / f"chk-{n}"
+        chk.mkdir(parents=True)
+        (chk / "_metadata").write_bytes(b"x")
+    assert resolve_recovery(cfg, "auto").endswith("chk-7")
+    assert resolve_recovery(cfg, "none") is None
+    with pytest.raises(ConfigError, match="--resume"):
+        resolve_recovery(cfg, str(tmp_path / "nowhere"))
+
+
+def test_pending_message_is_plain_data():
+    msg = PendingMessage(1, 2, b"x")
+    assert (msg.partition, msg.offset, msg.value) == (1, 2, b"x")
