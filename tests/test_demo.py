@@ -1,0 +1,116 @@
+"""``streamlearn demo`` end to end on its own broker, server and job, and its flags' errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streamlearn.cli import main
+from tests.conftest import free_port
+
+CLI = "import sys; from streamlearn.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def test_help_has_examples(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:" in out and "--duration" in out and "--rate" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "field"),
+    [
+        (["--rate", "0"], "--rate"),
+        (["--duration", "0.5"], "--duration"),
+        (["--parallelism", "40"], "--parallelism"),
+        (["--bad-share", "0.9"], "--bad-share"),
+    ],
+)
+def test_a_wrong_value_is_one_line_naming_the_flag(argv, field, capsys, tmp_path):
+    assert main(["demo", *argv, "--report-dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"`{field}`" in err[0] and "expected" in err[0]
+
+
+def test_an_unknown_flag_is_refused(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--speed", "3"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --speed" in capsys.readouterr().err
+
+
+def test_a_missing_broker_is_one_line_saying_what_to_do(capsys, tmp_path):
+    port = free_port()
+    argv = ["demo", "--bootstrap", f"127.0.0.1:{port}", "--serve-port", str(free_port()),
+            "--report-dir", str(tmp_path)]
+    assert main(argv) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("streamlearn")]
+    assert len(err) == 1
+    assert f"127.0.0.1:{port}" in err[0] and "streamlearn kafka start" in err[0]
+
+
+@pytest.mark.integration
+def test_demo_end_to_end_writes_a_report(tmp_path):
+    """A short demo from nothing: versions served, metrics beat chance after the warm-up and
+    show the drift, freshness measured for every message, and everything started is stopped."""
+    kafka_port, serve_port = free_port(2), free_port()
+    report = tmp_path / "report"
+    env = {**os.environ, "STREAMLEARN_STATE_DIR": str(tmp_path / "state")}
+    cmd = [sys.executable, "-c", CLI, "demo", "--duration", "15", "--rate", "3000",
+           "--kafka-port", str(kafka_port), "--serve-port", str(serve_port),
+           "--report-dir", str(report)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # the demo stops what it started on SIGTERM
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"the demo did not finish in time:\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-3000:]
+
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["interrupted"] is False
+    assert summary["run"]["started"] == ["broker", "server", "job"]
+    stream, training = summary["stream"], summary["training"]
+    assert stream["steady_events"] == 15 * 3000
+    assert training["versions_served"] >= 5
+    assert training["events_learned"] == stream["events_published"] - stream["malformed_events"]
+    assert training["dlq_messages"] == training["rejected"] == stream["malformed_events"] > 0
+
+    metrics = summary["metrics"]
+    after, chance = metrics["after_warmup"], metrics["chance"]
+    assert all(math.isfinite(v) for v in after.values())
+    assert after["Accuracy"] > chance["Accuracy"] + 0.05
+    assert after["LogLoss"] < chance["LogLoss"] - 0.03
+    # the drift costs accuracy: the last window is worse than the window before the drift
+    assert metrics["final_window"]["Accuracy"] < metrics["before_drift_window"]["Accuracy"]
+
+    fresh = summary["freshness"]
+    assert fresh["pending"] == 0 and fresh["samples"] > 100
+    assert 0 < fresh["p50_ms"] <= fresh["p95_ms"] <= fresh["p99_ms"] <= fresh["max_ms"]
+    samples = json.loads((report / "freshness.json").read_text())["samples"]
+    assert len(samples) == fresh["samples"]
+    versions = {v["version"]: v for v in json.loads((report / "versions.json").read_text())}
+    for partition, offset, append_ms, served_ms, version in samples:
+        assert served_ms >= append_ms
+        assert versions[version]["offsets"][str(partition)] > offset  # its lineage covers it
+
+    for name in ("metrics.png", "freshness.png"):
+        assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (report / "logs" / "job.log").exists()
+    assert "freshness p50" in out and str(report) in out
+
+    from connectors.kafka_broker import port_is_free
+
+    assert port_is_free(kafka_port) and port_is_free(serve_port), "everything started is stopped"
+    assert not list(Path(env["STREAMLEARN_STATE_DIR"], "demo").glob("*")), "run state removed"
