@@ -184,6 +184,8 @@ def run_demo(cfg: DemoConfig, display: LiveDisplay | None = None) -> DemoResult:
         if watcher is not None:
             watcher.stop()
         if stream is not None:
+            stream.stop()
+            stream.join(10)
             stream.close()
         stopped = svc.stop()
         if stopped:
