@@ -21,10 +21,7 @@ On a standalone cluster (or through ``streamlearn score --cluster HOST:PORT``)::
 from __future__ import annotations
 
 import argparse
-import os
-import site
 import sys
-from pathlib import Path
 
 from connectors.flink_kafka import (
     START_POSITIONS,
@@ -35,7 +32,6 @@ from connectors.flink_kafka import (
 )
 
 JOB_NAME = "streamlearn-score"
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _score_function(args: argparse.Namespace, dead_letters):
@@ -71,46 +67,20 @@ def _score_function(args: argparse.Namespace, dead_letters):
 
 def _source(args: argparse.Namespace):
     """Kafka rows ``(partition, offset, timestamp, key, value)`` of the source topic."""
-    try:
-        return kafka_source(
-            args.bootstrap, args.source, args.group, start=args.start, bounded=args.bounded,
-            with_offsets=True,
-        )
-    except TypeError:  # py4j: the connector passed the deserializer's class, not an instance
-        pass
-    from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
-    from pyflink.util.java_utils import load_java_class
-
-    from connectors.flink_kafka import _offsets
-
-    builder = (
-        KafkaSource.builder()
-        .set_bootstrap_servers(args.bootstrap)
-        .set_topics(args.source)
-        .set_group_id(args.group)
-        .set_starting_offsets(_offsets(args.start))
-        .set_property("partition.discovery.interval.ms", "10000")
+    return kafka_source(
+        args.bootstrap, args.source, args.group, start=args.start, bounded=args.bounded,
+        with_offsets=True,
     )
-    deserializer = load_java_class("io.streamlearn.flink.KafkaRecordWithOffsets")
-    builder._j_builder.setDeserializer(deserializer.newInstance())
-    if args.bounded:
-        builder = builder.set_bounded(KafkaOffsetsInitializer.latest())
-    return builder.build()
 
 
 def build(args: argparse.Namespace):
     from pyflink.common import Types, WatermarkStrategy
     from pyflink.datastream import OutputTag
 
-    config = {
-        "python.execution-mode": args.execution_mode,
-        # thread mode embeds the base interpreter: show it this venv's packages and the project
-        "python.pythonpath": os.pathsep.join([*site.getsitepackages(), str(ROOT)]),
-    }
     env = stream_env(
         parallelism=args.parallelism,
         checkpoint_ms=args.checkpoint_ms,
-        config=config,
+        config={"python.execution-mode": args.execution_mode},
     )
     rows = env.from_source(
         _source(args), WatermarkStrategy.no_watermarks(), "kafka-events",

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,6 +92,18 @@ def _publish_plain(bootstrap: str, topic: str, events: list[dict], bad_every: in
     return bad
 
 
+def _publish_paced(bootstrap: str, topic: str, events: list[dict], seconds: float = 3.0) -> None:
+    """Publish in envelopes of 50 at a steady pace over about ``seconds``."""
+    with Publisher(bootstrap, topic, envelope=True, envelope_size=50) as pub:
+        start, step = time.monotonic(), max(1, len(events) // 30)
+        for i in range(0, len(events), step):
+            pub.publish_many(events[i : i + step])
+            pub.flush()
+            ahead = (i + step) / len(events) * seconds - (time.monotonic() - start)
+            if ahead > 0:
+                time.sleep(ahead)
+
+
 def _held_out_accuracy(state: ModelState, events: list[dict]) -> float:
     from streamlearn.learners import learner_from_state
 
@@ -151,9 +164,36 @@ def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_nam
     assert ours >= sequential - 0.01, (ours, sequential)
 
 
+def _start_job(args: list[str], log_path: Path) -> subprocess.Popen:
+    with open(log_path, "w") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [sys.executable, str(JOB), *args], stdout=log, stderr=log, start_new_session=True
+        )
+
+
+def _kill(job: subprocess.Popen) -> None:
+    """kill -9 the job's whole process group: the client, the MiniCluster JVM, Python workers."""
+    if job.poll() is None:
+        os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+
+
+def _wait_for(predicate, job: subprocess.Popen, log_path: Path, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert job.poll() is None, log_path.read_text()[-3000:]
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    pytest.fail(f"{what} within {timeout_s:.0f} s; log: {log_path.read_text()[-2000:]}")
+
+
 def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     kafka_broker, topic_name, tmp_path
 ):
+    """kill -9 the job (the MiniCluster's JVM and Python) mid-stream, restart it: it resumes
+    from its checkpoint and the versions that follow reflect every event exactly once."""
     bootstrap = kafka_broker.bootstrap
     create_topics(bootstrap, {topic_name: PARTITIONS})
     events = list(clicks(60_000, seed=3))
@@ -163,40 +203,52 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     args = _config(
         tmp_path, bootstrap, topic_name, parallelism=2, checkpoint_ms=500, flush_ms=50, sync_ms=200
     )
-    log = open(tmp_path / "run1.log", "w")  # noqa: SIM115
-    job = subprocess.Popen(
-        [sys.executable, str(JOB), *args], stdout=log, stderr=log, start_new_session=True
-    )
     store = ModelStore(str(tmp_path / "models"), "clicks")
     checkpoints = tmp_path / "checkpoints" / "clicks"
+    job = _start_job(args, tmp_path / "run1.log")
+    producer = threading.Thread(
+        target=_publish_paced, args=(bootstrap, topic_name, events[30_000:])
+    )
     try:
-        deadline = time.monotonic() + 180
-        # wait until it has learned part of the stream and completed checkpoints
-        while time.monotonic() < deadline:
-            assert job.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
-            head = store.head().latest
-            done = list(checkpoints.glob("*/chk-*/_metadata"))
-            if head and len(done) >= 2:
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("no version and checkpoints within 180 s")
-        with Publisher(bootstrap, topic_name, envelope=True, envelope_size=50) as pub:
-            pub.publish_many(events[30_000:])
-        time.sleep(1.0)  # mid-stream: the second half is being learned
+        _wait_for(
+            lambda: store.head().latest and len(list(checkpoints.glob("*/chk-*/_metadata"))) >= 2,
+            job,
+            tmp_path / "run1.log",
+            180,
+            "no version and checkpoints",
+        )
+        producer.start()  # the second half arrives over ~3 s, while the job dies and restarts
+        time.sleep(1.5)
     finally:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
-        log.close()
-    before = store.head().latest
+        _kill(job)
+    killed_at = store.head().latest
+    assert store.get(killed_at).lineage.events < len(events), "killed mid-stream"
 
-    proc = _run_job([*args, "--bounded", "--resume", "auto"])
-    assert "resuming from checkpoint" in proc.stderr
-    latest = store.get()
-    assert latest.version > before
-    assert latest.lineage.events == len(events), "every event learned exactly once"
+    job = _start_job([*args, "--resume", "auto"], tmp_path / "run2.log")
+    try:
+        latest = _wait_for(
+            lambda: (
+                (v := store.head().latest)
+                and store.get(v).lineage.events >= len(events)
+                and store.get(v)
+            ),
+            job,
+            tmp_path / "run2.log",
+            180,
+            "the resumed job did not learn every event",
+        )
+        time.sleep(1.5)  # a few more sync intervals: nothing more may be counted
+        final = store.get()
+    finally:
+        _kill(job)
+        if producer.ident is not None:
+            producer.join()
+    assert "resuming from checkpoint" in (tmp_path / "run2.log").read_text()
+    assert latest.version > killed_at
+    assert latest.lineage.events == len(events), "every event learned, none twice"
+    assert final.lineage.events == len(events)
     ends = describe_topic(bootstrap, topic_name).end_offsets
-    assert {int(p): o for p, o in latest.lineage.offsets[topic_name].items()} == ends
+    assert {int(p): o for p, o in final.lineage.offsets[topic_name].items()} == ends
 
 
 def test_same_job_file_on_the_standalone_cluster(kafka_broker, flink_cluster, topic_name, tmp_path):
