@@ -1,0 +1,320 @@
+"""End-to-end training throughput: a pre-filled topic through to published versions,
+against a bare PyFlink job that only reads the same topic and counts.
+
+For each message shape (single events; envelopes of ``--envelope-size``
+events) and each parallelism P, the same run measures:
+
+- ``train``: ``flink_jobs/train.py`` bounded on the topic, from the first
+  record to the final published version (the lineage of the last version
+  must account for every event published);
+- ``count``: ``flink_jobs/count.py``, the same Kafka source and execution mode
+  feeding a Python operator that only counts (every subtask's count must add
+  up to the messages in the topic).
+
+Time is the job's net runtime as Flink reports it (``JobExecutionResult``,
+from job start to job end: no JVM or MiniCluster start-up, no job
+compilation). That still holds a fixed cost (task deployment, Python
+worker start, operators' ``open``, the final publish), so each job is also
+run once on a tiny topic of the same shape and its runtime subtracted:
+``events / (runtime - tiny runtime)`` is the marginal rate reported as
+``events_per_s`` (null, printed 0, when the difference is under a quarter of
+the runtime: noise), the plain ``events / runtime`` as ``events_per_s_gross``.
+The ratio ``train / count`` is taken on marginal rates of the same run when
+both exist, else on gross rates (``ratio_on`` says which).
+
+Optional sweeps (each a flag of the train job): execution mode, and
+``job.flush_events``. ``--profile`` times the learner's per-event work in
+this process (:class:`streamlearn.training.workers.LearnerWorker` on the same
+messages): JSON parse, decode + validate, hashing, predict + learn, delta.
+
+A broker is started on a free port (``--bootstrap`` uses a running one).
+Results go to ``bench/results/e2e.json``.
+
+    .venv/bin/python bench/e2e.py                       # 1M events, P=1,2, thread mode
+    .venv/bin/python bench/e2e.py --events 200000 --parallelism 1 --modes thread,process
+    .venv/bin/python bench/e2e.py --flush-events 200,1000,5000 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from prefill import prefill  # noqa: E402
+
+from connectors.kafka_io import describe_topic  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+TINY = 2_000
+
+# runs flink_jobs/train.py's own graph, but keeps the JobExecutionResult for its net runtime
+_TRAIN_LAUNCHER = """
+import json, sys
+sys.path.insert(0, {root!r})
+from flink_jobs.train import build
+from streamlearn.training.cli_args import config_from_args, job_arg_parser
+cfg = config_from_args(job_arg_parser("train").parse_args(sys.argv[1:]))
+result = build(cfg, None).execute("streamlearn-train-" + cfg.store.model)
+print(json.dumps({{"net_runtime_ms": result.get_net_runtime()}}), flush=True)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run(cmd: list[str], timeout: float, log: Path) -> dict:
+    t0 = time.perf_counter()
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=out, text=True,
+                              timeout=timeout, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[1:3]} failed ({proc.returncode}); see {log}:\n"
+                           f"{log.read_text()[-3000:]}")
+    found = re.findall(r"^\{.*\"net_runtime_ms\".*\}$", proc.stdout, re.M)
+    if not found:
+        raise RuntimeError(f"no runtime line from {cmd[1:3]}; stdout: {proc.stdout[-2000:]}")
+    return {"net_runtime_s": json.loads(found[-1])["net_runtime_ms"] / 1000, "wall_s": wall}
+
+
+def run_count(bootstrap: str, topic: str, p: int, mode: str, work: Path) -> dict:
+    """Run the bare job; returns its runtime and the records it counted."""
+    report = Path(tempfile.mkdtemp(prefix="count-", dir=work))
+    cmd = [sys.executable, str(ROOT / "flink_jobs" / "count.py"), "--bootstrap", bootstrap,
+           "--topic", topic, "--bounded", "--parallelism", str(p), "--execution-mode", mode,
+           "--report-dir", str(report), "--group", f"count-{report.name}"]
+    out = _run(cmd, 900, report / "job.log")
+    out["records"] = sum(int(f.read_text()) for f in report.glob("count-*.txt"))
+    return out
+
+
+def run_train(bootstrap: str, topic: str, p: int, mode: str, work: Path,
+              settings: dict[str, object]) -> dict:
+    """Run the training job bounded into a fresh store; returns runtime, events and versions."""
+    from streamlearn.store import ModelStore
+
+    home = Path(tempfile.mkdtemp(prefix="train-", dir=work))
+    sets = {"job.checkpoint_dir": str(home / "checkpoints"), "job.execution_mode": mode,
+            "kafka.group": f"train-{home.name}", **settings}
+    cmd = [sys.executable, "-c", _TRAIN_LAUNCHER.format(root=str(ROOT)),
+           "--bootstrap", bootstrap, "--topic", topic, "--store", str(home / "models"),
+           "--model", "e2e", "--parallelism", str(p), "--bounded", "--resume", "none"]
+    for key, value in sets.items():
+        cmd += ["--set", f"{key}={json.dumps(value)}"]
+    out = _run(cmd, 900, home / "job.log")
+    store = ModelStore(str(home / "models"), "e2e")
+    latest = store.get()
+    out["events"] = latest.lineage.events
+    out["versions"] = len(store.list())
+    return out
+
+
+def _rates(run: dict, tiny: dict, events: int) -> dict:
+    """Marginal and gross rates; the marginal one only when the fixed cost is not most of it."""
+    marginal = run["net_runtime_s"] - tiny["net_runtime_s"]
+    gross = round(events / run["net_runtime_s"])
+    steady = marginal > 0.25 * run["net_runtime_s"]
+    return {
+        **run,
+        "tiny_net_runtime_s": tiny["net_runtime_s"],
+        "events_per_s": round(events / marginal) if steady else None,
+        "events_per_s_gross": gross,
+    }
+
+
+def _best(rates: dict) -> int:
+    return rates["events_per_s"] or rates["events_per_s_gross"]
+
+
+def measure_pair(bootstrap: str, shape: dict, p: int, mode: str, work: Path,
+                 settings: dict[str, object], with_count: bool = True) -> dict:
+    """Train (and count) on the full topic and on the tiny one; rates and the ratio."""
+    events, per_msg = shape["events"], shape["events_per_message"]
+    row: dict = {"shape": shape["name"], "parallelism": p, "mode": mode, "settings": settings}
+    tiny_t = run_train(bootstrap, shape["tiny_topic"], p, mode, work, settings)
+    full_t = run_train(bootstrap, shape["topic"], p, mode, work, settings)
+    if full_t["events"] != events:
+        raise RuntimeError(f"the last version reflects {full_t['events']} events, "
+                           f"{events} were published to {shape['topic']}")
+    row["train"] = _rates(full_t, tiny_t, events)
+    if with_count:
+        tiny_c = run_count(bootstrap, shape["tiny_topic"], p, mode, work)
+        full_c = run_count(bootstrap, shape["topic"], p, mode, work)
+        if full_c["records"] != shape["messages"]:
+            raise RuntimeError(f"count read {full_c['records']} records, the topic holds "
+                               f"{shape['messages']}")
+        row["count"] = _rates(full_c, tiny_c, events)
+        row["count"]["messages_per_s"] = round(_best(row["count"]) / per_msg)
+        both = row["train"]["events_per_s"] and row["count"]["events_per_s"]
+        row["ratio_on"] = "marginal" if both else "gross"
+        key = "events_per_s" if both else "events_per_s_gross"
+        row["train_vs_count"] = round(row["train"][key] / row["count"][key], 3)
+    _print_row(row)
+    return row
+
+
+def _print_row(row: dict) -> None:
+    t = row["train"]
+    line = (f"{row['shape']:>9} P={row['parallelism']} {row['mode']:<7} "
+            f"{json.dumps(row['settings']) if row['settings'] else '':<28} "
+            f"train {t['events_per_s'] or 0:>9,} ev/s (gross {t['events_per_s_gross']:>9,}, "
+            f"{t['versions']} versions)")
+    if "count" in row:
+        c = row["count"]
+        line += (f" | count {c['events_per_s'] or 0:>10,} ev/s (gross {c['events_per_s_gross']:,},"
+                 f" {c['messages_per_s']:,} msg/s) | train/count {row['train_vs_count']:.2f}"
+                 f" ({row['ratio_on']})")
+    print(line, flush=True)
+
+
+def profile_worker(events: int, envelope_size: int, flush_events: int = 1000) -> dict:
+    """Per-event cost inside one :class:`LearnerWorker`, stage by stage, in microseconds."""
+    import orjson
+
+    from streamlearn.events import EventDecoder, encode_envelope
+    from streamlearn.generators import clicks
+    from streamlearn.metrics import prequential
+    from streamlearn.training.config import TrainConfig
+    from streamlearn.training.workers import LearnerWorker
+
+    evs = list(clicks(events, seed=11))
+    shapes = {
+        "single": [orjson.dumps(e) for e in evs],
+        "envelope": [encode_envelope(evs[i:i + envelope_size])
+                     for i in range(0, len(evs), envelope_size)],
+    }
+    cfg = TrainConfig.from_dict({"store": {"uri": "memory"},
+                                 "job": {"flush_events": flush_events}})
+    out: dict = {"events": events, "flush_events": flush_events}
+    for name, msgs in shapes.items():
+        stages: dict[str, float] = {}
+
+        def timed(label: str, fn, n: int = events, stages: dict = stages) -> object:
+            t0 = time.perf_counter()
+            result = fn()
+            stages[label] = round((time.perf_counter() - t0) / n * 1e6, 3)
+            return result
+
+        timed("json_parse", lambda: [orjson.loads(m) for m in msgs])  # noqa: B023
+        decoder = EventDecoder("binary")
+        decoded = timed("decode_validate", lambda: [decoder.decode(m)[0] for m in msgs])  # noqa: B023
+        xs = [e["features"] for batch in decoded for e in batch]
+        ys = [e["label"] for batch in decoded for e in batch]
+        learner = cfg.make_learner()
+        batches = [(xs[i:i + flush_events], ys[i:i + flush_events])
+                   for i in range(0, len(xs), flush_events)]
+        encoded = timed("hash_encode", lambda: [learner.encode(b) for b, _ in batches])  # noqa: B023
+        timed("predict_score_learn",
+              lambda: [prequential(learner, x, y, [])  # noqa: B023
+                       for x, (_, y) in zip(encoded, batches, strict=True)])  # noqa: B023
+
+        worker = LearnerWorker(cfg, 0, None)
+
+        def whole(worker: LearnerWorker = worker, msgs: list = msgs) -> None:
+            for i, m in enumerate(msgs):
+                worker.add(0, i, m)
+                if worker.should_flush():
+                    worker.flush()
+            worker.flush()
+
+        timed("worker_total", whole)
+        stages["worker_events_per_s"] = round(1e6 / stages["worker_total"])
+        out[name] = stages
+        print(f"profile {name:>8}: " + ", ".join(f"{k} {v}" for k, v in stages.items()),
+              flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--envelope-size", type=int, default=500)
+    parser.add_argument("--parallelism", default="1,2", help="comma-separated P values")
+    parser.add_argument("--modes", default="thread", help="thread,process")
+    parser.add_argument("--shapes", default="single,envelope")
+    parser.add_argument("--flush-events", default="",
+                        help="comma-separated job.flush_events values to sweep (train only)")
+    parser.add_argument("--profile", action="store_true", help="also profile LearnerWorker")
+    parser.add_argument("--profile-only", action="store_true")
+    parser.add_argument("--bootstrap", help="a running broker (default: start one)")
+    parser.add_argument("--out", default=str(RESULTS / "e2e.json"))
+    args = parser.parse_args(argv)
+
+    report: dict = {"events": args.events, "envelope_size": args.envelope_size,
+                    "cpus": os.cpu_count(), "timing": "Flink net runtime minus a tiny run's",
+                    "rows": []}
+    if args.profile or args.profile_only:
+        report["profile"] = profile_worker(min(args.events, 200_000), args.envelope_size)
+    if args.profile_only:
+        _write(args.out, report)
+        return 0
+
+    work = Path(tempfile.mkdtemp(prefix="e2e-"))
+    broker = None
+    bootstrap = args.bootstrap
+    if not bootstrap:
+        from connectors.kafka_broker import LocalBroker
+
+        broker = LocalBroker(port=_free_port(), directory=work / "kafka", heap="1g")
+        broker.start()
+        bootstrap = broker.bootstrap
+    try:
+        tag = f"{args.events}-{args.envelope_size}"
+        topics = {"single": f"e2e-single-{tag}", "envelope": f"e2e-envelopes-{tag}"}
+        tiny = {"single": f"e2e-single-tiny-{args.envelope_size}",
+                "envelope": f"e2e-envelopes-tiny-{args.envelope_size}"}
+        for n, names in ((args.events, topics), (TINY, tiny)):
+            try:
+                have = describe_topic(bootstrap, names["single"]).messages
+            except Exception:
+                have = 0
+            if have != n:
+                filled = prefill(bootstrap, n, names["single"], names["envelope"],
+                                 envelope_size=args.envelope_size)
+                if n == args.events:
+                    report["prefill"] = filled.to_json()
+                    print(f"pre-filled {n:,} events twice in {filled.seconds:.1f} s "
+                          f"({filled.envelope_messages} envelopes)", flush=True)
+        shapes = {}
+        for name in args.shapes.split(","):
+            messages = describe_topic(bootstrap, topics[name]).messages
+            shapes[name] = {"name": name, "topic": topics[name], "tiny_topic": tiny[name],
+                            "events": args.events, "messages": messages,
+                            "events_per_message": args.events / messages}
+        sweeps = [{}] + [{"job.flush_events": int(v)} for v in args.flush_events.split(",") if v]
+        for mode in args.modes.split(","):
+            for p in (int(v) for v in args.parallelism.split(",")):
+                for shape in shapes.values():
+                    for i, settings in enumerate(sweeps):
+                        report["rows"].append(measure_pair(
+                            bootstrap, shape, p, mode, work, settings, with_count=i == 0))
+                        _write(args.out, report)
+    finally:
+        if broker is not None:
+            broker.stop()
+    _write(args.out, report)
+    return 0
+
+
+def _write(path: str, report: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
