@@ -86,8 +86,9 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     if not getattr(args, "verbose", False):  # the live view, not the Kafka client's chatter
-        for noisy in ("kafka", "httpx", "matplotlib"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        for noisy, level in (("kafka", logging.ERROR), ("httpx", logging.WARNING),
+                             ("matplotlib", logging.WARNING)):
+            logging.getLogger(noisy).setLevel(level)
     previous = signal.signal(signal.SIGTERM, _terminate)
     display = LiveDisplay()
     try:
