@@ -246,7 +246,8 @@ class LocalBroker:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         log.info("formatting Kafka storage in %s (cluster id %s)", self.dir / "data", cid)
         proc = subprocess.run(
-            [*self._java(), "kafka.tools.StorageTool", "format", "-t", cid, "-c", str(config)],
+            [*self._java(), "kafka.tools.StorageTool", "format",
+             f"--cluster-id={cid}", "--config", str(config)],
             capture_output=True,
             text=True,
         )
