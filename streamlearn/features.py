@@ -86,6 +86,21 @@ def _mix(name_hash: np.ndarray, value_hash: np.ndarray) -> np.ndarray:
     return h
 
 
+_U64 = (1 << 64) - 1
+
+
+def _mix_one(name_hash: int, value_hash: int) -> int:
+    """:func:`_mix` of one pair in plain integers (no numpy call: ~10x faster
+    for a single feature; tested equal to :func:`_mix`)."""
+    h = (name_hash * 0x9E3779B97F4A7C15) & _U64
+    h ^= value_hash
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & _U64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & _U64
+    return h ^ (h >> 33)
+
+
 def feature_slot(name: str, value: str | None = None, bits: int = 20) -> tuple[int, int]:
     """The ``(slot, sign)`` of one hashed feature: ``name`` alone for numbers
     and booleans, ``name=value`` for strings.
@@ -98,7 +113,7 @@ def feature_slot(name: str, value: str | None = None, bits: int = 20) -> tuple[i
     (648457, -1)
     """
     value_hash = _NUMERIC_SALT if value is None else _hash_value(value)
-    h = int(_mix(np.array([_hash_name(name)]), np.array([value_hash]))[0])
+    h = _mix_one(_hash_name(name), value_hash)
     return h & ((1 << bits) - 1), -1 if h >> 63 else 1
 
 
@@ -403,22 +418,89 @@ class FeatureHasher:
             np.array(num, bool), self.n_slots,
         )
 
-    def _token(self, name: object, value: str | None, i: int) -> tuple[int, float]:
+    def _token(self, name: object, value: str | None, i: int | None) -> tuple[int, float]:
+        where = "" if i is None else f"event {i}"
         if type(name) is not str or not name:
-            raise ValidationError("features", "non-empty string feature names", repr(name),
-                                  f"event {i}")
+            raise ValidationError("features", "non-empty string feature names", repr(name), where)
         dense = self._dense_slot.get(name)
         if dense is not None:
             if value is not None:
                 raise ValidationError(f"features.{name}", "a number (it is a dense feature)",
-                                      repr(value), f"event {i}")
+                                      repr(value), where)
             entry = (dense, 1.0)
         else:
             value_hash = _NUMERIC_SALT if value is None else _hash_value(value)
-            h = int(_mix(np.array([_hash_name(name)]), np.array([value_hash]))[0])
+            h = _mix_one(_hash_name(name), value_hash)
             entry = (h & (self.n_hashed - 1), -1.0 if h >> 63 else 1.0)
         self._tokens[name if value is None else (name, value)] = entry
         return entry
+
+    def slot_of(self, name: str, value: str | None = None) -> tuple[int, float]:
+        """The ``(slot, sign)`` this hasher gives the number or boolean ``name``
+        (``value=None``) or the string ``name=value``; dense names get their
+        own slot and sign 1. Remembered, so a repeated question is one
+        ``dict`` look-up.
+
+        Raises :class:`~streamlearn.errors.ValidationError` for an empty or
+        non-string name, a non-string value, and a string value of a dense name.
+
+        >>> hasher = FeatureHasher(bits=20, dense=["age"])
+        >>> hasher.slot_of("country", "FR") == (188638, -1.0)  # as feature_slot
+        True
+        >>> hasher.slot_of("age")
+        (1048576, 1.0)
+        """
+        tokens = self._tokens
+        got = tokens.get(name if value is None else (name, value))
+        if got is not None:
+            return got
+        if value is not None and type(value) is not str:
+            raise ValidationError(f"features.{name}", "a string value", repr(value))
+        if len(tokens) > self.cache_size:
+            tokens.clear()
+        return self._token(name, value, None)
+
+    def slots_of(self, name: str, values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`slot_of` for many string values of one name, in bulk: the
+        ``(slots, signs)`` arrays (int64, float64), one entry per value.
+
+        New values are hashed once each, mixed in one numpy pass and remembered.
+
+        >>> hasher = FeatureHasher(bits=20)
+        >>> slots, signs = hasher.slots_of("country", ["FR", "DE", "FR"])
+        >>> slots.tolist()[0], signs.tolist()[0]
+        (188638, -1.0)
+        >>> bool(slots[0] == slots[2])
+        True
+        """
+        if type(name) is not str or not name:
+            raise ValidationError("features", "non-empty string feature names", repr(name))
+        if name in self._dense_slot:
+            raise ValidationError(
+                f"features.{name}", "a number (it is a dense feature)", "strings"
+            )
+        tokens = self._tokens
+        if len(tokens) > self.cache_size:
+            tokens.clear()
+        keys = [(name, v) for v in values]
+        found = list(map(tokens.get, keys))
+        missing = [j for j, e in enumerate(found) if e is None]
+        if missing:
+            new = [values[j] for j in missing]
+            if not all(type(v) is str for v in new):
+                bad = next(v for v in new if type(v) is not str)
+                raise ValidationError(f"features.{name}", "string values", repr(bad))
+            value_hashes = np.fromiter(map(_hash_value, new), np.uint64, len(new))
+            name_hash = np.full(len(new), _hash_name(name), np.uint64)
+            h = _mix(name_hash, value_hashes)
+            slots = (h & np.uint64(self.n_hashed - 1)).astype(np.int64).tolist()
+            signs = np.where(h >> np.uint64(63), -1.0, 1.0).tolist()
+            for j, v, slot, sign in zip(missing, new, slots, signs, strict=True):
+                found[j] = tokens[(name, v)] = (slot, sign)
+        if not found:
+            return np.zeros(0, np.int64), np.zeros(0)
+        slots_signs = np.array(found, dtype=np.float64).reshape(-1, 2)
+        return slots_signs[:, 0].astype(np.int64), slots_signs[:, 1].copy()
 
     def _assemble(
         self, keys: list, name_codes: np.ndarray, value_codes: np.ndarray, values: np.ndarray,
