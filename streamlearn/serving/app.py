@@ -24,7 +24,14 @@ from streamlearn.errors import ConfigError, ValidationError, VersionNotFound
 from streamlearn.serving.metrics import ServiceMetrics
 from streamlearn.serving.model import Predictions, Predictor
 from streamlearn.serving.openapi import openapi_document
-from streamlearn.serving.payload import ARROW_STREAM, BadRequest, parse_arrow, parse_json
+from streamlearn.serving.payload import (
+    ARROW_STREAM,
+    BadRequest,
+    check_json,
+    load_json,
+    parse_arrow,
+    plain_features,
+)
 from streamlearn.serving.watcher import ModelWatcher
 
 __all__ = ["PredictionApp"]
@@ -34,6 +41,8 @@ log = logging.getLogger(__name__)
 JSON = b"application/json"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+_ARROW = ARROW_STREAM.encode()
+_NOT_READY = b'{"error":"no model version loaded yet; retry shortly"}'
 
 Reply = tuple[int, bytes, bytes, int]  # status, body, content type, predictions made
 
@@ -179,36 +188,48 @@ class PredictionApp:
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     async def _predict(self, scope: dict[str, Any], receive: Any) -> Reply:
-        version = _version_query(scope["query_string"])
+        version = _version_query(scope["query_string"]) if scope["query_string"] else None
         ctype = b""
         for name, value in scope["headers"]:
             if name == b"content-type":
                 ctype = value.split(b";", 1)[0].strip().lower()
                 break
         body = await self._read_body(scope, receive)
-        if ctype == ARROW_STREAM.encode():
+        if ctype == _ARROW:
             batch: Any = parse_arrow(body, self.max_events)
-        elif ctype in (b"", b"application/json"):
-            batch = parse_json(body, self.max_events)
-        else:
+            predictor = await self._predictor(version)
+            if predictor is None:
+                return 503, _NOT_READY, JSON, 0
+            result = predictor.predict_columns(batch.columns, batch.n_rows)
+            return 200, self._render(predictor, result, False), JSON, len(result)
+        if ctype not in (b"", b"application/json"):
             got = ctype.decode("latin-1")[:60]
             raise BadRequest(
                 [ValidationError("content-type", f"application/json or {ARROW_STREAM}", got)], 415
             )
+        doc = load_json(body)
+        predictor = await self._predictor(version)
+        fast = getattr(predictor, "predict_fast", None)
+        if fast is not None:
+            plain = plain_features(doc, self.max_events)
+            if plain is not None:
+                result = fast(plain[0])
+                if result is not None:
+                    return 200, self._render(predictor, result, plain[1]), JSON, len(result)
+        batch = check_json(doc, self.max_events)  # names every bad field
+        if predictor is None:
+            return 503, _NOT_READY, JSON, 0
+        result = predictor.predict_features(batch.features)
+        return 200, self._render(predictor, result, batch.single), JSON, len(result)
+
+    async def _predictor(self, version: int | None) -> Predictor | None:
+        """The version asked for (loaded off the event loop if need be), else the current one."""
         if version is None:
-            predictor = self.watcher.current
-            if predictor is None:
-                return 503, _error("no model version loaded yet; retry shortly"), JSON, 0
-        else:
-            predictor = self.watcher.peek(version)
-            if predictor is None:  # load it in a worker thread, off the event loop
-                predictor = await asyncio.to_thread(self.watcher.get, version)
-        if hasattr(batch, "columns"):
-            result = predictor.predict_columns(batch.columns, batch.n_rows)
-        else:
-            result = predictor.predict_features(batch.features)
-        single = getattr(batch, "single", False)
-        return 200, self._render(predictor, result, single), JSON, len(result)
+            return self.watcher.current
+        predictor = self.watcher.peek(version)
+        if predictor is None:  # load it in a worker thread, off the event loop
+            predictor = await asyncio.to_thread(self.watcher.get, version)
+        return predictor
 
     def _render(self, predictor: Predictor, result: Predictions, single: bool) -> bytes:
         doc: dict[str, Any] = {

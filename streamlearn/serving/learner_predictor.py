@@ -1,7 +1,14 @@
-"""Serve a learner rebuilt from a stored :class:`~streamlearn.state.ModelState`."""
+"""Serve a learner rebuilt from a stored :class:`~streamlearn.state.ModelState`.
+
+Linear learners (linear, logistic, softmax regression) are scored by a
+:class:`~streamlearn.serving.linear_scorer.LinearScorer` built once per
+version: no feature batch, plain Python for one event, numpy column by column
+for Arrow bodies. Other learners go through their own ``predict_many``.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,15 +43,18 @@ class LearnerPredictor:
         lineage: Mapping[str, Any] | None = None,
         classes: Sequence[Any] | None = None,
     ) -> None:
-        from streamlearn.features import FeatureHasher
-        from streamlearn.serving.columns import ColumnEncoder
+        from streamlearn.serving.linear_scorer import LinearScorer
 
         self.learner = learner
         self.version = version
         self.created_at = created_at
         self.lineage = dict(lineage or {})
         self.classes = tuple(classes) if classes is not None else None
-        self._columns = ColumnEncoder(FeatureHasher(bits=learner.bits, dense=learner.dense))
+        self._task = getattr(learner, "task", "regression")
+        self._scorer = LinearScorer.from_learner(learner)
+        if self._scorer is not None and (self.classes is None) != (self._task == "regression"):
+            self._scorer = None  # classes that do not fit the task: the learner decides
+        self._columns: Any = None
 
     def __repr__(self) -> str:
         return f"LearnerPredictor({type(self.learner).__name__}, version={self.version})"
@@ -58,12 +68,57 @@ class LearnerPredictor:
             proba = np.column_stack([1.0 - proba, proba])
         return Predictions.from_probabilities(proba, self.classes)
 
+    def _from_scores(self, z: np.ndarray) -> Predictions:
+        if self.classes is None:
+            return Predictions(values=z)
+        if self._task == "binary":
+            p = 1.0 / (1.0 + np.exp(np.minimum(np.maximum(z, -500.0), 500.0) * -1.0))
+            return Predictions.from_probabilities(np.column_stack([1.0 - p, p]), self.classes)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return Predictions.from_probabilities(e / e.sum(axis=1, keepdims=True), self.classes)
+
+    def predict_fast(self, features: Sequence[Mapping[str, Any]]) -> Predictions | None:
+        """Predict for events whose features are all plain (numbers, strings,
+        booleans, lists of strings) without validating them first; ``None``
+        when any is not, or when this learner has no fast path: then validate
+        and call :meth:`predict_features`, which names the problem.
+
+        One event of a one-output model is answered in plain Python (its
+        ``probabilities`` is then a list of lists, not an array).
+        """
+        scorer = self._scorer
+        if scorer is None:
+            return None
+        if len(features) == 1 and scorer.n_outputs == 1:
+            z = scorer.score_one(features[0])
+            if z is None:
+                return None
+            if self.classes is None:
+                return Predictions(values=[z])
+            p = 1.0 / (1.0 + math.exp(-min(max(z, -500.0), 500.0)))
+            return Predictions(
+                values=[self.classes[int(p > 0.5)]],
+                classes=self.classes,
+                probabilities=[[1.0 - p, p]],  # type: ignore[arg-type]
+            )
+        scores = scorer.score_many(features)
+        return None if scores is None else self._from_scores(scores)
+
     def predict_features(self, features: Sequence[Mapping[str, Any]]) -> Predictions:
         """Predict for events given as feature mappings."""
-        return self._predict(self.learner.encode(features))
+        fast = self.predict_fast(features) if len(features) else None
+        return fast if fast is not None else self._predict(self.learner.encode(features))
 
     def predict_columns(self, columns: Mapping[str, Any], n_rows: int) -> Predictions:
         """Predict for events given as Arrow feature columns, encoded in bulk."""
+        if self._scorer is not None:
+            return self._from_scores(self._scorer.score_columns(columns, n_rows))
+        if self._columns is None:
+            from streamlearn.features import FeatureHasher
+            from streamlearn.serving.columns import ColumnEncoder
+
+            learner = self.learner
+            self._columns = ColumnEncoder(FeatureHasher(bits=learner.bits, dense=learner.dense))
         return self._predict(self._columns.encode(columns, n_rows))
 
 

@@ -28,6 +28,9 @@ __all__ = [
     "ColumnBatch",
     "parse_json",
     "parse_arrow",
+    "load_json",
+    "check_json",
+    "plain_features",
 ]
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -103,19 +106,9 @@ def _check_feature(name: str, value: Any, path: str, problems: list[ValidationEr
     problems.append(ValidationError(f"{path}.{name}", FEATURE_EXPECTED, _got(value)))
 
 
-def _check_event(event: Any, path: str, problems: list[ValidationError]) -> Mapping[str, Any]:
-    if type(event) is not dict:
-        problems.append(ValidationError(path, "an event object with `features`", _got(event)))
-        return {}
-    features = event.get("features")
-    if type(features) is not dict:
-        problems.append(
-            ValidationError(
-                f"{path}.features", "an object of feature name to value", _got(features)
-            )
-        )
-        features = {}
-    if len(event) > 1 and not EVENT_KEYS.issuperset(event):
+def _check_meta(event: dict, path: str, problems: list[ValidationError]) -> None:
+    """Check an event's fields besides ``features``."""
+    if not EVENT_KEYS.issuperset(event):
         for key in event:
             if key not in EVENT_KEYS:
                 problems.append(
@@ -132,12 +125,95 @@ def _check_event(event: Any, path: str, problems: list[ValidationError]) -> Mapp
             problems.append(
                 ValidationError(f"{path}.{key}", "a string or an integer", _got(event[key]))
             )
+
+
+def _check_event(event: Any, path: str, problems: list[ValidationError]) -> Mapping[str, Any]:
+    if type(event) is not dict:
+        problems.append(ValidationError(path, "an event object with `features`", _got(event)))
+        return {}
+    features = event.get("features")
+    if type(features) is not dict:
+        problems.append(
+            ValidationError(
+                f"{path}.features", "an object of feature name to value", _got(features)
+            )
+        )
+        features = {}
+    if len(event) != 1 or "features" not in event:
+        _check_meta(event, path, problems)
     fpath = f"{path}.features"
     for name, value in features.items():
         _check_feature(name, value, fpath, problems)
         if len(problems) >= MAX_PROBLEMS:
             break
     return features
+
+
+def _plain_event(event: Any) -> dict | None:
+    if type(event) is not dict:
+        return None
+    features = event.get("features")
+    if type(features) is not dict:
+        return None
+    if len(event) > 1:
+        problems: list[ValidationError] = []
+        _check_meta(event, "", problems)
+        if problems:
+            return None
+    return features
+
+
+def plain_features(doc: Any, max_events: int) -> tuple[list[dict], bool] | None:
+    """The ``features`` of each event of a decoded JSON body, and whether the
+    body was a single event, when its *shape* is valid (an event or an
+    envelope of at most ``max_events``, every field but the feature values
+    checked); ``None`` otherwise.
+
+    The feature values are not checked here: the fast path that consumes them
+    refuses anything but plain values, and the caller then runs
+    :func:`check_json`, which names every bad field.
+
+    >>> plain_features({"features": {"age": 31}, "id": "e-1"}, max_events=10)
+    ([{'age': 31}], True)
+    >>> plain_features({"events": [{"features": {"a": "x"}}, {"features": {}}]}, max_events=10)
+    ([{'a': 'x'}, {}], False)
+    >>> plain_features({"events": [{"feature": {}}]}, max_events=10) is None
+    True
+    """
+    if type(doc) is not dict:
+        return None
+    if "features" in doc:
+        features = _plain_event(doc)
+        return None if features is None else ([features], True)
+    events = doc.get("events")
+    if len(doc) != 1 or type(events) is not list or len(events) > max_events:
+        return None
+    out = []
+    for event in events:
+        if type(event) is dict and len(event) == 1:
+            features = event.get("features")
+            if type(features) is not dict:
+                return None
+        else:
+            features = _plain_event(event)
+            if features is None:
+                return None
+        out.append(features)
+    return out, False
+
+
+def load_json(body: bytes) -> Any:
+    """Decode a JSON body; raises :class:`BadRequest` (400) if it is not JSON.
+
+    >>> load_json(b'{"features": {"age": 31}}')
+    {'features': {'age': 31}}
+    """
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(
+            [ValidationError("body", "a JSON object", f"unreadable JSON ({exc})")], 400
+        ) from None
 
 
 def parse_json(body: bytes, max_events: int) -> EventBatch:
@@ -155,12 +231,15 @@ def parse_json(body: bytes, max_events: int) -> EventBatch:
     422 field `events[0].features.age`: expected a number, a string, true/false or a list of \
 strings, got [1]
     """
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(
-            [ValidationError("body", "a JSON object", f"unreadable JSON ({exc})")], 400
-        ) from None
+    return check_json(load_json(body), max_events)
+
+
+def check_json(doc: Any, max_events: int) -> EventBatch:
+    """Validate a decoded JSON prediction request (see :func:`parse_json`).
+
+    >>> check_json({"events": [{"features": {"age": 31}, "ts": 5}]}, max_events=10).features
+    [{'age': 31}]
+    """
     problems: list[ValidationError] = []
     if type(doc) is dict and "events" in doc and "features" not in doc:
         events = doc["events"]

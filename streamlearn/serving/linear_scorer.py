@@ -1,0 +1,375 @@
+"""Raw scores of a linear model straight from features: the serving fast path.
+
+A served version never changes, so each feature's share of the score can be
+worked out once and remembered: a number ``x`` of feature ``name`` adds
+``w[slot] * sign * x`` (standardised first when the learner scales), a string
+adds ``w[slot] * sign``. One event is then a loop of ``dict`` look-ups and
+multiply-adds in plain Python, with no :class:`~streamlearn.features.FeatureBatch`
+and no numpy call (whose fixed cost per call dominates at this size).
+
+Columns (Arrow) are scored column by column in numpy: a numeric column is one
+multiply-add over all its rows, a string column hashes each *distinct* value
+once and gathers the weights by dictionary code, a list column sums its items
+per row with ``bincount``. No Python loop runs over rows.
+
+The scores equal the learner's own (:meth:`raw`) up to the order of
+floating-point additions; the tests check both paths against the learner.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from streamlearn.errors import ValidationError
+from streamlearn.features import FeatureHasher
+
+__all__ = ["LinearScorer"]
+
+_CACHE_LIMIT = 1 << 20  # remembered features per version before starting afresh
+
+
+class LinearScorer:
+    """Raw scores ``z = intercept + x · w`` of one immutable linear model.
+
+    Parameters
+    ----------
+    weights
+        ``(n_slots,)`` for one output, ``(n_slots, k)`` for ``k`` classes.
+    intercept
+        One value per output.
+    hasher
+        The learner's hasher (its ``bits`` and ``dense`` names).
+    mean, var
+        The learner's scaler statistics per slot, or ``None`` when it does
+        not standardise numbers.
+
+    Examples
+    --------
+    >>> from streamlearn.learners import LogisticRegression
+    >>> model = LogisticRegression(bits=8)
+    >>> model.learn_many([{"age": 30.0, "city": "Lyon"}, {"age": 5.0}], [True, False])
+    >>> scorer = LinearScorer.from_learner(model)
+    >>> x = {"age": 30.0, "city": "Lyon"}
+    >>> z = scorer.score_one(x)
+    >>> p = 1.0 / (1.0 + math.exp(-z))
+    >>> bool(abs(p - model.predict_proba_one(x)[True]) < 1e-12)
+    True
+    >>> scorer.score_one({"age": [1]}) is None  # not a plain value: the caller validates
+    True
+    """
+
+    def __init__(
+        self,
+        weights: np.ndarray,
+        intercept: np.ndarray,
+        hasher: FeatureHasher,
+        mean: np.ndarray | None = None,
+        var: np.ndarray | None = None,
+    ) -> None:
+        w = np.asarray(weights, dtype=np.float64)
+        if w.ndim not in (1, 2) or w.shape[0] != hasher.n_slots:
+            raise ValidationError(
+                "weights", f"{hasher.n_slots} rows (the hasher's slots)", str(w.shape)
+            )
+        self.hasher = hasher
+        self.n_outputs = 1 if w.ndim == 1 else w.shape[1]
+        self._w = w
+        self._w2 = w.reshape(w.shape[0], -1)
+        self._b = np.asarray(intercept, dtype=np.float64).reshape(-1)
+        self._b0 = float(self._b[0]) if len(self._b) else 0.0
+        self._scaled = mean is not None
+        self._mean = None if mean is None else np.asarray(mean, dtype=np.float64)
+        self._sd = None if var is None else np.sqrt(np.asarray(var, dtype=np.float64))
+        # one output: name -> share of a number (a float, or (w, sign, mean, sd) when scaled);
+        # (name, value) -> share of a string; name -> share of true
+        self._num: dict[str, Any] = {}
+        self._str: dict[tuple[str, str], float] = {}
+        self._flag: dict[str, float] = {}
+
+    @classmethod
+    def from_learner(cls, learner: Any) -> LinearScorer | None:
+        """The scorer of a streamlearn linear learner (linear, logistic or
+        softmax regression); ``None`` for any other learner."""
+        from streamlearn.learners import LinearRegression, LogisticRegression, SoftmaxRegression
+
+        if type(learner) not in (LinearRegression, LogisticRegression, SoftmaxRegression):
+            return None
+        arrays = learner.state(copy=False).arrays
+        hasher = FeatureHasher(bits=learner.bits, dense=learner.dense)
+        if arrays["weights"].ndim == 2 and arrays["weights"].shape[1] == 0:
+            return None  # a softmax that has seen no class yet
+        return cls(
+            arrays["weights"],
+            arrays["intercept"],
+            hasher,
+            arrays.get("scaler.mean"),
+            arrays.get("scaler.var"),
+        )
+
+    # -- one output, one event: plain Python ---------------------------------------
+
+    def _share_of_number(self, name: str) -> Any:
+        slot, sign = self.hasher.slot_of(name)
+        w = float(self._w[slot])
+        if self._scaled:
+            sd = float(self._sd[slot])  # type: ignore[index]
+            share: Any = (w, sign, float(self._mean[slot]), sd) if sd > 0 else (0.0, 1.0, 0.0, 1.0)  # type: ignore[index]
+        else:
+            share = w * sign
+        self._remember(self._num)[name] = share
+        return share
+
+    def _share_of_string(self, name: str, value: str) -> float:
+        slot, sign = self.hasher.slot_of(name, value)
+        share = self._remember(self._str)[(name, value)] = float(self._w[slot]) * sign
+        return share
+
+    def _share_of_flag(self, name: str) -> float:
+        slot, sign = self.hasher.slot_of(name)
+        share = self._remember(self._flag)[name] = float(self._w[slot]) * sign
+        return share
+
+    @staticmethod
+    def _remember(cache: dict) -> dict:
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        return cache
+
+    def score_one(self, x: Mapping[str, Any]) -> float | None:
+        """The raw score of one event of a one-output model, or ``None`` when
+        the event has anything but plain values (numbers, strings, booleans,
+        lists of strings under valid names) or no feature: then the caller
+        validates it the slow way, which names the problem.
+
+        Raises ``TypeError`` for a model of several outputs.
+        """
+        if self.n_outputs != 1:
+            raise TypeError("score_one is for models of one output; use score_many")
+        if not x:
+            return None
+        num, strs, scaled = self._num, self._str, self._scaled
+        z = 0.0
+        try:
+            for k, v in x.items():
+                t = type(v)
+                if t is float or t is int:
+                    c = num.get(k)
+                    if c is None:
+                        c = self._share_of_number(k)
+                    if scaled:
+                        w, s, m, sd = c
+                        z += w * ((s * v - m) / sd)
+                    else:
+                        z += c * v
+                elif t is str:
+                    c = strs.get((k, v))
+                    z += c if c is not None else self._share_of_string(k, v)
+                elif t is bool:
+                    c = self._flag.get(k)
+                    if c is None:
+                        c = self._share_of_flag(k)  # checks the name, too
+                    if v:
+                        z += c
+                elif t is list:
+                    for item in v:
+                        if type(item) is not str:
+                            return None
+                        c = strs.get((k, item))
+                        z += c if c is not None else self._share_of_string(k, item)
+                else:
+                    return None
+        except (ValidationError, OverflowError, TypeError):
+            return None
+        z += self._b0
+        return z if math.isfinite(z) else None
+
+    # -- any number of outputs and events: entries, then numpy ---------------------
+
+    def _entries(
+        self, xs: Sequence[Mapping[str, Any]]
+    ) -> tuple[list[int], list[float], list[bool], list[int]] | None:
+        """Slots, signed values, numeric flags and row ends of ``xs``, or ``None``."""
+        slot_of = self.hasher.slot_of
+        tokens = self.hasher._tokens  # the hasher's own remembered (slot, sign)
+        idx: list[int] = []
+        vals: list[float] = []
+        num: list[bool] = []
+        ends: list[int] = []
+        try:
+            for x in xs:
+                if not x:
+                    return None
+                for k, v in x.items():
+                    t = type(v)
+                    if t is float or t is int:
+                        e = tokens.get(k) or slot_of(k)
+                        idx.append(e[0])
+                        vals.append(e[1] * v)
+                        num.append(True)
+                    elif t is str:
+                        e = tokens.get((k, v)) or slot_of(k, v)
+                        idx.append(e[0])
+                        vals.append(e[1])
+                        num.append(False)
+                    elif t is bool:
+                        e = tokens.get(k) or slot_of(k)
+                        idx.append(e[0])
+                        vals.append(e[1] if v else e[1] * 0.0)
+                        num.append(False)
+                    elif t is list:
+                        for item in v:
+                            if type(item) is not str:
+                                return None
+                            e = tokens.get((k, item)) or slot_of(k, item)
+                            idx.append(e[0])
+                            vals.append(e[1])
+                            num.append(False)
+                    else:
+                        return None
+                ends.append(len(idx))
+        except (ValidationError, OverflowError, TypeError):
+            return None
+        return idx, vals, num, ends
+
+    def score_many(self, xs: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+        """Raw scores of many events, ``(n,)`` or ``(n, k)``; ``None`` as in
+        :meth:`score_one`."""
+        if self.n_outputs == 1:
+            out = np.empty(len(xs))
+            score_one = self.score_one
+            for i, x in enumerate(xs):
+                z = score_one(x)
+                if z is None:
+                    return None
+                out[i] = z
+            return out
+        got = self._entries(xs)
+        if got is None:
+            return None
+        idx_list, val_list, num_list, ends = got
+        idx = np.array(idx_list, np.int64)
+        values = np.array(val_list, np.float64)
+        if not np.isfinite(values).all():
+            return None
+        if self._scaled and len(idx):
+            numeric = np.array(num_list, bool)
+            at = idx[numeric]
+            sd = self._sd[at]  # type: ignore[index]
+            values[numeric] = np.divide(
+                values[numeric] - self._mean[at],  # type: ignore[index]
+                sd,
+                out=np.zeros(len(at)),
+                where=sd > 0,
+            )
+        rows = np.repeat(np.arange(len(ends)), np.diff(np.array([0, *ends])))
+        contrib = self._w2[idx] * values[:, None]
+        z = np.zeros((len(ends), self.n_outputs))
+        for j in range(self.n_outputs):
+            z[:, j] = np.bincount(rows, weights=contrib[:, j], minlength=len(ends))
+        z += self._b
+        return z[:, 0] if self._w.ndim == 1 else z
+
+    # -- Arrow columns ------------------------------------------------------------
+
+    def score_columns(self, columns: Mapping[str, Any], n_rows: int) -> np.ndarray:
+        """Raw scores, ``(n_rows,)`` or ``(n_rows, k)``, of events given as
+        feature name to pyarrow array (nulls: the feature is absent).
+
+        Raises :class:`~streamlearn.errors.ValidationError` naming the column
+        for strings under a dense name, an empty name, or a column of another type.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        z = np.zeros((n_rows, self.n_outputs))
+        z += self._b
+        for name, column in columns.items():
+            if isinstance(column, pa.ChunkedArray):
+                column = (
+                    column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+                )
+            if type(name) is not str or not name:
+                raise ValidationError("columns", "non-empty feature names", repr(name))
+            kind = column.type
+            if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+                parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
+                shares = self._string_shares(name, pc.list_flatten(column))
+                if len(parents):
+                    for j in range(self.n_outputs):
+                        z[:, j] += np.bincount(parents, weights=shares[:, j], minlength=n_rows)
+                continue
+            if (
+                pa.types.is_string(kind)
+                or pa.types.is_large_string(kind)
+                or pa.types.is_dictionary(kind)
+            ):
+                z += self._string_shares(name, column)
+                continue
+            if not (
+                pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+            ):
+                raise ValidationError(
+                    f"columns.{name}",
+                    "numbers, booleans, strings or lists of strings",
+                    str(kind),
+                )
+            self._add_numbers(z, name, column, pa.types.is_boolean(kind))
+        return z[:, 0] if self._w.ndim == 1 else z
+
+    def _add_numbers(self, z: np.ndarray, name: str, column: Any, flag: bool) -> None:
+        slot, sign = self.hasher.slot_of(name)
+        nulls = column.null_count
+        if nulls == len(column):
+            return
+        if nulls:
+            x = np.asarray(column.fill_null(False if flag else 0).to_numpy(zero_copy_only=False))
+        else:
+            x = np.asarray(column.to_numpy(zero_copy_only=False))
+        x = x.astype(np.float64, copy=False) * sign
+        w = self._w2[slot]
+        if self._scaled and not flag:
+            sd = float(self._sd[slot])  # type: ignore[index]
+            if sd <= 0:
+                return
+            x = (x - float(self._mean[slot])) / sd  # type: ignore[index]
+            if nulls:
+                x *= np.asarray(column.is_valid().to_numpy(zero_copy_only=False), bool)
+        if self.n_outputs == 1:
+            z[:, 0] += x * w[0]
+        else:
+            z += x[:, None] * w[None, :]
+
+    def _string_shares(self, name: str, column: Any) -> np.ndarray:
+        """Each row's share of a string column: ``(len(column), k)``, zeros for nulls."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if len(column) == 0:
+            return np.zeros((0, self.n_outputs))
+        if not pa.types.is_dictionary(column.type):
+            column = pc.dictionary_encode(column)
+        elif not (
+            pa.types.is_string(column.type.value_type)
+            or pa.types.is_large_string(column.type.value_type)
+        ):
+            raise ValidationError(
+                f"columns.{name}", "numbers, booleans, strings or lists of strings",
+                str(column.type),
+            )
+        uniques = column.dictionary.to_pylist()
+        present = [j for j, u in enumerate(uniques) if u is not None]
+        table = np.zeros((len(uniques) + 1, self.n_outputs))
+        if present:
+            try:
+                slots, signs = self.hasher.slots_of(name, [uniques[j] for j in present])
+            except ValidationError as exc:
+                raise ValidationError(f"columns.{name}", exc.expected, exc.got) from None
+            table[present] = self._w2[slots] * signs[:, None]
+        codes = column.indices
+        if codes.null_count:
+            codes = codes.fill_null(len(uniques))
+        return table[np.asarray(codes.to_numpy(zero_copy_only=False), np.int64)]
