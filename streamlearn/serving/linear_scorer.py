@@ -279,14 +279,24 @@ class LinearScorer:
         """Raw scores, ``(n_rows,)`` or ``(n_rows, k)``, of events given as
         feature name to pyarrow array (nulls: the feature is absent).
 
+        Numeric columns without nulls (the usual case) are stacked into one
+        matrix and scored by one matrix product.
+
         Raises :class:`~streamlearn.errors.ValidationError` naming the column
         for strings under a dense name, an empty name, or a column of another type.
         """
         import pyarrow as pa
         import pyarrow.compute as pc
 
+        from streamlearn.serving.arrow_kinds import arrow_kinds
+
+        kinds = arrow_kinds()
+        slot_of = self.hasher.slot_of
         z = np.zeros((n_rows, self.n_outputs))
         z += self._b
+        stacked: list[np.ndarray] = []
+        slots: list[int] = []
+        signs: list[float] = []
         for name, column in columns.items():
             if isinstance(column, pa.ChunkedArray):
                 column = (
@@ -295,29 +305,46 @@ class LinearScorer:
             if type(name) is not str or not name:
                 raise ValidationError("columns", "non-empty feature names", repr(name))
             kind = column.type
-            if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            tid = kind.id
+            if tid in kinds.floats or tid in kinds.integers:
+                if column.null_count == 0:
+                    slot, sign = slot_of(name)
+                    stacked.append(column.to_numpy(zero_copy_only=False))
+                    slots.append(slot)
+                    signs.append(sign)
+                else:
+                    self._add_numbers(z, name, column, False)
+            elif tid == kinds.boolean:
+                self._add_numbers(z, name, column, True)
+            elif tid in kinds.strings or tid == kinds.dictionary:
+                z += self._string_shares(name, column)
+            elif tid in kinds.lists:
                 parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
                 shares = self._string_shares(name, pc.list_flatten(column))
                 if len(parents):
                     for j in range(self.n_outputs):
                         z[:, j] += np.bincount(parents, weights=shares[:, j], minlength=n_rows)
-                continue
-            if (
-                pa.types.is_string(kind)
-                or pa.types.is_large_string(kind)
-                or pa.types.is_dictionary(kind)
-            ):
-                z += self._string_shares(name, column)
-                continue
-            if not (
-                pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
-            ):
+            else:
                 raise ValidationError(
                     f"columns.{name}",
                     "numbers, booleans, strings or lists of strings",
                     str(kind),
                 )
-            self._add_numbers(z, name, column, pa.types.is_boolean(kind))
+        if stacked:
+            x = np.empty((n_rows, len(stacked)))
+            for j, column_values in enumerate(stacked):
+                x[:, j] = column_values
+            x *= np.array(signs)
+            at = np.array(slots, np.int64)
+            if self._scaled:
+                sd = self._sd[at]  # type: ignore[index]
+                x = np.divide(
+                    x - self._mean[at],  # type: ignore[index]
+                    sd,
+                    out=np.zeros_like(x),
+                    where=sd > 0,
+                )
+            z += x @ self._w2[at]
         return z[:, 0] if self._w.ndim == 1 else z
 
     def _add_numbers(self, z: np.ndarray, name: str, column: Any, flag: bool) -> None:
@@ -361,14 +388,24 @@ class LinearScorer:
                 str(column.type),
             )
         uniques = column.dictionary.to_pylist()
-        present = [j for j, u in enumerate(uniques) if u is not None]
         table = np.zeros((len(uniques) + 1, self.n_outputs))
-        if present:
-            try:
-                slots, signs = self.hasher.slots_of(name, [uniques[j] for j in present])
-            except ValidationError as exc:
-                raise ValidationError(f"columns.{name}", exc.expected, exc.got) from None
-            table[present] = self._w2[slots] * signs[:, None]
+        try:
+            if self.n_outputs == 1:  # the shares remembered for single events
+                strs = self._str
+                shares = list(map(strs.get, [(name, u) for u in uniques]))
+                if None in shares:
+                    shares = [
+                        0.0 if u is None else c if c is not None else self._share_of_string(name, u)
+                        for u, c in zip(uniques, shares, strict=True)
+                    ]
+                table[:-1, 0] = shares
+            else:
+                present = [j for j, u in enumerate(uniques) if u is not None]
+                if present:
+                    slots, signs = self.hasher.slots_of(name, [uniques[j] for j in present])
+                    table[present] = self._w2[slots] * signs[:, None]
+        except ValidationError as exc:
+            raise ValidationError(f"columns.{name}", exc.expected, exc.got) from None
         codes = column.indices
         if codes.null_count:
             codes = codes.fill_null(len(uniques))

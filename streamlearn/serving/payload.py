@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from streamlearn.errors import ValidationError
+from streamlearn.serving.arrow_kinds import arrow_kinds
 
 __all__ = [
     "ARROW_STREAM",
@@ -299,7 +300,6 @@ def parse_arrow(body: bytes, max_events: int) -> ColumnBatch:
     (2, ['age', 'country'])
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     try:
         table = pa.ipc.open_stream(body).read_all()
@@ -330,28 +330,26 @@ def parse_arrow(body: bytes, max_events: int) -> ColumnBatch:
             ValidationError(f"columns.{dupes[0]}", "each feature column once", "a repeated column")
         )
     columns: dict[str, Any] = {}
-    for name in names:
-        column = table.column(name).combine_chunks() if table.num_rows else table.column(name)
-        if isinstance(column, pa.ChunkedArray):
-            column = (
-                pa.concat_arrays(column.chunks) if column.num_chunks else pa.array([], column.type)
-            )
+    kinds = arrow_kinds()
+    for name, chunked in zip(names, table.columns, strict=True):
+        if chunked.num_chunks == 1:
+            column = chunked.chunk(0)
+        elif chunked.num_chunks:
+            column = pa.concat_arrays(chunked.chunks)
+        else:
+            column = pa.array([], chunked.type)
         kind = column.type
-        if pa.types.is_dictionary(kind) and _is_string(kind.value_type):
-            column = column.cast(kind.value_type)
-            kind = column.type
-        if pa.types.is_integer(kind) or pa.types.is_floating(kind):
-            if pa.types.is_floating(kind) and table.num_rows:
-                finite = pc.all(pc.or_kleene(pc.is_finite(column), pc.is_null(column)))
-                if finite.as_py() is False:
-                    problems.append(
-                        ValidationError(f"columns.{name}", "finite numbers", "NaN or infinity")
-                    )
-        elif pa.types.is_boolean(kind) or _is_string(kind):
+        tid = kind.id
+        if tid in kinds.floats:
+            if len(column) > column.null_count and not _all_finite(column):
+                problems.append(
+                    ValidationError(f"columns.{name}", "finite numbers", "NaN or infinity")
+                )
+        elif tid in kinds.integers or tid == kinds.boolean or tid in kinds.strings:
             pass
-        elif (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and _is_string(
-            kind.value_type
-        ):
+        elif tid == kinds.dictionary and kind.value_type.id in kinds.strings:
+            pass  # dictionary-encoded strings stay so: the encoders use the dictionary
+        elif tid in kinds.lists and kind.value_type.id in kinds.strings:
             pass
         else:
             problems.append(ValidationError(f"columns.{name}", FEATURE_EXPECTED, str(kind)))
@@ -361,7 +359,9 @@ def parse_arrow(body: bytes, max_events: int) -> ColumnBatch:
     return ColumnBatch(columns, table.num_rows)
 
 
-def _is_string(kind: Any) -> bool:
-    import pyarrow as pa
+def _all_finite(column: Any) -> bool:
+    import numpy as np
 
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+    if column.null_count:
+        column = column.fill_null(0)
+    return bool(np.isfinite(column.to_numpy(zero_copy_only=False)).all())
