@@ -250,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default="single,envelope")
     parser.add_argument("--flush-events", default="",
                         help="comma-separated job.flush_events values to sweep (train only)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a train job setting for every run, e.g. job.flush_ms=1000")
     parser.add_argument("--profile", action="store_true", help="also profile LearnerWorker")
     parser.add_argument("--profile-only", action="store_true")
     parser.add_argument("--bootstrap", help="a running broker (default: start one)")
@@ -297,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
             shapes[name] = {"name": name, "topic": topics[name], "tiny_topic": tiny[name],
                             "events": args.events, "messages": messages,
                             "events_per_message": args.events / messages}
-        sweeps = [{}] + [{"job.flush_events": int(v)} for v in args.flush_events.split(",") if v]
+        base = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
+        sweeps = [base] + [{**base, "job.flush_events": int(v)}
+                           for v in args.flush_events.split(",") if v]
         for mode in args.modes.split(","):
             for p in (int(v) for v in args.parallelism.split(",")):
                 for shape in shapes.values():
