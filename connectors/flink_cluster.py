@@ -137,6 +137,7 @@ class FlinkCluster:
             "rest": {"address": self.host, "bind-address": self.host, "port": self.rest_port},
             "python": {"executable": self.python, "client": {"executable": self.python}},
             "pipeline": {"jars": [jar.resolve().as_uri() for jar in flink_job_jars()]},
+            "classloader": {"parent-first-patterns": {"additional": ["pemja."]}},
             "execution": {"checkpointing": {"dir": checkpoints}},
             "restart-strategy": {
                 "type": "fixed-delay",
@@ -147,9 +148,28 @@ class FlinkCluster:
         (conf / "config.yaml").write_text(json.dumps(conf_yaml, indent=2) + "\n")
         return conf
 
+    def _lib_dir(self) -> Path:
+        """The distribution's ``lib/`` plus ``opt/flink-python``, as links.
+
+        With flink-python (and the pemja inside it) on the task managers' own
+        classpath, loaded parent-first, every Python job in thread mode shares one
+        embedded interpreter library. Shipped per job instead, a second job's
+        copy fails to load the native library again (``loadedLibraryNames``).
+        """
+        lib = self.dir / "lib"
+        lib.mkdir(parents=True, exist_ok=True)
+        wanted = [*sorted((self.home / "lib").glob("*.jar")),
+                  *sorted((self.home / "opt").glob("flink-python-*.jar"))]
+        for jar in wanted:
+            link = lib / jar.name
+            if not link.exists():
+                link.symlink_to(jar)
+        return lib
+
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["FLINK_CONF_DIR"] = str(self._conf_dir())
+        env["FLINK_LIB_DIR"] = str(self._lib_dir())
         env["FLINK_LOG_DIR"] = str(self.dir / "log")
         env["FLINK_PID_DIR"] = str(self.dir / "pid")
         env["PYFLINK_CLIENT_EXECUTABLE"] = self.python
@@ -293,7 +313,7 @@ class FlinkCluster:
         if proc.returncode != 0:
             raise ServiceError(
                 f"`flink run` of {job.name} failed with code {proc.returncode}: "
-                f"{(proc.stdout + proc.stderr)[-1500:]}"
+                f"{_failure_excerpt(proc.stdout + proc.stderr)}"
             )
         return proc
 
@@ -310,6 +330,22 @@ class FlinkCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _failure_excerpt(output: str, limit: int = 3000) -> str:
+    """The part of ``flink run`` output that explains a failure.
+
+    The job's own Python traceback, and the root cause of a failed job, come
+    before the client's Java stack trace, which says only that Python exited.
+    """
+    lines = [ln for ln in output.splitlines() if not ln.lstrip().startswith("at ")]
+    keep = [
+        ln for ln in lines
+        if "Traceback" in ln or "Error" in ln or "Exception" in ln or ln.startswith("  File")
+        or "Caused by" in ln
+    ]
+    text = "\n".join(keep) or "\n".join(lines)
+    return text[-limit:]
 
 
 def _default_java_opts(home: Path) -> str:
