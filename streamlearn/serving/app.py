@@ -160,19 +160,20 @@ class PredictionApp:
                 return hmac.compare_digest(value, self._auth or b"")
         return False
 
-    async def _read_body(self, scope: dict[str, Any], receive: Any) -> bytes:
+    async def _read_body(self, receive: Any, declared: bytes | None) -> bytes:
+        """The body, refused with 413 beyond the limit (before reading it when
+        ``content-length`` says so)."""
         limit = self.max_body_bytes
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    raise BadRequest(
-                        [ValidationError("content-length", "an integer", value.decode("latin-1"))],
-                        400,
-                    ) from None
-                if declared > limit:
-                    raise _too_large(limit, declared)
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                raise BadRequest(
+                    [ValidationError("content-length", "an integer", declared.decode("latin-1"))],
+                    400,
+                ) from None
+            if size > limit:
+                raise _too_large(limit, size)
         chunks = []
         size = 0
         while True:
@@ -183,18 +184,25 @@ class PredictionApp:
             size += len(chunk)
             if size > limit:
                 raise _too_large(limit, size)
-            chunks.append(chunk)
             if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                if not chunks:
+                    return chunk  # the usual case: one message
+                chunks.append(chunk)
+                return b"".join(chunks)
+            chunks.append(chunk)
 
     async def _predict(self, scope: dict[str, Any], receive: Any) -> Reply:
         version = _version_query(scope["query_string"]) if scope["query_string"] else None
         ctype = b""
+        declared = None
         for name, value in scope["headers"]:
             if name == b"content-type":
-                ctype = value.split(b";", 1)[0].strip().lower()
-                break
-        body = await self._read_body(scope, receive)
+                ctype = value
+            elif name == b"content-length":
+                declared = value
+        if ctype and ctype != b"application/json":
+            ctype = ctype.split(b";", 1)[0].strip().lower()
+        body = await self._read_body(receive, declared)
         if ctype == _ARROW:
             batch: Any = parse_arrow(body, self.max_events)
             predictor = await self._predictor(version)
