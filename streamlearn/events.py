@@ -40,6 +40,7 @@ __all__ = ["EventDecoder", "Rejected", "TASKS", "encode_envelope", "encode_event
 
 TASKS = ("regression", "binary", "multiclass")
 _ALLOWED = frozenset(("key", "features", "label", "ts", "id"))
+_MISSING = object()
 _LABEL_EXPECTED = {
     "regression": "a finite number",
     "binary": "a label (0/1 or true/false)",
@@ -127,7 +128,53 @@ class EventDecoder:
             return [], [Rejected(err, None, data)]
 
     def validate(self, event: Any, index: int | None = None) -> dict:
-        """Check one decoded event; returns it (as given) or raises :class:`EventError`."""
+        """Check one decoded event; returns it (as given) or raises :class:`EventError`.
+
+        The common case, a well-formed event, is checked in one tight pass; any
+        doubt falls through to the detailed checks, which name the field.
+        """
+        if type(event) is dict and event.keys() <= _ALLOWED:
+            features = event.get("features")
+            if type(features) is dict and 0 < len(features) <= self.max_features:
+                for value in features.values():
+                    kind = type(value)
+                    if kind is str or kind is int or kind is bool:
+                        continue
+                    if kind is float and value - value == 0.0:  # finite
+                        continue
+                    if kind is list and all(type(item) is str for item in value):
+                        continue
+                    break
+                else:
+                    if self._label_ok(event) and self._plain_extras(event):
+                        return event
+        return self._validate(event, index)
+
+    def _label_ok(self, event: dict) -> bool:
+        """The label is plainly valid (binary: normalised to 0/1); False means: look closer."""
+        label = event.get("label", _MISSING)
+        if label is _MISSING:
+            return not self.require_label
+        kind = type(label)
+        if self.task == "binary":
+            if (kind is int or kind is bool) and label in (0, 1):
+                event["label"] = int(label)
+                return True
+            return False
+        if self.task == "regression":
+            return kind is int or (kind is float and label - label == 0.0)
+        return (kind is str and label != "") or kind is int
+
+    @staticmethod
+    def _plain_extras(event: dict) -> bool:
+        key, ts, eid = event.get("key"), event.get("ts"), event.get("id")
+        return (
+            (key is None or type(key) is str or type(key) is int)
+            and (ts is None or (type(ts) is int and ts >= 0))
+            and (eid is None or type(eid) is str or type(eid) is int)
+        )
+
+    def _validate(self, event: Any, index: int | None) -> dict:
         where = _where(index)
         if not isinstance(event, dict):
             raise EventError("event", "a JSON object with `features`", _short(event), where)
