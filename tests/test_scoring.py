@@ -14,33 +14,14 @@ import pytest
 from streamlearn.cli import main as cli_main
 from streamlearn.errors import ConfigError, StoreError
 from streamlearn.events import encode_envelope, encode_event
-from streamlearn.learners import LinearRegression, LogisticRegression, SoftmaxRegression
+from streamlearn.learners import SoftmaxRegression
 from streamlearn.scoring import MAX_RAW_CHARS, Scorer, load_predictor, task_of
 from streamlearn.serving.learner_predictor import predictor_from_version
 from streamlearn.serving.model import Predictions
-from streamlearn.state import ModelState
 from streamlearn.store import Lineage, ModelStore
+from tests.models import EVENTS, constant_model, trained_classifier
 
 MODEL = "m"
-
-
-def constant_model(value: float) -> ModelState:
-    """A regressor whose every prediction is ``value``: shows which version scored."""
-    state = LinearRegression(bits=6).state()
-    state.arrays["intercept"][:] = value
-    return state
-
-
-EVENTS = [
-    {"age": float(i % 9), "country": ["FR", "DE", "JP"][i % 3], "tags": ["a", "b"][: i % 3]}
-    for i in range(200)
-]
-
-
-def trained_classifier() -> LogisticRegression:
-    model = LogisticRegression(bits=10)
-    model.learn_many(EVENTS, [(e["age"] > 4) != (e["country"] == "FR") for e in EVENTS])
-    return model
 
 
 @pytest.fixture()

@@ -27,10 +27,11 @@ import pytest
 
 from streamlearn.cli import main as cli_main
 from streamlearn.errors import ServiceError, ValidationError, VersionNotFound
-from streamlearn.learners import LinearRegression, LogisticRegression, learner_from_state
+from streamlearn.learners import learner_from_state
 from streamlearn.serving import Client
 from streamlearn.state import ModelState
 from streamlearn.store import Lineage, ModelStore
+from tests.models import EVENTS, constant_model, trained_classifier
 
 SWAP_SECONDS = float(os.environ.get("STREAMLEARN_SWAP_SECONDS", "30"))
 MODEL = "ctr"
@@ -112,25 +113,6 @@ def served_version(client: Client) -> int | None:
         return client.current()["version"]
     except ServiceError:
         return None
-
-
-def constant_model(value: float) -> ModelState:
-    """A regressor whose every prediction is ``value``: shows which version answered."""
-    state = LinearRegression(bits=6).state()
-    state.arrays["intercept"][:] = value
-    return state
-
-
-EVENTS = [
-    {"age": float(i % 9), "country": ["FR", "DE", "JP"][i % 3], "tags": ["a", "b"][: i % 3]}
-    for i in range(300)
-]
-
-
-def trained_classifier() -> LogisticRegression:
-    model = LogisticRegression(bits=10)
-    model.learn_many(EVENTS, [(e["age"] > 4) != (e["country"] == "FR") for e in EVENTS])
-    return model
 
 
 @pytest.fixture()
