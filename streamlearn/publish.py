@@ -1,8 +1,10 @@
 """The publishing SDK: events to Kafka, one per message or in envelopes.
 
->>> with Publisher("127.0.0.1:9092", "events") as pub:          # doctest: +SKIP
-...     pub.publish({"key": "u1", "features": {"x": 1.0}, "label": 1})
-...     pub.publish_many(events)
+::
+
+    with Publisher("127.0.0.1:9092", "events") as pub:
+        pub.publish({"key": "u1", "features": {"x": 1.0}, "label": 1})
+        pub.publish_many(events)
 
 Keys pick partitions exactly as any Kafka client does (murmur2 of the key), so
 every event of a key lands in one partition and is learned by one learner. With

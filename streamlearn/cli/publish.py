@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -122,15 +124,19 @@ def read_csv(
         yield event
 
 
-def _source(args: argparse.Namespace) -> Iterator[dict]:
+def _source(args: argparse.Namespace, files: contextlib.ExitStack) -> Iterator[dict]:
     from streamlearn.generators import make_stream
 
     if args.generator:
         return make_stream(args.generator, args.count, seed=args.seed, drift_at=args.drift_at)
     if args.csv:
         feats = args.features.split(",") if args.features else None
-        return read_csv(open(args.csv, newline=""), args.label, args.key, feats)  # noqa: SIM115
-    return read_jsonl(sys.stdin if args.file == "-" else open(args.file))  # noqa: SIM115
+        return read_csv(
+            files.enter_context(open(args.csv, newline="")), args.label, args.key, feats
+        )
+    if args.file == "-":
+        return read_jsonl(sys.stdin)
+    return read_jsonl(files.enter_context(open(args.file)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,16 +149,23 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--count", "an integer >= 1", args.count)
     if args.rate is not None and args.rate <= 0:
         raise ConfigError("--rate", "a number > 0 (events per second)", args.rate)
-    events = _source(args)
+    for flag, path in (("--file", args.file), ("--csv", args.csv)):
+        if path and path != "-" and not os.path.isfile(path):
+            raise ConfigError(flag, "an existing file", repr(path))
+    files = contextlib.ExitStack()
+    events = _source(args, files)
     start = time.monotonic()
-    with Publisher(
-        args.bootstrap,
-        args.topic,
-        envelope=args.envelope,
-        envelope_size=args.envelope_size,
-        validate=args.validate,
-        task=args.task,
-    ) as pub:
+    with (
+        files,
+        Publisher(
+            args.bootstrap,
+            args.topic,
+            envelope=args.envelope,
+            envelope_size=args.envelope_size,
+            validate=args.validate,
+            task=args.task,
+        ) as pub,
+    ):
         bar = tqdm(
             total=args.count,
             unit="ev",
