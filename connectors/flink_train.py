@@ -53,7 +53,8 @@ class Learner(KeyedProcessFunction):
         self.cfg = TrainConfig.from_dict(json.loads(self.cfg_json))
         self.store = _store(self.cfg)
         self.pending = ctx.get_list_state(ListStateDescriptor("pending", PENDING_TYPE))
-        self.armed = ctx.get_state(ValueStateDescriptor("armed", Types.BOOLEAN()))
+        self.armed: set[int] = set()  # keys whose end-of-input timer is set (in memory: no
+        # per-record state read; after a restore a second timer is harmless)
         self.workers: dict[int, object] = {}
         group = ctx.get_metrics_group()
         self.m_events = group.counter("eventsLearned")
@@ -69,10 +70,10 @@ class Learner(KeyedProcessFunction):
             restored = [PendingMessage(r[0], r[1], bytes(r[2])) for r in self.pending.get() or []]
             worker.restore(restored)
             self.workers[key] = worker
-        if not self.armed.value():
-            # once per key: the end-of-input flush (bounded runs) and the first periodic one
+        if key not in self.armed:
+            # once per key: the flush at the end of a bounded input
             _arm_end_of_input(ctx)
-            self.armed.update(True)
+            self.armed.add(key)
         return worker
 
     def process_element(self, row, ctx: KeyedProcessFunction.Context):
