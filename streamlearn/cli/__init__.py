@@ -15,6 +15,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from streamlearn.errors import StreamlearnError
 
@@ -56,8 +57,15 @@ Run `streamlearn COMMAND --help` for the flags of one command.
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """Reports a wrong flag in one line that says what to do (subcommands inherit it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="streamlearn",
         description=DESCRIPTION,
         epilog=EPILOG,
