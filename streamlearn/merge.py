@@ -101,6 +101,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from streamlearn.arrow_ipc import ipc_stream_bytes
 from streamlearn.errors import ConfigError, StateError, ValidationError
 from streamlearn.state import ModelState
 
@@ -279,10 +280,7 @@ class ModelDelta:
         except (TypeError, ValueError) as exc:
             raise StateError(f"model delta metadata or extra is not JSON-able: {exc}") from exc
         batch = pa.RecordBatch.from_arrays(columns, names=names, metadata={_HEADER_KEY: encoded})
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        return sink.getvalue().to_pybytes()
+        return ipc_stream_bytes(batch)
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview | pa.Buffer) -> ModelDelta:

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from streamlearn.arrow_ipc import ipc_stream_bytes
 from streamlearn.errors import StateError
 
 __all__ = ["ModelState", "learner_from_state", "FORMAT_VERSION"]
@@ -99,10 +100,7 @@ class ModelState:
             raise StateError(f"model state metadata is not JSON-able: {exc}") from exc
         schema_meta = {_META_KEY: meta, _SHAPES_KEY: json.dumps(shapes).encode()}
         batch = pa.RecordBatch.from_arrays(columns, names=list(self.arrays), metadata=schema_meta)
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batch.schema) as writer:
-            writer.write_batch(batch)
-        return sink.getvalue().to_pybytes()
+        return ipc_stream_bytes(batch)
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview | pa.Buffer) -> ModelState:

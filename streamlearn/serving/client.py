@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
+from streamlearn.arrow_ipc import ipc_stream_bytes
 from streamlearn.errors import ConfigError, ServiceError, ValidationError, VersionNotFound
 
 __all__ = ["Client", "Prediction", "BatchPrediction"]
@@ -130,12 +131,7 @@ class Client:
 
         The fast path for big batches: nulls mean a feature is absent.
         """
-        import pyarrow as pa
-
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        body = sink.getvalue().to_pybytes()
+        body = ipc_stream_bytes(table)
         return self._batch(self._request("POST", "/v1/predict", body, ARROW_STREAM, version))
 
     def models(self) -> dict[str, Any]:

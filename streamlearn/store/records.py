@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.ipc as ipc
 
+from streamlearn.arrow_ipc import ipc_stream_bytes
 from streamlearn.errors import StateError
 from streamlearn.store.lineage import Lineage
 from streamlearn.store.payload import strip_store_metadata
@@ -153,10 +153,4 @@ class ModelVersion:
                 raise StateError(
                     f"version {self.version}: opaque payload without a `payload` column"
                 ) from None
-        table = strip_store_metadata(self.table)
-        # an Arrow buffer, not io.BytesIO: no calls back into Python while writing (they
-        # deadlock in PyFlink's thread mode), and one copy fewer
-        sink = pa.BufferOutputStream()
-        with ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        return sink.getvalue().to_pybytes()
+        return ipc_stream_bytes(strip_store_metadata(self.table))
