@@ -119,6 +119,34 @@ def test_take_holds_exactly_the_changed_rows_and_deltas_do_not_overlap(make_opt)
     assert set(changed) <= set(first.slots) | set(second.slots)
 
 
+@pytest.mark.parametrize("make_opt", OPTIMIZERS)
+@pytest.mark.parametrize("kind", ["logistic", "softmax"])
+def test_take_of_the_touched_slots_equals_the_full_comparison(make_opt, kind):
+    """Learners change no slot outside their batches: comparing only those is exact."""
+    opt = make_opt()
+    penalty = {} if isinstance(opt, FTRL) else {"l2": 0.01}
+    if kind == "softmax":
+        full_model = SoftmaxRegression(opt, bits=8, dense=["n0"], scale=True, **penalty)
+    else:
+        full_model = _model(opt, scale=True, **penalty)
+    fast_model = full_model.clone()
+    full, fast = DeltaTracker(full_model), DeltaTracker(fast_model)
+    label = (lambda rng: ["x", "y", "z"][int(rng.integers(3))]) if kind == "softmax" else None
+    for seed in range(3):
+        xs, ys = _events(10 + seed, 40, ["a", "b", "c", "d"], label)
+        batch = fast_model.encode(xs)
+        full_model.learn_many(xs, ys)
+        fast_model.learn_many(batch, ys)
+        a, b = full.take(), fast.take(touched=batch.indices)
+        assert a.nnz > 0
+        np.testing.assert_array_equal(a.slots, b.slots)
+        assert set(a.sparse) == set(b.sparse) and set(a.dense) == set(b.dense)
+        for name in a.sparse:
+            np.testing.assert_array_equal(a.sparse[name], b.sparse[name], err_msg=name)
+        for name in a.dense:
+            np.testing.assert_array_equal(a.dense[name], b.dense[name], err_msg=name)
+
+
 def test_tracker_refuses_a_learner_that_cannot_merge():
     from river import linear_model
 
