@@ -21,8 +21,13 @@ important numeric features never collide.
 A micro-batch is a :class:`FeatureBatch` in CSR form (``indices``, ``values``,
 ``offsets``): encode it once, then predict and learn on it. Encoding a batch
 does the per-item work at C level (``dict`` look-ups of names and string
-values, cached) and the rest in numpy, so only the first sight of a name or a
-string value costs Python time.
+values, cached, joined into one byte string that numpy reads as an array) and
+the rest in numpy, so only the first sight of a name or a string value costs
+Python time. When all events of a batch have the same names in the same order
+and the same kinds of value as before (the usual case in a stream), only the
+strings are looked up: numbers and booleans are picked by position and take
+slots remembered for their names. Any value that does not fit sends the batch
+the general way, which names any bad value; the output is the same either way.
 
 >>> hasher = FeatureHasher(bits=4)
 >>> batch = hasher.encode([{"age": 31.0, "country": "FR"}, {"tags": ["a", "b"], "vip": True}])
@@ -37,9 +42,9 @@ from __future__ import annotations
 import hashlib
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain, repeat
+from itertools import chain, compress, repeat
 
 import numpy as np
 
@@ -55,7 +60,20 @@ _MIX_1 = np.uint64(0xFF51AFD7ED558CCD)
 _MIX_2 = np.uint64(0xC4CEB9FE1A85EC53)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NUMERIC_SALT = 0  # the "value" of a numeric or boolean feature
-_NAN = float("nan")
+# The batch path keeps codes as 8 little-endian bytes, so that one ``bytes.join``
+# over dict look-ups gives a whole array (no conversion of Python objects per entry).
+_U64LE = np.dtype("<u8")
+_NOT_A_STRING = bytes(8)  # the value code of a number or boolean: 0, the numeric salt
+_DENSE = 1 << 63  # dense names' codes are _DENSE + position (hashes stay below 2**53)
+_DENSE_U64 = np.uint64(_DENSE)
+_NO_NAME = b"\xff" * 8  # the code of a name not seen yet: neither a hash nor dense
+_NO_NAME_U64 = np.uint64((1 << 64) - 1)
+_PLAIN_NUMBERS = frozenset((float, int))
+_ONLY_DICTS = {dict}
+_ONLY_STRS = {str}
+_STRING, _NUMBER, _BOOLEAN = "string", "number", "boolean"  # kinds of values
+_MAX_LAYOUTS = 16  # schemas whose layout over a batch is remembered
+_MAX_MISFITS = 8  # batches whose values do not fit a schema's kinds before it stops guessing
 _MAX_SCHEMAS = 4096
 _VALUE_KINDS = "a number, a string, a list of strings or true/false"
 
@@ -87,6 +105,10 @@ def _mix(name_hash: np.ndarray, value_hash: np.ndarray) -> np.ndarray:
 
 
 _U64 = (1 << 64) - 1
+
+
+def _code(n: int) -> bytes:
+    return n.to_bytes(8, "little")
 
 
 def _mix_one(name_hash: int, value_hash: int) -> int:
@@ -281,10 +303,11 @@ class FeatureHasher:
         self.cache_size = cache_size
         self.n_hashed = 1 << bits
         self.n_slots = self.n_hashed + len(self.dense)
-        self._names: dict[str, float] = {}
-        self._strings: dict[str, float] = {}
+        self._names: dict[str, bytes] = {}  # name -> its hash, or _DENSE + position
+        self._strings: dict[str, bytes] = {}  # string value -> its hash
         self._tokens: dict[object, tuple[int, float]] = {}  # for small batches
-        self._schemas: dict[tuple, np.ndarray] = {}
+        self._schemas: dict[tuple, _Schema] = {}
+        self._layouts: dict[tuple, _Layout] = {}
         self._dense_slot = {name: self.n_hashed + i for i, name in enumerate(self.dense)}
         self._reset_names()
 
@@ -293,9 +316,8 @@ class FeatureHasher:
 
     def _reset_names(self) -> None:
         self._names.clear()
-        # dense names carry a negative code: -(position + 1)
         for i, name in enumerate(self.dense):
-            self._names[name] = float(-(i + 1))
+            self._names[name] = _code(_DENSE + i)
 
     # -- encoding ---------------------------------------------------------------
 
@@ -318,7 +340,7 @@ class FeatureHasher:
                 "xs", "a sequence of feature mappings", type(xs).__name__, "encode (use encode_one)"
             )
         xs = xs if isinstance(xs, list) else list(xs)
-        if not all(type(x) is dict for x in xs):
+        if set(map(type, xs)) != _ONLY_DICTS:
             xs = [self._as_dict(x, i) for i, x in enumerate(xs)]
         if len(xs) <= SMALL_BATCH:
             return self._encode_small(xs)
@@ -327,30 +349,158 @@ class FeatureHasher:
             raise ValidationError(
                 "features", "a non-empty mapping of name to value", "{}", f"event {lens.index(0)}"
             )
+        shared = self._shared_schema(xs, lens)
+        if shared is None:
+            return self._encode_any(xs, lens, None)
+        names, schema = shared
+        if schema.kinds:
+            batch = self._encode_laid_out(xs, names, schema)
+            if batch is not None:
+                return batch
+            schema.misfits += 1  # the values did not fit: learn the kinds again, or give up
+            schema.kinds = False if schema.misfits > _MAX_MISFITS else None
+        return self._encode_any(xs, lens, schema)
+
+    def _encode_any(self, xs: list[dict], lens: list[int], schema: _Schema | None) -> FeatureBatch:
+        """Encode any batch: one look-up per value, then what is not a known
+        string is looked at again. With the batch's shared ``schema``, its
+        name codes are used and, the first time, the kinds of its values are
+        remembered for :meth:`_encode_laid_out`."""
         vals = list(chain.from_iterable(map(dict.values, xs)))
-        keys: list | None = None  # built only when needed
+        keys: list | _LazyKeys | None = None
         strings = self._strings
         try:
-            value_codes = np.fromiter(map(strings.get, vals, repeat(_NAN)), np.float64, len(vals))
+            codes = b"".join(map(strings.get, vals, repeat(_NOT_A_STRING)))
         except TypeError:  # an unhashable value (a list): flatten it, then go on
             keys, vals, lens = self._flatten(xs)
-            value_codes = np.fromiter(map(strings.get, vals, repeat(_NAN)), np.float64, len(vals))
+            codes = b"".join(map(strings.get, vals, repeat(_NOT_A_STRING)))
+            if schema is not None:
+                schema.kinds = False  # lists change the number of entries per event
+                schema = None
+        value_codes = np.frombuffer(codes, _U64LE)
         offsets = np.zeros(len(lens) + 1, np.int64)
         np.cumsum(lens, out=offsets[1:])
-        if keys is None:
-            name_codes = self._schema_codes(xs)
-            keys = _LazyKeys(xs)
+        if keys is not None:
+            name_codes = self._name_codes(keys, offsets)
         else:
-            name_codes = np.fromiter(
-                map(self._names.get, keys, repeat(_NAN)), np.float64, len(keys)
-            )
-            if np.isnan(name_codes).any():
-                self._learn_names(keys, name_codes, offsets)
+            keys = _LazyKeys(xs)
+            if schema is not None:
+                name_codes = np.tile(schema.codes, len(xs))
+            else:
+                name_codes = self._name_codes(list(chain.from_iterable(xs)), offsets)
         values = np.ones(len(vals), np.float64)
-        numeric = np.isnan(value_codes)
+        numeric = value_codes == 0  # numbers, booleans and strings not seen yet
         if numeric.any():
-            numeric = self._numbers(keys, vals, value_codes, values, numeric, offsets)
-        return self._assemble(keys, name_codes, value_codes, values, numeric, offsets)
+            value_codes = self._numbers(keys, vals, value_codes, values, numeric, offsets)
+        batch = self._assemble(keys, name_codes, value_codes, values, numeric, offsets)
+        if schema is not None and schema.kinds is None:
+            width = len(schema.codes)  # the first event's entries tell the kinds
+            schema.kinds = tuple(
+                _STRING if c else _NUMBER if num else _BOOLEAN
+                for c, num in zip(value_codes[:width].tolist(), numeric[:width].tolist(),
+                                  strict=True)
+            )
+        return batch
+
+    def _shared_schema(self, xs: list[dict], lens: list[int]) -> tuple[tuple, _Schema] | None:
+        """The names of the batch's events and what is known of them, if every
+        event has the same names in the same order (the usual case in a stream)."""
+        n = len(xs)
+        if lens.count(lens[0]) != n:
+            return None
+        names = tuple(xs[0])
+        if n > 1 and list(chain.from_iterable(xs)) != [*names] * n:
+            return None
+        schema = self._schemas.get(names)
+        if schema is None:
+            codes = self._name_codes(list(names), np.array([0, len(names)]))
+            if len(self._schemas) > _MAX_SCHEMAS:
+                self._schemas.clear()
+                self._layouts.clear()
+            schema = self._schemas[names] = _Schema(codes)
+        return names, schema
+
+    def _encode_laid_out(
+        self, xs: list[dict], names: tuple, schema: _Schema
+    ) -> FeatureBatch | None:
+        """Encode a batch of one schema whose kinds of values are known: only
+        the strings are looked up and mixed; numbers and booleans are picked by
+        position and take their schema's slots and signs. ``None`` if a value
+        does not fit its kind (then :meth:`_encode_any` encodes the batch and
+        names any bad value)."""
+        n = len(xs)
+        layout = self._layouts.get(names)
+        if layout is None or layout.kinds is not schema.kinds or layout.capacity < n:
+            if len(self._layouts) >= _MAX_LAYOUTS:
+                self._layouts.clear()
+            layout = self._layouts[names] = _Layout(schema, n, self.n_hashed)
+        tile = layout.over(n)
+        vals = list(chain.from_iterable(map(dict.values, xs)))
+        try:
+            codes = b"".join(
+                map(self._strings.get, compress(vals, layout.is_string), repeat(_NOT_A_STRING))
+            )
+        except TypeError:  # a list
+            return None
+        values = np.empty(len(vals), np.float64)
+        if tile.numbers is not None:
+            picked = tile.pick_numbers(vals)
+            types = list(map(type, picked))
+            if types != tile.number_types:
+                if not set(types) <= _PLAIN_NUMBERS:
+                    return None
+                tile.number_types = types
+            try:
+                got = np.fromiter(picked, np.float64, len(picked))
+            except OverflowError:
+                return None
+            if not np.isfinite(got).all():
+                return None
+            values[tile.numbers] = got * tile.number_signs
+        if tile.booleans is not None:
+            picked = tile.pick_booleans(vals)
+            if list(map(type, picked)) != tile.boolean_types:
+                return None
+            flags = np.fromiter(picked, np.float64, len(picked))
+            values[tile.booleans] = flags * tile.boolean_signs
+        indices = tile.indices.copy()
+        if tile.strings is not None:
+            string_codes = np.frombuffer(codes, _U64LE)
+            new = np.flatnonzero(string_codes == 0)
+            if len(new):
+                string_codes = string_codes.copy()
+                if not self._new_strings(vals, tile.strings, new, string_codes):
+                    return None
+            h = tile.string_names ^ string_codes  # the rest of _mix, in place
+            t = h >> np.uint64(33)
+            h ^= t
+            h *= _MIX_1
+            np.right_shift(h, np.uint64(33), out=t)
+            h ^= t
+            h *= _MIX_2
+            np.right_shift(h, np.uint64(33), out=t)
+            h ^= t
+            indices[tile.strings] = np.bitwise_and(h, np.uint64(self.n_hashed - 1), out=t)
+            values[tile.strings] = np.where(h >= _DENSE_U64, -1.0, 1.0)
+        return FeatureBatch(indices, values, tile.offsets.copy(), tile.numeric.copy(), self.n_slots)
+
+    def _new_strings(
+        self, vals: list, strings: np.ndarray, new: np.ndarray, string_codes: np.ndarray
+    ) -> bool:
+        """Hash and remember the strings not seen yet (``new`` among the
+        batch's ``strings``); false if one is not a string."""
+        picked = [vals[j] for j in strings[new].tolist()]
+        if set(map(type, picked)) != _ONLY_STRS:
+            return False
+        cache = self._strings
+        if len(cache) > self.cache_size:
+            cache.clear()
+        for k, v in zip(new.tolist(), picked, strict=True):
+            code = cache.get(v)
+            if code is None:
+                code = cache[v] = _code(_hash_value(v))
+            string_codes[k] = int.from_bytes(code, "little")
+        return True
 
     def _encode_small(self, xs: list[dict]) -> FeatureBatch:
         """The same encoding for a few events, in plain Python (numpy's fixed
@@ -503,52 +653,45 @@ class FeatureHasher:
         return slots_signs[:, 0].astype(np.int64), slots_signs[:, 1].copy()
 
     def _assemble(
-        self, keys: list, name_codes: np.ndarray, value_codes: np.ndarray, values: np.ndarray,
-        numeric: np.ndarray, offsets: np.ndarray,
+        self, keys: list | _LazyKeys, name_codes: np.ndarray, value_codes: np.ndarray,
+        values: np.ndarray, numeric: np.ndarray, offsets: np.ndarray,
     ) -> FeatureBatch:
-        is_number = np.isnan(value_codes)
-        dense = name_codes < 0
-        if dense.any() and not is_number[dense].all():
-            j = int(np.flatnonzero(dense & ~is_number)[0])
-            raise ValidationError(
-                f"features.{keys[j]}", "a number (it is a dense feature)", "a string",
-                _where(offsets, j),
-            )
-        value_codes[is_number] = _NUMERIC_SALT
-        h = _mix(name_codes.astype(np.int64), value_codes.astype(np.int64))
-        indices = (h & np.uint64(self.n_hashed - 1)).astype(np.int64)
-        negative = (h >> np.uint64(63)).astype(bool)
-        if dense.any():
-            indices[dense] = self.n_hashed - 1 - name_codes[dense].astype(np.int64)
-            negative &= ~dense
+        """Mix name and value codes into slots and signs (:func:`_mix`, in place)."""
+        h = name_codes * _GOLDEN
+        h ^= value_codes
+        t = h >> np.uint64(33)
+        h ^= t
+        h *= _MIX_1
+        np.right_shift(h, np.uint64(33), out=t)
+        h ^= t
+        h *= _MIX_2
+        np.right_shift(h, np.uint64(33), out=t)
+        h ^= t
+        negative = h >= _DENSE_U64  # the top bit
+        indices = np.bitwise_and(h, np.uint64(self.n_hashed - 1), out=t).view(np.int64)
+        if self.dense:
+            dense = name_codes >= _DENSE_U64
+            if dense.any():
+                strings = dense & (value_codes != 0)
+                if strings.any():
+                    j = int(np.flatnonzero(strings)[0])
+                    raise ValidationError(
+                        f"features.{keys[j]}", "a number (it is a dense feature)", "a string",
+                        _where(offsets, j),
+                    )
+                indices[dense] = (name_codes[dense] - _DENSE_U64).view(np.int64) + self.n_hashed
+                negative[dense] = False
         np.negative(values, out=values, where=negative)
         return FeatureBatch(indices, values, offsets, numeric, self.n_slots)
 
-    def _schema_codes(self, xs: list[dict]) -> np.ndarray:
-        """Name codes of every entry, looked up once per distinct tuple of names
-        (events of a stream mostly share one schema)."""
-        schemas = self._schemas
-        names = list(map(tuple, xs))
-        first = schemas.get(names[0])
-        if first is not None and names.count(names[0]) == len(names):
-            return np.tile(first, len(names))  # one schema for the whole batch
-        parts = list(map(schemas.get, names))
-        missing = [i for i, p in enumerate(parts) if p is None]
-        if missing:
-            if len(schemas) > _MAX_SCHEMAS:
-                schemas.clear()
-            for i in missing:
-                names = tuple(xs[i])
-                codes = schemas.get(names)
-                if codes is None:
-                    codes = np.fromiter(
-                        map(self._names.get, names, repeat(_NAN)), np.float64, len(names)
-                    )
-                    if np.isnan(codes).any():
-                        self._learn_names(list(names), codes, np.array([0, len(names)]), i)
-                    schemas[names] = codes
-                parts[i] = codes
-        return np.concatenate(parts)
+    def _name_codes(self, keys: list, offsets: np.ndarray) -> np.ndarray:
+        """Name codes of ``keys``, one dict look-up each; new names are hashed
+        and remembered."""
+        codes = np.frombuffer(b"".join(map(self._names.get, keys, repeat(_NO_NAME))), _U64LE)
+        if (codes == _NO_NAME_U64).any():
+            codes = codes.copy()
+            self._learn_names(keys, codes, offsets)
+        return codes
 
     def _as_dict(self, x: object, i: int) -> dict:
         if not isinstance(x, Mapping):
@@ -580,42 +723,44 @@ class FeatureHasher:
             lens.append(len(keys) - start)
         return keys, vals, lens
 
-    def _learn_names(
-        self, keys: list, codes: np.ndarray, offsets: np.ndarray, first_event: int = 0
-    ) -> None:
-        if len(self._names) > self.cache_size:
+    def _learn_names(self, keys: list, codes: np.ndarray, offsets: np.ndarray) -> None:
+        names = self._names
+        if len(names) > self.cache_size:
             self._reset_names()
             self._schemas.clear()
-        for j in np.flatnonzero(np.isnan(codes)).tolist():
+            self._layouts.clear()
+        for j in np.flatnonzero(codes == _NO_NAME_U64).tolist():
             name = keys[j]
-            code = self._names.get(name) if type(name) is str else None
+            code = names.get(name) if type(name) is str else None
             if code is None:
                 if type(name) is not str or not name:
                     raise ValidationError(
                         "features", "non-empty string feature names", repr(name),
-                        _where(offsets, j, first_event),
+                        _where(offsets, j),
                     )
-                code = self._names[name] = float(_hash_name(name))
-            codes[j] = code
+                code = names[name] = _code(_hash_name(name))
+            codes[j] = int.from_bytes(code, "little")
 
     def _numbers(
-        self, keys: list, vals: list, value_codes: np.ndarray, values: np.ndarray,
+        self, keys: list | _LazyKeys, vals: list, value_codes: np.ndarray, values: np.ndarray,
         numeric: np.ndarray, offsets: np.ndarray,
     ) -> np.ndarray:
-        """Fill ``values`` at the entries that are not known strings; return the
-        numeric mask (numbers only: booleans and new strings are not numeric)."""
+        """Fill ``values`` at the entries that are not known strings and return
+        the value codes; ``numeric`` is left true for numbers only (booleans and
+        new strings are not numeric)."""
         pos = np.flatnonzero(numeric)
         picked = operator.itemgetter(*pos.tolist())(vals) if len(pos) > 1 else (vals[pos[0]],)
-        kinds = set(map(type, picked))
-        if kinds <= {float, int}:
+        if set(map(type, picked)) <= _PLAIN_NUMBERS:
             try:
-                values[pos] = np.fromiter(picked, np.float64, len(pos))
+                got = np.fromiter(picked, np.float64, len(pos))
             except OverflowError:
                 pass  # found and named below
             else:
-                if np.isfinite(values[pos]).all():
-                    return numeric
+                if np.isfinite(got).all():
+                    values[pos] = got
+                    return value_codes
         # the careful path: new strings, booleans, other number types, bad values
+        value_codes = value_codes.copy()
         strings = self._strings
         if len(strings) > self.cache_size:
             strings.clear()
@@ -624,11 +769,11 @@ class FeatureHasher:
             if t is str:
                 code = strings.get(v)
                 if code is None:
-                    code = strings[v] = float(_hash_value(v))
-                value_codes[j] = code
+                    code = strings[v] = _code(_hash_value(v))
+                value_codes[j] = int.from_bytes(code, "little")
                 values[j] = 1.0
                 numeric[j] = False
-                if self._names[keys[j]] < 0:
+                if keys[j] in self._dense_slot:
                     raise ValidationError(
                         f"features.{keys[j]}", "a number (it is a dense feature)", repr(v),
                         _where(offsets, j),
@@ -652,11 +797,98 @@ class FeatureHasher:
                 raise ValidationError(
                     f"features.{keys[j]}", _VALUE_KINDS, repr(v), _where(offsets, j)
                 )
-        return numeric
+        return value_codes
 
 
-def _where(offsets: np.ndarray, entry: int, first_event: int = 0) -> str:
-    return f"event {first_event + int(np.searchsorted(offsets, entry, side='right')) - 1}"
+def _where(offsets: np.ndarray, entry: int) -> str:
+    return f"event {int(np.searchsorted(offsets, entry, side='right')) - 1}"
+
+
+class _Schema:
+    """What the batch path remembers of one tuple of names: their codes and
+    the kinds of value (string, number, boolean) seen at each position."""
+
+    __slots__ = ("codes", "kinds", "misfits")
+
+    def __init__(self, codes: np.ndarray) -> None:
+        self.codes = codes
+        self.kinds: tuple[str, ...] | None | bool = None  # None: not seen yet; False: mixed
+        self.misfits = 0
+
+
+def _picker(positions: np.ndarray) -> Callable[[list], tuple]:
+    """A function that picks the items at ``positions`` of a list, as a tuple."""
+    if len(positions) == 1:
+        p = int(positions[0])
+        return lambda vals: (vals[p],)
+    return operator.itemgetter(*positions.tolist())
+
+
+class _Layout:
+    """A schema's kinds of values repeated over up to ``capacity`` events:
+    where the strings, numbers and booleans are among a batch's entries, and
+    the slots and signs of its numbers and booleans (whose value code is
+    always 0). The entries of ``n`` events are the first ``n * width``, so a
+    shorter batch takes prefixes (:meth:`over`)."""
+
+    def __init__(self, schema: _Schema, capacity: int, n_hashed: int) -> None:
+        kinds = schema.kinds
+        assert isinstance(kinds, tuple)
+        self.kinds = kinds
+        self.capacity = capacity
+        self.width = len(kinds)
+        codes = schema.codes
+        h = _mix(codes, np.zeros(self.width, np.uint64))
+        slots = (h & np.uint64(n_hashed - 1)).astype(np.int64)
+        signs = np.where(h >> np.uint64(63), -1.0, 1.0)
+        dense = codes >= _DENSE_U64
+        slots[dense] = (codes[dense] - _DENSE_U64).astype(np.int64) + n_hashed
+        signs[dense] = 1.0
+        kind = np.array(kinds)
+        every = np.tile(kind, capacity)
+        self.indices = np.tile(slots, capacity)  # string entries are overwritten per batch
+        self.offsets = np.arange(0, self.width * capacity + 1, self.width, dtype=np.int64)
+        self.numeric = every == _NUMBER
+        self.is_string = (every == _STRING).tolist()  # for compress: stops where the batch does
+        self.per_event = {k: int((kind == k).sum()) for k in (_STRING, _NUMBER, _BOOLEAN)}
+        self.positions = {k: np.flatnonzero(every == k) for k in (_STRING, _NUMBER, _BOOLEAN)}
+        self.signs = {k: np.tile(signs[kind == k], capacity) for k in (_NUMBER, _BOOLEAN)}
+        self.string_names = np.tile(codes[kind == _STRING] * _GOLDEN, capacity)
+        self._last: _Tile | None = None
+
+    def over(self, n: int) -> _Tile:
+        """The layout of a batch of ``n`` events (remembered for the last ``n``)."""
+        if self._last is None or self._last.n != n:
+            self._last = _Tile(self, n)
+        return self._last
+
+
+class _Tile:
+    """A :class:`_Layout` cut to a batch of ``n`` events."""
+
+    def __init__(self, layout: _Layout, n: int) -> None:
+        self.n = n
+        entries = n * layout.width
+        self.indices = layout.indices[:entries]
+        self.offsets = layout.offsets[: n + 1]
+        self.numeric = layout.numeric[:entries]
+        self.strings = self.numbers = self.booleans = None
+        self.pick_numbers = self.pick_booleans = None
+        self.number_types = self.boolean_types = None
+        count = layout.per_event
+        if count[_STRING]:
+            self.strings = layout.positions[_STRING][: n * count[_STRING]]
+            self.string_names = layout.string_names[: n * count[_STRING]]
+        if count[_NUMBER]:
+            self.numbers = layout.positions[_NUMBER][: n * count[_NUMBER]]
+            self.number_signs = layout.signs[_NUMBER][: n * count[_NUMBER]]
+            self.pick_numbers = _picker(self.numbers)
+            self.number_types = [float] * len(self.numbers)
+        if count[_BOOLEAN]:
+            self.booleans = layout.positions[_BOOLEAN][: n * count[_BOOLEAN]]
+            self.boolean_signs = layout.signs[_BOOLEAN][: n * count[_BOOLEAN]]
+            self.pick_booleans = _picker(self.booleans)
+            self.boolean_types = [bool] * len(self.booleans)
 
 
 class _LazyKeys:

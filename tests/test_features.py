@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -224,3 +225,190 @@ def test_scaler_leaves_non_numeric_entries_alone():
     out = s.transform(b)
     assert np.abs(out[[0, 3]]).tolist() == [1.0, 1.0]  # standardised x
     np.testing.assert_array_equal(out[[1, 2, 4, 5]], b.values[[1, 2, 4, 5]])
+
+
+# -- the batch path against a per-entry reference -------------------------------------
+
+_WORDS = ["FR", "DE", "", "ü-ñ", "1.5", "True", "a=b", "x" * 40, "v7"]
+
+
+def _reference(events, bits, dense=()):
+    """The encoding spelled out one entry at a time with :func:`feature_slot`."""
+    n_hashed = 1 << bits
+    idx, vals, num, offsets = [], [], [], [0]
+    for x in events:
+        for k, v in x.items():
+            if k in dense:
+                entries = [(n_hashed + dense.index(k), 1, float(v), type(v) is not bool)]
+            elif type(v) is str:
+                entries = [(*feature_slot(k, v, bits), 1.0, False)]
+            elif type(v) is list:
+                entries = [(*feature_slot(k, item, bits), 1.0, False) for item in v]
+            elif type(v) is bool:
+                entries = [(*feature_slot(k, bits=bits), 1.0 if v else 0.0, False)]
+            else:
+                entries = [(*feature_slot(k, bits=bits), float(v), True)]
+            for slot, sign, value, numeric in entries:
+                idx.append(slot)
+                vals.append(sign * value)
+                num.append(numeric)
+        offsets.append(len(idx))
+    return idx, vals, num, offsets
+
+
+def _assert_reference(batch, events, bits, dense=()):
+    idx, vals, num, offsets = _reference(events, bits, dense)
+    assert batch.indices.dtype == np.int64 and batch.offsets.dtype == np.int64
+    assert batch.values.dtype == np.float64 and batch.numeric.dtype == bool
+    assert batch.indices.tolist() == idx
+    assert batch.values.tolist() == vals
+    assert np.signbit(batch.values).tolist() == np.signbit(vals).tolist()  # -0.0 too
+    assert batch.numeric.tolist() == num
+    assert batch.offsets.tolist() == offsets
+
+
+def _value(rng, kind):
+    if kind == "string":
+        return rng.choice(_WORDS) if rng.random() < 0.7 else f"s{rng.randint(0, 10**6)}"
+    if kind == "number":
+        return rng.choice([rng.gauss(0, 10), rng.randint(-10**6, 10**6), -0.0, 1e300,
+                           rng.randint(-2**62, 2**62)])
+    if kind == "boolean":
+        return rng.random() < 0.5
+    if kind == "list":
+        return [rng.choice(_WORDS) for _ in range(rng.randint(0, 3))]
+    return rng.choice([np.float32(1.5), np.float64(-2.25), np.int64(7)])  # numpy numbers
+
+
+_KINDS = ["string", "number", "boolean", "list", "numpy"]
+
+
+def _schema_batches(rng, n_batches, dense):
+    """Batches whose events share names and kinds (the fast path), one event now
+    and then holding another kind."""
+    width = rng.randint(1, 8)
+    names = rng.sample(["a", "b", "c", "d", "é", "x y", "n0", "n1", "k=v"], width)
+    kinds = [rng.choice(["number", "boolean"]) if k in dense else
+             rng.choice(["string", "string", "number", "boolean"]) for k in names]
+    for _ in range(n_batches):
+        events = [{k: _value(rng, kind) for k, kind in zip(names, kinds, strict=True)}
+                  for _ in range(rng.choice([5, 6, 40, 300]))]
+        if rng.random() < 0.4:  # one misfit: a kind the position did not hold before
+            name = rng.choice([k for k in names if k not in dense] or names)
+            kind = rng.choice(_KINDS if name not in dense else ["number", "boolean", "numpy"])
+            events[rng.randrange(len(events))][name] = _value(rng, kind)
+        yield events
+
+
+def _mixed_batch(rng, dense):
+    events = []
+    for _ in range(rng.randint(1, 120)):
+        names = rng.sample(["a", "b", "c", "d", "é", "x y", "n0", "n1", "k=v"], rng.randint(1, 9))
+        x = {k: _value(rng, rng.choice(["number", "boolean", "numpy"]) if k in dense
+                       else rng.choice(_KINDS)) for k in names}
+        if rng.random() < 0.2:
+            x[f"rare{rng.randint(0, 10**6)}"] = "v"
+        events.append(x)
+    return events
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batches_encode_as_feature_slot_spells_out(seed, monkeypatch):
+    laid_out = []
+    fast = FeatureHasher._encode_laid_out
+
+    def counted(self, *args):
+        batch = fast(self, *args)
+        laid_out.append(batch is not None)
+        return batch
+
+    monkeypatch.setattr(FeatureHasher, "_encode_laid_out", counted)
+    rng = random.Random(seed)
+    for _ in range(12):
+        bits = rng.choice([1, 3, 12, 20, 30])
+        dense = rng.choice([(), ("n0",), ("n0", "b")])
+        hasher = FeatureHasher(bits=bits, dense=dense, cache_size=rng.choice([3, 1 << 20]))
+        for events in _schema_batches(rng, 6, dense):
+            _assert_reference(hasher.encode(events), events, bits, dense)
+            mixed = _mixed_batch(rng, dense)
+            _assert_reference(hasher.encode(mixed), mixed, bits, dense)
+    assert any(laid_out) and not all(laid_out)  # both ways were taken
+
+
+def _pinned_events():
+    """A fixed mixed batch built without a random generator (the same in every Python)."""
+    out = []
+    for i in range(600):
+        x = {
+            "country": _WORDS[i % 8],
+            "age": (i * 37) % 91,
+            "score": ((i * 7919) % 2000) / 8.0 - 125.0,
+            "vip": i % 3 == 0,
+            "tags": [_WORDS[(i + j) % 8] for j in range(i % 4)],
+            "é": -0.0 if i % 5 == 0 else 1e300 / (i + 1),
+            "id": f"user-{i * 104729 % 1000}",
+        }
+        if i % 7 == 0:
+            x["rare"] = f"r{i}"
+        out.append(x)
+    return out
+
+
+def _digest(batch):
+    h = hashlib.sha256()
+    for a, dtype in ((batch.indices, "<i8"), (batch.values, "<f8"), (batch.offsets, "<i8"),
+                     (batch.numeric, "u1")):
+        h.update(np.ascontiguousarray(a, dtype=dtype).tobytes())
+    return h.hexdigest()
+
+
+def test_encoded_bytes_are_pinned():
+    """Stored models and other implementations of this hashing rely on these exact
+    bytes; the digests were taken before the batch path was rewritten for speed."""
+    events = _pinned_events()
+    assert _digest(FeatureHasher(bits=20).encode(events)) == (
+        "cdbda5bc12bb8456d8dc489e1efaef8ffa795a3f897d6ad2bcff2a1152380493"
+    )
+    assert _digest(FeatureHasher(bits=10, dense=["age", "vip"]).encode(events)) == (
+        "1f53170ea8370b7a17250414b30a3b74e10011be9ec86b5c1b0fba509f97d529"
+    )
+    shared = [{k: v for k, v in x.items() if k not in ("tags", "rare")} for x in events]
+    hasher = FeatureHasher(bits=20, dense=["score"])
+    for _ in range(2):  # learns the schema, then takes the fast path
+        assert _digest(hasher.encode(shared)) == (
+            "0971d97f2ff4b56b6c3a6c9368e94a81f2a38322d519be6b150ce1d074750c3c"
+        )
+
+
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"x": float("nan")}, "features.x"),
+        ({"x": float("-inf")}, "features.x"),
+        ({"x": 10**400}, "features.x"),
+        ({"x": None}, "features.x"),
+        ({"x": b"bytes"}, "features.x"),
+        ({"x": {"nested": 1.0}}, "features.x"),
+        ({"x": [1, 2]}, "features.x"),
+        ({"c": None}, "features.c"),
+        ({"c": ["a", None]}, "features.c"),
+        ({"c": np.nan}, "features.c"),
+        ({"t": None}, "features.t"),
+        ({"age": "old"}, "features.age"),
+    ],
+    ids=["nan", "inf", "huge-int", "none", "bytes", "dict", "list-of-numbers",
+         "none-for-string", "list-with-none", "nan-for-string", "none-for-boolean",
+         "string-for-dense"],
+)
+def test_bad_values_in_a_known_schema_name_field_and_event(bad, field):
+    hasher = FeatureHasher(bits=8, dense=["age"])
+    good = [{"age": 30 + i, "c": f"v{i % 3}", "x": i / 7, "t": i % 2 == 0} for i in range(50)]
+    for _ in range(2):  # the schema and its kinds are known: the fast path
+        hasher.encode(good)
+    for at in (0, 17, 49):
+        events = [dict(x) for x in good]
+        events[at].update(bad)
+        with pytest.raises(ValidationError) as info:
+            hasher.encode(events)
+        assert info.value.field == field and f"event {at}" in str(info.value)
+    _assert_reference(hasher.encode(good), good, 8, ("age",))  # still right afterwards
