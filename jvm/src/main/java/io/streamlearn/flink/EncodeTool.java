@@ -1,0 +1,315 @@
+package io.streamlearn.flink;
+
+import java.io.ByteArrayOutputStream;
+import java.io.DataInputStream;
+import java.io.EOFException;
+import java.io.FileInputStream;
+import java.io.FileOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
+import java.io.PrintStream;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Base64;
+import java.util.List;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
+
+/**
+ * The encoder from the command line, for tests and benchmarks.
+ *
+ * <p>Why it exists: the differential tests compare {@link EventEncoder} with the Python
+ * reference on thousands of messages in one JVM start, and the benchmark measures it against a
+ * bare Jackson parse of the same messages in the same run.
+ *
+ * <p>Input (a file or {@code -} for stdin): messages, each a <b>big-endian</b> u32 length then
+ * that many bytes. Modes:
+ *
+ * <pre>
+ * encode (default)  --task T --bits B [--dense a,b] [--max-features N] --in F --out F
+ *                   --rejections F [--each] [--dlq TOPIC,PARTITION,OFFSET,AT_MS]
+ *     all messages into one batch (--out holds its bytes), or with --each one batch per
+ *     message (--out holds, per message, a big-endian u32 length and the batch bytes);
+ *     --rejections gets one JSON line per rejection: message (its number), field, reason,
+ *     index, raw (base64), and with --dlq, dlq (base64 of Rejection.toDlqJson); stderr
+ *     gets one JSON line counting the messages read wholly by the fast scanner ("scanned"),
+ *     the envelope items it left to the complete path, and the messages it left wholly.
+ * --hash            --bits B --in F --out F
+ *     each message is a JSON array [name, value or null]; one line out per message:
+ *     name hash, value hash (0 for null), slot, sign, hex of the 64-byte BLAKE2b of the name
+ *     personalised "sl.name".
+ * --bench N         --task T --bits B [--dense ..] --in F [--flush ROWS]
+ *     encodes every message N times (a batch turned to bytes every ROWS events, default
+ *     1000), alternating with a bare Jackson parse that walks every token of the same
+ *     messages and does nothing else; prints both rates and their ratio (ours / bare).
+ * </pre>
+ */
+public final class EncodeTool {
+    private EncodeTool() {}
+
+    /** Runs one mode; exits with status 2 and a message naming the argument on a bad one. */
+    public static void main(String[] args) throws IOException {
+        Args a;
+        try {
+            a = new Args(args);
+        } catch (IllegalArgumentException e) {
+            System.err.println("EncodeTool: " + e.getMessage());
+            System.exit(2);
+            return;
+        }
+        List<byte[]> messages = read(a.in.equals("-") ? System.in : new FileInputStream(a.in));
+        if (a.hash) {
+            hash(messages, a);
+        } else if (a.bench > 0) {
+            bench(messages, a, System.out);
+        } else {
+            encode(messages, a);
+        }
+    }
+
+    static List<byte[]> read(InputStream stream) throws IOException {
+        List<byte[]> out = new ArrayList<>();
+        try (DataInputStream in = new DataInputStream(stream)) {
+            while (true) {
+                int n;
+                try {
+                    n = in.readInt();
+                } catch (EOFException end) {
+                    return out;
+                }
+                byte[] m = new byte[n];
+                in.readFully(m);
+                out.add(m);
+            }
+        }
+    }
+
+    private static void encode(List<byte[]> messages, Args a) throws IOException {
+        EventEncoder encoder = new EventEncoder(a.task, a.bits, a.dense, a.maxFeatures);
+        EncodedBatch batch = new EncodedBatch(a.task);
+        List<Rejection> rejected = new ArrayList<>();
+        try (OutputStream out = new FileOutputStream(a.out);
+                OutputStream rej = new FileOutputStream(a.rejections)) {
+            for (int i = 0; i < messages.size(); i++) {
+                encoder.add(messages.get(i), batch, rejected);
+                for (Rejection r : rejected) {
+                    rej.write(rejectionLine(i, r, a.dlq));
+                }
+                rejected.clear();
+                if (a.each) {
+                    byte[] bytes = batch.toBytes();
+                    out.write(ByteBuffer.allocate(4).putInt(bytes.length).array());
+                    out.write(bytes);
+                    batch.reset();
+                }
+            }
+            if (!a.each) {
+                out.write(batch.toBytes());
+            }
+        }
+        System.err.println("{\"scanned\":" + encoder.scanned + ",\"items_by_tree\":"
+                + encoder.itemsByTree + ",\"by_tree\":" + encoder.byTree + "}");
+    }
+
+    private static byte[] rejectionLine(int message, Rejection r, String[] dlq) {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        JsonOut.ascii(out, "{\"message\":" + message + ",\"field\":");
+        JsonOut.string(out, r.field());
+        JsonOut.ascii(out, ",\"reason\":");
+        JsonOut.string(out, r.reason());
+        JsonOut.ascii(out, ",\"index\":" + r.index() + ",\"raw\":\""
+                + Base64.getEncoder().encodeToString(r.raw()) + "\"");
+        if (dlq != null) {
+            byte[] record = r.toDlqJson(dlq[0], Integer.parseInt(dlq[1]),
+                    Long.parseLong(dlq[2]), Long.parseLong(dlq[3]));
+            JsonOut.ascii(out, ",\"dlq\":\"" + Base64.getEncoder().encodeToString(record) + "\"");
+        }
+        JsonOut.ascii(out, "}\n");
+        return out.toByteArray();
+    }
+
+    private static void hash(List<byte[]> messages, Args a) throws IOException {
+        try (PrintStream out = new PrintStream(new FileOutputStream(a.out), false,
+                StandardCharsets.UTF_8)) {
+            byte[] person = "sl.name".getBytes(StandardCharsets.US_ASCII);
+            for (byte[] msg : messages) {
+                String name;
+                String value;
+                try (JsonParser p = TreeDecoder.FACTORY.createParser(msg)) {
+                    p.nextToken();
+                    p.nextToken();
+                    name = p.getText();
+                    value = p.nextToken() == JsonToken.VALUE_NULL ? null : p.getText();
+                }
+                long nameHash = FeatureHash.nameHash(name);
+                long valueHash = value == null ? 0 : FeatureHash.valueHash(value);
+                long mixed = FeatureHash.mix(nameHash, valueHash);
+                StringBuilder hex = new StringBuilder();
+                for (byte b : Blake2b.digest(name.getBytes(StandardCharsets.UTF_8), 64, person)) {
+                    hex.append(String.format("%02x", b));
+                }
+                out.println(nameHash + " " + valueHash + " " + FeatureHash.slot(mixed, a.bits)
+                        + " " + FeatureHash.sign(mixed) + " " + hex);
+            }
+        }
+    }
+
+    // -- the benchmark ---------------------------------------------------------------------------
+
+    static void bench(List<byte[]> messages, Args a, PrintStream out) throws IOException {
+        EventEncoder encoder = new EventEncoder(a.task, a.bits, a.dense, a.maxFeatures);
+        EncodedBatch batch = new EncodedBatch(a.task);
+        List<Rejection> rejected = new ArrayList<>();
+        long events = 0;
+        long bytes = 0;
+        for (byte[] m : messages) {
+            events += encoder.add(m, batch, rejected);
+            bytes += m.length;
+            batch.reset();
+        }
+        if (!rejected.isEmpty()) {
+            out.println("note: " + rejected.size() + " rejections, first: " + rejected.get(0));
+        }
+        int warm = Math.max(3, a.bench / 3);
+        double[] ours = new double[a.bench];
+        double[] bare = new double[a.bench];
+        long sink = 0;
+        for (int r = -warm; r < a.bench; r++) {
+            long t0 = System.nanoTime();
+            sink += bareParse(messages);
+            long t1 = System.nanoTime();
+            sink += encodeAll(encoder, batch, rejected, messages, a.flush);
+            long t2 = System.nanoTime();
+            if (r >= 0) {
+                bare[r] = events / ((t1 - t0) / 1e9);
+                ours[r] = events / ((t2 - t1) / 1e9);
+            }
+        }
+        double[] ratios = new double[a.bench];
+        for (int r = 0; r < a.bench; r++) {
+            ratios[r] = ours[r] / bare[r];
+        }
+        out.printf("messages %d, events %d, %.0f bytes/event, %d rounds (+%d warm-up), sink %d%n",
+                messages.size(), events, (double) bytes / events, a.bench, warm, sink % 10);
+        out.printf("encoder (decode, validate, hash, toBytes every %d events): median %.0f"
+                + " events/s (best %.0f)%n", a.flush, median(ours), max(ours));
+        out.printf("bare Jackson token walk of the same bytes:             median %.0f"
+                + " events/s (best %.0f)%n", median(bare), max(bare));
+        out.printf("ratio ours / bare: median %.2f (per-round pairs)%n", median(ratios));
+    }
+
+    private static long encodeAll(EventEncoder encoder, EncodedBatch batch, List<Rejection> rejected,
+            List<byte[]> messages, int flush) {
+        long sink = 0;
+        for (byte[] m : messages) {
+            encoder.add(m, batch, rejected);
+            if (batch.rows() >= flush) {
+                sink += batch.toBytes().length;
+                batch.reset();
+            }
+            rejected.clear();
+        }
+        sink += batch.toBytes().length;
+        batch.reset();
+        return sink;
+    }
+
+    /** The reference: Jackson's streaming parser walks every token, and nothing else. */
+    private static long bareParse(List<byte[]> messages) throws IOException {
+        long tokens = 0;
+        for (byte[] m : messages) {
+            try (JsonParser p = TreeDecoder.FACTORY.createParser(m)) {
+                while (p.nextToken() != null) {
+                    tokens++;
+                }
+            }
+        }
+        return tokens;
+    }
+
+    private static double median(double[] xs) {
+        double[] s = xs.clone();
+        Arrays.sort(s);
+        int n = s.length;
+        return n % 2 == 1 ? s[n / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
+    }
+
+    private static double max(double[] xs) {
+        return Arrays.stream(xs).max().orElse(Double.NaN);
+    }
+
+    /** The command line, checked. */
+    static final class Args {
+        String task = "binary";
+        int bits = 20;
+        String[] dense = new String[0];
+        int maxFeatures = 10_000;
+        String in = "-";
+        String out;
+        String rejections;
+        boolean each;
+        boolean hash;
+        int bench;
+        int flush = 1000;
+        String[] dlq;
+
+        Args(String[] args) {
+            for (int i = 0; i < args.length; i++) {
+                String flag = args[i];
+                if (flag.equals("--each")) {
+                    each = true;
+                    continue;
+                }
+                if (flag.equals("--hash")) {
+                    hash = true;
+                    continue;
+                }
+                if (i + 1 >= args.length) {
+                    throw new IllegalArgumentException(flag + ": expected a value, got nothing");
+                }
+                String v = args[++i];
+                switch (flag) {
+                    case "--task" -> task = v;
+                    case "--bits" -> bits = integer(flag, v);
+                    case "--dense" -> dense = v.isEmpty() ? new String[0] : v.split(",", -1);
+                    case "--max-features" -> maxFeatures = integer(flag, v);
+                    case "--in" -> in = v;
+                    case "--out" -> out = v;
+                    case "--rejections" -> rejections = v;
+                    case "--bench" -> bench = integer(flag, v);
+                    case "--flush" -> flush = integer(flag, v);
+                    case "--dlq" -> {
+                        dlq = v.split(",", -1);
+                        if (dlq.length != 4) {
+                            throw new IllegalArgumentException(
+                                    "--dlq: expected TOPIC,PARTITION,OFFSET,AT_MS, got " + v);
+                        }
+                    }
+                    default -> throw new IllegalArgumentException(
+                            "expected one of --task --bits --dense --max-features --in --out"
+                                    + " --rejections --each --dlq --hash --bench --flush, got "
+                                    + flag);
+                }
+            }
+            if (!hash && bench == 0 && (out == null || rejections == null)) {
+                throw new IllegalArgumentException(
+                        "--out and --rejections: expected two file names, got " + out + ", "
+                                + rejections);
+            }
+            if (hash && out == null) {
+                throw new IllegalArgumentException("--out: expected a file name, got nothing");
+            }
+        }
+
+        private static int integer(String flag, String v) {
+            try {
+                return Integer.parseInt(v);
+            } catch (NumberFormatException e) {
+                throw new IllegalArgumentException(flag + ": expected an integer, got " + v);
+            }
+        }
+    }
+}
