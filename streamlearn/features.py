@@ -430,10 +430,13 @@ class FeatureHasher:
         names any bad value)."""
         n = len(xs)
         layout = self._layouts.get(names)
-        if layout is None or layout.kinds is not schema.kinds or layout.capacity < n:
+        if layout is None or layout.kinds != schema.kinds or layout.capacity < n:
             if len(self._layouts) >= _MAX_LAYOUTS:
                 self._layouts.clear()
-            layout = self._layouts[names] = _Layout(schema, n, self.n_hashed)
+            capacity = n
+            if layout is not None and layout.capacity < n:  # batches that grow: room ahead
+                capacity = max(n, 2 * layout.capacity)
+            layout = self._layouts[names] = _Layout(schema, capacity, self.n_hashed)
         tile = layout.over(n)
         vals = list(chain.from_iterable(map(dict.values, xs)))
         try:
@@ -482,7 +485,11 @@ class FeatureHasher:
             h ^= t
             indices[tile.strings] = np.bitwise_and(h, np.uint64(self.n_hashed - 1), out=t)
             values[tile.strings] = np.where(h >= _DENSE_U64, -1.0, 1.0)
-        return FeatureBatch(indices, values, tile.offsets.copy(), tile.numeric.copy(), self.n_slots)
+        offsets, numeric = tile.offsets.copy(), tile.numeric.copy()
+        batch = FeatureBatch(indices, values, offsets, numeric, self.n_slots)
+        batch._cache["rows"] = tile.rows  # read-only: shared by the batches of this layout
+        batch._cache["nonempty"] = layout.width > 0
+        return batch
 
     def _new_strings(
         self, vals: list, strings: np.ndarray, new: np.ndarray, string_codes: np.ndarray
@@ -848,6 +855,8 @@ class _Layout:
         every = np.tile(kind, capacity)
         self.indices = np.tile(slots, capacity)  # string entries are overwritten per batch
         self.offsets = np.arange(0, self.width * capacity + 1, self.width, dtype=np.int64)
+        self.rows = np.repeat(np.arange(capacity), self.width)
+        self.rows.flags.writeable = False
         self.numeric = every == _NUMBER
         self.is_string = (every == _STRING).tolist()  # for compress: stops where the batch does
         self.per_event = {k: int((kind == k).sum()) for k in (_STRING, _NUMBER, _BOOLEAN)}
@@ -871,6 +880,7 @@ class _Tile:
         entries = n * layout.width
         self.indices = layout.indices[:entries]
         self.offsets = layout.offsets[: n + 1]
+        self.rows = layout.rows[:entries]
         self.numeric = layout.numeric[:entries]
         self.strings = self.numbers = self.booleans = None
         self.pick_numbers = self.pick_booleans = None
