@@ -209,12 +209,13 @@ class FTRL(Optimizer):
         z_all, n_all = arrays["ftrl.z"], arrays["ftrl.n"]
         n_old = n_all[slots]
         n = n_old + g * g
-        sigma = (np.sqrt(n) - np.sqrt(n_old)) / self.alpha
+        root = np.sqrt(n)
+        sigma = (root - np.sqrt(n_old)) / self.alpha
         z = z_all[slots] + g - sigma * w[slots]
         z_all[slots] = z
         n_all[slots] = n
         shrunk = np.sign(z) * np.maximum(np.abs(z) - self.l1, 0.0)
-        w[slots] = -shrunk / ((self.beta + np.sqrt(n)) / self.alpha + self.l2)
+        w[slots] = -shrunk / ((self.beta + root) / self.alpha + self.l2)
 
 
 OPTIMIZERS: dict[str, type[Optimizer]] = {c.__name__: c for c in (SGD, AdaGrad, Adam, FTRL)}
