@@ -231,6 +231,40 @@ def test_bad_features_name_the_field(cls, features, field):
     assert model.n_learned == 0
 
 
+@pytest.mark.parametrize("cls", LINEAR, ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "bad, field",
+    [
+        ({"n": float("nan")}, "features.n"),
+        ({"n": None}, "features.n"),
+        ({"n": "word"}, "features.n"),  # a string for a dense feature
+        ({"c": 2.5j}, "features.c"),
+        ({"c": ["a", 1]}, "features.c"),
+        ({"flag": {"x": 1}}, "features.flag"),
+    ],
+    ids=["nan", "none", "string-for-dense", "complex", "list-of-mixed", "dict"],
+)
+def test_bad_features_in_a_known_schema_name_the_field(cls, bad, field):
+    """Once batches of one schema are known (encoded by position), a bad value
+    is still named, with its event, and nothing is learned from the batch."""
+    label = {"regression": 1.5, "binary": True, "multiclass": "x"}[cls.task]
+    model = cls(bits=8, dense=["n"])
+    good = [{"c": f"v{i % 4}", "n": i / 10, "flag": i % 2 == 0, "m": i} for i in range(30)]
+    for _ in range(3):
+        model.learn_many(good, [label] * 30)
+    before, learned = model.weights.copy(), model.n_learned
+    for at in (0, 29):
+        events = [dict(x) for x in good]
+        events[at].update(bad)
+        with pytest.raises(ValidationError) as info:
+            model.learn_many(events, [label] * 30)
+        assert info.value.field == field and f"event {at}" in str(info.value)
+    np.testing.assert_array_equal(model.weights, before)
+    assert model.n_learned == learned
+    model.learn_many(good, [label] * 30)  # and the next good batch learns
+    assert model.n_learned == learned + 30
+
+
 @pytest.mark.parametrize(
     "model, good, bad",
     [
