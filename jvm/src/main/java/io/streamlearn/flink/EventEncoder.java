@@ -69,7 +69,8 @@ public final class EventEncoder {
     private int numStart;
     private int numEnd;
     private boolean numFloat;
-    private boolean numBig; // an integer of more than 18 digits
+    private boolean numBig; // more than 18 digits (or a long exponent): not exact in numInt
+    private int numExp10;
     private long numInt;
     private char[] chars = new char[64];
     // the label of the event being scanned
@@ -570,7 +571,10 @@ public final class EventEncoder {
         }
     }
 
-    /** A JSON number at {@code p} (strict grammar); its end, or -1. Sets the num* fields. */
+    /**
+     * A JSON number at {@code p} (strict grammar); its end, or -1. Sets the num* fields: the
+     * digits as one integer (exact up to 18 digits) and the power of ten that scales it.
+     */
     private int number(int p) {
         byte[] b = m;
         int s = p;
@@ -578,11 +582,11 @@ public final class EventEncoder {
         if (neg) {
             p++;
         }
-        int d0 = p;
-        long v = 0;
         if (p >= end) {
             return -1;
         }
+        int d0 = p;
+        long v = 0;
         byte c = b[p];
         if (c == '0') {
             p++;
@@ -594,37 +598,49 @@ public final class EventEncoder {
         } else {
             return -1;
         }
-        int intDigits = p - d0;
+        int digits = p - d0;
+        int exp10 = 0;
         boolean isFloat = false;
         if (p < end && b[p] == '.') {
             isFloat = true;
             int f0 = ++p;
             while (p < end && (c = b[p]) >= '0' && c <= '9') {
+                v = v * 10 + (c - '0');
                 p++;
             }
             if (p == f0) {
                 return -1;
             }
+            digits += p - f0;
+            exp10 = f0 - p;
         }
         if (p < end && (b[p] == 'e' || b[p] == 'E')) {
             isFloat = true;
             p++;
+            boolean eneg = p < end && b[p] == '-';
             if (p < end && (b[p] == '+' || b[p] == '-')) {
                 p++;
             }
             int e0 = p;
+            int e = 0;
             while (p < end && (c = b[p]) >= '0' && c <= '9') {
+                e = e * 10 + (c - '0');
                 p++;
             }
             if (p == e0) {
                 return -1;
             }
+            if (p - e0 > 4) {
+                digits = Integer.MAX_VALUE; // not the fast path's business
+            }
+            exp10 += eneg ? -e : e;
         }
         numStart = s;
         numEnd = p;
         numFloat = isFloat;
-        numBig = !isFloat && intDigits > 18;
+        numBig = digits > 18;
         numInt = neg ? -v : v;
+        numExp10 = exp10;
         return p;
     }
 
@@ -633,58 +649,19 @@ public final class EventEncoder {
         if (!numFloat) {
             return numBig ? Double.NaN : (double) numInt;
         }
-        byte[] b = m;
-        int p = numStart;
-        boolean neg = b[p] == '-';
-        if (neg) {
-            p++;
-        }
-        long mant = 0;
-        int digits = 0;
-        int exp10 = 0;
-        byte c;
-        while (p < numEnd && (c = b[p]) >= '0' && c <= '9') {
-            mant = mant * 10 + (c - '0');
-            digits++;
-            p++;
-        }
-        if (p < numEnd && b[p] == '.') {
-            p++;
-            while (p < numEnd && (c = b[p]) >= '0' && c <= '9') {
-                mant = mant * 10 + (c - '0');
-                digits++;
-                exp10--;
-                p++;
-            }
-        }
-        boolean exact = digits <= 18;
-        if (p < numEnd) { // the exponent
-            p++;
-            boolean eneg = b[p] == '-';
-            if (b[p] == '-' || b[p] == '+') {
-                p++;
-            }
-            if (numEnd - p > 4) {
-                exact = false;
-            } else {
-                int e = 0;
-                while (p < numEnd) {
-                    e = e * 10 + (b[p++] - '0');
-                }
-                exp10 += eneg ? -e : e;
-            }
-        }
-        if (exact && mant <= (1L << 53) && exp10 >= -22 && exp10 <= 22) {
+        long mant = Math.abs(numInt);
+        int exp10 = numExp10;
+        if (!numBig && mant <= (1L << 53) && exp10 >= -22 && exp10 <= 22) {
             // both exact in a double: one correctly rounded operation (Clinger's fast path)
             double d = exp10 < 0 ? (double) mant / POW10[-exp10] : (double) mant * POW10[exp10];
-            return neg ? -d : d;
+            return m[numStart] == '-' ? -d : d;
         }
         int len = numEnd - numStart;
         if (chars.length < len) {
             chars = new char[2 * len];
         }
         for (int i = 0; i < len; i++) {
-            chars[i] = (char) b[numStart + i];
+            chars[i] = (char) m[numStart + i];
         }
         double d = NumberInput.parseDouble(chars, 0, len, true);
         return Double.isInfinite(d) ? Double.NaN : d;
