@@ -259,3 +259,115 @@ def test_the_app_answers_fast_and_slow_requests_alike() -> None:
     assert bad.json()["fields"][0]["field"] == "events[1].features.age"
     empty = post(app, {"features": {}})
     assert empty.status_code == 422
+
+
+ONE_OUTPUT = [
+    (kind, scale, dense)
+    for kind in ("regression", "binary")
+    for scale in (False, True)
+    for dense in ((), ("age",))
+]
+
+# one name carrying a number, a string, a list and a boolean in turn
+MIXED = [
+    {"city": 3.0, "age": 30},
+    {"city": "Lyon", "age": 41.5, "score": -0.5},
+    {"city": ["Lyon", "Oslo"], "vip": False, "age": 52.0},
+    {"city": True, "tags": ["a", "a"], "age": 18, "score": 1.5},
+    {"city": "Kyoto", "visits": 7, "vip": True, "tags": [], "age": 60.0},
+    {"visits": 2, "tags": "b", "age": 33.0, "score": 0.25},  # a string where lists were seen
+]
+
+
+def trained_mixed(kind: str, scale: bool, dense: tuple[str, ...]) -> Any:
+    """A model that learned from MIXED too, so that every share it uses is non-zero."""
+    model = trained(kind, scale, dense)
+    for _ in range(5):
+        model.learn_many(MIXED, labels(MIXED, kind))
+    return model
+
+
+def assert_one_matches(served: LearnerPredictor, model: Any, events: list[dict[str, Any]]) -> None:
+    values, proba = expected(model, events)
+    for i, x in enumerate(events):
+        got = served.predict_one(x)
+        assert got is not None, x
+        value, p = got
+        if proba is None:
+            assert p is None
+            assert value == pytest.approx(values[i], rel=1e-12, abs=1e-12)
+        else:
+            assert value == values[i]
+            np.testing.assert_allclose(p, proba[i], rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize(("kind", "scale", "dense"), ONE_OUTPUT)
+def test_one_event_in_plain_python_predicts_what_the_learner_predicts(
+    kind: str, scale: bool, dense: tuple[str, ...]
+) -> None:
+    model = trained_mixed(kind, scale, dense)
+    served = predictor(model)
+    events = make_events(60, seed=5) + MIXED
+    for _ in range(2):  # first learning each name's share, then from the shares learned
+        assert_one_matches(served, model, events)
+
+
+def test_one_event_steps_aside_for_values_it_does_not_score_and_keeps_scoring() -> None:
+    model = trained_mixed("binary", False, ("age",))
+    served = predictor(model)
+    assert_one_matches(served, model, MIXED)  # "city" is known with strings and numbers now
+    for features in (
+        {"city": ["Lyon", 3]},
+        {"city": None},
+        {"city": {"x": 1}},
+        {"age": "old"},  # a string under a dense name
+        {"age": 10**400},
+        {"": "x"},
+        {"": 1.0},
+        {},
+    ):
+        assert served.predict_one(features) is None, features
+        assert served.predict_fast([features]) is None, features
+    assert_one_matches(served, model, MIXED)
+    softmax = predictor(trained("multiclass", False, ()))
+    assert softmax.predict_one(MIXED[1]) is None  # several outputs: the numpy path
+    assert softmax.predict_fast([MIXED[1]]) is not None
+
+
+@pytest.mark.parametrize(
+    ("kind", "scale"), [("regression", False), ("binary", False), ("binary", True)]
+)
+def test_the_app_answers_one_event_without_the_learner_and_as_the_learner_would(
+    kind: str, scale: bool
+) -> None:
+    model = trained(kind, scale, ())
+    served = predictor(model)
+    watcher = ModelWatcher(OneVersion(served))
+    watcher.poll_once()
+    app = PredictionApp(watcher)
+    events = make_events(8, seed=6)
+    values, proba = expected(model, events)
+    general = [post(app, {"features": e, "id": f"e-{i}"}).json() for i, e in enumerate(events)]
+
+    def refuse(*args: Any) -> Any:
+        raise AssertionError("the learner was asked")
+
+    served.learner.predict_many = refuse  # the one-event path never calls the learner
+    served.learner.predict_proba_many = refuse
+    same = ("model", "version", "classes")
+    for i, e in enumerate(events):
+        doc = post(app, {"features": e}).json()
+        assert set(doc) == set(general[i])
+        assert {k: doc.get(k) for k in same} == {k: general[i].get(k) for k in same}
+        if proba is None:
+            assert doc["prediction"] == pytest.approx(values[i], rel=1e-12, abs=1e-12)
+        else:
+            assert doc["prediction"] == values[i]
+            np.testing.assert_allclose(doc["probabilities"], proba[i], rtol=1e-12)
+    text = app.metrics.render()
+    assert 'streamlearn_requests_total{route="/v1/predict",status="200"} 16' in text
+    assert 'streamlearn_predictions_total{model="m"} 16' in text
+    assert "streamlearn_request_duration_seconds_count 16" in text
+    bad = post(app, {"features": {"age": 1.0, "city": ["Lyon", 3]}})
+    assert bad.status_code == 422
+    assert bad.json()["fields"][0]["field"] == "event.features.city"

@@ -54,6 +54,10 @@ class LearnerPredictor:
         self._scorer = LinearScorer.from_learner(learner)
         if self._scorer is not None and (self.classes is None) != (self._task == "regression"):
             self._scorer = None  # classes that do not fit the task: the learner decides
+        # one output (a regressor or a binary classifier): one event in plain Python
+        one = self._scorer is not None and self._scorer.n_outputs == 1
+        two = self.classes is None or len(self.classes) == 2
+        self._one = self._scorer if one and two else None
         self._columns: Any = None
 
     def __repr__(self) -> str:
@@ -77,6 +81,38 @@ class LearnerPredictor:
         e = np.exp(z - z.max(axis=1, keepdims=True))
         return Predictions.from_probabilities(e / e.sum(axis=1, keepdims=True), self.classes)
 
+    def predict_one(self, features: Mapping[str, Any]) -> tuple[Any, list[float] | None] | None:
+        """The prediction and the class probabilities (``None`` for a
+        regressor) of one event whose features are all plain, in plain Python
+        with no :class:`Predictions` built; ``None`` when a feature is not
+        plain or this learner has no plain-Python path for one event (a
+        softmax, or a learner without a scorer): then use :meth:`predict_fast`
+        or :meth:`predict_features`.
+
+        >>> from streamlearn.learners import LogisticRegression
+        >>> model = LogisticRegression(bits=8)
+        >>> model.learn_many([{"age": 30.0, "city": "Lyon"}, {"age": 5.0}], [True, False])
+        >>> served = LearnerPredictor(model, 1, 0.0, classes=model.classes_)
+        >>> label, (p_false, p_true) = served.predict_one({"age": 30.0, "city": "Lyon"})
+        >>> label == model.predict_one({"age": 30.0, "city": "Lyon"})
+        True
+        >>> bool(abs(p_true - model.predict_proba_one({"age": 30.0, "city": "Lyon"})[True]) < 1e-12)
+        True
+        >>> served.predict_one({"age": [1]}) is None  # not plain: validate, then predict_features
+        True
+        """
+        scorer = self._one
+        if scorer is None:
+            return None
+        z = scorer.score_one(features)
+        if z is None:
+            return None
+        classes = self.classes
+        if classes is None:
+            return z, None
+        p = 1.0 / (1.0 + math.exp(-min(max(z, -500.0), 500.0)))
+        return (classes[1] if p > 0.5 else classes[0]), [1.0 - p, p]
+
     def predict_fast(self, features: Sequence[Mapping[str, Any]]) -> Predictions | None:
         """Predict for events whose features are all plain (numbers, strings,
         booleans, lists of strings) without validating them first; ``None``
@@ -89,17 +125,17 @@ class LearnerPredictor:
         scorer = self._scorer
         if scorer is None:
             return None
-        if len(features) == 1 and scorer.n_outputs == 1:
-            z = scorer.score_one(features[0])
-            if z is None:
+        if len(features) == 1 and self._one is not None:
+            got = self.predict_one(features[0])
+            if got is None:
                 return None
-            if self.classes is None:
-                return Predictions(values=[z])
-            p = 1.0 / (1.0 + math.exp(-min(max(z, -500.0), 500.0)))
+            value, proba = got
+            if proba is None:
+                return Predictions(values=[value])
             return Predictions(
-                values=[self.classes[int(p > 0.5)]],
+                values=[value],
                 classes=self.classes,
-                probabilities=[[1.0 - p, p]],  # type: ignore[arg-type]
+                probabilities=[proba],  # type: ignore[arg-type]
             )
         scores = scorer.score_many(features)
         return None if scores is None else self._from_scores(scores)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from operator import mul
 from typing import Any
 
 import numpy as np
@@ -84,9 +85,12 @@ class LinearScorer:
         self._scaled = mean is not None
         self._mean = None if mean is None else np.asarray(mean, dtype=np.float64)
         self._sd = None if var is None else np.sqrt(np.asarray(var, dtype=np.float64))
-        # one output: name -> share of a number (a float, or (w, sign, mean, sd) when scaled);
-        # (name, value) -> share of a string; name -> share of true
+        # one output: name -> share of a number (a float, or (w, sign, mean, sd) when scaled;
+        # without scaling, a _NameShares for a name seen with strings, and booleans count as
+        # the numbers 0 and 1); (name, value) -> share of a string; name -> share of true
+        # (when scaled)
         self._num: dict[str, Any] = {}
+        self._num_get = self._num.get
         self._str: dict[tuple[str, str], float] = {}
         self._flag: dict[str, float] = {}
 
@@ -145,13 +149,61 @@ class LinearScorer:
         lists of strings under valid names) or no feature: then the caller
         validates it the slow way, which names the problem.
 
+        Without scaling, the score is one pass in C over the event,
+        ``sum(map(mul, map(shares.get, x), x.values()))``: a name's share is a
+        float for numbers and booleans (``share * True`` is a flag's share,
+        ``share * False`` adds nothing) or, for a name seen with strings, a
+        :class:`_NameShares` whose ``*`` looks the value up. An unknown name
+        (``None * value``) or a value that is not plain fails that pass with
+        ``TypeError``; then one loop in Python learns the names' shares or
+        refuses the event.
+
         Raises ``TypeError`` for a model of several outputs.
         """
         if self.n_outputs != 1:
             raise TypeError("score_one is for models of one output; use score_many")
         if not x:
             return None
-        num, strs, scaled = self._num, self._str, self._scaled
+        if self._scaled:
+            return self._score_one_scaled(x)
+        try:
+            z = sum(map(mul, map(self._num_get, x), x.values()))
+        except TypeError:  # a name not seen yet, or a value that is not plain
+            z = None
+        except (ValidationError, OverflowError):
+            return None
+        try:
+            if z is None:
+                z = self._learn_one(x)
+                if z is None:
+                    return None
+            z += self._b0
+            return z if math.isfinite(z) else None
+        except (ValidationError, OverflowError, TypeError):
+            return None
+
+    def _learn_one(self, x: Mapping[str, Any]) -> float | None:
+        """:meth:`score_one` in a Python loop that remembers each new name's
+        share; ``None`` for a value that is not plain."""
+        num = self._num
+        z = 0.0
+        for k, v in x.items():
+            t = type(v)
+            c = num.get(k)
+            if t is str or t is list:
+                if type(c) is not _NameShares:
+                    c = self._remember(num)[k] = _NameShares(self, k)
+            elif t is float or t is int or t is bool:
+                if c is None:
+                    c = self._share_of_number(k)
+            else:
+                return None
+            z += c * v
+        return z
+
+    def _score_one_scaled(self, x: Mapping[str, Any]) -> float | None:
+        """:meth:`score_one` of a learner that standardises numbers (not booleans)."""
+        num, strs = self._num, self._str
         z = 0.0
         try:
             for k, v in x.items():
@@ -160,11 +212,8 @@ class LinearScorer:
                     c = num.get(k)
                     if c is None:
                         c = self._share_of_number(k)
-                    if scaled:
-                        w, s, m, sd = c
-                        z += w * ((s * v - m) / sd)
-                    else:
-                        z += c * v
+                    w, s, m, sd = c
+                    z += w * ((s * v - m) / sd)
                 elif t is str:
                     c = strs.get((k, v))
                     z += c if c is not None else self._share_of_string(k, v)
@@ -410,3 +459,40 @@ class LinearScorer:
         if codes.null_count:
             codes = codes.fill_null(len(uniques))
         return table[np.asarray(codes.to_numpy(zero_copy_only=False), np.int64)]
+
+
+class _NameShares:
+    """Everything one feature name adds to a score, whatever its value:
+    ``shares * value`` is the share of a string, the sum of a list of strings'
+    shares, or ``share * x`` for a number or boolean ``x``; ``TypeError`` for
+    any other value. A scorer keeps one per name it has seen with strings, so
+    that one ``map(mul, ...)`` scores an event of numbers and strings alike.
+    """
+
+    __slots__ = ("_scorer", "_name", "_strs", "_number")
+
+    def __init__(self, scorer: LinearScorer, name: str) -> None:
+        self._scorer = scorer
+        self._name = name
+        self._strs = scorer._str
+        self._number: float | None = None
+
+    def __mul__(self, value: Any) -> float:
+        t = type(value)
+        if t is str:
+            c = self._strs.get((self._name, value))
+            return c if c is not None else self._scorer._share_of_string(self._name, value)
+        if t is list:
+            total = 0.0
+            for item in value:
+                if type(item) is not str:
+                    raise TypeError("a list of strings")
+                c = self._strs.get((self._name, item))
+                total += c if c is not None else self._scorer._share_of_string(self._name, item)
+            return total
+        if t is float or t is int or t is bool:
+            if self._number is None:
+                slot, sign = self._scorer.hasher.slot_of(self._name)
+                self._number = float(self._scorer._w[slot]) * sign
+            return self._number * value
+        raise TypeError("a number, a string, a boolean or a list of strings")
