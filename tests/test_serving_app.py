@@ -299,3 +299,53 @@ def test_a_model_that_refuses_an_event_gives_a_422_naming_the_field() -> None:
     app.watcher.current.predict_features = refuse
     r = call(app, "POST", "/v1/predict", json={"features": {}})
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == "features"
+
+
+def raw_call(
+    app: PredictionApp, messages: list[dict[str, Any]], headers: list[tuple[bytes, bytes]]
+) -> tuple[int, Any]:
+    """POST /v1/predict straight through the ASGI interface, the body in ``messages``."""
+    sent: list[dict[str, Any]] = []
+    incoming = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/predict",
+        "query_string": b"",
+        "headers": headers,
+    }
+    asyncio.run(app(scope, receive, send))
+    start, body = sent
+    assert dict(start["headers"])[b"content-length"] == str(len(body["body"])).encode()
+    return start["status"], orjson.loads(body["body"])
+
+
+def test_a_body_in_several_messages_and_the_declared_length() -> None:
+    app, _ = make_app(2, max_body_bytes=1000)
+    body = orjson.dumps({"features": {"age": 31, "country": "FR"}})
+    parts = [body[:5], body[5:20], body[20:]]
+    chunked = [
+        {"type": "http.request", "body": part, "more_body": i < 2} for i, part in enumerate(parts)
+    ]
+    status, doc = raw_call(app, chunked, [(b"content-type", b"application/json")])
+    assert status == 200 and doc["prediction"] == 2.0
+    assert app.watcher.current.seen[-1] == [{"age": 31, "country": "FR"}]
+    status, doc = raw_call(app, chunked[:2], [])  # the client left before the end
+    assert status == 400 and doc["fields"][0]["got"] == "a disconnect"
+    too_long = [{"type": "http.request", "body": b"x" * 600, "more_body": True}] * 2
+    status, doc = raw_call(app, too_long, [])
+    assert status == 413 and doc["fields"][0]["field"] == "body"
+    one = [{"type": "http.request", "body": body}]
+    for declared, expected in ((b"1001", 413), (b"99999999999", 413), (b"12x", 400), (b"", 400)):
+        status, doc = raw_call(app, one, [(b"content-length", declared)])
+        assert status == expected, declared
+        assert doc["fields"][0]["field"] == ("body" if expected == 413 else "content-length")
+    status, doc = raw_call(app, one, [(b"content-length", str(len(body)).encode())])
+    assert status == 200

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import time
 from collections.abc import Awaitable, Callable
+from time import perf_counter, time
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -81,6 +81,8 @@ class PredictionApp:
         self.watcher = watcher
         self.model = watcher.source.name
         self.max_body_bytes = max_body_bytes
+        # a content-length of fewer digits than the limit is under it
+        self._short_length = len(str(max_body_bytes)) - 1
         self.max_events = max_events
         self._auth = f"Bearer {token}".encode() if token is not None else None
         self.metrics = ServiceMetrics(self.model, self._model_info, lambda: watcher.swaps)
@@ -96,11 +98,43 @@ class PredictionApp:
         }
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        started = perf_counter()
+        path = scope["path"]
+        method = scope["method"]
+        route = self._routes.get(path)
+        predictions = 0
+        extra: list[tuple[bytes, bytes]] | None = None
+        try:
+            if route is None:
+                status, body, ctype = 404, _error(f"no route {path[:100]!r}"), JSON
+                path = "other"
+            elif method != route[0] and not (route[0] == "GET" and method == "HEAD"):
+                status, body, ctype = 405, _error(f"use {route[0]} on {path}"), JSON
+                extra = [(b"allow", route[0].encode())]
+            elif route[2] and self._auth is not None and not self._authorised(scope):
+                status, body, ctype = 401, _error("missing or wrong bearer token"), JSON
+                extra = [(b"www-authenticate", b"Bearer")]
+            else:
+                status, body, ctype, predictions = await route[1](scope, receive)
+        except BadRequest as exc:
+            status, body, ctype = exc.status, orjson.dumps(exc.to_json()), JSON
+        except ValidationError as exc:  # raised by the model's own encoder
+            status, body, ctype = 422, orjson.dumps(BadRequest([exc]).to_json()), JSON
+        except VersionNotFound as exc:
+            status, body, ctype = 404, _error(str(exc)), JSON
+        except Exception:  # never die of a request
+            log.exception("error answering %s %s", method, path)
+            status, body, ctype = 500, _error("internal error, see the server log"), JSON
+        headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body))]
+        if extra is not None:
+            headers += extra
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        self.metrics.observe(path, status, perf_counter() - started, predictions)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -117,67 +151,31 @@ class PredictionApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        started = time.perf_counter()
-        path = scope["path"]
-        route = self._routes.get(path)
-        predictions = 0
-        extra: list[tuple[bytes, bytes]] = []
-        try:
-            if route is None:
-                status, body, ctype = 404, _error(f"no route {path[:100]!r}"), JSON
-                path = "other"
-            elif scope["method"] != route[0] and not (
-                route[0] == "GET" and scope["method"] == "HEAD"
-            ):
-                status, body, ctype = 405, _error(f"use {route[0]} on {path}"), JSON
-                extra.append((b"allow", route[0].encode()))
-            elif route[2] and self._auth is not None and not self._authorised(scope):
-                status, body, ctype = 401, _error("missing or wrong bearer token"), JSON
-                extra.append((b"www-authenticate", b"Bearer"))
-            else:
-                status, body, ctype, predictions = await route[1](scope, receive)
-        except BadRequest as exc:
-            status, body, ctype = exc.status, orjson.dumps(exc.to_json()), JSON
-        except ValidationError as exc:  # raised by the model's own encoder
-            status, body, ctype = 422, orjson.dumps(BadRequest([exc]).to_json()), JSON
-        except VersionNotFound as exc:
-            status, body, ctype = 404, _error(str(exc)), JSON
-        except Exception:  # never die of a request
-            log.exception("error answering %s %s", scope.get("method"), path)
-            status, body, ctype = 500, _error("internal error, see the server log"), JSON
-        headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
-        headers.extend(extra)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
-        )
-        self.metrics.observe(path, status, time.perf_counter() - started, predictions)
-
     def _authorised(self, scope: dict[str, Any]) -> bool:
         for name, value in scope["headers"]:
             if name == b"authorization":
                 return hmac.compare_digest(value, self._auth or b"")
         return False
 
-    async def _read_body(self, receive: Any, declared: bytes | None) -> bytes:
-        """The body, refused with 413 beyond the limit (before reading it when
-        ``content-length`` says so)."""
+    def _check_declared(self, declared: bytes) -> None:
+        """Refuse with 413, before reading, a body whose ``content-length`` is over the limit."""
+        try:
+            size = int(declared)
+        except ValueError:
+            raise BadRequest(
+                [ValidationError("content-length", "an integer", declared.decode("latin-1"))],
+                400,
+            ) from None
+        if size > self.max_body_bytes:
+            raise _too_large(self.max_body_bytes, size)
+
+    async def _read_body(self, receive: Any, message: dict[str, Any]) -> bytes:
+        """The whole body, from its first ASGI ``message`` on (the usual body
+        is that one message); refused with 413 beyond the limit."""
         limit = self.max_body_bytes
-        if declared is not None:
-            try:
-                size = int(declared)
-            except ValueError:
-                raise BadRequest(
-                    [ValidationError("content-length", "an integer", declared.decode("latin-1"))],
-                    400,
-                ) from None
-            if size > limit:
-                raise _too_large(limit, size)
         chunks = []
         size = 0
         while True:
-            message = await receive()
             if message["type"] != "http.request":  # the client went away
                 raise BadRequest([ValidationError("body", "a complete body", "a disconnect")], 400)
             chunk = message.get("body", b"")
@@ -186,13 +184,15 @@ class PredictionApp:
                 raise _too_large(limit, size)
             if not message.get("more_body", False):
                 if not chunks:
-                    return chunk  # the usual case: one message
+                    return chunk
                 chunks.append(chunk)
                 return b"".join(chunks)
             chunks.append(chunk)
+            message = await receive()
 
     async def _predict(self, scope: dict[str, Any], receive: Any) -> Reply:
-        version = _version_query(scope["query_string"]) if scope["query_string"] else None
+        query = scope["query_string"]
+        version = _version_query(query) if query else None
         ctype = b""
         declared = None
         for name, value in scope["headers"]:
@@ -200,9 +200,20 @@ class PredictionApp:
                 ctype = value
             elif name == b"content-length":
                 declared = value
-        if ctype and ctype != b"application/json":
+        if declared is not None and (
+            len(declared) > self._short_length or not declared.isdigit()
+        ):
+            self._check_declared(declared)
+        if ctype and ctype != JSON:
             ctype = ctype.split(b";", 1)[0].strip().lower()
-        body = await self._read_body(receive, declared)
+        message = await receive()
+        body = message.get("body", b"")
+        if (
+            message["type"] != "http.request"
+            or message.get("more_body", False)
+            or len(body) > self.max_body_bytes
+        ):
+            body = await self._read_body(receive, message)
         if ctype == _ARROW:
             batch: Any = parse_arrow(body, self.max_events)
             predictor = await self._predictor(version)
@@ -210,13 +221,23 @@ class PredictionApp:
                 return 503, _NOT_READY, JSON, 0
             result = predictor.predict_columns(batch.columns, batch.n_rows)
             return 200, self._render(predictor, result, False), JSON, len(result)
-        if ctype not in (b"", b"application/json"):
+        if ctype and ctype != JSON:
             got = ctype.decode("latin-1")[:60]
             raise BadRequest(
                 [ValidationError("content-type", f"application/json or {ARROW_STREAM}", got)], 415
             )
-        doc = load_json(body)
-        predictor = await self._predictor(version)
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            doc = load_json(body)  # raises the 400 that names the problem
+        predictor = self.watcher.current if version is None else await self._predictor(version)
+        if type(doc) is dict and len(doc) == 1:  # one event and nothing else: the usual request
+            features = doc.get("features")
+            one = getattr(predictor, "predict_one", None)
+            if one is not None and type(features) is dict:
+                got = one(features)
+                if got is not None:
+                    return 200, self._render_one(predictor, got), JSON, 1  # type: ignore[arg-type]
         fast = getattr(predictor, "predict_fast", None)
         if fast is not None:
             plain = plain_features(doc, self.max_events)
@@ -239,11 +260,26 @@ class PredictionApp:
             predictor = await asyncio.to_thread(self.watcher.get, version)
         return predictor
 
+    def _render_one(self, predictor: Predictor, got: tuple[Any, list[float] | None]) -> bytes:
+        """The answer to one event from ``predict_one``'s ``(prediction, probabilities)``;
+        the same document :meth:`_render` makes of a single event's :class:`Predictions`."""
+        value, proba = got
+        doc: dict[str, Any] = {
+            "model": self.model,
+            "version": predictor.version,
+            "age_s": round(time() - predictor.created_at, 3),
+            "prediction": value,
+        }
+        if proba is not None:
+            doc["classes"] = predictor.classes  # type: ignore[attr-defined]
+            doc["probabilities"] = proba
+        return orjson.dumps(doc, option=_DUMP_OPTIONS)
+
     def _render(self, predictor: Predictor, result: Predictions, single: bool) -> bytes:
         doc: dict[str, Any] = {
             "model": self.model,
             "version": predictor.version,
-            "age_s": round(time.time() - predictor.created_at, 3),
+            "age_s": round(time() - predictor.created_at, 3),
         }
         if single:
             doc["prediction"] = result.values[0]
@@ -275,7 +311,7 @@ class PredictionApp:
             "model": self.model,
             "version": current.version,
             "created_at": current.created_at,
-            "age_s": round(time.time() - current.created_at, 3),
+            "age_s": round(time() - current.created_at, 3),
             "lineage": current.lineage,
         }
         return 200, orjson.dumps(doc, option=_DUMP_OPTIONS), JSON, 0

@@ -7,8 +7,8 @@ shows a value one request old.
 
 from __future__ import annotations
 
-import bisect
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 
 __all__ = ["ServiceMetrics", "LATENCY_BUCKETS_S"]
@@ -69,17 +69,17 @@ class ServiceMetrics:
         self._swaps = swaps
         self.requests: dict[tuple[str, int], int] = {}
         self.predictions = 0
-        self._buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)
+        self._buckets = [0] * (len(LATENCY_BUCKETS_S) + 1)  # the last: above every bound
         self._latency_sum = 0.0
-        self._latency_count = 0
 
     def observe(self, route: str, status: int, seconds: float, predictions: int = 0) -> None:
-        """Count one answered request."""
+        """Count one answered request: a few integer updates, no lock, no allocation
+        beyond the ``(route, status)`` key."""
+        requests = self.requests
         key = (route, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
-        self._buckets[bisect.bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
+        requests[key] = requests.get(key, 0) + 1
+        self._buckets[bisect_left(LATENCY_BUCKETS_S, seconds)] += 1
         self._latency_sum += seconds
-        self._latency_count += 1
         self.predictions += predictions
 
     def render(self, now: float | None = None) -> str:
@@ -98,17 +98,18 @@ class ServiceMetrics:
             "# HELP streamlearn_request_duration_seconds Time to answer a request.",
             "# TYPE streamlearn_request_duration_seconds histogram",
         ]
+        buckets = list(self._buckets)  # one copy, so that the counts agree with each other
+        latency_sum = self._latency_sum
+        count = sum(buckets)
         cumulative = 0
-        for bound, count in zip(LATENCY_BUCKETS_S, self._buckets, strict=False):
-            cumulative += count
+        for bound, in_bucket in zip(LATENCY_BUCKETS_S, buckets, strict=False):
+            cumulative += in_bucket
             lines.append(
                 f'streamlearn_request_duration_seconds_bucket{{le="{bound}"}} {cumulative}'
             )
-        lines.append(
-            f'streamlearn_request_duration_seconds_bucket{{le="+Inf"}} {self._latency_count}'
-        )
-        lines.append(f"streamlearn_request_duration_seconds_sum {self._latency_sum!r}")
-        lines.append(f"streamlearn_request_duration_seconds_count {self._latency_count}")
+        lines.append(f'streamlearn_request_duration_seconds_bucket{{le="+Inf"}} {count}')
+        lines.append(f"streamlearn_request_duration_seconds_sum {latency_sum!r}")
+        lines.append(f"streamlearn_request_duration_seconds_count {count}")
         lines += [
             "# HELP streamlearn_predictions_total Events predicted.",
             "# TYPE streamlearn_predictions_total counter",
