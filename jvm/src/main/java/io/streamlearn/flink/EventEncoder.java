@@ -1,5 +1,8 @@
 package io.streamlearn.flink;
 
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.VarHandle;
+import java.nio.ByteOrder;
 import java.util.List;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.io.NumberInput;
 
@@ -269,7 +272,7 @@ public final class EventEncoder {
         byte[] b = m;
         while (p < end) {
             byte c = b[p];
-            if (c != ' ' && c != '\n' && c != '\r' && c != '\t') {
+            if (c > ' ' || (c != ' ' && c != '\n' && c != '\r' && c != '\t')) {
                 break;
             }
             p++;
@@ -382,13 +385,13 @@ public final class EventEncoder {
             p = ws(p + 1);
             byte c = m[p];
             if (c == '"') {
-                e = stringEnd(p + 1);
-                if (e < 0 || n.dense) {
+                if (n.dense) {
                     return -1;
                 }
-                int entry = cache.value(n, m, p + 1, e - p - 1);
-                batch.entry(entry & 0x7FFFFFFF, entry < 0 ? -1.0 : 1.0, false);
-                p = e + 1;
+                p = stringValue(n, p + 1, batch);
+                if (p < 0) {
+                    return -1;
+                }
             } else if (c == '-' || (c >= '0' && c <= '9')) {
                 p = number(p);
                 if (p < 0) {
@@ -416,13 +419,11 @@ public final class EventEncoder {
                         if (m[p] != '"') {
                             return -1;
                         }
-                        e = stringEnd(p + 1);
-                        if (e < 0) {
+                        p = stringValue(n, p + 1, batch);
+                        if (p < 0) {
                             return -1;
                         }
-                        int entry = cache.value(n, m, p + 1, e - p - 1);
-                        batch.entry(entry & 0x7FFFFFFF, entry < 0 ? -1.0 : 1.0, false);
-                        p = ws(e + 1);
+                        p = ws(p);
                         if (m[p] == ',') {
                             p = ws(p + 1);
                         } else if (m[p] == ']') {
@@ -446,6 +447,44 @@ public final class EventEncoder {
             }
         }
         return count > maxFeatures ? -1 : p + 1;
+    }
+
+    /**
+     * The string value whose first byte is at {@code q}, under {@code n}, appended as an entry;
+     * returns the position after its closing quote, or -1. Keys of up to 7 plain ASCII bytes are
+     * packed while they are read and looked up without a second pass.
+     */
+    private int stringValue(SlotCache.Name n, int q, EncodedBatch batch) {
+        byte[] b = m;
+        long x = 0;
+        int k = 0;
+        while (k < 8) {
+            byte ch = b[q + k];
+            if (ch == '"') {
+                break;
+            }
+            if (ch < 0x20 || ch == '\\') { // control characters, escapes, and non-ASCII bytes
+                k = 8;
+                break;
+            }
+            x |= (ch & 0xFFL) << (k << 3);
+            k++;
+        }
+        int entry;
+        int after;
+        if (k < 8) {
+            entry = cache.shortValue(n, x | ((long) k << 56), b, q, k);
+            after = q + k + 1;
+        } else {
+            int e = stringEnd(q);
+            if (e < 0) {
+                return -1;
+            }
+            entry = cache.value(n, b, q, e - q);
+            after = e + 1;
+        }
+        batch.entry(entry & 0x7FFFFFFF, entry < 0 ? -1.0 : 1.0, false);
+        return after;
     }
 
     private int label(int p) {
@@ -591,6 +630,10 @@ public final class EventEncoder {
         if (c == '0') {
             p++;
         } else if (c >= '1' && c <= '9') {
+            while (p + 8 <= end && eightDigits(b, p)) {
+                v = v * 100_000_000 + parseEight(b, p);
+                p += 8;
+            }
             while (p < end && (c = b[p]) >= '0' && c <= '9') {
                 v = v * 10 + (c - '0');
                 p++;
@@ -604,6 +647,10 @@ public final class EventEncoder {
         if (p < end && b[p] == '.') {
             isFloat = true;
             int f0 = ++p;
+            while (p + 8 <= end && eightDigits(b, p)) {
+                v = v * 100_000_000 + parseEight(b, p);
+                p += 8;
+            }
             while (p < end && (c = b[p]) >= '0' && c <= '9') {
                 v = v * 10 + (c - '0');
                 p++;
@@ -642,6 +689,23 @@ public final class EventEncoder {
         numInt = neg ? -v : v;
         numExp10 = exp10;
         return p;
+    }
+
+    private static final VarHandle LONG_LE =
+            MethodHandles.byteArrayViewVarHandle(long[].class, ByteOrder.LITTLE_ENDIAN);
+
+    /** True if {@code b[p, p+8)} are eight ASCII digits (all bytes checked at once). */
+    private static boolean eightDigits(byte[] b, int p) {
+        long x = (long) LONG_LE.get(b, p);
+        return (((x + 0x4646464646464646L) | (x - 0x3030303030303030L)) & 0x8080808080808080L) == 0;
+    }
+
+    /** The eight ASCII digits {@code b[p, p+8)} as a number, in three multiplications. */
+    private static long parseEight(byte[] b, int p) {
+        long x = (long) LONG_LE.get(b, p) - 0x3030303030303030L;
+        x = x * 10 + (x >>> 8);
+        return (((x & 0x000000FF000000FFL) * 0x000F424000000064L)
+                + (((x >>> 16) & 0x000000FF000000FFL) * 0x0000271000000001L)) >>> 32;
     }
 
     /** The value of the last number as a double; NaN where the complete path must decide. */

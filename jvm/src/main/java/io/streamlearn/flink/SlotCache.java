@@ -102,6 +102,28 @@ final class SlotCache {
         return (int) (h ^ (h >>> 32));
     }
 
+    /**
+     * {@link #value} of a key of at most 7 bytes, {@code b[off, off+len)}, whose {@link #packed}
+     * form the caller built while reading it: no second pass over the bytes.
+     */
+    int shortValue(Name name, long x, byte[] b, int off, int len) {
+        long hh = (x ^ len) * 0x9E3779B97F4A7C15L; // spanHash of a key of fewer than 8 bytes
+        int h = (int) (hh ^ (hh >>> 32));
+        long[] t = name.values;
+        int mask = (t.length >>> 1) - 1;
+        int i = h & mask;
+        while (true) {
+            long meta = t[2 * i + 1];
+            if (meta == 0) {
+                return addValue(name, b, off, len, h, x);
+            }
+            if ((int) (meta >>> 32) == h && t[2 * i] == x) {
+                return (int) meta & ~0x40000000;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     /** {@code k} equals {@code b[off, off+len)} (short keys: a plain loop beats the intrinsic). */
     static boolean same(byte[] k, byte[] b, int off, int len) {
         if (k.length != len) {
