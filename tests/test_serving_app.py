@@ -349,3 +349,22 @@ def test_a_body_in_several_messages_and_the_declared_length() -> None:
         assert doc["fields"][0]["field"] == ("body" if expected == 413 else "content-length")
     status, doc = raw_call(app, one, [(b"content-length", str(len(body)).encode())])
     assert status == 200
+
+
+def test_store_source_sees_every_change_of_the_head_at_once(tmp_path: Any) -> None:
+    from streamlearn.serving import StoreSource
+    from streamlearn.store import Lineage, ModelStore
+
+    store = ModelStore(str(tmp_path), "ctr")
+    source = StoreSource(store, "ctr")
+    assert source.serving_version() is None
+    for version in range(1, 13):  # heads of one size, written within a few milliseconds
+        assert store.publish(pa.table({"w": [float(version)]}), Lineage(events=version)) == version
+        assert source.serving_version() == version
+        assert source.serving_version() == version  # from the stat, unchanged
+    store.pin(4)
+    assert source.serving_version() == 4
+    store.unpin()
+    assert source.serving_version() == 12
+    store.rollback(3)
+    assert source.serving_version() == 13

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable
 from typing import Any
 
 from streamlearn.serving.model import Predictor
 
 __all__ = ["StoreSource"]
+
+_REREAD_S = 1.0  # read HEAD.json at least this often even when its stat says unchanged
 
 
 class StoreSource:
@@ -50,14 +54,58 @@ class StoreSource:
 
             loader = predictor_from_version
         self._loader = loader
+        import pyarrow.fs as pafs
+
+        # On a local disk, <root>/<model>/HEAD.json (the store's documented layout)
+        # is replaced by a rename on every change, so its stat tells whether it
+        # changed: one system call per poll instead of open, read and close, each
+        # of which hands the interpreter lock back and forth with the server's
+        # event loop.
+        local = isinstance(self.store.filesystem, pafs.LocalFileSystem)
+        self._head_path = f"{self.store.root}/{self.store.model}/HEAD.json" if local else None
+        self._head_stat: tuple[int, ...] | None = None
+        self._head_version: int | None = None
+        self._head_read_at = 0.0
 
     @property
     def name(self) -> str:
         return self.store.model
 
     def serving_version(self) -> int | None:
-        """The pinned version if any, else the latest; one small read of ``HEAD.json``."""
-        return self.store.head().current
+        """The pinned version if any, else the latest: one small read of
+        ``HEAD.json``, or on a local disk one ``stat`` of it while it is
+        unchanged (and a read at least once a second whatever the stat says).
+
+        >>> import tempfile, pyarrow as pa
+        >>> from streamlearn.store import Lineage, ModelStore
+        >>> store = ModelStore(tempfile.mkdtemp(), "ctr")
+        >>> source = StoreSource(store, "ctr")
+        >>> source.serving_version() is None
+        True
+        >>> store.publish(pa.table({"w": [0.0]}), Lineage(events=0))
+        1
+        >>> source.serving_version(), source.serving_version()
+        (1, 1)
+        >>> store.pin(1); store.publish(pa.table({"w": [1.0]}), Lineage(events=1))
+        2
+        >>> source.serving_version()
+        1
+        """
+        path = self._head_path
+        if path is None:
+            return self.store.head().current
+        try:
+            st = os.stat(path)
+            key: tuple[int, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        except OSError:  # not published yet, or being replaced: read it as before
+            key = None
+        now = time.monotonic()
+        if key is not None and key == self._head_stat and now - self._head_read_at < _REREAD_S:
+            return self._head_version
+        # the stat comes before the read: a change after the stat shows in the next stat
+        version = self.store.head().current
+        self._head_stat, self._head_version, self._head_read_at = key, version, now
+        return version
 
     def load(self, version: int) -> Predictor:
         """Read ``version`` from the store and build its predictor."""
