@@ -46,11 +46,17 @@ from pathlib import Path
 
 import httpx
 
+from streamlearn.serving.server import UVICORN_OPTIONS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 N_FEATURES = 40
 BATCH = 1000
 
+# The reference: a hand-written ASGI app answering every request with the
+# same 17 bytes and two headers, on uvicorn with uvloop and httptools and the
+# service's own uvicorn settings (UVICORN_OPTIONS, written in as a literal so
+# the process imports nothing else): the service and it differ by their app.
 HELLO_ASGI = textwrap.dedent(
     """
     import sys, uvicorn
@@ -60,10 +66,10 @@ HELLO_ASGI = textwrap.dedent(
         headers = [(b"content-type", b"application/json"), (b"content-length", b"17")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b'{"hello":"world"}'})
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=False,
-                log_level="warning", lifespan="off")
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
+                lifespan="off", **OPTIONS)
     """
-)
+).replace("OPTIONS", repr(UVICORN_OPTIONS))
 
 HELLO_STARLETTE = textwrap.dedent(
     """

@@ -11,15 +11,28 @@ import errno
 import gc
 import logging
 import socket
+from typing import Any
 
 from streamlearn.errors import ConfigError, PortInUse
 from streamlearn.serving.app import PredictionApp
 from streamlearn.serving.model import ModelSource
 from streamlearn.serving.watcher import ModelWatcher
 
-__all__ = ["build_app", "run_server"]
+__all__ = ["build_app", "run_server", "UVICORN_OPTIONS"]
 
 log = logging.getLogger(__name__)
+
+# uvicorn's settings besides the app, address and lifespan; ``bench/serving.py``
+# runs its bare "hello" reference with the same ones, so that the two differ by
+# their app alone.
+UVICORN_OPTIONS: dict[str, Any] = {
+    "access_log": False,
+    "server_header": False,  # no `server: uvicorn` header on every response
+    # no X-Forwarded-* rewriting of the client address: nothing here reads it, and
+    # it is one more coroutine and header scan on every request
+    "proxy_headers": False,
+    "timeout_keep_alive": 30,
+}
 
 
 def build_app(
@@ -64,14 +77,7 @@ def run_server(
         raise ConfigError("port", "a TCP port in 0..65535", repr(port))
     _check_port(host, port)
     config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        lifespan="on",
-        access_log=False,
-        log_level=log_level,
-        server_header=False,
-        timeout_keep_alive=30,
+        app, host=host, port=port, lifespan="on", log_level=log_level, **UVICORN_OPTIONS
     )
     log.info("serving model %r on http://%s:%d", app.model, host, port)
     # everything imported so far lives as long as the process: keep it out of the
