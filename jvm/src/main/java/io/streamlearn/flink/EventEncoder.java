@@ -358,7 +358,9 @@ public final class EventEncoder {
             SlotCache.Name n = prev == null ? cache.first : prev.next;
             int e;
             if (n != null && (e = p + 1 + n.bytes.length) < end && m[e] == '"'
-                    && SlotCache.same(n.bytes, m, p + 1, n.bytes.length)) {
+                    && (p + 9 <= end && n.bytes.length <= 8
+                            ? ((long) LONG_LE.get(m, p + 1) & n.mask8) == n.head8
+                            : SlotCache.same(n.bytes, m, p + 1, n.bytes.length))) {
                 // found without hashing
             } else {
                 e = stringEnd(p + 1);

@@ -31,6 +31,9 @@ final class SlotCache {
         int seen = -1;
         /** The name that followed this one in the last event (a guess for the next). */
         Name next;
+        /** Names of up to 8 bytes: those bytes as a little-endian long, and its mask. */
+        final long head8;
+        final long mask8;
 
         /**
          * The table of string values, two longs per slot: the key (keys of up to 7 bytes whole,
@@ -49,6 +52,12 @@ final class SlotCache {
             this.numSlot = numSlot;
             this.numSign = numSign;
             this.dense = dense;
+            this.mask8 = bytes.length >= 8 ? -1L : (1L << (8 * bytes.length)) - 1;
+            long x = 0;
+            for (int i = Math.min(8, bytes.length) - 1; i >= 0; i--) {
+                x = (x << 8) | (bytes[i] & 0xFFL);
+            }
+            this.head8 = x;
         }
     }
 
