@@ -79,6 +79,7 @@ def encode(
     each: bool = True,
     dlq: tuple[str, int, int, int] | None = None,
     paths: dict | None = None,
+    cache_size: int = 1 << 20,
 ) -> tuple[list[bytes], list[dict]]:
     """Encode ``messages`` in one JVM: the batch bytes (one per message with ``each``,
     else one for all) and the rejections (dicts with ``message``, ``field``,
@@ -91,7 +92,7 @@ def encode(
         out, rej = Path(tmp, "out.bin"), Path(tmp, "rejections.jsonl")
         args = [
             "--task", task, "--bits", str(bits), "--dense", ",".join(dense),
-            "--max-features", str(max_features), "--in", "-",
+            "--max-features", str(max_features), "--cache-size", str(cache_size), "--in", "-",
             "--out", str(out), "--rejections", str(rej),
         ]
         if each:

@@ -377,6 +377,19 @@ def test_small_hash_spaces_agree() -> None:
         check_message(m, "binary", b, r, bits=3, dense=(), max_features=10_000)
 
 
+def test_a_small_cache_changes_nothing() -> None:
+    """The remembered slots are emptied every few events: same results, from scratch."""
+    messages = CORPUS[:25] + random_messages(random.Random(5), "binary", 1500)
+    paths: dict = {}
+    batches, rejections = jvm_tool.encode(
+        messages, "binary", BITS, DENSE, MAX_FEATURES, paths=paths, cache_size=40
+    )
+    per_message = _by_message(rejections, len(messages))
+    for m, b, r in zip(messages, batches, per_message, strict=True):
+        check_message(m, "binary", b, r)
+    assert paths["scanned"] > 100
+
+
 # -- dead letters --------------------------------------------------------------------------------
 
 

@@ -29,8 +29,8 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
  * that many bytes. Modes:
  *
  * <pre>
- * encode (default)  --task T --bits B [--dense a,b] [--max-features N] --in F --out F
- *                   --rejections F [--each] [--dlq TOPIC,PARTITION,OFFSET,AT_MS]
+ * encode (default)  --task T --bits B [--dense a,b] [--max-features N] [--cache-size N]
+ *                   --in F --out F --rejections F [--each] [--dlq TOPIC,PARTITION,OFFSET,AT_MS]
  *     all messages into one batch (--out holds its bytes), or with --each one batch per
  *     message (--out holds, per message, a big-endian u32 length and the batch bytes);
  *     --rejections gets one JSON line per rejection: message (its number), field, reason,
@@ -88,7 +88,8 @@ public final class EncodeTool {
     }
 
     private static void encode(List<byte[]> messages, Args a) throws IOException {
-        EventEncoder encoder = new EventEncoder(a.task, a.bits, a.dense, a.maxFeatures);
+        EventEncoder encoder =
+                new EventEncoder(a.task, a.bits, a.dense, a.maxFeatures, a.cacheSize);
         EncodedBatch batch = new EncodedBatch(a.task);
         List<Rejection> rejected = new ArrayList<>();
         try (OutputStream out = new FileOutputStream(a.out);
@@ -247,6 +248,7 @@ public final class EncodeTool {
         int bits = 20;
         String[] dense = new String[0];
         int maxFeatures = 10_000;
+        int cacheSize = 1 << 20;
         String in = "-";
         String out;
         String rejections;
@@ -276,6 +278,7 @@ public final class EncodeTool {
                     case "--bits" -> bits = integer(flag, v);
                     case "--dense" -> dense = v.isEmpty() ? new String[0] : v.split(",", -1);
                     case "--max-features" -> maxFeatures = integer(flag, v);
+                    case "--cache-size" -> cacheSize = integer(flag, v);
                     case "--in" -> in = v;
                     case "--out" -> out = v;
                     case "--rejections" -> rejections = v;
@@ -289,7 +292,8 @@ public final class EncodeTool {
                         }
                     }
                     default -> throw new IllegalArgumentException(
-                            "expected one of --task --bits --dense --max-features --in --out"
+                            "expected one of --task --bits --dense --max-features --cache-size"
+                                    + " --in --out"
                                     + " --rejections --each --dlq --hash --bench --flush, got "
                                     + flag);
                 }
