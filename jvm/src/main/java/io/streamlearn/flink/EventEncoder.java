@@ -11,9 +11,10 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.io.NumberInpu
  * same results as Python's {@code EventDecoder(task).decode(message)} followed by {@code
  * FeatureHasher(bits, dense).encode_one(features)} for every valid event.
  *
- * <p>Why it exists: decoding and hashing ~40 features per event costs ~8 µs in Python, far too
- * much for the training job's goals; here it costs well under a microsecond, and Python only
- * learns from ready CSR batches.
+ * <p>Why it exists: decoding and hashing ~40 features per event costs tens of microseconds in
+ * Python, far too much for the training job's goals; here it costs about what Jackson needs
+ * merely to tokenise the same bytes (see docs/performance.md), and Python only learns from ready
+ * CSR batches.
  *
  * <p>Same results means: the same valid events in the same order; each event's entries in the
  * order of its features (lists expand in place; a name given twice keeps its first position and
