@@ -267,7 +267,7 @@ class PredictionApp:
         doc: dict[str, Any] = {
             "model": self.model,
             "version": predictor.version,
-            "age_s": round(time() - predictor.created_at, 3),
+            "age_s": int((time() - predictor.created_at) * 1000.0) / 1000.0,  # see _age_s
             "prediction": value,
         }
         if proba is not None:
@@ -279,7 +279,7 @@ class PredictionApp:
         doc: dict[str, Any] = {
             "model": self.model,
             "version": predictor.version,
-            "age_s": round(time() - predictor.created_at, 3),
+            "age_s": _age_s(predictor.created_at),
         }
         if single:
             doc["prediction"] = result.values[0]
@@ -311,7 +311,7 @@ class PredictionApp:
             "model": self.model,
             "version": current.version,
             "created_at": current.created_at,
-            "age_s": round(time() - current.created_at, 3),
+            "age_s": _age_s(current.created_at),
             "lineage": current.lineage,
         }
         return 200, orjson.dumps(doc, option=_DUMP_OPTIONS), JSON, 0
@@ -335,6 +335,12 @@ class PredictionApp:
     def _model_info(self) -> tuple[int, float] | None:
         current = self.watcher.current
         return None if current is None else (current.version, current.created_at)
+
+
+def _age_s(created_at: float) -> float:
+    """Seconds since ``created_at``, in whole milliseconds (cut, not rounded:
+    ``round(x, 3)`` formats the number through a string, several times slower)."""
+    return int((time() - created_at) * 1000.0) / 1000.0
 
 
 def _error(message: str) -> bytes:
