@@ -18,7 +18,12 @@ run:
 The issue's goals are checked against these figures and reported as met or
 not: single-event saturation at least half the bare hello's, p99 at most 2 ms
 at 1,000 req/s, at least 500k batch predictions/s. The machine is shared, so
-re-run before trusting one figure.
+re-run before trusting one figure. To tell how shared it was, the run records
+the load average at its start and end and, in each saturation round, the
+share of the machine's CPU time that went to other processes; and, beside the
+throughput ratio, the ratio of CPU time per request (user + system, all
+threads, from ``/proc``) of the bare hello to the service's, which other
+processes disturb less than throughput.
 
 Usage::
 
@@ -192,6 +197,8 @@ def parse_wrk(out: str) -> dict[str, float]:
     result: dict[str, float] = {}
     rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
     result["req_per_s"] = float(rate.group(1)) if rate else 0.0
+    total = re.search(r"(\d+) requests in", out)
+    result["requests"] = float(total.group(1)) if total else 0.0
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         if m:
@@ -200,6 +207,45 @@ def parse_wrk(out: str) -> dict[str, float]:
     result["non_2xx"] = float(errors.group(1)) if errors else 0.0
     socket_errors = re.search(r"Socket errors:.*", out)
     result["socket_errors"] = socket_errors.group(0) if socket_errors else ""  # type: ignore[assignment]
+    return result
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (all its threads); Linux only."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine so far, from ``/proc/stat``."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    except OSError:
+        return None
+    ticks = [int(v) for v in first]
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+def saturate(
+    server: Server, url: str, seconds: float, connections: int, **kwargs: object
+) -> dict[str, float]:
+    """``wrk`` at ``connections``, with the server's CPU time per request and
+    the share of the machine's CPU that other processes took meanwhile."""
+    cpu0, machine0 = cpu_seconds(server.proc.pid), machine_cpu()
+    result = wrk(url, seconds=seconds, connections=connections, **kwargs)
+    cpu1, machine1 = cpu_seconds(server.proc.pid), machine_cpu()
+    if cpu0 is not None and cpu1 is not None and result["requests"]:
+        result["cpu_us_per_request"] = round((cpu1 - cpu0) / result["requests"] * 1e6, 2)
+        if machine0 is not None and machine1 is not None:
+            total = machine1[1] - machine0[1]
+            others = (machine1[0] - machine0[0]) - (cpu1 - cpu0)
+            # wrk's own share is in "others" too: it is the same load for both servers
+            result["others_and_wrk_cpu_share"] = round(max(others, 0.0) / total, 3)
     return result
 
 
@@ -260,7 +306,11 @@ def main() -> int:
         return 2
     secs, conns = args.seconds, args.connections
     results: dict = {
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+        },
         "settings": {"seconds": secs, "connections": conns, "features": N_FEATURES},
     }
     for module in ("uvloop", "httptools", "aiohttp"):
@@ -301,10 +351,13 @@ def main() -> int:
             rounds = []
             for _ in range(args.rounds):
                 pair = {
-                    "bare": wrk(hello.url + "/", seconds=secs, connections=conns),
-                    "predict": wrk(url, seconds=secs, connections=conns, body_file=one),
+                    "bare": saturate(hello, hello.url + "/", secs, conns),
+                    "predict": saturate(server, url, secs, conns, body_file=one),
                 }
                 pair["ratio"] = round(pair["predict"]["req_per_s"] / pair["bare"]["req_per_s"], 3)
+                cpu = [pair[k].get("cpu_us_per_request") for k in ("bare", "predict")]
+                if None not in cpu:
+                    pair["cpu_ratio"] = round(cpu[0] / cpu[1], 3)
                 rounds.append(pair)
             latency = []
             for _ in range(args.rounds):
@@ -325,13 +378,25 @@ def main() -> int:
                     content_type="application/vnd.apache.arrow.stream",
                 ),
             }
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     ratio = statistics.median(r["ratio"] for r in rounds)
+    cpu_ratios = [r["cpu_ratio"] for r in rounds if "cpu_ratio" in r]
     p99 = statistics.median(r["predict"].get("p99_ms", float("inf")) for r in latency)
     results["summary"] = {
         "bare_hello_req_per_s": statistics.median(r["bare"]["req_per_s"] for r in rounds),
         "predict_one_req_per_s": statistics.median(r["predict"]["req_per_s"] for r in rounds),
         "predict_one_vs_bare": ratio,
         "predict_one_vs_bare_rounds": [r["ratio"] for r in rounds],
+        "cpu_per_request_bare_vs_predict": statistics.median(cpu_ratios) if cpu_ratios else None,
+        "cpu_per_request_bare_vs_predict_rounds": cpu_ratios,
+        "cpu_us_per_request_bare_predict_rounds": [
+            (r["bare"].get("cpu_us_per_request"), r["predict"].get("cpu_us_per_request"))
+            for r in rounds
+        ],
+        "others_and_wrk_cpu_share_rounds": [
+            tuple(r[k].get("others_and_wrk_cpu_share") for k in ("bare", "predict"))
+            for r in rounds
+        ],
         "predict_one_p50_ms_at_1k": statistics.median(
             r["predict"].get("p50_ms", float("inf")) for r in latency
         ),
@@ -352,6 +417,8 @@ def main() -> int:
         >= 500_000,
     }
     print("hello, req/s:", {k: v["req_per_s"] for k, v in stacks.items()})
+    print("load average at start, end:", results["machine"]["load_average_at_start"],
+          results["machine"]["load_average_at_end"])
     for key, value in summary.items():
         print(f"{key:36s} {value}")
     for goal, met in results["goals"].items():
