@@ -1,9 +1,10 @@
-"""PyFlink functions of the training job: thin adapters of :mod:`streamlearn.training.workers`.
+"""PyFlink pieces of the training job: the JVM encoder's wiring and thin
+adapters of :mod:`streamlearn.training.workers`.
 
 They live in an importable module (not in the job file) so Flink ships them by
 reference to the Python workers, which import them from the installed project.
-Each adapter maps Flink's keyed state and timers onto a worker's small,
-explicit state (see ``flink_jobs/train.py`` for the graph).
+The merger's adapter maps Flink's keyed state and timers onto the worker's
+small, explicit state (see ``flink_jobs/train.py`` for the graph).
 """
 
 from __future__ import annotations
@@ -12,17 +13,15 @@ import base64
 import json
 import time
 
-from pyflink.common import Row, Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag, RuntimeContext
+from pyflink.common import Types
+from pyflink.datastream import FlatMapFunction, KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
 from streamlearn.training.config import TrainConfig
 
-__all__ = ["Learner", "Merger", "DLQ", "BYTES"]
+__all__ = ["BundleLearner", "Merger", "encode_bundles"]
 
-BYTES = Types.PRIMITIVE_ARRAY(Types.BYTE())
-PENDING_TYPE = Types.ROW([Types.INT(), Types.LONG(), BYTES])
-DLQ = OutputTag("dlq", Types.STRING())
+MAX_FEATURES = 10_000  # per event, as streamlearn.events.EventDecoder's default
 
 
 def _arm_end_of_input(ctx) -> None:
@@ -36,76 +35,91 @@ def _arm_end_of_input(ctx) -> None:
     ctx.timer_service().register_event_time_timer(ctx.timer_service().current_processing_time())
 
 
+def encode_bundles(rows, cfg: TrainConfig):
+    """Chain ``io.streamlearn.flink.EncodeBundler`` to the Kafka source's ``rows``.
+
+    Returns ``(bundles, dead_letters)``: a stream of bundle rows (partition,
+    first offset, end offset, messages, rejected, batch bytes), one per
+    partition every ``job.flush_events`` events or ``job.flush_ms``; and the
+    dead-letter records (JSON text) the encoder wrote for rejected events.
+    Both stay in the JVM until a bundle reaches the Python learner.
+    """
+    from pyflink.datastream import DataStream
+    from pyflink.java_gateway import get_gateway
+    from pyflink.util.java_utils import load_java_class
+
+    gateway = get_gateway()
+    cls = load_java_class("io.streamlearn.flink.EncodeBundler")
+    dense = gateway.new_array(gateway.jvm.String, len(cfg.features.dense))
+    for i, name in enumerate(cfg.features.dense):
+        dense[i] = name
+    args = [
+        cfg.kafka.topic, cfg.model.task, cfg.features.bits, dense, MAX_FEATURES,
+        cfg.job.flush_events, cfg.job.flush_ms,
+    ]
+    j_args = gateway.new_array(gateway.jvm.Object, len(args))
+    for i, arg in enumerate(args):
+        j_args[i] = arg
+    operator = cls.getConstructors()[0].newInstance(j_args)
+    j_type = cls.getField("TYPE").get(None)
+    j_bundles = rows._j_data_stream.transform("encode", j_type, operator)
+    j_dlq = j_bundles.getSideOutput(cls.getField("DLQ").get(None))
+    return DataStream(j_bundles), DataStream(j_dlq)
+
+
+def _subtask_index(ctx: RuntimeContext) -> int:
+    """This subtask's index. (PyFlink's thread-mode context still asks Flink 1.x's
+    ``getIndexOfThisSubtask``, which Flink 2 moved to ``getTaskInfo()``.)"""
+    try:
+        return ctx.get_index_of_this_subtask()
+    except AttributeError:
+        return ctx._runtime_context.getTaskInfo().getIndexOfThisSubtask()
+
+
 def _store(cfg: TrainConfig):
     from streamlearn.store import ModelStore
 
     return ModelStore(cfg.store.uri, cfg.store.model)
 
 
-class Learner(KeyedProcessFunction):
-    """Adapts :class:`~streamlearn.training.workers.LearnerWorker` to Flink state and timers."""
+class BundleLearner(FlatMapFunction):
+    """One parallel learner fed by :func:`encode_bundles`: learns each bundle at
+    once (:meth:`~streamlearn.training.workers.LearnerWorker.learn_bundle`) and
+    emits its delta. It buffers nothing, so it keeps no Flink state: a bundle
+    before a checkpoint barrier is learned and handed to the merger before the
+    barrier passes. It runs chained to the source, one per source subtask: the
+    Kafka partitions a subtask reads are the keys its learner owns.
+    """
 
-    def __init__(self, cfg_json: str, keys: list[int]) -> None:
+    def __init__(self, cfg_json: str) -> None:
         self.cfg_json = cfg_json
-        self.keys = keys
 
     def open(self, ctx: RuntimeContext) -> None:
         self.cfg = TrainConfig.from_dict(json.loads(self.cfg_json))
         self.store = _store(self.cfg)
-        self.pending = ctx.get_list_state(ListStateDescriptor("pending", PENDING_TYPE))
-        self.armed: set[int] = set()  # keys whose end-of-input timer is set (in memory: no
-        # per-record state read; after a restore a second timer is harmless)
-        self.workers: dict[int, object] = {}
+        self.index = _subtask_index(ctx)
+        self.worker = None
         group = ctx.get_metrics_group()
         self.m_events = group.counter("eventsLearned")
         self.m_rejected = group.counter("eventsRejected")
         self.m_messages = group.counter("messagesIn")
+        self.m_bundles = group.counter("bundlesIn")
 
-    def _worker(self, key: int, ctx):
-        worker = self.workers.get(key)
+    def flat_map(self, row):
+        worker = self.worker
         if worker is None:
-            from streamlearn.training.workers import LearnerWorker, PendingMessage
+            from streamlearn.training.workers import LearnerWorker
 
-            worker = LearnerWorker(self.cfg, self.keys.index(key), self.store)
-            restored = [PendingMessage(r[0], r[1], bytes(r[2])) for r in self.pending.get() or []]
-            worker.restore(restored)
-            self.workers[key] = worker
-        if key not in self.armed:
-            # once per key: the flush at the end of a bounded input
-            _arm_end_of_input(ctx)
-            self.armed.add(key)
-        return worker
-
-    def process_element(self, row, ctx: KeyedProcessFunction.Context):
-        key = ctx.get_current_key()
-        worker = self._worker(key, ctx)
-        partition, offset, value = row[0], row[1], bytes(row[4])
-        first = worker.buffered == 0 and not worker.pending()
-        self.m_messages.inc()
-        from streamlearn.training.workers import dlq_record
-
-        for rejected in worker.add(partition, offset, value):
-            self.m_rejected.inc()
-            yield DLQ, dlq_record(self.cfg.kafka.topic, partition, offset, rejected).decode()
-        self.pending.add(Row(partition, offset, value))
-        if worker.should_flush():
-            yield from self._flush(worker)
-        elif first:
-            now = ctx.timer_service().current_processing_time()
-            ctx.timer_service().register_processing_time_timer(now + self.cfg.job.flush_ms)
-
-    def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        worker = self._worker(ctx.get_current_key(), ctx)
-        yield from self._flush(worker)
-
-    def _flush(self, worker):
+            worker = self.worker = LearnerWorker(self.cfg, self.index, self.store)
         n_before = worker.n_learned
-        delta = worker.flush()
-        self.pending.clear()
-        if delta is not None:
-            self.m_events.inc(worker.n_learned - n_before)
-            # as base64 text: thread mode hands a str across in one copy, bytes element-wise
-            yield base64.b64encode(delta.to_bytes()).decode("ascii")
+        partition, end_offset, messages, rejected = row[0], row[2], row[3], row[4]
+        delta = worker.learn_bundle(partition, end_offset, rejected, row[5])
+        self.m_bundles.inc()
+        self.m_messages.inc(messages)
+        self.m_rejected.inc(rejected)
+        self.m_events.inc(worker.n_learned - n_before)
+        # as base64 text: thread mode hands a str across in one copy, bytes element-wise
+        yield base64.b64encode(delta.to_bytes()).decode("ascii")
 
 
 class Merger(KeyedProcessFunction):

@@ -3,17 +3,20 @@
 ::
 
     KafkaSource (partition, offset, value)
-      → key_by(learner of the Kafka partition)        learners aligned with partitions: a key's
-      → Learner × P (KeyedProcessFunction)              events share a partition, so one learner
-          ├─ bad events ──► <topic>.dlq                 learns them all
-          └─ ModelDelta every flush (N events / T ms)
+      → EncodeBundler (JVM, chained)     decode + validate + hash per Kafka partition
+          ├─ bad events ──► <topic>.dlq
+          └─ a CSR micro-batch every N events / T ms
+      → BundleLearner × P (Python, one per source subtask: the partitions it reads are
+          its keys) → a ModelDelta per bundle
       → key_by(0) → Merger × 1 → ModelStore.publish(version, lineage) ──► <topic>.models
 
-Flink state holds only what the workers cannot rebuild: each learner's messages
-read but not yet learned, and the merger's version, counts, offsets and deltas
-folded in but not yet published. Working models live in memory; after a
-restart they are rebuilt from the store's versions, so every event is learned
-exactly once. The logic lives in :mod:`streamlearn.training`; this file wires it.
+Flink state holds only what the workers cannot rebuild: the merger's version,
+counts, offsets and deltas folded in but not yet published. The encoder sends
+its bundles downstream before every checkpoint barrier and learners learn
+each bundle at once, so neither holds anything across a checkpoint. Working
+models live in memory; after a restart they are rebuilt from the store's
+versions, so every event is learned exactly once. The logic lives in
+:mod:`streamlearn.training` and ``jvm/src``; this file wires it.
 
 Run in the local MiniCluster::
 
@@ -29,14 +32,8 @@ import sys
 
 from pyflink.common import Types, WatermarkStrategy
 
-from connectors.flink_kafka import (
-    int_keys_one_per_subtask,
-    kafka_sink,
-    kafka_source,
-    record_with_offsets_type,
-    stream_env,
-)
-from connectors.flink_train import DLQ, Learner, Merger
+from connectors.flink_kafka import kafka_sink, kafka_source, record_with_offsets_type, stream_env
+from connectors.flink_train import BundleLearner, Merger, encode_bundles
 from streamlearn.training.cli_args import config_from_args, job_arg_parser
 from streamlearn.training.config import TrainConfig
 
@@ -80,8 +77,6 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
         config=config,
     )
     env.set_max_parallelism(MAX_PARALLELISM)
-    p = cfg.job.parallelism
-    keys = int_keys_one_per_subtask(p, MAX_PARALLELISM)
     cfg_json = json.dumps(cfg.to_dict())
 
     source = kafka_source(
@@ -92,17 +87,15 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
         source, WatermarkStrategy.no_watermarks(), "kafka-source",
         type_info=record_with_offsets_type(),
     ).uid("kafka-source")
+    bundles, dead_letters = encode_bundles(rows, cfg)
+    bundles.uid("encode").name("decode-validate-hash")
+    dead_letters.sink_to(kafka_sink(cfg.kafka.bootstrap, cfg.kafka.dlq_topic)).name(
+        "dead-letters"
+    ).uid("dead-letters")
     deltas = (
-        rows.key_by(lambda r: keys[r[0] % p], key_type=Types.INT())
-        .process(Learner(cfg_json, keys), output_type=Types.STRING())
+        bundles.flat_map(BundleLearner(cfg_json), output_type=Types.STRING())
         .name("learners").uid("learners")
-        # in thread mode a Python timer that emits into a chained Python operator (the
-        # merger's key selector) deadlocks; a chain boundary here avoids it
-        .disable_chaining()
     )
-    deltas.get_side_output(DLQ).sink_to(
-        kafka_sink(cfg.kafka.bootstrap, cfg.kafka.dlq_topic)
-    ).name("dead-letters").uid("dead-letters")
     versions = (
         deltas.key_by(lambda _: 0, key_type=Types.INT())
         .process(Merger(cfg_json, base_version), output_type=Types.STRING())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 import pytest
 
@@ -11,13 +12,8 @@ from streamlearn.store import ModelStore
 from streamlearn.training.checkpoints import latest_checkpoint, resolve_recovery
 from streamlearn.training.cli_args import config_from_args, job_arg_parser, parse_set
 from streamlearn.training.config import TrainConfig
-from streamlearn.training.workers import (
-    LearnerWorker,
-    MergerWorker,
-    PendingMessage,
-    dlq_record,
-    resume_point,
-)
+from streamlearn.training.workers import LearnerWorker, MergerWorker, dlq_record, resume_point
+from tests import jvm_tool
 
 
 def _cfg(tmp_path, **job) -> TrainConfig:
@@ -102,12 +98,12 @@ def test_learner_flush_reports_offsets_counts_and_metrics(tmp_path):
     cfg = _cfg(tmp_path)
     worker = LearnerWorker(cfg, 0)
     _feed(worker, clicks(300, seed=1), partition=3, start=100)
-    assert worker.buffered == 300 and len(worker.pending()) == 300
+    assert worker.buffered == 300
     delta = worker.flush()
     assert delta.n_events == 300 and worker.offsets == {3: 400}
     assert delta.extra["offsets"] == {"3": 400}
     assert 0 < delta.extra["metrics"]["LogLoss"] < 5
-    assert worker.pending() == [] and worker.flush() is None
+    assert worker.buffered == 0 and worker.flush() is None
 
 
 def test_rejections_are_returned_for_the_dlq_and_count_once(tmp_path):
@@ -117,52 +113,81 @@ def test_rejections_are_returned_for_the_dlq_and_count_once(tmp_path):
     record = orjson.loads(dlq_record("events", 0, 7, bad[0]))
     assert record["field"] == "label" and record["offset"] == 7 and "label" in record["reason"]
     assert record["value"] == '{"features": {"x": 1}, "label": "maybe"}'
-    # restored after a crash: the message is learned (here: skipped) but not dead-lettered twice
-    other = LearnerWorker(_cfg(tmp_path), 0)
-    other.restore(worker.pending())
-    assert other.n_rejected == 0 and len(other.pending()) == 1
-    delta = other.flush()
-    assert delta.n_events == 0 and other.offsets == {0: 8}
+    assert worker.n_rejected == 1
+    delta = worker.flush()
+    assert delta.n_events == 0 and worker.offsets == {0: 8}
+
+
+def _bundles(cfg: TrainConfig, messages: list[bytes], size: int) -> list[tuple[bytes, int]]:
+    """The JVM encoder's bundles of ``size`` consecutive messages, with their rejection counts."""
+    chunks = [messages[i : i + size] for i in range(0, len(messages), size)]
+    out = []
+    for chunk in chunks:
+        (batch,), rejected = jvm_tool.encode(
+            chunk, cfg.model.task, cfg.features.bits, cfg.features.dense, each=False
+        )
+        out.append((batch, len(rejected)))
+    return out
+
+
+def test_a_bundle_from_the_jvm_is_learned_as_the_python_path_learns_it(tmp_path):
+    """The job's path (JVM encoder → learn_bundle) and the in-process one (decode and
+    hash in Python → flush) learn the same model from the same messages."""
+    cfg = _cfg(tmp_path)
+    messages = [orjson.dumps(e) for e in clicks(900, seed=4)]
+    messages[10] = b'{"features": {"x": 1}, "label": "maybe"}'
+    messages[20] = b"not json"
+    python, jvm = LearnerWorker(cfg, 0), LearnerWorker(cfg, 0)
+    end = 0
+    for i, (batch, rejected) in enumerate(_bundles(cfg, messages, 300)):
+        for j, m in enumerate(messages[i * 300 : (i + 1) * 300]):
+            python.add(2, i * 300 + j, m)
+        a = python.flush()
+        end = min((i + 1) * 300, len(messages))
+        b = jvm.learn_bundle(2, end, rejected, batch)
+        assert (a.n_events, a.extra, a.nnz) == (b.n_events, b.extra, b.nnz)
+    assert jvm.offsets == python.offsets == {2: 900}
+    assert jvm.n_rejected == python.n_rejected == 2 and jvm.n_learned == 898
+    for name, array in python.learner.state().arrays.items():
+        np.testing.assert_array_equal(jvm.learner.state().arrays[name], array, err_msg=name)
 
 
 def test_merger_counts_every_event_once_across_a_restart(tmp_path):
-    """The bookkeeping a Flink checkpoint keeps is enough to resume exactly."""
+    """The merger's snapshot and unpublished deltas are all a checkpoint needs: learners
+    learn each bundle as it comes, so nothing they read is lost with them."""
     cfg = _cfg(tmp_path)
     store = ModelStore(cfg.store.uri, cfg.store.model)
-    events = list(clicks(4000, seed=5))
+    parts = {p: [orjson.dumps(e) for e in clicks(2000, seed=5 + p)] for p in (0, 1)}
+    bundles = {p: _bundles(cfg, msgs, 500) for p, msgs in parts.items()}  # 4 per partition
+
+    def learn(workers, merger, k):  # bundle k of each partition, learner p owns partition p
+        for p, w in enumerate(workers):
+            batch, rejected = bundles[p][k]
+            merger.add(w.learn_bundle(p, (k + 1) * 500, rejected, batch).to_bytes())
+
     learners = [LearnerWorker(cfg, i, store) for i in range(2)]
     merger = MergerWorker(cfg, store)
     merger.start()
-    for i, event in enumerate(events[:2000]):
-        learners[i % 2].add(i % 2, i // 2, orjson.dumps(event))
-        if learners[i % 2].should_flush():
-            merger.add(learners[i % 2].flush().to_bytes())
+    learn(learners, merger, 0)
     merger.publish()
-    # "checkpoint": merger snapshot + unpublished deltas + learners' pending messages
-    snapshot = merger.snapshot()
-    for i, event in enumerate(events[2000:3000], start=2000):
-        learners[i % 2].add(i % 2, i // 2, orjson.dumps(event))
-    pending = [w.pending() for w in learners]
+    snapshot = merger.snapshot()  # the Flink merger keeps it in state at every publish
+    learn(learners, merger, 1)
+    # checkpoint: that snapshot and the deltas folded in since the publish
     unpublished = merger.pending()
     # more work after the checkpoint, published, then a crash: that version is orphaned
-    for w in learners:
-        merger.add(w.flush().to_bytes())
+    learn(learners, merger, 2)
     orphan = merger.publish()
 
-    # restart from the checkpoint; replay what the source re-reads after it
+    # restart from the checkpoint: the source re-reads from the checkpointed offsets (bundle 2)
     merger2 = MergerWorker(cfg, store)
     merger2.start(snapshot, unpublished)
     learners2 = [LearnerWorker(cfg, i, store) for i in range(2)]
-    for w, msgs in zip(learners2, pending, strict=True):
-        w.restore(msgs)
-    for i, event in enumerate(events[3000:], start=3000):
-        learners2[i % 2].add(i % 2, i // 2, orjson.dumps(event))
-    for w in learners2:
-        merger2.add(w.flush().to_bytes())
+    for k in (2, 3):
+        learn(learners2, merger2, k)
     final = merger2.publish()
     assert final > orphan
     lineage = store.get(final).lineage
-    assert lineage.events == len(events)
+    assert lineage.events == 4000
     assert lineage.offsets["events"] == {0: 2000, 1: 2000}
     assert lineage.parents == (snapshot["version"],)
 
@@ -193,8 +218,3 @@ def test_checkpoint_resolution(tmp_path):
     assert resolve_recovery(cfg, "none") is None
     with pytest.raises(ConfigError, match="--resume"):
         resolve_recovery(cfg, str(tmp_path / "nowhere"))
-
-
-def test_pending_message_is_plain_data():
-    msg = PendingMessage(1, 2, b"x")
-    assert (msg.partition, msg.offset, msg.value) == (1, 2, b"x")

@@ -1,18 +1,23 @@
 """The training job's two kinds of worker, free of Flink (``flink_jobs/train.py`` wires them).
 
-- :class:`LearnerWorker`: one of P parallel learners. It decodes and validates
-  Kafka messages (rejections go back to the caller for the dead-letter topic),
-  buffers events into micro-batches, learns them prequentially (predict, score,
-  then learn), and at every flush hands out a :class:`~streamlearn.merge.ModelDelta`
-  with the Kafka offsets it now covers. Between flushes it rebases on the newest
-  merged version it finds in the store, keeping its own unsent changes.
+- :class:`LearnerWorker`: one of P parallel learners. In the job it learns
+  bundles the JVM encoder made (:meth:`LearnerWorker.learn_bundle`: Kafka
+  messages already decoded, validated and hashed into a micro-batch, their
+  rejections already dead-lettered); in-process it can also decode messages
+  itself (:meth:`LearnerWorker.add`, :meth:`LearnerWorker.flush`). Either way
+  it learns prequentially (predict, score, then learn) and hands out a
+  :class:`~streamlearn.merge.ModelDelta` with the Kafka offsets it now covers,
+  then rebases on the newest merged version it finds in the store, keeping
+  its own unsent changes.
 - :class:`MergerWorker`: the one merger. It folds deltas into the global model as
   they arrive and publishes a version to the store with lineage (offsets per
   partition, events reflected, learners, metrics) at most every sync interval.
 
-What each worker must keep across a crash is small and explicit
-(:meth:`LearnerWorker.pending` and :meth:`MergerWorker.snapshot`): the Flink job
-stores exactly that in Flink state, so a restored job learns every event once.
+What must survive a crash is small and explicit: the merger's
+:meth:`MergerWorker.snapshot` at its last publish and the deltas folded in
+since (:meth:`MergerWorker.pending`). The Flink job keeps exactly that in
+Flink state; learners keep nothing, because the job hands them each bundle
+whole and takes their delta at once, so a restored job learns every event once.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from __future__ import annotations
 import base64
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -28,16 +32,7 @@ import orjson
 from streamlearn.events import EventDecoder, Rejected
 from streamlearn.training.config import TrainConfig
 
-__all__ = ["LearnerWorker", "MergerWorker", "PendingMessage", "dlq_record", "resume_point"]
-
-
-@dataclass(frozen=True)
-class PendingMessage:
-    """A Kafka message a learner has read but not yet learned."""
-
-    partition: int
-    offset: int
-    value: bytes
+__all__ = ["LearnerWorker", "MergerWorker", "dlq_record", "resume_point"]
 
 
 def dlq_record(topic: str, partition: int, offset: int, rejected: Rejected) -> bytes:
@@ -98,7 +93,7 @@ class LearnerWorker:
         self.metrics = _metrics_for(cfg.model.task)
         self._xs: list[dict] = []
         self._ys: list[Any] = []
-        self._pending: list[PendingMessage] = []
+        self._pending: list[tuple[int, int]] = []  # (partition, offset) read since the flush
         #: partition -> next offset to read, for everything learned (or rejected) so far
         self.offsets: dict[int, int] = {}
         self.n_learned = 0
@@ -109,29 +104,45 @@ class LearnerWorker:
     def buffered(self) -> int:
         return len(self._xs)
 
-    def pending(self) -> list[PendingMessage]:
-        """Messages read but not learned yet: what Flink state must hold at a checkpoint."""
-        return list(self._pending)
-
     def add(self, partition: int, offset: int, value: bytes) -> list[Rejected]:
         """Decode one Kafka message into the buffer; returns its rejected events."""
         good, bad = self.decoder.decode(value)
         for event in good:
             self._xs.append(event["features"])
             self._ys.append(event["label"])
-        self._pending.append(PendingMessage(partition, offset, value))
+        self._pending.append((partition, offset))
         self.n_rejected += len(bad)
         return bad
 
-    def restore(self, pending: Iterable[PendingMessage]) -> None:
-        """Re-buffer messages that were read but not learned before a restart.
+    def learn_bundle(
+        self, partition: int, end_offset: int, n_rejected: int, batch: bytes
+    ) -> Any:
+        """Learn one micro-batch the JVM encoder made from consecutive messages of
+        ``partition`` up to ``end_offset`` (exclusive), and return the delta.
 
-        Their rejections were sent to the dead-letter topic before the
-        checkpoint that kept them, so they are not returned again.
+        The training job's fast path: ``io.streamlearn.flink.EncodeBundler``
+        decodes, validates and hashes the messages next to the Kafka source and
+        sends their rejections to the dead-letter topic itself; ``batch`` is its
+        :func:`~streamlearn.training.encoded_batch.read_encoded_batch` bytes.
+        Nothing is buffered here, so nothing needs Flink state: a bundle is
+        learned and handed on as a delta before the checkpoint barrier behind it.
         """
-        for msg in pending:
-            rejected = self.add(msg.partition, msg.offset, msg.value)
-            self.n_rejected -= len(rejected)  # counted once, at first reading
+        import numpy as np
+
+        from streamlearn.metrics import prequential
+        from streamlearn.training.encoded_batch import read_encoded_batch
+
+        xs, ys = read_encoded_batch(batch, self.learner.n_slots)
+        n = xs.n_rows
+        if n:
+            if self.cfg.model.task == "binary":
+                ys = np.asarray(ys).astype(np.int64)
+            prequential(self.learner, xs, ys, self.metrics)
+        if self.offsets.get(partition, -1) < end_offset:
+            self.offsets[partition] = end_offset
+        self.n_learned += n
+        self.n_rejected += n_rejected
+        return self._take_delta(xs.indices)
 
     def should_flush(self) -> bool:
         return len(self._xs) >= self.cfg.job.flush_events
@@ -149,11 +160,14 @@ class LearnerWorker:
         if self._xs:
             prequential(self.learner, self._xs, self._ys, self.metrics)
         n = len(self._xs)
-        for msg in self._pending:
-            if self.offsets.get(msg.partition, -1) < msg.offset + 1:
-                self.offsets[msg.partition] = msg.offset + 1
+        for partition, offset in self._pending:
+            if self.offsets.get(partition, -1) < offset + 1:
+                self.offsets[partition] = offset + 1
         self._xs, self._ys, self._pending = [], [], []
         self.n_learned += n
+        return self._take_delta()
+
+    def _take_delta(self, touched: Any = None) -> Any:
         delta = self.tracker.take(
             learner_id=self.name,
             extra={
@@ -162,6 +176,7 @@ class LearnerWorker:
                 "n_learned_total": self.n_learned,
                 "n_rejected_total": self.n_rejected,
             },
+            touched=touched,
         )
         self._rebase_to_latest()
         return delta
