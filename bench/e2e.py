@@ -183,61 +183,99 @@ def _print_row(row: dict) -> None:
     print(line, flush=True)
 
 
+def _pack(batch, labels) -> bytes:
+    """A micro-batch in the JVM encoder's wire format (see streamlearn.training.encoded_batch)."""
+    import struct
+
+    import numpy as np
+
+    head = b"SLE1" + struct.pack("<III", batch.n_rows, len(batch.indices), 0)
+    return b"".join([
+        head, batch.values.tobytes(), np.asarray(labels, np.float64).tobytes(),
+        batch.offsets.astype("<i4").tobytes(), batch.indices.astype("<i4").tobytes(),
+        batch.numeric.astype(np.uint8).tobytes(),
+    ])
+
+
+def _jvm_encoder_rates(messages: list[bytes], rounds: int = 10) -> dict:
+    """``EncodeTool --bench`` on ``messages``: the JVM encoder's events/s against a bare
+    Jackson token walk of the same bytes, medians of alternating rounds."""
+    import struct
+
+    from connectors.flink_cluster import pyflink_home
+    from connectors.paths import flink_job_jars
+
+    helper = flink_job_jars()[-1]
+    with tempfile.NamedTemporaryFile(suffix=".bin") as f:
+        f.write(b"".join(struct.pack(">I", len(m)) + m for m in messages))
+        f.flush()
+        cp = os.pathsep.join([str(pyflink_home() / "lib" / "*"), str(helper)])
+        out = subprocess.run(
+            ["java", "-cp", cp, "io.streamlearn.flink.EncodeTool", "--bench", str(rounds),
+             "--task", "binary", "--bits", "20", "--in", f.name],
+            capture_output=True, text=True, check=True,
+        ).stdout
+    ours = re.search(r"encoder .*?median (\d+)", out)
+    bare = re.search(r"bare .*?median (\d+)", out)
+    return {"jvm_encoder_events_per_s": int(ours.group(1)),
+            "bare_jackson_walk_events_per_s": int(bare.group(1))}
+
+
 def profile_worker(events: int, envelope_size: int, flush_events: int = 1000) -> dict:
-    """Per-event cost inside one :class:`LearnerWorker`, stage by stage, in microseconds."""
+    """Per-event cost of the job's two halves, in microseconds: the JVM encoder (decode,
+    validate, hash; ``EncodeTool --bench``) and the Python learner on its bundles
+    (read the bundle, predict + score + learn, take the delta, serialise it)."""
+    import base64
+
     import orjson
 
-    from streamlearn.events import EventDecoder, encode_envelope
+    from streamlearn.events import encode_envelope
     from streamlearn.generators import clicks
     from streamlearn.metrics import prequential
     from streamlearn.training.config import TrainConfig
+    from streamlearn.training.encoded_batch import read_encoded_batch
     from streamlearn.training.workers import LearnerWorker
 
     evs = list(clicks(events, seed=11))
-    shapes = {
+    out: dict = {"events": events, "flush_events": flush_events}
+    for name, msgs in {
         "single": [orjson.dumps(e) for e in evs],
         "envelope": [encode_envelope(evs[i:i + envelope_size])
                      for i in range(0, len(evs), envelope_size)],
-    }
+    }.items():
+        out[name] = _jvm_encoder_rates(msgs)
+        print(f"profile {name:>8}: " + ", ".join(f"{k} {v:,}" for k, v in out[name].items()),
+              flush=True)
+
     cfg = TrainConfig.from_dict({"store": {"uri": "memory"},
                                  "job": {"flush_events": flush_events}})
-    out: dict = {"events": events, "flush_events": flush_events}
-    for name, msgs in shapes.items():
-        stages: dict[str, float] = {}
+    learner = cfg.make_learner()
+    bundles = []
+    for i in range(0, len(evs), flush_events):
+        chunk = [e for e in evs[i:i + flush_events] if e.get("label") in (0, 1)]
+        bundles.append(_pack(learner.encode([e["features"] for e in chunk]),
+                             [e["label"] for e in chunk]))
+    n = sum(read_encoded_batch(b, learner.n_slots)[0].n_rows for b in bundles)
+    stages: dict[str, float] = {}
 
-        def timed(label: str, fn, n: int = events, stages: dict = stages) -> object:
-            t0 = time.perf_counter()
-            result = fn()
-            stages[label] = round((time.perf_counter() - t0) / n * 1e6, 3)
-            return result
+    def timed(label: str, fn) -> object:
+        t0 = time.perf_counter()
+        result = fn()
+        stages[label] = round((time.perf_counter() - t0) / n * 1e6, 3)
+        return result
 
-        timed("json_parse", lambda: [orjson.loads(m) for m in msgs])  # noqa: B023
-        decoder = EventDecoder("binary")
-        decoded = timed("decode_validate", lambda: [decoder.decode(m)[0] for m in msgs])  # noqa: B023
-        xs = [e["features"] for batch in decoded for e in batch]
-        ys = [e["label"] for batch in decoded for e in batch]
-        learner = cfg.make_learner()
-        batches = [(xs[i:i + flush_events], ys[i:i + flush_events])
-                   for i in range(0, len(xs), flush_events)]
-        encoded = timed("hash_encode", lambda: [learner.encode(b) for b, _ in batches])  # noqa: B023
-        timed("predict_score_learn",
-              lambda: [prequential(learner, x, y, [])  # noqa: B023
-                       for x, (_, y) in zip(encoded, batches, strict=True)])  # noqa: B023
-
-        worker = LearnerWorker(cfg, 0, None)
-
-        def whole(worker: LearnerWorker = worker, msgs: list = msgs) -> None:
-            for i, m in enumerate(msgs):
-                worker.add(0, i, m)
-                if worker.should_flush():
-                    worker.flush()
-            worker.flush()
-
-        timed("worker_total", whole)
-        stages["worker_events_per_s"] = round(1e6 / stages["worker_total"])
-        out[name] = stages
-        print(f"profile {name:>8}: " + ", ".join(f"{k} {v}" for k, v in stages.items()),
-              flush=True)
+    read = timed("read_bundle", lambda: [read_encoded_batch(b, learner.n_slots) for b in bundles])
+    timed("predict_score_learn", lambda: [prequential(learner, x, y.astype(int), [])
+                                          for x, y in read])
+    worker = LearnerWorker(cfg, 0, None)
+    deltas = timed("learner_total", lambda: [
+        worker.learn_bundle(0, (i + 1) * flush_events, 0, b) for i, b in enumerate(bundles)])
+    deltas[0].to_bytes()  # the first call imports pyarrow's writers: not per-event work
+    timed("delta_to_base64", lambda: [base64.b64encode(d.to_bytes()) for d in deltas])
+    stages["python_events_per_s"] = round(
+        1e6 / (stages["learner_total"] + stages["delta_to_base64"]))
+    out["python_learner"] = stages
+    print("profile  learner: " + ", ".join(f"{k} {v}" for k, v in stages.items()), flush=True)
     return out
 
 
@@ -252,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated job.flush_events values to sweep (train only)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a train job setting for every run, e.g. job.flush_ms=1000")
-    parser.add_argument("--profile", action="store_true", help="also profile LearnerWorker")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile the JVM encoder and the Python learner")
     parser.add_argument("--profile-only", action="store_true")
     parser.add_argument("--bootstrap", help="a running broker (default: start one)")
     parser.add_argument("--out", default=str(RESULTS / "e2e.json"))
