@@ -136,7 +136,9 @@ class LearnerWorker:
         n = xs.n_rows
         if n:
             if self.cfg.model.task == "binary":
-                ys = np.asarray(ys).astype(np.int64)
+                # plain ints: class look-ups and metrics go label by label, and numpy
+                # scalars are slow dict keys
+                ys = np.asarray(ys).astype(np.int64).tolist()
             prequential(self.learner, xs, ys, self.metrics)
         if self.offsets.get(partition, -1) < end_offset:
             self.offsets[partition] = end_offset
