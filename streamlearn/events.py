@@ -28,7 +28,7 @@ rejection for the whole message.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,9 +69,79 @@ def _where(index: int | None) -> str:
     return "" if index is None else f"event {index}"
 
 
+_SHORT = 60  # the longest quoted value; a longer one is cut to 57 characters and "..."
+_TEXT, _VALUE = True, False  # the pieces of a container: its own text, or an item to render
+
+
+def _pieces(value: list | dict, comma: str, colon: str) -> Iterator[tuple[bool, Any]]:
+    """A list or dict as written: its brackets and separators, and its items in their place."""
+    if type(value) is list:
+        yield _TEXT, "["
+        for i, item in enumerate(value):
+            if i:
+                yield _TEXT, comma
+            yield _VALUE, item
+        yield _TEXT, "]"
+    else:
+        yield _TEXT, "{"
+        for i, (key, item) in enumerate(value.items()):
+            if i:
+                yield _TEXT, comma
+            yield _VALUE, key
+            yield _TEXT, colon
+            yield _VALUE, item
+        yield _TEXT, "}"
+
+
+def _write(
+    value: Any, scalar: Callable[[Any], str], comma: str, colon: str, limit: float
+) -> str:
+    """``value`` written with ``scalar`` for everything but lists and dicts, which are walked
+    with a stack of their own, not by recursion: any depth that JSON can bring is fine. Stops
+    once at least ``limit`` characters are written."""
+    if type(value) is not list and type(value) is not dict:
+        return scalar(value)
+    out: list[str] = []
+    size = 0
+    stack = [_pieces(value, comma, colon)]
+    while stack and size < limit:
+        piece = next(stack[-1], None)
+        if piece is None:
+            stack.pop()
+            continue
+        kind, item = piece
+        if kind is _VALUE:
+            if type(item) is list or type(item) is dict:
+                stack.append(_pieces(item, comma, colon))
+                continue
+            item = scalar(item)
+        out.append(item)
+        size += len(item)
+    return "".join(out)
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    """``repr(value)``, cut to 57 characters and "..." past 60.
+
+    Lists and dicts are rendered only as far as the cut, without recursion, so that a value
+    nested hundreds deep (orjson reads up to 1024 levels) reads as its first brackets, as ``repr``
+    would write it, instead of raising RecursionError. A value of another type that ``repr``
+    cannot render (a tuple nested too deep, say) is "a deeply nested value".
+    """
+    try:
+        text = _write(value, repr, ", ", ": ", _SHORT + 1)
+    except RecursionError:
+        return "a deeply nested value"
+    return text if len(text) <= _SHORT else text[: _SHORT - 3] + "..."
+
+
+def _item_bytes(item: Any) -> bytes:
+    """An envelope item as JSON bytes; orjson writes at most 254 levels, deeper items are
+    written here in its layout."""
+    try:
+        return orjson.dumps(item)
+    except orjson.JSONEncodeError:
+        return _write(item, lambda v: orjson.dumps(v).decode(), ",", ":", math.inf).encode()
 
 
 class EventDecoder:
@@ -120,7 +190,7 @@ class EventDecoder:
                 try:
                     good.append(self.validate(item, i))
                 except EventError as err:
-                    bad.append(Rejected(err, i, orjson.dumps(item)))
+                    bad.append(Rejected(err, i, _item_bytes(item)))
             return good, bad
         try:
             return [self.validate(doc, None)], []

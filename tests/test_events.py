@@ -102,3 +102,108 @@ def test_input_event_is_not_copied_but_validated_in_place():
 def test_unknown_task_is_refused():
     with pytest.raises(EventError, match="task"):
         EventDecoder("ranking")
+
+
+# -- values nested deeper than Python's recursion limit ------------------------------------
+
+DEPTH = 1000  # deeper than repr can go; orjson reads up to 1024 levels, the event's included
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def _nested_object(depth: int) -> bytes:
+    return b'{"a": ' * depth + b"1" + b"}" * depth
+
+
+
+@pytest.mark.parametrize(
+    ("message", "field", "got"),
+    [
+        (b'{"features": {"x": 1}, "label": 1, "id": ' + _nested(DEPTH) + b"}", "id", "[" * 57),
+        (b'{"features": {"x": 1}, "label": 1, "key": ' + _nested(DEPTH) + b"}", "key", "[" * 57),
+        (b'{"features": {"x": 1}, "label": ' + _nested(DEPTH) + b"}", "label", "[" * 57),
+        (b'{"features": {"x": 1}, "label": 1, "ts": ' + _nested(DEPTH) + b"}", "ts", "[" * 57),
+        (b'{"features": {"x": ' + _nested_object(DEPTH) + b'}, "label": 1}', "features.x",
+         "{'a': " * 9 + "{'a"),
+        (b'{"features": {"x": ["a", ' + _nested(DEPTH) + b']}, "label": 1}', "features.x",
+         None),
+        (b'{"features": ' + _nested(DEPTH) + b', "label": 1}', "features", "[" * 57),
+        (_nested(DEPTH), "event", "[" * 57),
+        (b'{"events": ' + _nested_object(DEPTH) + b"}", "events", "{'a': " * 9 + "{'a"),
+    ],
+)
+def test_a_deeply_nested_value_is_a_rejection_naming_its_field(message, field, got):
+    good, bad = EventDecoder("binary").decode(message)
+    assert good == [] and len(bad) == 1
+    assert bad[0].field == field and bad[0].index is None and bad[0].raw == message
+    if got is not None:
+        assert bad[0].reason.endswith(f", got {got}..."), bad[0].reason
+
+
+def test_a_deeply_nested_list_item_is_quoted_by_its_first_brackets():
+    message = b'{"features": {"x": ["a", ' + _nested(DEPTH) + b']}, "label": 1}'
+    (rejected,) = EventDecoder("binary").decode(message)[1]
+    assert rejected.reason == (
+        "field `features.x`: expected a list of strings, got an item " + "[" * 57 + "..."
+    )
+
+
+def test_a_deeply_nested_envelope_item_keeps_its_bytes():
+    """orjson writes at most 254 levels: a deeper rejected item is written as orjson would."""
+    item = b'{"features":{"x":1},"label":1,"id":' + _nested(DEPTH - 2) + b"}"
+    other = b'{"features":{"x":2},"label":0}'
+    good, bad = EventDecoder("binary").decode(b'{"events":[' + other + b"," + item + b"]}")
+    assert [e["features"] for e in good] == [{"x": 2}]
+    assert [(r.index, r.field) for r in bad] == [(1, "id")]
+    assert bad[0].raw == item
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_short_value_is_repr_cut_to_sixty_characters(seed):
+    """For any JSON value, what the rejection quotes is ``repr`` cut at 60 characters; and a
+    rejected envelope item's bytes are orjson's."""
+    import random
+
+    rng = random.Random(seed)
+    words = ["", "a", "it's", 'say "hi"', "\\", "tab\tnew\nline\x7f\u2028", "é😀", "x" * 70]
+
+    def value(depth: int):
+        kind = rng.random()
+        if depth > 4 or kind < 0.5:
+            return rng.choice([None, True, False, 0, -3, 2**64 - 1, 1.5, -0.0, 1e-7, 1e300,
+                               *words])
+        if kind < 0.75:
+            return [value(depth + 1) for _ in range(rng.randint(0, 5))]
+        return {rng.choice(words): value(depth + 1) for _ in range(rng.randint(0, 4))}
+
+    cut = 0
+    decoder = EventDecoder("binary")
+    for _ in range(500):
+        v = value(0)
+        text = repr(v)
+        expected = text if len(text) <= 60 else text[:57] + "..."
+        cut += len(text) > 60
+        event = {"features": {"x": 1}, "label": 1, "id": v}
+        message = orjson.dumps({"events": [event]})
+        good, bad = decoder.decode(message)
+        if v is None or type(v) in (str, int, bool):
+            assert len(good) == 1
+            continue
+        reason = "field `id` of event 0: expected a string or an integer, got " + expected
+        assert [r.reason for r in bad] == [reason]
+        assert bad[0].raw == orjson.dumps(event)
+    assert cut > 50  # long values were cut
+
+
+def test_a_value_repr_cannot_render_is_named_as_deeply_nested():
+    """Through :meth:`EventDecoder.validate` (the SDK), any Python value can come: a tuple
+    nested too deep for ``repr`` is "a deeply nested value"."""
+    deep: tuple = ()
+    for _ in range(5 * DEPTH):
+        deep = (deep,)
+    with pytest.raises(EventError) as info:
+        EventDecoder("binary").validate({"features": {"x": 1}, "label": 1, "id": deep})
+    assert info.value.field == "id"
+    assert str(info.value).endswith("got a deeply nested value")
