@@ -26,7 +26,7 @@ import orjson
 import pytest
 
 from streamlearn.errors import EventError, ValidationError
-from streamlearn.events import EventDecoder, Rejected, _short
+from streamlearn.events import EventDecoder, Rejected, _item_bytes, _short
 from streamlearn.features import FeatureHasher, _hash_name, _hash_value, feature_slot
 from streamlearn.training import workers
 from streamlearn.training.encoded_batch import read_encoded_batch
@@ -124,8 +124,8 @@ def check_message(
         if r["index"] is None:
             assert r["raw"] == message, where
         else:
-            item = orjson.loads(message)["events"][r["index"]]
-            assert orjson.loads(r["raw"]) == item, where
+            item = orjson.loads(message)["events"][r["index"]]  # as bytes: it may nest deep
+            assert _item_bytes(orjson.loads(r["raw"])) == _item_bytes(item), where
 
 
 # -- the hand-written corpus -------------------------------------------------------------------
@@ -262,9 +262,22 @@ CORPUS: list[bytes] = [
     b'\x00{"features": {"x": 1}, "label": 1}', b'{"features": {"x": 1}, "label": 1}\x00',
     b'{"features": {"x": 1}, "label": 1}\x0c', b'\x0c{"features": {"x": 1}, "label": 1}',
     b'{"features" {"x": 1}, "label": 1}', b'{"features": {"x": 1} "label": 1}',
-    # orjson's depth limit (Python's repr of a deeper "id" would overflow: no repr here)
+    # orjson's depth limit: 1024 levels, the message's own included
     b'{"features": {"x": 1}, "label": 1, "zz": ' + b"[" * 1023 + b"]" * 1023 + b"}",
     b'{"features": {"x": 1}, "label": 1, "zz": ' + b"[" * 1024 + b"]" * 1024 + b"}",
+    b'{"features": {"x": 1}, "label": 1, "id": ' + b"[" * 1024 + b"]" * 1024 + b"}",
+    # values nested that deep, far past Python's recursion limit: quoted by their first brackets
+    *[b'{"features": {"x": 1}, "label": 1, "' + field + b'": ' + b"[" * 1023 + b"]" * 1023
+      + b"}" for field in (b"id", b"key", b"ts")],
+    b'{"features": {"x": 1}, "label": ' + b"[" * 1023 + b"]" * 1023 + b"}",
+    b'{"features": {"x": ' + b'{"a": ' * 1022 + b"1" + b"}" * 1022 + b'}, "label": 1}',
+    b'{"features": {"x": ["a", ' + b"[" * 1021 + b"]" * 1021 + b']}, "label": 1}',
+    b'{"features": ' + b"[" * 1023 + b"]" * 1023 + b', "label": 1}',
+    b"[" * 1024 + b"]" * 1024,
+    b'{"events": ' + b'{"a": ' * 1023 + b"1" + b"}" * 1023 + b"}",
+    b'{"events": [' + b"[" * 1022 + b"]" * 1022 + b', {"features": {"x": 1}, "label": 1}]}',
+    b'{"events": [{"features": {"x": 1}, "label": 1}, {"features": {"x": 1}, "label": 1,'
+    b' "id": ' + b"[" * 1021 + b"]" * 1021 + b"}]}",
     b'{"events": [{"features": {"x": 1}, "label": 1}, {"features": {"x": NaN}, "label": 1}]}',
     b'{"events": [{"features": {"x": 1}, "label": 1}, {"features": {"x": 1e999}}]}',
     b'{"events": [{"features": {"x": 1}, "label": 1}, {"features": {"x": "\\udc00"}}]}',
@@ -347,6 +360,9 @@ def test_corpus_covers_every_rejection_reason(corpus_runs: dict) -> None:
         "expected event time in milliseconds (an integer >= 0), got -1",
         "expected a number (it is a dense feature), got 'old'",
         "expected non-empty string feature names, got ''",
+        "expected a string or an integer, got " + "[" * 57 + "...",
+        "expected a list of strings, got an item " + "[" * 57 + "...",
+        "expected a list of events, got " + "{'a': " * 9 + "{'a...",
         "...",
     ):
         assert expected in reasons, expected

@@ -16,6 +16,11 @@ import java.util.Map;
  * {@link String}, {@link Long} and {@link BigInteger} (Python ints), {@link Double}, {@link
  * Boolean}, {@code null} (None), {@link List} and {@link Map} (insertion-ordered).
  *
+ * <p>Only the beginning is rendered, as far as the cut, so a list or object nested as deep as
+ * orjson reads (1024 levels) is quoted by its first brackets and the recursion here stops there.
+ * Python's {@code _short} writes the same text: it walks lists and dicts with a stack of its own,
+ * since {@code repr} itself would overflow Python's recursion limit on such a value.
+ *
  * <p>Strings are quoted as Python does (single quotes unless the text holds a single quote and
  * no double quote), with Python's escapes for characters that are not printable; floats are the
  * shortest text that reads back to the same double, in Python's layout ({@code 1e-05}, {@code
@@ -60,6 +65,7 @@ final class PyRepr {
     private static void repr(Object v, StringBuilder sb) {
         if (v instanceof List<?> list) {
             sb.append('[');
+            check(sb); // a deep value: stop at the cut, not at the bottom
             boolean first = true;
             for (Object item : list) {
                 if (!first) {
@@ -72,6 +78,7 @@ final class PyRepr {
             sb.append(']');
         } else if (v instanceof Map<?, ?> map) {
             sb.append('{');
+            check(sb);
             boolean first = true;
             for (Map.Entry<?, ?> e : map.entrySet()) {
                 if (!first) {
