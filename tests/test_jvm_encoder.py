@@ -47,12 +47,13 @@ def _where(index: int | None) -> str:
 
 
 def _hasher_refusal(features: dict, dense: tuple[str, ...], index: int | None) -> EventError | None:
-    """What the JVM refuses per event that ``FeatureHasher`` would refuse (or, for a dense
-    feature given a boolean or an empty list, accept) only when encoding a whole batch."""
+    """What the JVM refuses per event that ``FeatureHasher`` would refuse only when encoding
+    a whole batch: an empty name, and a dense feature given a string or a non-empty list
+    (the hasher takes true/false there as 1/0, and an empty list as no entry)."""
     for name, value in features.items():
         if name == "":
             return EventError("features", "non-empty string feature names", "''", _where(index))
-        if name in dense and type(value) not in (int, float):
+        if name in dense and (type(value) is str or (type(value) is list and value)):
             return EventError(
                 f"features.{name}", "a number (it is a dense feature)", _short(value),
                 _where(index),
@@ -80,6 +81,8 @@ def reference(message: bytes, task: str, bits: int, dense: tuple[str, ...], max_
     for index, event in zip(good_index, good, strict=True):
         refusal = _hasher_refusal(event["features"], dense, index)
         if refusal is not None:
+            with pytest.raises(ValidationError):  # the JVM refuses only what Python refuses
+                hasher.encode_one(event["features"])
             rejections.append((refusal.field, index, str(refusal)))
             continue
         b = hasher.encode_one(event["features"])
@@ -208,6 +211,14 @@ CORPUS: list[bytes] = [
     b'{"features": {"age": ["a"]}, "label": 1}',
     b'{"features": {"age": []}, "label": 1}',
     b'{"features": {"age": null}, "label": 1}',
+    b'{"features": {"age": false, "c": "x", "score": true}, "label": 1}',
+    b'{"features": {"c": "x", "age": [ ], "score": 2}, "label": 1}',
+    b'{"features": {"age": [], "score": false}, "label": 0}',
+    b'{"features": {"score": ["a", "b"]}, "label": 1}',
+    b'{"features": {"score": [""]}, "label": 1}',
+    b'{"events": [{"features": {"age": true, "score": []}, "label": 1},'
+    b' {"features": {"age": false, "score": 0.5}, "label": 0},'
+    b' {"features": {"age": 3, "score": ["x"]}, "label": 1}]}',
     b'{"features": {"": 1}, "label": 1}',
     b'{"features": {"x": 1, "": "y"}, "label": 1}',
     b'{"features": {"age": "x", "": 1}, "label": 1}',
@@ -395,7 +406,7 @@ def test_small_hash_spaces_agree() -> None:
 
 def test_a_small_cache_changes_nothing() -> None:
     """The remembered slots are emptied every few events: same results, from scratch."""
-    messages = CORPUS[:25] + random_messages(random.Random(5), "binary", 1500)
+    messages = CORPUS[:25] + random_messages(random.Random(5), "binary", 3000)
     paths: dict = {}
     batches, rejections = jvm_tool.encode(
         messages, "binary", BITS, DENSE, MAX_FEATURES, paths=paths, cache_size=40
@@ -561,8 +572,11 @@ def _number(rng: random.Random) -> str:
 def _feature_value(rng: random.Random, name: str, clean: bool):
     kind = rng.random()
     words = WORDS if clean else WORDS + ODD_WORDS
-    if name in DENSE and (clean or kind < 0.97):
-        return _Raw(_number(rng))
+    if name in DENSE:
+        if kind < 0.9:
+            return _Raw(_number(rng))
+        if clean or kind < 0.97:  # what the hasher also takes for a dense name
+            return rng.random() < 0.5 if kind < 0.95 else []
     if kind < 0.4:
         return rng.choice(words)
     if kind < 0.75:

@@ -17,16 +17,17 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.io.NumberInpu
  * CSR batches.
  *
  * <p>Same results means: the same valid events in the same order; each event's entries in the
- * order of its features (lists expand in place; a name given twice keeps its first position and
- * its last value, as a Python dict does), with the same slots and the same signed values
- * (numbers ±value and numeric; strings and list items ±1; booleans ±1/±0, not numeric; dense
- * names their own slot, +value); the same labels (binary 0/1, regression the number,
- * multiclass the class as sent); and the same rejections: field, index and reason equal to
- * Python's {@code str(EventError)}, except for the detail inside "bad JSON (...)", which is
- * Jackson's or ours rather than orjson's. Two refusals Python only makes later, when the whole
- * batch is encoded (and would stop the job), are rejections of the one event here: a dense
- * feature given anything but a number ({@code features.<name>}: "a number (it is a dense
- * feature)") and an empty feature name ({@code features}: "non-empty string feature names").
+ * order of its features (lists expand in place, an empty list to no entry; a name given twice
+ * keeps its first position and its last value, as a Python dict does), with the same slots and
+ * the same signed values (numbers ±value and numeric; strings and list items ±1; booleans
+ * ±1/±0, not numeric; dense names their own slot, +value, and true/false there is 1/0, not
+ * numeric); the same labels (binary 0/1, regression the number, multiclass the class as sent);
+ * and the same rejections: field, index and reason equal to Python's {@code str(EventError)},
+ * except for the detail inside "bad JSON (...)", which is Jackson's or ours rather than
+ * orjson's. Two refusals Python only makes later, when the whole batch is encoded (and would
+ * stop the job), are rejections of the one event here: a dense feature given a string or a
+ * non-empty list ({@code features.<name>}: "a number (it is a dense feature)", quoting the
+ * value) and an empty feature name ({@code features}: "non-empty string feature names").
  *
  * <p>How: a hand-written scanner reads the usual shapes (one event, or an envelope {@code
  * {"events": [...]}} of events, with keys among {@code features, label, key, ts, id}, plain
@@ -407,17 +408,17 @@ public final class EventEncoder {
                 batch.entry(n.numSlot, n.numSign * v, true);
             } else if (c == 't' || c == 'f') {
                 boolean t = c == 't';
-                if (n.dense || !word(p, t ? TRUE : FALSE)) {
+                if (!word(p, t ? TRUE : FALSE)) {
                     return -1;
                 }
-                batch.entry(n.numSlot, n.numSign * (t ? 1.0 : 0.0), false);
+                batch.entry(n.numSlot, n.numSign * (t ? 1.0 : 0.0), false); // dense too
                 p += t ? 4 : 5;
             } else if (c == '[') {
-                if (n.dense) {
-                    return -1;
-                }
                 p = ws(p + 1);
                 if (m[p] != ']') {
+                    if (n.dense) { // a dense name takes only the empty list
+                        return -1;
+                    }
                     while (true) {
                         if (m[p] != '"') {
                             return -1;

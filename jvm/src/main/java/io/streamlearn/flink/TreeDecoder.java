@@ -403,7 +403,10 @@ final class TreeDecoder {
             if (name.isEmpty()) {
                 throw fail("features", "non-empty string feature names", "''", where);
             }
-            if (!(v instanceof Double || isInt(v)) && cache.isDense(name)) {
+            // a dense name takes numbers, true/false (1/0) and the empty list (no entry), as
+            // the hasher does; a string or a list of strings it would refuse
+            if ((v instanceof String || (v instanceof List<?> list && !list.isEmpty()))
+                    && cache.isDense(name)) {
                 throw fail("features." + name, "a number (it is a dense feature)",
                         PyRepr.shortRepr(v), where);
             }
