@@ -72,8 +72,9 @@ _PLAIN_NUMBERS = frozenset((float, int))
 _ONLY_DICTS = {dict}
 _ONLY_STRS = {str}
 _STRING, _NUMBER, _BOOLEAN = "string", "number", "boolean"  # kinds of values
-_MAX_LAYOUTS = 16  # schemas whose layout over a batch is remembered
-_MAX_MISFITS = 8  # batches whose values do not fit a schema's kinds before it stops guessing
+_MAX_LAYOUTS = 4  # schemas whose layout over a batch is remembered
+_MAX_MISFITS = 8  # batches in a row whose values do not fit a schema's kinds, then a pause
+_PAUSE = 64  # batches a schema is encoded the general way before its kinds are learned again
 _MAX_SCHEMAS = 4096
 _VALUE_KINDS = "a number, a string, a list of strings or true/false"
 
@@ -356,16 +357,22 @@ class FeatureHasher:
         if schema.kinds:
             batch = self._encode_laid_out(xs, names, schema)
             if batch is not None:
+                schema.misfits = 0
                 return batch
-            schema.misfits += 1  # the values did not fit: learn the kinds again, or give up
-            schema.kinds = False if schema.misfits > _MAX_MISFITS else None
+            schema.misfits += 1  # a value did not fit its kind: a bad value, or new kinds
+            if schema.misfits > _MAX_MISFITS:  # kinds that keep changing: stop guessing a while
+                schema.pause()
+        elif schema.kinds is False:
+            schema.wait -= 1
+            if schema.wait <= 0:
+                schema.kinds, schema.misfits = None, 0
         return self._encode_any(xs, lens, schema)
 
     def _encode_any(self, xs: list[dict], lens: list[int], schema: _Schema | None) -> FeatureBatch:
         """Encode any batch: one look-up per value, then what is not a known
         string is looked at again. With the batch's shared ``schema``, its
-        name codes are used and, the first time, the kinds of its values are
-        remembered for :meth:`_encode_laid_out`."""
+        name codes are used and, when not known or no longer fitting, the
+        kinds of its values are remembered for :meth:`_encode_laid_out`."""
         vals = list(chain.from_iterable(map(dict.values, xs)))
         keys: list | _LazyKeys | None = None
         strings = self._strings
@@ -375,7 +382,7 @@ class FeatureHasher:
             keys, vals, lens = self._flatten(xs)
             codes = b"".join(map(strings.get, vals, repeat(_NOT_A_STRING)))
             if schema is not None:
-                schema.kinds = False  # lists change the number of entries per event
+                schema.pause()  # lists change the number of entries per event
                 schema = None
         value_codes = np.frombuffer(codes, _U64LE)
         offsets = np.zeros(len(lens) + 1, np.int64)
@@ -393,7 +400,9 @@ class FeatureHasher:
         if numeric.any():
             value_codes = self._numbers(keys, vals, value_codes, values, numeric, offsets)
         batch = self._assemble(keys, name_codes, value_codes, values, numeric, offsets)
-        if schema is not None and schema.kinds is None:
+        if schema is not None and schema.kinds is not False and (
+            schema.kinds is None or schema.misfits
+        ):
             width = len(schema.codes)  # the first event's entries tell the kinds
             schema.kinds = tuple(
                 _STRING if c else _NUMBER if num else _BOOLEAN
@@ -815,12 +824,16 @@ class _Schema:
     """What the batch path remembers of one tuple of names: their codes and
     the kinds of value (string, number, boolean) seen at each position."""
 
-    __slots__ = ("codes", "kinds", "misfits")
+    __slots__ = ("codes", "kinds", "misfits", "wait")
 
     def __init__(self, codes: np.ndarray) -> None:
         self.codes = codes
-        self.kinds: tuple[str, ...] | None | bool = None  # None: not seen yet; False: mixed
-        self.misfits = 0
+        self.kinds: tuple[str, ...] | None | bool = None  # None: to learn; False: paused
+        self.misfits = 0  # batches in a row whose values did not fit the kinds
+        self.wait = 0  # batches to encode the general way before learning kinds again
+
+    def pause(self) -> None:
+        self.kinds, self.wait = False, _PAUSE
 
 
 def _picker(positions: np.ndarray) -> Callable[[list], tuple]:

@@ -412,3 +412,24 @@ def test_bad_values_in_a_known_schema_name_field_and_event(bad, field):
             hasher.encode(events)
         assert info.value.field == field and f"event {at}" in str(info.value)
     _assert_reference(hasher.encode(good), good, 8, ("age",))  # still right afterwards
+
+
+def test_bad_batches_now_and_then_do_not_stop_the_fast_path(monkeypatch):
+    laid_out = []
+    fast = FeatureHasher._encode_laid_out
+
+    def counted(self, *args):
+        batch = fast(self, *args)
+        laid_out.append(batch is not None)
+        return batch
+
+    monkeypatch.setattr(FeatureHasher, "_encode_laid_out", counted)
+    hasher = FeatureHasher(bits=10)
+    good = [{"c": f"v{i % 5}", "x": i / 3} for i in range(20)]
+    bad = [dict(x) for x in good]
+    bad[7]["x"] = None
+    for _ in range(30):  # a rejected batch between good ones (its events go elsewhere)
+        _assert_reference(hasher.encode(good), good, 10)
+        with pytest.raises(ValidationError):
+            hasher.encode(bad)
+    assert laid_out[-2:] == [True, False]  # the last good batch was still encoded by position
