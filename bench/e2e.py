@@ -22,10 +22,18 @@ the runtime: noise), the plain ``events / runtime`` as ``events_per_s_gross``.
 The ratio ``train / count`` is taken on marginal rates of the same run when
 both exist, else on gross rates (``ratio_on`` says which).
 
+The marginal rate is noisy on a shared machine (two runtimes of several
+seconds, subtracted), so each run also reports a steady rate measured inside
+the job, free of start-up: for training, the events reflected between the
+first and the last published version over the time between their publishes;
+for the count job, the records between the first and the last one counted
+over that time. ``train_vs_count_steady`` is their ratio.
+
 Optional sweeps (each a flag of the train job): execution mode, and
-``job.flush_events``. ``--profile`` times the learner's per-event work in
-this process (:class:`streamlearn.training.workers.LearnerWorker` on the same
-messages): JSON parse, decode + validate, hashing, predict + learn, delta.
+``job.flush_events``. ``--profile`` times the job's two halves in this
+process on the same kind of events: the JVM encoder (``EncodeTool --bench``,
+against a bare Jackson walk of the same bytes) and the Python learner on
+bundles (read, predict + score + learn, take the delta, serialise it).
 
 A broker is started on a free port (``--bootstrap`` uses a running one).
 Results go to ``bench/results/e2e.json``.
@@ -100,7 +108,10 @@ def run_count(bootstrap: str, topic: str, p: int, mode: str, work: Path) -> dict
            "--topic", topic, "--bounded", "--parallelism", str(p), "--execution-mode", mode,
            "--report-dir", str(report), "--group", f"count-{report.name}"]
     out = _run(cmd, 900, report / "job.log")
-    out["records"] = sum(int(f.read_text()) for f in report.glob("count-*.txt"))
+    counts = [f.read_text().split() for f in report.glob("count-*.txt")]
+    out["records"] = sum(int(c[0]) for c in counts)
+    busy = [c for c in counts if int(c[0])]
+    out["first_to_last_s"] = max(float(c[2]) for c in busy) - min(float(c[1]) for c in busy)
     return out
 
 
@@ -121,20 +132,35 @@ def run_train(bootstrap: str, topic: str, p: int, mode: str, work: Path,
     store = ModelStore(str(home / "models"), "e2e")
     latest = store.get()
     out["events"] = latest.lineage.events
-    out["versions"] = len(store.list())
+    versions = [store.get(v.version).lineage for v in store.list()]
+    out["versions"] = len(versions)
+    if len(versions) >= 3:  # events between the first and the last version, over their time
+        first, last = versions[0], versions[-1]
+        out["steady_events"] = last.events - first.events
+        out["steady_s"] = last.created_at - first.created_at
     return out
 
 
-def _rates(run: dict, tiny: dict, events: int) -> dict:
-    """Marginal and gross rates; the marginal one only when the fixed cost is not most of it."""
+def _rates(run: dict, tiny: dict, events: int, per_record: float = 1.0) -> dict:
+    """Marginal and gross rates (the marginal one only when the fixed cost is not most of
+    it), and the steady rate: the training job's events between its first and last
+    published version over the time between them; the count job's records between its
+    first and last record over that time (``per_record`` events each)."""
     marginal = run["net_runtime_s"] - tiny["net_runtime_s"]
     gross = round(events / run["net_runtime_s"])
     steady = marginal > 0.25 * run["net_runtime_s"]
+    if "steady_s" in run and run["steady_s"] > 0:
+        in_steady = round(run["steady_events"] / run["steady_s"])
+    elif run.get("first_to_last_s", 0) > 0:
+        in_steady = round(run["records"] * per_record / run["first_to_last_s"])
+    else:
+        in_steady = None
     return {
         **run,
         "tiny_net_runtime_s": tiny["net_runtime_s"],
         "events_per_s": round(events / marginal) if steady else None,
         "events_per_s_gross": gross,
+        "events_per_s_steady": in_steady,
     }
 
 
@@ -159,12 +185,15 @@ def measure_pair(bootstrap: str, shape: dict, p: int, mode: str, work: Path,
         if full_c["records"] != shape["messages"]:
             raise RuntimeError(f"count read {full_c['records']} records, the topic holds "
                                f"{shape['messages']}")
-        row["count"] = _rates(full_c, tiny_c, events)
+        row["count"] = _rates(full_c, tiny_c, events, per_msg)
         row["count"]["messages_per_s"] = round(_best(row["count"]) / per_msg)
         both = row["train"]["events_per_s"] and row["count"]["events_per_s"]
         row["ratio_on"] = "marginal" if both else "gross"
         key = "events_per_s" if both else "events_per_s_gross"
         row["train_vs_count"] = round(row["train"][key] / row["count"][key], 3)
+        if row["train"]["events_per_s_steady"] and row["count"]["events_per_s_steady"]:
+            row["train_vs_count_steady"] = round(
+                row["train"]["events_per_s_steady"] / row["count"]["events_per_s_steady"], 3)
     _print_row(row)
     return row
 
@@ -173,13 +202,15 @@ def _print_row(row: dict) -> None:
     t = row["train"]
     line = (f"{row['shape']:>9} P={row['parallelism']} {row['mode']:<7} "
             f"{json.dumps(row['settings']) if row['settings'] else '':<28} "
-            f"train {t['events_per_s'] or 0:>9,} ev/s (gross {t['events_per_s_gross']:>9,}, "
+            f"train steady {t['events_per_s_steady'] or 0:>9,} ev/s "
+            f"(marginal {t['events_per_s'] or 0:,}, gross {t['events_per_s_gross']:,}, "
             f"{t['versions']} versions)")
     if "count" in row:
         c = row["count"]
-        line += (f" | count {c['events_per_s'] or 0:>10,} ev/s (gross {c['events_per_s_gross']:,},"
-                 f" {c['messages_per_s']:,} msg/s) | train/count {row['train_vs_count']:.2f}"
-                 f" ({row['ratio_on']})")
+        line += (f" | count steady {c['events_per_s_steady'] or 0:,} ev/s (marginal "
+                 f"{c['events_per_s'] or 0:,}, gross {c['events_per_s_gross']:,}) | train/count "
+                 f"steady {row.get('train_vs_count_steady', 0):.2f}, "
+                 f"{row['ratio_on']} {row['train_vs_count']:.2f}")
     print(line, flush=True)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from connectors.flink_kafka import kafka_source, record_with_offsets_type, strea
 
 
 class Count(FlatMapFunction):
-    """Count records; emit none; when the input ends, write the count to a file in ``report_dir``.
+    """Count records; emit none; when the input ends, write the count and the wall-clock
+    times of the first and last record to a file in ``report_dir``.
 
     (A file, because the Python workers' stdout/stderr do not reach the job's
     console in thread mode.)
@@ -42,15 +44,19 @@ class Count(FlatMapFunction):
 
     def open(self, ctx: RuntimeContext) -> None:
         self.records = 0
+        self.first = self.last = 0.0
 
     def flat_map(self, value):
+        self.last = time.time()
+        if not self.records:
+            self.first = self.last
         self.records += 1
         return ()
 
     def close(self) -> None:
         if self.report_dir:
             path = Path(self.report_dir) / f"count-{uuid.uuid4().hex}.txt"
-            path.write_text(f"{self.records}\n")
+            path.write_text(f"{self.records} {self.first} {self.last}\n")
 
 
 def build(args: argparse.Namespace):
