@@ -467,28 +467,39 @@ class _NameShares:
     shares, or ``share * x`` for a number or boolean ``x``; ``TypeError`` for
     any other value. A scorer keeps one per name it has seen with strings, so
     that one ``map(mul, ...)`` scores an event of numbers and strings alike.
+    The strings' shares are remembered here by value (no ``(name, value)``
+    key to build and hash per look-up), as well as in the scorer's own table.
     """
 
-    __slots__ = ("_scorer", "_name", "_strs", "_number")
+    __slots__ = ("_scorer", "_name", "_by_value", "_number")
 
     def __init__(self, scorer: LinearScorer, name: str) -> None:
         self._scorer = scorer
         self._name = name
-        self._strs = scorer._str
+        self._by_value: dict[str, float] = {}
         self._number: float | None = None
+
+    def _of_string(self, value: str) -> float:
+        share = self._scorer._share_of_string(self._name, value)  # checks name and value
+        by_value = self._by_value
+        if len(by_value) > _CACHE_LIMIT:
+            by_value.clear()
+        by_value[value] = share
+        return share
 
     def __mul__(self, value: Any) -> float:
         t = type(value)
         if t is str:
-            c = self._strs.get((self._name, value))
-            return c if c is not None else self._scorer._share_of_string(self._name, value)
+            c = self._by_value.get(value)
+            return c if c is not None else self._of_string(value)
         if t is list:
             total = 0.0
+            by_value = self._by_value
             for item in value:
                 if type(item) is not str:
                     raise TypeError("a list of strings")
-                c = self._strs.get((self._name, item))
-                total += c if c is not None else self._scorer._share_of_string(self._name, item)
+                c = by_value.get(item)
+                total += c if c is not None else self._of_string(item)
             return total
         if t is float or t is int or t is bool:
             if self._number is None:
