@@ -45,7 +45,8 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "batch_size": 256 * 1024,
     "acks": "all",
     "max_request_size": 8 * 1024 * 1024,
-    "retries": 5,
+    "retries": 10,
+    "retry_backoff_ms": 200,  # a leader moving or just elected: retry for ~2 s
     "request_timeout_ms": 30_000,
 }
 
@@ -127,23 +128,30 @@ def create_topics(
 
 
 def _wait_for_leaders(bootstrap: str, names: list[str], timeout_s: float) -> None:
-    from kafka import KafkaConsumer
+    """Wait until every partition of ``names`` has a leader the broker serves.
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    A topic's partitions are listed before their leader takes them on; a
+    producer sending in between gets ``NotLeaderForPartition``.
+    """
+    admin = _admin(bootstrap)
     try:
         deadline = time.monotonic() + timeout_s
         pending = set(names)
         while pending and time.monotonic() < deadline:
-            for name in list(pending):
-                parts = consumer.partitions_for_topic(name)
-                if parts:
-                    pending.discard(name)
+            for topic in admin.describe_topics(sorted(pending)):
+                parts = topic.get("partitions") or []
+                if (
+                    topic.get("error_code") == 0
+                    and parts
+                    and all(p["error_code"] == 0 and p["leader_id"] >= 0 for p in parts)
+                ):
+                    pending.discard(topic["name"])
             if pending:
                 time.sleep(0.1)
         if pending:
             raise ServiceError(f"topics {sorted(pending)} have no leader after {timeout_s:.0f} s")
     finally:
-        consumer.close()
+        admin.close()
 
 
 def list_topics(bootstrap: str, internal: bool = False) -> list[str]:
