@@ -25,9 +25,15 @@ throughput ratio, the ratio of CPU time per request (user + system, all
 threads, from ``/proc``) of the bare hello to the service's, which other
 processes disturb less than throughput.
 
+With ``--baseline DIR`` (a source tree holding another version of the
+``streamlearn`` package, e.g. ``git archive <rev> streamlearn | tar -x -C DIR``)
+a second service runs from that tree and takes its turn in every saturation
+round, so two versions of the code are compared under the same load.
+
 Usage::
 
     .venv/bin/python bench/serving.py [--seconds 5] [--connections 32] [--rounds 3]
+                                      [--baseline DIR]
 
 Prints a table and writes ``bench/results/serving.json``.
 """
@@ -35,6 +41,7 @@ Prints a table and writes ``bench/results/serving.json``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -116,10 +123,14 @@ def free_port() -> int:
 class Server:
     """A server subprocess, killed on exit."""
 
-    def __init__(self, argv: list[str], port: int, ready_path: str) -> None:
+    def __init__(
+        self, argv: list[str], port: int, ready_path: str, env: dict[str, str] | None = None
+    ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -293,6 +304,11 @@ def arrow_body(events: list[dict]) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def _median_of(values: object) -> float | None:
+    present = [v for v in values if v is not None]  # type: ignore[attr-defined]
+    return statistics.median(present) if present else None
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per wrk run")
@@ -300,7 +316,17 @@ def main() -> int:
     parser.add_argument(
         "--rounds", type=int, default=3, help="bare/predict pairs; the medians are reported"
     )
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="DIR",
+        help="also run the service from the streamlearn package in DIR, in the same rounds",
+    )
     args = parser.parse_args()
+    if args.baseline is not None and not (args.baseline / "streamlearn" / "__init__.py").is_file():
+        print(f"--baseline: expected a directory holding streamlearn/, got {args.baseline}",
+              file=sys.stderr)
+        return 2
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk (the load generator)", file=sys.stderr)
         return 2
@@ -345,7 +371,15 @@ def main() -> int:
         )
         argv = [sys.executable, "-c", run_cli, "serve", "--store", str(store), "--model", "bench"]
         argv += ["--port", str(port), "--max-body-mb", "64"]
-        with Server(argv, port, "/readyz") as server, python_server(HELLO_ASGI) as hello:
+        with contextlib.ExitStack() as running:
+            server = running.enter_context(Server(argv, port, "/readyz"))
+            hello = running.enter_context(python_server(HELLO_ASGI))
+            base = None
+            if args.baseline is not None:
+                base_port = free_port()
+                base_argv = argv[:-4] + ["--port", str(base_port), "--max-body-mb", "64"]
+                env = dict(os.environ, PYTHONPATH=str(args.baseline.resolve()))
+                base = running.enter_context(Server(base_argv, base_port, "/readyz", env))
             url = server.url + "/v1/predict"
             # bare and predict alternate, so each pair shares the machine's load of the moment
             rounds = []
@@ -354,10 +388,19 @@ def main() -> int:
                     "bare": saturate(hello, hello.url + "/", secs, conns),
                     "predict": saturate(server, url, secs, conns, body_file=one),
                 }
-                pair["ratio"] = round(pair["predict"]["req_per_s"] / pair["bare"]["req_per_s"], 3)
-                cpu = [pair[k].get("cpu_us_per_request") for k in ("bare", "predict")]
-                if None not in cpu:
-                    pair["cpu_ratio"] = round(cpu[0] / cpu[1], 3)
+                if base is not None:
+                    pair["baseline"] = saturate(
+                        base, base.url + "/v1/predict", secs, conns, body_file=one
+                    )
+                for key, suffix in (("predict", ""), ("baseline", "baseline_")):
+                    if key not in pair:
+                        continue
+                    pair[f"{suffix}ratio"] = round(
+                        pair[key]["req_per_s"] / pair["bare"]["req_per_s"], 3
+                    )
+                    cpu = [pair[k].get("cpu_us_per_request") for k in ("bare", key)]
+                    if None not in cpu:
+                        pair[f"{suffix}cpu_ratio"] = round(cpu[0] / cpu[1], 3)
                 rounds.append(pair)
             latency = []
             for _ in range(args.rounds):
@@ -393,6 +436,11 @@ def main() -> int:
             (r["bare"].get("cpu_us_per_request"), r["predict"].get("cpu_us_per_request"))
             for r in rounds
         ],
+        "baseline": str(args.baseline) if args.baseline is not None else None,
+        "baseline_vs_bare": _median_of(r.get("baseline_ratio") for r in rounds),
+        "baseline_vs_bare_rounds": [r.get("baseline_ratio") for r in rounds],
+        "cpu_per_request_bare_vs_baseline": _median_of(r.get("baseline_cpu_ratio") for r in rounds),
+        "cpu_per_request_bare_vs_baseline_rounds": [r.get("baseline_cpu_ratio") for r in rounds],
         "others_and_wrk_cpu_share_rounds": [
             tuple(r[k].get("others_and_wrk_cpu_share") for k in ("bare", "predict"))
             for r in rounds
