@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any, ClassVar
 
 import numpy as np
@@ -141,7 +142,11 @@ class Accuracy(Metric):
     tasks = frozenset({"binary", "multiclass"})
 
     def update_many(self, ys, y_pred, classes=None):  # noqa: D102
-        hits = np.fromiter(map(operator.eq, ys, y_pred), np.float64, len(ys))
+        if isinstance(y_pred, np.ndarray) and y_pred.dtype == object and len(y_pred) == len(ys):
+            # element by element in C, with Python's == (as the map below)
+            hits = (np.asarray(ys, dtype=object) == y_pred).astype(np.float64)
+        else:
+            hits = np.fromiter(map(operator.eq, ys, y_pred), np.float64, len(ys))
         self._mean.add(hits)
 
 
@@ -149,7 +154,9 @@ def _proba_of_truth(ys, proba: np.ndarray, classes: Sequence[object] | None) -> 
     if classes is None:
         raise ConfigError("classes", "the class of each probability column", None)
     index = {c: i for i, c in enumerate(classes)}
-    cols = np.array([index.get(y, -1) for y in ys], dtype=np.int64)
+    if isinstance(ys, np.ndarray):
+        ys = ys.tolist()  # Python scalars: numpy ones are slow dict keys
+    cols = np.fromiter(map(index.get, ys, repeat(-1)), np.int64, len(ys))
     proba = np.asarray(proba, dtype=np.float64).reshape(len(cols), -1)
     out = np.zeros(len(cols))
     known = cols >= 0
@@ -288,8 +295,9 @@ def prequential(
         classes = learner.classes_
         if proba.shape[1]:
             top = proba.argmax(axis=1)
-            preds = np.empty(len(top), dtype=object)
-            preds[:] = [classes[i] for i in top.tolist()]
+            labels = np.empty(len(classes), dtype=object)
+            labels[:] = classes
+            preds = labels[top]
         else:
             preds = np.full(len(proba), None, dtype=object)
         for m in metrics:
