@@ -371,3 +371,21 @@ def test_the_app_answers_one_event_without_the_learner_and_as_the_learner_would(
     bad = post(app, {"features": {"age": 1.0, "city": ["Lyon", 3]}})
     assert bad.status_code == 422
     assert bad.json()["fields"][0]["field"] == "event.features.city"
+
+
+def test_remembered_shares_stay_within_their_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamlearn.serving.linear_scorer as linear_scorer
+
+    monkeypatch.setattr(linear_scorer, "_CACHE_LIMIT", 50)
+    model = trained_mixed("binary", False, ())
+    served = predictor(model)
+    scorer = served._one
+    events = [
+        {"age": float(i), "city": f"c{i}", "tags": [f"t{i}", f"u{i}"], f"n{i % 70}": 1.0}
+        for i in range(400)
+    ]
+    for _ in range(2):
+        assert_one_matches(served, model, events)
+        assert len(scorer._num) <= 51 and len(scorer._str) <= 51
+        by_value = sum(len(c._by_value) for c in scorer._num.values() if hasattr(c, "_by_value"))
+        assert by_value <= 50 + 2  # the budget, and the event being scored when it ran out

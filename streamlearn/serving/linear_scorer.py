@@ -91,6 +91,7 @@ class LinearScorer:
         # (when scaled)
         self._num: dict[str, Any] = {}
         self._num_get = self._num.get
+        self._by_value_size = 0  # strings remembered by all the _NameShares of _num
         self._str: dict[tuple[str, str], float] = {}
         self._flag: dict[str, float] = {}
 
@@ -480,11 +481,15 @@ class _NameShares:
         self._number: float | None = None
 
     def _of_string(self, value: str) -> float:
-        share = self._scorer._share_of_string(self._name, value)  # checks name and value
-        by_value = self._by_value
-        if len(by_value) > _CACHE_LIMIT:
-            by_value.clear()
-        by_value[value] = share
+        scorer = self._scorer
+        share = scorer._share_of_string(self._name, value)  # checks name and value
+        # one budget for the strings of every name: past it, all names start afresh
+        # (this object may then outlive its place in _num until the event is scored)
+        scorer._by_value_size += 1
+        if scorer._by_value_size > _CACHE_LIMIT:
+            scorer._num.clear()
+            scorer._by_value_size = 0
+        self._by_value[value] = share
         return share
 
     def __mul__(self, value: Any) -> float:
