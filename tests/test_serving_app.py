@@ -162,6 +162,19 @@ def test_bad_fields_are_named_in_a_422(body: Any, field: str) -> None:
     assert r.json()["fields"][0]["field"] == field
 
 
+@pytest.mark.parametrize("where", ["features", "id", "key", "ts"])
+def test_a_deeply_nested_value_is_a_422_not_a_crash(where: str) -> None:
+    """Nested deeper than orjson writes (it reads up to 1024 levels): still named."""
+    app, _ = make_app(1)
+    deep = b"[" * 600 + b'"x"' + b"]" * 600
+    body = (b'{"features": {"a": ' + deep + b"}}" if where == "features"
+            else b'{"features": {"a": 1}, "' + where.encode() + b'": ' + deep + b"}")
+    r = call(app, "POST", "/v1/predict", content=body)
+    assert r.status_code == 422
+    field = r.json()["fields"][0]
+    assert field["field"] == ("event.features.a" if where == "features" else f"event.{where}")
+
+
 def test_every_bad_field_is_reported() -> None:
     app, _ = make_app(1)
     body = {"events": [{"features": {"a": None, "b": {}}}, {"features": {"c": [1]}}]}

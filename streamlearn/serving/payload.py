@@ -90,7 +90,10 @@ class ColumnBatch:
 
 
 def _got(value: Any) -> str:
-    text = orjson.dumps(value, default=repr).decode() if value is not None else "null"
+    try:
+        text = orjson.dumps(value, default=repr).decode() if value is not None else "null"
+    except TypeError:  # nested deeper than orjson writes (the request parsed it, up to 1024)
+        return "a deeply nested value"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
