@@ -152,6 +152,32 @@ def test_a_bundle_from_the_jvm_is_learned_as_the_python_path_learns_it(tmp_path)
         np.testing.assert_array_equal(jvm.learner.state().arrays[name], array, err_msg=name)
 
 
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_regression_and_discovered_classes_learn_the_same_on_both_paths(tmp_path, task):
+    rng = np.random.default_rng(3)
+    labels = {"regression": lambda: float(rng.normal()),
+              "multiclass": lambda: ["a", "b", 3][int(rng.integers(3))]}[task]
+    cfg = TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "models"), "model": "m"},
+        "model": {"task": task, "optimizer": "sgd"},
+        "features": {"bits": 10, "dense": ["d"]},
+    })
+    messages = [
+        orjson.dumps({"features": {"x": f"v{int(rng.integers(5))}", "d": float(rng.normal())},
+                      "label": labels()})
+        for _ in range(400)
+    ]
+    python, jvm = LearnerWorker(cfg, 0), LearnerWorker(cfg, 0)
+    for i, (batch, rejected) in enumerate(_bundles(cfg, messages, 200)):
+        for j, m in enumerate(messages[i * 200 : (i + 1) * 200]):
+            python.add(0, i * 200 + j, m)
+        a, b = python.flush(), jvm.learn_bundle(0, (i + 1) * 200, rejected, batch)
+        assert (a.n_events, a.extra) == (b.n_events, b.extra)
+    assert jvm.learner.state().meta.get("classes") == python.learner.state().meta.get("classes")
+    for name, array in python.learner.state().arrays.items():
+        np.testing.assert_array_equal(jvm.learner.state().arrays[name], array, err_msg=name)
+
+
 def test_merger_counts_every_event_once_across_a_restart(tmp_path):
     """The merger's snapshot and unpublished deltas are all a checkpoint needs: learners
     learn each bundle as it comes, so nothing they read is lost with them."""
