@@ -57,6 +57,12 @@ def dlq_record(topic: str, partition: int, offset: int, rejected: Rejected) -> b
     )
 
 
+def _advance(offsets: dict[int, int], partition: int, end: int) -> None:
+    """Move ``partition``'s next offset to ``end`` unless it is already past it."""
+    if offsets.get(partition, -1) < end:
+        offsets[partition] = end
+
+
 def _metrics_for(task: str) -> list:
     from streamlearn.metrics import MAE, RMSE, Accuracy, LogLoss
 
@@ -93,7 +99,7 @@ class LearnerWorker:
         self.metrics = _metrics_for(cfg.model.task)
         self._xs: list[dict] = []
         self._ys: list[Any] = []
-        self._pending: list[tuple[int, int]] = []  # (partition, offset) read since the flush
+        self._read: dict[int, int] = {}  # partition -> next offset, for what is buffered
         #: partition -> next offset to read, for everything learned (or rejected) so far
         self.offsets: dict[int, int] = {}
         self.n_learned = 0
@@ -110,7 +116,7 @@ class LearnerWorker:
         for event in good:
             self._xs.append(event["features"])
             self._ys.append(event["label"])
-        self._pending.append((partition, offset))
+        _advance(self._read, partition, offset + 1)
         self.n_rejected += len(bad)
         return bad
 
@@ -140,8 +146,7 @@ class LearnerWorker:
                 # scalars are slow dict keys
                 ys = np.asarray(ys).astype(np.int64).tolist()
             prequential(self.learner, xs, ys, self.metrics)
-        if self.offsets.get(partition, -1) < end_offset:
-            self.offsets[partition] = end_offset
+        _advance(self.offsets, partition, end_offset)
         self.n_learned += n
         self.n_rejected += n_rejected
         return self._take_delta(xs.indices)
@@ -157,15 +162,14 @@ class LearnerWorker:
         """
         from streamlearn.metrics import prequential
 
-        if not self._pending:
+        if not self._read:
             return None
         if self._xs:
             prequential(self.learner, self._xs, self._ys, self.metrics)
         n = len(self._xs)
-        for partition, offset in self._pending:
-            if self.offsets.get(partition, -1) < offset + 1:
-                self.offsets[partition] = offset + 1
-        self._xs, self._ys, self._pending = [], [], []
+        for partition, end in self._read.items():
+            _advance(self.offsets, partition, end)
+        self._xs, self._ys, self._read = [], [], {}
         self.n_learned += n
         return self._take_delta()
 
@@ -297,8 +301,7 @@ class MergerWorker:
         extra = delta.extra or {}
         self.events += delta.n_events
         for p, o in (extra.get("offsets") or {}).items():
-            if self.offsets.get(int(p), -1) < int(o):
-                self.offsets[int(p)] = int(o)
+            _advance(self.offsets, int(p), int(o))
         who = delta.learner_id
         self.learners.add(who)
         if extra.get("metrics"):
