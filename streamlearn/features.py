@@ -97,12 +97,22 @@ def _mix(name_hash: np.ndarray, value_hash: np.ndarray) -> np.ndarray:
     """Mix two arrays of 53-bit hashes into 64-bit hashes (murmur3's finaliser)."""
     h = name_hash.astype(np.uint64) * _GOLDEN
     h ^= value_hash.astype(np.uint64)
-    h ^= h >> np.uint64(33)
-    h *= _MIX_1
-    h ^= h >> np.uint64(33)
-    h *= _MIX_2
-    h ^= h >> np.uint64(33)
+    _finalise(h)
     return h
+
+
+def _finalise(h: np.ndarray) -> np.ndarray:
+    """murmur3's finaliser, on the uint64 array ``h`` in place; returns the
+    scratch array it used (``h``'s shape, free for the caller to reuse)."""
+    t = h >> np.uint64(33)
+    h ^= t
+    h *= _MIX_1
+    np.right_shift(h, np.uint64(33), out=t)
+    h ^= t
+    h *= _MIX_2
+    np.right_shift(h, np.uint64(33), out=t)
+    h ^= t
+    return t
 
 
 _U64 = (1 << 64) - 1
@@ -484,14 +494,7 @@ class FeatureHasher:
                 if not self._new_strings(vals, tile.strings, new, string_codes):
                     return None
             h = tile.string_names ^ string_codes  # the rest of _mix, in place
-            t = h >> np.uint64(33)
-            h ^= t
-            h *= _MIX_1
-            np.right_shift(h, np.uint64(33), out=t)
-            h ^= t
-            h *= _MIX_2
-            np.right_shift(h, np.uint64(33), out=t)
-            h ^= t
+            t = _finalise(h)
             indices[tile.strings] = np.bitwise_and(h, np.uint64(self.n_hashed - 1), out=t)
             values[tile.strings] = np.where(h >= _DENSE_U64, -1.0, 1.0)
         offsets, numeric = tile.offsets.copy(), tile.numeric.copy()
@@ -675,14 +678,7 @@ class FeatureHasher:
         """Mix name and value codes into slots and signs (:func:`_mix`, in place)."""
         h = name_codes * _GOLDEN
         h ^= value_codes
-        t = h >> np.uint64(33)
-        h ^= t
-        h *= _MIX_1
-        np.right_shift(h, np.uint64(33), out=t)
-        h ^= t
-        h *= _MIX_2
-        np.right_shift(h, np.uint64(33), out=t)
-        h ^= t
+        t = _finalise(h)
         negative = h >= _DENSE_U64  # the top bit
         indices = np.bitwise_and(h, np.uint64(self.n_hashed - 1), out=t).view(np.int64)
         if self.dense:
