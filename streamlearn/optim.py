@@ -55,6 +55,10 @@ class Optimizer:
     arrays: ClassVar[tuple[str, ...]] = ()
     #: whether the learner's own ``l1``/``l2`` apply (FTRL has its own)
     uses_learner_penalty: ClassVar[bool] = True
+    #: whether a step is ``-learning_rate(t) * g`` with no per-slot state: then
+    #: each entry's share of the gradient may be added into the weights
+    #: directly, without first summing the entries of each slot
+    additive: ClassVar[bool] = False
 
     def params(self) -> dict[str, Any]:
         """Constructor arguments, as given (JSON-able)."""
@@ -108,6 +112,7 @@ class SGD(Optimizer):
     """
 
     name = "sgd"
+    additive = True
     SCHEDULES = ("constant", "invscaling")
 
     def __init__(self, lr: float = 0.01, schedule: str = "constant", power_t: float = 0.5) -> None:

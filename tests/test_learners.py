@@ -198,6 +198,42 @@ def test_battery(cls, opt, variant):
     assert xs == before_x and ys == before_y
 
 
+@pytest.mark.parametrize(
+    "cls", [c for c in LINEAR if c.task != "multiclass"], ids=lambda c: c.__name__
+)
+@pytest.mark.parametrize(
+    "sgd", [optim_pkg.SGD(0.05), optim_pkg.SGD(0.5, schedule="invscaling")],
+    ids=["constant", "invscaling"],
+)
+@pytest.mark.parametrize("scale", [False, True], ids=["raw", "scaled"])
+def test_sgd_scatter_add_step_equals_the_grouped_step(cls, sgd, scale):
+    # SGD without penalties adds each entry's share straight into the weights;
+    # the general path sums each slot's entries first. 2**6 slots: many entries
+    # of a batch share a slot.
+    data = _stream(cls.task, 300, seed=3, extra=5)
+    fast = cls(sgd, bits=6, scale=scale, dense=["n0"])
+    grouped = fast.clone()
+    grouped._additive = False
+    assert fast._additive
+    for i in range(0, 300, 50):
+        xs, ys = [x for x, _ in data[i:i + 50]], [y for _, y in data[i:i + 50]]
+        fast.learn_many(xs, ys)
+        grouped.learn_many(xs, ys)
+    assert fast.weights.any()
+    np.testing.assert_allclose(fast.weights, grouped.weights, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(
+        fast.state().arrays["intercept"], grouped.state().arrays["intercept"], rtol=1e-12
+    )
+
+
+def test_only_penalty_free_sgd_takes_the_scatter_add_step():
+    LR = learners_pkg.LogisticRegression
+    assert LR(optim_pkg.SGD())._additive
+    assert not LR(optim_pkg.SGD(), l2=0.01)._additive
+    assert not LR(optim_pkg.SGD(), l1=0.01)._additive
+    assert not any(LR(o())._additive for o in OPTIMIZERS if o is not optim_pkg.SGD)
+
+
 @pytest.mark.parametrize("cls", LINEAR, ids=lambda c: c.__name__)
 @pytest.mark.parametrize(
     "features, field",

@@ -147,6 +147,9 @@ class LinearModel(Learner):
             raise ConfigError("dense", "a list of feature names", repr(dense))
         self.bits, self.dense, self.scale = bits, list(dense), scale
         self.clip_gradient = clip_gradient
+        # SGD without penalties: the step is linear in the gradient, so entries
+        # are scatter-added into the weights (no grouping of equal slots)
+        self._additive = optimizer.additive and not l1 and not l2
         try:
             self._hasher = FeatureHasher(bits=bits, dense=self.dense)
         except ValidationError as exc:
@@ -330,6 +333,10 @@ class LinearModel(Learner):
         """Per-event loss and its gradient w.r.t. the raw outputs ``z``."""
         raise NotImplementedError
 
+    def _dloss(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The gradient of the per-event loss w.r.t. ``z`` (the loss itself unused)."""
+        return self._loss_and_gradient(z, y)[1]
+
     def _values(self, batch: FeatureBatch) -> np.ndarray:
         return batch.values if self._scaler is None else self._scaler.transform(batch)
 
@@ -339,17 +346,23 @@ class LinearModel(Learner):
             return batch.row_sums(w[batch.indices] * values) + self._arrays["intercept"][0]
         return batch.row_sums(w[batch.indices] * values[:, None]) + self._arrays["intercept"]
 
-    def _gradient(
+    def _event_gradient(
         self, batch: FeatureBatch, values: np.ndarray, y: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Mean loss gradient of the batch: (per-event loss, distinct slots,
-        gradient per slot, gradient of the intercept)."""
-        z = self._raw(batch, values)
-        loss, g_event = self._loss_and_gradient(z, y)
+    ) -> np.ndarray:
+        """Per-event gradient of the batch's mean loss w.r.t. the raw outputs."""
+        g_event = self._dloss(self._raw(batch, values), y)
         c = self.clip_gradient
         if c < 1e12:
             np.minimum(np.maximum(g_event, -c, out=g_event), c, out=g_event)
         g_event /= batch.n_rows
+        return g_event
+
+    def _gradient(
+        self, batch: FeatureBatch, values: np.ndarray, y: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean loss gradient of the batch: (distinct slots, gradient per slot,
+        gradient of the intercept)."""
+        g_event = self._event_gradient(batch, values, y)
         rows = batch.rows()
         rep, firsts = batch.groups(self._scratch, self._small)
         m = len(batch.indices)
@@ -364,7 +377,7 @@ class LinearModel(Learner):
         slots = batch.indices[firsts]
         if self.l2:
             g += self.l2 * self._arrays["weights"][slots]
-        return loss, slots, g, g_event.sum(axis=0)
+        return slots, g, g_event.sum(axis=0)
 
     def learn_many(self, xs: Batch, ys: Sequence[object] | np.ndarray) -> None:
         """Learn from a micro-batch: one optimiser step on its mean gradient.
@@ -379,12 +392,18 @@ class LinearModel(Learner):
         if self._scaler is not None:
             self._scaler.update(batch)
         values = self._values(batch)
-        _, slots, g, g_intercept = self._gradient(batch, values, y)
         t = self._n_steps + 1
         w = self._arrays["weights"]
-        self.optimizer.update(w, self._arrays, slots, g, t)
-        if self.l1:
-            self._apply_l1(w, slots, t)
+        if self._additive and w.ndim == 1:
+            g_event = self._event_gradient(batch, values, y)
+            step = g_event * -self.optimizer.learning_rate(t)
+            np.add.at(w, batch.indices, step[batch.rows()] * values)
+            g_intercept = g_event.sum(axis=0)
+        else:
+            slots, g, g_intercept = self._gradient(batch, values, y)
+            self.optimizer.update(w, self._arrays, slots, g, t)
+            if self.l1:
+                self._apply_l1(w, slots, t)
         if self.intercept:
             self._arrays["intercept"] -= self.intercept_lr * g_intercept
         self._n_steps = t
@@ -428,7 +447,7 @@ class LinearModel(Learner):
         gradient)``, slots distinct."""
         batch = self._batch(xs)
         y = self._labels(ys, batch.n_rows)
-        _, slots, g, g_intercept = self._gradient(batch, self._values(batch), y)
+        slots, g, g_intercept = self._gradient(batch, self._values(batch), y)
         return slots, g, g_intercept
 
 

@@ -46,6 +46,9 @@ class LinearRegression(LinearModel):
         d = z - y
         return 0.5 * d * d, d
 
+    def _dloss(self, z, y):
+        return z - y
+
     def predict_many(self, xs: Batch) -> np.ndarray:
         """The prediction for each event."""
         batch = self._batch(xs)

@@ -79,6 +79,11 @@ class LogisticRegression(LinearModel):
     def _loss_and_gradient(self, z, y):
         return np.logaddexp(0.0, z) - y * z, sigmoid(z) - y
 
+    def _dloss(self, z, y):
+        g = sigmoid(z)
+        g -= y
+        return g
+
     def predict_proba_many(self, xs: Batch) -> np.ndarray:
         """Probabilities, shape ``(n, 2)``, columns in :attr:`classes_` order."""
         batch = self._batch(xs)

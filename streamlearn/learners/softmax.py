@@ -112,6 +112,11 @@ class SoftmaxRegression(LinearModel):
         p[np.arange(n), y] -= 1.0
         return loss, p
 
+    def _dloss(self, z, y):
+        p = softmax(z)
+        p[np.arange(len(y)), y] -= 1.0
+        return p
+
     def predict_proba_many(self, xs: Batch) -> np.ndarray:
         """Probabilities, shape ``(n, n_classes)``, columns in :attr:`classes_` order."""
         batch = self._batch(xs)
