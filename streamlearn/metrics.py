@@ -136,13 +136,26 @@ class Metric:
         return self._mean.get()
 
 
+def _numeric(ys: object) -> bool:
+    """Whether ``ys`` is a numpy array of numbers (or booleans)."""
+    return isinstance(ys, np.ndarray) and ys.dtype.kind in "biuf"
+
+
+def _numeric_labels(classes: Sequence[object] | None) -> bool:
+    return bool(classes) and all(type(c) in (bool, int) for c in classes)
+
+
 class Accuracy(Metric):
     """Share of correctly predicted labels."""
 
     tasks = frozenset({"binary", "multiclass"})
 
     def update_many(self, ys, y_pred, classes=None):  # noqa: D102
-        if isinstance(y_pred, np.ndarray) and y_pred.dtype == object and len(y_pred) == len(ys):
+        if (_numeric(ys) and _numeric_labels(classes) and isinstance(y_pred, np.ndarray)
+                and len(y_pred) == len(ys)):
+            # numbers against booleans/integers: Python's == is numeric equality
+            hits = (ys == y_pred.astype(np.float64)).astype(np.float64)
+        elif isinstance(y_pred, np.ndarray) and y_pred.dtype == object and len(y_pred) == len(ys):
             # element by element in C, with Python's == (as the map below)
             hits = (np.asarray(ys, dtype=object) == y_pred).astype(np.float64)
         else:
@@ -153,10 +166,14 @@ class Accuracy(Metric):
 def _proba_of_truth(ys, proba: np.ndarray, classes: Sequence[object] | None) -> np.ndarray:
     if classes is None:
         raise ConfigError("classes", "the class of each probability column", None)
-    index = {c: i for i, c in enumerate(classes)}
-    if isinstance(ys, np.ndarray):
-        ys = ys.tolist()  # Python scalars: numpy ones are slow dict keys
-    cols = np.fromiter(map(index.get, ys, repeat(-1)), np.int64, len(ys))
+    if _numeric(ys) and list(classes) == [False, True]:
+        # 0/1 (or false/true) labels are their own column numbers
+        cols = np.where(ys == 1, 1, np.where(ys == 0, 0, -1))
+    else:
+        index = {c: i for i, c in enumerate(classes)}
+        if isinstance(ys, np.ndarray):
+            ys = ys.tolist()  # Python scalars: numpy ones are slow dict keys
+        cols = np.fromiter(map(index.get, ys, repeat(-1)), np.int64, len(ys))
     proba = np.asarray(proba, dtype=np.float64).reshape(len(cols), -1)
     out = np.zeros(len(cols))
     known = cols >= 0

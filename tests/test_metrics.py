@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from streamlearn.errors import ConfigError
+from streamlearn.errors import ConfigError, ValidationError
 from streamlearn.learners import LinearRegression, LogisticRegression, SoftmaxRegression
 from streamlearn.metrics import (
     MAE,
@@ -109,3 +109,35 @@ def test_progressive_score_batching_changes_only_the_update_schedule():
     one = progressive_score(LogisticRegression(bits=6, scale=True), data, [Accuracy()])
     ten = progressive_score(LogisticRegression(bits=6, scale=True), data, [Accuracy()], 10)
     assert one["Accuracy"] > 0.9 and ten["Accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.bool_])
+def test_numeric_label_arrays_score_and_learn_as_label_lists(dtype):
+    # the training job hands 0/1 labels as a numpy array: the same metrics and
+    # the same model as the labels given one Python value at a time
+    rng = np.random.default_rng(5)
+    numbers, keys = rng.normal(size=300), rng.integers(0, 9, 300)
+    xs = [{"a": float(v), "c": f"k{int(k)}"} for v, k in zip(numbers, keys, strict=True)]
+    ys = (rng.random(300) < 0.4).astype(dtype)
+    as_array = (LogisticRegression(bits=8), [Accuracy(), LogLoss()])
+    as_list = (LogisticRegression(bits=8), [Accuracy(), LogLoss()])
+    for i in range(0, 300, 100):
+        prequential(as_array[0], xs[i:i + 100], ys[i:i + 100], as_array[1])
+        prequential(as_list[0], xs[i:i + 100], ys[i:i + 100].tolist(), as_list[1])
+    assert 0 < as_array[1][0].get() < 1
+    assert [m.get() for m in as_array[1]] == pytest.approx([m.get() for m in as_list[1]],
+                                                          rel=1e-12)
+    np.testing.assert_array_equal(as_array[0].weights, as_list[0].weights)
+
+
+def test_numeric_label_arrays_other_than_0_1_are_refused_naming_the_label():
+    with pytest.raises(ValidationError) as err:
+        LogisticRegression(bits=4).learn_many([{"a": 1.0}, {"a": 2.0}], np.array([1.0, 0.5]))
+    assert err.value.field == "label"
+    # and a label that is no class scores as a miss, as in a list
+    for labels in (np.array([2.0, 1.0]), [2.0, 1.0]):
+        acc, loss = Accuracy(), LogLoss()
+        acc.update_many(labels, np.array([True, True], dtype=object), [False, True])
+        loss.update_many(labels, np.array([[0.5, 0.5], [0.2, 0.8]]), [False, True])
+        assert acc.get() == 0.5
+        assert loss.get() == pytest.approx((-np.log(1e-15) - np.log(0.8)) / 2)

@@ -133,7 +133,6 @@ class LearnerWorker:
         Nothing is buffered here, so nothing needs Flink state: a bundle is
         learned and handed on as a delta before the checkpoint barrier behind it.
         """
-        import numpy as np
 
         from streamlearn.metrics import prequential
         from streamlearn.training.encoded_batch import read_encoded_batch
@@ -141,10 +140,6 @@ class LearnerWorker:
         xs, ys = read_encoded_batch(batch, self.learner.n_slots)
         n = xs.n_rows
         if n:
-            if self.cfg.model.task == "binary":
-                # plain ints: class look-ups and metrics go label by label, and numpy
-                # scalars are slow dict keys
-                ys = np.asarray(ys).astype(np.int64).tolist()
             prequential(self.learner, xs, ys, self.metrics)
         _advance(self.offsets, partition, end_offset)
         self.n_learned += n
