@@ -145,22 +145,28 @@ def _numeric_labels(classes: Sequence[object] | None) -> bool:
     return bool(classes) and all(type(c) in (bool, int) for c in classes)
 
 
+def _hits(ys, y_pred, classes) -> np.ndarray:
+    """1.0 where a label equals its prediction (Python's ==), else 0.0."""
+    same_length = isinstance(y_pred, np.ndarray) and len(y_pred) == len(ys)
+    if same_length and _numeric(ys) and _numeric_labels(classes):
+        # numbers against booleans/integers: Python's == is numeric equality
+        try:
+            return (ys == y_pred.astype(np.float64)).astype(np.float64)
+        except (TypeError, ValueError):  # a prediction that is no number: as below
+            pass
+    if same_length and y_pred.dtype == object:
+        # element by element in C, with Python's == (as the map below)
+        return (np.asarray(ys, dtype=object) == y_pred).astype(np.float64)
+    return np.fromiter(map(operator.eq, ys, y_pred), np.float64, len(ys))
+
+
 class Accuracy(Metric):
     """Share of correctly predicted labels."""
 
     tasks = frozenset({"binary", "multiclass"})
 
     def update_many(self, ys, y_pred, classes=None):  # noqa: D102
-        if (_numeric(ys) and _numeric_labels(classes) and isinstance(y_pred, np.ndarray)
-                and len(y_pred) == len(ys)):
-            # numbers against booleans/integers: Python's == is numeric equality
-            hits = (ys == y_pred.astype(np.float64)).astype(np.float64)
-        elif isinstance(y_pred, np.ndarray) and y_pred.dtype == object and len(y_pred) == len(ys):
-            # element by element in C, with Python's == (as the map below)
-            hits = (np.asarray(ys, dtype=object) == y_pred).astype(np.float64)
-        else:
-            hits = np.fromiter(map(operator.eq, ys, y_pred), np.float64, len(ys))
-        self._mean.add(hits)
+        self._mean.add(_hits(ys, y_pred, classes))
 
 
 def _proba_of_truth(ys, proba: np.ndarray, classes: Sequence[object] | None) -> np.ndarray:

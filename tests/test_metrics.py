@@ -141,3 +141,9 @@ def test_numeric_label_arrays_other_than_0_1_are_refused_naming_the_label():
         loss.update_many(labels, np.array([[0.5, 0.5], [0.2, 0.8]]), [False, True])
         assert acc.get() == 0.5
         assert loss.get() == pytest.approx((-np.log(1e-15) - np.log(0.8)) / 2)
+
+
+def test_accuracy_of_numeric_labels_against_predictions_that_are_no_numbers():
+    acc = Accuracy()
+    acc.update_many(np.array([1, 0, 1]), np.array(["a", 0, 1], dtype=object), [0, 1])
+    assert acc.get() == pytest.approx(2 / 3)
