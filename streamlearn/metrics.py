@@ -30,12 +30,12 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import repeat
 from typing import Any, ClassVar
 
 import numpy as np
 
 from streamlearn.errors import ConfigError
+from streamlearn.learners.classes import columns_of
 
 __all__ = [
     "Metric",
@@ -172,14 +172,7 @@ class Accuracy(Metric):
 def _proba_of_truth(ys, proba: np.ndarray, classes: Sequence[object] | None) -> np.ndarray:
     if classes is None:
         raise ConfigError("classes", "the class of each probability column", None)
-    if _numeric(ys) and list(classes) == [False, True]:
-        # 0/1 (or false/true) labels are their own column numbers
-        cols = np.where(ys == 1, 1, np.where(ys == 0, 0, -1))
-    else:
-        index = {c: i for i, c in enumerate(classes)}
-        if isinstance(ys, np.ndarray):
-            ys = ys.tolist()  # Python scalars: numpy ones are slow dict keys
-        cols = np.fromiter(map(index.get, ys, repeat(-1)), np.int64, len(ys))
+    cols = columns_of(ys, {c: i for i, c in enumerate(classes)})
     proba = np.asarray(proba, dtype=np.float64).reshape(len(cols), -1)
     out = np.zeros(len(cols))
     known = cols >= 0

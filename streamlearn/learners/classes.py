@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from itertools import repeat
 
 import numpy as np
 
 from streamlearn.errors import ConfigError, ValidationError
 
-__all__ = ["ClassIndex"]
+__all__ = ["ClassIndex", "columns_of"]
 
 _LABEL_KINDS = "a class label (a string, an integer or true/false)"
 
@@ -20,6 +21,30 @@ def _plain(label: object) -> object:
     if type(label) not in (str, int, bool):
         raise ValidationError("label", _LABEL_KINDS, repr(label))
     return label
+
+
+def columns_of(ys: Sequence[object] | np.ndarray, index: Mapping[object, int]) -> np.ndarray:
+    """Each label's column by ``index`` (label → column, found with Python's ==,
+    so ``1`` and ``1.0`` find ``True``), or -1 for a label it does not hold.
+
+    A numpy array of numbers against labels that are all integers or booleans
+    (0/1 labels read by the training job) is compared in numpy, one pass per
+    class; anything else is looked up label by label.
+
+    >>> columns_of(np.array([1.0, 0.0, 0.5]), {False: 0, True: 1}).tolist()
+    [1, 0, -1]
+    >>> columns_of(["b", "z"], {"a": 0, "b": 1}).tolist()
+    [1, -1]
+    """
+    if (isinstance(ys, np.ndarray) and ys.dtype.kind in "biuf" and index
+            and all(type(c) in (bool, int) for c in index)):
+        cols = np.full(len(ys), -1, dtype=np.int64)
+        for label, col in index.items():
+            cols[ys == label] = col
+        return cols
+    if isinstance(ys, np.ndarray):
+        ys = ys.tolist()  # Python scalars: numpy ones are slow dict keys
+    return np.fromiter(map(index.get, ys, repeat(-1)), np.int64, len(ys))
 
 
 class ClassIndex:
@@ -41,16 +66,12 @@ class ClassIndex:
 
     def code(self, ys: Sequence[object] | np.ndarray) -> tuple[np.ndarray, list[object]]:
         """Column number of each label, and the labels newly added (if growing)."""
-        if isinstance(ys, np.ndarray):
-            ys = ys.tolist()  # Python scalars: numpy ones are slow dict keys
-        index = self._index
-        codes = list(map(index.get, ys)) if len(index) else [None] * len(ys)
+        codes = columns_of(ys, self._index)
         added: list[object] = []
-        if None in codes:
-            index = dict(index)  # committed only once every label is valid
-            for j, c in enumerate(codes):
-                if c is not None:
-                    continue
+        unknown = np.flatnonzero(codes < 0)
+        if len(unknown):
+            index = dict(self._index)  # committed only once every label is valid
+            for j in unknown.tolist():
                 y = ys[j]
                 try:
                     label = _plain(y)
@@ -60,11 +81,11 @@ class ClassIndex:
                 if got is None:
                     if not self.grow:
                         raise ValidationError(
-                            "label", f"one of {self.classes}", repr(y), f"event {j}"
+                            "label", f"one of {self.classes}", repr(label), f"event {j}"
                         )
                     got = index[label] = len(self.classes) + len(added)
                     added.append(label)
                 codes[j] = got
             self._index = index
             self.classes.extend(added)
-        return np.array(codes, dtype=np.int64), added
+        return codes, added

@@ -73,11 +73,6 @@ class LogisticRegression(LinearModel):
 
     def _labels(self, ys, n):
         check_labels_length(ys, n)
-        if (isinstance(ys, np.ndarray) and ys.dtype.kind in "biuf"
-                and self._classes.classes == [False, True]):
-            y = ys.astype(np.float64)
-            if ((y == 0.0) | (y == 1.0)).all():  # 0/1 labels are their own codes
-                return y
         codes, _ = self._classes.code(ys)
         return codes.astype(np.float64)
 
