@@ -108,15 +108,33 @@ class ModelState:
         (copy before changing them)."""
         try:
             buffer = data if isinstance(data, pa.Buffer) else pa.py_buffer(data)
-            reader = pa.ipc.open_stream(buffer)
-            batch = reader.read_next_batch()
-            schema_meta = batch.schema.metadata or {}
-            meta = json.loads(schema_meta[_META_KEY])
-            shapes = json.loads(schema_meta[_SHAPES_KEY])
-        except (pa.ArrowInvalid, KeyError, ValueError, StopIteration) as exc:
+            batch = pa.ipc.open_stream(buffer).read_next_batch()
+        except (pa.ArrowInvalid, StopIteration) as exc:
             raise StateError(
                 "not a streamlearn model state (expected Arrow IPC bytes from "
                 f"ModelState.to_bytes): {exc}"
+            ) from exc
+        return cls.from_arrow(batch)
+
+    @classmethod
+    def from_arrow(cls, data: pa.RecordBatch | pa.Table) -> ModelState:
+        """Read the record batch :meth:`to_bytes` writes, or a table of it, such as
+        a store version's (whose own schema keys are ignored), without writing
+        it out again. Arrays are read-only views of ``data``'s buffers.
+
+        >>> s = ModelState({"weights": np.arange(3.0)}, {"kind": "Demo"})
+        >>> batch = pa.ipc.open_stream(s.to_bytes()).read_next_batch()
+        >>> ModelState.from_arrow(pa.Table.from_batches([batch])).arrays["weights"].tolist()
+        [0.0, 1.0, 2.0]
+        """
+        try:
+            schema_meta = data.schema.metadata or {}
+            meta = json.loads(schema_meta[_META_KEY])
+            shapes = json.loads(schema_meta[_SHAPES_KEY])
+        except (KeyError, ValueError) as exc:
+            raise StateError(
+                "not a streamlearn model state (its schema lacks the metadata "
+                f"ModelState.to_bytes writes): {exc}"
             ) from exc
         version = meta.pop("format", None)
         if version != FORMAT_VERSION:
@@ -125,7 +143,9 @@ class ModelState:
                 "upgrade streamlearn or re-export the model"
             )
         arrays = {}
-        for name, column in zip(batch.schema.names, batch.columns, strict=True):
+        for name, column in zip(data.schema.names, data.columns, strict=True):
+            if isinstance(column, pa.ChunkedArray):
+                column = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
             info = shapes[name]
             flat = column.values.to_numpy(zero_copy_only=False)
             arrays[name] = flat.astype(np.dtype(info["dtype"]), copy=False).reshape(info["shape"])

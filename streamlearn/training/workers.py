@@ -63,6 +63,14 @@ def _advance(offsets: dict[int, int], partition: int, end: int) -> None:
         offsets[partition] = end
 
 
+def _stored_state(store: Any, version: int) -> Any:
+    """Version ``version``'s model state, read from the store's table as it is
+    (no second serialisation; the arrays are read-only views of it)."""
+    from streamlearn.state import ModelState
+
+    return ModelState.from_arrow(store.get(version).table)
+
+
 def _metrics_for(task: str) -> list:
     from streamlearn.metrics import MAE, RMSE, Accuracy, LogLoss
 
@@ -196,9 +204,7 @@ class LearnerWorker:
         latest = self.store.head().latest
         if latest is None or latest <= self.base_version:
             return
-        from streamlearn.state import ModelState
-
-        state = ModelState.from_bytes(self.store.get(latest).to_bytes())
+        state = _stored_state(self.store, latest)
         if initial:
             self.learner.load_state(state)
         else:
@@ -238,7 +244,6 @@ class MergerWorker:
         is about to read again.
         """
         from streamlearn.merge import Merger
-        from streamlearn.state import ModelState
 
         if snapshot is not None:
             self.version = int(snapshot["version"])
@@ -256,7 +261,7 @@ class MergerWorker:
                 int(p): int(o) for p, o in lineage.offsets.get(self.cfg.kafka.topic, {}).items()
             }
         if self.version:
-            state = ModelState.from_bytes(self.store.get(self.version).to_bytes())
+            state = _stored_state(self.store, self.version)
         else:
             state = self.cfg.make_learner().state()
         # After a restart the store may hold versions published after the checkpoint we
