@@ -33,7 +33,7 @@ import sys
 from pyflink.common import Types, WatermarkStrategy
 
 from connectors.flink_kafka import kafka_sink, kafka_source, record_with_offsets_type, stream_env
-from connectors.flink_train import BundleLearner, Merger, encode_bundles
+from connectors.flink_train import DELTA_TYPE, BundleLearner, Merger, encode_bundles
 from streamlearn.training.cli_args import config_from_args, job_arg_parser
 from streamlearn.training.config import TrainConfig
 
@@ -93,7 +93,7 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
         "dead-letters"
     ).uid("dead-letters")
     deltas = (
-        bundles.flat_map(BundleLearner(cfg_json), output_type=Types.STRING())
+        bundles.flat_map(BundleLearner(cfg_json), output_type=DELTA_TYPE)
         .name("learners").uid("learners")
     )
     versions = (
