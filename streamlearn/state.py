@@ -84,8 +84,13 @@ class ModelState:
         return f"ModelState(kind={self.meta.get('kind')!r}, arrays=[{shapes}])"
 
     def to_bytes(self) -> bytes:
-        """Arrow IPC stream bytes: one row, one list column per array (zero-copy
-        from numpy), the metadata and shapes as JSON in the schema."""
+        """Arrow IPC stream bytes of :meth:`to_arrow`: one row, one list column per
+        array (zero-copy from numpy), the metadata and shapes as JSON in the schema."""
+        return ipc_stream_bytes(self.to_arrow())
+
+    def to_arrow(self) -> pa.RecordBatch:
+        """The record batch :meth:`to_bytes` writes (its columns are views of the
+        arrays): what a store can write as it is, without the bytes in between."""
         columns = []
         shapes = {}
         for name, array in self.arrays.items():
@@ -99,8 +104,7 @@ class ModelState:
         except (TypeError, ValueError) as exc:
             raise StateError(f"model state metadata is not JSON-able: {exc}") from exc
         schema_meta = {_META_KEY: meta, _SHAPES_KEY: json.dumps(shapes).encode()}
-        batch = pa.RecordBatch.from_arrays(columns, names=list(self.arrays), metadata=schema_meta)
-        return ipc_stream_bytes(batch)
+        return pa.RecordBatch.from_arrays(columns, names=list(self.arrays), metadata=schema_meta)
 
     @classmethod
     def from_bytes(cls, data: bytes | memoryview | pa.Buffer) -> ModelState:

@@ -343,7 +343,7 @@ class MergerWorker:
             learners=tuple(sorted(self.learners)),
             metrics={**self.metrics(), "rejected": float(sum(self.rejected.values()))},
         )
-        self.version = self.store.publish(self.merger.state(), lineage)
+        self.version = self.store.publish(self.merger.state().to_arrow(), lineage)
         self.merger.commit(self.version)
         self._pending_blobs = []
         self._dirty = False
