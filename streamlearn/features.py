@@ -212,6 +212,21 @@ class FeatureBatch:
     def __len__(self) -> int:
         return self.n_rows
 
+    def row_range(self, start: int, stop: int) -> FeatureBatch:
+        """Rows ``start`` to ``stop`` (exclusive) as a batch of their own, whose
+        arrays are views of this one's.
+
+        >>> b = FeatureBatch.from_arrays([3, 0, 3, 1], [1.0, 2.0, 0.5, 4.0], [0, 2, 3, 4], 4)
+        >>> part = b.row_range(1, 3)
+        >>> part.indices.tolist(), part.values.tolist(), part.offsets.tolist()
+        ([3, 1], [0.5, 4.0], [0, 1, 2])
+        """
+        lo, hi = self.offsets[start], self.offsets[stop]
+        return FeatureBatch(
+            self.indices[lo:hi], self.values[lo:hi], self.offsets[start : stop + 1] - lo,
+            self.numeric[lo:hi], self.n_slots,
+        )
+
     def rows(self) -> np.ndarray:
         """The row of every entry (computed once, then cached)."""
         rows = self._cache.get("rows")

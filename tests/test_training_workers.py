@@ -41,6 +41,7 @@ def _cfg(tmp_path, **job) -> TrainConfig:
         ({"kafka": {"topik": "x"}}, "kafka.topik"),
         ({"jobs": {}}, "jobs"),
         ({"job": {"flush_ms": 5000, "sync_ms": 1000}}, "job.flush_ms"),
+        ({"job": {"step_events": 0}}, "job.step_events"),
         ({"model": {"classes": ["a", "b", "c"]}}, "model.classes"),
     ],
 )
@@ -150,6 +151,30 @@ def test_a_bundle_from_the_jvm_is_learned_as_the_python_path_learns_it(tmp_path)
     assert jvm.n_rejected == python.n_rejected == 2 and jvm.n_learned == 898
     for name, array in python.learner.state().arrays.items():
         np.testing.assert_array_equal(jvm.learner.state().arrays[name], array, err_msg=name)
+
+
+def test_a_bundle_is_learned_in_gradient_steps_of_step_events(tmp_path):
+    """One bundle of 900 messages learned in steps of 250 events is the same model, with
+    the same metrics, as steps of 250 events each flushed as a bundle of its own."""
+    messages = [orjson.dumps(e) for e in clicks(900, seed=5)]
+    messages[30] = b"not json"
+    stepped = LearnerWorker(_cfg(tmp_path, flush_events=900, step_events=250), 0)
+    ((batch, rejected),) = _bundles(stepped.cfg, messages, 900)
+    delta = stepped.learn_bundle(1, 900, rejected, batch)
+    one_by_one = LearnerWorker(_cfg(tmp_path, flush_events=900, step_events=900), 0)
+    for offset, m in enumerate(messages):
+        one_by_one.add(1, offset, m)
+        if one_by_one.buffered == 250:
+            one_by_one.flush()
+    one_by_one.flush()
+    assert stepped.n_learned == one_by_one.n_learned == delta.n_events == 899
+    assert stepped.metric_values() == one_by_one.metric_values()
+    for name, array in one_by_one.learner.state().arrays.items():
+        np.testing.assert_array_equal(stepped.learner.state().arrays[name], array, err_msg=name)
+    whole = LearnerWorker(_cfg(tmp_path, flush_events=900, step_events=900), 0)
+    whole.learn_bundle(1, 900, rejected, batch)
+    assert not np.array_equal(whole.learner.state().arrays["weights"],
+                              stepped.learner.state().arrays["weights"])
 
 
 @pytest.mark.parametrize("task", ["regression", "multiclass"])

@@ -36,8 +36,9 @@ A complete file, every key optional::
 
     [job]
     parallelism = 2             # learners
-    flush_events = 1000         # a learner learns a micro-batch every N events ...
+    flush_events = 5000         # a learner receives a bundle every N events ...
     flush_ms = 100              # ... or every T ms, whichever first
+    step_events = 1000          # and learns it in gradient steps of N events
     sync_ms = 1000              # the merger publishes a version at most this often
     checkpoint_ms = 5000
     checkpoint_dir = ".state/checkpoints"
@@ -122,8 +123,9 @@ SCHEMA: dict[str, dict[str, _Check]] = {
     },
     "job": {
         "parallelism": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 2),
-        "flush_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1000),
+        "flush_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 5000),
         "flush_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 100),
+        "step_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1000),
         "sync_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 1000),
         "checkpoint_ms": (
             lambda v: _is_int(v) and v >= 100,
@@ -180,6 +182,7 @@ class JobConfig:
     parallelism: int
     flush_events: int
     flush_ms: int
+    step_events: int
     sync_ms: int
     checkpoint_ms: int
     checkpoint_dir: str

@@ -141,14 +141,11 @@ class LearnerWorker:
         Nothing is buffered here, so nothing needs Flink state: a bundle is
         learned and handed on as a delta before the checkpoint barrier behind it.
         """
-
-        from streamlearn.metrics import prequential
         from streamlearn.training.encoded_batch import read_encoded_batch
 
         xs, ys = read_encoded_batch(batch, self.learner.n_slots)
         n = xs.n_rows
-        if n:
-            prequential(self.learner, xs, ys, self.metrics)
+        self._learn(xs, ys, n)
         _advance(self.offsets, partition, end_offset)
         self.n_learned += n
         self.n_rejected += n_rejected
@@ -163,18 +160,33 @@ class LearnerWorker:
 
         Returns ``None`` when nothing was read since the last flush.
         """
-        from streamlearn.metrics import prequential
-
         if not self._read:
             return None
-        if self._xs:
-            prequential(self.learner, self._xs, self._ys, self.metrics)
         n = len(self._xs)
+        self._learn(self._xs, self._ys, n)
         for partition, end in self._read.items():
             _advance(self.offsets, partition, end)
         self._xs, self._ys, self._read = [], [], {}
         self.n_learned += n
         return self._take_delta()
+
+    def _learn(self, xs: Any, ys: Any, n: int) -> None:
+        """Predict, score and learn ``n`` events (a feature batch or mappings) in
+        consecutive gradient steps of ``job.step_events``: a bundle is the unit
+        of transfer and of deltas, a step the unit of learning, so bundles can
+        grow for throughput without the learner taking fewer steps."""
+        from streamlearn.features import FeatureBatch
+        from streamlearn.metrics import prequential
+
+        step = self.cfg.job.step_events
+        if n <= step:
+            if n:
+                prequential(self.learner, xs, ys, self.metrics)
+            return
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            part = xs.row_range(start, stop) if isinstance(xs, FeatureBatch) else xs[start:stop]
+            prequential(self.learner, part, ys[start:stop], self.metrics)
 
     def _take_delta(self, touched: Any = None) -> Any:
         delta = self.tracker.take(
