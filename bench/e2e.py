@@ -257,10 +257,11 @@ def _jvm_encoder_rates(messages: list[bytes], rounds: int = 10) -> dict:
             "bare_jackson_walk_events_per_s": int(bare.group(1))}
 
 
-def profile_worker(events: int, envelope_size: int, flush_events: int = 1000) -> dict:
+def profile_worker(events: int, envelope_size: int, settings: dict | None = None) -> dict:
     """Per-event cost of the job's two halves, in microseconds: the JVM encoder (decode,
     validate, hash; ``EncodeTool --bench``) and the Python learner on its bundles
-    (read the bundle, predict + score + learn, take the delta, serialise it)."""
+    (read the bundle, predict + score + learn in steps, take the delta, serialise it),
+    with the job's defaults or ``settings`` (``{"job.flush_events": 1000}``...)."""
     import orjson
 
     from streamlearn.events import encode_envelope
@@ -270,8 +271,11 @@ def profile_worker(events: int, envelope_size: int, flush_events: int = 1000) ->
     from streamlearn.training.encoded_batch import read_encoded_batch
     from streamlearn.training.workers import LearnerWorker
 
+    job = {k.removeprefix("job."): v for k, v in (settings or {}).items() if k.startswith("job.")}
+    cfg = TrainConfig.from_dict({"store": {"uri": "memory"}, "job": job})
+    flush_events, step = cfg.job.flush_events, cfg.job.step_events
     evs = list(clicks(events, seed=11))
-    out: dict = {"events": events, "flush_events": flush_events}
+    out: dict = {"events": events, "flush_events": flush_events, "step_events": step}
     for name, msgs in {
         "single": [orjson.dumps(e) for e in evs],
         "envelope": [encode_envelope(evs[i:i + envelope_size])
@@ -281,8 +285,6 @@ def profile_worker(events: int, envelope_size: int, flush_events: int = 1000) ->
         print(f"profile {name:>8}: " + ", ".join(f"{k} {v:,}" for k, v in out[name].items()),
               flush=True)
 
-    cfg = TrainConfig.from_dict({"store": {"uri": "memory"},
-                                 "job": {"flush_events": flush_events}})
     learner = cfg.make_learner()
     bundles = []
     for i in range(0, len(evs), flush_events):
@@ -299,8 +301,10 @@ def profile_worker(events: int, envelope_size: int, flush_events: int = 1000) ->
         return result
 
     read = timed("read_bundle", lambda: [read_encoded_batch(b, learner.n_slots) for b in bundles])
-    timed("predict_score_learn", lambda: [prequential(learner, x, y.astype(int), [])
-                                          for x, y in read])
+    timed("predict_score_learn", lambda: [
+        prequential(learner, x.row_range(i, min(i + step, x.n_rows)),
+                    y[i:i + step].astype(int), [])
+        for x, y in read for i in range(0, x.n_rows, step)])
     worker = LearnerWorker(cfg, 0, None)
     deltas = timed("learner_total", lambda: [
         worker.learn_bundle(0, (i + 1) * flush_events, 0, b) for i, b in enumerate(bundles)])
@@ -335,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"events": args.events, "envelope_size": args.envelope_size,
                     "cpus": os.cpu_count(), "timing": "Flink net runtime minus a tiny run's",
                     "rows": []}
+    base = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
     if args.profile or args.profile_only:
-        report["profile"] = profile_worker(min(args.events, 200_000), args.envelope_size)
+        report["profile"] = profile_worker(min(args.events, 200_000), args.envelope_size, base)
     if args.profile_only:
         _write(args.out, report)
         return 0
@@ -373,7 +378,6 @@ def main(argv: list[str] | None = None) -> int:
             shapes[name] = {"name": name, "topic": topics[name], "tiny_topic": tiny[name],
                             "events": args.events, "messages": messages,
                             "events_per_message": args.events / messages}
-        base = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
         sweeps = [base] + [{**base, "job.flush_events": int(v)}
                            for v in args.flush_events.split(",") if v]
         for mode in args.modes.split(","):
