@@ -114,6 +114,22 @@ HELLO_AIOHTTP = textwrap.dedent(
 )
 
 
+def served_code(cwd: Path | None) -> dict[str, object]:
+    """Which ``streamlearn`` a server started in ``cwd`` imports, and whether it
+    scores plain one-event bodies in C (the optional extension)."""
+    code = (
+        "import json, streamlearn, streamlearn.serving.linear_scorer as s; "
+        "print(json.dumps([streamlearn.__file__, "
+        "getattr(s, 'native_available', lambda: False)()]))"
+    )
+    env = dict(os.environ, PYTHONPATH=str(cwd)) if cwd is not None else None
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=cwd, env=env
+    ).stdout
+    where, native = json.loads(out)
+    return {"streamlearn": where, "native_one_event": native}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -124,12 +140,17 @@ class Server:
     """A server subprocess, killed on exit."""
 
     def __init__(
-        self, argv: list[str], port: int, ready_path: str, env: dict[str, str] | None = None
+        self,
+        argv: list[str],
+        port: int,
+        ready_path: str,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -339,6 +360,7 @@ def main() -> int:
         },
         "settings": {"seconds": secs, "connections": conns, "features": N_FEATURES},
     }
+    results["service_code"] = served_code(None)
     for module in ("uvloop", "httptools", "aiohttp"):
         try:
             __import__(module)
@@ -378,8 +400,14 @@ def main() -> int:
             if args.baseline is not None:
                 base_port = free_port()
                 base_argv = argv[:-4] + ["--port", str(base_port), "--max-body-mb", "64"]
-                env = dict(os.environ, PYTHONPATH=str(args.baseline.resolve()))
-                base = running.enter_context(Server(base_argv, base_port, "/readyz", env))
+                # `python -c` puts its working directory first on sys.path, before
+                # PYTHONPATH: run it in DIR, or it would import this tree's streamlearn
+                base_dir = args.baseline.resolve()
+                results["baseline_code"] = served_code(base_dir)
+                env = dict(os.environ, PYTHONPATH=str(base_dir))
+                base = running.enter_context(
+                    Server(base_argv, base_port, "/readyz", env, cwd=base_dir)
+                )
             url = server.url + "/v1/predict"
             # bare and predict alternate, so each pair shares the machine's load of the moment
             rounds = []
@@ -465,6 +493,9 @@ def main() -> int:
         >= 500_000,
     }
     print("hello, req/s:", {k: v["req_per_s"] for k, v in stacks.items()})
+    print("service code:", results["service_code"])
+    if "baseline_code" in results:
+        print("baseline code:", results["baseline_code"])
     print("load average at start, end:", results["machine"]["load_average_at_start"],
           results["machine"]["load_average_at_end"])
     for key, value in summary.items():
