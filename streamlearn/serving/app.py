@@ -226,17 +226,30 @@ class PredictionApp:
             raise BadRequest(
                 [ValidationError("content-type", f"application/json or {ARROW_STREAM}", got)], 415
             )
+        missed = False
+        if version is None:
+            predictor = self.watcher.current
+            # the usual request, one plain event, scored from the raw body in one call
+            native = getattr(predictor, "predict_body", None)
+            if native is not None:
+                got = native(body)
+                if got:
+                    return 200, self._render_one(predictor, got), JSON, 1
+                missed = got is False
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             doc = load_json(body)  # raises the 400 that names the problem
-        predictor = self.watcher.current if version is None else await self._predictor(version)
+        if version is not None:
+            predictor = await self._predictor(version)
         if type(doc) is dict and len(doc) == 1:  # one event and nothing else: the usual request
             features = doc.get("features")
             one = getattr(predictor, "predict_one", None)
             if one is not None and type(features) is dict:
                 got = one(features)
                 if got is not None:
+                    if missed:  # answered: the next such body is scored from its bytes
+                        predictor.remember(features)  # type: ignore[union-attr]
                     return 200, self._render_one(predictor, got), JSON, 1  # type: ignore[arg-type]
         fast = getattr(predictor, "predict_fast", None)
         if fast is not None:

@@ -59,6 +59,8 @@ class LearnerPredictor:
         two = self.classes is None or len(self.classes) == 2
         self._one = self._scorer if one and two else None
         self._columns: Any = None
+        # the native table of a one-output scorer without scaling, when built
+        self._native = self._one.native if self._one is not None else None
 
     def __repr__(self) -> str:
         return f"LearnerPredictor({type(self.learner).__name__}, version={self.version})"
@@ -112,6 +114,39 @@ class LearnerPredictor:
             return z, None
         p = 1.0 / (1.0 + math.exp(-min(max(z, -500.0), 500.0)))
         return (classes[1] if p > 0.5 else classes[0]), [1.0 - p, p]
+
+    def predict_body(self, body: bytes) -> tuple[Any, list[float] | None] | bool | None:
+        """:meth:`predict_one` of a raw request body that is exactly one plain
+        event ``{"features": {...}}``, scored by the native table in one call
+        (see :meth:`LinearScorer.score_body`).
+
+        ``False`` when the table lacks a name or string of the body: answer with
+        :meth:`predict_one` of the decoded features, then :meth:`remember` them.
+        ``None`` for any other body, or without a native table: decode and
+        validate it as usual.
+        """
+        native = self._native
+        if native is None:
+            return None
+        z = native.score(body)
+        if z is None or z is False:
+            return z
+        classes = self.classes
+        if classes is None:
+            return z, None
+        p = 1.0 / (1.0 + math.exp(-min(max(z, -500.0), 500.0)))
+        return (classes[1] if p > 0.5 else classes[0]), [1.0 - p, p]
+
+    def remember(self, features: Mapping[str, Any]) -> None:
+        """Teach the native table the shares of ``features``, an event that
+        :meth:`predict_one` has just answered (see :meth:`predict_body`)."""
+        if self._native is not None:
+            self._one.remember(features)  # type: ignore[union-attr]
+
+    @property
+    def native_hits(self) -> int:
+        """How many bodies the native table has scored (0 without one)."""
+        return 0 if self._native is None else self._native.hits
 
     def predict_fast(self, features: Sequence[Mapping[str, Any]]) -> Predictions | None:
         """Predict for events whose features are all plain (numbers, strings,

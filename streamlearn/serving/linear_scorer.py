@@ -14,11 +14,18 @@ per row with ``bincount``. No Python loop runs over rows.
 
 The scores equal the learner's own (:meth:`raw`) up to the order of
 floating-point additions; the tests check both paths against the learner.
+
+When the optional C extension ``streamlearn.serving._native`` is built, a
+scorer of one output without scaling also keeps the shares it has worked out
+in a native table (:attr:`LinearScorer.native`), which scores the raw body of
+a plain one-event request in one call (:meth:`LinearScorer.score_body`) with
+the same sums as :meth:`LinearScorer.score_one`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from operator import mul
 from typing import Any
@@ -28,9 +35,22 @@ import numpy as np
 from streamlearn.errors import ValidationError
 from streamlearn.features import FeatureHasher
 
-__all__ = ["LinearScorer"]
+__all__ = ["LinearScorer", "native_available"]
 
 _CACHE_LIMIT = 1 << 20  # remembered features per version before starting afresh
+
+try:  # the optional C extension (built by `pip install`; absent without a compiler)
+    from streamlearn.serving._native import Shares as _NativeShares
+except ImportError:  # pragma: no cover - depends on the build
+    _NativeShares = None
+if os.environ.get("STREAMLEARN_SERVING_NATIVE", "1") == "0":  # switched off by the operator
+    _NativeShares = None
+
+
+def native_available() -> bool:
+    """Whether scorers built from now on get a native table of shares (the
+    extension is built and ``$STREAMLEARN_SERVING_NATIVE`` is not ``0``)."""
+    return _NativeShares is not None
 
 
 class LinearScorer:
@@ -94,6 +114,10 @@ class LinearScorer:
         self._by_value_size = 0  # strings remembered by all the _NameShares of _num
         self._str: dict[tuple[str, str], float] = {}
         self._flag: dict[str, float] = {}
+        # the same shares in C, for raw one-event bodies: one output, no scaling
+        self.native: Any = None
+        if _NativeShares is not None and self.n_outputs == 1 and not self._scaled:
+            self.native = _NativeShares(self._b0, _CACHE_LIMIT)
 
     @classmethod
     def from_learner(cls, learner: Any) -> LinearScorer | None:
@@ -182,6 +206,44 @@ class LinearScorer:
             return z if math.isfinite(z) else None
         except (ValidationError, OverflowError, TypeError):
             return None
+
+    def score_body(self, body: bytes) -> float | bool | None:
+        """The raw score of a request body that is exactly one plain event
+        ``{"features": {...}}``, read by the native table in one call: the
+        same float :meth:`score_one` gives for the decoded event.
+
+        ``False`` when the body is plain but holds a name or string whose share
+        the table does not have yet (score the decoded event with
+        :meth:`score_one`, then :meth:`remember` it); ``None`` for any other
+        body (escapes, nested values, duplicate names, bad JSON, several
+        outputs, scaling, no extension...): decode and validate it as usual.
+        """
+        native = self.native
+        return None if native is None else native.score(body)
+
+    def remember(self, x: Mapping[str, Any]) -> None:
+        """Put the shares of event ``x``, which :meth:`score_one` has just
+        scored, in the native table, so that the next body of these names and
+        strings is scored there. Does nothing without a native table."""
+        native = self.native
+        if native is None:
+            return
+        slot_of = self.hasher.slot_of
+        w = self._w
+        try:
+            for k, v in x.items():
+                name = k.encode()
+                if type(v) is str:
+                    native.add_string(name, v.encode(), self._share_of_string(k, v))
+                elif type(v) is list:
+                    native.add_name(name)
+                    for item in v:
+                        native.add_string(name, item.encode(), self._share_of_string(k, item))
+                else:  # a number or a boolean: the share _share_of_number works out
+                    slot, sign = slot_of(k)
+                    native.add_number(name, float(w[slot]) * sign)
+        except (UnicodeEncodeError, ValidationError, OverflowError, TypeError, AttributeError):
+            return  # a name or string no plain body can carry: nothing to remember
 
     def _learn_one(self, x: Mapping[str, Any]) -> float | None:
         """:meth:`score_one` in a Python loop that remembers each new name's

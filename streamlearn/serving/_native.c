@@ -1,0 +1,865 @@
+/* streamlearn.serving._native: score the plain one-event body in one call.
+ *
+ * A `Shares` object belongs to one served version of a one-output linear model
+ * without scaling (a version never changes). It holds, in a hash table keyed by
+ * bytes, each feature's share of the score that the Python path has worked out:
+ * a name's share of a number (booleans count as 0 and 1), and a (name, string)
+ * pair's share. `score(body)` reads the raw request body, which must be exactly
+ * `{"features": {...}}` with numbers, plain strings (no escapes), true/false and
+ * lists of plain strings as values, and returns the raw score
+ * `intercept + sum of shares * values`, summed in the order and the way the
+ * Python path sums (`sum(map(mul, ...))`, then the intercept), from numbers
+ * parsed to the nearest double as `orjson` parses them.
+ *
+ * It returns None for anything else (escapes, nested values, null, duplicate
+ * names, bad JSON, a non-finite score...), and False when the body is plain but
+ * a name or a string is not in the table yet: Python then answers the request
+ * as before and, on False, adds the event's shares (`add_number`, `add_string`,
+ * `add_name`) so that the next such event is answered here.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "_native_pow5.h"
+
+/* -- decimal to double: Clinger's exact cases, then Eisel-Lemire, else dtoa --- */
+
+static const double EXACT_POW10[] = {
+    1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+    1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* The correctly rounded double nearest to w * 10**q (w != 0, w < 2**64), or -1.0
+ * when this cannot decide cheaply (the caller then uses the exact dtoa). */
+static double
+eisel_lemire(uint64_t w, int64_t q)
+{
+    if (q < POW5_MIN_Q) {
+        return 0.0;
+    }
+    if (q > POW5_MAX_Q) {
+        return HUGE_VAL;
+    }
+    int lz = __builtin_clzll(w);
+    w <<= lz;
+    const uint64_t *p5 = POW5_128 + 2 * (q - POW5_MIN_Q);
+    __uint128_t first = (__uint128_t)w * p5[0];
+    uint64_t high = (uint64_t)(first >> 64);
+    uint64_t low = (uint64_t)first;
+    const uint64_t mask = UINT64_MAX >> 55; /* 52 mantissa bits + 3 */
+    if ((high & mask) == mask) {
+        __uint128_t second = (__uint128_t)w * p5[1];
+        uint64_t second_high = (uint64_t)(second >> 64);
+        low += second_high;
+        if (second_high > low) {
+            high++;
+        }
+        if (low == UINT64_MAX && (q < -27 || q > 55)) {
+            return -1.0; /* too close to call with 128 bits */
+        }
+    }
+    int upperbit = (int)(high >> 63);
+    int shift = upperbit + 64 - 52 - 3;
+    uint64_t mantissa = high >> shift;
+    int32_t power2 = (int32_t)(((152170 + 65536) * q) >> 16) + 63 + upperbit - lz + 1023;
+    if (power2 <= 0) { /* subnormal */
+        if (-power2 + 1 >= 64) {
+            return 0.0;
+        }
+        mantissa >>= -power2 + 1;
+        mantissa += mantissa & 1;
+        mantissa >>= 1;
+        power2 = mantissa < ((uint64_t)1 << 52) ? 0 : 1;
+    }
+    else {
+        if (low <= 1 && q >= -4 && q <= 23 && (mantissa & 3) == 1 &&
+            (mantissa << shift) == high) {
+            mantissa &= ~(uint64_t)1; /* halfway: round to even, down */
+        }
+        mantissa += mantissa & 1;
+        mantissa >>= 1;
+        if (mantissa >= ((uint64_t)2 << 52)) {
+            mantissa = (uint64_t)1 << 52;
+            power2++;
+        }
+        mantissa &= ~((uint64_t)1 << 52);
+        if (power2 >= 0x7FF) {
+            return HUGE_VAL;
+        }
+    }
+    uint64_t bits = mantissa | ((uint64_t)power2 << 52);
+    double out;
+    memcpy(&out, &bits, sizeof out);
+    return out;
+}
+
+/* Parse a JSON number at *pp (end: end of buffer). Sets *out and *is_int, moves
+ * *pp past it; 0 on success, -1 when the text is not a JSON number. */
+static int
+parse_number(const char **pp, const char *end, double *out, int *is_int)
+{
+    const char *p = *pp;
+    const char *start = p;
+    int negative = 0;
+    if (p < end && *p == '-') {
+        negative = 1;
+        p++;
+    }
+    if (p >= end || (unsigned)(*p - '0') > 9) {
+        return -1;
+    }
+    uint64_t w = 0;
+    int digits = 0;    /* significant digits kept in w */
+    int64_t q = 0;     /* decimal exponent of w */
+    int dropped = 0;   /* nonzero digits beyond 19 */
+    if (*p == '0') {
+        p++;
+        if (p < end && (unsigned)(*p - '0') <= 9) {
+            return -1; /* a leading zero */
+        }
+    }
+    else {
+        while (p < end && (unsigned)(*p - '0') <= 9) {
+            if (digits < 19) {
+                w = w * 10 + (uint64_t)(*p - '0');
+                if (w) {
+                    digits++;
+                }
+            }
+            else {
+                q++;
+                dropped = 1;
+            }
+            p++;
+        }
+    }
+    *is_int = 1;
+    if (p < end && *p == '.') {
+        *is_int = 0;
+        p++;
+        if (p >= end || (unsigned)(*p - '0') > 9) {
+            return -1;
+        }
+        while (p < end && (unsigned)(*p - '0') <= 9) {
+            if (digits < 19) {
+                w = w * 10 + (uint64_t)(*p - '0');
+                q--;
+                if (w) {
+                    digits++;
+                }
+            }
+            else {
+                dropped = 1;
+            }
+            p++;
+        }
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        *is_int = 0;
+        p++;
+        int exp_negative = 0;
+        if (p < end && (*p == '+' || *p == '-')) {
+            exp_negative = *p == '-';
+            p++;
+        }
+        if (p >= end || (unsigned)(*p - '0') > 9) {
+            return -1;
+        }
+        int64_t e = 0;
+        while (p < end && (unsigned)(*p - '0') <= 9) {
+            if (e < 100000) {
+                e = e * 10 + (*p - '0');
+            }
+            p++;
+        }
+        q += exp_negative ? -e : e;
+    }
+    *pp = p;
+    double value;
+    if (w == 0) {
+        value = 0.0;
+    }
+    else if (dropped) {
+        value = -1.0;
+    }
+    else if (q >= -22 && q <= 22 && w <= ((uint64_t)1 << 53)) {
+        value = q < 0 ? (double)w / EXACT_POW10[-q] : (double)w * EXACT_POW10[q];
+    }
+    else {
+        value = eisel_lemire(w, q);
+    }
+    if (value < 0.0) { /* more than 19 digits, or undecided: the exact dtoa */
+        char local[128];
+        size_t n = (size_t)(p - start);
+        char *text = n < sizeof local ? local : PyMem_Malloc(n + 1);
+        if (text == NULL) {
+            return -1;
+        }
+        memcpy(text, start, n);
+        text[n] = '\0';
+        value = PyOS_string_to_double(text, NULL, NULL);
+        if (text != local) {
+            PyMem_Free(text);
+        }
+        if (value == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return -1;
+        }
+        *out = value;
+        return 0;
+    }
+    /* an integer zero is Python's int 0, whose product has the share's sign */
+    *out = negative && !(*is_int && value == 0.0) ? -value : value;
+    return 0;
+}
+
+/* -- the table ----------------------------------------------------------------- */
+
+#define KIND_NAME 1  /* key: a name; share: of a number, when has_number */
+#define KIND_VALUE 2 /* key: name \0 value; share: of that string */
+
+typedef struct {
+    uint64_t hash;
+    char *key; /* NULL: free slot */
+    Py_ssize_t len;
+    double share;
+    uint64_t stamp; /* the call that last saw this name: duplicate names */
+    int kind;
+    int has_number;
+} Entry;
+
+typedef struct {
+    PyObject_HEAD
+    Entry *entries;
+    Py_ssize_t capacity; /* a power of two */
+    Py_ssize_t used;
+    Py_ssize_t limit; /* most entries before starting afresh */
+    uint64_t stamp;
+    double intercept;
+    unsigned long long hits;
+} Shares;
+
+#define FNV_OFFSET 0xcbf29ce484222325ULL
+#define FNV_PRIME 0x100000001b3ULL
+
+static inline uint64_t
+fnv(uint64_t h, const char *s, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h = (h ^ (unsigned char)s[i]) * FNV_PRIME;
+    }
+    return h;
+}
+
+static inline uint64_t
+mix(uint64_t h)
+{
+    h ^= h >> 32;
+    h *= 0x9E3779B97F4A7C15ULL;
+    return h ^ (h >> 29);
+}
+
+static Entry *
+find(Shares *self, uint64_t hash, const char *key, Py_ssize_t len, int kind)
+{
+    Py_ssize_t mask = self->capacity - 1;
+    Py_ssize_t i = (Py_ssize_t)(mix(hash) & (uint64_t)mask);
+    for (;;) {
+        Entry *e = &self->entries[i];
+        if (e->key == NULL) {
+            return e;
+        }
+        if (e->hash == hash && e->len == len && e->kind == kind &&
+            memcmp(e->key, key, (size_t)len) == 0) {
+            return e;
+        }
+        i = (i + 1) & mask;
+    }
+}
+
+static void
+free_entries(Entry *entries, Py_ssize_t capacity)
+{
+    for (Py_ssize_t i = 0; i < capacity; i++) {
+        PyMem_Free(entries[i].key);
+    }
+    PyMem_Free(entries);
+}
+
+static int
+reset(Shares *self, Py_ssize_t capacity)
+{
+    Entry *entries = PyMem_Calloc((size_t)capacity, sizeof(Entry));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (self->entries != NULL) {
+        free_entries(self->entries, self->capacity);
+    }
+    self->entries = entries;
+    self->capacity = capacity;
+    self->used = 0;
+    return 0;
+}
+
+static int
+grow(Shares *self)
+{
+    Py_ssize_t capacity = self->capacity * 2;
+    Entry *entries = PyMem_Calloc((size_t)capacity, sizeof(Entry));
+    if (entries == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Entry *old = self->entries;
+    Py_ssize_t old_capacity = self->capacity;
+    self->entries = entries;
+    self->capacity = capacity;
+    for (Py_ssize_t i = 0; i < old_capacity; i++) {
+        if (old[i].key != NULL) {
+            *find(self, old[i].hash, old[i].key, old[i].len, old[i].kind) = old[i];
+        }
+    }
+    PyMem_Free(old);
+    return 0;
+}
+
+/* The entry of key (created empty when absent), or NULL with an exception. */
+static Entry *
+insert(Shares *self, const char *key, Py_ssize_t len, int kind)
+{
+    if (self->used >= self->limit) {
+        if (reset(self, 64) < 0) {
+            return NULL;
+        }
+    }
+    if (2 * (self->used + 1) > self->capacity && grow(self) < 0) {
+        return NULL;
+    }
+    uint64_t hash = fnv(FNV_OFFSET, key, len);
+    if (kind == KIND_VALUE) {
+        /* the hash of name, then \0, then value: as score() computes it */
+        const char *zero = memchr(key, '\0', (size_t)len);
+        Py_ssize_t n = zero - key;
+        hash = fnv(fnv(fnv(FNV_OFFSET, key, n), "", 1), zero + 1, len - n - 1);
+    }
+    Entry *e = find(self, hash, key, len, kind);
+    if (e->key == NULL) {
+        e->key = PyMem_Malloc((size_t)len + 1);
+        if (e->key == NULL) {
+            PyErr_NoMemory();
+            return NULL;
+        }
+        memcpy(e->key, key, (size_t)len);
+        e->key[len] = '\0';
+        e->hash = hash;
+        e->len = len;
+        e->kind = kind;
+        e->has_number = 0;
+        e->share = 0.0;
+        e->stamp = 0;
+        self->used++;
+    }
+    return e;
+}
+
+/* -- scanning ------------------------------------------------------------------ */
+
+#define WS(c) ((c) == ' ' || (c) == '\n' || (c) == '\r' || (c) == '\t')
+
+static inline const char *
+skip_ws(const char *p, const char *end)
+{
+    while (p < end && WS(*p)) {
+        p++;
+    }
+    return p;
+}
+
+/* A plain string at p (on its opening quote): sets *s, *n, hashes it into *h and
+ * returns the position after the closing quote; NULL for an escape, a control
+ * character or no closing quote. */
+static inline const char *
+scan_string(const char *p, const char *end, const char **s, Py_ssize_t *n, uint64_t *h)
+{
+    const char *start = ++p;
+    uint64_t hash = *h;
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            *s = start;
+            *n = p - start;
+            *h = hash;
+            return p + 1;
+        }
+        if (c == '\\' || c < 0x20) {
+            return NULL;
+        }
+        hash = (hash ^ c) * FNV_PRIME;
+        p++;
+    }
+    return NULL;
+}
+
+#define NOT_PLAIN 0
+#define MISSING 1
+#define SCORED 2
+
+/* Add a term to the running sum as Python's sum() of floats does. */
+#if PY_VERSION_HEX >= 0x030C0000
+/* 3.12+: Neumaier's compensated sum */
+#define SUM_ADD(x)                                  \
+    do {                                            \
+        double x_ = (x);                            \
+        double t_ = z + x_;                         \
+        if (fabs(z) >= fabs(x_)) {                  \
+            c += (z - t_) + x_;                     \
+        }                                           \
+        else {                                      \
+            c += (x_ - t_) + z;                     \
+        }                                           \
+        z = t_;                                     \
+    } while (0)
+#define SUM_END() \
+    do { if (c != 0.0 && isfinite(c)) { z += c; } } while (0)
+#else
+#define SUM_ADD(x) (z += (x))
+#define SUM_END() ((void)c)
+#endif
+
+static int
+scan(Shares *self, const char *p, const char *end, double *score)
+{
+    static const char FEATURES[] = "\"features\"";
+    const Py_ssize_t features_len = sizeof FEATURES - 1;
+    double z = 0.0, c = 0.0;
+    int missing = 0;
+    uint64_t stamp = ++self->stamp;
+
+    p = skip_ws(p, end);
+    if (p >= end || *p != '{') {
+        return NOT_PLAIN;
+    }
+    p = skip_ws(p + 1, end);
+    if (end - p < features_len || memcmp(p, FEATURES, (size_t)features_len) != 0) {
+        return NOT_PLAIN;
+    }
+    p = skip_ws(p + features_len, end);
+    if (p >= end || *p != ':') {
+        return NOT_PLAIN;
+    }
+    p = skip_ws(p + 1, end);
+    if (p >= end || *p != '{') {
+        return NOT_PLAIN;
+    }
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}') {
+        return NOT_PLAIN; /* no feature: the validating path answers */
+    }
+    for (;;) {
+        const char *name;
+        Py_ssize_t name_len;
+        uint64_t h = FNV_OFFSET;
+        if (p >= end || *p != '"' || (p = scan_string(p, end, &name, &name_len, &h)) == NULL) {
+            return NOT_PLAIN;
+        }
+        p = skip_ws(p, end);
+        if (p >= end || *p != ':') {
+            return NOT_PLAIN;
+        }
+        p = skip_ws(p + 1, end);
+        if (p >= end) {
+            return NOT_PLAIN;
+        }
+        Entry *e = NULL;
+        if (!missing) {
+            e = find(self, h, name, name_len, KIND_NAME);
+            if (e->key == NULL) {
+                missing = 1;
+            }
+            else if (e->stamp == stamp) {
+                return NOT_PLAIN; /* a name twice: the last value counts, in the first place */
+            }
+            else {
+                e->stamp = stamp;
+            }
+        }
+        const uint64_t value_h = (h ^ 0) * FNV_PRIME; /* name, then \0 */
+        char first = *p;
+        if (first == '"') {
+            const char *s;
+            Py_ssize_t n;
+            uint64_t vh = value_h;
+            if ((p = scan_string(p, end, &s, &n, &vh)) == NULL) {
+                return NOT_PLAIN;
+            }
+            if (!missing) {
+                /* the key name \0 value is compared piecewise */
+                Py_ssize_t mask = self->capacity - 1;
+                Py_ssize_t i = (Py_ssize_t)(mix(vh) & (uint64_t)mask);
+                Entry *v;
+                for (;;) {
+                    v = &self->entries[i];
+                    if (v->key == NULL) {
+                        missing = 1;
+                        break;
+                    }
+                    if (v->hash == vh && v->len == name_len + 1 + n && v->kind == KIND_VALUE &&
+                        memcmp(v->key, name, (size_t)name_len) == 0 &&
+                        memcmp(v->key + name_len + 1, s, (size_t)n) == 0) {
+                        break;
+                    }
+                    i = (i + 1) & mask;
+                }
+                if (!missing) {
+                    SUM_ADD(v->share);
+                }
+            }
+        }
+        else if (first == '[') {
+            double total = 0.0;
+            p = skip_ws(p + 1, end);
+            if (p < end && *p == ']') {
+                p++;
+            }
+            else {
+                for (;;) {
+                    const char *s;
+                    Py_ssize_t n;
+                    uint64_t vh = value_h;
+                    if (p >= end || *p != '"' || (p = scan_string(p, end, &s, &n, &vh)) == NULL) {
+                        return NOT_PLAIN;
+                    }
+                    if (!missing) {
+                        Py_ssize_t mask = self->capacity - 1;
+                        Py_ssize_t i = (Py_ssize_t)(mix(vh) & (uint64_t)mask);
+                        Entry *v;
+                        for (;;) {
+                            v = &self->entries[i];
+                            if (v->key == NULL) {
+                                missing = 1;
+                                break;
+                            }
+                            if (v->hash == vh && v->len == name_len + 1 + n &&
+                                v->kind == KIND_VALUE &&
+                                memcmp(v->key, name, (size_t)name_len) == 0 &&
+                                memcmp(v->key + name_len + 1, s, (size_t)n) == 0) {
+                                break;
+                            }
+                            i = (i + 1) & mask;
+                        }
+                        if (!missing) {
+                            total += v->share;
+                        }
+                    }
+                    p = skip_ws(p, end);
+                    if (p < end && *p == ',') {
+                        p = skip_ws(p + 1, end);
+                        continue;
+                    }
+                    if (p < end && *p == ']') {
+                        p++;
+                        break;
+                    }
+                    return NOT_PLAIN;
+                }
+            }
+            if (!missing) {
+                SUM_ADD(total);
+            }
+        }
+        else if (first == 't' || first == 'f') {
+            int flag = first == 't';
+            const char *word = flag ? "true" : "false";
+            Py_ssize_t n = flag ? 4 : 5;
+            if (end - p < n || memcmp(p, word, (size_t)n) != 0) {
+                return NOT_PLAIN;
+            }
+            p += n;
+            if (!missing) {
+                if (!e->has_number) {
+                    missing = 1;
+                }
+                else {
+                    SUM_ADD(e->share * (flag ? 1.0 : 0.0));
+                }
+            }
+        }
+        else {
+            double x;
+            int is_int;
+            if (parse_number(&p, end, &x, &is_int) < 0) {
+                return NOT_PLAIN;
+            }
+            if (!isfinite(x)) {
+                return NOT_PLAIN; /* orjson refuses it, or Python's int * float overflows */
+            }
+            if (!missing) {
+                if (!e->has_number) {
+                    missing = 1;
+                }
+                else {
+                    SUM_ADD(e->share * x);
+                }
+            }
+        }
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            continue;
+        }
+        if (p < end && *p == '}') {
+            break;
+        }
+        return NOT_PLAIN;
+    }
+    p = skip_ws(p + 1, end);
+    if (p >= end || *p != '}') {
+        return NOT_PLAIN;
+    }
+    p = skip_ws(p + 1, end);
+    if (p != end) {
+        return NOT_PLAIN;
+    }
+    if (missing) {
+        return MISSING;
+    }
+    SUM_END();
+    z += self->intercept;
+    if (!isfinite(z)) {
+        return NOT_PLAIN;
+    }
+    *score = z;
+    return SCORED;
+}
+
+/* -- the Python type ----------------------------------------------------------- */
+
+static PyObject *
+Shares_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *keywords[] = {"intercept", "limit", NULL};
+    double intercept;
+    Py_ssize_t limit = 1 << 20;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "d|n", keywords, &intercept, &limit)) {
+        return NULL;
+    }
+    if (limit < 1) {
+        PyErr_SetString(PyExc_ValueError, "limit: expected a positive number of entries");
+        return NULL;
+    }
+    Shares *self = (Shares *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->intercept = intercept;
+    self->limit = limit;
+    if (reset(self, 64) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void
+Shares_dealloc(Shares *self)
+{
+    if (self->entries != NULL) {
+        free_entries(self->entries, self->capacity);
+    }
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+Shares_score(Shares *self, PyObject *body)
+{
+    const char *p;
+    Py_ssize_t n;
+    if (PyBytes_CheckExact(body)) {
+        p = PyBytes_AS_STRING(body);
+        n = PyBytes_GET_SIZE(body);
+    }
+    else {
+        PyErr_SetString(PyExc_TypeError, "score: expected bytes");
+        return NULL;
+    }
+    double z;
+    int got = scan(self, p, p + n, &z);
+    if (got == SCORED) {
+        self->hits++;
+        return PyFloat_FromDouble(z);
+    }
+    if (got == MISSING) {
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Shares_add_number(Shares *self, PyObject *args)
+{
+    const char *name;
+    Py_ssize_t n;
+    double share;
+    if (!PyArg_ParseTuple(args, "y#d:add_number", &name, &n, &share)) {
+        return NULL;
+    }
+    Entry *e = insert(self, name, n, KIND_NAME);
+    if (e == NULL) {
+        return NULL;
+    }
+    e->share = share;
+    e->has_number = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Shares_add_name(Shares *self, PyObject *args)
+{
+    const char *name;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "y#:add_name", &name, &n)) {
+        return NULL;
+    }
+    if (insert(self, name, n, KIND_NAME) == NULL) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Shares_add_string(Shares *self, PyObject *args)
+{
+    const char *name, *value;
+    Py_ssize_t n, m;
+    double share;
+    if (!PyArg_ParseTuple(args, "y#y#d:add_string", &name, &n, &value, &m, &share)) {
+        return NULL;
+    }
+    if (memchr(name, '\0', (size_t)n) != NULL || memchr(value, '\0', (size_t)m) != NULL) {
+        Py_RETURN_NONE; /* never in a plain JSON string: nothing to remember */
+    }
+    if (insert(self, name, n, KIND_NAME) == NULL) {
+        return NULL;
+    }
+    char local[256];
+    Py_ssize_t len = n + 1 + m;
+    char *key = len <= (Py_ssize_t)sizeof local ? local : PyMem_Malloc((size_t)len);
+    if (key == NULL) {
+        return PyErr_NoMemory();
+    }
+    memcpy(key, name, (size_t)n);
+    key[n] = '\0';
+    memcpy(key + n + 1, value, (size_t)m);
+    Entry *e = insert(self, key, len, KIND_VALUE);
+    if (key != local) {
+        PyMem_Free(key);
+    }
+    if (e == NULL) {
+        return NULL;
+    }
+    e->share = share;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Shares_parse_number(PyObject *type, PyObject *text)
+{
+    if (!PyBytes_CheckExact(text)) {
+        PyErr_SetString(PyExc_TypeError, "parse_number: expected bytes");
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(text);
+    const char *end = p + PyBytes_GET_SIZE(text);
+    double x;
+    int is_int;
+    if (parse_number(&p, end, &x, &is_int) < 0 || p != end) {
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble(x);
+}
+
+static Py_ssize_t
+Shares_len(Shares *self)
+{
+    return self->used;
+}
+
+static PyObject *
+Shares_get_hits(Shares *self, void *closure)
+{
+    return PyLong_FromUnsignedLongLong(self->hits);
+}
+
+static PyObject *
+Shares_get_intercept(Shares *self, void *closure)
+{
+    return PyFloat_FromDouble(self->intercept);
+}
+
+static PyMethodDef Shares_methods[] = {
+    {"score", (PyCFunction)Shares_score, METH_O,
+     "score(body) -> float | False | None: the raw score of a plain one-event body; "
+     "False when a name or string is not remembered yet; None for any other body."},
+    {"add_number", (PyCFunction)Shares_add_number, METH_VARARGS,
+     "add_number(name, share): remember a name's share of a number (and of true)."},
+    {"add_name", (PyCFunction)Shares_add_name, METH_VARARGS,
+     "add_name(name): remember a name seen with a list of strings (an empty one adds 0)."},
+    {"add_string", (PyCFunction)Shares_add_string, METH_VARARGS,
+     "add_string(name, value, share): remember the share of string value under name."},
+    {"parse_number", (PyCFunction)Shares_parse_number, METH_O | METH_STATIC,
+     "parse_number(text) -> float | None: a JSON number as score() reads it."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Shares_getset[] = {
+    {"hits", (getter)Shares_get_hits, NULL, "bodies scored here so far", NULL},
+    {"intercept", (getter)Shares_get_intercept, NULL, "the intercept added to each score", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PySequenceMethods Shares_as_sequence = {
+    .sq_length = (lenfunc)Shares_len,
+};
+
+static PyTypeObject SharesType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "streamlearn.serving._native.Shares",
+    .tp_doc = "Remembered shares of one served version; scores plain one-event bodies.",
+    .tp_basicsize = sizeof(Shares),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Shares_new,
+    .tp_dealloc = (destructor)Shares_dealloc,
+    .tp_methods = Shares_methods,
+    .tp_getset = Shares_getset,
+    .tp_as_sequence = &Shares_as_sequence,
+};
+
+static struct PyModuleDef native_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "streamlearn.serving._native",
+    .m_doc = "Score the plain one-event prediction body from its raw bytes.",
+    .m_size = -1,
+};
+
+PyMODINIT_FUNC
+PyInit__native(void)
+{
+    if (PyType_Ready(&SharesType) < 0) {
+        return NULL;
+    }
+    PyObject *module = PyModule_Create(&native_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&SharesType);
+    if (PyModule_AddObject(module, "Shares", (PyObject *)&SharesType) < 0) {
+        Py_DECREF(&SharesType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
