@@ -469,6 +469,9 @@ def main() -> int:
         "baseline_vs_bare_rounds": [r.get("baseline_ratio") for r in rounds],
         "cpu_per_request_bare_vs_baseline": _median_of(r.get("baseline_cpu_ratio") for r in rounds),
         "cpu_per_request_bare_vs_baseline_rounds": [r.get("baseline_cpu_ratio") for r in rounds],
+        "cpu_us_per_request_baseline_rounds": [
+            r["baseline"].get("cpu_us_per_request") if "baseline" in r else None for r in rounds
+        ],
         "others_and_wrk_cpu_share_rounds": [
             tuple(r[k].get("others_and_wrk_cpu_share") for k in ("bare", "predict"))
             for r in rounds

@@ -441,3 +441,20 @@ def test_the_app_takes_the_native_path_without_decoding(monkeypatch: pytest.Monk
     assert again["prediction"] == first["prediction"]
     asked = post(app, {"features": x, "id": 1})  # not a plain body: the Python path
     assert asked.status_code == 200 and served.native_hits == 1
+
+
+def test_the_operator_can_switch_the_native_path_off() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "from streamlearn.serving.linear_scorer import native_available; "
+        "print(native_available())"
+    )
+    root = Path(__file__).resolve().parent.parent
+    for setting, shown in (("0", "False"), ("1", "True")):
+        env = {"STREAMLEARN_SERVING_NATIVE": setting, "PATH": ""}
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=root, env=env, capture_output=True, text=True
+        )
+        assert out.stdout.strip() == shown, out.stderr
