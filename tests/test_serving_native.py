@@ -369,6 +369,18 @@ def test_the_native_table_starts_afresh_past_its_budget(monkeypatch: pytest.Monk
             check_body(served, body)
 
 
+def test_the_native_table_grows_and_keeps_every_share() -> None:
+    served = predictor(MODELS["regression"])
+    events = [{f"f{i}": float(i), "city": f"c{i}", "tags": [f"t{i}"]} for i in range(3000)]
+    for x in events:
+        served.predict_one(x)
+        served.remember(x)
+    assert len(served._native) == 3000 * 3 + 2  # a name and two strings each; "city", "tags"
+    for x in events[::7]:
+        body = json.dumps({"features": x}).encode()
+        assert_same(served.predict_body(body), served.predict_one(x))
+
+
 # -- the app ---------------------------------------------------------------------------
 
 

@@ -241,16 +241,24 @@ typedef struct {
     unsigned long long hits;
 } Shares;
 
-#define FNV_OFFSET 0xcbf29ce484222325ULL
-#define FNV_PRIME 0x100000001b3ULL
-
+/* Keys are hashed with Python's own keyed hash of bytes (SipHash, seeded per
+ * process), so that names chosen to collide cannot slow the table down any more
+ * than they can slow a dict. */
 static inline uint64_t
-fnv(uint64_t h, const char *s, Py_ssize_t n)
+hash_bytes(const char *s, Py_ssize_t n)
 {
-    for (Py_ssize_t i = 0; i < n; i++) {
-        h = (h ^ (unsigned char)s[i]) * FNV_PRIME;
-    }
-    return h;
+#if PY_VERSION_HEX >= 0x030E0000
+    return (uint64_t)Py_HashBuffer(s, n);
+#else
+    return (uint64_t)_Py_HashBytes(s, n);
+#endif
+}
+
+/* The hash of the key name \0 value, from the hashes of its two parts. */
+static inline uint64_t
+pair_hash(uint64_t name_hash, const char *value, Py_ssize_t n)
+{
+    return (name_hash * 0x9E3779B97F4A7C15ULL) ^ hash_bytes(value, n);
 }
 
 static inline uint64_t
@@ -339,12 +347,14 @@ insert(Shares *self, const char *key, Py_ssize_t len, int kind)
     if (2 * (self->used + 1) > self->capacity && grow(self) < 0) {
         return NULL;
     }
-    uint64_t hash = fnv(FNV_OFFSET, key, len);
-    if (kind == KIND_VALUE) {
-        /* the hash of name, then \0, then value: as score() computes it */
+    uint64_t hash;
+    if (kind == KIND_VALUE) { /* as score() computes it */
         const char *zero = memchr(key, '\0', (size_t)len);
         Py_ssize_t n = zero - key;
-        hash = fnv(fnv(fnv(FNV_OFFSET, key, n), "", 1), zero + 1, len - n - 1);
+        hash = pair_hash(hash_bytes(key, n), zero + 1, len - n - 1);
+    }
+    else {
+        hash = hash_bytes(key, len);
     }
     Entry *e = find(self, hash, key, len, kind);
     if (e->key == NULL) {
@@ -379,26 +389,23 @@ skip_ws(const char *p, const char *end)
     return p;
 }
 
-/* A plain string at p (on its opening quote): sets *s, *n, hashes it into *h and
- * returns the position after the closing quote; NULL for an escape, a control
- * character or no closing quote. */
+/* A plain string at p (on its opening quote): sets *s, *n and returns the
+ * position after the closing quote; NULL for an escape, a control character or
+ * no closing quote. */
 static inline const char *
-scan_string(const char *p, const char *end, const char **s, Py_ssize_t *n, uint64_t *h)
+scan_string(const char *p, const char *end, const char **s, Py_ssize_t *n)
 {
     const char *start = ++p;
-    uint64_t hash = *h;
     while (p < end) {
         unsigned char c = (unsigned char)*p;
         if (c == '"') {
             *s = start;
             *n = p - start;
-            *h = hash;
             return p + 1;
         }
         if (c == '\\' || c < 0x20) {
             return NULL;
         }
-        hash = (hash ^ c) * FNV_PRIME;
         p++;
     }
     return NULL;
@@ -462,10 +469,10 @@ scan(Shares *self, const char *p, const char *end, double *score)
     for (;;) {
         const char *name;
         Py_ssize_t name_len;
-        uint64_t h = FNV_OFFSET;
-        if (p >= end || *p != '"' || (p = scan_string(p, end, &name, &name_len, &h)) == NULL) {
+        if (p >= end || *p != '"' || (p = scan_string(p, end, &name, &name_len)) == NULL) {
             return NOT_PLAIN;
         }
+        uint64_t h = hash_bytes(name, name_len);
         p = skip_ws(p, end);
         if (p >= end || *p != ':') {
             return NOT_PLAIN;
@@ -487,16 +494,15 @@ scan(Shares *self, const char *p, const char *end, double *score)
                 e->stamp = stamp;
             }
         }
-        const uint64_t value_h = (h ^ 0) * FNV_PRIME; /* name, then \0 */
         char first = *p;
         if (first == '"') {
             const char *s;
             Py_ssize_t n;
-            uint64_t vh = value_h;
-            if ((p = scan_string(p, end, &s, &n, &vh)) == NULL) {
+            if ((p = scan_string(p, end, &s, &n)) == NULL) {
                 return NOT_PLAIN;
             }
             if (!missing) {
+                uint64_t vh = pair_hash(h, s, n);
                 /* the key name \0 value is compared piecewise */
                 Py_ssize_t mask = self->capacity - 1;
                 Py_ssize_t i = (Py_ssize_t)(mix(vh) & (uint64_t)mask);
@@ -529,11 +535,11 @@ scan(Shares *self, const char *p, const char *end, double *score)
                 for (;;) {
                     const char *s;
                     Py_ssize_t n;
-                    uint64_t vh = value_h;
-                    if (p >= end || *p != '"' || (p = scan_string(p, end, &s, &n, &vh)) == NULL) {
+                    if (p >= end || *p != '"' || (p = scan_string(p, end, &s, &n)) == NULL) {
                         return NOT_PLAIN;
                     }
                     if (!missing) {
+                        uint64_t vh = pair_hash(h, s, n);
                         Py_ssize_t mask = self->capacity - 1;
                         Py_ssize_t i = (Py_ssize_t)(mix(vh) & (uint64_t)mask);
                         Entry *v;
