@@ -118,7 +118,7 @@ class LearnerPredictor:
     def predict_body(self, body: bytes) -> tuple[Any, list[float] | None] | bool | None:
         """:meth:`predict_one` of a raw request body that is exactly one plain
         event ``{"features": {...}}``, scored by the native table in one call
-        (see :meth:`LinearScorer.score_body`).
+        (see :mod:`streamlearn.serving.linear_scorer`).
 
         ``False`` when the table lacks a name or string of the body: answer with
         :meth:`predict_one` of the decoded features, then :meth:`remember` them.

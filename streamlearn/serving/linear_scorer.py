@@ -17,9 +17,11 @@ floating-point additions; the tests check both paths against the learner.
 
 When the optional C extension ``streamlearn.serving._native`` is built, a
 scorer of one output without scaling also keeps the shares it has worked out
-in a native table (:attr:`LinearScorer.native`), which scores the raw body of
-a plain one-event request in one call (:meth:`LinearScorer.score_body`) with
-the same sums as :meth:`LinearScorer.score_one`.
+in a native table (``LinearScorer.native``, a ``_native.Shares``), whose
+``score(body)`` scores the raw body of a plain one-event request in one call
+with the same sums as :meth:`LinearScorer.score_one`: a float, ``False`` when
+a name or string is not in the table yet (score the decoded event, then
+:meth:`LinearScorer.remember` it), ``None`` for any other body.
 """
 
 from __future__ import annotations
@@ -206,20 +208,6 @@ class LinearScorer:
             return z if math.isfinite(z) else None
         except (ValidationError, OverflowError, TypeError):
             return None
-
-    def score_body(self, body: bytes) -> float | bool | None:
-        """The raw score of a request body that is exactly one plain event
-        ``{"features": {...}}``, read by the native table in one call: the
-        same float :meth:`score_one` gives for the decoded event.
-
-        ``False`` when the body is plain but holds a name or string whose share
-        the table does not have yet (score the decoded event with
-        :meth:`score_one`, then :meth:`remember` it); ``None`` for any other
-        body (escapes, nested values, duplicate names, bad JSON, several
-        outputs, scaling, no extension...): decode and validate it as usual.
-        """
-        native = self.native
-        return None if native is None else native.score(body)
 
     def remember(self, x: Mapping[str, Any]) -> None:
         """Put the shares of event ``x``, which :meth:`score_one` has just
