@@ -44,7 +44,7 @@ def bits(x: float) -> bytes:
 
 
 def pow5_table() -> list[int]:
-    """The 128-bit powers of five of the Eisel-Lemire conversion, recomputed."""
+    """The 128-bit powers of five of the native number reader, recomputed."""
     out = []
     for q in range(-342, 0):
         p5 = 5**-q

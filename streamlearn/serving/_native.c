@@ -25,7 +25,7 @@
 
 #include "_native_pow5.h"
 
-/* -- decimal to double: Clinger's exact cases, then Eisel-Lemire, else dtoa --- */
+/* -- decimal to double: exact cases, then a 128-bit product by 5**q, else dtoa -- */
 
 static const double EXACT_POW10[] = {
     1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
@@ -34,7 +34,7 @@ static const double EXACT_POW10[] = {
 /* The correctly rounded double nearest to w * 10**q (w != 0, w < 2**64), or -1.0
  * when this cannot decide cheaply (the caller then uses the exact dtoa). */
 static double
-eisel_lemire(uint64_t w, int64_t q)
+pow5_product(uint64_t w, int64_t q)
 {
     if (q < POW5_MIN_Q) {
         return 0.0;
@@ -188,7 +188,7 @@ parse_number(const char **pp, const char *end, double *out, int *is_int)
         value = q < 0 ? (double)w / EXACT_POW10[-q] : (double)w * EXACT_POW10[q];
     }
     else {
-        value = eisel_lemire(w, q);
+        value = pow5_product(w, q);
     }
     if (value < 0.0) { /* more than 19 digits, or undecided: the exact dtoa */
         char local[128];
@@ -417,7 +417,7 @@ scan_string(const char *p, const char *end, const char **s, Py_ssize_t *n)
 
 /* Add a term to the running sum as Python's sum() of floats does. */
 #if PY_VERSION_HEX >= 0x030C0000
-/* 3.12+: Neumaier's compensated sum */
+/* 3.12+: the compensated sum of sum() */
 #define SUM_ADD(x)                                  \
     do {                                            \
         double x_ = (x);                            \

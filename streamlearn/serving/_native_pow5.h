@@ -1,5 +1,5 @@
 /* 128-bit approximations of 5**q, q = -342..308, most significant bit set: the
- * table of the Eisel-Lemire decimal-to-double conversion (_native.c). Generated;
+ * table of the decimal-to-double conversion of _native.c. Generated;
  * tests/test_serving_native.py recomputes it and checks this file. */
 #define POW5_MIN_Q (-342)
 #define POW5_MAX_Q 308
