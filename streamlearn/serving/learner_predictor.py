@@ -107,13 +107,7 @@ class LearnerPredictor:
         if scorer is None:
             return None
         z = scorer.score_one(features)
-        if z is None:
-            return None
-        classes = self.classes
-        if classes is None:
-            return z, None
-        p = 1.0 / (1.0 + math.exp(-min(max(z, -500.0), 500.0)))
-        return (classes[1] if p > 0.5 else classes[0]), [1.0 - p, p]
+        return None if z is None else self._answer(z)
 
     def predict_body(self, body: bytes) -> tuple[Any, list[float] | None] | bool | None:
         """:meth:`predict_one` of a raw request body that is exactly one plain
@@ -129,8 +123,11 @@ class LearnerPredictor:
         if native is None:
             return None
         z = native.score(body)
-        if z is None or z is False:
-            return z
+        return z if z is None or z is False else self._answer(z)
+
+    def _answer(self, z: float) -> tuple[Any, list[float] | None]:
+        """One event's answer from its raw score: the value, or the class and
+        the two probabilities of a binary model."""
         classes = self.classes
         if classes is None:
             return z, None
