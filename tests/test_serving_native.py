@@ -102,6 +102,8 @@ json_numbers = st.from_regex(
 @example(text="18446744073709551616")  # past 64 bits: orjson's float
 @example(text="-0")
 @example(text="1e-400")
+@example(text="0." + "0" * 999999 + "1e1000000")  # an exponent of 7 digits offset by the fraction
+@example(text="-0." + "0" * 1000000 + "25e+1000000")
 def test_numbers_are_read_as_orjson_reads_them(text: str) -> None:
     try:
         ref = float(orjson.loads(text))
@@ -460,6 +462,18 @@ def test_the_app_takes_the_native_path_without_decoding(monkeypatch: pytest.Monk
     assert again["prediction"] == first["prediction"]
     asked = post(app, {"features": x, "id": 1})  # not a plain body: the Python path
     assert asked.status_code == 200 and served.native_hits == 1
+
+
+def test_an_exponent_offset_by_the_fraction_is_read_exactly() -> None:
+    """``0.<999,999 zeros>1e1000000`` is 1.0 (a 1 MB body, under the size limit):
+    answered the second time from its bytes, it gets the first answer again."""
+    served = predictor(MODELS["regression"])
+    app = app_for(served)
+    body = b'{"features": {"age": 0.' + b"0" * 999_999 + b'1e1000000, "city": "Lyon"}}'
+    first, again = post_raw(app, body), post_raw(app, body)
+    assert served.native_hits == 1
+    assert again == first
+    assert first == post_raw(app, b'{"features": {"age": 1.0, "city": "Lyon"}}')
 
 
 def test_the_operator_can_switch_the_native_path_off() -> None:

@@ -113,7 +113,7 @@ parse_number(const char **pp, const char *end, double *out, int *is_int)
     uint64_t w = 0;
     int digits = 0;    /* significant digits kept in w */
     int64_t q = 0;     /* decimal exponent of w */
-    int dropped = 0;   /* nonzero digits beyond 19 */
+    int dropped = 0;   /* digits beyond 19, or an exponent of over 6 digits: the exact dtoa */
     if (*p == '0') {
         p++;
         if (p < end && (unsigned)(*p - '0') <= 9) {
@@ -171,6 +171,11 @@ parse_number(const char **pp, const char *end, double *out, int *is_int)
         while (p < end && (unsigned)(*p - '0') <= 9) {
             if (e < 100000) {
                 e = e * 10 + (*p - '0');
+            }
+            else {
+                /* not kept: the leading zeros of a fraction (q) can offset any
+                 * exponent, "0.<999999 zeros>1e1000000" is 1.0 */
+                dropped = 1;
             }
             p++;
         }
