@@ -476,6 +476,15 @@ def test_an_exponent_offset_by_the_fraction_is_read_exactly() -> None:
     assert first == post_raw(app, b'{"features": {"age": 1.0, "city": "Lyon"}}')
 
 
+def test_a_body_that_is_not_bytes_takes_the_python_path() -> None:
+    served = predictor(MODELS["binary"])
+    body = b'{"features": {"age": 31}}'
+    served.remember(orjson.loads(body)["features"])
+    assert served.predict_body(body) is not None
+    assert served.predict_body(bytearray(body)) is None
+    assert served.predict_body(memoryview(body)) is None
+
+
 def test_the_operator_can_switch_the_native_path_off() -> None:
     import subprocess
     import sys

@@ -292,6 +292,28 @@ find(Shares *self, uint64_t hash, const char *key, Py_ssize_t len, int kind)
     }
 }
 
+/* The entry of the key name \0 value, compared piecewise so that the key is never
+ * built; NULL when the table lacks it. */
+static inline Entry *
+find_value(Shares *self, uint64_t hash, const char *name, Py_ssize_t name_len, const char *s,
+           Py_ssize_t n)
+{
+    Py_ssize_t mask = self->capacity - 1;
+    Py_ssize_t i = (Py_ssize_t)(mix(hash) & (uint64_t)mask);
+    for (;;) {
+        Entry *v = &self->entries[i];
+        if (v->key == NULL) {
+            return NULL;
+        }
+        if (v->hash == hash && v->len == name_len + 1 + n && v->kind == KIND_VALUE &&
+            memcmp(v->key, name, (size_t)name_len) == 0 &&
+            memcmp(v->key + name_len + 1, s, (size_t)n) == 0) {
+            return v;
+        }
+        i = (i + 1) & mask;
+    }
+}
+
 static void
 free_entries(Entry *entries, Py_ssize_t capacity)
 {
@@ -507,25 +529,11 @@ scan(Shares *self, const char *p, const char *end, double *score)
                 return NOT_PLAIN;
             }
             if (!missing) {
-                uint64_t vh = pair_hash(h, s, n);
-                /* the key name \0 value is compared piecewise */
-                Py_ssize_t mask = self->capacity - 1;
-                Py_ssize_t i = (Py_ssize_t)(mix(vh) & (uint64_t)mask);
-                Entry *v;
-                for (;;) {
-                    v = &self->entries[i];
-                    if (v->key == NULL) {
-                        missing = 1;
-                        break;
-                    }
-                    if (v->hash == vh && v->len == name_len + 1 + n && v->kind == KIND_VALUE &&
-                        memcmp(v->key, name, (size_t)name_len) == 0 &&
-                        memcmp(v->key + name_len + 1, s, (size_t)n) == 0) {
-                        break;
-                    }
-                    i = (i + 1) & mask;
+                Entry *v = find_value(self, pair_hash(h, s, n), name, name_len, s, n);
+                if (v == NULL) {
+                    missing = 1;
                 }
-                if (!missing) {
+                else {
                     SUM_ADD(v->share);
                 }
             }
@@ -544,25 +552,11 @@ scan(Shares *self, const char *p, const char *end, double *score)
                         return NOT_PLAIN;
                     }
                     if (!missing) {
-                        uint64_t vh = pair_hash(h, s, n);
-                        Py_ssize_t mask = self->capacity - 1;
-                        Py_ssize_t i = (Py_ssize_t)(mix(vh) & (uint64_t)mask);
-                        Entry *v;
-                        for (;;) {
-                            v = &self->entries[i];
-                            if (v->key == NULL) {
-                                missing = 1;
-                                break;
-                            }
-                            if (v->hash == vh && v->len == name_len + 1 + n &&
-                                v->kind == KIND_VALUE &&
-                                memcmp(v->key, name, (size_t)name_len) == 0 &&
-                                memcmp(v->key + name_len + 1, s, (size_t)n) == 0) {
-                                break;
-                            }
-                            i = (i + 1) & mask;
+                        Entry *v = find_value(self, pair_hash(h, s, n), name, name_len, s, n);
+                        if (v == NULL) {
+                            missing = 1;
                         }
-                        if (!missing) {
+                        else {
                             total += v->share;
                         }
                     }
@@ -694,8 +688,7 @@ Shares_score(Shares *self, PyObject *body)
         n = PyBytes_GET_SIZE(body);
     }
     else {
-        PyErr_SetString(PyExc_TypeError, "score: expected bytes");
-        return NULL;
+        Py_RETURN_NONE; /* not a body this scans (bytes): the Python path answers it */
     }
     double z;
     int got = scan(self, p, p + n, &z);
