@@ -21,6 +21,7 @@ conditional write.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from dataclasses import replace
@@ -45,6 +46,11 @@ DEFAULT_MODEL = "default"
 DEFAULT_SEGMENT_SIZE = 512
 _MAX_CLAIM_ATTEMPTS = 1000
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+#: The only shape of a model file a commit record may name: one plain file of
+#: ``versions/`` (the store writes ``versions/<12 digits>-<token>.arrow``). No
+#: ``..``, no further ``/``, nothing absolute: a name read from metadata never
+#: leaves the model's directory.
+_STORED_FILE = re.compile(r"versions/[A-Za-z0-9_-][A-Za-z0-9._-]{0,250}")
 
 
 def _check_model(name: object) -> str:
@@ -185,7 +191,53 @@ class ModelStore:
             raw = self._load_json(self._path("HEAD.json"))
         except FileNotFoundError:
             return Head(latest=None)
-        return Head(latest=raw.get("latest"), pinned=raw.get("pinned"))
+        if not isinstance(raw, dict):
+            raise self._damaged("HEAD.json", "a JSON object", raw)
+        latest, pinned = raw.get("latest"), raw.get("pinned")
+        for name, value in (("latest", latest), ("pinned", pinned)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise self._damaged(
+                    f"HEAD.json `{name}`", "a version number (an integer >= 1) or null", value
+                )
+        return Head(latest=latest, pinned=pinned)
+
+    def _damaged(
+        self, what: str, expected: str, got: object, version: int | None = None
+    ) -> StoreError:
+        """The error for store metadata that is not what the store writes (never followed)."""
+        where = f"model {self.model!r}" + (f" version {version}" if version is not None else "")
+        shown = repr(got)
+        if len(shown) > 200:
+            shown = shown[:200] + "..."
+        return StoreError(
+            f"{where}: {what} should be {expected}, got {shown}; the store's metadata was "
+            "damaged or edited, so it is refused (restore the file from a backup or delete it)"
+        )
+
+    def _checked(self, record: object, version: int | None = None) -> dict[str, Any]:
+        """A commit record read from the store, refused unless its names stay in the model.
+
+        ``version`` is the number the record was read under (its commit file),
+        when known; the record must say the same.
+        """
+        if not isinstance(record, dict):
+            raise self._damaged("the commit record", "a JSON object", record, version)
+        number = record.get("version")
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise self._damaged("the commit record's `version`", "an integer >= 1", number, version)
+        if version is not None and number != version:
+            raise self._damaged("the commit record's `version`", str(version), number, version)
+        name = record.get("file")
+        if not isinstance(name, str) or not _STORED_FILE.fullmatch(name):
+            raise self._damaged(
+                "the commit record's `file`",
+                "a file of the model's versions/ directory (versions/NAME, no '..' or '/')",
+                name,
+                number,
+            )
+        return record
 
     def _load_json(self, path: str) -> Any:
         """Read and parse a small JSON file; FileNotFoundError if it is absent.
@@ -233,9 +285,10 @@ class ModelStore:
 
     def _read_record(self, version: int) -> dict[str, Any] | None:
         try:
-            return self._load_json(self._path(self._commit_rel(version)))
+            record = self._load_json(self._path(self._commit_rel(version)))
         except FileNotFoundError:
             return None
+        return self._checked(record, version)
 
     def _gone(self, version: int) -> VersionNotFound:
         head = self.head()
@@ -312,10 +365,14 @@ class ModelStore:
         return sorted(out)
 
     def _read_json_list(self, rel: str) -> list[dict[str, Any]]:
+        """The commit records of an index file (each checked like a commit file's)."""
         try:
-            return self._load_json(self._path(rel))
+            records = self._load_json(self._path(rel))
         except FileNotFoundError:
             return []
+        if not isinstance(records, list):
+            raise self._damaged(rel, "a JSON array of commit records", type(records).__name__)
+        return [self._checked(r) for r in records]
 
     def _open_records(
         self, sealed_end: int, known: dict[int, dict[str, Any]], upto: int
