@@ -63,10 +63,9 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "3",
         "python.fn-execution.bundle.time": str(max(1, cfg.job.flush_ms // 2)),
-        # a failing job should say so within seconds, not retry forever
-        "restart-strategy.type": "fixed-delay",
-        "restart-strategy.fixed-delay.attempts": "3",
-        "restart-strategy.fixed-delay.delay": "1 s",
+        # a passing fault (a lost TaskManager, the broker or the store away) is waited
+        # out: exponential back-off between restarts from the last checkpoint, no small cap
+        **cfg.restart_strategy(),
     }
     if recovery_path:
         config["execution.state-recovery.path"] = recovery_path

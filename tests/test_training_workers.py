@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import logging
+import time
+
 import numpy as np
 import orjson
 import pytest
@@ -43,6 +47,12 @@ def _cfg(tmp_path, **job) -> TrainConfig:
         ({"job": {"flush_ms": 5000, "sync_ms": 1000}}, "job.flush_ms"),
         ({"job": {"step_events": 0}}, "job.step_events"),
         ({"model": {"classes": ["a", "b", "c"]}}, "model.classes"),
+        ({"job": {"restart_multiplier": 0.5}}, "job.restart_multiplier"),
+        ({"job": {"restart_jitter": 1.5}}, "job.restart_jitter"),
+        ({"job": {"restart_attempts": -2}}, "job.restart_attempts"),
+        ({"job": {"restart_initial_ms": 0}}, "job.restart_initial_ms"),
+        ({"job": {"restart_initial_ms": 5000, "restart_max_ms": 1000}}, "job.restart_max_ms"),
+        ({"job": {"store_retry_ms": -1}}, "job.store_retry_ms"),
     ],
 )
 def test_a_bad_config_names_the_key(data, field):
@@ -269,3 +279,133 @@ def test_checkpoint_resolution(tmp_path):
     assert resolve_recovery(cfg, "none") is None
     with pytest.raises(ConfigError, match="--resume"):
         resolve_recovery(cfg, str(tmp_path / "nowhere"))
+
+
+def test_restart_settings_become_flinks_exponential_delay_strategy(tmp_path):
+    strategy = _cfg(
+        tmp_path, restart_initial_ms=250, restart_max_ms=4000, restart_multiplier=3,
+        restart_attempts=0,
+    ).restart_strategy()
+    assert strategy["restart-strategy.type"] == "exponential-delay"
+    prefix = "restart-strategy.exponential-delay."
+    assert strategy[prefix + "initial-backoff"] == "250 ms"
+    assert strategy[prefix + "max-backoff"] == "4000 ms"
+    assert strategy[prefix + "backoff-multiplier"] == "3.0"
+    assert strategy[prefix + "attempts-before-reset-backoff"] == "0", "0: fail at the first fault"
+    unlimited = _cfg(tmp_path).restart_strategy()[prefix + "attempts-before-reset-backoff"]
+    assert unlimited == str(2**31 - 1)
+
+
+# -- a store that is away for a while ---------------------------------------------------------
+
+
+class FlakyStore:
+    """A real ModelStore whose writes (or reads) fail like a full disk ``fail`` times."""
+
+    def __init__(self, store: ModelStore, fail_publish: int = 0, fail_reads: int = 0) -> None:
+        self.store, self.fail_publish, self.fail_reads = store, fail_publish, fail_reads
+        self.publish_calls: list[float] = []
+
+    def publish(self, *args, **kwargs):
+        self.publish_calls.append(time.monotonic())
+        if self.fail_publish:
+            self.fail_publish -= 1
+            raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] ...")
+        return self.store.publish(*args, **kwargs)
+
+    def head(self):
+        if self.fail_reads:
+            self.fail_reads -= 1
+            raise OSError(errno.EHOSTUNREACH, "s3: no route to host")
+        return self.store.head()
+
+    def get(self, *args, **kwargs):
+        return self.store.get(*args, **kwargs)
+
+
+def _one_delta(cfg, store, seed=4):
+    worker = LearnerWorker(cfg, 0, store)
+    _feed(worker, clicks(400, seed=seed), partition=0)
+    return worker.flush().to_bytes()
+
+
+def test_the_merger_waits_out_a_full_store_in_place_logging_each_wait(tmp_path, caplog):
+    cfg = _cfg(tmp_path, restart_initial_ms=40, restart_multiplier=2, store_retry_ms=5000)
+    store = FlakyStore(ModelStore(cfg.store.uri, cfg.store.model), fail_publish=3)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    merger.add(_one_delta(cfg, store))
+    with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
+        version = merger.publish()
+    assert version == 1 and store.store.get(1).lineage.events == 400
+    waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert waits == [
+        f"model store unavailable (No space left on device); retrying in {s} s"
+        for s in ("0.0", "0.1", "0.2")  # 40, 80, 160 ms: the restart back-off
+    ]
+    gaps = np.diff(store.publish_calls)
+    assert gaps[0] >= 0.04 and gaps[1] >= 0.08 and gaps[2] >= 0.16, gaps
+    assert "available again: published version 1" in caplog.records[-1].getMessage()
+
+
+def test_past_store_retry_ms_the_fault_fails_the_task_and_nothing_is_lost(tmp_path, caplog):
+    """The merger gives up to Flink's restart (from its checkpoint) with its state intact."""
+    cfg = _cfg(tmp_path, restart_initial_ms=50, store_retry_ms=300)
+    store = FlakyStore(ModelStore(cfg.store.uri, cfg.store.model), fail_publish=10**6)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    blob = _one_delta(cfg, store)
+    merger.add(blob)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING), pytest.raises(OSError):
+        merger.publish()
+    assert 0.3 <= time.monotonic() - started < 2.0
+    assert "giving up after" in caplog.records[-1].getMessage()
+    assert merger.pending() == [blob] and merger.version == 0 and store.store.head().latest is None
+    store.fail_publish = 0
+    assert merger.publish() == 1 and store.store.get(1).lineage.events == 400
+
+
+def test_a_bug_is_not_mistaken_for_a_store_fault(tmp_path):
+    cfg = _cfg(tmp_path, store_retry_ms=60_000)
+
+    class Broken(FlakyStore):
+        def publish(self, *args, **kwargs):
+            self.publish_calls.append(time.monotonic())
+            raise TypeError("a bug")
+
+    store = Broken(ModelStore(cfg.store.uri, cfg.store.model))
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    merger.add(_one_delta(cfg, store))
+    with pytest.raises(TypeError):
+        merger.publish()
+    assert len(store.publish_calls) == 1
+
+
+def test_a_learner_learns_on_while_the_store_cannot_be_read(tmp_path, caplog):
+    cfg = _cfg(tmp_path)
+    real = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, real)
+    merger.start()
+    merger.add(_one_delta(cfg, real))
+    merger.publish()
+    store = FlakyStore(real)
+    worker = LearnerWorker(cfg, 1, store)
+    assert worker.base_version == 1
+    merger.add(_one_delta(cfg, real, seed=6))
+    merger.publish()  # version 2, which the learner cannot see for two bundles
+    store.fail_reads = 2
+    with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
+        for i in range(3):
+            _feed(worker, clicks(100, seed=20 + i), partition=1, start=100 * i)
+            delta = worker.flush()
+            assert delta.n_events == 100
+            assert worker.base_version == (1 if i < 2 else 2)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "learner-1: model store unreadable (No route to host); learning on from version 1 "
+        "until it returns",
+        "learner-1: model store readable again",
+    ]
+    assert worker.n_learned == 300 and worker.offsets == {1: 300}

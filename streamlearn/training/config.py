@@ -44,6 +44,15 @@ A complete file, every key optional::
     checkpoint_dir = ".state/checkpoints"
     bounded = false             # stop at the end offsets seen at start (tests, backfills)
     execution_mode = "thread"   # PyFlink Python execution: thread | process
+    # after a fault (a lost TaskManager, the broker or the store away) the job waits
+    # and restarts from its last checkpoint: Flink's exponential-delay strategy
+    restart_initial_ms = 1000   # the first wait ...
+    restart_multiplier = 2.0    # ... multiplied by this after each failed restart ...
+    restart_max_ms = 60000      # ... up to this
+    restart_jitter = 0.1        # each wait varies by up to this fraction of itself
+    restart_reset_ms = 600000   # running this long without a fault resets wait and count
+    restart_attempts = -1       # restarts before the job fails for good; -1: no limit
+    store_retry_ms = 10000      # the merger retries a failing publish in place this long
 
     [store]
     uri = ".streamlearn/models"
@@ -139,6 +148,33 @@ SCHEMA: dict[str, dict[str, _Check]] = {
         ),
         "bounded": (lambda v: isinstance(v, bool), "true or false", False),
         "execution_mode": (lambda v: v in MODES, f"one of {', '.join(MODES)}", "thread"),
+        "restart_initial_ms": (
+            lambda v: _is_int(v) and v >= 1,
+            "an integer >= 1 (milliseconds)",
+            1000,
+        ),
+        "restart_multiplier": (lambda v: _is_num(v) and v >= 1, "a number >= 1", 2.0),
+        "restart_max_ms": (
+            lambda v: _is_int(v) and v >= 1,
+            "an integer >= 1 (milliseconds)",
+            60000,
+        ),
+        "restart_jitter": (lambda v: _is_num(v) and 0 <= v <= 1, "a number in 0..1", 0.1),
+        "restart_reset_ms": (
+            lambda v: _is_int(v) and v >= 1,
+            "an integer >= 1 (milliseconds)",
+            600000,
+        ),
+        "restart_attempts": (
+            lambda v: _is_int(v) and v >= -1,
+            "an integer >= 0, or -1 for no limit",
+            -1,
+        ),
+        "store_retry_ms": (
+            lambda v: _is_int(v) and v >= 0,
+            "an integer >= 0 (milliseconds; 0: fail over at once)",
+            10000,
+        ),
     },
     "store": {
         "uri": (
@@ -188,6 +224,13 @@ class JobConfig:
     checkpoint_dir: str
     bounded: bool
     execution_mode: str
+    restart_initial_ms: int
+    restart_multiplier: float
+    restart_max_ms: int
+    restart_jitter: float
+    restart_reset_ms: int
+    restart_attempts: int
+    store_retry_ms: int
 
 
 @dataclass(frozen=True)
@@ -271,8 +314,47 @@ class TrainConfig:
             raise ConfigError(
                 "job.flush_ms", f"at most job.sync_ms ({self.job.sync_ms})", self.job.flush_ms
             )
+        if self.job.restart_max_ms < self.job.restart_initial_ms:
+            raise ConfigError(
+                "job.restart_max_ms",
+                f"at least job.restart_initial_ms ({self.job.restart_initial_ms})",
+                self.job.restart_max_ms,
+            )
 
     # -- using --------------------------------------------------------------
+    def restart_strategy(self) -> dict[str, str]:
+        """The Flink settings of the job's restart strategy (``job.restart_*``).
+
+        >>> cfg = TrainConfig.from_dict({"job": {"restart_max_ms": 30000}})
+        >>> for key, value in cfg.restart_strategy().items():
+        ...     print(key.removeprefix("restart-strategy."), value)
+        type exponential-delay
+        exponential-delay.initial-backoff 1000 ms
+        exponential-delay.max-backoff 30000 ms
+        exponential-delay.backoff-multiplier 2.0
+        exponential-delay.jitter-factor 0.1
+        exponential-delay.reset-backoff-threshold 600000 ms
+        exponential-delay.attempts-before-reset-backoff 2147483647
+        >>> TrainConfig.from_dict({"job": {"restart_max_ms": 500}})
+        Traceback (most recent call last):
+        ...
+        streamlearn.errors.ConfigError: field `job.restart_max_ms`: expected at least \
+job.restart_initial_ms (1000), got 500
+        """
+        j = self.job
+        prefix = "restart-strategy.exponential-delay"
+        return {
+            "restart-strategy.type": "exponential-delay",
+            f"{prefix}.initial-backoff": f"{j.restart_initial_ms} ms",
+            f"{prefix}.max-backoff": f"{j.restart_max_ms} ms",
+            f"{prefix}.backoff-multiplier": str(float(j.restart_multiplier)),
+            f"{prefix}.jitter-factor": str(float(j.restart_jitter)),
+            f"{prefix}.reset-backoff-threshold": f"{j.restart_reset_ms} ms",
+            f"{prefix}.attempts-before-reset-backoff": str(
+                j.restart_attempts if j.restart_attempts >= 0 else 2**31 - 1
+            ),
+        }
+
     @property
     def models_topic(self) -> str:
         """Where the job announces each published version (``<topic>.models``)."""

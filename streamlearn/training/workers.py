@@ -23,16 +23,39 @@ whole and takes their delta at once, so a restored job learns every event once.
 from __future__ import annotations
 
 import base64
+import logging
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
+from streamlearn.errors import StoreError
 from streamlearn.events import EventDecoder, Rejected
 from streamlearn.training.config import TrainConfig
 
-__all__ = ["LearnerWorker", "MergerWorker", "dlq_record", "resume_point"]
+__all__ = ["LearnerWorker", "MergerWorker", "dlq_record", "resume_point", "store_fault"]
+
+log = logging.getLogger(__name__)
+
+#: What the store raises when it cannot be written or read for now: a full disk, a
+#: file system or object store away. Anything else is a bug and fails at once.
+STORE_FAULTS = (OSError, StoreError)
+
+
+def store_fault(exc: BaseException) -> str:
+    """A short reason for a store fault, for one log line.
+
+    >>> store_fault(OSError(28, "No space left on device"))
+    'No space left on device'
+    >>> store_fault(OSError("[Errno 28] Error writing bytes to file.\\nDetail: more"))
+    '[Errno 28] Error writing bytes to file.'
+    """
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def dlq_record(topic: str, partition: int, offset: int, rejected: Rejected) -> bytes:
@@ -102,6 +125,7 @@ class LearnerWorker:
         self.store = store
         self.learner = cfg.make_learner()
         self.base_version = 0
+        self._store_down = False
         self._rebase_to_latest(initial=True)
         self.tracker = DeltaTracker(self.learner, base_version=self.base_version)
         self.metrics = _metrics_for(cfg.model.task)
@@ -210,13 +234,35 @@ class LearnerWorker:
         return out
 
     def _rebase_to_latest(self, initial: bool = False) -> None:
-        """Adopt the newest merged version, if the store has a newer one."""
+        """Adopt the newest merged version, if the store has a newer one.
+
+        After the first, a rebase is only where the next steps start, never what
+        is counted: while the store cannot be read the learner learns on from
+        its own copy (logging the outage once) instead of failing the job.
+        """
         if self.store is None:
             return
-        latest = self.store.head().latest
-        if latest is None or latest <= self.base_version:
+        try:
+            latest = self.store.head().latest
+            if latest is None or latest <= self.base_version:
+                state = None
+            else:
+                state = _stored_state(self.store, latest)
+        except STORE_FAULTS as exc:
+            if initial:
+                raise
+            if not self._store_down:
+                log.warning(
+                    "%s: model store unreadable (%s); learning on from version %d until it returns",
+                    self.name, store_fault(exc), self.base_version,
+                )
+            self._store_down = True
             return
-        state = _stored_state(self.store, latest)
+        if self._store_down:
+            log.warning("%s: model store readable again", self.name)
+            self._store_down = False
+        if state is None:
+            return
         if initial:
             self.learner.load_state(state)
         else:
@@ -355,12 +401,56 @@ class MergerWorker:
             learners=tuple(sorted(self.learners)),
             metrics={**self.metrics(), "rejected": float(sum(self.rejected.values()))},
         )
-        self.version = self.store.publish(self.merger.state().to_arrow(), lineage)
+        self.version = self._publish_waiting(self.merger.state().to_arrow(), lineage)
         self.merger.commit(self.version)
         self._pending_blobs = []
         self._dirty = False
         self.last_publish_s = time.monotonic()
         return self.version
+
+
+    def _publish_waiting(self, table: Any, lineage: Any) -> int:
+        """``store.publish``, retried in place while the store is away (a full disk,
+        an object store not answering) for up to ``job.store_retry_ms``, with the
+        job's restart back-off between tries and one log line per wait.
+
+        Past that the fault propagates: Flink restarts the job from its last
+        checkpoint after its own back-off (``job.restart_*``), and the merger tries
+        again then. Waiting here blocks the merger's task (and so checkpoints and,
+        by back-pressure, the source), never anything that was counted.
+        """
+        job = self.cfg.job
+        started = time.monotonic()
+        deadline = started + job.store_retry_ms / 1000
+        wait = job.restart_initial_ms / 1000
+        failed = 0
+        while True:
+            try:
+                version = self.store.publish(table, lineage)
+            except STORE_FAULTS as exc:
+                failed += 1
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    log.warning(
+                        "model store unavailable (%s); giving up after %.1f s, the job restarts "
+                        "from its last checkpoint",
+                        store_fault(exc), time.monotonic() - started,
+                    )
+                    raise
+                pause = min(wait, left)
+                log.warning(
+                    "model store unavailable (%s); retrying in %.1f s", store_fault(exc), pause
+                )
+                time.sleep(pause)
+                wait = min(wait * job.restart_multiplier, job.restart_max_ms / 1000)
+                continue
+            if failed:
+                log.warning(
+                    "model store available again: published version %d after %d failed tries "
+                    "in %.1f s",
+                    version, failed, time.monotonic() - started,
+                )
+            return version
 
 
 def resume_point(cfg: TrainConfig, store: Any) -> tuple[int, dict[int, int] | None]:
