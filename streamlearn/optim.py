@@ -11,6 +11,8 @@ SGD         ``w -= eta_t * g``                   none
 AdaGrad     ``w -= lr * g / (sqrt(G) + eps)``    ``adagrad.g2``
 Adam        lazy Adam, bias-corrected            ``adam.m``, ``adam.v``
 FTRL        FTRL-Proximal with its own L1/L2     ``ftrl.z``, ``ftrl.n``
+Normalized  normalised AdaGrad, per event only   ``normalized.g2``, ``normalized.scale``
+                                                 (one per slot), ``normalized.n`` (2)
 ==========  ===================================  ==================================
 
 Every update touches only the slots present in the micro-batch (``slots``),
@@ -35,7 +37,10 @@ import numpy as np
 
 from streamlearn.errors import ConfigError
 
-__all__ = ["Optimizer", "SGD", "AdaGrad", "Adam", "FTRL", "optimizer_from_config", "OPTIMIZERS"]
+__all__ = [
+    "Optimizer", "SGD", "AdaGrad", "Adam", "FTRL", "Normalized", "optimizer_from_config",
+    "OPTIMIZERS",
+]
 
 
 def _positive(name: str, value: object, *, zero: bool = False, below: float | None = None) -> None:
@@ -59,6 +64,9 @@ class Optimizer:
     #: each entry's share of the gradient may be added into the weights
     #: directly, without first summing the entries of each slot
     additive: ClassVar[bool] = False
+    #: whether its steps need each event's own feature values (then it runs in
+    #: the per-event kernel only: ``update="event"``)
+    per_event_only: ClassVar[bool] = False
 
     def params(self) -> dict[str, Any]:
         """Constructor arguments, as given (JSON-able)."""
@@ -223,7 +231,54 @@ class FTRL(Optimizer):
         w[slots] = -shrunk / ((self.beta + root) / self.alpha + self.l2)
 
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {c.__name__: c for c in (SGD, AdaGrad, Adam, FTRL)}
+class Normalized(Optimizer):
+    """Normalised adaptive steps: AdaGrad made invariant to each feature's scale.
+
+    The normalised adaptive gradient of Ross, Mineiro and Langford
+    ("Normalized online learning", 2013), the kind of update Vowpal Wabbit
+    learns with by default. Per slot ``i`` it keeps ``s_i``, the largest
+    ``|x_i|`` seen, and ``G_i``, the sum of squared gradients; globally
+    ``N``, the sum over events of ``sum_i (x_i / s_i)**2``, and ``T``, the
+    events' total weight. An event first raises ``s_i`` where ``|x_i|``
+    exceeds it, multiplying ``w_i`` by ``s_old / |x_i|`` (so the prediction
+    a weight stands for does not jump), adds to ``N`` and ``T``, then steps::
+
+        G_i += g_i**2
+        w_i -= lr * sqrt(T / N) * g_i / (s_i * sqrt(G_i))
+
+    Multiplying a feature by a constant leaves every prediction unchanged.
+    Its steps read each event's values, so it runs per event only
+    (``update="event"``).
+    """
+
+    name = "normalized"
+    arrays = ("g2", "scale", "n")
+    per_event_only = True
+
+    def __init__(self, lr: float = 0.5) -> None:
+        _positive("lr", lr)
+        self.lr = lr
+        self._params = {"lr": lr}
+
+    def init_arrays(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        return {
+            "normalized.g2": np.zeros(shape),
+            "normalized.scale": np.zeros(shape[0]),
+            "normalized.n": np.zeros(2),
+        }
+
+    def learning_rate(self, t: int) -> float:
+        return self.lr
+
+    def update(self, w, arrays, slots, g, t):  # noqa: D102
+        raise ConfigError(
+            "update", "'event' with Normalized (its steps read each event's values)", "'batch'"
+        )
+
+
+OPTIMIZERS: dict[str, type[Optimizer]] = {
+    c.__name__: c for c in (SGD, AdaGrad, Adam, FTRL, Normalized)
+}
 
 
 def optimizer_from_config(config: dict[str, Any]) -> Optimizer:

@@ -10,7 +10,7 @@ state is a :class:`~streamlearn.state.ModelState`.
 from __future__ import annotations
 
 from streamlearn.errors import StateError
-from streamlearn.learners.base import Learner, LinearModel
+from streamlearn.learners.base import UPDATES, Learner, LinearModel, has_kernel
 from streamlearn.learners.linear import LinearRegression
 from streamlearn.learners.logistic import LogisticRegression
 from streamlearn.learners.river_adapter import RiverLearner
@@ -25,6 +25,8 @@ __all__ = [
     "SoftmaxRegression",
     "RiverLearner",
     "LEARNERS",
+    "UPDATES",
+    "has_kernel",
     "learner_from_state",
 ]
 

@@ -10,10 +10,15 @@ import numpy as np
 
 from streamlearn.errors import ConfigError, StateError, ValidationError
 from streamlearn.features import FeatureBatch, FeatureHasher, OnlineScaler
-from streamlearn.optim import SGD, Optimizer, optimizer_from_config
+from streamlearn.optim import FTRL, SGD, AdaGrad, Adam, Normalized, Optimizer, optimizer_from_config
 from streamlearn.state import ModelState
 
-__all__ = ["Learner", "LinearModel", "Features", "Batch"]
+try:
+    from streamlearn.learners import _kernel
+except ImportError:  # built without a C compiler: no per-event kernel
+    _kernel = None
+
+__all__ = ["Learner", "LinearModel", "Features", "Batch", "UPDATES", "has_kernel"]
 
 Features = Mapping[str, object]
 Batch = Sequence[Features] | FeatureBatch
@@ -79,6 +84,14 @@ _RULES = {
     "clip_gradient": lambda v: _number("clip_gradient", v, strict=True),
 }
 
+UPDATES = ("batch", "event")
+_KERNEL_OPTIMIZERS = {SGD: 0, AdaGrad: 1, Adam: 2, FTRL: 3, Normalized: 4}
+
+
+def has_kernel() -> bool:
+    """Whether the compiled per-event kernel was built (``update="event"`` needs it)."""
+    return _kernel is not None
+
 
 class LinearModel(Learner):
     """A sparse linear model learned by per-coordinate optimisation.
@@ -106,10 +119,19 @@ class LinearModel(Learner):
         (updated by every learned batch, before the gradient step).
     clip_gradient
         Clip each event's loss gradient to ``[-clip_gradient, clip_gradient]``.
+    update
+        ``"batch"``: a batch is one optimiser step on the mean gradient of its
+        events (numpy). ``"event"``: every event of a batch is one step, in
+        order, in the compiled kernel (``streamlearn/learners/_kernel.c``),
+        exactly as ``learn_one`` event by event; the normalised optimiser
+        needs it.
 
-    A batch is one optimiser step on the mean gradient of its events; a
-    batch of one event is exactly ``learn_one``.
+    In both modes a batch of one event is exactly ``learn_one``, and the two
+    modes take the same step on it.
     """
+
+    #: the model's code in the per-event kernel (0 linear, 1 logistic, 2 softmax)
+    _kernel_model: ClassVar[int] = -1
 
     def __init__(
         self,
@@ -123,6 +145,7 @@ class LinearModel(Learner):
         dense: Sequence[str] = (),
         scale: bool = False,
         clip_gradient: float = 1e12,
+        update: str = "batch",
     ) -> None:
         if optimizer is None:
             optimizer = SGD(0.01)
@@ -140,6 +163,19 @@ class LinearModel(Learner):
                 "l1/l2", f"0 with {type(optimizer).__name__} (set its own l1/l2 instead)",
                 f"l1={l1}, l2={l2}",
             )
+        if update not in UPDATES:
+            raise ConfigError("update", f"one of {list(UPDATES)}", repr(update))
+        if update == "event" and _kernel is None:
+            raise ConfigError(
+                "update", "'batch' (the per-event kernel was not built: install with a C "
+                "compiler)", "'event'",
+            )
+        if optimizer.per_event_only and update != "event":
+            raise ConfigError(
+                "update", f"'event' with {type(optimizer).__name__} (its steps read each "
+                "event's values)", repr(update),
+            )
+        self.update = update
         self.optimizer = optimizer
         self.l1, self.l2 = l1, l2
         self.intercept, self.intercept_lr = intercept, intercept_lr
@@ -175,7 +211,7 @@ class LinearModel(Learner):
             "l1": self.l1, "l2": self.l2,
             "intercept": self.intercept, "intercept_lr": self.intercept_lr,
             "bits": self.bits, "dense": list(self.dense), "scale": self.scale,
-            "clip_gradient": self.clip_gradient,
+            "clip_gradient": self.clip_gradient, "update": self.update,
             **self._own_params(),
         }
 
@@ -275,7 +311,7 @@ class LinearModel(Learner):
         kind = state.meta.get("kind")
         if kind != type(self).__name__:
             raise StateError(f"cannot load a {kind!r} state into a {type(self).__name__}")
-        theirs = state.meta.get("params", {})
+        theirs = {"update": "batch", **state.meta.get("params", {})}
         mine = self.params()
         diff = sorted(k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k)
                       and k != "classes")
@@ -347,22 +383,27 @@ class LinearModel(Learner):
         return batch.row_sums(w[batch.indices] * values[:, None]) + self._arrays["intercept"]
 
     def _event_gradient(
-        self, batch: FeatureBatch, values: np.ndarray, y: np.ndarray
+        self, batch: FeatureBatch, values: np.ndarray, y: np.ndarray,
+        weights: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Per-event gradient of the batch's mean loss w.r.t. the raw outputs."""
+        """Per-event gradient of the batch's mean loss w.r.t. the raw outputs
+        (each event's clipped gradient times its weight, over the batch size)."""
         g_event = self._dloss(self._raw(batch, values), y)
         c = self.clip_gradient
         if c < 1e12:
             np.minimum(np.maximum(g_event, -c, out=g_event), c, out=g_event)
+        if weights is not None:
+            g_event *= weights if g_event.ndim == 1 else weights[:, None]
         g_event /= batch.n_rows
         return g_event
 
     def _gradient(
-        self, batch: FeatureBatch, values: np.ndarray, y: np.ndarray
+        self, batch: FeatureBatch, values: np.ndarray, y: np.ndarray,
+        weights: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Mean loss gradient of the batch: (distinct slots, gradient per slot,
         gradient of the intercept)."""
-        g_event = self._event_gradient(batch, values, y)
+        g_event = self._event_gradient(batch, values, y, weights)
         rows = batch.rows()
         rep, firsts = batch.groups(self._scratch, self._small)
         m = len(batch.indices)
@@ -379,28 +420,121 @@ class LinearModel(Learner):
             g += self.l2 * self._arrays["weights"][slots]
         return slots, g, g_event.sum(axis=0)
 
-    def learn_many(self, xs: Batch, ys: Sequence[object] | np.ndarray) -> None:
-        """Learn from a micro-batch: one optimiser step on its mean gradient.
+    def learn_many(
+        self, xs: Batch, ys: Sequence[object] | np.ndarray,
+        weights: Sequence[float] | np.ndarray | None = None,
+    ) -> None:
+        """Learn from a micro-batch: one optimiser step on its mean gradient
+        (``update="batch"``), or one step per event in order (``"event"``).
 
         ``xs`` is a sequence of feature mappings or a :class:`FeatureBatch`;
-        ``ys`` one label per event.
+        ``ys`` one label per event; ``weights`` an optional importance weight
+        per event (a finite number ≥ 0 that multiplies the event's gradient;
+        default 1).
         """
         batch = self._batch(xs)
+        h = _event_weights(weights, batch.n_rows)
+        k0 = self._n_outputs()
         y = self._labels(ys, batch.n_rows)
         if batch.n_rows == 0:
             return
+        if self.update == "event":
+            self._learn_events(batch, y, h, k0, None)
+            return
+        self._learn_batch(batch, y, h)
+
+    def predict_learn_many(
+        self, xs: Batch, ys: Sequence[object] | np.ndarray,
+        weights: Sequence[float] | np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Predict, then learn, a micro-batch: the prequential step in one call.
+
+        Returns what :meth:`predict_many` (regression) or
+        ``predict_proba_many`` (classifiers, one column per class of
+        ``classes_`` after the batch) would have answered for each event just
+        before learning it: with ``update="event"``, the model after the
+        events before it (a class not seen yet has probability 0); with
+        ``"batch"``, the model before the batch. Then learns as
+        :meth:`learn_many`.
+        """
+        batch = self._batch(xs)
+        h = _event_weights(weights, batch.n_rows)
+        if self.update == "batch":
+            if self.task == "regression":
+                before = self.predict_many(batch)
+            else:
+                before = self.predict_proba_many(batch)  # type: ignore[attr-defined]
+            self.learn_many(batch, ys, h)
+            if self.task == "multiclass" and before.shape[1] < self._n_outputs():
+                pad = np.zeros((batch.n_rows, self._n_outputs() - before.shape[1]))
+                before = np.hstack([before, pad])
+            return before
+        k0 = self._n_outputs()
+        y = self._labels(ys, batch.n_rows)
+        width = self._n_outputs() if self.task == "multiclass" else 1
+        preds = np.zeros((batch.n_rows, width))
+        if batch.n_rows:
+            self._learn_events(batch, y, h, k0, preds)
+        return self._as_predictions(preds)
+
+    def _as_predictions(self, preds: np.ndarray) -> np.ndarray:
+        """The kernel's outputs as :meth:`predict_learn_many` returns them."""
+        raise NotImplementedError
+
+    def _learn_events(
+        self, batch: FeatureBatch, y: np.ndarray, h: np.ndarray | None, k0: int,
+        preds: np.ndarray | None,
+    ) -> None:
+        """Learn every event of ``batch`` in order in the compiled kernel."""
+        opt = self.optimizer
+        a = self._arrays
+        none = _EMPTY
+        p = opt.params()
+        ints = (
+            self._kernel_model, _KERNEL_OPTIMIZERS[type(opt)], self._n_outputs(), k0,
+            int(self.intercept), int(self.scale),
+            int(isinstance(opt, SGD) and opt.schedule == "invscaling"),
+        )
+        floats = (
+            float(p.get("lr", 0.0)), float(p.get("power_t", 0.0)), float(p.get("eps", 0.0)),
+            float(p.get("beta1", 0.0)), float(p.get("beta2", 0.0)),
+            float(p.get("alpha", 0.0)), float(p.get("beta", 0.0)),
+            float(p.get("l1", 0.0)) if isinstance(opt, FTRL) else 0.0,
+            float(p.get("l2", 0.0)) if isinstance(opt, FTRL) else 0.0,
+            float(self.l1), float(self.l2), float(self.intercept_lr), float(self.clip_gradient),
+        )
+        accs = [a[f"{opt.name}.{n}"] for n in opt.arrays]
+        accs += [none] * (3 - len(accs))
+        numeric = None
+        if self.scale:
+            numeric = np.ascontiguousarray(batch.numeric, dtype=bool).view(np.uint8)
+        _kernel.learn_bundle(
+            ints, floats, a["weights"], a["intercept"], *accs,
+            a.get("l1.cum", none), a.get("l1.total", none),
+            a.get("scaler.mean", none), a.get("scaler.var", none), a.get("scaler.count", none),
+            np.ascontiguousarray(batch.offsets, dtype=np.int64),
+            np.ascontiguousarray(batch.indices, dtype=np.int64),
+            np.ascontiguousarray(batch.values, dtype=np.float64),
+            numeric, np.ascontiguousarray(y, dtype=np.float64), h, preds,
+            self._n_steps,
+        )
+        self._n_steps += batch.n_rows
+        self._n_learned += batch.n_rows
+
+    def _learn_batch(self, batch: FeatureBatch, y: np.ndarray, h: np.ndarray | None) -> None:
+        """One optimiser step on the batch's mean gradient (numpy)."""
         if self._scaler is not None:
             self._scaler.update(batch)
         values = self._values(batch)
         t = self._n_steps + 1
         w = self._arrays["weights"]
         if self._additive and w.ndim == 1:
-            g_event = self._event_gradient(batch, values, y)
+            g_event = self._event_gradient(batch, values, y, h)
             step = g_event * -self.optimizer.learning_rate(t)
             np.add.at(w, batch.indices, step[batch.rows()] * values)
             g_intercept = g_event.sum(axis=0)
         else:
-            slots, g, g_intercept = self._gradient(batch, values, y)
+            slots, g, g_intercept = self._gradient(batch, values, y, h)
             self.optimizer.update(w, self._arrays, slots, g, t)
             if self.l1:
                 self._apply_l1(w, slots, t)
@@ -449,6 +583,32 @@ class LinearModel(Learner):
         y = self._labels(ys, batch.n_rows)
         slots, g, g_intercept = self._gradient(batch, self._values(batch), y)
         return slots, g, g_intercept
+
+
+_EMPTY = np.zeros(0)
+
+
+def _event_weights(weights: Sequence[float] | np.ndarray | None, n: int) -> np.ndarray | None:
+    """Importance weights as a float64 array (``None``: every event weighs 1)."""
+    if weights is None:
+        return None
+    if isinstance(weights, str | bytes | Mapping) or not hasattr(weights, "__len__"):
+        raise ValidationError("weights", "a sequence of numbers, one per event",
+                              type(weights).__name__)
+    if len(weights) != n:
+        raise ValidationError("weights", f"{n} weights (one per event)", f"{len(weights)}")
+    if isinstance(weights, np.ndarray) and weights.dtype.kind in "fiu":
+        h = np.ascontiguousarray(weights, dtype=np.float64)
+    else:
+        for j, v in enumerate(weights):
+            if isinstance(v, bool) or not isinstance(v, int | float | np.number):
+                raise ValidationError("weight", "a finite number ≥ 0", repr(v), f"event {j}")
+        h = np.array(weights, dtype=np.float64)
+    bad = ~np.isfinite(h) | (h < 0)
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise ValidationError("weight", "a finite number ≥ 0", repr(weights[j]), f"event {j}")
+    return h
 
 
 def check_labels_length(ys: Sequence[object] | np.ndarray, n: int) -> None:

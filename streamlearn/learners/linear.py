@@ -26,6 +26,10 @@ class LinearRegression(LinearModel):
     """
 
     task = "regression"
+    _kernel_model = 0
+
+    def _as_predictions(self, preds):
+        return preds[:, 0].copy()
 
     def _labels(self, ys, n):
         check_labels_length(ys, n)

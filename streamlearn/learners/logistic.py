@@ -46,6 +46,7 @@ class LogisticRegression(LinearModel):
     """
 
     task = "binary"
+    _kernel_model = 1
 
     def __init__(
         self,
@@ -70,6 +71,10 @@ class LogisticRegression(LinearModel):
     def classes_(self) -> list[object]:
         """The class labels, negative then positive."""
         return list(self._classes.classes)
+
+    def _as_predictions(self, preds):
+        p = preds[:, 0]
+        return np.column_stack([1.0 - p, p])
 
     def _labels(self, ys, n):
         check_labels_length(ys, n)

@@ -50,6 +50,7 @@ class SoftmaxRegression(LinearModel):
     """
 
     task = "multiclass"
+    _kernel_model = 2
 
     def __init__(
         self,
@@ -95,6 +96,9 @@ class SoftmaxRegression(LinearModel):
                 self._arrays[name] = np.concatenate([array, np.zeros(added)])
             elif array.ndim == 2:
                 self._arrays[name] = np.hstack([array, np.zeros((array.shape[0], added))])
+
+    def _as_predictions(self, preds):
+        return preds
 
     def _labels(self, ys, n):
         check_labels_length(ys, n)

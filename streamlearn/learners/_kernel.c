@@ -1,0 +1,573 @@
+/* streamlearn.learners._kernel: learn a CSR bundle one event at a time.
+ *
+ * For each event of the bundle, in order: predict with the model as it is,
+ * write the prediction (so prequential metrics score predictions made before
+ * the event was learned), then learn the event with one optimiser step.
+ * The arrays are the learner's own (the ones its ModelState holds); the
+ * kernel changes them in place and keeps nothing between calls.
+ *
+ * The step is exactly LinearModel.learn_many on a batch of that one event:
+ *
+ *   1. scaler (scale=True): Welford's update of each numeric entry's slot,
+ *      then numeric entries standardised with the updated statistics;
+ *   2. entries of the same slot summed (hash collisions add up): x_s;
+ *   3. normalised optimiser only: a slot whose |x_s| exceeds its largest
+ *      value so far has its weights rescaled by old/new, and its largest
+ *      value raised;
+ *   4. raw outputs z = intercept + sum_s w_s x_s, the loss gradient
+ *      g = dloss/dz, clipped to [-clip, clip], times the event's weight;
+ *   5. for each distinct slot: gradient g x_s + l2 w_s, one optimiser update;
+ *      lazy cumulative L1;
+ *   6. intercept -= intercept_lr * g.
+ *
+ * Softmax labels are class columns; `k0` is the number of classes known
+ * before the bundle: an event is predicted over the classes seen before it
+ * and learned over those plus its own, as learn_one event by event would.
+ *
+ * The Python reference of every rule is in tests/test_kernel.py; the tests
+ * compare this kernel with it event by event.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { LINEAR = 0, LOGISTIC = 1, SOFTMAX = 2 };
+enum { SGD = 0, ADAGRAD = 1, ADAM = 2, FTRL = 3, NORMALIZED = 4 };
+
+typedef struct {
+    int model, opt, K, k0, intercept, scale, invscaling;
+    double lr, power_t, eps, beta1, beta2, alpha, beta, f_l1, f_l2;
+    double l1, l2, intercept_lr, clip;
+} Settings;
+
+/* one buffer argument: its data and its number of float64/int64 items */
+typedef struct {
+    Py_buffer view;
+    int held;
+} Buf;
+
+static int
+get_buf(PyObject *obj, Buf *b, int writable, const char *name, Py_ssize_t itemsize)
+{
+    b->held = 0;
+    if (obj == Py_None) {
+        b->view.buf = NULL;
+        b->view.len = 0;
+        return 0;
+    }
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj, &b->view, flags) < 0) {
+        return -1;
+    }
+    b->held = 1;
+    if (b->view.itemsize != itemsize) {
+        PyErr_Format(PyExc_TypeError, "_kernel: %s must have items of %zd bytes, got %zd",
+                     name, itemsize, b->view.itemsize);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+release(Buf *bufs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        if (bufs[i].held) {
+            PyBuffer_Release(&bufs[i].view);
+            bufs[i].held = 0;
+        }
+    }
+}
+
+static inline double
+sigmoid(double z)
+{
+    if (z < -500.0) {
+        z = -500.0;
+    } else if (z > 500.0) {
+        z = 500.0;
+    }
+    return 1.0 / (1.0 + exp(z * -1.0));
+}
+
+static inline double
+clip(double g, double c)
+{
+    if (c < 1e12) {
+        g = g < -c ? -c : g;
+        g = g > c ? c : g;
+    }
+    return g;
+}
+
+/* softmax of z[0..k) into p (same arithmetic as numpy's: exp(z - max) / sum) */
+static void
+softmax(const double *z, int k, double *p)
+{
+    double top = z[0];
+    for (int c = 1; c < k; c++) {
+        top = z[c] > top ? z[c] : top;
+    }
+    double sum = 0.0;
+    for (int c = 0; c < k; c++) {
+        p[c] = exp(z[c] - top);
+        sum += p[c];
+    }
+    for (int c = 0; c < k; c++) {
+        p[c] /= sum;
+    }
+}
+
+/* z[c] = intercept[c] + sum over entries of w[slot, c] * x (c < k) */
+static void
+raw_entries(const Settings *s, const double *w, const double *b, const int64_t *idx,
+            const double *x, Py_ssize_t n, int k, double *z)
+{
+    int K = s->K;
+    if (K == 1) {
+        double acc = 0.0;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            acc += w[idx[j]] * x[j];
+        }
+        z[0] = acc + b[0];
+        return;
+    }
+    for (int c = 0; c < k; c++) {
+        z[c] = 0.0;
+    }
+    for (Py_ssize_t j = 0; j < n; j++) {
+        const double *row = w + idx[j] * K;
+        for (int c = 0; c < k; c++) {
+            z[c] += row[c] * x[j];
+        }
+    }
+    for (int c = 0; c < k; c++) {
+        z[c] += b[c];
+    }
+}
+
+typedef struct {
+    double *w, *b, *a1, *a2, *a3, *l1cum, *l1total, *smean, *svar, *scount;
+} Arrays;
+
+/* per-call scratch, sized for the longest row */
+typedef struct {
+    double *x;      /* entry values (scaled) */
+    int64_t *slot;  /* distinct slots */
+    double *xs;     /* their summed values */
+    double *z, *p;  /* outputs, probabilities (K) */
+} Scratch;
+
+static inline double
+learning_rate(const Settings *s, double t)
+{
+    if (s->opt == SGD && s->invscaling) {
+        return s->lr / pow(t, s->power_t);
+    }
+    if (s->opt == FTRL) {
+        return s->alpha;
+    }
+    return s->lr;
+}
+
+/* one optimiser update of weight *w with gradient g; a, b, c: its accumulators */
+static inline void
+update(const Settings *s, double *w, double *a, double *bb, double g, double lr_t,
+       double bc1, double bc2, double nscale, double smax)
+{
+    switch (s->opt) {
+    case SGD:
+        *w -= lr_t * g;
+        break;
+    case ADAGRAD: {
+        double acc = *a + g * g;
+        *a = acc;
+        *w -= s->lr * g / (sqrt(acc) + s->eps);
+        break;
+    }
+    case ADAM: {
+        double m = s->beta1 * *a + (1 - s->beta1) * g;
+        double v = s->beta2 * *bb + (1 - s->beta2) * g * g;
+        *a = m;
+        *bb = v;
+        double m_hat = m / bc1;
+        double v_hat = v / bc2;
+        *w -= s->lr * m_hat / (sqrt(v_hat) + s->eps);
+        break;
+    }
+    case FTRL: {
+        double n_old = *bb;
+        double n = n_old + g * g;
+        double root = sqrt(n);
+        double sigma = (root - sqrt(n_old)) / s->alpha;
+        double z = *a + g - sigma * *w;
+        *a = z;
+        *bb = n;
+        double mag = fabs(z) - s->f_l1;
+        double shrunk = mag > 0.0 ? (z > 0 ? mag : (z < 0 ? -mag : 0.0)) : 0.0;
+        *w = -shrunk / ((s->beta + root) / s->alpha + s->f_l2);
+        break;
+    }
+    case NORMALIZED: {
+        /* a: sum of squared gradients; smax: the slot's largest |x|;
+           nscale: lr * sqrt(t / N) for this event */
+        double acc = *a + g * g;
+        *a = acc;
+        if (acc > 0.0 && smax > 0.0) {
+            *w -= nscale * g / (smax * sqrt(acc));
+        }
+        break;
+    }
+    }
+}
+
+static inline void
+apply_l1(double *w, double *cum, double u)
+{
+    double before = *w, q = *cum, after;
+    if (before > 0) {
+        after = before - (u + q);
+        after = after > 0.0 ? after : 0.0;
+    } else if (before < 0) {
+        after = before + (u - q);
+        after = after < 0.0 ? after : 0.0;
+    } else {
+        after = before;
+    }
+    *cum = q + (after - before);
+    *w = after;
+}
+
+static int
+run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
+    const int64_t *indices, const double *values, const uint8_t *numeric,
+    const double *labels, const double *weights, double *preds, Py_ssize_t pred_width,
+    long long t0, Scratch *S)
+{
+    int K = s->K;
+    int known = s->k0; /* softmax: classes seen so far */
+    for (Py_ssize_t i = 0; i < n_rows; i++) {
+        Py_ssize_t lo = indptr[i], n = indptr[i + 1] - lo;
+        const int64_t *idx = indices + lo;
+        const double *raw = values + lo;
+        double t = (double)(t0 + i + 1);
+        int y_col = s->model == SOFTMAX ? (int)labels[i] : 0;
+        int k_pred = s->model == SOFTMAX ? known : 1;
+        int k_learn = k_pred;
+        if (s->model == SOFTMAX && y_col + 1 > k_learn) {
+            k_learn = y_col + 1;
+        }
+        double *x = S->x;
+
+        /* -- predict with the model as it is -- */
+        if (s->scale) {
+            for (Py_ssize_t j = 0; j < n; j++) {
+                double v = raw[j];
+                if (numeric[lo + j]) {
+                    double sd = sqrt(A->svar[idx[j]]);
+                    v = sd > 0 ? (v - A->smean[idx[j]]) / sd : 0.0;
+                }
+                x[j] = v;
+            }
+        } else {
+            memcpy(x, raw, (size_t)n * sizeof(double));
+        }
+        if (preds != NULL) {
+            double *out = preds + i * pred_width;
+            if (s->model == SOFTMAX) {
+                for (int c = 0; c < pred_width; c++) {
+                    out[c] = 0.0;
+                }
+                if (k_pred > 0) {
+                    raw_entries(s, A->w, A->b, idx, x, n, k_pred, S->z);
+                    softmax(S->z, k_pred, out);
+                }
+            } else {
+                raw_entries(s, A->w, A->b, idx, x, n, 1, S->z);
+                out[0] = s->model == LOGISTIC ? sigmoid(S->z[0]) : S->z[0];
+            }
+        }
+
+        /* -- learn -- */
+        if (s->scale) {
+            for (Py_ssize_t j = 0; j < n; j++) {
+                if (!numeric[lo + j]) {
+                    continue;
+                }
+                int64_t q = idx[j];
+                double n_a = A->scount[q], mean_a = A->smean[q];
+                double cnt = n_a + 1.0, delta = raw[j] - mean_a;
+                A->smean[q] = mean_a + delta / cnt;
+                A->svar[q] = (A->svar[q] * n_a + delta * delta * n_a / cnt) / cnt;
+                A->scount[q] = cnt;
+            }
+            for (Py_ssize_t j = 0; j < n; j++) {
+                double v = raw[j];
+                if (numeric[lo + j]) {
+                    double sd = sqrt(A->svar[idx[j]]);
+                    v = sd > 0 ? (v - A->smean[idx[j]]) / sd : 0.0;
+                }
+                x[j] = v;
+            }
+        }
+        /* distinct slots, values of a slot summed in entry order */
+        Py_ssize_t m = 0;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            int64_t q = idx[j];
+            Py_ssize_t d = 0;
+            while (d < m && S->slot[d] != q) {
+                d++;
+            }
+            if (d == m) {
+                S->slot[m] = q;
+                S->xs[m] = x[j];
+                m++;
+            } else {
+                S->xs[d] += x[j];
+            }
+        }
+        double nscale = 0.0;
+        if (s->opt == NORMALIZED) {
+            /* a2: each slot's largest |x|; a3: [N, the events' total weight] */
+            double add = 0.0;
+            for (Py_ssize_t d = 0; d < m; d++) {
+                int64_t q = S->slot[d];
+                double ax = fabs(S->xs[d]);
+                double old = A->a2[q];
+                if (ax > old) {
+                    if (old > 0.0) {
+                        double f = old / ax;
+                        for (int c = 0; c < K; c++) {
+                            A->w[q * K + c] *= f;
+                        }
+                    }
+                    A->a2[q] = ax;
+                }
+                if (A->a2[q] > 0.0) {
+                    double r = S->xs[d] / A->a2[q];
+                    add += r * r;
+                }
+            }
+            double h = weights != NULL ? weights[i] : 1.0;
+            A->a3[0] += h * add;
+            A->a3[1] += h;
+            nscale = A->a3[0] > 0.0 ? s->lr * sqrt(A->a3[1] / A->a3[0]) : 0.0;
+        }
+        /* raw outputs from the distinct slots, then the loss gradient */
+        double *z = S->z, *g = S->p;
+        if (K == 1) {
+            double acc = 0.0;
+            for (Py_ssize_t d = 0; d < m; d++) {
+                acc += A->w[S->slot[d]] * S->xs[d];
+            }
+            z[0] = acc + A->b[0];
+        } else {
+            for (int c = 0; c < k_learn; c++) {
+                z[c] = 0.0;
+            }
+            for (Py_ssize_t d = 0; d < m; d++) {
+                const double *row = A->w + S->slot[d] * K;
+                for (int c = 0; c < k_learn; c++) {
+                    z[c] += row[c] * S->xs[d];
+                }
+            }
+            for (int c = 0; c < k_learn; c++) {
+                z[c] += A->b[c];
+            }
+        }
+        int kg = 1;
+        if (s->model == LINEAR) {
+            g[0] = z[0] - labels[i];
+        } else if (s->model == LOGISTIC) {
+            g[0] = sigmoid(z[0]) - labels[i];
+        } else {
+            kg = k_learn;
+            softmax(z, kg, g);
+            g[y_col] -= 1.0;
+        }
+        double h = weights != NULL ? weights[i] : 1.0;
+        for (int c = 0; c < kg; c++) {
+            g[c] = clip(g[c], s->clip) * h;
+        }
+        double lr_t = learning_rate(s, t);
+        double bc1 = 1.0, bc2 = 1.0;
+        if (s->opt == ADAM) {
+            bc1 = 1.0 - pow(s->beta1, t);
+            bc2 = 1.0 - pow(s->beta2, t);
+        }
+        double u = 0.0;
+        if (s->l1 > 0.0) {
+            A->l1total[0] += s->l1 * lr_t;
+            u = A->l1total[0];
+        }
+        for (Py_ssize_t d = 0; d < m; d++) {
+            int64_t q = S->slot[d];
+            double xv = S->xs[d];
+            double smax = s->opt == NORMALIZED ? A->a2[q] : 0.0;
+            for (int c = 0; c < kg; c++) {
+                Py_ssize_t at = q * K + c;
+                double gi = g[c] * xv;
+                if (s->l2 > 0.0) {
+                    gi += s->l2 * A->w[at];
+                }
+                update(s, A->w + at, A->a1 ? A->a1 + at : NULL,
+                       (s->opt == ADAM || s->opt == FTRL) ? A->a2 + at : NULL,
+                       gi, lr_t, bc1, bc2, nscale, smax);
+                if (s->l1 > 0.0) {
+                    apply_l1(A->w + at, A->l1cum + at, u);
+                }
+            }
+        }
+        if (s->intercept) {
+            for (int c = 0; c < kg; c++) {
+                A->b[c] -= s->intercept_lr * g[c];
+            }
+        }
+        if (s->model == SOFTMAX && k_learn > known) {
+            known = k_learn;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+learn_bundle(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Settings s;
+    PyObject *o[17];
+    long long t0;
+    if (!PyArg_ParseTuple(args, "(iiiiiii)(ddddddddddddd)OOOOOOOOOOOOOOOOOL",
+                          &s.model, &s.opt, &s.K, &s.k0, &s.intercept, &s.scale,
+                          &s.invscaling, &s.lr, &s.power_t, &s.eps, &s.beta1, &s.beta2,
+                          &s.alpha, &s.beta, &s.f_l1, &s.f_l2, &s.l1, &s.l2,
+                          &s.intercept_lr, &s.clip, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
+                          &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14],
+                          &o[15], &o[16], &t0)) {
+        return NULL;
+    }
+    if (s.model < LINEAR || s.model > SOFTMAX || s.opt < SGD || s.opt > NORMALIZED || s.K < 1
+        || (s.model != SOFTMAX && s.K != 1) || s.k0 < 0 || s.k0 > s.K) {
+        PyErr_SetString(PyExc_ValueError, "_kernel: inconsistent model settings");
+        return NULL;
+    }
+    static const char *names[17] = {
+        "weights", "intercept", "a1", "a2", "a3", "l1.cum", "l1.total", "scaler.mean",
+        "scaler.var", "scaler.count", "indptr", "indices", "values", "numeric", "labels",
+        "event weights", "predictions"};
+    static const int writable[17] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1};
+    static const Py_ssize_t itemsize[17] = {8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 1, 8, 8, 8};
+    Buf b[17];
+    memset(b, 0, sizeof(b));
+    for (int k = 0; k < 17; k++) {
+        if (get_buf(o[k], &b[k], writable[k], names[k], itemsize[k]) < 0) {
+            release(b, 17);
+            return NULL;
+        }
+    }
+#define LEN(k) (b[k].view.len / itemsize[k])
+#define PTR(k, T) ((T *)b[k].view.buf)
+    Py_ssize_t n_slots = LEN(0) / s.K;
+    Py_ssize_t n_rows = LEN(10) - 1;
+    Py_ssize_t nnz = LEN(11);
+    const char *bad = NULL;
+    Py_ssize_t per_slot = n_slots * s.K;
+    if (LEN(0) != per_slot || LEN(1) != s.K) {
+        bad = "weights/intercept";
+    } else if (n_rows < 0 || LEN(12) != nnz || (s.scale && LEN(13) != nnz)
+               || LEN(14) != n_rows || (b[15].held && LEN(15) != n_rows)) {
+        bad = "indptr/indices/values/numeric/labels/event weights";
+    } else if ((s.opt == ADAGRAD || s.opt == ADAM || s.opt == FTRL || s.opt == NORMALIZED)
+               && LEN(2) != per_slot) {
+        bad = "a1";
+    } else if ((s.opt == ADAM || s.opt == FTRL) && LEN(3) != per_slot) {
+        bad = "a2";
+    } else if (s.opt == NORMALIZED && (LEN(3) != n_slots || LEN(4) != 2)) {
+        bad = "a2/a3";
+    } else if (s.l1 > 0.0 && (LEN(5) != per_slot || LEN(6) != 1)) {
+        bad = "l1.cum/l1.total";
+    } else if (s.scale && (LEN(7) != n_slots || LEN(8) != n_slots || LEN(9) != n_slots)) {
+        bad = "scaler";
+    } else if (b[16].held && LEN(16) != n_rows * (s.model == SOFTMAX ? s.K : 1)) {
+        bad = "predictions";
+    }
+    Py_ssize_t longest = 0;
+    if (bad == NULL) {
+        const int64_t *indptr = PTR(10, int64_t);
+        const int64_t *indices = PTR(11, int64_t);
+        if (indptr[0] != 0 || indptr[n_rows] != nnz) {
+            bad = "indptr";
+        }
+        for (Py_ssize_t i = 0; bad == NULL && i < n_rows; i++) {
+            Py_ssize_t len = indptr[i + 1] - indptr[i];
+            if (len < 0) {
+                bad = "indptr";
+            }
+            longest = len > longest ? len : longest;
+        }
+        for (Py_ssize_t j = 0; bad == NULL && j < nnz; j++) {
+            if (indices[j] < 0 || indices[j] >= n_slots) {
+                bad = "indices";
+            }
+        }
+        if (bad == NULL && s.model == SOFTMAX) {
+            const double *labels = PTR(14, double);
+            for (Py_ssize_t i = 0; i < n_rows; i++) {
+                if (!(labels[i] >= 0 && labels[i] < s.K && labels[i] == (int)labels[i])) {
+                    bad = "labels";
+                    break;
+                }
+            }
+        }
+    }
+    if (bad != NULL) {
+        PyErr_Format(PyExc_ValueError, "_kernel: %s do not fit together", bad);
+        release(b, 17);
+        return NULL;
+    }
+    Scratch S;
+    size_t cap = (size_t)(longest > 0 ? longest : 1);
+    size_t kk = (size_t)s.K;
+    S.x = malloc(cap * sizeof(double));
+    S.slot = malloc(cap * sizeof(int64_t));
+    S.xs = malloc(cap * sizeof(double));
+    S.z = malloc(kk * sizeof(double));
+    S.p = malloc(kk * sizeof(double));
+    if (!S.x || !S.slot || !S.xs || !S.z || !S.p) {
+        free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p);
+        release(b, 17);
+        return PyErr_NoMemory();
+    }
+    Arrays A = {PTR(0, double), PTR(1, double), PTR(2, double), PTR(3, double), PTR(4, double),
+                PTR(5, double), PTR(6, double), PTR(7, double), PTR(8, double), PTR(9, double)};
+    Py_BEGIN_ALLOW_THREADS
+    run(&s, &A, PTR(10, int64_t), n_rows, PTR(11, int64_t), PTR(12, double),
+        PTR(13, uint8_t), PTR(14, double), PTR(15, double), PTR(16, double),
+        s.model == SOFTMAX ? s.K : 1, t0, &S);
+    Py_END_ALLOW_THREADS
+    free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p);
+    release(b, 17);
+#undef LEN
+#undef PTR
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"learn_bundle", learn_bundle, METH_VARARGS,
+     "learn_bundle(ints, floats, 10 state arrays, indptr, indices, values, numeric, labels, "
+     "event_weights, predictions, t0): predict then learn each event of a CSR bundle, in "
+     "order, in place (see streamlearn.learners.event)."},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "streamlearn.learners._kernel",
+                                    "Per-event learning of CSR bundles (see _kernel.c).", -1,
+                                    methods};
+
+PyMODINIT_FUNC
+PyInit__kernel(void)
+{
+    return PyModule_Create(&module);
+}
