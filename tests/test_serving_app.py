@@ -135,10 +135,10 @@ def test_arrow_body_reaches_the_predictor_column_wise() -> None:
 
 def test_a_specific_version_can_be_asked() -> None:
     app, source = make_app(5)
-    assert call(app, "POST", "/v1/predict?version=2", json={"features": {}}).json()["version"] == 2
-    assert call(app, "POST", "/v1/predict?version=2", json={"features": {}}).json()["version"] == 2
+    assert call(app, "POST", "/v1/predict?version=2", json={"features": {"a": 1}}).json()["version"] == 2
+    assert call(app, "POST", "/v1/predict?version=2", json={"features": {"a": 1}}).json()["version"] == 2
     assert source.loads.count(2) == 1  # cached after the first load
-    r = call(app, "POST", "/v1/predict?version=9", json={"features": {}})
+    r = call(app, "POST", "/v1/predict?version=9", json={"features": {"a": 1}})
     assert r.status_code == 404 and "version 9" in r.json()["error"]
 
 
@@ -148,9 +148,9 @@ def test_a_specific_version_can_be_asked() -> None:
         ({"features": {"age": {"nested": 1}}}, "event.features.age"),
         ({"features": {"tags": ["a", 2]}}, "event.features.tags"),
         ({"features": 3}, "event.features"),
-        ({"features": {}, "colour": "red"}, "event.colour"),
-        ({"features": {}, "ts": -1}, "event.ts"),
-        ({"events": [{"features": {}}, {"features": {"a": None}}]}, "events[1].features.a"),
+        ({"features": {"a": 1}, "colour": "red"}, "event.colour"),
+        ({"features": {"a": 1}, "ts": -1}, "event.ts"),
+        ({"events": [{"features": {"a": 1}}, {"features": {"a": None}}]}, "events[1].features.a"),
         ({"events": "nope"}, "events"),
         ([1, 2], "body"),
     ],
@@ -187,7 +187,7 @@ def test_unreadable_oversized_and_wrongly_typed_bodies() -> None:
     assert call(app, "POST", "/v1/predict", content=b"{nope").status_code == 400
     big = {"features": {"x": "y" * 2000}}
     assert call(app, "POST", "/v1/predict", json=big).status_code == 413
-    many = {"events": [{"features": {}}] * 4}
+    many = {"events": [{"features": {"a": 1}}] * 4}
     assert call(app, "POST", "/v1/predict", json=many).status_code == 413
     r = call(app, "POST", "/v1/predict", content=b"a=1", headers={"content-type": "text/csv"})
     assert r.status_code == 415 and r.json()["fields"][0]["field"] == "content-type"
@@ -197,9 +197,9 @@ def test_unreadable_oversized_and_wrongly_typed_bodies() -> None:
 
 def test_bad_query_routes_and_methods() -> None:
     app, _ = make_app(1)
-    r = call(app, "POST", "/v1/predict?version=latest", json={"features": {}})
+    r = call(app, "POST", "/v1/predict?version=latest", json={"features": {"a": 1}})
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == "version"
-    r = call(app, "POST", "/v1/predict?verison=1", json={"features": {}})
+    r = call(app, "POST", "/v1/predict?verison=1", json={"features": {"a": 1}})
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == "verison"
     assert call(app, "GET", "/v1/predict").status_code == 405
     assert call(app, "GET", "/nowhere").status_code == 404
@@ -209,7 +209,7 @@ def test_readiness_follows_the_first_version() -> None:
     app, source = make_app(None)
     assert call(app, "GET", "/healthz").status_code == 200
     assert call(app, "GET", "/readyz").status_code == 503
-    assert call(app, "POST", "/v1/predict", json={"features": {}}).status_code == 503
+    assert call(app, "POST", "/v1/predict", json={"features": {"a": 1}}).status_code == 503
     assert call(app, "GET", "/v1/models/current").status_code == 503
     source.serving = 1
     app.watcher.poll_once()
@@ -225,11 +225,11 @@ def test_models_lists_versions_and_the_serving_one() -> None:
 
 def test_bearer_token_guards_the_api_but_not_health() -> None:
     app, _ = make_app(1, token="s3cret")
-    assert call(app, "POST", "/v1/predict", json={"features": {}}).status_code == 401
+    assert call(app, "POST", "/v1/predict", json={"features": {"a": 1}}).status_code == 401
     wrong = {"authorization": "Bearer nope"}
     assert call(app, "GET", "/v1/models", headers=wrong).status_code == 401
     good = {"authorization": "Bearer s3cret"}
-    assert call(app, "POST", "/v1/predict", json={"features": {}}, headers=good).status_code == 200
+    assert call(app, "POST", "/v1/predict", json={"features": {"a": 1}}, headers=good).status_code == 200
     assert call(app, "GET", "/healthz").status_code == 200
     assert call(app, "GET", "/metrics").status_code == 401
     with pytest.raises(ConfigError, match="token"):
@@ -238,7 +238,7 @@ def test_bearer_token_guards_the_api_but_not_health() -> None:
 
 def test_metrics_count_requests_swaps_and_age() -> None:
     app, source = make_app(1)
-    call(app, "POST", "/v1/predict", json={"events": [{"features": {}}] * 3})
+    call(app, "POST", "/v1/predict", json={"events": [{"features": {"a": 1}}] * 3})
     call(app, "POST", "/v1/predict", json={"features": 1})
     source.serving = 2
     app.watcher.poll_once()
@@ -258,7 +258,7 @@ def test_a_predictor_that_crashes_gives_a_500_and_the_app_lives_on() -> None:
         raise RuntimeError("bug")
 
     app.watcher.current.predict_features = boom
-    assert call(app, "POST", "/v1/predict", json={"features": {}}).status_code == 500
+    assert call(app, "POST", "/v1/predict", json={"features": {"a": 1}}).status_code == 500
     assert call(app, "GET", "/healthz").status_code == 200
 
 
@@ -310,7 +310,7 @@ def test_a_model_that_refuses_an_event_gives_a_422_naming_the_field() -> None:
         raise ValidationError("features", "a non-empty mapping of name to value", "{}", "event 0")
 
     app.watcher.current.predict_features = refuse
-    r = call(app, "POST", "/v1/predict", json={"features": {}})
+    r = call(app, "POST", "/v1/predict", json={"features": {"a": 1}})
     assert r.status_code == 422 and r.json()["fields"][0]["field"] == "features"
 
 

@@ -210,7 +210,9 @@ def test_bad_requests_get_named_fields_and_the_cli_works(
         assert err.value.field == "events[1].features.age"
         with pytest.raises(ValidationError) as err:
             client.predict({})
-        assert err.value.field == "features"
+        # the rule and words of training's decoder (streamlearn.events)
+        assert err.value.field == "event.features"
+        assert (err.value.expected, err.value.got) == ("at least one feature", "an empty object")
     assert cli_main(["predict", "--url", server.url, '{"features": {"age": 2}}']) == 0
     out = orjson.loads(capsys.readouterr().out)
     assert out["prediction"] == 5.0 and out["version"] == 1

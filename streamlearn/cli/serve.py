@@ -66,6 +66,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=10_000,
         help="most events in one request (default: %(default)s)",
     )
+    parser.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=5.0,
+        help="seconds a client has from a request's first byte to the end of its headers;"
+        " then 408 and the connection is closed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=30.0,
+        help="seconds a client has from the end of the headers to the end of the body"
+        " (default: %(default)s)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -78,6 +92,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--poll-ms", "milliseconds in 1..200", repr(args.poll_ms))
     if not args.max_body_mb > 0:
         raise ConfigError("--max-body-mb", "a positive number of MiB", repr(args.max_body_mb))
+    for flag, value in (
+        ("--header-timeout-s", args.header_timeout_s),
+        ("--body-timeout-s", args.body_timeout_s),
+    ):
+        if not 0 < value <= 3600:
+            raise ConfigError(flag, "seconds in (0, 3600]", repr(value))
     source = StoreSource(args.store, args.model)
     app = build_app(
         source,
@@ -87,5 +107,12 @@ def run(args: argparse.Namespace) -> int:
         max_events=args.max_events,
     )
     level = "info" if getattr(args, "verbose", False) else "warning"
-    run_server(app, host=args.host, port=args.port, log_level=level)
+    run_server(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=level,
+        header_timeout_s=args.header_timeout_s,
+        body_timeout_s=args.body_timeout_s,
+    )
     return 0

@@ -14,6 +14,7 @@ import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from time import perf_counter, time
 from typing import Any
 from urllib.parse import parse_qsl
@@ -27,9 +28,10 @@ from streamlearn.serving.openapi import openapi_document
 from streamlearn.serving.payload import (
     ARROW_STREAM,
     BadRequest,
+    check_arrow,
     check_json,
+    decode_arrow,
     load_json,
-    parse_arrow,
     plain_features,
 )
 from streamlearn.serving.watcher import ModelWatcher
@@ -45,6 +47,14 @@ _ARROW = ARROW_STREAM.encode()
 _NOT_READY = b'{"error":"no model version loaded yet; retry shortly"}'
 
 Reply = tuple[int, bytes, bytes, int]  # status, body, content type, predictions made
+
+# Arrow bodies up to this size have their headers checked on the event loop, and
+# are decoded there too when they declare at most INLINE_DECODED bytes: less work
+# than a hop to a thread. Anything bigger is checked and decoded by one of
+# DECODE_THREADS threads, so that it never holds up other requests.
+INLINE_BODY = 64 * 1024
+INLINE_DECODED = 256 * 1024
+DECODE_THREADS = 2
 
 
 class PredictionApp:
@@ -62,6 +72,10 @@ class PredictionApp:
         Larger bodies are refused with 413 before they are read.
     max_events
         Most events (or Arrow rows) one request may carry.
+    max_decoded_bytes
+        Most bytes an Arrow body may declare once decompressed (refused with
+        413 from its headers, before decoding); default four times
+        ``max_body_bytes``.
     """
 
     def __init__(
@@ -71,6 +85,7 @@ class PredictionApp:
         token: str | None = None,
         max_body_bytes: int = 8 * 1024 * 1024,
         max_events: int = 10_000,
+        max_decoded_bytes: int | None = None,
     ) -> None:
         if token is not None and not token.strip():
             raise ConfigError("token", "a non-empty string", repr(token))
@@ -78,6 +93,14 @@ class PredictionApp:
             raise ConfigError("max_body_bytes", "a positive number of bytes", repr(max_body_bytes))
         if max_events < 1:
             raise ConfigError("max_events", "a positive integer", repr(max_events))
+        if max_decoded_bytes is None:
+            max_decoded_bytes = 4 * max_body_bytes
+        if max_decoded_bytes < 1:
+            raise ConfigError(
+                "max_decoded_bytes", "a positive number of bytes", repr(max_decoded_bytes)
+            )
+        self.max_decoded_bytes = max_decoded_bytes
+        self._decoder: ThreadPoolExecutor | None = None
         self.watcher = watcher
         self.model = watcher.source.name
         self.max_body_bytes = max_body_bytes
@@ -85,6 +108,7 @@ class PredictionApp:
         self._short_length = len(str(max_body_bytes)) - 1
         self.max_events = max_events
         self._auth = f"Bearer {token}".encode() if token is not None else None
+        self._token = token.encode() if token is not None else b""
         self.metrics = ServiceMetrics(self.model, self._model_info, lambda: watcher.swaps)
         self._openapi = orjson.dumps(openapi_document(self.model, auth=token is not None))
         self._routes: dict[str, tuple[str, Callable[..., Awaitable[Reply]], bool]] = {
@@ -148,13 +172,19 @@ class PredictionApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await asyncio.to_thread(self.watcher.stop)
+                if self._decoder is not None:
+                    self._decoder.shutdown(wait=False, cancel_futures=True)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     def _authorised(self, scope: dict[str, Any]) -> bool:
+        """``Authorization: Bearer <token>``, the scheme in any case (RFC 7235)."""
         for name, value in scope["headers"]:
             if name == b"authorization":
-                return hmac.compare_digest(value, self._auth or b"")
+                scheme, _, credentials = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credentials.lstrip(b" "), self._token
+                )
         return False
 
     def _check_declared(self, declared: bytes) -> None:
@@ -200,9 +230,7 @@ class PredictionApp:
                 ctype = value
             elif name == b"content-length":
                 declared = value
-        if declared is not None and (
-            len(declared) > self._short_length or not declared.isdigit()
-        ):
+        if declared is not None and (len(declared) > self._short_length or not declared.isdigit()):
             self._check_declared(declared)
         if ctype and ctype != JSON:
             ctype = ctype.split(b";", 1)[0].strip().lower()
@@ -215,7 +243,7 @@ class PredictionApp:
         ):
             body = await self._read_body(receive, message)
         if ctype == _ARROW:
-            batch: Any = parse_arrow(body, self.max_events)
+            batch: Any = await self._parse_arrow(body)
             predictor = await self._predictor(version)
             if predictor is None:
                 return 503, _NOT_READY, JSON, 0
@@ -263,6 +291,23 @@ class PredictionApp:
             return 503, _NOT_READY, JSON, 0
         result = predictor.predict_features(batch.features)
         return 200, self._render(predictor, result, batch.single), JSON, len(result)
+
+    async def _parse_arrow(self, body: bytes) -> Any:
+        """An Arrow body checked from its headers, then decoded and fully
+        validated: on the event loop when small, else in a decoding thread."""
+        if len(body) <= INLINE_BODY:
+            declared = check_arrow(body, self.max_events, self.max_decoded_bytes)
+            if declared.decoded_bytes <= INLINE_DECODED:
+                return decode_arrow(body, self.max_events)
+        if self._decoder is None:
+            self._decoder = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="arrow-decode")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._decoder, self._check_and_decode, body
+        )
+
+    def _check_and_decode(self, body: bytes) -> Any:
+        check_arrow(body, self.max_events, self.max_decoded_bytes)
+        return decode_arrow(body, self.max_events)
 
     async def _predictor(self, version: int | None) -> Predictor | None:
         """The version asked for (loaded off the event loop if need be), else the current one."""

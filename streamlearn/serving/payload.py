@@ -21,6 +21,7 @@ import orjson
 
 from streamlearn.errors import ValidationError
 from streamlearn.serving.arrow_kinds import arrow_kinds
+from streamlearn.serving.arrow_limits import Declared, UnreadableStream, declared_sizes
 
 __all__ = [
     "ARROW_STREAM",
@@ -29,6 +30,8 @@ __all__ = [
     "ColumnBatch",
     "parse_json",
     "parse_arrow",
+    "check_arrow",
+    "decode_arrow",
     "load_json",
     "check_json",
     "plain_features",
@@ -38,6 +41,14 @@ ARROW_STREAM = "application/vnd.apache.arrow.stream"
 EVENT_KEYS = frozenset({"features", "key", "id", "ts", "label"})
 MAX_PROBLEMS = 20
 FEATURE_EXPECTED = "a number, a string, true/false or a list of strings"
+# an event without features: the rule and the words of training's decoder
+# (``streamlearn.events``), so that serving refuses what training refuses
+NO_FEATURE_EXPECTED = "at least one feature"
+NO_FEATURE_GOT = "an empty object"
+# An Arrow body may not decode to more than MAX_RATIO times its size once past
+# RATIO_FLOOR bytes (real feature columns compress far less; bombs far more).
+MAX_RATIO = 1000
+RATIO_FLOOR = 1 << 20
 
 
 class BadRequest(ValidationError):
@@ -143,6 +154,8 @@ def _check_event(event: Any, path: str, problems: list[ValidationError]) -> Mapp
             )
         )
         features = {}
+    elif not features:
+        problems.append(ValidationError(f"{path}.features", NO_FEATURE_EXPECTED, NO_FEATURE_GOT))
     if len(event) != 1 or "features" not in event:
         _check_meta(event, path, problems)
     fpath = f"{path}.features"
@@ -157,7 +170,7 @@ def _plain_event(event: Any) -> dict | None:
     if type(event) is not dict:
         return None
     features = event.get("features")
-    if type(features) is not dict:
+    if type(features) is not dict or not features:
         return None
     if len(event) > 1:
         problems: list[ValidationError] = []
@@ -171,7 +184,7 @@ def plain_features(doc: Any, max_events: int) -> tuple[list[dict], bool] | None:
     """The ``features`` of each event of a decoded JSON body, and whether the
     body was a single event, when its *shape* is valid (an event or an
     envelope of at most ``max_events``, every field but the feature values
-    checked); ``None`` otherwise.
+    checked, no event without features); ``None`` otherwise.
 
     The feature values are not checked here: the fast path that consumes them
     refuses anything but plain values, and the caller then runs
@@ -179,8 +192,10 @@ def plain_features(doc: Any, max_events: int) -> tuple[list[dict], bool] | None:
 
     >>> plain_features({"features": {"age": 31}, "id": "e-1"}, max_events=10)
     ([{'age': 31}], True)
-    >>> plain_features({"events": [{"features": {"a": "x"}}, {"features": {}}]}, max_events=10)
-    ([{'a': 'x'}, {}], False)
+    >>> plain_features({"events": [{"features": {"a": "x"}}, {"features": {"b": 1}}]}, 10)
+    ([{'a': 'x'}, {'b': 1}], False)
+    >>> plain_features({"events": [{"features": {"a": "x"}}, {"features": {}}]}, 10) is None
+    True
     >>> plain_features({"events": [{"feature": {}}]}, max_events=10) is None
     True
     """
@@ -196,7 +211,7 @@ def plain_features(doc: Any, max_events: int) -> tuple[list[dict], bool] | None:
     for event in events:
         if type(event) is dict and len(event) == 1:
             features = event.get("features")
-            if type(features) is not dict:
+            if type(features) is not dict or not features:
                 return None
         else:
             features = _plain_event(event)
@@ -285,11 +300,83 @@ def check_json(doc: Any, max_events: int) -> EventBatch:
     return EventBatch([features_one], [doc.get("id")], single=True)
 
 
-def parse_arrow(body: bytes, max_events: int) -> ColumnBatch:
+def check_arrow(body: bytes, max_events: int, max_decoded_bytes: int) -> Declared:
+    """Refuse an Arrow IPC stream from its headers alone, before anything is decoded.
+
+    Raises :class:`BadRequest`: 400 when the framing or a header does not hold
+    together, 413 when the stream declares more than ``max_events`` rows, more
+    than ``max_decoded_bytes`` of buffers once decompressed, or (past
+    ``RATIO_FLOOR`` bytes) more than ``MAX_RATIO`` times its own size.
+
+    >>> import pyarrow as pa
+    >>> table = pa.table({"age": list(range(100))})
+    >>> sink = pa.BufferOutputStream()
+    >>> with pa.ipc.new_stream(sink, table.schema) as writer:
+    ...     writer.write_table(table)
+    >>> check_arrow(sink.getvalue().to_pybytes(), 100, 1 << 20).rows
+    100
+    >>> try:
+    ...     check_arrow(sink.getvalue().to_pybytes(), 10, 1 << 20)
+    ... except BadRequest as err:
+    ...     print(err.status, err)
+    413 field `body`: expected at most 10 rows per request, got 100 rows declared
+    """
+    try:
+        declared = declared_sizes(body)
+    except UnreadableStream as exc:
+        raise BadRequest(
+            [ValidationError("body", "an Arrow IPC stream", f"unreadable ({exc})")], 400
+        ) from None
+    if declared.rows > max_events:
+        raise BadRequest(
+            [
+                ValidationError(
+                    "body",
+                    f"at most {max_events} rows per request",
+                    f"{declared.rows} rows declared",
+                )
+            ],
+            413,
+        )
+    if declared.decoded_bytes > max_decoded_bytes:
+        raise BadRequest(
+            [
+                ValidationError(
+                    "body",
+                    f"at most {max_decoded_bytes} bytes of Arrow buffers once decompressed",
+                    f"{declared.decoded_bytes} bytes declared",
+                )
+            ],
+            413,
+        )
+    if declared.decoded_bytes > RATIO_FLOOR and declared.decoded_bytes > MAX_RATIO * len(body):
+        raise BadRequest(
+            [
+                ValidationError(
+                    "body",
+                    f"a compression ratio of at most {MAX_RATIO}:1 past {RATIO_FLOOR} bytes",
+                    f"{declared.decoded_bytes} bytes declared in {len(body)}",
+                )
+            ],
+            413,
+        )
+    return declared
+
+
+def parse_arrow(body: bytes, max_events: int, max_decoded_bytes: int | None = None) -> ColumnBatch:
     """Decode an Arrow IPC stream whose columns are features, one row per event.
 
     Numeric, boolean, string (plain or dictionary-encoded) and list-of-string
-    columns are accepted; nulls mean the feature is absent for that event.
+    columns are accepted; nulls mean the feature is absent for that event, and
+    a row with every column null is an event without features, refused as
+    training refuses it.
+
+    The stream is checked in three steps, each before the next reads anything:
+    its headers (:func:`check_arrow`: declared rows, decompressed size, ratio;
+    ``max_decoded_bytes`` defaults to ``MAX_RATIO`` times the body's size), then
+    every buffer by ``validate(full=True)`` (offsets, UTF-8, dictionary
+    indices: a corrupt buffer is a 400, never a read out of bounds), then the
+    column types and values.
 
     Examples
     --------
@@ -302,14 +389,26 @@ def parse_arrow(body: bytes, max_events: int) -> ColumnBatch:
     >>> batch.n_rows, sorted(batch.columns)
     (2, ['age', 'country'])
     """
+    if max_decoded_bytes is None:
+        max_decoded_bytes = max(RATIO_FLOOR, MAX_RATIO * len(body))
+    check_arrow(body, max_events, max_decoded_bytes)
+    return decode_arrow(body, max_events)
+
+
+def decode_arrow(body: bytes, max_events: int) -> ColumnBatch:
+    """:func:`parse_arrow` after :func:`check_arrow` has passed: decode, validate
+    every buffer, then check the columns."""
     import pyarrow as pa
 
     try:
         table = pa.ipc.open_stream(body).read_all()
+        table.validate(full=True)
     except (
         pa.ArrowInvalid,
         pa.ArrowTypeError,
         pa.ArrowNotImplementedError,
+        pa.ArrowIndexError,
+        pa.ArrowMemoryError,
         OSError,
         ValueError,
     ) as exc:
@@ -357,9 +456,37 @@ def parse_arrow(body: bytes, max_events: int) -> ColumnBatch:
         else:
             problems.append(ValidationError(f"columns.{name}", FEATURE_EXPECTED, str(kind)))
         columns[name] = column
+    empty = _first_empty_row(columns, table.num_rows)
+    if empty is not None:
+        problems.append(
+            ValidationError(
+                f"events[{empty}].features",
+                NO_FEATURE_EXPECTED,
+                f"{NO_FEATURE_GOT} (every column null in row {empty})",
+            )
+        )
     if problems:
         raise BadRequest(problems[:MAX_PROBLEMS])
     return ColumnBatch(columns, table.num_rows)
+
+
+def _first_empty_row(columns: Mapping[str, Any], n_rows: int) -> int | None:
+    """The first row where every column is null (an event without features), if any."""
+    if not n_rows:
+        return None
+    present = None
+    for column in columns.values():
+        if column.null_count == 0:  # the usual case: every row has this feature
+            return None
+    import pyarrow.compute as pc
+
+    for column in columns.values():
+        valid = column.is_valid()
+        present = valid if present is None else pc.or_(present, valid)
+    if present is None:  # no column at all
+        return 0
+    first = pc.index(present, False).as_py()
+    return None if first < 0 else first
 
 
 def _all_finite(column: Any) -> bool:

@@ -16,6 +16,7 @@ from typing import Any
 from streamlearn.errors import ConfigError, PortInUse
 from streamlearn.serving.app import PredictionApp
 from streamlearn.serving.model import ModelSource
+from streamlearn.serving.timeouts import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, guarded_protocol
 from streamlearn.serving.watcher import ModelWatcher
 
 __all__ = ["build_app", "run_server", "UVICORN_OPTIONS"]
@@ -42,6 +43,7 @@ def build_app(
     poll_interval_s: float = 0.02,
     max_body_bytes: int = 8 * 1024 * 1024,
     max_events: int = 10_000,
+    max_decoded_bytes: int | None = None,
 ) -> PredictionApp:
     """The ASGI app serving ``source``, with its watcher (started by the app's lifespan).
 
@@ -53,11 +55,17 @@ def build_app(
         Optional bearer token required on ``/v1/*`` and ``/metrics``.
     poll_interval_s
         How often the watcher asks the source which version to serve.
-    max_body_bytes, max_events
-        Limits of one prediction request.
+    max_body_bytes, max_events, max_decoded_bytes
+        Limits of one prediction request (see :class:`PredictionApp`).
     """
     watcher = ModelWatcher(source, interval_s=poll_interval_s)
-    return PredictionApp(watcher, token=token, max_body_bytes=max_body_bytes, max_events=max_events)
+    return PredictionApp(
+        watcher,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        max_events=max_events,
+        max_decoded_bytes=max_decoded_bytes,
+    )
 
 
 def run_server(
@@ -66,8 +74,15 @@ def run_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     log_level: str = "warning",
+    header_timeout_s: float = HEADER_TIMEOUT_S,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ) -> None:
     """Serve ``app`` on ``host:port`` until interrupted (blocking).
+
+    A client has ``header_timeout_s`` from a request's first byte to the end
+    of its headers, then ``body_timeout_s`` to the end of its body; past
+    either it gets 408 and its connection is closed (see
+    :mod:`streamlearn.serving.timeouts`).
 
     Raises :class:`~streamlearn.errors.PortInUse` if the port is taken.
     """
@@ -75,9 +90,16 @@ def run_server(
 
     if not 0 <= port <= 65535:
         raise ConfigError("port", "a TCP port in 0..65535", repr(port))
+    protocol = guarded_protocol(header_timeout_s, body_timeout_s)
     _check_port(host, port)
     config = uvicorn.Config(
-        app, host=host, port=port, lifespan="on", log_level=log_level, **UVICORN_OPTIONS
+        app,
+        host=host,
+        port=port,
+        lifespan="on",
+        log_level=log_level,
+        http=protocol,
+        **UVICORN_OPTIONS,
     )
     log.info("serving model %r on http://%s:%d", app.model, host, port)
     # everything imported so far lives as long as the process: keep it out of the
