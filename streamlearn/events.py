@@ -22,12 +22,19 @@ names the field), the index inside an envelope, and the original bytes.
 
 A string value is a category (``"NaN"`` is the string "NaN"), so the second
 event is valid; the third has no features. Bytes that are not JSON are one
-rejection for the whole message.
+rejection for the whole message, and so is an envelope with no events.
+
+Every rejection becomes one bounded dead-letter record (:func:`dead_letter`):
+the same JSON shape, byte for byte, as the JVM encoder of the training job
+writes (``io.streamlearn.flink.DeadLetter``). See ``docs/events.md``.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +43,18 @@ import orjson
 
 from streamlearn.errors import EventError
 
-__all__ = ["EventDecoder", "Rejected", "TASKS", "encode_envelope", "encode_event"]
+__all__ = [
+    "DEAD_LETTER_FIELD_CHARS",
+    "DEAD_LETTER_MAX_BYTES",
+    "DEAD_LETTER_REASON_CHARS",
+    "DEAD_LETTER_VALUE_BYTES",
+    "EventDecoder",
+    "Rejected",
+    "TASKS",
+    "dead_letter",
+    "encode_envelope",
+    "encode_event",
+]
 
 TASKS = ("regression", "binary", "multiclass")
 _ALLOWED = frozenset(("key", "features", "label", "ts", "id"))
@@ -184,6 +202,9 @@ class EventDecoder:
             if not isinstance(items, list):
                 err = EventError("events", "a list of events", _short(items))
                 return [], [Rejected(err, None, data)]
+            if not items:
+                err = EventError("events", "at least one event", "an empty list")
+                return [], [Rejected(err, None, data)]
             good: list[dict] = []
             bad: list[Rejected] = []
             for i, item in enumerate(items):
@@ -205,7 +226,11 @@ class EventDecoder:
         """
         if type(event) is dict and event.keys() <= _ALLOWED:
             features = event.get("features")
-            if type(features) is dict and 0 < len(features) <= self.max_features:
+            if (
+                type(features) is dict
+                and 0 < len(features) <= self.max_features
+                and "" not in features
+            ):
                 for value in features.values():
                     kind = type(value)
                     if kind is str or kind is int or kind is bool:
@@ -288,6 +313,8 @@ class EventDecoder:
     # -- checks -----------------------------------------------------------
     @staticmethod
     def _check_feature(name: str, value: Any, where: str) -> None:
+        if not name:  # the hasher has no slot for it: refused here, as the JVM encoder does
+            raise EventError("features", "non-empty string feature names", "''", where)
         kind = type(value)
         if kind is float:
             if not math.isfinite(value):
@@ -334,3 +361,82 @@ def encode_event(event: Mapping[str, Any]) -> bytes:
 def encode_envelope(events: Sequence[Mapping[str, Any]]) -> bytes:
     """Several events as one envelope message ``{"events": [...]}``."""
     return orjson.dumps({"events": list(events)})
+
+
+# -- dead letters ------------------------------------------------------------------------------
+
+#: A dead letter keeps at most this many bytes of the rejected value (a prefix past it).
+DEAD_LETTER_VALUE_BYTES = 64 * 1024
+#: ... and at most this many characters of the reason and of the field (cut with "...").
+DEAD_LETTER_REASON_CHARS = 1000
+DEAD_LETTER_FIELD_CHARS = 200
+#: No dead-letter record is longer than this (with a Kafka topic name of at most 249
+#: characters, Kafka's own limit): the base64 of 64 KiB is 87,384 bytes, the reason and the
+#: field at most 6 bytes a character once escaped, the rest a few hundred bytes.
+DEAD_LETTER_MAX_BYTES = 96 * 1024
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` unchanged up to ``limit`` characters (code points), else its first
+    ``limit - 3`` and "..."."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def dead_letter(
+    *,
+    stage: str,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+    index: int | None,
+    field: str,
+    reason: str,
+    raw: bytes,
+    at_ms: int | None = None,
+) -> bytes:
+    """The dead-letter record of one rejected event (or message), as JSON bytes.
+
+    One shape for every job (``stage`` says which: ``"train"`` or ``"score"``), always
+    at most :data:`DEAD_LETTER_MAX_BYTES` long, so it always fits in a Kafka message::
+
+        {"stage": "train", "topic": "events", "partition": 2, "offset": 1812, "index": 3,
+         "field": "label", "reason": "field `label` of event 3: ...",
+         "size": 57, "sha256": "9f86...", "truncated": false, "value_b64": "eyJm...",
+         "at_ms": 1795409682918}
+
+    ``value_b64`` is the base64 of the rejected bytes, the one copy of them (base64 carries
+    any bytes, UTF-8 or not): all of them up to :data:`DEAD_LETTER_VALUE_BYTES`, else their
+    first :data:`DEAD_LETTER_VALUE_BYTES` and ``truncated`` true; ``size`` and ``sha256``
+    are those of all the bytes, and ``topic``/``partition``/``offset`` where the whole
+    message can be read again (``index``: the event's position in its envelope, null for
+    the whole message). ``field`` and ``reason`` are cut past
+    :data:`DEAD_LETTER_FIELD_CHARS` and :data:`DEAD_LETTER_REASON_CHARS` characters.
+    The JVM's ``io.streamlearn.flink.DeadLetter.record`` writes the same bytes for the same
+    arguments.
+
+    >>> import json
+    >>> rec = json.loads(dead_letter(stage="score", topic="events", partition=0, offset=7,
+    ...                  index=None, field="message", reason="bad", raw=b"\\xff" * 70_000,
+    ...                  at_ms=0))
+    >>> rec["size"], rec["truncated"], len(base64.b64decode(rec["value_b64"]))
+    (70000, True, 65536)
+    """
+    if at_ms is None:
+        at_ms = int(time.time() * 1000)
+    raw = bytes(raw)
+    return orjson.dumps(
+        {
+            "stage": stage,
+            "topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "index": index,
+            "field": _cut(field, DEAD_LETTER_FIELD_CHARS),
+            "reason": _cut(reason, DEAD_LETTER_REASON_CHARS),
+            "size": len(raw),
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "truncated": len(raw) > DEAD_LETTER_VALUE_BYTES,
+            "value_b64": base64.b64encode(raw[:DEAD_LETTER_VALUE_BYTES]).decode("ascii"),
+            "at_ms": at_ms,
+        }
+    )

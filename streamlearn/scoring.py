@@ -20,8 +20,9 @@ has one, and ``label`` when the event carries one; ``index`` is the event's
 position inside an envelope (0 for a single event), so ``(partition, offset,
 index)`` names the event uniquely. A regressor's record has ``prediction``
 alone. Every event that cannot be scored (not JSON, wrong types, unknown
-fields...) becomes one dead-letter record naming the field and the reason;
-scoring never stops for one.
+fields...) becomes one dead-letter record naming the field and the reason, in
+the bounded shape every job writes (:func:`streamlearn.events.dead_letter`,
+``"stage": "score"``); scoring never stops for one.
 
 >>> import tempfile
 >>> from streamlearn.learners import LinearRegression
@@ -52,16 +53,16 @@ import numpy as np
 import orjson
 
 from streamlearn.errors import ConfigError, StoreError
-from streamlearn.events import EventDecoder, Rejected
+from streamlearn.events import EventDecoder, Rejected, dead_letter
 from streamlearn.serving.model import ModelSource, Predictions, Predictor
 from streamlearn.serving.watcher import ModelWatcher
 
-__all__ = ["Scorer", "Scored", "task_of", "load_predictor", "MAX_RAW_CHARS"]
+__all__ = ["Scorer", "Scored", "task_of", "load_predictor", "STAGE"]
 
 log = logging.getLogger(__name__)
 
-#: A dead-letter record keeps at most this many characters of the bad message.
-MAX_RAW_CHARS = 100_000
+#: The ``stage`` of the scoring job's dead-letter records.
+STAGE = "score"
 
 _DUMPS = orjson.OPT_SERIALIZE_NUMPY
 _BINARY_LABELS = (0, 1)
@@ -309,20 +310,10 @@ class Scorer:
         offset: int | None,
         raw: bytes,
     ) -> str:
-        text = _text(raw) or ""
-        doc: dict[str, Any] = {
-            "stage": "score",
-            "topic": self.topic,
-            "partition": partition,
-            "offset": offset,
-            "index": index,
-            "field": field_name,
-            "reason": reason,
-            "raw": text[:MAX_RAW_CHARS],
-        }
-        if len(text) > MAX_RAW_CHARS:
-            doc["raw_truncated"] = True
-        return orjson.dumps(doc).decode()
+        return dead_letter(
+            stage=STAGE, topic=self.topic, partition=partition, offset=offset, index=index,
+            field=field_name, reason=reason, raw=raw,
+        ).decode()
 
 
 class _InArrowBytes:

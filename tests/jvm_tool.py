@@ -113,6 +113,18 @@ def encode(
     return batches, rejections
 
 
+def dead_letters(rows: Sequence[tuple]) -> list[bytes]:
+    """``io.streamlearn.flink.DeadLetter.record`` for each row of its arguments: (stage,
+    topic, partition, offset, index or None, field, reason, raw bytes, at_ms)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp, "records.bin")
+        framed = frame([
+            orjson.dumps([*row[:7], base64.b64encode(row[7]).decode(), row[8]]) for row in rows
+        ])
+        run(["--dead-letters", "--in", "-", "--out", str(out)], framed)
+        return unframe(out.read_bytes())
+
+
 def hashes(
     pairs: Sequence[tuple[str, str | None]], bits: int
 ) -> list[tuple[int, int, int, int, str]]:

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 
 import orjson
 import pytest
 
 from streamlearn.errors import EventError
-from streamlearn.events import EventDecoder, encode_envelope, encode_event
+from streamlearn.events import (
+    DEAD_LETTER_FIELD_CHARS,
+    DEAD_LETTER_MAX_BYTES,
+    DEAD_LETTER_REASON_CHARS,
+    DEAD_LETTER_VALUE_BYTES,
+    EventDecoder,
+    dead_letter,
+    encode_envelope,
+    encode_event,
+)
 
 GOOD = {
     "key": "u1",
@@ -207,3 +218,61 @@ def test_a_value_repr_cannot_render_is_named_as_deeply_nested():
         EventDecoder("binary").validate({"features": {"x": 1}, "label": 1, "id": deep})
     assert info.value.field == "id"
     assert str(info.value).endswith("got a deeply nested value")
+
+
+def test_an_envelope_without_events_is_one_counted_rejection():
+    """Never dropped without a trace: one rejection of the message, naming `events`."""
+    for message in (b'{"events": []}', b'{"events": [], "meta": 1}', b' { "events" : [ ] } '):
+        good, bad = EventDecoder("binary").decode(message)
+        assert good == []
+        (rejected,) = bad
+        assert (rejected.field, rejected.index, rejected.raw) == ("events", None, message)
+        assert rejected.reason == "field `events`: expected at least one event, got an empty list"
+
+
+@pytest.mark.parametrize(
+    "features", [{"": 1}, {"x": 1, "": "a"}, {"": None}, {"": ["a"]}, {"": True}]
+)
+def test_an_empty_feature_name_is_refused_before_its_value(features):
+    """The hasher has no slot for an empty name: the decoder refuses it (as the JVM does),
+    on the fast path too, naming `features`."""
+    decoder = EventDecoder("binary")
+    with pytest.raises(EventError) as info:
+        decoder.validate({"features": dict(features), "label": 1}, 2)
+    assert info.value.field == "features"
+    assert str(info.value) == (
+        "field `features` of event 2: expected non-empty string feature names, got ''"
+    )
+    good, bad = decoder.decode(encode_envelope([{"features": {"x": 1}, "label": 0},
+                                                {"features": features, "label": 1}]))
+    assert len(good) == 1 and [(r.field, r.index) for r in bad] == [("features", 1)]
+
+
+def _letter(raw: bytes, reason: str = "why", field: str = "label") -> dict:
+    return orjson.loads(dead_letter(stage="train", topic="events", partition=3, offset=9,
+                                    index=None, field=field, reason=reason, raw=raw, at_ms=5))
+
+
+@pytest.mark.parametrize("size", [0, 1, DEAD_LETTER_VALUE_BYTES, DEAD_LETTER_VALUE_BYTES + 1,
+                                  1_800_000])
+def test_a_dead_letter_keeps_one_bounded_copy_and_describes_all_of_it(size):
+    raw = (bytes(range(256)) * (size // 256 + 1))[:size]
+    record = dead_letter(stage="train", topic="events", partition=3, offset=9, index=None,
+                         field="message", reason="r", raw=raw, at_ms=5)
+    assert len(record) <= DEAD_LETTER_MAX_BYTES
+    doc = orjson.loads(record)
+    assert list(doc) == ["stage", "topic", "partition", "offset", "index", "field", "reason",
+                         "size", "sha256", "truncated", "value_b64", "at_ms"]
+    assert base64.b64decode(doc["value_b64"]) == raw[:DEAD_LETTER_VALUE_BYTES]
+    assert doc["truncated"] is (size > DEAD_LETTER_VALUE_BYTES)
+    assert (doc["size"], doc["sha256"]) == (size, hashlib.sha256(raw).hexdigest())
+    assert (doc["topic"], doc["partition"], doc["offset"], doc["at_ms"]) == ("events", 3, 9, 5)
+
+
+def test_a_dead_letter_cuts_long_reasons_and_fields_by_characters():
+    long = "é" * (DEAD_LETTER_REASON_CHARS + 1)
+    doc = _letter(b"x", reason=long, field="features." + "😀" * DEAD_LETTER_FIELD_CHARS)
+    assert doc["reason"] == "é" * (DEAD_LETTER_REASON_CHARS - 3) + "..."
+    assert len(doc["field"]) == DEAD_LETTER_FIELD_CHARS and doc["field"].endswith("...")
+    exact = "é" * DEAD_LETTER_REASON_CHARS
+    assert _letter(b"x", reason=exact)["reason"] == exact

@@ -4,10 +4,10 @@
 the training job's JVM. Its results must be those of ``EventDecoder(task)
 .decode(message)`` followed by ``FeatureHasher(bits, dense).encode_one`` per
 valid event: the same rows, slots, signed values (bit for bit), numeric flags,
-offsets and labels, and the same rejections (field, index, reason). Two
-refusals the Python hasher would raise for a whole batch are rejections of the
-one event in the JVM (see ``reference`` below); the detail inside "bad JSON
-(...)" is the parser's own.
+offsets and labels, and the same rejections (field, index, reason), each
+written as the same bounded dead-letter record. One refusal the Python hasher
+would raise for a whole batch is a rejection of the one event in the JVM (see
+``reference`` below); the detail inside "bad JSON (...)" is the parser's own.
 
 Each test runs the encoder's command-line tool (``EncodeTool``) once over many
 messages: a hand-written corpus of message kinds and a seeded random stream.
@@ -15,20 +15,28 @@ messages: a hand-written corpus of message kinds and a seeded random stream.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import random
 import struct
-from types import SimpleNamespace
 
 import numpy as np
 import orjson
 import pytest
 
 from streamlearn.errors import EventError, ValidationError
-from streamlearn.events import EventDecoder, Rejected, _item_bytes, _short
+from streamlearn.events import (
+    DEAD_LETTER_FIELD_CHARS,
+    DEAD_LETTER_MAX_BYTES,
+    DEAD_LETTER_REASON_CHARS,
+    DEAD_LETTER_VALUE_BYTES,
+    EventDecoder,
+    _item_bytes,
+    _short,
+    dead_letter,
+)
 from streamlearn.features import FeatureHasher, _hash_name, _hash_value, feature_slot
-from streamlearn.training import workers
 from streamlearn.training.encoded_batch import read_encoded_batch
 from tests import jvm_tool
 
@@ -48,11 +56,10 @@ def _where(index: int | None) -> str:
 
 def _hasher_refusal(features: dict, dense: tuple[str, ...], index: int | None) -> EventError | None:
     """What the JVM refuses per event that ``FeatureHasher`` would refuse only when encoding
-    a whole batch: an empty name, and a dense feature given a string or a non-empty list
-    (the hasher takes true/false there as 1/0, and an empty list as no entry)."""
+    a whole batch: a dense feature given a string or a non-empty list (the hasher takes
+    true/false there as 1/0, and an empty list as no entry). An empty feature name is
+    refused by the decoder itself, in both."""
     for name, value in features.items():
-        if name == "":
-            return EventError("features", "non-empty string feature names", "''", _where(index))
         if name in dense and (type(value) is str or (type(value) is list and value)):
             return EventError(
                 f"features.{name}", "a number (it is a dense feature)", _short(value),
@@ -219,12 +226,24 @@ CORPUS: list[bytes] = [
     b'{"events": [{"features": {"age": true, "score": []}, "label": 1},'
     b' {"features": {"age": false, "score": 0.5}, "label": 0},'
     b' {"features": {"age": 3, "score": ["x"]}, "label": 1}]}',
+    # an empty feature name: refused by both, in feature order, before its value is looked at
     b'{"features": {"": 1}, "label": 1}',
     b'{"features": {"x": 1, "": "y"}, "label": 1}',
     b'{"features": {"age": "x", "": 1}, "label": 1}',
+    b'{"features": {"": null}, "label": 1}',
+    b'{"features": {"x": null, "": 1}, "label": 1}',
+    b'{"features": {"": 1}}',
+    b'{"features": {"\\u0000": 1, "": 2}, "label": "yes"}',
+    b'{"events": [{"features": {"x": 1}, "label": 1}, {"features": {"": 1}, "label": 1}]}',
     # envelopes
     b'{"events": [{"features": {"x": 1}, "label": 1}, {"features": {"y": "a"}, "label": 0}]}',
+    # an envelope without events: a counted rejection of the message in both
     b'{"events": []}',
+    b'{ "events" : [ ] }',
+    b'{"events": [], "meta": 1}',
+    b'{"meta": 1, "events": []}',
+    b'{"events": [], "events": [{"features": {"x": 1}, "label": 1}]}',
+    b'{"events": [{"features": {"x": 1}, "label": 1}], "events": []}',
     b'{"events": [{"features": {"x": 1}}, 5, {"features": {"a": ["u", "v"]}, "label": 0},'
     b' {"features": {}, "label": 1}, {"features": {"age": "x"}, "label": 1}, null,'
     b' {"features": {"x": 2}, "label": 1, "ts": -1}]}',
@@ -371,6 +390,7 @@ def test_corpus_covers_every_rejection_reason(corpus_runs: dict) -> None:
         "expected event time in milliseconds (an integer >= 0), got -1",
         "expected a number (it is a dense feature), got 'old'",
         "expected non-empty string feature names, got ''",
+        "field `events`: expected at least one event, got an empty list",
         "expected a string or an integer, got " + "[" * 57 + "...",
         "expected a list of strings, got an item " + "[" * 57 + "...",
         "expected a list of events, got " + "{'a': " * 9 + "{'a...",
@@ -420,23 +440,110 @@ def test_a_small_cache_changes_nothing() -> None:
 # -- dead letters --------------------------------------------------------------------------------
 
 
-class _Reason(Exception):
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(reason)
-        self.field = field
-
-
-def test_dead_letter_records_match_python(corpus_runs: dict, monkeypatch) -> None:
+def test_dead_letter_records_match_python(corpus_runs: dict) -> None:
+    """Every rejection of the corpus and the random stream: the JVM's record is the bytes
+    Python's builder writes for the same rejection."""
     topic, partition, offset, at_ms = DLQ
-    monkeypatch.setattr(workers, "time", SimpleNamespace(time=lambda: at_ms / 1000))
-    seen_b64 = 0
+    not_utf8 = 0
     for _messages, _batches, rejections, _paths in corpus_runs.values():
         for r in rejections:
-            rejected = Rejected(_Reason(r["field"], r["reason"]), r["index"], r["raw"])
-            expected = workers.dlq_record(topic, partition, offset, rejected)
+            expected = dead_letter(
+                stage="train", topic=topic, partition=partition, offset=offset,
+                index=r["index"], field=r["field"], reason=r["reason"], raw=r["raw"],
+                at_ms=at_ms,
+            )
             assert r["dlq"] == expected, (r["dlq"][:300], expected[:300])
-            seen_b64 += orjson.loads(expected)["value_b64"] is not None
-    assert seen_b64 > 0  # some raw bytes were not UTF-8
+            try:
+                r["raw"].decode("utf-8")
+            except UnicodeDecodeError:
+                not_utf8 += 1
+    assert not_utf8 > 0  # some raw bytes were not UTF-8
+
+
+def _edge_rows() -> list[tuple]:
+    """Builder arguments at and around every bound, in every kind of character."""
+    v, r, f = DEAD_LETTER_VALUE_BYTES, DEAD_LETTER_REASON_CHARS, DEAD_LETTER_FIELD_CHARS
+    raws = [b"", b"\xff", bytes(range(256)), b"a" * (v - 1), b"\xfe" * v, b"q" * (v + 1),
+            b'\\"' * 450_000, bytes(range(256)) * 4000]
+    texts = ["", "x", "é" * r, "é" * (r + 1), "😀" * (r + 5), "\x01\t\n\"\\" * 300,
+             "a" * (r - 3) + "😀😀😀😀", "\u2028\x7f名前" * 400]
+    fields = ["label", "features." + "n" * f, "features." + "😀" * f, "\x00" * (f + 1)]
+    rows = []
+    for i, raw in enumerate(raws):
+        for j, reason in enumerate(texts):
+            rows.append(("train" if (i + j) % 2 else "score", "events.v1-_x", i, 10**12 + j,
+                         None if j % 3 == 0 else j * 1000, fields[(i + j) % len(fields)],
+                         reason, raw, 1_700_000_000_000 + i))
+    return rows
+
+
+def test_dead_letter_builders_agree_at_every_bound() -> None:
+    """The same arguments give the same bytes in Python and the JVM, and every record is
+    bounded: one base64 copy of at most the first 64 KiB, size and sha256 of all of it."""
+    rows = _edge_rows()
+    got = jvm_tool.dead_letters(rows)
+    assert len(got) == len(rows)
+    for row, record in zip(rows, got, strict=True):
+        stage, topic, partition, offset, index, field, reason, raw, at_ms = row
+        expected = dead_letter(stage=stage, topic=topic, partition=partition, offset=offset,
+                               index=index, field=field, reason=reason, raw=raw, at_ms=at_ms)
+        assert record == expected, (row[5][:40], row[6][:40], len(raw))
+        assert len(record) <= DEAD_LETTER_MAX_BYTES
+        doc = orjson.loads(record)
+        kept = base64.b64decode(doc["value_b64"])
+        assert kept == raw[:DEAD_LETTER_VALUE_BYTES]
+        assert doc["truncated"] is (len(raw) > DEAD_LETTER_VALUE_BYTES)
+        assert doc["size"] == len(raw) and doc["sha256"] == hashlib.sha256(raw).hexdigest()
+        assert len(doc["reason"]) <= DEAD_LETTER_REASON_CHARS
+        assert len(doc["field"]) <= DEAD_LETTER_FIELD_CHARS
+        if len(reason) > DEAD_LETTER_REASON_CHARS:
+            assert doc["reason"] == reason[: DEAD_LETTER_REASON_CHARS - 3] + "..."
+        else:
+            assert doc["reason"] == reason
+
+
+def test_the_longest_record_stays_within_the_bound() -> None:
+    """The worst case of every part at once (escapes cost 6 bytes a character, a Kafka topic
+    name is at most 249 characters) is still under DEAD_LETTER_MAX_BYTES."""
+    worst = ("train", "t" * 249, -(2**31), -(2**63), 2**31 - 1, "\x01" * 10_000,
+             "\x01" * 10_000, b"\xff" * 1_000_000, -(2**63))
+    (record,) = jvm_tool.dead_letters([worst])
+    assert 90_000 < len(record) <= DEAD_LETTER_MAX_BYTES
+
+
+# the poison kinds: broker-accepted messages whose dead letters once exceeded 1 MiB
+POISON = [
+    (b'{"features": {' + b", ".join(b'"f%d": %d' % (i, i) for i in range(100_000))
+     + b'}, "label": 1}', "features"),
+    (b"\xff\xfe" * 450_000, "message"),
+    (b'{"features": {"x": "' + b'\\"' * 450_000 + b'"}, "label": "yes"}', "label"),
+]
+
+
+def test_poison_messages_are_rejected_into_bounded_records() -> None:
+    """100k features, 900 KB that is not UTF-8, 900 KB of escaped quotes with a bad label:
+    each one rejection naming its field, its record bounded and the same as Python's."""
+    topic, partition, offset, at_ms = DLQ
+    messages = [m for m, _ in POISON]
+    assert min(map(len, messages)) > 899_000
+    batches, rejections = jvm_tool.encode(messages, "binary", BITS, (), 10_000, dlq=DLQ)
+    assert read_encoded_batch(batches[0], 1 << BITS)[0].n_rows == 0
+    assert [(r["message"], r["field"]) for r in rejections] == [
+        (i, field) for i, (_, field) in enumerate(POISON)
+    ]
+    for r, (message, field) in zip(rejections, POISON, strict=True):
+        (bad,) = EventDecoder("binary").decode(message)[1]
+        assert (bad.field, bad.index) == (r["field"], r["index"]) == (field, None)
+        expected = dead_letter(stage="train", topic=topic, partition=partition, offset=offset,
+                               index=None, field=bad.field, reason=r["reason"], raw=message,
+                               at_ms=at_ms)
+        assert r["dlq"] == expected
+        assert len(r["dlq"]) <= DEAD_LETTER_MAX_BYTES
+        doc = orjson.loads(r["dlq"])
+        assert doc["truncated"] and doc["size"] == len(message)
+        assert doc["sha256"] == hashlib.sha256(message).hexdigest()
+        assert base64.b64decode(doc["value_b64"]) == message[:DEAD_LETTER_VALUE_BYTES]
+        assert f"`{field}`" in doc["reason"]
 
 
 # -- hashing ---------------------------------------------------------------------------------------

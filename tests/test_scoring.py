@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import threading
 import time
 from pathlib import Path
@@ -13,9 +15,15 @@ import pytest
 
 from streamlearn.cli import main as cli_main
 from streamlearn.errors import ConfigError, StoreError
-from streamlearn.events import encode_envelope, encode_event
+from streamlearn.events import (
+    DEAD_LETTER_MAX_BYTES,
+    DEAD_LETTER_VALUE_BYTES,
+    dead_letter,
+    encode_envelope,
+    encode_event,
+)
 from streamlearn.learners import SoftmaxRegression
-from streamlearn.scoring import MAX_RAW_CHARS, Scorer, load_predictor, task_of
+from streamlearn.scoring import Scorer, load_predictor, task_of
 from streamlearn.serving.learner_predictor import predictor_from_version
 from streamlearn.serving.model import Predictions
 from streamlearn.store import Lineage, ModelStore
@@ -81,7 +89,7 @@ def test_an_envelope_keeps_positions_and_dead_letters_its_bad_events(scorer: Sco
     assert all(d["stage"] == "score" and d["topic"] == "events" and d["offset"] == 40
                for d in bad)
     assert "expected a list of strings" in bad[1]["reason"]
-    assert orjson.loads(bad[0]["raw"]) == {"features": {}, "id": "b"}
+    assert orjson.loads(base64.b64decode(bad[0]["value_b64"])) == {"features": {}, "id": "b"}
     assert (scorer.scored, scorer.rejected) == (3, 3)
 
 
@@ -92,13 +100,26 @@ def test_a_message_that_is_not_json_is_one_dead_letter_and_scoring_goes_on(
     assert out.predictions == []
     (letter,) = dead(out)
     assert (letter["index"], letter["field"], letter["offset"]) == (None, "message", 7)
-    assert "bad JSON" in letter["reason"] and letter["raw"].endswith("{not json")
+    assert "bad JSON" in letter["reason"]
+    assert base64.b64decode(letter["value_b64"]) == b"\xff{not json"
     assert records(scorer.score(encode_event({"features": {"x": 1}}), 0, 8))[0]["offset"] == 8
 
 
 def test_a_huge_bad_message_is_cut_in_its_dead_letter(scorer: Scorer) -> None:
-    (letter,) = dead(scorer.score(b"x" * (MAX_RAW_CHARS + 10)))
-    assert len(letter["raw"]) == MAX_RAW_CHARS and letter["raw_truncated"] is True
+    """The scoring job's records are the bounded ones of every job (events.dead_letter)."""
+    message = b'{"features": {"x": "' + b'\\"' * 450_000 + b'"}, "label": [1]}'
+    (text,) = scorer.score(message, partition=2, offset=5).dead
+    assert len(text.encode()) <= DEAD_LETTER_MAX_BYTES < len(message)
+    letter = orjson.loads(text)
+    assert (letter["stage"], letter["field"], letter["partition"], letter["offset"]) == (
+        "score", "label", 2, 5)
+    assert letter["truncated"] is True and letter["size"] == len(message)
+    assert letter["sha256"] == hashlib.sha256(message).hexdigest()
+    assert base64.b64decode(letter["value_b64"]) == message[:DEAD_LETTER_VALUE_BYTES]
+    rebuilt = dead_letter(stage="score", topic="events", partition=2, offset=5, index=None,
+                          field="label", reason=letter["reason"], raw=message,
+                          at_ms=letter["at_ms"])
+    assert text.encode() == rebuilt
 
 
 def test_a_classifier_record_has_classes_probabilities_and_its_best_class(

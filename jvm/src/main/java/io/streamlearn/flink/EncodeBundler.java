@@ -33,8 +33,9 @@ import org.apache.flink.util.OutputTag;
  * partition; bundles of a partition leave in offset order. A bundle whose messages were all
  * rejected still leaves (with zero rows), so its offsets are accounted for.
  *
- * <p>Rejected events go to the side output {@code dlq} (JSON text, the same record as the
- * Python dead-letter path writes) at once.
+ * <p>Rejected events go to the side output {@code dlq} at once, each as its bounded dead-letter
+ * record ({@link DeadLetter}, stage {@code train}: JSON text, the same bytes as Python's {@code
+ * streamlearn.events.dead_letter} writes). Only rejected events cost this work.
  *
  * <p>Exactly-once: every buffer is emitted before a checkpoint barrier passes
  * ({@link #prepareSnapshotPreBarrier}) and when a bounded input ends, so the operator holds
@@ -62,6 +63,9 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
     /** The dead-letter side output: the tag Python's {@code OutputTag("dlq", Types.STRING())} makes. */
     public static final OutputTag<String> DLQ =
             new OutputTag<>("dlq", BasicTypeInfo.STRING_TYPE_INFO);
+
+    /** The {@code stage} of this job's dead-letter records. */
+    public static final String STAGE = "train";
 
     private final String topic;
     private final String task;
@@ -137,7 +141,7 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
             long now = getProcessingTimeService().getCurrentProcessingTime();
             for (Rejection r : rejected) {
                 output.collect(DLQ, new StreamRecord<>(new String(
-                        r.toDlqJson(topic, partition, offset, now),
+                        r.toDeadLetter(STAGE, topic, partition, offset, now),
                         java.nio.charset.StandardCharsets.UTF_8)));
             }
             buf.rejected += rejected.size();

@@ -34,9 +34,14 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
  *     all messages into one batch (--out holds its bytes), or with --each one batch per
  *     message (--out holds, per message, a big-endian u32 length and the batch bytes);
  *     --rejections gets one JSON line per rejection: message (its number), field, reason,
- *     index, raw (base64), and with --dlq, dlq (base64 of Rejection.toDlqJson); stderr
+ *     index, raw (base64), and with --dlq, dlq (base64 of Rejection.toDeadLetter, stage
+ *     "train"); stderr
  *     gets one JSON line counting the messages read wholly by the fast scanner ("scanned"),
  *     the envelope items it left to the complete path, and the messages it left wholly.
+ * --dead-letters    --in F --out F
+ *     each message is a JSON array [stage, topic, partition, offset, index or null, field,
+ *     reason, base64 of the raw bytes, at_ms]; --out gets, per message, a big-endian u32
+ *     length and the bytes of DeadLetter.record for those arguments.
  * --hash            --bits B --in F --out F
  *     each message is a JSON array [name, value or null]; one line out per message:
  *     name hash, value hash (0 for null), slot, sign, hex of the 64-byte BLAKE2b of the name
@@ -61,7 +66,9 @@ public final class EncodeTool {
             return;
         }
         List<byte[]> messages = read(a.in.equals("-") ? System.in : new FileInputStream(a.in));
-        if (a.hash) {
+        if (a.deadLetters) {
+            deadLetters(messages, a);
+        } else if (a.hash) {
             hash(messages, a);
         } else if (a.bench > 0) {
             bench(messages, a, System.out);
@@ -124,12 +131,33 @@ public final class EncodeTool {
         JsonOut.ascii(out, ",\"index\":" + r.index() + ",\"raw\":\""
                 + Base64.getEncoder().encodeToString(r.raw()) + "\"");
         if (dlq != null) {
-            byte[] record = r.toDlqJson(dlq[0], Integer.parseInt(dlq[1]),
+            byte[] record = r.toDeadLetter("train", dlq[0], Integer.parseInt(dlq[1]),
                     Long.parseLong(dlq[2]), Long.parseLong(dlq[3]));
             JsonOut.ascii(out, ",\"dlq\":\"" + Base64.getEncoder().encodeToString(record) + "\"");
         }
         JsonOut.ascii(out, "}\n");
         return out.toByteArray();
+    }
+
+    private static void deadLetters(List<byte[]> messages, Args a) throws IOException {
+        try (OutputStream out = new FileOutputStream(a.out)) {
+            for (byte[] msg : messages) {
+                String[] text = new String[9];
+                try (JsonParser p = TreeDecoder.FACTORY.createParser(msg)) {
+                    p.nextToken();
+                    for (int i = 0; i < text.length; i++) {
+                        p.nextToken();
+                        text[i] = p.currentToken() == JsonToken.VALUE_NULL ? null : p.getText();
+                    }
+                }
+                byte[] record = DeadLetter.record(text[0], text[1], Integer.parseInt(text[2]),
+                        Long.parseLong(text[3]), text[4] == null ? null : Integer.valueOf(text[4]),
+                        text[5], text[6], Base64.getDecoder().decode(text[7]),
+                        Long.parseLong(text[8]));
+                out.write(ByteBuffer.allocate(4).putInt(record.length).array());
+                out.write(record);
+            }
+        }
     }
 
     private static void hash(List<byte[]> messages, Args a) throws IOException {
@@ -254,6 +282,7 @@ public final class EncodeTool {
         String rejections;
         boolean each;
         boolean hash;
+        boolean deadLetters;
         int bench;
         int flush = 1000;
         String[] dlq;
@@ -267,6 +296,10 @@ public final class EncodeTool {
                 }
                 if (flag.equals("--hash")) {
                     hash = true;
+                    continue;
+                }
+                if (flag.equals("--dead-letters")) {
+                    deadLetters = true;
                     continue;
                 }
                 if (i + 1 >= args.length) {
@@ -294,16 +327,16 @@ public final class EncodeTool {
                     default -> throw new IllegalArgumentException(
                             "expected one of --task --bits --dense --max-features --cache-size"
                                     + " --in --out"
-                                    + " --rejections --each --dlq --hash --bench --flush, got "
+                                    + " --rejections --each --dlq --dead-letters --hash --bench --flush, got "
                                     + flag);
                 }
             }
-            if (!hash && bench == 0 && (out == null || rejections == null)) {
+            if (!hash && !deadLetters && bench == 0 && (out == null || rejections == null)) {
                 throw new IllegalArgumentException(
                         "--out and --rejections: expected two file names, got " + out + ", "
                                 + rejections);
             }
-            if (hash && out == null) {
+            if ((hash || deadLetters) && out == null) {
                 throw new IllegalArgumentException("--out: expected a file name, got nothing");
             }
         }

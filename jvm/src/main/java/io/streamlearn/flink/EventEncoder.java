@@ -24,10 +24,11 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.io.NumberInpu
  * numeric); the same labels (binary 0/1, regression the number, multiclass the class as sent);
  * and the same rejections: field, index and reason equal to Python's {@code str(EventError)},
  * except for the detail inside "bad JSON (...)", which is Jackson's or ours rather than
- * orjson's. Two refusals Python only makes later, when the whole batch is encoded (and would
- * stop the job), are rejections of the one event here: a dense feature given a string or a
+ * orjson's. One refusal Python only makes later, when the whole batch is encoded (and would
+ * stop the job), is a rejection of the one event here: a dense feature given a string or a
  * non-empty list ({@code features.<name>}: "a number (it is a dense feature)", quoting the
- * value) and an empty feature name ({@code features}: "non-empty string feature names").
+ * value). An empty feature name ({@code features}: "non-empty string feature names") and an
+ * envelope without events ({@code events}: "at least one event") are rejections in both.
  *
  * <p>How: a hand-written scanner reads the usual shapes (one event, or an envelope {@code
  * {"events": [...]}} of events, with keys among {@code features, label, key, ts, id}, plain
@@ -204,36 +205,35 @@ public final class EventEncoder {
         q = ws(q + 1);
         int valid = 0;
         if (m[q] == ']') {
-            q++;
-        } else {
-            for (int index = 0; ; index++) {
-                int rows0 = batch.rows();
-                int nnz0 = batch.nnz();
-                int e = event(q, batch);
-                if (e >= 0) {
-                    valid++;
-                } else {
-                    batch.truncate(rows0, nnz0);
-                    e = skipValue(q, 0);
-                    if (e < 0) {
-                        return -1;
-                    }
-                    int r = tree.addItem(m, q, e, index, batch, rejected);
-                    if (r < 0) {
-                        return -1;
-                    }
-                    itemsByTree++;
-                    valid += r;
-                }
-                q = ws(e);
-                if (m[q] == ',') {
-                    q = ws(q + 1);
-                } else if (m[q] == ']') {
-                    q++;
-                    break;
-                } else {
+            return -1; // no events: a rejection, which the complete path writes
+        }
+        for (int index = 0; ; index++) {
+            int rows0 = batch.rows();
+            int nnz0 = batch.nnz();
+            int e = event(q, batch);
+            if (e >= 0) {
+                valid++;
+            } else {
+                batch.truncate(rows0, nnz0);
+                e = skipValue(q, 0);
+                if (e < 0) {
                     return -1;
                 }
+                int r = tree.addItem(m, q, e, index, batch, rejected);
+                if (r < 0) {
+                    return -1;
+                }
+                itemsByTree++;
+                valid += r;
+            }
+            q = ws(e);
+            if (m[q] == ',') {
+                q = ws(q + 1);
+            } else if (m[q] == ']') {
+                q++;
+                break;
+            } else {
+                return -1;
             }
         }
         q = ws(q);

@@ -1,8 +1,6 @@
 package io.streamlearn.flink;
 
-import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
-import java.util.Base64;
 
 /**
  * One event (or a whole message) the encoder could not use, and why: the JVM side of Python's
@@ -52,32 +50,11 @@ public final class Rejection {
     }
 
     /**
-     * The dead-letter record, the same JSON object as Python's {@code
-     * streamlearn.training.workers.dlq_record}: keys {@code reason, field, topic, partition,
-     * offset, index, value, value_b64, at_ms} in that order, {@code value} the raw bytes as text
-     * when they are valid UTF-8 (else null, and {@code value_b64} their base64).
+     * The dead-letter record of this rejection (see {@link DeadLetter#record}): bounded, the
+     * same bytes as Python's {@code streamlearn.events.dead_letter} writes.
      */
-    public byte[] toDlqJson(String topic, int partition, long offset, long atMs) {
-        ByteArrayOutputStream out = new ByteArrayOutputStream(raw.length + 200);
-        JsonOut.ascii(out, "{\"reason\":");
-        JsonOut.string(out, reason);
-        JsonOut.ascii(out, ",\"field\":");
-        JsonOut.string(out, field);
-        JsonOut.ascii(out, ",\"topic\":");
-        JsonOut.string(out, topic);
-        JsonOut.ascii(out, ",\"partition\":" + partition + ",\"offset\":" + offset);
-        JsonOut.ascii(out, ",\"index\":" + (index == null ? "null" : index.toString()));
-        if (JsonOut.isUtf8(raw, 0, raw.length)) {
-            JsonOut.ascii(out, ",\"value\":");
-            JsonOut.string(out, raw, 0, raw.length);
-            JsonOut.ascii(out, ",\"value_b64\":null");
-        } else {
-            JsonOut.ascii(out, ",\"value\":null,\"value_b64\":\"");
-            JsonOut.ascii(out, Base64.getEncoder().encodeToString(raw));
-            out.write('"');
-        }
-        JsonOut.ascii(out, ",\"at_ms\":" + atMs + "}");
-        return out.toByteArray();
+    public byte[] toDeadLetter(String stage, String topic, int partition, long offset, long atMs) {
+        return DeadLetter.record(stage, topic, partition, offset, index, field, reason, raw, atMs);
     }
 
     @Override

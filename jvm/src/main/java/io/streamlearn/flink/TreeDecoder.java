@@ -114,6 +114,11 @@ final class TreeDecoder {
                         reason("events", "a list of events", PyRepr.shortRepr(items), ""), null, m));
                 return 0;
             }
+            if (list.isEmpty()) { // a counted rejection, as in Python: never dropped unseen
+                rejected.add(new Rejection("events",
+                        reason("events", "at least one event", "an empty list", ""), null, m));
+                return 0;
+            }
             boolean sliced = items == eventsList[0];
             int valid = 0;
             for (int i = 0; i < list.size(); i++) {
@@ -396,13 +401,10 @@ final class TreeDecoder {
         if (id != null && !(id instanceof String || isInt(id) || id instanceof Boolean)) {
             throw fail("id", "a string or an integer", PyRepr.shortRepr(id), where);
         }
-        // what FeatureHasher.encode_one would refuse, as rejections of this event
+        // what FeatureHasher.encode_one would refuse, as a rejection of this event
         for (Map.Entry<?, ?> e : fmap.entrySet()) {
             String name = (String) e.getKey();
             Object v = e.getValue();
-            if (name.isEmpty()) {
-                throw fail("features", "non-empty string feature names", "''", where);
-            }
             // a dense name takes numbers, true/false (1/0) and the empty list (no entry), as
             // the hasher does; a string or a list of strings it would refuse
             if ((v instanceof String || (v instanceof List<?> list && !list.isEmpty()))
@@ -435,6 +437,9 @@ final class TreeDecoder {
     }
 
     private static void checkFeature(String name, Object value, String where) throws Failed {
+        if (name.isEmpty()) { // events.py refuses it first, before looking at its value
+            throw fail("features", "non-empty string feature names", "''", where);
+        }
         if (value instanceof Double d) {
             if (Double.isNaN(d) || Double.isInfinite(d)) {
                 throw fail("features." + name, "a finite number", PyRepr.shortRepr(d), where);
