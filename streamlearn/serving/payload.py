@@ -403,6 +403,7 @@ def decode_arrow(body: bytes, max_events: int) -> ColumnBatch:
     try:
         table = pa.ipc.open_stream(body).read_all()
         table.validate(full=True)
+        names = table.column_names  # UnicodeDecodeError (a ValueError) for non-UTF-8 names
     except (
         pa.ArrowInvalid,
         pa.ArrowTypeError,
@@ -425,7 +426,6 @@ def decode_arrow(body: bytes, max_events: int) -> ColumnBatch:
             413,
         )
     problems: list[ValidationError] = []
-    names = table.column_names
     if len(set(names)) != len(names):
         dupes = sorted({n for n in names if names.count(n) > 1})
         problems.append(
