@@ -18,11 +18,37 @@ __all__ = [
     "stream_env",
     "kafka_source",
     "kafka_sink",
+    "dead_letter_sink",
+    "SINK_PRODUCER",
+    "DEAD_LETTER_PRODUCER",
     "record_with_offsets_type",
     "START_POSITIONS",
 ]
 
 START_POSITIONS = ("earliest", "latest", "committed")
+
+#: The producer settings of every sink, set here rather than left to the client's
+#: defaults: the largest request (1 MiB, what the project's JVM producers and
+#: dead-letter topics allow), every record acknowledged by all in-sync replicas, and
+#: every send resolved (delivered, or failed: the job then restarts from its last
+#: checkpoint) within two minutes, so a broker outage shorter than that costs no restart.
+SINK_PRODUCER: dict[str, str] = {
+    "max.request.size": str(1024 * 1024),
+    "acks": "all",
+    "enable.idempotence": "true",
+    "delivery.timeout.ms": "120000",
+    "request.timeout.ms": "30000",
+    "retry.backoff.ms": "200",
+}
+
+#: The dead-letter sink's producer: records are bounded
+#: (``streamlearn.events.DEAD_LETTER_MAX_BYTES``, 96 KiB), so one always fits in a
+#: request; a batch of them (256 KiB) stays under a dead-letter topic's 1 MiB limit.
+DEAD_LETTER_PRODUCER: dict[str, str] = {
+    **SINK_PRODUCER,
+    "batch.size": str(256 * 1024),
+    "linger.ms": "20",
+}
 
 
 def stream_env(
@@ -146,11 +172,18 @@ def record_with_offsets_type() -> Any:
     )
 
 
-def kafka_sink(bootstrap: str, topic: str, exactly_once: bool = False, txn_prefix: str = "") -> Any:
+def kafka_sink(
+    bootstrap: str,
+    topic: str,
+    exactly_once: bool = False,
+    txn_prefix: str = "",
+    properties: dict[str, str] | None = None,
+) -> Any:
     """A Flink ``KafkaSink`` writing UTF-8 strings to ``topic``.
 
     ``exactly_once`` uses Kafka transactions committed on checkpoints
-    (needs checkpointing and a ``txn_prefix`` unique per job).
+    (needs checkpointing and a ``txn_prefix`` unique per job). The producer gets
+    :data:`SINK_PRODUCER`, updated with ``properties``.
     """
     from pyflink.common.serialization import SimpleStringSchema
     from pyflink.datastream.connectors import DeliveryGuarantee
@@ -166,6 +199,8 @@ def kafka_sink(bootstrap: str, topic: str, exactly_once: bool = False, txn_prefi
             .build()
         )
     )
+    for key, value in {**SINK_PRODUCER, **(properties or {})}.items():
+        builder = builder.set_property(key, value)
     if exactly_once:
         builder = (
             builder.set_delivery_guarantee(DeliveryGuarantee.EXACTLY_ONCE)
@@ -175,6 +210,14 @@ def kafka_sink(bootstrap: str, topic: str, exactly_once: bool = False, txn_prefi
     else:
         builder = builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
     return builder.build()
+
+
+def dead_letter_sink(
+    bootstrap: str, topic: str, exactly_once: bool = False, txn_prefix: str = ""
+) -> Any:
+    """The sink of a job's dead-letter records: :func:`kafka_sink` with
+    :data:`DEAD_LETTER_PRODUCER` (see ``docs/events.md``)."""
+    return kafka_sink(bootstrap, topic, exactly_once, txn_prefix, DEAD_LETTER_PRODUCER)
 
 
 def _murmur_int(code: int) -> int:

@@ -3,9 +3,10 @@
 Each event gets one JSON prediction record (its ``id`` and ``key``, the source
 partition and offset, the prediction and the version that made it); bad events
 go to the dead-letter topic (``<source>.dlq`` unless ``--dlq`` says otherwise)
-with the reason. Every parallel instance follows the model store and swaps to
-each new version (pin, else latest) without stopping. All of the per-message
-work is :class:`streamlearn.scoring.Scorer`; this file only wires it into Flink.
+as bounded records with the reason (``docs/events.md``). Every parallel instance
+follows the model store and swaps to each new version (pin, else latest) without
+stopping. All of the per-message work is :class:`streamlearn.scoring.Scorer`;
+this file only wires it into Flink.
 
 In the local MiniCluster::
 
@@ -25,6 +26,7 @@ import sys
 
 from connectors.flink_kafka import (
     START_POSITIONS,
+    dead_letter_sink,
     kafka_sink,
     kafka_source,
     record_with_offsets_type,
@@ -95,7 +97,7 @@ def build(args: argparse.Namespace):
         kafka_sink(args.bootstrap, args.sink, exactly_once, f"{JOB_NAME}-{args.sink}")
     ).name("kafka-predictions")
     scored.get_side_output(dead_letters).sink_to(
-        kafka_sink(args.bootstrap, args.dlq, exactly_once, f"{JOB_NAME}-{args.dlq}")
+        dead_letter_sink(args.bootstrap, args.dlq, exactly_once, f"{JOB_NAME}-{args.dlq}")
     ).name("kafka-dead-letters")
     return env
 
