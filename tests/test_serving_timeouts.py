@@ -1,0 +1,145 @@
+"""Slow clients against the real server process: none outlives its deadline.
+
+The server runs with ``--header-timeout-s 1 --body-timeout-s 2``. Hundreds of
+connections at once send their headers or their body a byte at a time, stop
+half-way, or send nothing; each is timed from its opening to the server's
+close. A client that is slow but within the deadlines is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from streamlearn.store import Lineage, ModelStore
+from tests.test_serving_live import MODEL, ServerProcess, trained_classifier, wait_for
+
+HEADER_S = 1.0
+BODY_S = 2.0
+MARGIN_S = 2.5  # a loaded 2-core machine: the close may come late, never never
+BODY = b'{"features": {"x0": 1.0, "x1": 2.0}}'
+HEAD = (
+    b"POST /v1/predict HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n"
+    b"content-length: %d\r\n\r\n" % len(BODY)
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    store_dir = tmp_path_factory.mktemp("timeouts") / "models"
+    ModelStore(str(store_dir), MODEL).publish(trained_classifier().state(), Lineage())
+    proc = ServerProcess(
+        store_dir, "--header-timeout-s", str(HEADER_S), "--body-timeout-s", str(BODY_S)
+    )
+    try:
+        wait_for(lambda: httpx.get(proc.url + "/readyz").status_code == 200, timeout=30)
+        yield proc
+    finally:
+        proc.stop()
+
+
+async def _slow(port: int, before: bytes, dribble: bytes, pause_s: float) -> tuple[float, bytes]:
+    """Send ``before`` at once, then ``dribble`` a byte every ``pause_s`` (then
+    nothing); the seconds from the connection's opening to the server's close,
+    and what the server sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    opened = time.monotonic()
+
+    async def send() -> None:
+        try:
+            writer.write(before)
+            for i in range(len(dribble)):
+                await asyncio.sleep(pause_s)
+                writer.write(dribble[i : i + 1])
+                await writer.drain()
+        except (ConnectionError, OSError):
+            return
+
+    sender = asyncio.create_task(send())
+    got = b""
+    try:
+        while True:
+            chunk = await asyncio.wait_for(reader.read(4096), timeout=60)
+            if not chunk:
+                break
+            got += chunk
+    except (ConnectionError, OSError):
+        pass
+    lived = time.monotonic() - opened
+    sender.cancel()
+    writer.close()
+    return lived, got
+
+
+def test_no_slow_connection_outlives_its_deadline(server: ServerProcess) -> None:
+    first = HEAD + BODY
+    kinds = {
+        # (sent at once, sent a byte at a time, pause, deadline from opening)
+        "idle": (b"", b"", 0.0, HEADER_S),
+        "slow headers": (b"", HEAD, 0.25, HEADER_S),
+        "headers stopped": (HEAD[:30], b"", 0.0, HEADER_S),
+        "slow body": (HEAD, BODY, 0.25, BODY_S),
+        "body stopped": (HEAD + BODY[:10], b"", 0.0, BODY_S),
+        "slow second request": (first, HEAD, 0.25, HEADER_S),
+    }
+
+    async def run() -> dict[str, list[tuple[float, bytes]]]:
+        tasks = {
+            kind: [
+                asyncio.create_task(_slow(server.port, before, dribble, pause)) for _ in range(100)
+            ]
+            for kind, (before, dribble, pause, _) in kinds.items()
+        }
+        return {kind: [await t for t in group] for kind, group in tasks.items()}
+
+    started = time.monotonic()
+    results = asyncio.run(run())
+    for kind, got in results.items():
+        deadline = kinds[kind][3]
+        longest = max(lived for lived, _ in got)
+        print(f"{kind}: {len(got)} connections, the longest lived {longest:.2f} s")
+        assert longest <= deadline + MARGIN_S, f"{kind}: a connection lived {longest:.1f} s"
+        # one request begun and not finished: a 408 naming the deadline, then the close
+        answers = [reply for _, reply in got]
+        if kind == "slow second request":
+            assert all(a.startswith(b"HTTP/1.1 200") and b" 408 " in a for a in answers), kind
+        elif kind == "idle":
+            assert answers == [b""] * 100
+        else:
+            assert all(a.startswith(b"HTTP/1.1 408 Request Timeout") for a in answers), kind
+            what = b"headers" if deadline == HEADER_S else b"body"
+            assert b"request " + what in answers[0]
+    assert time.monotonic() - started < 60
+    assert server.alive()
+    assert httpx.post(server.url + "/v1/predict", content=BODY).status_code == 200
+
+
+def test_a_slow_client_within_the_deadlines_is_answered(server: ServerProcess) -> None:
+    async def run() -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(HEAD[:20])
+        await asyncio.sleep(HEADER_S / 2)
+        writer.write(HEAD[20:])
+        await asyncio.sleep(BODY_S / 3)
+        writer.write(BODY[:10])
+        await asyncio.sleep(BODY_S / 3)
+        writer.write(BODY[10:])
+        got = await asyncio.wait_for(reader.read(4096), timeout=30)
+        writer.close()
+        return got
+
+    assert asyncio.run(run()).startswith(b"HTTP/1.1 200")
+
+
+def test_timeouts_are_checked_on_the_command_line(
+    tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from streamlearn.cli import main as cli_main
+
+    for flag in ("--header-timeout-s", "--body-timeout-s"):
+        assert cli_main(["serve", "--store", str(tmp_path), "--model", MODEL, flag, "0"]) == 1
+        assert f"field `{flag}`: expected seconds in (0, 3600], got 0.0" in capsys.readouterr().err
