@@ -35,6 +35,10 @@ COMMANDS: tuple[str, ...] = (
     "score",
 )
 
+#: Loggers of the project itself: INFO by default; every other logger says
+#: only warnings unless ``-v``.
+OWN_LOGGERS: tuple[str, ...] = ("streamlearn", "connectors", "flink_jobs")
+
 DESCRIPTION = """\
 streamlearn: streaming online learning on Kafka and PyFlink.
 
@@ -71,7 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at DEBUG level")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="log at DEBUG level, and show the INFO lines of the libraries underneath",
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}",
+        help="print streamlearn's version and exit",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         try:
@@ -84,14 +95,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    """The installed distribution's version (the one in pyproject.toml)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("streamlearn")
+    except PackageNotFoundError:  # pragma: no cover - running from a tree never installed
+        return "unknown (not installed)"
+
+
+def configure_logging(verbose: bool) -> None:
+    """streamlearn's own loggers at INFO (DEBUG with ``-v``); the libraries
+    underneath (kafka-python, uvicorn, ...) only say warnings unless ``-v``.
+    """
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for own in OWN_LOGGERS:
+        logging.getLogger(own).setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose)
     run = getattr(args, "run", None)
     if run is None:
         parser.print_help()
