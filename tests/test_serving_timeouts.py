@@ -46,8 +46,8 @@ async def _slow(port: int, before: bytes, dribble: bytes, pause_s: float) -> tup
     """Send ``before`` at once, then ``dribble`` a byte every ``pause_s`` (then
     nothing); the seconds from the connection's opening to the server's close,
     and what the server sent."""
+    opened = time.monotonic()  # before connecting: a late start only lengthens the measure
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    opened = time.monotonic()
 
     async def send() -> None:
         try:
