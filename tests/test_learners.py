@@ -1,4 +1,5 @@
-"""One check battery over every learner × optimiser (× plain / penalised / scaled)."""
+"""One check battery over every learner × optimiser (× plain / penalised / scaled) ×
+update mode (mini-batch steps in numpy, per-event steps in the compiled kernel)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import streamlearn.learners as learners_pkg
 import streamlearn.optim as optim_pkg
 from streamlearn.errors import ValidationError
-from streamlearn.learners import LinearModel, learner_from_state
+from streamlearn.learners import UPDATES, LinearModel, has_kernel, learner_from_state
 from streamlearn.state import ModelState
 
 LINEAR = [
@@ -24,28 +25,36 @@ LINEAR = [
 OPTIMIZERS = list(optim_pkg.OPTIMIZERS.values())
 
 
-def _make(cls, opt_cls, variant):
+def _make(cls, opt_cls, variant, update="batch"):
     if variant == "plain":
-        return cls(opt_cls(), bits=8)
+        return cls(opt_cls(), bits=8, update=update)
     if variant == "scaled":
-        return cls(opt_cls(), bits=8, scale=True)
+        return cls(opt_cls(), bits=8, scale=True, update=update)
     if opt_cls is optim_pkg.FTRL:
-        return cls(optim_pkg.FTRL(l1=0.01, l2=0.1), bits=8, dense=["n0"])
-    return cls(opt_cls(), bits=8, dense=["n0"], l1=0.001, l2=0.01)
+        return cls(optim_pkg.FTRL(l1=0.01, l2=0.1), bits=8, dense=["n0"], update=update)
+    return cls(opt_cls(), bits=8, dense=["n0"], l1=0.001, l2=0.01, update=update)
 
 
 CASES = [
-    pytest.param(cls, opt, variant, id=f"{cls.__name__}-{opt.__name__}-{variant}")
+    pytest.param(cls, opt, variant, update,
+                 id=f"{cls.__name__}-{opt.__name__}-{variant}-{update}")
     for cls in LINEAR
     for opt in OPTIMIZERS
     for variant in ("plain", "penalised", "scaled")
+    for update in UPDATES
+    if update == "event" or not opt.per_event_only
 ]
 
 
-def test_battery_covers_every_learner_and_optimizer():
+def test_battery_covers_every_learner_optimizer_and_update_mode():
     names = {c.__name__ for c in LINEAR}
     assert names == {"LinearRegression", "LogisticRegression", "SoftmaxRegression"}
-    assert {o.__name__ for o in OPTIMIZERS} == {"SGD", "AdaGrad", "Adam", "FTRL"}
+    assert {o.__name__ for o in OPTIMIZERS} == {"SGD", "AdaGrad", "Adam", "FTRL", "Normalized"}
+    assert UPDATES == ("batch", "event")
+    # the kernel is built wherever a compiler is (this machine has one)
+    assert has_kernel()
+    covered = {(c.values[1], c.values[3]) for c in CASES}
+    assert {(o, "event") for o in OPTIMIZERS} <= covered
 
 
 def _stream(task, n, seed=0, extra=0):
@@ -82,27 +91,45 @@ def _predict(model, xs):
     return model.predict_proba_many(xs)
 
 
-@pytest.mark.parametrize("cls, opt, variant", CASES)
-def test_battery(cls, opt, variant):
+@pytest.mark.parametrize("cls, opt, variant, update", CASES)
+def test_battery(cls, opt, variant, update):
     data = _stream(_task(cls), 120, seed=1, extra=5)
     xs = [x for x, _ in data]
     ys = [y for _, y in data]
+    make = lambda: _make(cls, opt, variant, update)  # noqa: E731
 
     # repr names the learner and its optimiser
-    model = _make(cls, opt, variant)
+    model = make()
     assert repr(model).startswith(f"{cls.__name__}(optimizer={opt.__name__}(")
+    assert f"update={update!r}" in repr(model)
 
     # one by one equals batches of one, through both entry points
-    a, b = _make(cls, opt, variant), _make(cls, opt, variant)
+    a, b = make(), make()
     for x, y in data[:40]:
         a.learn_one(x, y)
         b.learn_many(b.encode([x]), [y])
     np.testing.assert_allclose(a.weights, b.weights, rtol=1e-12, atol=1e-15)
     assert a.weights.any()
 
+    if update == "event":
+        # a batch learns its events one by one, in order, as learn_one does;
+        # predict_learn_many answers each event before learning it
+        one, many = make(), make()
+        answers = []
+        for x, y in data[:40]:
+            answers.append(_predict(one, [x])[0])
+            one.learn_one(x, y)
+        before = many.predict_learn_many(xs[:40], ys[:40])
+        np.testing.assert_allclose(many.weights, one.weights, rtol=1e-12, atol=1e-15)
+        assert many.n_learned == one.n_learned == 40
+        if cls.task == "multiclass":  # classes unseen at an event get probability 0
+            width = before.shape[1]
+            answers = [np.pad(p, (0, width - len(p))) for p in answers]
+        np.testing.assert_allclose(np.array(answers), before, rtol=1e-12, atol=1e-15)
+
     # a batch of n copies of one event is one learn_one step (mean gradient);
-    # not with a scaler, whose statistics count every copy
-    for x, y in data[40:45] if not a.scale else ():
+    # not with a scaler, whose statistics count every copy; not per event
+    for x, y in data[40:45] if not a.scale and update == "batch" else ():
         single, batched = a.clone(), a.clone()
         single.load_state(a.state())
         batched.load_state(a.state())
@@ -167,7 +194,7 @@ def test_battery(cls, opt, variant):
     # clone: same parameters, nothing learned, learns identically
     c = a.clone()
     assert c.params() == a.params() and c.n_learned == 0 and not c.weights.any()
-    fresh = _make(cls, opt, variant)
+    fresh = make()
     c.learn_many(xs[:50], ys[:50])
     fresh.learn_many(xs[:50], ys[:50])
     np.testing.assert_array_equal(c.weights, fresh.weights)
@@ -175,7 +202,7 @@ def test_battery(cls, opt, variant):
     # feature order does not matter
     shuffled = [dict(reversed(list(x.items()))) for x in xs]
     np.testing.assert_allclose(_predict(a, shuffled), _predict(a, xs), rtol=1e-12, atol=1e-12)
-    o1, o2 = _make(cls, opt, variant), _make(cls, opt, variant)
+    o1, o2 = make(), make()
     o1.learn_many(xs[:60], ys[:60])
     o2.learn_many(shuffled[:60], ys[:60])
     np.testing.assert_allclose(o1.weights, o2.weights, rtol=1e-12, atol=1e-14)
@@ -190,7 +217,7 @@ def test_battery(cls, opt, variant):
 
     # the input is never changed
     before_x, before_y = copy.deepcopy(xs), copy.deepcopy(ys)
-    m = _make(cls, opt, variant)
+    m = make()
     m.learn_many(xs, ys)
     m.predict_many(xs)
     m.learn_one(xs[0], ys[0])
@@ -231,7 +258,8 @@ def test_only_penalty_free_sgd_takes_the_scatter_add_step():
     assert LR(optim_pkg.SGD())._additive
     assert not LR(optim_pkg.SGD(), l2=0.01)._additive
     assert not LR(optim_pkg.SGD(), l1=0.01)._additive
-    assert not any(LR(o())._additive for o in OPTIMIZERS if o is not optim_pkg.SGD)
+    assert not any(LR(o())._additive for o in OPTIMIZERS
+                   if o is not optim_pkg.SGD and not o.per_event_only)
 
 
 @pytest.mark.parametrize("cls", LINEAR, ids=lambda c: c.__name__)

@@ -1,0 +1,561 @@
+"""The per-event kernel against a plain Python reference of each update rule.
+
+``reference_event`` below is the specification of one per-event step, written
+as plainly as possible (Python floats, one weight at a time); the compiled
+kernel (``streamlearn/learners/_kernel.c``) must follow it event by event to
+1e-9 for every model × optimiser × penalty, with and without the scaler,
+importance weights and gradient clipping. Each rule also has a mutation: the
+reference with that one rule changed must disagree with the kernel, so the
+comparison has the power to catch a change in any rule.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+
+import numpy as np
+import pytest
+
+from streamlearn.errors import ConfigError, ValidationError
+from streamlearn.features import FeatureBatch
+from streamlearn.learners import LinearRegression, LogisticRegression, SoftmaxRegression
+from streamlearn.optim import FTRL, SGD, AdaGrad, Adam, Normalized
+
+MODELS = [LinearRegression, LogisticRegression, SoftmaxRegression]
+OPTIMIZERS = {
+    "sgd": lambda: SGD(0.02),
+    "sgd-invscaling": lambda: SGD(0.2, schedule="invscaling", power_t=0.4),
+    "adagrad": lambda: AdaGrad(0.1),
+    "adam": lambda: Adam(0.02),
+    "ftrl": lambda: FTRL(alpha=0.2, beta=0.5),
+    "normalized": lambda: Normalized(0.4),
+}
+PENALTIES = ["none", "l1", "l2", "l1+l2"]
+
+
+def _penalties(opt_name, penalty):
+    """Learner kwargs, or an FTRL with its own penalties."""
+    l1 = 0.01 if "l1" in penalty else 0.0
+    l2 = 0.05 if "l2" in penalty else 0.0
+    if opt_name == "ftrl":
+        return FTRL(alpha=0.2, beta=0.5, l1=l1, l2=l2), {}
+    return OPTIMIZERS[opt_name](), {"l1": l1, "l2": l2}
+
+
+def _events(task, n, seed=0):
+    """Events with hash collisions inside rows (4 bits), numbers of very
+    different scales, a dense feature, one-hot strings and vanishing names."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        x = {
+            "d": rng.gauss(0, 3),
+            "big": rng.uniform(-4, 4),
+            "small": rng.uniform(-0.01, 0.01),
+            "color": rng.choice(["red", "green", "blue", "teal"]),
+            "tags": rng.sample(["a", "b", "c", "d", "e"], rng.randint(0, 3)),
+            "flag": rng.random() < 0.4,
+        }
+        if i % 3 == 0:
+            x[f"rare{i % 7}"] = 2.0
+        score = 0.3 * x["d"] + 0.2 * x["big"] + (x["color"] == "red") - 0.5 * x["flag"]
+        if task == "regression":
+            y = score + rng.gauss(0, 0.2)
+        elif task == "binary":
+            y = score + rng.gauss(0, 0.5) > 0
+        else:
+            y = ["lo", "mid", "hi", "top"][min(3, max(0, int(score + 1.5 + rng.gauss(0, 0.3))))]
+        out.append((x, y))
+    return out
+
+
+# -- the reference ------------------------------------------------------------------------
+
+
+def _sigmoid(z):
+    z = min(max(z, -500.0), 500.0)
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def _softmax(z):
+    top = max(z)
+    e = [math.exp(v - top) for v in z]
+    s = sum(e)
+    return [v / s for v in e]
+
+
+def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
+    """One per-event step of ``model`` (settings only are read from it) on
+    ``arrays`` (its state, changed in place): predict, then learn.
+
+    ``entries`` is the event's ``[(slot, value, numeric), ...]``; ``y`` its
+    label (a number, 0/1, or a class column); ``weight`` its importance
+    weight; ``t`` the step number (1 for the first step); ``known`` the
+    number of classes seen before the event (softmax). Returns the prediction
+    made before learning (value, probability of the positive class, or the
+    probabilities of the ``known`` classes).
+    """
+    opt = model.optimizer
+    kind = model.task
+    w, b = arrays["weights"], arrays["intercept"]
+    flat = w.ndim == 1
+    K = 1 if flat else w.shape[1]
+
+    def weight_at(slot, c):
+        return w[slot] if flat else w[slot, c]
+
+    def set_weight(slot, c, value):
+        if flat:
+            w[slot] = value
+        else:
+            w[slot, c] = value
+
+    def scaled(slot, value, numeric):
+        if not model.scale or not numeric:
+            return value
+        sd = math.sqrt(arrays["scaler.var"][slot])
+        return (value - arrays["scaler.mean"][slot]) / sd if sd > 0 else 0.0
+
+    def outputs(pairs, k):
+        return [sum(weight_at(s, c) * v for s, v in pairs) + b[c] for c in range(k)]
+
+    # predict
+    k_pred = known if kind == "multiclass" else 1
+    xs = [(s, scaled(s, v, num)) for s, v, num in entries]
+    if kind == "multiclass":
+        prediction = _softmax(outputs(xs, k_pred)) if k_pred else []
+    else:
+        z = outputs(xs, 1)[0]
+        prediction = _sigmoid(z) if kind == "binary" else z
+
+    # learn: the scaler sees the event first (Welford, entry by entry)
+    if model.scale and mutate != "scaler":
+        for s, v, num in entries:
+            if num:
+                n_a, mean_a = arrays["scaler.count"][s], arrays["scaler.mean"][s]
+                n = n_a + 1.0
+                d = v - mean_a
+                arrays["scaler.mean"][s] = mean_a + d / n
+                arrays["scaler.var"][s] = (arrays["scaler.var"][s] * n_a + d * d * n_a / n) / n
+                arrays["scaler.count"][s] = n
+    xs = [(s, scaled(s, v, num)) for s, v, num in entries]
+    # entries of one slot add up
+    summed: dict[int, float] = {}
+    for s, v in xs:
+        summed[s] = summed.get(s, 0.0) + v
+    pairs = list(summed.items())
+
+    nscale = 0.0
+    if isinstance(opt, Normalized):
+        smax, totals = arrays["normalized.scale"], arrays["normalized.n"]
+        add = 0.0
+        for s, v in pairs:
+            if abs(v) > smax[s]:
+                if smax[s] > 0 and mutate != "normalized-rescale":
+                    for c in range(K):
+                        set_weight(s, c, weight_at(s, c) * smax[s] / abs(v))
+                smax[s] = abs(v)
+            if smax[s] > 0:
+                add += (v / smax[s]) ** 2
+        totals[0] += weight * add
+        totals[1] += weight
+        if totals[0] > 0:
+            nscale = opt.lr * math.sqrt(totals[1] / totals[0])
+            if mutate == "normalized":
+                nscale = opt.lr * math.sqrt(totals[1] / (totals[0] + 1.0))
+
+    k_learn = max(known, y + 1) if kind == "multiclass" else 1
+    z = outputs(pairs, k_learn)
+    if kind == "regression":
+        g = [z[0] - y]
+    elif kind == "binary":
+        g = [_sigmoid(z[0]) - y]
+    else:
+        g = _softmax(z)
+        g[y] -= 1.0
+    c_max = model.clip_gradient
+    if c_max < 1e12 and mutate != "clip":
+        g = [min(max(v, -c_max), c_max) for v in g]
+    if mutate != "weight":
+        g = [v * weight for v in g]
+
+    if isinstance(opt, SGD):
+        lr_t = opt.lr / t**opt.power_t if opt.schedule == "invscaling" else opt.lr
+        if mutate == "sgd":
+            lr_t = opt.lr
+    elif isinstance(opt, FTRL):
+        lr_t = opt.alpha
+    else:
+        lr_t = opt.lr
+    if model.l1:
+        arrays["l1.total"][0] += model.l1 * lr_t
+    u = arrays["l1.total"][0] if model.l1 else 0.0
+    l2 = 0.0 if mutate == "l2" else model.l2
+
+    for s, v in pairs:
+        for c in range(len(g)):
+            gi = g[c] * v + l2 * weight_at(s, c)
+            wi = weight_at(s, c)
+            at = s if flat else (s, c)
+            if isinstance(opt, SGD):
+                wi -= lr_t * gi
+            elif isinstance(opt, AdaGrad):
+                g2 = arrays["adagrad.g2"]
+                g2[at] += gi * gi
+                eps = opt.eps * 100 if mutate == "adagrad" else opt.eps
+                wi -= opt.lr * gi / (math.sqrt(g2[at]) + eps)
+            elif isinstance(opt, Adam):
+                m, vv = arrays["adam.m"], arrays["adam.v"]
+                m[at] = opt.beta1 * m[at] + (1 - opt.beta1) * gi
+                vv[at] = opt.beta2 * vv[at] + (1 - opt.beta2) * gi * gi
+                m_hat = m[at] / (1 - opt.beta1**t)
+                v_hat = vv[at] / (1 - (opt.beta2 if mutate != "adam" else opt.beta1) ** t)
+                wi -= opt.lr * m_hat / (math.sqrt(v_hat) + opt.eps)
+            elif isinstance(opt, FTRL):
+                zz, nn = arrays["ftrl.z"], arrays["ftrl.n"]
+                n_old = nn[at]
+                n_new = n_old + gi * gi
+                sigma = (math.sqrt(n_new) - math.sqrt(n_old)) / opt.alpha
+                zz[at] += gi - sigma * wi
+                nn[at] = n_new
+                f_l1 = opt.l1 if mutate != "ftrl" else 0.0
+                shrunk = math.copysign(max(abs(zz[at]) - f_l1, 0.0), zz[at])
+                wi = -shrunk / ((opt.beta + math.sqrt(n_new)) / opt.alpha + opt.l2)
+            else:  # Normalized
+                g2 = arrays["normalized.g2"]
+                g2[at] += gi * gi
+                smax = arrays["normalized.scale"][s]
+                if g2[at] > 0 and smax > 0:
+                    wi -= nscale * gi / (smax * math.sqrt(g2[at]))
+            if model.l1 and mutate != "l1":
+                cum = arrays["l1.cum"]
+                q = cum[at]
+                if wi > 0:
+                    after = max(0.0, wi - (u + q))
+                elif wi < 0:
+                    after = min(0.0, wi + (u - q))
+                else:
+                    after = wi
+                cum[at] = q + (after - wi)
+                wi = after
+            set_weight(s, c, wi)
+    if model.intercept:
+        lr_b = model.intercept_lr * (1.01 if mutate == "intercept" else 1.0)
+        for c in range(len(g)):
+            b[c] -= lr_b * g[c]
+    return prediction
+
+
+def _entries(batch, i):
+    lo, hi = batch.offsets[i], batch.offsets[i + 1]
+    return list(zip(batch.indices[lo:hi].tolist(), batch.values[lo:hi].tolist(),
+                    batch.numeric[lo:hi].tolist(), strict=True))
+
+
+def _replay(model, data, weights, mutate=None):
+    """The reference over ``data`` from ``model``'s fresh state: predictions
+    and the state after each event."""
+    state = {k: v.copy() for k, v in model.state().arrays.items()}
+    batch = model.encode([x for x, _ in data])
+    classes: list = []
+    preds, states = [], []
+    for i, (_, y) in enumerate(data):
+        if model.task == "multiclass":
+            known = len(classes)
+            if y not in classes:
+                classes.append(y)
+                for name, arr in list(state.items()):  # a new class: a column of zeros
+                    if arr.ndim == 2:
+                        state[name] = np.hstack([arr, np.zeros((arr.shape[0], 1))])
+                    elif name == "intercept" and len(classes) > len(arr):
+                        state[name] = np.append(arr, 0.0)
+            label = classes.index(y)
+        else:
+            known = 1
+            label = float(y)
+        preds.append(reference_event(model, state, _entries(batch, i), label, weights[i],
+                                     i + 1, known, mutate))
+        states.append({k: v.copy() for k, v in state.items()})
+    return preds, states
+
+
+def _make(cls, opt_name, penalty, scale, **extra):
+    opt, kw = _penalties(opt_name, penalty)
+    kwargs = {"bits": 4, "dense": ["d"], "scale": scale, "update": "event",
+              "intercept_lr": 0.05, **kw, **extra}
+    if cls is SoftmaxRegression:
+        kwargs.pop("classes", None)
+    return cls(opt, **kwargs)
+
+
+def _compare(model, data, weights, ref_preds, ref_states, *, rtol=1e-9, atol=1e-9):
+    """Learn ``data`` event by event in the kernel; compare with the reference."""
+    for i, (x, y) in enumerate(data):
+        got = model.predict_learn_many([x], [y], weights[i:i + 1])
+        want = ref_preds[i]
+        if model.task == "regression":
+            got_p = [float(got[0])]
+            want_p = [want]
+        elif model.task == "binary":
+            got_p, want_p = [float(got[0, 1])], [want]
+        else:
+            got_p = got[0, :len(want)].tolist()
+            want_p = list(want)
+            assert not got[0, len(want):].any()
+        np.testing.assert_allclose(got_p, want_p, rtol=rtol, atol=atol, err_msg=f"event {i}")
+        arrays = model.state(copy=False).arrays
+        assert set(arrays) == set(ref_states[i])
+        for name, want_a in ref_states[i].items():
+            np.testing.assert_allclose(arrays[name], want_a, rtol=rtol, atol=atol,
+                                       err_msg=f"{name} after event {i}")
+
+
+def _case_id(cls, opt, pen, scale):
+    return f"{cls.__name__}-{opt}-{pen}-{'scaled' if scale else 'raw'}"
+
+
+CASES = [
+    pytest.param(cls, opt, pen, scale, id=_case_id(cls, opt, pen, scale))
+    for cls in MODELS
+    for opt in OPTIMIZERS
+    for pen in PENALTIES
+    for scale in (False, True)
+]
+
+
+@pytest.mark.parametrize("cls, opt_name, penalty, scale", CASES)
+def test_kernel_follows_the_reference_event_by_event(cls, opt_name, penalty, scale):
+    data = _events(cls.task, 40, seed=zlib.crc32(f"{opt_name}{penalty}{scale}".encode()))
+    weights = np.array([0.5 + (i % 4) * 0.5 for i in range(len(data))])
+    model = _make(cls, opt_name, penalty, scale)
+    ref_preds, ref_states = _replay(model, data, weights)
+    _compare(model, data, weights, ref_preds, ref_states)
+    assert model.weights.any() and model.n_learned == len(data)
+    assert np.abs(model.weights).max() < 100  # learned, not diverged
+
+    # the whole stream as one bundle: same predictions, same final state
+    whole = _make(cls, opt_name, penalty, scale)
+    preds = whole.predict_learn_many([x for x, _ in data], [y for _, y in data], weights)
+    if cls.task == "binary":
+        np.testing.assert_allclose(preds[:, 1], ref_preds, rtol=1e-9, atol=1e-9)
+    elif cls.task == "regression":
+        np.testing.assert_allclose(preds, ref_preds, rtol=1e-9, atol=1e-9)
+    for name, want in ref_states[-1].items():
+        np.testing.assert_allclose(whole.state().arrays[name], want, rtol=1e-9, atol=1e-9)
+
+
+def test_clipped_gradients_follow_the_reference():
+    data = _events("regression", 40, seed=5)
+    weights = np.ones(len(data))
+    model = LinearRegression(AdaGrad(0.3), bits=4, update="event", clip_gradient=0.25)
+    ref_preds, ref_states = _replay(model, data, weights)
+    _compare(model, data, weights, ref_preds, ref_states)
+
+
+MUTATIONS = {
+    # rule: a case whose stream exercises it
+    "sgd": (LogisticRegression, "sgd-invscaling", "none", False),
+    "adagrad": (LinearRegression, "adagrad", "none", False),
+    "adam": (LogisticRegression, "adam", "none", False),
+    "ftrl": (LogisticRegression, "ftrl", "l1", False),
+    "normalized": (LogisticRegression, "normalized", "none", False),
+    "normalized-rescale": (LinearRegression, "normalized", "none", False),
+    "l1": (LogisticRegression, "adagrad", "l1", False),
+    "l2": (SoftmaxRegression, "sgd", "l2", False),
+    "scaler": (LogisticRegression, "sgd", "none", True),
+    "intercept": (LinearRegression, "sgd", "none", False),
+    "weight": (SoftmaxRegression, "adagrad", "none", False),
+}
+
+
+@pytest.mark.parametrize("rule", list(MUTATIONS))
+def test_a_changed_rule_breaks_the_comparison(rule):
+    """The comparison catches a change of any one rule: the reference with that
+    rule changed disagrees with the kernel (and unchanged, agrees)."""
+    cls, opt_name, penalty, scale = MUTATIONS[rule]
+    data = _events(cls.task, 60, seed=11)
+    weights = np.array([0.5 + (i % 4) * 0.5 for i in range(len(data))])
+    preds, states = _replay(_make(cls, opt_name, penalty, scale), data, weights, mutate=rule)
+    with pytest.raises(AssertionError):
+        _compare(_make(cls, opt_name, penalty, scale), data, weights, preds, states)
+    preds, states = _replay(_make(cls, opt_name, penalty, scale), data, weights)
+    _compare(_make(cls, opt_name, penalty, scale), data, weights, preds, states)
+
+
+def test_clip_mutation_breaks_the_comparison():
+    data = _events("regression", 40, seed=5)
+    weights = np.ones(len(data))
+    model = LinearRegression(AdaGrad(0.3), bits=4, update="event", clip_gradient=0.25)
+    preds, states = _replay(model, data, weights, mutate="clip")
+    with pytest.raises(AssertionError):
+        _compare(model.clone(), data, weights, preds, states)
+
+
+# -- the numpy mini-batch path: a batch of one event is one kernel step ---------------------
+
+
+BATCH_CASES = [
+    pytest.param(cls, opt, pen, scale, id=_case_id(cls, opt, pen, scale))
+    for cls in MODELS
+    for opt in OPTIMIZERS
+    if opt != "normalized"
+    for pen in PENALTIES
+    for scale in (False, True)
+]
+
+
+@pytest.mark.parametrize("cls, opt_name, penalty, scale", BATCH_CASES)
+def test_a_batch_of_one_event_is_one_kernel_step(cls, opt_name, penalty, scale):
+    """Where numpy code remains for a rule (update="batch"), a batch of one
+    event takes the kernel's step, event after event, weights included."""
+    data = _events(cls.task, 60, seed=3)
+    weights = [0.5 + (i % 3) * 0.75 for i in range(len(data))]
+    kernel = _make(cls, opt_name, penalty, scale)
+    numpy_ = _make(cls, opt_name, penalty, scale, update="batch")
+    for i, (x, y) in enumerate(data):
+        a = kernel.predict_learn_many([x], [y], weights[i:i + 1])
+        b = numpy_.predict_learn_many([x], [y], weights[i:i + 1])
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+        for name, arr in numpy_.state(copy=False).arrays.items():
+            np.testing.assert_allclose(kernel.state(copy=False).arrays[name], arr,
+                                       rtol=1e-9, atol=1e-12, err_msg=f"{name}, event {i}")
+    assert kernel.n_learned == numpy_.n_learned and kernel.weights.any()
+    assert kernel.state().meta["n_steps"] == numpy_.state().meta["n_steps"] == len(data)
+
+
+# -- the kernel on the encoder's bundles, the normalised optimiser, the settings -----------
+
+
+def test_kernel_learns_the_jvm_encoders_bundles_as_they_come():
+    """A bundle read from the encoder's bytes (read-only views) learns as the
+    same events hashed in Python."""
+    import struct
+
+    from streamlearn.training.encoded_batch import read_encoded_batch
+
+    model = LogisticRegression(AdaGrad(0.1), bits=6, update="event")
+    data = _events("binary", 50, seed=2)
+    batch = model.encode([x for x, _ in data])
+    labels = np.array([float(y) for _, y in data])
+    n, nnz = batch.n_rows, len(batch.indices)
+    raw = b"SLE1" + struct.pack("<3I", n, nnz, 0) + batch.values.astype("<f8").tobytes()
+    raw += labels.astype("<f8").tobytes() + batch.offsets.astype("<i4").tobytes()
+    raw += batch.indices.astype("<i4").tobytes() + batch.numeric.astype(np.uint8).tobytes()
+    bundle, ys = read_encoded_batch(raw, model.n_slots)
+    assert not bundle.values.flags.writeable
+    twin = model.clone()
+    got = model.predict_learn_many(bundle, ys)
+    want = twin.predict_learn_many([x for x, _ in data], [y for _, y in data])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(model.weights, twin.weights)
+
+
+def test_normalized_steps_do_not_depend_on_a_features_scale():
+    """Multiplying a numeric feature by 1000 leaves every prediction as it was
+    (up to rounding): the normalised optimiser's invariance."""
+    data = _events("binary", 300, seed=4)
+    big = [({**x, "d": x["d"] * 1000.0, "small": x["small"] * 1e5}, y) for x, y in data]
+    ys = [y for _, y in data]
+    a = LogisticRegression(Normalized(0.5), bits=10, update="event")
+    b = LogisticRegression(Normalized(0.5), bits=10, update="event")
+    pa_ = a.predict_learn_many([x for x, _ in data], ys)
+    pb = b.predict_learn_many([x for x, _ in big], ys)
+    np.testing.assert_allclose(pa_, pb, rtol=1e-7, atol=1e-9)
+    # AdaGrad is not invariant: the same change moves its predictions
+    c = LogisticRegression(AdaGrad(0.1), bits=10, update="event")
+    d = LogisticRegression(AdaGrad(0.1), bits=10, update="event")
+    pc = c.predict_learn_many([x for x, _ in data], ys)
+    pd = d.predict_learn_many([x for x, _ in big], ys)
+    assert np.abs(pc - pd).max() > 0.05
+
+
+def test_an_event_of_weight_zero_changes_nothing_but_counts():
+    model = LogisticRegression(AdaGrad(0.1), bits=6, update="event")
+    model.learn_many([{"a": 1.0}], [True])
+    before = model.state()
+    model.learn_many([{"a": 2.0, "b": "x"}], [False], weights=[0.0])
+    for name, arr in before.arrays.items():
+        np.testing.assert_array_equal(model.state().arrays[name], arr)
+    assert model.n_learned == 2
+
+
+def test_weight_two_is_two_copies_in_one_batch_step():
+    """In a mini-batch step an event of weight 2 counts as two copies of it
+    (the mean gradient over events, each times its weight)."""
+    x, y = {"a": 1.0, "c": "u"}, True
+    two = LogisticRegression(SGD(0.1), bits=6)
+    copies = LogisticRegression(SGD(0.1), bits=6)
+    two.learn_many([x, {"b": 1.0}], [y, False], weights=[2.0, 1.0])
+    # mean over 2 events with weights 2 and 1 == mean over 3 events, times 3/2
+    copies.learn_many([x, x, {"b": 1.0}], [y, y, False])
+    np.testing.assert_allclose(two.weights, copies.weights * 1.5, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "weights, field, where",
+    [
+        ([1.0], "weights", None),
+        ("ab", "weights", None),
+        ([1.0, -0.5], "weight", "event 1"),
+        ([float("nan"), 1.0], "weight", "event 0"),
+        ([1.0, "2"], "weight", "event 1"),
+        ([True, 1.0], "weight", "event 0"),
+        (np.array([1.0, np.inf]), "weight", "event 1"),
+    ],
+)
+@pytest.mark.parametrize("update", ["batch", "event"])
+def test_bad_weights_name_the_field(weights, field, where, update):
+    model = LogisticRegression(bits=6, update=update)
+    with pytest.raises(ValidationError) as info:
+        model.learn_many([{"a": 1.0}, {"a": 2.0}], [True, False], weights=weights)
+    assert info.value.field == field
+    if where:
+        assert where in str(info.value)
+    assert model.n_learned == 0 and not model.weights.any()
+
+
+def test_update_setting_is_validated_and_kept():
+    with pytest.raises(ConfigError) as info:
+        LogisticRegression(update="events")
+    assert info.value.field == "update"
+    with pytest.raises(ConfigError) as info:
+        LogisticRegression(Normalized())  # mini-batch steps cannot normalise
+    assert info.value.field == "update" and "'event'" in str(info.value)
+    model = SoftmaxRegression(Normalized(0.3), update="event", bits=6)
+    model.learn_many([{"a": 1.0}, {"a": -1.0}], ["x", "y"])
+    again = SoftmaxRegression.from_state(model.state())
+    assert again.update == "event" and again.params() == model.params()
+    np.testing.assert_array_equal(again.weights, model.weights)
+
+
+def test_states_stored_before_the_update_setting_still_load():
+    model = LogisticRegression(bits=6)
+    model.learn_one({"a": 1.0}, True)
+    state = model.state()
+    del state.meta["params"]["update"]
+    again = LogisticRegression.from_state(state)
+    assert again.update == "batch"
+    np.testing.assert_array_equal(again.weights, model.weights)
+
+
+def test_softmax_predicts_only_classes_seen_before_each_event():
+    model = SoftmaxRegression(AdaGrad(0.1), bits=6, update="event")
+    preds = model.predict_learn_many([{"a": 1.0}, {"a": 1.0}, {"a": -1.0}], ["x", "y", "z"])
+    assert model.classes_ == ["x", "y", "z"]
+    np.testing.assert_array_equal(preds[0], [0.0, 0.0, 0.0])  # nothing known yet
+    assert preds[1, 0] == 1.0 and preds[1, 1:].tolist() == [0.0, 0.0]
+    assert preds[2, 2] == 0.0 and preds[2, :2].sum() == pytest.approx(1.0)
+
+
+def test_kernel_refuses_arrays_that_do_not_fit():
+    from streamlearn.learners import _kernel
+
+    model = LogisticRegression(AdaGrad(0.1), bits=4, update="event")
+    bad = FeatureBatch(np.array([16]), np.array([1.0]), np.array([0, 1]),
+                       np.array([True]), model.n_slots)  # slot out of range, unchecked
+    with pytest.raises(ValueError, match="indices"):
+        model.learn_many(bad, [True])
+    assert not model.weights.any() and model.n_learned == 0
+    assert _kernel.learn_bundle.__doc__
