@@ -1,0 +1,128 @@
+"""Poison events on the real training job: rejected into bounded dead letters, never a stop.
+
+Three kinds of message a broker accepts once made the job's dead-letter records exceed
+the producer's 1 MiB limit, so the sink failed and the job died on the same record at
+every restart: an event with 100k features, 900 KB that is not UTF-8, and 900 KB of
+escaped quotes with a bad label. Here they are mixed into a stream of good events on the
+real broker and the real job (local MiniCluster); the job finishes the bounded stream,
+learns every good event (also those after a poison one) and dead-letters each poison one
+once, in a record no longer than ``DEAD_LETTER_MAX_BYTES`` that says where to read it again.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from connectors.kafka_io import consume, describe_topic
+from streamlearn.events import DEAD_LETTER_MAX_BYTES, DEAD_LETTER_VALUE_BYTES
+from streamlearn.generators import clicks
+from streamlearn.store import ModelStore
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB = ROOT / "flink_jobs" / "train.py"
+PARTITIONS = 2
+TOPIC_BYTES = 4 * 1024 * 1024  # the source topic takes what a broker allows by default and more
+DLQ_BYTES = 1024 * 1024  # a dead-letter topic's limit (a broker's own default)
+
+POISON = {
+    "100k features": (
+        b'{"features": {' + b", ".join(b'"f%d": %d' % (i, i) for i in range(100_000))
+        + b'}, "label": 1}',
+        "features",
+    ),
+    "900 KB not UTF-8": (b"\xff\xfe" * 450_000, "message"),
+    "900 KB escaped quotes, bad label": (
+        b'{"features": {"x": "' + b'\\"' * 450_000 + b'"}, "label": "yes"}',
+        "label",
+    ),
+}
+
+
+def _create_topics(bootstrap: str, topic: str) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([
+            NewTopic(topic, PARTITIONS, 1, topic_configs={"max.message.bytes": str(TOPIC_BYTES)}),
+            NewTopic(f"{topic}.dlq", 1, 1, topic_configs={"max.message.bytes": str(DLQ_BYTES)}),
+        ])
+    finally:
+        admin.close()
+
+
+def _publish(bootstrap: str, topic: str, good: list[dict]) -> dict[tuple[int, int], bytes]:
+    """Good events over both partitions, each poison kind in each partition with good events
+    after it; returns the poison messages by (partition, offset)."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=TOPIC_BYTES,
+                             linger_ms=5, acks="all")
+    futures = []
+    poison = list(POISON.values())
+    per_part = len(good) // PARTITIONS
+    every = per_part // (len(poison) + 1)
+    for p in range(PARTITIONS):
+        events = good[p * per_part:(p + 1) * per_part]
+        for i, event in enumerate(events):
+            if i and i % every == 0 and i // every <= len(poison):
+                message = poison[i // every - 1][0]
+                futures.append((message, producer.send(topic, message, partition=p)))
+            producer.send(topic, orjson.dumps(event), partition=p)
+    producer.flush()
+    producer.close()
+    return {(f.get().partition, f.get().offset): message for message, f in futures}
+
+
+def test_poison_events_go_to_bounded_dead_letters_and_the_job_learns_on(
+    kafka_broker, topic_name, tmp_path
+):
+    bootstrap = kafka_broker.bootstrap
+    _create_topics(bootstrap, topic_name)
+    good = list(clicks(3_000, seed=5))
+    poison_at = _publish(bootstrap, topic_name, good)
+    assert len(poison_at) == PARTITIONS * len(POISON)
+
+    args = [
+        "--bootstrap", bootstrap, "--topic", topic_name, "--store", str(tmp_path / "models"),
+        "--model", "m", "--set", f"job.checkpoint_dir={json.dumps(str(tmp_path / 'chk'))}",
+        "--set", "features.bits=16", "--set", "job.parallelism=1", "--set", "job.bounded=true",
+    ]
+    proc = subprocess.run([sys.executable, str(JOB), *args], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]  # the job finished the bounded stream
+
+    latest = ModelStore(str(tmp_path / "models"), "m").get()
+    assert latest.lineage.events == len(good), "every good event learned, after poison too"
+    assert latest.lineage.metrics["rejected"] == len(poison_at)
+    ends = describe_topic(bootstrap, topic_name).end_offsets
+    assert {int(p): o for p, o in latest.lineage.offsets[topic_name].items()} == ends
+
+    # the job has ended, its sinks flushed: the topic holds all it will ever get
+    letters = list(consume(bootstrap, f"{topic_name}.dlq", idle_timeout_s=3))
+    assert len(letters) == len(poison_at), "each poison event dead-lettered, once"
+    fields = {message: field for message, field in POISON.values()}
+    seen = set()
+    for letter in letters:
+        assert len(letter.value) <= DEAD_LETTER_MAX_BYTES
+        doc = orjson.loads(letter.value)
+        where = (doc["partition"], doc["offset"])
+        original = poison_at[where]  # topic, partition and offset name the source message
+        seen.add(where)
+        assert (doc["stage"], doc["topic"], doc["index"]) == ("train", topic_name, None)
+        assert doc["field"] == fields[original] and f"`{doc['field']}`" in doc["reason"]
+        assert doc["truncated"] is True and doc["size"] == len(original)
+        assert doc["sha256"] == hashlib.sha256(original).hexdigest()
+        assert base64.b64decode(doc["value_b64"]) == original[:DEAD_LETTER_VALUE_BYTES]
+    assert seen == set(poison_at)
