@@ -72,3 +72,22 @@ def test_softmax_regression_is_as_accurate_as_river():
     assert sorted(ours.classes_) == [0, 1, 2]
     assert abs(mine - theirs) <= 0.005, (mine, theirs)
     assert mine > 0.7
+
+
+@pytest.mark.parametrize("name", ["phishing", "sea"])
+def test_per_event_kernel_is_as_accurate_as_river(name):
+    """The compiled per-event kernel learns like River (one event at a time),
+    the whole stream handed over as one bundle."""
+    events = STREAMS[name]()
+    river = compose.Pipeline(
+        preprocessing.StandardScaler(),
+        linear_model.LogisticRegression(optimizer=river_optim.SGD(0.01), intercept_lr=0.01),
+    )
+    theirs = _river_accuracy(river, events)
+    ours = LogisticRegression(SGD(0.01), intercept_lr=0.01, scale=True, bits=16, update="event")
+    labels = [y for _, y in events]
+    proba = ours.predict_learn_many([x for x, _ in events], labels)
+    mine = float(((proba[:, 1] > 0.5) == [bool(y) for y in labels]).mean())
+    assert ours.n_learned == len(events)
+    assert abs(mine - theirs) <= 0.005, (name, mine, theirs)
+    assert mine > 0.75
