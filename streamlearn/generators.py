@@ -3,7 +3,8 @@
 - :func:`clicks`: a click-through stream of hashed categorical and numeric
   features with a known logistic optimum, and an optional drift point where
   the true weights change.
-- :func:`river_stream`: River's SEA and Hyperplane generators as events.
+- :func:`river_stream`: River's SEA, Hyperplane and Agrawal generators as
+  events.
 
 Every stream is a generator of events in the wire format (``key``,
 ``features``, ``label``, ``id``), deterministic for a seed.
@@ -90,25 +91,39 @@ def clicks(
 
 
 def river_stream(name: str, n: int | None = None, seed: int = 0) -> Iterator[dict]:
-    """River's ``SEA`` or ``Hyperplane`` generator as events (binary labels)."""
+    """River's ``SEA``, ``Hyperplane`` or ``Agrawal`` generator as events
+    (binary labels).
+
+    Agrawal's coded attributes (``elevel``, ``car``, ``zipcode``) become
+    strings (one-hot features); every other value stays a number.
+
+    >>> next(river_stream("agrawal", 1))["features"]["car"]
+    'car2'
+    """
     from river import datasets
 
     if name == "sea":
         source = datasets.synth.SEA(seed=seed)
     elif name == "hyperplane":
         source = datasets.synth.Hyperplane(seed=seed, n_features=10)
+    elif name == "agrawal":
+        source = datasets.synth.Agrawal(seed=seed)
     else:
-        raise ConfigError("generator", "sea or hyperplane", repr(name))
+        raise ConfigError("generator", "sea, hyperplane or agrawal", repr(name))
     for k, (x, y) in enumerate(islice(iter(source), n)):
         yield {
             "key": f"k{k % 1000}",
-            "features": {str(f): float(v) for f, v in x.items()},
+            "features": {
+                str(f): f"{f}{v}" if f in _CODED else float(v) for f, v in x.items()
+            },
             "label": int(y),
             "id": f"e{k}",
         }
 
 
-GENERATORS = ("clicks", "sea", "hyperplane")
+_CODED = frozenset({"elevel", "car", "zipcode"})  # Agrawal's categorical attributes
+
+GENERATORS = ("clicks", "sea", "hyperplane", "agrawal")
 
 
 def make_stream(
@@ -117,6 +132,6 @@ def make_stream(
     """One of :data:`GENERATORS` by name."""
     if name == "clicks":
         return clicks(n, seed=seed, drift_at=drift_at)
-    if name in ("sea", "hyperplane"):
+    if name in ("sea", "hyperplane", "agrawal"):
         return river_stream(name, n, seed=seed)
     raise ConfigError("--generator", f"one of {', '.join(GENERATORS)}", repr(name))
