@@ -10,9 +10,22 @@ Keys pick partitions exactly as any Kafka client does (murmur2 of the key), so
 every event of a key lands in one partition and is learned by one learner. With
 ``envelope=True`` events are grouped per partition into ``{"events": [...]}``
 messages of up to ``envelope_size`` events: far fewer, larger messages, the
-fast path of the training job. Delivery failures are never dropped: ``flush``
-raises naming how many failed. ``validate=True`` checks each event before it
+fast path of the training job. ``validate=True`` checks each event before it
 is sent and raises :class:`~streamlearn.errors.EventError` naming the field.
+
+Delivery errors are raised, never dropped: each :meth:`Publisher.flush` (and
+``close``, and leaving the ``with`` block) raises
+:class:`~connectors.kafka_io.DeliveryError` when events failed since the
+previous flush, and its ``failed`` holds exactly those events (every event of
+a failed envelope); the next flush starts clean. Re-sending exactly them
+delivers each event once::
+
+    try:
+        pub.flush()
+    except DeliveryError as exc:
+        pub.publish_many(exc.failed)   # then flush again
+
+``docs/publishing.md`` says more (timeouts, what ``retriable`` means, limits).
 """
 
 from __future__ import annotations
@@ -23,10 +36,11 @@ from typing import Any
 
 import orjson
 
+from connectors.kafka_io import DeliveryError, describe_reasons
 from streamlearn.errors import ConfigError
 from streamlearn.events import EventDecoder
 
-__all__ = ["Publisher"]
+__all__ = ["Publisher", "DeliveryError"]
 
 
 class Publisher:
@@ -49,7 +63,9 @@ class Publisher:
     require_label
         With ``validate``: whether a label must be present.
     **settings
-        kafka-python producer settings (``linger_ms``, ``batch_size``, ...).
+        kafka-python producer settings (``linger_ms``, ``batch_size``,
+        ``delivery_timeout_ms``, ...) over
+        :data:`~connectors.kafka_io.PRODUCER_DEFAULTS`.
     """
 
     def __init__(
@@ -111,6 +127,7 @@ class Publisher:
                 orjson.dumps(event),
                 key=None if key is None else str(key),
                 timestamp_ms=timestamp_ms,
+                carries=(event,),
             )
         partition = self.partition_of(key)
         buf = self._buffers.setdefault(partition, [])
@@ -133,14 +150,40 @@ class Publisher:
             return None
         self.messages += 1
         return self._producer.send(
-            orjson.dumps({"events": events}), partition=self._partitions[partition]
+            orjson.dumps({"events": events}),
+            partition=self._partitions[partition],
+            carries=events,
         )
 
-    def flush(self, timeout_s: float | None = 60.0) -> None:
-        """Send buffered envelopes and wait for every delivery; raise if any failed."""
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Send buffered envelopes and wait for every delivery.
+
+        Raises :class:`~connectors.kafka_io.DeliveryError` when events failed
+        since the previous flush: ``failed`` holds exactly those events (all
+        the events of a failed envelope), ``reasons`` why. The next flush
+        reports only later failures. ``timeout_s`` bounds the wait (default:
+        the producer's delivery timeout and a margin, by which every message
+        is resolved); messages still unresolved then are counted in
+        ``pending``, not in ``failed``, and reported by a later flush.
+        """
         for partition in list(self._buffers):
             self._send_envelope(partition)
-        self._producer.flush(timeout_s)
+        try:
+            self._producer.flush(timeout_s)
+        except DeliveryError as exc:
+            raise DeliveryError(
+                f"{exc.count} of {exc.sent} events published to {self.topic} at "
+                f"{self._producer.bootstrap} since the last flush were not delivered"
+                + (f" ({describe_reasons(exc.reasons, exc.first_error)})" if exc.reasons else "")
+                + (f"; {exc.pending} messages still unresolved" if exc.pending else "")
+                + "; re-send exactly DeliveryError.failed",
+                failed=exc.failed,
+                reasons=exc.reasons,
+                sent=exc.sent,
+                pending=exc.pending,
+                retriable=exc.retriable,
+                first_error=exc.first_error,
+            ) from None
 
     @property
     def delivered(self) -> int:
