@@ -19,8 +19,10 @@ __all__ = [
     "kafka_source",
     "kafka_sink",
     "dead_letter_sink",
+    "check_dead_letter_topic",
     "SINK_PRODUCER",
     "DEAD_LETTER_PRODUCER",
+    "DEAD_LETTER_TOPIC_MIN_BYTES",
     "record_with_offsets_type",
     "START_POSITIONS",
 ]
@@ -43,12 +45,18 @@ SINK_PRODUCER: dict[str, str] = {
 
 #: The dead-letter sink's producer: records are bounded
 #: (``streamlearn.events.DEAD_LETTER_MAX_BYTES``, 96 KiB), so one always fits in a
-#: request; a batch of them (256 KiB) stays under a dead-letter topic's 1 MiB limit.
+#: request, and a batch (at most 96 KiB, or one record and its framing) always fits in
+#: a topic that takes :data:`DEAD_LETTER_TOPIC_MIN_BYTES`.
 DEAD_LETTER_PRODUCER: dict[str, str] = {
     **SINK_PRODUCER,
-    "batch.size": str(256 * 1024),
+    "batch.size": str(96 * 1024),
     "linger.ms": "20",
 }
+
+#: The smallest ``max.message.bytes`` a dead-letter topic may have: a bounded record
+#: (96 KiB) in its batch, with room to spare. A job refuses to start on a smaller one
+#: (:func:`check_dead_letter_topic`) rather than fail on its first dead letter.
+DEAD_LETTER_TOPIC_MIN_BYTES = 128 * 1024
 
 
 def stream_env(
@@ -218,6 +226,43 @@ def dead_letter_sink(
     """The sink of a job's dead-letter records: :func:`kafka_sink` with
     :data:`DEAD_LETTER_PRODUCER` (see ``docs/events.md``)."""
     return kafka_sink(bootstrap, topic, exactly_once, txn_prefix, DEAD_LETTER_PRODUCER)
+
+
+def check_dead_letter_topic(bootstrap: str, topic: str) -> None:
+    """Refuse, in one line, a dead-letter topic that cannot take a bounded record.
+
+    A dead-letter write refused for its size would fail the job again at every restart;
+    records are bounded, so only a topic set below :data:`DEAD_LETTER_TOPIC_MIN_BYTES`
+    can refuse one, and that is told before the job starts. A topic that does not exist
+    yet is left to the broker (created with its defaults, or refused as any write is).
+
+    Raises :class:`~streamlearn.errors.ConfigError` naming the topic's setting.
+    """
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        if topic not in admin.list_topics():
+            return
+        found = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic, configs={"max.message.bytes": None})],
+            config_filter="all",
+        )
+    finally:
+        admin.close()
+    entry = found.get("topic", {}).get(topic, {}).get("max.message.bytes")
+    if entry is None:
+        return
+    limit = int(entry["value"])
+    if limit < DEAD_LETTER_TOPIC_MIN_BYTES:
+        raise ConfigError(
+            "max.message.bytes",
+            f"at least {DEAD_LETTER_TOPIC_MIN_BYTES} for a dead-letter topic (its records are "
+            "up to 96 KiB; raise it with kafka-configs.sh --alter --add-config)",
+            str(limit),
+            f"topic {topic}",
+        )
 
 
 def _murmur_int(code: int) -> int:

@@ -60,13 +60,18 @@ def encode_bundles(rows, cfg: TrainConfig):
     Returns ``(bundles, dead_letters)``: a stream of bundle rows (partition,
     first offset, end offset, messages, rejected, batch bytes), one per
     partition every ``job.flush_events`` events or ``job.flush_ms``; and the
-    dead-letter records (JSON text) the encoder wrote for rejected events.
-    Both stay in the JVM until a bundle reaches the Python learner.
+    dead-letter records (JSON text, bounded: see ``streamlearn.events.dead_letter``)
+    the encoder wrote for rejected events. Both stay in the JVM until a bundle
+    reaches the Python learner. A dead-letter topic too small for a bounded record
+    is refused first (:func:`~connectors.flink_kafka.check_dead_letter_topic`).
     """
     from pyflink.datastream import DataStream
     from pyflink.java_gateway import get_gateway
     from pyflink.util.java_utils import load_java_class
 
+    from connectors.flink_kafka import check_dead_letter_topic
+
+    check_dead_letter_topic(cfg.kafka.bootstrap, cfg.kafka.dlq_topic)
     gateway = get_gateway()
     cls = load_java_class("io.streamlearn.flink.EncodeBundler")
     dense = gateway.new_array(gateway.jvm.String, len(cfg.features.dense))

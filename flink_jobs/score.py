@@ -26,6 +26,7 @@ import sys
 
 from connectors.flink_kafka import (
     START_POSITIONS,
+    check_dead_letter_topic,
     dead_letter_sink,
     kafka_sink,
     kafka_source,
@@ -79,6 +80,7 @@ def build(args: argparse.Namespace):
     from pyflink.common import Types, WatermarkStrategy
     from pyflink.datastream import OutputTag
 
+    check_dead_letter_topic(args.bootstrap, args.dlq)
     env = stream_env(
         parallelism=args.parallelism,
         checkpoint_ms=args.checkpoint_ms,

@@ -21,7 +21,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from connectors.flink_kafka import DEAD_LETTER_TOPIC_MIN_BYTES, check_dead_letter_topic
 from connectors.kafka_io import consume, describe_topic
+from streamlearn.errors import ConfigError
 from streamlearn.events import DEAD_LETTER_MAX_BYTES, DEAD_LETTER_VALUE_BYTES
 from streamlearn.generators import clicks
 from streamlearn.store import ModelStore
@@ -85,6 +87,15 @@ def _publish(bootstrap: str, topic: str, good: list[dict]) -> dict[tuple[int, in
     return {(f.get().partition, f.get().offset): message for message, f in futures}
 
 
+def _args(bootstrap: str, topic: str, tmp_path: Path) -> list[str]:
+    """The training job on ``topic``, bounded, one learner."""
+    return [
+        "--bootstrap", bootstrap, "--topic", topic, "--store", str(tmp_path / "models"),
+        "--model", "m", "--set", f"job.checkpoint_dir={json.dumps(str(tmp_path / 'chk'))}",
+        "--set", "features.bits=16", "--set", "job.parallelism=1", "--set", "job.bounded=true",
+    ]
+
+
 def test_poison_events_go_to_bounded_dead_letters_and_the_job_learns_on(
     kafka_broker, topic_name, tmp_path
 ):
@@ -94,13 +105,8 @@ def test_poison_events_go_to_bounded_dead_letters_and_the_job_learns_on(
     poison_at = _publish(bootstrap, topic_name, good)
     assert len(poison_at) == PARTITIONS * len(POISON)
 
-    args = [
-        "--bootstrap", bootstrap, "--topic", topic_name, "--store", str(tmp_path / "models"),
-        "--model", "m", "--set", f"job.checkpoint_dir={json.dumps(str(tmp_path / 'chk'))}",
-        "--set", "features.bits=16", "--set", "job.parallelism=1", "--set", "job.bounded=true",
-    ]
-    proc = subprocess.run([sys.executable, str(JOB), *args], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, str(JOB), *_args(bootstrap, topic_name, tmp_path)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]  # the job finished the bounded stream
 
     latest = ModelStore(str(tmp_path / "models"), "m").get()
@@ -126,3 +132,44 @@ def test_poison_events_go_to_bounded_dead_letters_and_the_job_learns_on(
         assert doc["sha256"] == hashlib.sha256(original).hexdigest()
         assert base64.b64decode(doc["value_b64"]) == original[:DEAD_LETTER_VALUE_BYTES]
     assert seen == set(poison_at)
+
+
+
+def test_a_dead_letter_topic_too_small_for_a_record_is_refused_before_the_job_starts(
+    kafka_broker, topic_name, tmp_path
+):
+    """A dead-letter write refused for its size would fail the job again at every restart:
+    a topic below DEAD_LETTER_TOPIC_MIN_BYTES is named in one line and the job never runs."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    bootstrap = kafka_broker.bootstrap
+    small, fine = f"{topic_name}.small", f"{topic_name}.fine"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([
+            NewTopic(topic_name, 1, 1),
+            NewTopic(small, 1, 1, topic_configs={
+                "max.message.bytes": str(DEAD_LETTER_TOPIC_MIN_BYTES - 1)}),
+            NewTopic(fine, 1, 1, topic_configs={
+                "max.message.bytes": str(DEAD_LETTER_TOPIC_MIN_BYTES)}),
+        ])
+    finally:
+        admin.close()
+    assert DEAD_LETTER_TOPIC_MIN_BYTES > DEAD_LETTER_MAX_BYTES
+    check_dead_letter_topic(bootstrap, fine)
+    check_dead_letter_topic(bootstrap, f"{topic_name}.not-yet")  # the broker's defaults apply
+    with pytest.raises(ConfigError) as info:
+        check_dead_letter_topic(bootstrap, small)
+    assert info.value.field == "max.message.bytes" and info.value.where == f"topic {small}"
+    assert str(DEAD_LETTER_TOPIC_MIN_BYTES - 1) in str(info.value)
+
+    proc = subprocess.run(
+        [sys.executable, str(JOB), *_args(bootstrap, topic_name, tmp_path), "--set",
+         f"kafka.dlq_topic={json.dumps(small)}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert f"field `max.message.bytes` of topic {small}: expected at least" in proc.stderr
+    assert not (tmp_path / "models").exists() or not ModelStore(
+        str(tmp_path / "models"), "m").head().latest
