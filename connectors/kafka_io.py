@@ -382,9 +382,9 @@ class KeyedProducer:
             self._window_failed.extend(carries)
             self._window_reasons[type(exc).__name__] += len(carries)
             self._window_retriable &= bool(getattr(exc, "retriable", False))
-        if first:  # one line per flush window, not one per message of an outage
-            log.warning("Kafka delivery to %s failed: %s (flush reports all failures)",
-                        target, exc)
+        if first:  # flush raises with all of them; one debug line, not one per message
+            log.debug("Kafka delivery to %s failed: %s (the next flush reports every failure)",
+                      target, exc)
 
     def send(
         self,

@@ -12,6 +12,9 @@ import pytest
 
 from connectors.kafka_broker import LocalBroker
 from connectors.kafka_io import (
+    DLQ_MAX_MESSAGE_BYTES,
+    MAX_MESSAGE_BYTES,
+    PRODUCER_DEFAULTS,
     KeyedProducer,
     consume_all,
     create_topics,
@@ -120,3 +123,58 @@ def test_bad_settings_are_rejected_by_name(kafka_broker):
         KeyedProducer(kafka_broker.bootstrap, "x", lingerms=5)
     with pytest.raises(ConfigError, match="partitions"):
         create_topics(kafka_broker.bootstrap, {"bad": 0})
+
+
+def _topic_settings(bootstrap: str, name: str) -> dict[str, dict]:
+    """A topic's settings as the broker reports them: value, config_source, ..."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        found = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name)], config_filter="all"
+        )
+    finally:
+        admin.close()
+    return found["topic"][name]
+
+
+def test_created_topics_carry_explicit_size_limits(kafka_broker, topic_name):
+    """Not the broker's default: every topic the producers' limit, dead letters their own."""
+    names = {topic_name: 2, f"{topic_name}.dlq": 1, f"{topic_name}.models": 1, "x" + topic_name: 1}
+    create_topics(kafka_broker.bootstrap, names,
+                  configs={"x" + topic_name: {"max.message.bytes": "5000"}})
+    limits = {}
+    for name in names:
+        setting = _topic_settings(kafka_broker.bootstrap, name)["max.message.bytes"]
+        assert setting["config_source"] == "DYNAMIC_TOPIC_CONFIG", "set on the topic itself"
+        limits[name] = setting["value"]
+    assert MAX_MESSAGE_BYTES == PRODUCER_DEFAULTS["max_request_size"] == 8 * 1024 * 1024
+    assert limits == {
+        topic_name: str(MAX_MESSAGE_BYTES),
+        f"{topic_name}.dlq": str(DLQ_MAX_MESSAGE_BYTES),
+        f"{topic_name}.models": str(MAX_MESSAGE_BYTES),
+        "x" + topic_name: "5000",
+    }
+    with pytest.raises(ConfigError, match="configs"):
+        create_topics(kafka_broker.bootstrap, {topic_name: 2}, configs={"other": {}})
+
+
+def test_topics_create_prints_the_limits_it_set(kafka_broker, topic_name, capsys):
+    from streamlearn.cli import main as cli_main
+
+    args = ["topics", "create", topic_name, "--partitions", "2", "--bootstrap",
+            kafka_broker.bootstrap]
+    assert cli_main(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"created  {topic_name}  (2 partition(s), max.message.bytes {MAX_MESSAGE_BYTES})",
+        f"created  {topic_name}.dlq  (1 partition(s), max.message.bytes {DLQ_MAX_MESSAGE_BYTES})",
+        f"created  {topic_name}.models  (1 partition(s), max.message.bytes {MAX_MESSAGE_BYTES})",
+    ]
+    assert _topic_settings(kafka_broker.bootstrap, f"{topic_name}.dlq")["max.message.bytes"][
+        "value"
+    ] == str(DLQ_MAX_MESSAGE_BYTES)
+    assert cli_main(args) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"exists   {topic_name}  (left as it is)"

@@ -11,6 +11,10 @@ EPILOG = """\
 examples:
   streamlearn topics create events --partitions 4     also creates events.dlq and events.models
   streamlearn topics list
+
+Topics created here carry explicit size limits (max.message.bytes): 8 MiB, the
+producers' largest request; 1 MiB for dead-letter topics (<topic>.dlq). An
+existing topic is left as it is.
   streamlearn topics describe events --json
 """
 
@@ -35,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from connectors.kafka_io import create_topics, describe_topic, list_topics
+    from connectors.kafka_io import create_topics, describe_topic, list_topics, topic_config
     from streamlearn.errors import ConfigError
 
     if args.action == "list":
@@ -50,8 +54,12 @@ def run(args: argparse.Namespace) -> int:
             wanted.update({f"{args.topic}.dlq": 1, f"{args.topic}.models": 1})
         created = create_topics(args.bootstrap, wanted)
         for name in wanted:
-            state = "created" if name in created else "exists "
-            print(f"{state}  {name}  ({wanted[name]} partition(s) requested)")
+            if name in created:
+                limit = topic_config(name)["max.message.bytes"]
+                print(f"created  {name}  ({wanted[name]} partition(s), "
+                      f"max.message.bytes {limit})")
+            else:
+                print(f"exists   {name}  (left as it is)")
         return 0
     info = describe_topic(args.bootstrap, args.topic)
     if args.json:
