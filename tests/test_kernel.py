@@ -159,6 +159,8 @@ def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
                 smax[s] = abs(v)
             if smax[s] > 0:
                 add += (v / smax[s]) ** 2
+        if model.intercept and model.intercept_lr is None:
+            add += 1.0  # the intercept's feature
         totals[0] += weight * add
         totals[1] += weight
         if totals[0] > 0:
@@ -194,41 +196,49 @@ def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
     u = arrays["l1.total"][0] if model.l1 else 0.0
     l2 = 0.0 if mutate == "l2" else model.l2
 
+    def step(wi, prefix, at, gi, smax, f_l1, f_l2):
+        """One optimiser update of the weight ``wi`` (its accumulators at ``at``
+        in the arrays named ``prefix + <name>``); returns the new weight."""
+        if isinstance(opt, SGD):
+            return wi - lr_t * gi
+        if isinstance(opt, AdaGrad):
+            g2 = arrays[prefix + "adagrad.g2"]
+            g2[at] += gi * gi
+            eps = opt.eps * 100 if mutate == "adagrad" else opt.eps
+            return wi - opt.lr * gi / (math.sqrt(g2[at]) + eps)
+        if isinstance(opt, Adam):
+            m, vv = arrays[prefix + "adam.m"], arrays[prefix + "adam.v"]
+            m[at] = opt.beta1 * m[at] + (1 - opt.beta1) * gi
+            vv[at] = opt.beta2 * vv[at] + (1 - opt.beta2) * gi * gi
+            m_hat = m[at] / (1 - opt.beta1**t)
+            v_hat = vv[at] / (1 - (opt.beta2 if mutate != "adam" else opt.beta1) ** t)
+            return wi - opt.lr * m_hat / (math.sqrt(v_hat) + opt.eps)
+        if isinstance(opt, FTRL):
+            zz, nn = arrays[prefix + "ftrl.z"], arrays[prefix + "ftrl.n"]
+            n_old = nn[at]
+            n_new = n_old + gi * gi
+            sigma = (math.sqrt(n_new) - math.sqrt(n_old)) / opt.alpha
+            zz[at] += gi - sigma * wi
+            nn[at] = n_new
+            shrunk = math.copysign(max(abs(zz[at]) - f_l1, 0.0), zz[at])
+            return -shrunk / ((opt.beta + math.sqrt(n_new)) / opt.alpha + f_l2)
+        # Normalized
+        g2 = arrays[prefix + "normalized.g2"]
+        g2[at] += gi * gi
+        if g2[at] > 0 and smax > 0:
+            return wi - nscale * gi / (smax * math.sqrt(g2[at]))
+        return wi
+
+    f_l1 = f_l2 = 0.0
+    if isinstance(opt, FTRL):
+        f_l1 = opt.l1 if mutate != "ftrl" else 0.0
+        f_l2 = opt.l2
     for s, v in pairs:
         for c in range(len(g)):
             gi = g[c] * v + l2 * weight_at(s, c)
-            wi = weight_at(s, c)
             at = s if flat else (s, c)
-            if isinstance(opt, SGD):
-                wi -= lr_t * gi
-            elif isinstance(opt, AdaGrad):
-                g2 = arrays["adagrad.g2"]
-                g2[at] += gi * gi
-                eps = opt.eps * 100 if mutate == "adagrad" else opt.eps
-                wi -= opt.lr * gi / (math.sqrt(g2[at]) + eps)
-            elif isinstance(opt, Adam):
-                m, vv = arrays["adam.m"], arrays["adam.v"]
-                m[at] = opt.beta1 * m[at] + (1 - opt.beta1) * gi
-                vv[at] = opt.beta2 * vv[at] + (1 - opt.beta2) * gi * gi
-                m_hat = m[at] / (1 - opt.beta1**t)
-                v_hat = vv[at] / (1 - (opt.beta2 if mutate != "adam" else opt.beta1) ** t)
-                wi -= opt.lr * m_hat / (math.sqrt(v_hat) + opt.eps)
-            elif isinstance(opt, FTRL):
-                zz, nn = arrays["ftrl.z"], arrays["ftrl.n"]
-                n_old = nn[at]
-                n_new = n_old + gi * gi
-                sigma = (math.sqrt(n_new) - math.sqrt(n_old)) / opt.alpha
-                zz[at] += gi - sigma * wi
-                nn[at] = n_new
-                f_l1 = opt.l1 if mutate != "ftrl" else 0.0
-                shrunk = math.copysign(max(abs(zz[at]) - f_l1, 0.0), zz[at])
-                wi = -shrunk / ((opt.beta + math.sqrt(n_new)) / opt.alpha + opt.l2)
-            else:  # Normalized
-                g2 = arrays["normalized.g2"]
-                g2[at] += gi * gi
-                smax = arrays["normalized.scale"][s]
-                if g2[at] > 0 and smax > 0:
-                    wi -= nscale * gi / (smax * math.sqrt(g2[at]))
+            smax = arrays["normalized.scale"][s] if isinstance(opt, Normalized) else 0.0
+            wi = step(weight_at(s, c), "", at, gi, smax, f_l1, f_l2)
             if model.l1 and mutate != "l1":
                 cum = arrays["l1.cum"]
                 q = cum[at]
@@ -241,7 +251,12 @@ def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
                 cum[at] = q + (after - wi)
                 wi = after
             set_weight(s, c, wi)
-    if model.intercept:
+    if model.intercept and model.intercept_lr is None:
+        # the optimiser's rule, as a feature of value 1; never penalised
+        for c in range(len(g)):
+            gi = g[c] * (1.01 if mutate == "intercept" else 1.0)
+            b[c] = step(b[c], "intercept.", c, gi, 1.0, 0.0, 0.0)
+    elif model.intercept:
         lr_b = model.intercept_lr * (1.01 if mutate == "intercept" else 1.0)
         for c in range(len(g)):
             b[c] -= lr_b * g[c]
@@ -269,7 +284,7 @@ def _replay(model, data, weights, mutate=None):
                 for name, arr in list(state.items()):  # a new class: a column of zeros
                     if arr.ndim == 2:
                         state[name] = np.hstack([arr, np.zeros((arr.shape[0], 1))])
-                    elif name == "intercept" and len(classes) > len(arr):
+                    elif name.startswith("intercept") and len(classes) > len(arr):
                         state[name] = np.append(arr, 0.0)
             label = classes.index(y)
         else:
@@ -281,10 +296,12 @@ def _replay(model, data, weights, mutate=None):
     return preds, states
 
 
-def _make(cls, opt_name, penalty, scale, **extra):
+def _make(cls, opt_name, penalty, variant, **extra):
+    """A learner of the per-event kernel; ``variant`` "raw", "scaled" (the
+    online scaler) or "own-intercept" (``intercept_lr=None``)."""
     opt, kw = _penalties(opt_name, penalty)
-    kwargs = {"bits": 4, "dense": ["d"], "scale": scale, "update": "event",
-              "intercept_lr": 0.05, **kw, **extra}
+    kwargs = {"bits": 4, "dense": ["d"], "scale": variant == "scaled", "update": "event",
+              "intercept_lr": None if variant == "own-intercept" else 0.05, **kw, **extra}
     if cls is SoftmaxRegression:
         kwargs.pop("classes", None)
     return cls(opt, **kwargs)
@@ -312,31 +329,32 @@ def _compare(model, data, weights, ref_preds, ref_states, *, rtol=1e-9, atol=1e-
                                        err_msg=f"{name} after event {i}")
 
 
-def _case_id(cls, opt, pen, scale):
-    return f"{cls.__name__}-{opt}-{pen}-{'scaled' if scale else 'raw'}"
+def _case_id(cls, opt, pen, variant):
+    return f"{cls.__name__}-{opt}-{pen}-{variant}"
 
 
 CASES = [
-    pytest.param(cls, opt, pen, scale, id=_case_id(cls, opt, pen, scale))
+    pytest.param(cls, opt, pen, variant, id=_case_id(cls, opt, pen, variant))
     for cls in MODELS
     for opt in OPTIMIZERS
     for pen in PENALTIES
-    for scale in (False, True)
+    for variant in ("raw", "scaled", "own-intercept")
+    if variant != "own-intercept" or pen in ("none", "l1+l2")
 ]
 
 
-@pytest.mark.parametrize("cls, opt_name, penalty, scale", CASES)
-def test_kernel_follows_the_reference_event_by_event(cls, opt_name, penalty, scale):
-    data = _events(cls.task, 40, seed=zlib.crc32(f"{opt_name}{penalty}{scale}".encode()))
+@pytest.mark.parametrize("cls, opt_name, penalty, variant", CASES)
+def test_kernel_follows_the_reference_event_by_event(cls, opt_name, penalty, variant):
+    data = _events(cls.task, 40, seed=zlib.crc32(f"{opt_name}{penalty}{variant}".encode()))
     weights = np.array([0.5 + (i % 4) * 0.5 for i in range(len(data))])
-    model = _make(cls, opt_name, penalty, scale)
+    model = _make(cls, opt_name, penalty, variant)
     ref_preds, ref_states = _replay(model, data, weights)
     _compare(model, data, weights, ref_preds, ref_states)
     assert model.weights.any() and model.n_learned == len(data)
     assert np.abs(model.weights).max() < 100  # learned, not diverged
 
     # the whole stream as one bundle: same predictions, same final state
-    whole = _make(cls, opt_name, penalty, scale)
+    whole = _make(cls, opt_name, penalty, variant)
     preds = whole.predict_learn_many([x for x, _ in data], [y for _, y in data], weights)
     if cls.task == "binary":
         np.testing.assert_allclose(preds[:, 1], ref_preds, rtol=1e-9, atol=1e-9)
@@ -356,17 +374,18 @@ def test_clipped_gradients_follow_the_reference():
 
 MUTATIONS = {
     # rule: a case whose stream exercises it
-    "sgd": (LogisticRegression, "sgd-invscaling", "none", False),
-    "adagrad": (LinearRegression, "adagrad", "none", False),
-    "adam": (LogisticRegression, "adam", "none", False),
-    "ftrl": (LogisticRegression, "ftrl", "l1", False),
-    "normalized": (LogisticRegression, "normalized", "none", False),
-    "normalized-rescale": (LinearRegression, "normalized", "none", False),
-    "l1": (LogisticRegression, "adagrad", "l1", False),
-    "l2": (SoftmaxRegression, "sgd", "l2", False),
-    "scaler": (LogisticRegression, "sgd", "none", True),
-    "intercept": (LinearRegression, "sgd", "none", False),
-    "weight": (SoftmaxRegression, "adagrad", "none", False),
+    "sgd": (LogisticRegression, "sgd-invscaling", "none", "raw"),
+    "adagrad": (LinearRegression, "adagrad", "none", "raw"),
+    "adam": (LogisticRegression, "adam", "none", "raw"),
+    "ftrl": (LogisticRegression, "ftrl", "l1", "raw"),
+    "normalized": (LogisticRegression, "normalized", "none", "raw"),
+    "normalized-rescale": (LinearRegression, "normalized", "none", "raw"),
+    "l1": (LogisticRegression, "adagrad", "l1", "raw"),
+    "l2": (SoftmaxRegression, "sgd", "l2", "raw"),
+    "scaler": (LogisticRegression, "sgd", "none", "scaled"),
+    "intercept": (LinearRegression, "sgd", "none", "raw"),
+    "own-intercept": (SoftmaxRegression, "adam", "none", "own-intercept"),
+    "weight": (SoftmaxRegression, "adagrad", "none", "raw"),
 }
 
 
@@ -374,14 +393,15 @@ MUTATIONS = {
 def test_a_changed_rule_breaks_the_comparison(rule):
     """The comparison catches a change of any one rule: the reference with that
     rule changed disagrees with the kernel (and unchanged, agrees)."""
-    cls, opt_name, penalty, scale = MUTATIONS[rule]
+    cls, opt_name, penalty, variant = MUTATIONS[rule]
     data = _events(cls.task, 60, seed=11)
     weights = np.array([0.5 + (i % 4) * 0.5 for i in range(len(data))])
-    preds, states = _replay(_make(cls, opt_name, penalty, scale), data, weights, mutate=rule)
+    mutated = "intercept" if rule == "own-intercept" else rule
+    preds, states = _replay(_make(cls, opt_name, penalty, variant), data, weights, mutated)
     with pytest.raises(AssertionError):
-        _compare(_make(cls, opt_name, penalty, scale), data, weights, preds, states)
-    preds, states = _replay(_make(cls, opt_name, penalty, scale), data, weights)
-    _compare(_make(cls, opt_name, penalty, scale), data, weights, preds, states)
+        _compare(_make(cls, opt_name, penalty, variant), data, weights, preds, states)
+    preds, states = _replay(_make(cls, opt_name, penalty, variant), data, weights)
+    _compare(_make(cls, opt_name, penalty, variant), data, weights, preds, states)
 
 
 def test_clip_mutation_breaks_the_comparison():
@@ -397,23 +417,24 @@ def test_clip_mutation_breaks_the_comparison():
 
 
 BATCH_CASES = [
-    pytest.param(cls, opt, pen, scale, id=_case_id(cls, opt, pen, scale))
+    pytest.param(cls, opt, pen, variant, id=_case_id(cls, opt, pen, variant))
     for cls in MODELS
     for opt in OPTIMIZERS
     if opt != "normalized"
     for pen in PENALTIES
-    for scale in (False, True)
+    for variant in ("raw", "scaled", "own-intercept")
+    if variant != "own-intercept" or pen in ("none", "l1+l2")
 ]
 
 
-@pytest.mark.parametrize("cls, opt_name, penalty, scale", BATCH_CASES)
-def test_a_batch_of_one_event_is_one_kernel_step(cls, opt_name, penalty, scale):
+@pytest.mark.parametrize("cls, opt_name, penalty, variant", BATCH_CASES)
+def test_a_batch_of_one_event_is_one_kernel_step(cls, opt_name, penalty, variant):
     """Where numpy code remains for a rule (update="batch"), a batch of one
     event takes the kernel's step, event after event, weights included."""
     data = _events(cls.task, 60, seed=3)
     weights = [0.5 + (i % 3) * 0.75 for i in range(len(data))]
-    kernel = _make(cls, opt_name, penalty, scale)
-    numpy_ = _make(cls, opt_name, penalty, scale, update="batch")
+    kernel = _make(cls, opt_name, penalty, variant)
+    numpy_ = _make(cls, opt_name, penalty, variant, update="batch")
     for i, (x, y) in enumerate(data):
         a = kernel.predict_learn_many([x], [y], weights[i:i + 1])
         b = numpy_.predict_learn_many([x], [y], weights[i:i + 1])

@@ -30,6 +30,8 @@ def _make(cls, opt_cls, variant, update="batch"):
         return cls(opt_cls(), bits=8, update=update)
     if variant == "scaled":
         return cls(opt_cls(), bits=8, scale=True, update=update)
+    if variant == "own-intercept":  # the intercept learned by the optimiser's rule
+        return cls(opt_cls(), bits=8, intercept_lr=None, update=update)
     if opt_cls is optim_pkg.FTRL:
         return cls(optim_pkg.FTRL(l1=0.01, l2=0.1), bits=8, dense=["n0"], update=update)
     return cls(opt_cls(), bits=8, dense=["n0"], l1=0.001, l2=0.01, update=update)
@@ -40,7 +42,7 @@ CASES = [
                  id=f"{cls.__name__}-{opt.__name__}-{variant}-{update}")
     for cls in LINEAR
     for opt in OPTIMIZERS
-    for variant in ("plain", "penalised", "scaled")
+    for variant in ("plain", "penalised", "scaled", "own-intercept")
     for update in UPDATES
     if update == "event" or not opt.per_event_only
 ]

@@ -18,7 +18,9 @@
  *      g = dloss/dz, clipped to [-clip, clip], times the event's weight;
  *   5. for each distinct slot: gradient g x_s + l2 w_s, one optimiser update;
  *      lazy cumulative L1;
- *   6. intercept -= intercept_lr * g.
+ *   6. intercept -= intercept_lr * g; or, with intercept_lr None
+ *      (`intercept_opt`), the intercept learned by the optimiser's own rule
+ *      as a feature of value 1 (never penalised; it counts in N).
  *
  * Softmax labels are class columns; `k0` is the number of classes known
  * before the bundle: an event is predicted over the classes seen before it
@@ -38,7 +40,7 @@ enum { LINEAR = 0, LOGISTIC = 1, SOFTMAX = 2 };
 enum { SGD = 0, ADAGRAD = 1, ADAM = 2, FTRL = 3, NORMALIZED = 4 };
 
 typedef struct {
-    int model, opt, K, k0, intercept, scale, invscaling;
+    int model, opt, K, k0, intercept, scale, invscaling, intercept_opt;
     double lr, power_t, eps, beta1, beta2, alpha, beta, f_l1, f_l2;
     double l1, l2, intercept_lr, clip;
 } Settings;
@@ -150,7 +152,7 @@ raw_entries(const Settings *s, const double *w, const double *b, const int64_t *
 }
 
 typedef struct {
-    double *w, *b, *a1, *a2, *a3, *l1cum, *l1total, *smean, *svar, *scount;
+    double *w, *b, *a1, *a2, *a3, *l1cum, *l1total, *smean, *svar, *scount, *ib1, *ib2;
 } Arrays;
 
 /* per-call scratch, sized for the longest row */
@@ -176,7 +178,7 @@ learning_rate(const Settings *s, double t)
 /* one optimiser update of weight *w with gradient g; a, b, c: its accumulators */
 static inline void
 update(const Settings *s, double *w, double *a, double *bb, double g, double lr_t,
-       double bc1, double bc2, double nscale, double smax)
+       double bc1, double bc2, double nscale, double smax, double f_l1, double f_l2)
 {
     switch (s->opt) {
     case SGD:
@@ -206,9 +208,9 @@ update(const Settings *s, double *w, double *a, double *bb, double g, double lr_
         double z = *a + g - sigma * *w;
         *a = z;
         *bb = n;
-        double mag = fabs(z) - s->f_l1;
+        double mag = fabs(z) - f_l1;
         double shrunk = mag > 0.0 ? (z > 0 ? mag : (z < 0 ? -mag : 0.0)) : 0.0;
-        *w = -shrunk / ((s->beta + root) / s->alpha + s->f_l2);
+        *w = -shrunk / ((s->beta + root) / s->alpha + f_l2);
         break;
     }
     case NORMALIZED: {
@@ -351,6 +353,9 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
                     add += r * r;
                 }
             }
+            if (s->intercept && s->intercept_opt) {
+                add += 1.0; /* the intercept's feature: 1, of largest value 1 */
+            }
             double h = weights != NULL ? weights[i] : 1.0;
             A->a3[0] += h * add;
             A->a3[1] += h;
@@ -415,13 +420,19 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
                 }
                 update(s, A->w + at, A->a1 ? A->a1 + at : NULL,
                        (s->opt == ADAM || s->opt == FTRL) ? A->a2 + at : NULL,
-                       gi, lr_t, bc1, bc2, nscale, smax);
+                       gi, lr_t, bc1, bc2, nscale, smax, s->f_l1, s->f_l2);
                 if (s->l1 > 0.0) {
                     apply_l1(A->w + at, A->l1cum + at, u);
                 }
             }
         }
-        if (s->intercept) {
+        if (s->intercept && s->intercept_opt) {
+            for (int c = 0; c < kg; c++) {
+                update(s, A->b + c, A->ib1 ? A->ib1 + c : NULL,
+                       (s->opt == ADAM || s->opt == FTRL) ? A->ib2 + c : NULL, g[c], lr_t,
+                       bc1, bc2, nscale, 1.0, 0.0, 0.0);
+            }
+        } else if (s->intercept) {
             for (int c = 0; c < kg; c++) {
                 A->b[c] -= s->intercept_lr * g[c];
             }
@@ -438,15 +449,15 @@ learn_bundle(PyObject *self, PyObject *args)
 {
     (void)self;
     Settings s;
-    PyObject *o[17];
+    PyObject *o[19];
     long long t0;
-    if (!PyArg_ParseTuple(args, "(iiiiiii)(ddddddddddddd)OOOOOOOOOOOOOOOOOL",
+    if (!PyArg_ParseTuple(args, "(iiiiiiii)(ddddddddddddd)OOOOOOOOOOOOOOOOOOOL",
                           &s.model, &s.opt, &s.K, &s.k0, &s.intercept, &s.scale,
-                          &s.invscaling, &s.lr, &s.power_t, &s.eps, &s.beta1, &s.beta2,
+                          &s.invscaling, &s.intercept_opt, &s.lr, &s.power_t, &s.eps, &s.beta1, &s.beta2,
                           &s.alpha, &s.beta, &s.f_l1, &s.f_l2, &s.l1, &s.l2,
                           &s.intercept_lr, &s.clip, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
                           &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14],
-                          &o[15], &o[16], &t0)) {
+                          &o[15], &o[16], &o[17], &o[18], &t0)) {
         return NULL;
     }
     if (s.model < LINEAR || s.model > SOFTMAX || s.opt < SGD || s.opt > NORMALIZED || s.K < 1
@@ -454,17 +465,18 @@ learn_bundle(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "_kernel: inconsistent model settings");
         return NULL;
     }
-    static const char *names[17] = {
+    static const char *names[19] = {
         "weights", "intercept", "a1", "a2", "a3", "l1.cum", "l1.total", "scaler.mean",
         "scaler.var", "scaler.count", "indptr", "indices", "values", "numeric", "labels",
-        "event weights", "predictions"};
-    static const int writable[17] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1};
-    static const Py_ssize_t itemsize[17] = {8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 1, 8, 8, 8};
-    Buf b[17];
+        "event weights", "predictions", "intercept a1", "intercept a2"};
+    static const int writable[19] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1};
+    static const Py_ssize_t itemsize[19] = {8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+                                            8, 8, 8, 1, 8, 8, 8, 8, 8};
+    Buf b[19];
     memset(b, 0, sizeof(b));
-    for (int k = 0; k < 17; k++) {
+    for (int k = 0; k < 19; k++) {
         if (get_buf(o[k], &b[k], writable[k], names[k], itemsize[k]) < 0) {
-            release(b, 17);
+            release(b, 19);
             return NULL;
         }
     }
@@ -493,6 +505,9 @@ learn_bundle(PyObject *self, PyObject *args)
         bad = "scaler";
     } else if (b[16].held && LEN(16) != n_rows * (s.model == SOFTMAX ? s.K : 1)) {
         bad = "predictions";
+    } else if (s.intercept && s.intercept_opt && s.opt != SGD
+               && (LEN(17) != s.K || ((s.opt == ADAM || s.opt == FTRL) && LEN(18) != s.K))) {
+        bad = "intercept accumulators";
     }
     Py_ssize_t longest = 0;
     if (bad == NULL) {
@@ -525,7 +540,7 @@ learn_bundle(PyObject *self, PyObject *args)
     }
     if (bad != NULL) {
         PyErr_Format(PyExc_ValueError, "_kernel: %s do not fit together", bad);
-        release(b, 17);
+        release(b, 19);
         return NULL;
     }
     Scratch S;
@@ -538,18 +553,19 @@ learn_bundle(PyObject *self, PyObject *args)
     S.p = malloc(kk * sizeof(double));
     if (!S.x || !S.slot || !S.xs || !S.z || !S.p) {
         free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p);
-        release(b, 17);
+        release(b, 19);
         return PyErr_NoMemory();
     }
     Arrays A = {PTR(0, double), PTR(1, double), PTR(2, double), PTR(3, double), PTR(4, double),
-                PTR(5, double), PTR(6, double), PTR(7, double), PTR(8, double), PTR(9, double)};
+                PTR(5, double), PTR(6, double), PTR(7, double), PTR(8, double), PTR(9, double),
+                PTR(17, double), PTR(18, double)};
     Py_BEGIN_ALLOW_THREADS
     run(&s, &A, PTR(10, int64_t), n_rows, PTR(11, int64_t), PTR(12, double),
         PTR(13, uint8_t), PTR(14, double), PTR(15, double), PTR(16, double),
         s.model == SOFTMAX ? s.K : 1, t0, &S);
     Py_END_ALLOW_THREADS
     free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p);
-    release(b, 17);
+    release(b, 19);
 #undef LEN
 #undef PTR
     Py_RETURN_NONE;
@@ -558,7 +574,7 @@ learn_bundle(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"learn_bundle", learn_bundle, METH_VARARGS,
      "learn_bundle(ints, floats, 10 state arrays, indptr, indices, values, numeric, labels, "
-     "event_weights, predictions, t0): predict then learn each event of a CSR bundle, in "
+     "event_weights, predictions, 2 intercept accumulators, t0): predict then learn each event of a CSR bundle, in "
      "order, in place (see streamlearn.learners.event)."},
     {NULL, NULL, 0, NULL}};
 

@@ -79,7 +79,7 @@ _RULES = {
     "l1": lambda v: _number("l1", v),
     "l2": lambda v: _number("l2", v),
     "intercept": lambda v: _flag("intercept", v),
-    "intercept_lr": lambda v: _number("intercept_lr", v),
+    "intercept_lr": lambda v: v is None or _number("intercept_lr", v),
     "scale": lambda v: _flag("scale", v),
     "clip_gradient": lambda v: _number("clip_gradient", v, strict=True),
 }
@@ -106,10 +106,12 @@ class LinearModel(Learner):
         cumulative penalty that can make it exactly zero). FTRL brings its own
         ``l1``/``l2``; these must then stay 0.
     intercept
-        Whether to learn an intercept (updated by plain SGD at
-        ``intercept_lr``, never penalised).
+        Whether to learn an intercept (never penalised).
     intercept_lr
-        The intercept's learning rate.
+        The intercept's learning rate: it is updated by plain SGD at this
+        rate; or ``None``: by the optimiser's own rule, as a feature of value
+        1 (with its accumulators ``intercept.<optimiser array>``), as Vowpal
+        Wabbit learns its constant feature.
     bits
         Hashed features go to ``2**bits`` slots.
     dense
@@ -248,6 +250,8 @@ class LinearModel(Learner):
         shape = self._weights_shape()
         arrays = {"weights": np.zeros(shape), "intercept": np.zeros(self._n_outputs())}
         arrays.update(self.optimizer.init_arrays(shape))
+        if self.intercept and self.intercept_lr is None:
+            arrays.update(self._intercept_arrays(self._n_outputs()))
         if self.l1:
             arrays["l1.cum"] = np.zeros(shape)
             arrays["l1.total"] = np.zeros(1)
@@ -257,6 +261,24 @@ class LinearModel(Learner):
             arrays["scaler.var"] = self._scaler.var
             arrays["scaler.count"] = self._scaler.count
         self._arrays = arrays
+
+    def _intercept_arrays(self, k: int) -> dict[str, np.ndarray]:
+        """The optimiser's accumulators of the intercept (``intercept_lr=None``)."""
+        names = ("g2",) if isinstance(self.optimizer, Normalized) else self.optimizer.arrays
+        return {f"intercept.{self.optimizer.name}.{n}": np.zeros(k) for n in names}
+
+    def _intercept_step(self, g: np.ndarray, t: int) -> None:
+        """The intercept's step on its gradient ``g`` (one value per output)."""
+        b = self._arrays["intercept"]
+        if self.intercept_lr is not None:
+            b -= self.intercept_lr * g
+            return
+        opt = self.optimizer
+        if isinstance(opt, FTRL):  # the intercept is never penalised
+            opt = FTRL(alpha=opt.alpha, beta=opt.beta)
+        own = {k[len("intercept."):]: v for k, v in self._arrays.items()
+               if k.startswith("intercept.")}
+        opt.update(b, own, np.arange(len(b)), np.asarray(g, dtype=np.float64).reshape(-1), t)
 
     @property
     def weights(self) -> np.ndarray:
@@ -490,10 +512,11 @@ class LinearModel(Learner):
         a = self._arrays
         none = _EMPTY
         p = opt.params()
+        own_intercept = self.intercept_lr is None
         ints = (
             self._kernel_model, _KERNEL_OPTIMIZERS[type(opt)], self._n_outputs(), k0,
             int(self.intercept), int(self.scale),
-            int(isinstance(opt, SGD) and opt.schedule == "invscaling"),
+            int(isinstance(opt, SGD) and opt.schedule == "invscaling"), int(own_intercept),
         )
         floats = (
             float(p.get("lr", 0.0)), float(p.get("power_t", 0.0)), float(p.get("eps", 0.0)),
@@ -501,10 +524,13 @@ class LinearModel(Learner):
             float(p.get("alpha", 0.0)), float(p.get("beta", 0.0)),
             float(p.get("l1", 0.0)) if isinstance(opt, FTRL) else 0.0,
             float(p.get("l2", 0.0)) if isinstance(opt, FTRL) else 0.0,
-            float(self.l1), float(self.l2), float(self.intercept_lr), float(self.clip_gradient),
+            float(self.l1), float(self.l2), float(self.intercept_lr or 0.0),
+            float(self.clip_gradient),
         )
         accs = [a[f"{opt.name}.{n}"] for n in opt.arrays]
         accs += [none] * (3 - len(accs))
+        ib = [a[k] for k in self._intercept_arrays(0)] if own_intercept and self.intercept else []
+        ib += [none] * (2 - len(ib))
         numeric = None
         if self.scale:
             numeric = np.ascontiguousarray(batch.numeric, dtype=bool).view(np.uint8)
@@ -515,7 +541,7 @@ class LinearModel(Learner):
             np.ascontiguousarray(batch.offsets, dtype=np.int64),
             np.ascontiguousarray(batch.indices, dtype=np.int64),
             np.ascontiguousarray(batch.values, dtype=np.float64),
-            numeric, np.ascontiguousarray(y, dtype=np.float64), h, preds,
+            numeric, np.ascontiguousarray(y, dtype=np.float64), h, preds, *ib,
             self._n_steps,
         )
         self._n_steps += batch.n_rows
@@ -539,7 +565,7 @@ class LinearModel(Learner):
             if self.l1:
                 self._apply_l1(w, slots, t)
         if self.intercept:
-            self._arrays["intercept"] -= self.intercept_lr * g_intercept
+            self._intercept_step(g_intercept, t)
         self._n_steps = t
         self._n_learned += batch.n_rows
 

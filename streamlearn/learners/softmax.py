@@ -92,7 +92,7 @@ class SoftmaxRegression(LinearModel):
 
     def _grow(self, added: int) -> None:
         for name, array in list(self._arrays.items()):
-            if name == "intercept":
+            if name == "intercept" or name.startswith("intercept."):
                 self._arrays[name] = np.concatenate([array, np.zeros(added)])
             elif array.ndim == 2:
                 self._arrays[name] = np.hstack([array, np.zeros((array.shape[0], added))])
