@@ -60,7 +60,7 @@ def test_failures_reported_after_an_outage_are_exactly_the_events_not_in_the_top
         during = round_(10_000)  # each flush waits out the delivery timeout
         assert time.monotonic() - outage > QUICK["delivery_timeout_ms"] / 1000
         assert [e.count for e in during] == [100, 100], [str(e) for e in during]
-        assert all(e.retriable for e in during)
+        assert all(e.retriable and set(e.reasons) == {"KafkaTimeoutError"} for e in during)
         broker.start()  # same directory and port: the topic and its data are back
         assert round_(20_000) == [], "flushes after the outage succeed"
         assert round_(30_000) == []
