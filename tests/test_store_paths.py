@@ -21,8 +21,9 @@ BAD = "../../outside.arrow"
 
 @pytest.fixture(params=["local", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path) -> ModelStore:
-    uri = str(tmp_path / "models") if request.param == "local" else request.getfixturevalue("s3_uri")
-    return ModelStore(uri, model="ctr")
+    if request.param == "local":
+        return ModelStore(str(tmp_path / "models"), model="ctr")
+    return ModelStore(request.getfixturevalue("s3_uri"), model="ctr")
 
 
 def _rewrite(store: ModelStore, rel: str, change) -> None:
