@@ -19,6 +19,7 @@ class ArrowKinds:
 
     integers: frozenset[int]
     floats: frozenset[int]
+    half_float: int
     boolean: int
     strings: frozenset[int]
     lists: frozenset[int]
@@ -41,6 +42,7 @@ def arrow_kinds() -> ArrowKinds:
     return ArrowKinds(
         integers=frozenset(t.id for t in ints + uints),
         floats=frozenset(t.id for t in (pa.float16(), pa.float32(), pa.float64())),
+        half_float=pa.float16().id,
         boolean=pa.bool_().id,
         strings=frozenset((pa.string().id, pa.large_string().id)),
         lists=frozenset((pa.list_(pa.string()).id, pa.large_list(pa.string()).id)),

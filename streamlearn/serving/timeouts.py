@@ -80,7 +80,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if phase == "body" and not cycle.response_complete:
             cycle.disconnected = True  # the app reads a disconnect; its answer goes nowhere
             cycle.message_event.set()
-        log.info("closed a connection past its deadline (%s)", phase)
+        log.debug("closed a connection past its deadline (%s)", phase)
         transport.close()
 
     # -- asyncio.Protocol ---------------------------------------------------------
