@@ -14,8 +14,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
@@ -26,6 +29,7 @@ from connectors.kafka_io import consume, describe_topic
 from streamlearn.errors import ConfigError
 from streamlearn.events import DEAD_LETTER_MAX_BYTES, DEAD_LETTER_VALUE_BYTES
 from streamlearn.generators import clicks
+from streamlearn.publish import Publisher
 from streamlearn.store import ModelStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -173,3 +177,96 @@ def test_a_dead_letter_topic_too_small_for_a_record_is_refused_before_the_job_st
     assert f"field `max.message.bytes` of topic {small}: expected at least" in proc.stderr
     assert not (tmp_path / "models").exists() or not ModelStore(
         str(tmp_path / "models"), "m").head().latest
+
+
+def _set_max_message_bytes(bootstrap: str, topic: str, limit: int) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic,
+                                            configs={"max.message.bytes": str(limit)})])
+    finally:
+        admin.close()
+
+
+def _log_lines(needle: str) -> list[str]:
+    """Lines of the local MiniCluster's log (PyFlink's log directory) holding ``needle``."""
+    from connectors.flink_cluster import pyflink_home
+
+    lines = []
+    for log in (pyflink_home() / "log").glob("*.log"):
+        lines += [line for line in log.read_text(errors="replace").splitlines() if needle in line]
+    return lines
+
+
+def _switches(job_name: str) -> list[str]:
+    """The state changes of the job named ``job_name``."""
+    return [s for s in _log_lines(f"Job {job_name} (") if "switched from state" in s]
+
+
+def _wait(predicate, job: subprocess.Popen, log_path: Path, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert job.poll() is None, log_path.read_text()[-3000:]
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"{what} within {timeout_s:.0f} s")
+
+
+def test_a_failed_dead_letter_write_restarts_the_job_which_resumes_losing_nothing(
+    kafka_broker, topic_name, tmp_path
+):
+    """A dead-letter write that fails (here the topic is set, while the job runs, to refuse
+    records of 1,000 bytes or more): the job restarts from its last checkpoint with back-off,
+    again while the fault lasts, never stops, and once the topic takes the records again
+    it resumes: every good event learned once, every bad one dead-lettered."""
+    bootstrap = kafka_broker.bootstrap
+    _create_topics(bootstrap, topic_name)
+    dlq = f"{topic_name}.dlq"
+    model = f"m-{topic_name}"
+    good = list(clicks(2_000, seed=8))
+    with Publisher(bootstrap, topic_name, envelope=True, envelope_size=100) as pub:
+        pub.publish_many(good[:1_000])
+    args = [
+        "--bootstrap", bootstrap, "--topic", topic_name, "--store", str(tmp_path / "models"),
+        "--model", model, "--set", f"job.checkpoint_dir={json.dumps(str(tmp_path / 'chk'))}",
+        "--set", "features.bits=16", "--set", "job.parallelism=1",
+        "--set", "job.checkpoint_ms=500", "--set", "job.flush_ms=50", "--set", "job.sync_ms=200",
+        "--set", "job.restart_max_ms=2000",
+    ]
+    store = ModelStore(str(tmp_path / "models"), model)
+    log_path = tmp_path / "job.log"
+    with open(log_path, "w") as log:
+        job = subprocess.Popen([sys.executable, str(JOB), *args], stdout=log, stderr=log,
+                               start_new_session=True)
+    job_name = f"streamlearn-train-{model}"
+    try:
+        _wait(lambda: (v := store.head().latest) and store.get(v).lineage.events == 1_000,
+              job, log_path, 240, "the first events were not learned")
+        _set_max_message_bytes(bootstrap, dlq, 1_000)  # a dead letter of a poison event: ~88 KB
+        poison_at = _publish(bootstrap, topic_name, good[1_000:])
+        _wait(lambda: any("to RESTARTING" in s for s in _switches(job_name)), job, log_path, 120,
+              "the failed dead-letter write did not restart the job")
+        time.sleep(3)  # restarts with back-off, each failing again on the same records
+        _set_max_message_bytes(bootstrap, dlq, DLQ_BYTES)
+        _wait(lambda: (v := store.head().latest) and store.get(v).lineage.events == len(good),
+              job, log_path, 180, "the job did not resume and learn every good event")
+        time.sleep(1.5)  # a few more sync intervals: nothing more may be counted
+        final = store.get()
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    restarts = sum("to RESTARTING" in s for s in _switches(job_name))
+    assert restarts >= 2, "the job restarted again while the fault lasted"
+    assert _log_lines(f"Failed to send data to Kafka {dlq}-"), "the dead-letter write failed"
+    assert final.lineage.events == len(good), "every good event learned, none twice"
+    letters = [orjson.loads(r.value) for r in consume(bootstrap, dlq, idle_timeout_s=3)]
+    assert {(d["partition"], d["offset"]) for d in letters} == set(poison_at), "nothing lost"
+    assert all(d["stage"] == "train" and d["truncated"] for d in letters)
+    assert max(len(r.value) for r in consume(bootstrap, dlq, idle_timeout_s=1)) <= (
+        DEAD_LETTER_MAX_BYTES)
