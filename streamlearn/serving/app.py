@@ -181,6 +181,8 @@ class PredictionApp:
         """``Authorization: Bearer <token>``, the scheme in any case (RFC 7235)."""
         for name, value in scope["headers"]:
             if name == b"authorization":
+                if hmac.compare_digest(value, self._auth or b""):  # the usual spelling
+                    return True
                 scheme, _, credentials = value.partition(b" ")
                 return scheme.lower() == b"bearer" and hmac.compare_digest(
                     credentials.lstrip(b" "), self._token

@@ -6,15 +6,16 @@ byte at a time, or stops half-way, holds a connection (and the body read so
 far) for as long as it likes. :func:`guarded_protocol` makes a subclass of
 uvicorn's ``httptools`` protocol with two deadlines per request:
 
-* ``header_timeout_s`` from the request's first byte (or the connection's
-  opening) to the end of its headers;
+* ``header_timeout_s`` from the request's first byte (or, for a first
+  request, the connection's opening) to the end of its headers;
 * ``body_timeout_s`` from the end of the headers to the end of the body.
 
 Past either, the connection gets ``408 Request Timeout`` (when a request had
 begun and no answer has started) and is closed. Time spent answering is not
 counted; the idle time between requests is uvicorn's ``timeout_keep_alive``.
-Each deadline is one timer per request phase, armed and cancelled by the
-parser's callbacks: nothing is added per byte.
+A timer is armed only for a phase that one read of the socket leaves
+unfinished (and once per connection, from its opening): the usual request,
+whole in one read on a kept-alive connection, costs none.
 """
 
 from __future__ import annotations
@@ -93,23 +94,32 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
-            # bytes of a next request on a kept-alive connection (uvicorn has just
-            # stopped its idle timer): they have header_timeout_s to make headers
-            self._arm("idle", self.header_timeout_s)
         super().data_received(data)
+        if self._deadline is not None:
+            return
+        phase = self._phase
+        if phase == "headers":
+            self._arm(phase, self.header_timeout_s)
+        elif phase == "body":
+            self._arm(phase, self.body_timeout_s)
+        elif self.cycle is None or self.cycle.response_complete:
+            # bytes that begin no request (uvicorn has stopped its idle timer)
+            self._arm("idle", self.header_timeout_s)
 
     # -- httptools callbacks ------------------------------------------------------
+    # They only note the phase: the timer of a phase still unfinished when the
+    # bytes received so far are parsed is armed by data_received, so that the
+    # usual request, whole in one read, costs no timer at all.
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self._phase != "idle":  # a pipelined request: its own header deadline
-            self._arm("headers", self.header_timeout_s)
-        else:
-            self._phase = "headers"
+        self._phase = "headers"  # an idle timer running since the opening goes on
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
-        self._arm("body", self.body_timeout_s)
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self._phase = "body"
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
