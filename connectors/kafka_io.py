@@ -85,8 +85,9 @@ class FailedMessage:
 class DeliveryError(ServiceError):
     """Messages sent since the previous flush were not delivered to Kafka.
 
-    Raised by ``flush`` (and so by ``close`` and leaving a ``with`` block), once
-    per failure: the next flush reports only what failed after this one.
+    Raised by ``flush`` (and so by ``close`` and leaving a ``with`` block). Each
+    failure is reported by exactly one flush: the next flush reports only what
+    failed after this one.
 
     Attributes
     ----------
