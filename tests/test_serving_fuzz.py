@@ -670,9 +670,18 @@ def run_fuzz(proc: ServerProcess, total: int, seed: int, max_seconds: float) -> 
         runner: Any = uvloop.run
     except ImportError:  # pragma: no cover
         runner = asyncio.run
+    from tests.test_serving_untrusted import rss_bytes
+
+    rss_before = rss_bytes(proc.proc.pid)
     tally, seconds = runner(fuzz_server(proc.port, total, seed, max_seconds))
     alive = proc.alive()
     print(f"\nserver fuzz, seed {seed}:\n" + tally.figures(seconds, alive))
+    if alive:
+        rss_after = rss_bytes(proc.proc.pid)
+        print(
+            f"server resident memory: {rss_before / 2**20:.0f} MiB before, "
+            f"{rss_after / 2**20:.0f} MiB after"
+        )
     assert alive, proc.output()[-3000:]
     assert not tally.server_errors, tally.server_errors[0].decode("latin-1")
     assert all(code < 500 for code in tally.codes), tally.codes
