@@ -262,21 +262,29 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
         if (s->model == SOFTMAX && y_col + 1 > k_learn) {
             k_learn = y_col + 1;
         }
-        double *x = S->x;
+        const double *x = raw; /* the entries' values, standardised with scale */
+        if (i + 1 < n_rows) { /* the next event's weights and accumulators, ahead */
+            for (Py_ssize_t j = indptr[i + 1]; j < indptr[i + 2]; j++) {
+                __builtin_prefetch(A->w + indices[j] * K, 1);
+                if (A->a1 != NULL && s->opt != SGD) {
+                    __builtin_prefetch(A->a1 + indices[j] * K, 1);
+                }
+            }
+        }
 
         /* -- predict with the model as it is -- */
         if (s->scale) {
+            x = S->x;
             for (Py_ssize_t j = 0; j < n; j++) {
                 double v = raw[j];
                 if (numeric[lo + j]) {
                     double sd = sqrt(A->svar[idx[j]]);
                     v = sd > 0 ? (v - A->smean[idx[j]]) / sd : 0.0;
                 }
-                x[j] = v;
+                S->x[j] = v;
             }
-        } else {
-            memcpy(x, raw, (size_t)n * sizeof(double));
         }
+        int z_known = 0; /* S->z holds the raw output of this very step */
         if (preds != NULL) {
             double *out = preds + i * pred_width;
             if (s->model == SOFTMAX) {
@@ -290,6 +298,7 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
             } else {
                 raw_entries(s, A->w, A->b, idx, x, n, 1, S->z);
                 out[0] = s->model == LOGISTIC ? sigmoid(S->z[0]) : S->z[0];
+                z_known = !s->scale;
             }
         }
 
@@ -312,7 +321,7 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
                     double sd = sqrt(A->svar[idx[j]]);
                     v = sd > 0 ? (v - A->smean[idx[j]]) / sd : 0.0;
                 }
-                x[j] = v;
+                S->x[j] = v;
             }
         }
         /* distinct slots, values of a slot summed in entry order */
@@ -340,6 +349,7 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
                 double ax = fabs(S->xs[d]);
                 double old = A->a2[q];
                 if (ax > old) {
+                    z_known = 0;
                     if (old > 0.0) {
                         double f = old / ax;
                         for (int c = 0; c < K; c++) {
@@ -363,7 +373,10 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
         }
         /* raw outputs from the distinct slots, then the loss gradient */
         double *z = S->z, *g = S->p;
-        if (K == 1) {
+        if (K == 1 && z_known && m == n) {
+            /* no scaler, no rescaling, no slot twice: the sum the prediction
+               just made, in the same order */
+        } else if (K == 1) {
             double acc = 0.0;
             for (Py_ssize_t d = 0; d < m; d++) {
                 acc += A->w[S->slot[d]] * S->xs[d];
