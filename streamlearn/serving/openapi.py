@@ -20,7 +20,11 @@ _EVENT: dict[str, Any] = {
     "required": ["features"],
     "additionalProperties": False,
     "properties": {
-        "features": {"type": "object", "additionalProperties": _FEATURE_VALUE},
+        "features": {
+            "type": "object",
+            "minProperties": 1,
+            "additionalProperties": _FEATURE_VALUE,
+        },
         "key": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
         "id": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
         "ts": {"type": "integer", "minimum": 0, "description": "event time, ms since the epoch"},
@@ -114,7 +118,11 @@ def openapi_document(model: str, auth: bool = False) -> dict[str, Any]:
                         "400": _error("unreadable body"),
                         "401": _error("missing or wrong bearer token"),
                         "404": _error("no such version"),
-                        "413": _error("body or batch too large"),
+                        "408": _error("headers or body not received in time"),
+                        "413": _error(
+                            "body or batch too large, or an Arrow body that would"
+                            " decompress past the limits"
+                        ),
                         "415": _error("unsupported content type"),
                         "422": _error("invalid fields, each named"),
                         "503": _error("no model loaded yet"),
