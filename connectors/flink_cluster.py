@@ -3,13 +3,19 @@
 The PyFlink wheel is a whole Flink distribution. This module writes a
 ``config.yaml`` under ``.state/flink/conf`` (loopback addresses, the
 project's Python for the workers, the Kafka connector on the classpath) and
-runs ``bin/start-cluster.sh`` / ``bin/stop-cluster.sh`` with it; jobs are
+runs ``bin/jobmanager.sh`` and ``bin/taskmanager.sh`` with it; jobs are
 submitted with ``bin/flink run -py``, exactly as on any other cluster.
 
 >>> cluster = FlinkCluster(rest_port=8081)       # doctest: +SKIP
 >>> cluster.start()                               # jobmanager + one taskmanager
 >>> cluster.submit("flink_jobs/passthrough.py", ["--source", "a", "--sink", "b", "--bounded"])
 >>> cluster.stop()
+
+Every task manager gets a resource id of its own (``tm-0``, ``tm-1``, ...), the
+one the REST API reports for it, so a test can find which task manager runs
+which part of a job (:meth:`FlinkCluster.vertex_taskmanagers`), kill that one
+(:meth:`FlinkCluster.kill_taskmanager`) and start a replacement
+(:meth:`FlinkCluster.start_taskmanager`).
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -62,7 +70,7 @@ class ClusterStatus:
 
 
 class FlinkCluster:
-    """One jobmanager and one taskmanager on loopback.
+    """One jobmanager and ``taskmanagers`` task managers on loopback.
 
     Parameters
     ----------
@@ -70,9 +78,13 @@ class FlinkCluster:
         The REST/web port (default 8081); the job manager RPC port is 6123
         unless ``rpc_port`` says otherwise.
     slots
-        Task slots of the task manager.
+        Task slots of each task manager.
     python
         The Python the workers run (default: this interpreter, the project venv).
+    taskmanagers
+        How many task managers :meth:`start` starts (more can join later).
+    settings
+        Further Flink settings for ``config.yaml``, flat keys (``heartbeat.timeout``).
     """
 
     def __init__(
@@ -85,12 +97,21 @@ class FlinkCluster:
         python: str | None = None,
         host: str = "127.0.0.1",
         directory: str | os.PathLike[str] | None = None,
+        taskmanagers: int = 1,
+        settings: Mapping[str, object] | None = None,
     ) -> None:
         for name, port in (("rest_port", rest_port), ("rpc_port", rpc_port)):
             if not isinstance(port, int) or not 1 <= port <= 65535:
                 raise ConfigError(name, "an integer in 1..65535", port)
         if not isinstance(slots, int) or slots < 1:
             raise ConfigError("slots", "an integer >= 1", slots)
+        if not isinstance(taskmanagers, int) or taskmanagers < 1:
+            raise ConfigError("taskmanagers", "an integer >= 1", taskmanagers)
+        for key in settings or {}:
+            if not isinstance(key, str) or "." not in key:
+                raise ConfigError("settings", "flat Flink keys such as heartbeat.timeout", key)
+        self.taskmanager_count = taskmanagers
+        self.settings = dict(settings or {})
         self.rest_port = rest_port
         self.rpc_port = rpc_port
         self.slots = slots
@@ -143,6 +164,7 @@ class FlinkCluster:
                 "type": "fixed-delay",
                 "fixed-delay": {"attempts": 20, "delay": "2 s"},
             },
+            **self.settings,
         }
         # JSON is valid YAML 1.2: no YAML writer needed, and no ambiguity in quoting.
         (conf / "config.yaml").write_text(json.dumps(conf_yaml, indent=2) + "\n")
@@ -184,9 +206,11 @@ class FlinkCluster:
         return ["bash", str(path)]
 
     # -- REST ----------------------------------------------------------------
-    def _get(self, path: str, timeout_s: float = 2.0) -> dict:
-        with urllib.request.urlopen(self.rest_url + path, timeout=timeout_s) as resp:
-            return json.loads(resp.read())
+    def _get(self, path: str, timeout_s: float = 2.0, method: str = "GET") -> dict:
+        request = urllib.request.Request(self.rest_url + path, method=method)
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:
+            body = resp.read()
+        return json.loads(body) if body else {}
 
     def status(self) -> ClusterStatus:
         """What the cluster's REST API says (or not running)."""
@@ -226,16 +250,21 @@ class FlinkCluster:
                 )
         env = self._env()
         log.info("starting Flink cluster at %s (conf %s)", self.rest_url, env["FLINK_CONF_DIR"])
-        proc = subprocess.run(
-            self._script("start-cluster.sh"), env=env, capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise ServiceError(f"start-cluster.sh failed: {(proc.stderr or proc.stdout)[-800:]}")
+        # all at once: the task managers retry until the job manager answers
+        scripts = [("jobmanager.sh", self._script_run("jobmanager.sh", ["start"], env))]
+        scripts += [
+            ("taskmanager.sh", self._launch_taskmanager(env, n))
+            for n in range(self.taskmanager_count)
+        ]
+        for name, proc in scripts:
+            output, _ = proc.communicate()
+            if proc.returncode != 0:
+                raise ServiceError(f"{name} failed: {output[-800:]}")
         (self.dir / "started_at").write_text(str(time.time()))
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             status = self.status()
-            if status.running and status.slots_total >= self.slots:
+            if status.running and status.slots_total >= self.slots * self.taskmanager_count:
                 log.info("Flink cluster ready: %d slots", status.slots_total)
                 return status
             time.sleep(0.5)
@@ -248,12 +277,15 @@ class FlinkCluster:
     def stop(self, timeout_s: float = 30.0) -> bool:
         """Stop the cluster's processes. Returns True when something was running."""
         was = self.status().running or any((self.dir / "pid").glob("*.pid"))
-        env = self._env()
-        subprocess.run(self._script("stop-cluster.sh"), env=env, capture_output=True, text=True)
+        for pid in self._pids_alive():  # what bin/*.sh stop-all does, to all at once
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and self._pids_alive():
             time.sleep(0.2)
-        for pid in self._pids_alive():  # the scripts gave up: make sure
+        for pid in self._pids_alive():  # SIGTERM was not enough: make sure
             log.warning("Flink process %d did not stop; killing it", pid)
             try:
                 os.kill(pid, 9)
@@ -265,15 +297,24 @@ class FlinkCluster:
         return was
 
     def _pids_alive(self) -> list[int]:
+        """Pids in the pid files that still run a Flink JVM (a crashed one's pid may
+        since belong to another process, which is left alone)."""
         alive = []
         for pidfile in (self.dir / "pid").glob("*.pid"):
             for line in pidfile.read_text().split():
                 try:
                     pid = int(line)
                     os.kill(pid, 0)
-                    alive.append(pid)
                 except (ValueError, ProcessLookupError, PermissionError):
-                    pass
+                    continue
+                if Path("/proc").is_dir():  # elsewhere: trust the pid file
+                    try:
+                        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                    except OSError:
+                        continue  # exited meanwhile
+                    if b"org.apache.flink" not in cmdline:
+                        continue
+                alive.append(pid)
         return alive
 
     def taskmanager_pids(self) -> list[int]:
@@ -282,6 +323,89 @@ class FlinkCluster:
         for pidfile in (self.dir / "pid").glob("*taskexecutor*.pid"):
             pids.extend(int(x) for x in pidfile.read_text().split() if x.isdigit())
         return pids
+
+    # -- task managers -----------------------------------------------------------
+    def _script_run(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        return subprocess.Popen(
+            [*self._script(name), *args], env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+
+    def _launch_taskmanager(self, env: dict[str, str], n: int) -> subprocess.Popen:
+        """``taskmanager.sh start`` for task manager ``tm-<n>``: that resource id, and its
+        own pid and log files (``FLINK_IDENT_STRING``), so several can start at once."""
+        resource_id = f"tm-{n}"
+        env = {**env, "FLINK_IDENT_STRING": resource_id}
+        return self._script_run(
+            "taskmanager.sh", ["start", "-D", f"taskmanager.resource-id={resource_id}"], env
+        )
+
+    def _taskmanager_pid(self, resource_id: str) -> int | None:
+        pidfile = self.dir / "pid" / f"flink-{resource_id}-taskexecutor.pid"
+        if not pidfile.exists():
+            return None
+        pids = [int(x) for x in pidfile.read_text().split() if x.isdigit()]
+        return pids[-1] if pids else None
+
+    def taskmanagers(self) -> list[dict]:
+        """Task managers registered with the job manager: resource id, slots, free slots."""
+        return [
+            {"id": tm["id"], "slots": tm["slotsNumber"], "free_slots": tm["freeSlots"]}
+            for tm in self._get("/taskmanagers")["taskmanagers"]
+        ]
+
+    def start_taskmanager(self, timeout_s: float = 90.0) -> str:
+        """Start one more task manager; returns its resource id once it has registered."""
+        n = len(list((self.dir / "pid").glob("flink-tm-*-taskexecutor.pid")))
+        resource_id = f"tm-{n}"
+        proc = self._launch_taskmanager(self._env(), n)
+        output, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise ServiceError(f"taskmanager.sh failed: {output[-800:]}")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if any(tm["id"] == resource_id for tm in self.taskmanagers()):
+                    log.info("task manager %s registered", resource_id)
+                    return resource_id
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            time.sleep(0.3)
+        raise ServiceError(
+            f"task manager {resource_id} did not register within {timeout_s:.0f} s; "
+            f"see the logs in {self.dir / 'log'}"
+        )
+
+    def kill_taskmanager(self, resource_id: str) -> int:
+        """``kill -9`` the task manager ``resource_id`` (a crash, for tests); returns its pid."""
+        pid = self._taskmanager_pid(resource_id)
+        if pid is None:
+            raise ConfigError("resource_id", "a task manager this cluster started", resource_id)
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    # -- jobs ------------------------------------------------------------------------
+    def vertex_taskmanagers(self, job_id: str) -> dict[str, set[str]]:
+        """Each vertex (operator chain) of a running job → the task managers running it."""
+        out: dict[str, set[str]] = {}
+        for vertex in self._get(f"/jobs/{job_id}")["vertices"]:
+            info = self._get(f"/jobs/{job_id}/vertices/{vertex['id']}/taskmanagers")
+            out[vertex["name"]] = {tm["taskmanager-id"] for tm in info["taskmanagers"]}
+        return out
+
+    def job(self, job_id: str) -> dict:
+        """A job's details as the REST API gives them (``state``, ``vertices``, ...)."""
+        return self._get(f"/jobs/{job_id}")
+
+    def cancel(self, job_id: str, timeout_s: float = 60.0) -> None:
+        """Cancel a job and wait until it is CANCELED (or otherwise ended)."""
+        self._get(f"/jobs/{job_id}?mode=cancel", method="PATCH")
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.job(job_id)["state"] in ("CANCELED", "FAILED", "FINISHED"):
+                return
+            time.sleep(0.3)
+        raise ServiceError(f"job {job_id} did not stop within {timeout_s:.0f} s of its cancel")
 
     def submit(
         self,
