@@ -6,6 +6,7 @@ and needs no JVM.
 
 from __future__ import annotations
 
+import logging
 import os
 import site
 import sys
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 START_POSITIONS = ("earliest", "latest", "committed")
+
+log = logging.getLogger(__name__)
 
 #: The producer settings of every sink, set here rather than left to the client's
 #: defaults: the largest request (1 MiB, what the project's JVM producers and
@@ -234,14 +237,26 @@ def check_dead_letter_topic(bootstrap: str, topic: str) -> None:
     A dead-letter write refused for its size would fail the job again at every restart;
     records are bounded, so only a topic set below :data:`DEAD_LETTER_TOPIC_MIN_BYTES`
     can refuse one, and that is told before the job starts. A topic that does not exist
-    yet is left to the broker (created with its defaults, or refused as any write is).
+    yet is left to the broker (created with its defaults, or refused as any write is), and
+    so is every topic while Kafka does not answer (one line is logged; the job waits for
+    Kafka as for any passing fault).
 
     Raises :class:`~streamlearn.errors.ConfigError` naming the topic's setting.
     """
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType
+    from kafka.errors import KafkaError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    from connectors.kafka_io import check_reachable
+    from streamlearn.errors import BrokerUnavailable
+
+    try:
+        check_reachable(bootstrap)
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    except (BrokerUnavailable, KafkaError) as exc:  # the job waits for Kafka; nothing to check
+        log.warning("dead-letter topic %s not checked, Kafka at %s did not answer: %s",
+                    topic, bootstrap, exc)
+        return
     try:
         if topic not in admin.list_topics():
             return

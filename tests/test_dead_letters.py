@@ -179,6 +179,19 @@ def test_a_dead_letter_topic_too_small_for_a_record_is_refused_before_the_job_st
         str(tmp_path / "models"), "m").head().latest
 
 
+def test_the_dead_letter_topic_check_waits_for_no_broker(caplog) -> None:
+    """With Kafka down the check says so in one line and lets the job start, which then
+    waits for Kafka as for any passing fault."""
+    from tests.conftest import free_port
+
+    nobody = f"127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    with caplog.at_level("WARNING", logger="connectors.flink_kafka"):
+        check_dead_letter_topic(nobody, "events.dlq")
+    assert time.monotonic() - started < 10
+    assert [r.getMessage() for r in caplog.records if nobody in r.getMessage()]
+
+
 def _set_max_message_bytes(bootstrap: str, topic: str, limit: int) -> None:
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType
