@@ -10,6 +10,7 @@ __all__ = ["register", "run"]
 EPILOG = """\
 examples:
   streamlearn flink start                       jobmanager + taskmanager, web UI on 127.0.0.1:8081
+  streamlearn flink --taskmanagers 2 start      two task managers (resource ids tm-0, tm-1)
   streamlearn flink status
   streamlearn flink submit flink_jobs/passthrough.py -- --source a --sink b --bounded
   streamlearn flink stop
@@ -37,7 +38,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--rpc-port", type=int, default=6123, help="jobmanager RPC port (default 6123)"
     )
-    parser.add_argument("--slots", type=int, default=2, help="task slots (default 2)")
+    parser.add_argument(
+        "--slots", type=int, default=2, help="task slots of each task manager (default 2)"
+    )
+    parser.add_argument(
+        "--taskmanagers", type=int, default=1, help="with start: task managers (default 1)"
+    )
     parser.add_argument("--detached", action="store_true", help="with submit: do not wait")
     parser.add_argument("--json", action="store_true", help="print status as JSON")
     parser.set_defaults(run=run)
@@ -47,7 +53,10 @@ def run(args: argparse.Namespace) -> int:
     from connectors.flink_cluster import FlinkCluster
     from streamlearn.errors import ConfigError
 
-    cluster = FlinkCluster(rest_port=args.port, rpc_port=args.rpc_port, slots=args.slots)
+    cluster = FlinkCluster(
+        rest_port=args.port, rpc_port=args.rpc_port, slots=args.slots,
+        taskmanagers=args.taskmanagers,
+    )
     if args.action == "submit":
         if not args.job:
             raise ConfigError("job", "a job file, e.g. flink_jobs/train.py", None)
