@@ -16,7 +16,8 @@ examples:
   streamlearn flink stop
 
 The cluster is the Flink distribution inside the PyFlink wheel, started with its
-own bin/start-cluster.sh; jobs go in with bin/flink run -py. Workers run this
+own bin/jobmanager.sh and bin/taskmanager.sh; jobs go in with bin/flink run -py.
+Options go before the action (everything after it is the job's). Workers run this
 project's Python (the .venv), and the Kafka connector jar is on the job classpath.
 """
 
