@@ -247,6 +247,21 @@ class Normalized(Optimizer):
         w_i -= lr * sqrt(T / N) * g_i / (s_i * sqrt(G_i))
 
     Multiplying a feature by a constant leaves every prediction unchanged.
+
+    With ``invariant`` (the default, as in VW), linear and logistic models
+    take importance-invariant steps (Karampatziakis and Langford, "Online
+    importance weight aware updates", 2011): with ``X = sum_i r_i x_i**2``
+    over the step's rates ``r_i`` (the intercept counting as a feature of
+    value 1), the loss's share of each step is scaled by the ratio of the
+    move of the raw output ``z`` along the gradient flow of the event's loss
+    over its weight ``h`` to the move of the plain step, ``X h |dloss/dz|``:
+    ``(1 - exp(-X h)) / (X h)`` for the squared loss; for the logistic loss
+    the solution ``q`` of ``q + exp(q) = q0 + exp(q0) + X h`` (``q = ±z``).
+    The ratio is at most 1: however large the weight or the rate, a step
+    never carries the prediction past the label; at fixed rates, an event of
+    weight 2 moves ``z`` as two steps of weight 1 would. Softmax models take
+    plain steps.
+
     Its steps read each event's values, so it runs per event only
     (``update="event"``).
     """
@@ -255,10 +270,12 @@ class Normalized(Optimizer):
     arrays = ("g2", "scale", "n")
     per_event_only = True
 
-    def __init__(self, lr: float = 0.5) -> None:
+    def __init__(self, lr: float = 0.5, invariant: bool = True) -> None:
         _positive("lr", lr)
-        self.lr = lr
-        self._params = {"lr": lr}
+        if not isinstance(invariant, bool):
+            raise ConfigError("invariant", "true or false", repr(invariant))
+        self.lr, self.invariant = lr, invariant
+        self._params = {"lr": lr, "invariant": invariant}
 
     def init_arrays(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
         return {

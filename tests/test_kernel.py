@@ -31,6 +31,7 @@ OPTIMIZERS = {
     "adam": lambda: Adam(0.02),
     "ftrl": lambda: FTRL(alpha=0.2, beta=0.5),
     "normalized": lambda: Normalized(0.4),
+    "normalized-plain": lambda: Normalized(0.4, invariant=False),
 }
 PENALTIES = ["none", "l1", "l2", "l1+l2"]
 
@@ -84,6 +85,30 @@ def _softmax(z):
     e = [math.exp(v - top) for v in z]
     s = sum(e)
     return [v / s for v in e]
+
+
+def _invariant_ratio(kind, z, y, X, h):
+    """The invariant step's scale: the move of ``z`` under the gradient flow of
+    the event's loss over its weight ``h`` (speed ``X * -dloss/dz``), over the
+    plain step's move ``X * h * -dloss/dz``."""
+    xh = X * h
+    if not xh > 1e-12:
+        return 1.0
+    if kind == "regression":  # z - y decays as exp(-X s)
+        return (1.0 - math.exp(-xh)) / xh
+    q0 = z if y > 0.5 else -z
+    if q0 > 30.0:
+        return 1.0
+    # q + exp(q) grows by X h from q0; solved by bisection (the kernel uses Newton)
+    c = q0 + math.exp(q0) + xh
+    lo, hi = q0, q0 + xh / (1.0 + math.exp(q0))
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if mid + math.exp(mid) < c:
+            lo = mid
+        else:
+            hi = mid
+    return (0.5 * (lo + hi) - q0) * (1.0 + math.exp(q0)) / xh
 
 
 def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
@@ -228,6 +253,38 @@ def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
         if g2[at] > 0 and smax > 0:
             return wi - nscale * gi / (smax * math.sqrt(g2[at]))
         return wi
+
+    if isinstance(opt, Normalized) and opt.invariant and kind != "multiclass":
+        # rates first (accumulators included), then the invariant scale, then steps
+        X, steps = 0.0, []
+        for s, v in pairs:
+            pen = l2 * w[s]
+            g2 = arrays["normalized.g2"]
+            g2[s] += (g[0] * v + pen) ** 2
+            smax = arrays["normalized.scale"][s]
+            r = nscale / (smax * math.sqrt(g2[s])) if g2[s] > 0 and smax > 0 else 0.0
+            steps.append((s, v, r, pen))
+            X += r * v * v
+        rb = 0.0
+        if model.intercept and model.intercept_lr is None:
+            gb = arrays["intercept.normalized.g2"]
+            gb[0] += g[0] ** 2
+            rb = nscale / math.sqrt(gb[0]) if gb[0] > 0 else 0.0
+        elif model.intercept:
+            rb = model.intercept_lr
+        X += rb
+        ratio = 1.0 if mutate == "invariant" else _invariant_ratio(kind, z[0], y, X, weight)
+        for s, v, r, pen in steps:
+            wi = w[s] - r * (g[0] * ratio * v + pen)
+            if model.l1 and mutate != "l1":
+                q = arrays["l1.cum"][s]
+                after = (max(0.0, wi - (u + q)) if wi > 0 else
+                         min(0.0, wi + (u - q)) if wi < 0 else wi)
+                arrays["l1.cum"][s] = q + (after - wi)
+                wi = after
+            w[s] = wi
+        b[0] -= rb * g[0] * ratio * (1.01 if mutate == "intercept" else 1.0)
+        return prediction
 
     f_l1 = f_l2 = 0.0
     if isinstance(opt, FTRL):
@@ -379,7 +436,9 @@ MUTATIONS = {
     "adam": (LogisticRegression, "adam", "none", "raw"),
     "ftrl": (LogisticRegression, "ftrl", "l1", "raw"),
     "normalized": (LogisticRegression, "normalized", "none", "raw"),
-    "normalized-rescale": (LinearRegression, "normalized", "none", "raw"),
+    "normalized-rescale": (LinearRegression, "normalized-plain", "none", "raw"),
+    "invariant": (LogisticRegression, "normalized", "none", "raw"),
+    "invariant-squared": (LinearRegression, "normalized", "none", "raw"),
     "l1": (LogisticRegression, "adagrad", "l1", "raw"),
     "l2": (SoftmaxRegression, "sgd", "l2", "raw"),
     "scaler": (LogisticRegression, "sgd", "none", "scaled"),
@@ -396,7 +455,7 @@ def test_a_changed_rule_breaks_the_comparison(rule):
     cls, opt_name, penalty, variant = MUTATIONS[rule]
     data = _events(cls.task, 60, seed=11)
     weights = np.array([0.5 + (i % 4) * 0.5 for i in range(len(data))])
-    mutated = "intercept" if rule == "own-intercept" else rule
+    mutated = {"own-intercept": "intercept", "invariant-squared": "invariant"}.get(rule, rule)
     preds, states = _replay(_make(cls, opt_name, penalty, variant), data, weights, mutated)
     with pytest.raises(AssertionError):
         _compare(_make(cls, opt_name, penalty, variant), data, weights, preds, states)
@@ -420,7 +479,7 @@ BATCH_CASES = [
     pytest.param(cls, opt, pen, variant, id=_case_id(cls, opt, pen, variant))
     for cls in MODELS
     for opt in OPTIMIZERS
-    if opt != "normalized"
+    if not opt.startswith("normalized")
     for pen in PENALTIES
     for variant in ("raw", "scaled", "own-intercept")
     if variant != "own-intercept" or pen in ("none", "l1+l2")
@@ -580,3 +639,36 @@ def test_kernel_refuses_arrays_that_do_not_fit():
         model.learn_many(bad, [True])
     assert not model.weights.any() and model.n_learned == 0
     assert _kernel.learn_bundle.__doc__
+
+
+def _heavy_step(cls, invariant, x, y):
+    """The prediction of ``x`` by a fresh model before and after learning it
+    with weight 50."""
+    model = cls(Normalized(2.0, invariant=invariant), bits=6, update="event",
+                intercept_lr=None)
+    before = model.predict_learn_many([x], [y], weights=[50.0])
+    before = float(before[0]) if cls is LinearRegression else float(before[0, 1])
+    return before, _raw_prediction(model, x)
+
+
+def test_invariant_steps_never_overshoot_the_label():
+    """A heavy event moves the prediction towards its label, never past it;
+    a plain step of the same size goes past it."""
+    x = {"a": 2.0, "b": "u", "c": -0.5}
+    before, after = _heavy_step(LinearRegression, True, x, 3.0)
+    assert before < after <= 3.0
+    before_plain, after_plain = _heavy_step(LinearRegression, False, x, 3.0)
+    assert before_plain == before and after_plain > 3.0
+
+
+def test_invariant_logistic_steps_are_shorter_than_plain_ones():
+    x = {"a": 2.0, "b": "u", "c": -0.5}
+    before, after = _heavy_step(LogisticRegression, True, x, True)
+    before_plain, after_plain = _heavy_step(LogisticRegression, False, x, True)
+    assert before == before_plain < after < after_plain
+
+
+def _raw_prediction(model, x):
+    if model.task == "regression":
+        return float(model.predict_one(x))
+    return float(model.predict_proba_many([x])[0, 1])

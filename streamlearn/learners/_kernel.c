@@ -17,7 +17,10 @@
  *   4. raw outputs z = intercept + sum_s w_s x_s, the loss gradient
  *      g = dloss/dz, clipped to [-clip, clip], times the event's weight;
  *   5. for each distinct slot: gradient g x_s + l2 w_s, one optimiser update;
- *      lazy cumulative L1;
+ *      lazy cumulative L1; with the normalised optimiser's invariant updates
+ *      (linear and logistic models), the loss's share of every step is scaled
+ *      by the ratio of the move of z under the gradient flow of the event's
+ *      loss (integrated over its weight h) to the move of the linear step;
  *   6. intercept -= intercept_lr * g; or, with intercept_lr None
  *      (`intercept_opt`), the intercept learned by the optimiser's own rule
  *      as a feature of value 1 (never penalised; it counts in N).
@@ -40,7 +43,7 @@ enum { LINEAR = 0, LOGISTIC = 1, SOFTMAX = 2 };
 enum { SGD = 0, ADAGRAD = 1, ADAM = 2, FTRL = 3, NORMALIZED = 4 };
 
 typedef struct {
-    int model, opt, K, k0, intercept, scale, invscaling, intercept_opt;
+    int model, opt, K, k0, intercept, scale, invscaling, intercept_opt, invariant;
     double lr, power_t, eps, beta1, beta2, alpha, beta, f_l1, f_l2;
     double l1, l2, intercept_lr, clip;
 } Settings;
@@ -161,6 +164,7 @@ typedef struct {
     int64_t *slot;  /* distinct slots */
     double *xs;     /* their summed values */
     double *z, *p;  /* outputs, probabilities (K) */
+    double *r, *pen; /* invariant updates: each slot's rate and L2 share */
 } Scratch;
 
 static inline double
@@ -241,6 +245,40 @@ apply_l1(double *w, double *cum, double u)
     }
     *cum = q + (after - before);
     *w = after;
+}
+
+/* The invariant update's scale: the move of z along the gradient flow of the
+ * event's loss over its weight h, where z moves at speed X * (-dloss/dz) (X:
+ * the sum of rate * x^2 over the features of the step), divided by the move
+ * of the plain step, X * h * (-dloss/dz) at the start. In (0, 1]. */
+static double
+invariant_ratio(int model, double z, double y, double X, double h)
+{
+    double xh = X * h;
+    if (!(xh > 1e-12)) {
+        return 1.0;
+    }
+    if (model == LINEAR) { /* dz/ds = -X (z - y): z - y shrinks by exp(-X h) */
+        return -expm1(-xh) / xh;
+    }
+    /* logistic, label y in {0, 1}: q = +-z moves as dq/ds = X / (1 + e^q), so
+       q + e^q grows by X h; solve q + e^q = c by Newton from the plain step */
+    double sign = y > 0.5 ? 1.0 : -1.0;
+    double q0 = sign * z;
+    if (q0 > 30.0) {
+        return 1.0; /* a vanishing gradient: both moves are nil */
+    }
+    double c = q0 + exp(q0) + xh;
+    double q = q0 + xh / (1.0 + exp(q0)); /* the plain step: f(q) >= 0 */
+    for (int it = 0; it < 100; it++) {
+        double e = exp(q);
+        double step = (q + e - c) / (1.0 + e);
+        q -= step;
+        if (fabs(step) <= 1e-15 * (1.0 + fabs(q))) {
+            break;
+        }
+    }
+    return (q - q0) * (1.0 + exp(q0)) / xh;
 }
 
 static int
@@ -421,6 +459,45 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
             A->l1total[0] += s->l1 * lr_t;
             u = A->l1total[0];
         }
+        if (s->opt == NORMALIZED && s->invariant && s->model != SOFTMAX) {
+            /* the rates of this step first (accumulators included), then the
+               invariant scale of the loss's share, then the steps */
+            double X = 0.0;
+            for (Py_ssize_t d = 0; d < m; d++) {
+                int64_t q = S->slot[d];
+                double xv = S->xs[d], smax = A->a2[q];
+                S->pen[d] = s->l2 * A->w[q];
+                double gi = g[0] * xv + S->pen[d];
+                double acc = A->a1[q] + gi * gi;
+                A->a1[q] = acc;
+                S->r[d] = acc > 0.0 && smax > 0.0 ? nscale / (smax * sqrt(acc)) : 0.0;
+                X += S->r[d] * xv * xv;
+            }
+            double rb = 0.0;
+            if (s->intercept && s->intercept_opt) {
+                double acc = A->ib1[0] + g[0] * g[0];
+                A->ib1[0] = acc;
+                rb = acc > 0.0 ? nscale / sqrt(acc) : 0.0;
+            } else if (s->intercept) {
+                rb = s->intercept_lr;
+            }
+            X += rb;
+            double gs = g[0] * invariant_ratio(s->model, z[0], labels[i], X, h);
+            for (Py_ssize_t d = 0; d < m; d++) {
+                int64_t q = S->slot[d];
+                A->w[q] -= S->r[d] * (gs * S->xs[d] + S->pen[d]);
+                if (s->l1 > 0.0) {
+                    apply_l1(A->w + q, A->l1cum + q, u);
+                }
+            }
+            if (s->intercept) {
+                A->b[0] -= rb * gs;
+            }
+            if (s->model == SOFTMAX && k_learn > known) {
+                known = k_learn;
+            }
+            continue;
+        }
         for (Py_ssize_t d = 0; d < m; d++) {
             int64_t q = S->slot[d];
             double xv = S->xs[d];
@@ -464,9 +541,9 @@ learn_bundle(PyObject *self, PyObject *args)
     Settings s;
     PyObject *o[19];
     long long t0;
-    if (!PyArg_ParseTuple(args, "(iiiiiiii)(ddddddddddddd)OOOOOOOOOOOOOOOOOOOL",
+    if (!PyArg_ParseTuple(args, "(iiiiiiiii)(ddddddddddddd)OOOOOOOOOOOOOOOOOOOL",
                           &s.model, &s.opt, &s.K, &s.k0, &s.intercept, &s.scale,
-                          &s.invscaling, &s.intercept_opt, &s.lr, &s.power_t, &s.eps, &s.beta1, &s.beta2,
+                          &s.invscaling, &s.intercept_opt, &s.invariant, &s.lr, &s.power_t, &s.eps, &s.beta1, &s.beta2,
                           &s.alpha, &s.beta, &s.f_l1, &s.f_l2, &s.l1, &s.l2,
                           &s.intercept_lr, &s.clip, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
                           &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14],
@@ -564,8 +641,10 @@ learn_bundle(PyObject *self, PyObject *args)
     S.xs = malloc(cap * sizeof(double));
     S.z = malloc(kk * sizeof(double));
     S.p = malloc(kk * sizeof(double));
-    if (!S.x || !S.slot || !S.xs || !S.z || !S.p) {
-        free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p);
+    S.r = malloc(cap * sizeof(double));
+    S.pen = malloc(cap * sizeof(double));
+    if (!S.x || !S.slot || !S.xs || !S.z || !S.p || !S.r || !S.pen) {
+        free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p), free(S.r), free(S.pen);
         release(b, 19);
         return PyErr_NoMemory();
     }
@@ -577,7 +656,7 @@ learn_bundle(PyObject *self, PyObject *args)
         PTR(13, uint8_t), PTR(14, double), PTR(15, double), PTR(16, double),
         s.model == SOFTMAX ? s.K : 1, t0, &S);
     Py_END_ALLOW_THREADS
-    free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p);
+    free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p), free(S.r), free(S.pen);
     release(b, 19);
 #undef LEN
 #undef PTR

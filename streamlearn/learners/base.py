@@ -517,6 +517,7 @@ class LinearModel(Learner):
             self._kernel_model, _KERNEL_OPTIMIZERS[type(opt)], self._n_outputs(), k0,
             int(self.intercept), int(self.scale),
             int(isinstance(opt, SGD) and opt.schedule == "invscaling"), int(own_intercept),
+            int(isinstance(opt, Normalized) and opt.invariant),
         )
         floats = (
             float(p.get("lr", 0.0)), float(p.get("power_t", 0.0)), float(p.get("eps", 0.0)),
