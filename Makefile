@@ -19,7 +19,7 @@ help:
 	@echo "make lint    ruff"
 
 venv: $(VENV_STAMP)
-$(VENV_STAMP): pyproject.toml setup.py streamlearn/serving/_native.c
+$(VENV_STAMP): pyproject.toml setup.py streamlearn/serving/_native.c streamlearn/learners/_kernel.c
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "streamlearn needs Python >= 3.11, found " + sys.version' 
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
