@@ -11,6 +11,7 @@
 See ``docs/store.md`` for the layout, the commit protocol and what it relies on.
 """
 
+from streamlearn.store.lease import Lease, LeaseError, WriterBusy, WriterFenced, WriterInfo
 from streamlearn.store.lineage import Lineage
 from streamlearn.store.location import DEFAULT_STORE
 from streamlearn.store.model_store import DEFAULT_MODEL, ModelStore
@@ -24,6 +25,11 @@ __all__ = [
     "VersionInfo",
     "ModelVersion",
     "ToBytes",
+    "Lease",
+    "WriterInfo",
+    "LeaseError",
+    "WriterBusy",
+    "WriterFenced",
     "DEFAULT_STORE",
     "DEFAULT_MODEL",
 ]

@@ -33,6 +33,19 @@ import pyarrow.fs as pafs
 
 from streamlearn.errors import StoreError, ValidationError, VersionNotFound
 from streamlearn.store.files import Files, files_for
+from streamlearn.store.lease import (
+    ACQUIRE_ATTEMPTS,
+    DEFAULT_LEASE_MS,
+    Lease,
+    WriterBusy,
+    WriterFenced,
+    WriterInfo,
+    backoff,
+    check_lease_ms,
+    check_writer_id,
+    claim_token,
+    new_claim,
+)
 from streamlearn.store.lineage import Lineage
 from streamlearn.store.location import resolve
 from streamlearn.store.payload import as_table, read_version, strip_store_metadata, write_version
@@ -45,6 +58,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "default"
 DEFAULT_SEGMENT_SIZE = 512
 _MAX_CLAIM_ATTEMPTS = 1000
+#: The kind of a commit record whose writer was found fenced out right after
+#: writing it: the number stays used (so index segments still seal), the file
+#: is deleted, HEAD never points at it and ``get`` refuses it.
+FENCED = "fenced"
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 #: The only shape of a model file a commit record may name: one plain file of
 #: ``versions/`` (the store writes ``versions/<12 digits>-<token>.arrow``). No
@@ -339,6 +356,8 @@ class ModelStore:
         if record is None:
             raise self._gone(version)
         info = VersionInfo.from_record(record)
+        if info.kind == FENCED:
+            raise self._discarded(info)
         where = f"model {self.model!r} version {version}"
         try:
             buf = self._files.read_buffer(self._path(info.file))
@@ -438,9 +457,176 @@ class ModelStore:
             )
         return out
 
+    # -- the writer lease -----------------------------------------------------------
+
+    def _claims(self) -> list[tuple[int, str]]:
+        """``(token, file name)`` of every lease file, oldest token first."""
+        out = []
+        for name in self._files.list_names(self._path("writer")):
+            token = claim_token(name)
+            if token is not None:
+                out.append((token, name))
+        return sorted(out)
+
+    def _read_claim(self, name: str) -> WriterInfo | None:
+        try:
+            raw = self._load_json(self._path(f"writer/{name}"))
+        except FileNotFoundError:
+            return None  # cleaned up by a newer writer meanwhile
+        return WriterInfo.from_raw(raw, name)
+
+    def _write_claim(self, info: WriterInfo) -> None:
+        self._files.write_atomic(self._path(f"writer/{info.name}"), info.to_json())
+
+    def _top(self, claims: list[tuple[int, str]]) -> list[WriterInfo]:
+        """The lease files of the newest token (normally one)."""
+        if not claims:
+            return []
+        top = claims[-1][0]
+        infos = [self._read_claim(n) for t, n in claims if t == top]
+        return [i for i in infos if i is not None]
+
+    def writer(self) -> WriterInfo | None:
+        """The model's newest lease (live or not), or None if no writer ever took one.
+
+        ``.live()`` says whether it still holds: held and not expired.
+        """
+        top = self._top(self._claims())
+        held = [i for i in top if i.state != "lost"]
+        return (held or top or [None])[0]
+
+    def _busy(self, holder: WriterInfo, doing: str) -> WriterBusy:
+        return WriterBusy(
+            f"model {self.model!r} has a live writer: {holder.describe()}; cannot {doing}. "
+            "Stop that writer, wait for its lease to expire, or, if it is dead, run "
+            f"`streamlearn models unlock --model {self.model}`",
+            holder,
+        )
+
+    def _refuse_if_held(self, doing: str, writer_id: str | None = None) -> None:
+        now = time.time()
+        for info in self._top(self._claims()):
+            if info.live(now) and info.writer_id != writer_id:
+                raise self._busy(info, doing)
+
+    def acquire_writer(
+        self, writer_id: str, lease_ms: int = DEFAULT_LEASE_MS, *, force: bool = False
+    ) -> Lease:
+        """Become the model's one writer; returns the :class:`Lease` to publish with.
+
+        Refused with :class:`WriterBusy` (naming the other writer, its host,
+        pid, last renewal and expiry) while a *different* writer holds a live
+        lease. The same ``writer_id`` may acquire again at once (a job
+        restarted from its checkpoint keeps its id): the new lease gets a new,
+        higher token, which fences out the previous holder. ``force=True``
+        takes the lease even from a live writer (``streamlearn models unlock``).
+
+        The lease holds for ``lease_ms`` from each renewal; renew it with
+        :meth:`Lease.renew` or :meth:`Lease.keep_alive`.
+        """
+        writer_id = check_writer_id(writer_id)
+        lease_ms = check_lease_ms(lease_ms)
+        self._prepare()
+        self._files.makedirs(self._path("writer"))
+        for attempt in range(ACQUIRE_ATTEMPTS):
+            claims = self._claims()
+            if not force:
+                now = time.time()
+                for info in self._top(claims):
+                    if info.live(now) and info.writer_id != writer_id:
+                        raise self._busy(info, f"acquire it for writer {writer_id!r}")
+            token = (claims[-1][0] if claims else 0) + 1
+            mine = new_claim(token, writer_id, lease_ms)
+            # On a local disk the lease file is written inside the lock a publish
+            # holds while it checks its token and moves HEAD, so a takeover falls
+            # wholly before or wholly after a publish. (No lock on S3: see docs.)
+            with self._files.locked(self._path(".lock")):
+                self._write_claim(mine)
+            rivals = [n for t, n in self._claims() if t >= token and n != mine.name]
+            if not rivals:
+                for t, n in claims:  # older tokens are superseded: keep the directory small
+                    if t < token:
+                        self._files.delete(self._path(f"writer/{n}"))
+                logger.info(
+                    "model %r: writer %r acquired the lease (token %d, %d ms)",
+                    self.model, writer_id, token, lease_ms,
+                )
+                return Lease(self, mine)
+            self._write_claim(replace(mine, state="lost", expires_at=time.time()))
+            backoff(attempt)
+        raise StoreError(
+            f"model {self.model!r}: could not acquire the writer lease after "
+            f"{ACQUIRE_ATTEMPTS} attempts; other writers keep racing for it"
+        )
+
+    def unlock(self) -> WriterInfo | None:
+        """Take the lease from whoever holds it and release it at once.
+
+        For a writer that died holding its lease (rather than wait for it to
+        expire). A writer that is in fact alive is fenced out: its next publish
+        or renewal fails with :class:`WriterFenced`. Returns the lease that
+        was broken, if it was live.
+        """
+        before = self.writer()
+        lease = self.acquire_writer("unlock", lease_ms=1000, force=True)
+        lease.release()
+        logger.warning(
+            "model %r: writer lease broken%s",
+            self.model, f" (was {before.describe()})" if before is not None else "",
+        )
+        return before if before is not None and before.live() else None
+
+    def _fence(self, lease: Lease) -> None:
+        """Raise :class:`WriterFenced` if a token newer than ``lease``'s exists."""
+        if lease.store._dir != self._dir:
+            raise StoreError(
+                f"model {self.model!r}: the lease given is for {lease.store._dir!r}, "
+                f"not {self._dir!r}"
+            )
+        newer = [(t, n) for t, n in self._claims() if t > lease.token]
+        if newer:
+            held = [i for i in self._top(newer) if i.state != "lost"]
+            other = held[0] if held else None
+            who = other.describe() if other is not None else f"token {newer[-1][0]}"
+            raise WriterFenced(
+                f"model {self.model!r}: writer {lease.writer_id!r} (token {lease.token}) was "
+                f"fenced out: another writer took the lease since ({who}); this writer must "
+                "stop, its publishes are refused",
+                other,
+            )
+
+    def _fence_after_commit(self, lease: Lease, record: dict[str, Any]) -> None:
+        """The authoritative fence check, made after the commit record is written.
+
+        A writer taken over between its early check and its commit record
+        turns the record into a ``fenced`` tombstone (the number stays used,
+        the file is deleted, HEAD is not moved) and raises.
+        """
+        try:
+            self._fence(lease)
+        except WriterFenced:
+            version = record["version"]
+            tomb = {**record, "kind": FENCED}
+            self._files.write_atomic(self._path(self._commit_rel(version)), orjson.dumps(tomb))
+            self._files.delete(self._path(record["file"]))
+            self._index_add(tomb)
+            logger.warning(
+                "model %r: version %d discarded: writer %r (token %d) was fenced out",
+                self.model, version, lease.writer_id, lease.token,
+            )
+            raise
+
+    def _discarded(self, info: VersionInfo) -> VersionNotFound:
+        return VersionNotFound(
+            f"model {self.model!r}: version {info.version} was discarded: its writer "
+            f"{info.writer_id!r} (token {info.writer_token}) had been fenced out by a newer writer"
+        )
+
     # -- writing -----------------------------------------------------------------
 
-    def publish(self, state: object, lineage: Lineage | None = None) -> int:
+    def publish(
+        self, state: object, lineage: Lineage | None = None, *, lease: Lease | None = None
+    ) -> int:
         """Store a new version; returns its number.
 
         Parameters
@@ -452,13 +638,22 @@ class ModelStore:
         lineage
             What it reflects; empty ``parents`` become the previous latest version,
             an empty ``created_at`` the publish time.
+        lease
+            The writer lease (:meth:`acquire_writer`) this version is published
+            under; its token goes into the commit record, and the publish is
+            refused with :class:`WriterFenced` if a newer writer took over
+            (checked again after the commit record is written, see
+            ``docs/store.md``). Without a lease, a publish is refused with
+            :class:`WriterBusy` while another writer holds a live lease.
         """
         if lineage is None:
             lineage = Lineage()
         if not isinstance(lineage, Lineage):
             raise ValidationError("lineage", "a streamlearn.store.Lineage", type(lineage).__name__)
         table, payload_kind = as_table(state)
-        return self._publish_table(table, payload_kind, lineage, kind="publish", rollback_of=None)
+        return self._publish_table(
+            table, payload_kind, lineage, kind="publish", rollback_of=None, lease=lease
+        )
 
     def _publish_table(
         self,
@@ -468,8 +663,13 @@ class ModelStore:
         *,
         kind: str,
         rollback_of: int | None,
+        lease: Lease | None = None,
     ) -> int:
         self._prepare()
+        if lease is not None:
+            lease.check()  # early: a fenced writer does not even write its file
+        else:
+            self._refuse_if_held("publish")
         lineage = lineage.stamped()
         version = (self.head().latest or 0) + 1
         for _ in range(_MAX_CLAIM_ATTEMPTS):
@@ -499,6 +699,8 @@ class ModelStore:
                 rollback_of=rollback_of,
                 file=rel,
                 size_bytes=size,
+                writer_id=None if lease is None else lease.writer_id,
+                writer_token=None if lease is None else lease.token,
             )
             record = info.to_record()
             if self._files.create_exclusive(
@@ -513,6 +715,8 @@ class ModelStore:
                 f"{_MAX_CLAIM_ATTEMPTS} attempts; is something creating commit records in a loop?"
             )
         with self._files.locked(self._path(".lock")):
+            if lease is not None:
+                self._fence_after_commit(lease, record)
             head = self.head()
             if head.latest is None or version > head.latest:
                 self._files.write_atomic(
@@ -550,7 +754,7 @@ class ModelStore:
         self._set_pin(None)
         logger.info("unpinned model %r", self.model)
 
-    def rollback(self, to: int) -> int:
+    def rollback(self, to: int, *, lease: Lease | None = None) -> int:
         """Publish a new version equal to version ``to``; returns the new number.
 
         The new version keeps ``to``'s weights and lineage (offsets, events,
@@ -562,7 +766,7 @@ class ModelStore:
         table = strip_store_metadata(old.table)
         lineage = replace(old.lineage, parents=(to,), created_at=None)
         version = self._publish_table(
-            table, old.payload_kind, lineage, kind="rollback", rollback_of=to
+            table, old.payload_kind, lineage, kind="rollback", rollback_of=to, lease=lease
         )
         if self.head().pinned is not None:
             logger.warning(

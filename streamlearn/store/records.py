@@ -66,6 +66,10 @@ class VersionInfo:
     pinned, current
         Whether it is the pinned version / the one the server should serve
         (filled by :meth:`ModelStore.list` and :meth:`ModelStore.info`).
+    writer_id, writer_token
+        The writer lease it was published under (``None`` without one); a
+        ``kind="fenced"`` record is a publish refused because a newer token
+        took over after it was written (no file, never served).
     """
 
     model: str
@@ -78,6 +82,8 @@ class VersionInfo:
     available: bool | None = None
     pinned: bool = False
     current: bool = False
+    writer_id: str | None = None
+    writer_token: int | None = None
 
     @property
     def created_at(self) -> float | None:
@@ -85,7 +91,7 @@ class VersionInfo:
 
     def to_record(self) -> dict[str, Any]:
         """The commit record stored for this version (JSON-ready)."""
-        return {
+        record: dict[str, Any] = {
             "model": self.model,
             "version": self.version,
             "kind": self.kind,
@@ -94,6 +100,9 @@ class VersionInfo:
             "size_bytes": self.size_bytes,
             "lineage": self.lineage.to_dict(),
         }
+        if self.writer_token is not None:
+            record["writer"] = {"id": self.writer_id, "token": self.writer_token}
+        return record
 
     def to_dict(self) -> dict[str, Any]:
         """:meth:`to_record` plus the status fields (for ``--json`` output)."""
@@ -107,6 +116,10 @@ class VersionInfo:
     @classmethod
     def from_record(cls, record: dict[str, Any], **status: Any) -> VersionInfo:
         """From a commit record the store wrote, with optional status fields."""
+        writer = record.get("writer")
+        if not isinstance(writer, dict):
+            writer = {}
+        token = writer.get("token")
         return cls(
             model=record["model"],
             version=int(record["version"]),
@@ -115,6 +128,8 @@ class VersionInfo:
             rollback_of=record.get("rollback_of"),
             file=record.get("file", ""),
             size_bytes=int(record.get("size_bytes", 0)),
+            writer_id=writer.get("id"),
+            writer_token=int(token) if isinstance(token, int) else None,
             **status,
         )
 
