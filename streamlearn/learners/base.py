@@ -478,6 +478,16 @@ class LinearModel(Learner):
         events before it (a class not seen yet has probability 0); with
         ``"batch"``, the model before the batch. Then learns as
         :meth:`learn_many`.
+
+        >>> from streamlearn.generators import clicks
+        >>> from streamlearn.learners import LogisticRegression
+        >>> from streamlearn.optim import Normalized
+        >>> events = list(clicks(5000, seed=0))
+        >>> ys = np.array([e["label"] for e in events])
+        >>> model = LogisticRegression(Normalized(), update="event", intercept_lr=None, bits=16)
+        >>> proba = model.predict_learn_many([e["features"] for e in events], ys)
+        >>> round(float(((proba[:, 1] > 0.5) == ys).mean()), 4), model.n_learned
+        (0.7682, 5000)
         """
         batch = self._batch(xs)
         h = _event_weights(weights, batch.n_rows)
