@@ -27,6 +27,8 @@ examples:
   streamlearn models rollback 9 --model ctr            new version equal to version 9
   streamlearn models prune --keep-last 20 --model ctr  delete older versions' files
   streamlearn models names                             the models in the store
+  streamlearn models writer --model ctr                who holds the model's writer lease
+  streamlearn models unlock --model ctr                break the lease of a dead writer
 Add --json to any of them for machine-readable output.
 """
 
@@ -93,6 +95,15 @@ def register(subparsers: Any) -> None:
     )
 
     p = actions.add_parser("names", help="the models in the store")
+    _common(p)
+
+    p = actions.add_parser("writer", help="who holds the model's writer lease (one trainer)")
+    _common(p)
+
+    p = actions.add_parser(
+        "unlock",
+        help="break the writer lease of a writer that died (a live one is fenced out)",
+    )
     _common(p)
 
     parser.set_defaults(run=run)
@@ -205,6 +216,28 @@ def run(args: argparse.Namespace) -> int:
             emit_json(names)
         else:
             out.write(("\n".join(names) if names else f"no models in {store.root}") + "\n")
+        return 0
+    if args.action == "writer":
+        info = store.writer()
+        if args.json:
+            emit_json(None if info is None else info.to_dict())
+        elif info is None:
+            out.write(f"model {args.model!r} has never had a writer lease\n")
+        else:
+            state = "live" if info.live() else info.state if info.state != "held" else "expired"
+            out.write(f"model {args.model!r}: {state} writer {info.describe()}\n")
+        return 0
+    if args.action == "unlock":
+        broken = store.unlock()
+        if args.json:
+            emit_json({"model": args.model, "broken": None if broken is None else broken.to_dict()})
+        elif broken is None:
+            out.write(f"model {args.model!r}: no live writer lease; a new writer may start\n")
+        else:
+            out.write(
+                f"model {args.model!r}: broke the lease of {broken.describe()}; "
+                "if that writer is alive, its next publish is refused\n"
+            )
         return 0
     if args.action == "list":
         infos = store.list()

@@ -190,6 +190,7 @@ class Lease:
         self._thread: threading.Thread | None = None
         self._error: LeaseError | None = None
         self._write_lock = threading.Lock()
+        self.quiet = False  # log acquire/release at DEBUG (``ModelStore.unlock``)
 
     @property
     def token(self) -> int:
@@ -275,7 +276,8 @@ class Lease:
         with self._write_lock:
             self.info = replace(self.info, state="released", renewed_at=now, expires_at=now)
             self.store._write_claim(self.info)
-        logger.info(
+        logger.log(
+            logging.DEBUG if self.quiet else logging.INFO,
             "model %r: writer %r released its lease (token %d)",
             self.store.model, self.writer_id, self.token,
         )

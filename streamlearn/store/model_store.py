@@ -524,8 +524,9 @@ class ModelStore:
         The lease holds for ``lease_ms`` from each renewal; renew it with
         :meth:`Lease.renew` or :meth:`Lease.keep_alive`.
         """
-        writer_id = check_writer_id(writer_id)
-        lease_ms = check_lease_ms(lease_ms)
+        return self._acquire(check_writer_id(writer_id), check_lease_ms(lease_ms), force)
+
+    def _acquire(self, writer_id: str, lease_ms: int, force: bool, quiet: bool = False) -> Lease:
         self._prepare()
         self._files.makedirs(self._path("writer"))
         for attempt in range(ACQUIRE_ATTEMPTS):
@@ -547,11 +548,14 @@ class ModelStore:
                 for t, n in claims:  # older tokens are superseded: keep the directory small
                     if t < token:
                         self._files.delete(self._path(f"writer/{n}"))
-                logger.info(
+                logger.log(
+                    logging.DEBUG if quiet else logging.INFO,
                     "model %r: writer %r acquired the lease (token %d, %d ms)",
                     self.model, writer_id, token, lease_ms,
                 )
-                return Lease(self, mine)
+                lease = Lease(self, mine)
+                lease.quiet = quiet
+                return lease
             self._write_claim(replace(mine, state="lost", expires_at=time.time()))
             backoff(attempt)
         raise StoreError(
@@ -568,12 +572,7 @@ class ModelStore:
         was broken, if it was live.
         """
         before = self.writer()
-        lease = self.acquire_writer("unlock", lease_ms=1000, force=True)
-        lease.release()
-        logger.warning(
-            "model %r: writer lease broken%s",
-            self.model, f" (was {before.describe()})" if before is not None else "",
-        )
+        self._acquire("unlock", 1000, force=True, quiet=True).release()
         return before if before is not None and before.live() else None
 
     def _fence(self, lease: Lease) -> None:
