@@ -383,6 +383,7 @@ def test_bombs_get_413_and_leave_the_server_memory_alone(
         assert "once decompressed" in r.json()["fields"][0]["expected"]
         grown = rss_bytes(proc.proc.pid) - before
         assert grown <= 50 * 1024 * 1024, f"RSS grew by {grown / 2**20:.1f} MiB"
+    print(f"server RSS {before / 2**20:.0f} MiB, after 10 bombs +{grown / 2**20:.1f} MiB")
     assert proc.alive()
     assert client.post("/v1/predict", content=warm, headers=ARROW).status_code == 200
 

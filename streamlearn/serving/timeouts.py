@@ -73,12 +73,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if phase == "headers":  # answer unless an earlier request is still being answered
             answer = cycle is None or cycle.response_complete
         else:  # the body: unless the app has begun answering, or it waits its turn
-            answer = phase == "body" and not cycle.response_started and not self.pipeline
+            answer = (
+                phase == "body"
+                and cycle is not None
+                and not cycle.response_started
+                and not self.pipeline
+            )
         if answer:
             limit = self.header_timeout_s if phase == "headers" else self.body_timeout_s
             body = b'{"error":"request %s not received within %g s"}' % (phase.encode(), limit)
             transport.write(_TIMEOUT_RESPONSE % (len(body), body))
-        if phase == "body" and not cycle.response_complete:
+        if phase == "body" and cycle is not None and not cycle.response_complete:
             cycle.disconnected = True  # the app reads a disconnect; its answer goes nowhere
             cycle.message_event.set()
         log.debug("closed a connection past its deadline (%s)", phase)
