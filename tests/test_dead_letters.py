@@ -97,6 +97,7 @@ def _args(bootstrap: str, topic: str, tmp_path: Path) -> list[str]:
         "--bootstrap", bootstrap, "--topic", topic, "--store", str(tmp_path / "models"),
         "--model", "m", "--set", f"job.checkpoint_dir={json.dumps(str(tmp_path / 'chk'))}",
         "--set", "features.bits=16", "--set", "job.parallelism=1", "--set", "job.bounded=true",
+        "--set", "job.checkpoint_ms=1000", "--set", "job.sync_ms=200",
     ]
 
 
@@ -105,7 +106,7 @@ def test_poison_events_go_to_bounded_dead_letters_and_the_job_learns_on(
 ):
     bootstrap = kafka_broker.bootstrap
     _create_topics(bootstrap, topic_name)
-    good = list(clicks(3_000, seed=5))
+    good = list(clicks(1_200, seed=5))
     poison_at = _publish(bootstrap, topic_name, good)
     assert len(poison_at) == PARTITIONS * len(POISON)
 
