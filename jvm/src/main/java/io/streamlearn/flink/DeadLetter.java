@@ -30,7 +30,8 @@ public final class DeadLetter {
     /** No record is longer (for a topic name of at most 249 characters, Kafka's limit). */
     public static final int MAX_BYTES = 96 * 1024;
 
-    private static final byte[] HEX = "0123456789abcdef".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
+    private static final byte[] HEX =
+            "0123456789abcdef".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
 
     private DeadLetter() {}
 
@@ -38,7 +39,10 @@ public final class DeadLetter {
      * The record's JSON bytes.
      *
      * @param stage {@code train} or {@code score}: the job that rejected the event
-     * @param topic, partition, offset where the whole message can be read again
+     * @param topic the source topic: with {@code partition} and {@code offset}, where the
+     *     whole message can be read again
+     * @param partition the source partition
+     * @param offset the message's offset in it
      * @param index the event's position in its envelope; null for the whole message
      * @param field the field the event failed on
      * @param reason why, in the words of Python's {@code str(EventError)}
