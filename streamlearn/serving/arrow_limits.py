@@ -24,6 +24,7 @@ decoding will allocate, known before it starts.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 __all__ = ["Declared", "UnreadableStream", "declared_sizes", "MAX_MESSAGES"]
@@ -98,16 +99,16 @@ class _Table:
         at = self._field(index)
         return _Table(self.buf, at + _U32.unpack_from(self.buf, at)[0]) if at else None
 
-    def structs(self, index: int) -> list[tuple[int, int]]:
+    def structs(self, index: int) -> Iterator[tuple[int, int]]:
         """A vector of 16-byte structs of two int64 (FieldNode, Buffer)."""
         at = self._field(index)
         if not at:
-            return []
-        start = at + _U32.unpack_from(self.buf, at)[0]
-        count = _U32.unpack_from(self.buf, start)[0]
-        if count * 16 > len(self.buf) - start - 4:
+            return iter(())
+        start = at + _U32.unpack_from(self.buf, at)[0] + 4
+        count = _U32.unpack_from(self.buf, start - 4)[0]
+        if start + count * 16 > len(self.buf):
             raise UnreadableStream("a header vector longer than its header")
-        return [_STRUCT16.unpack_from(self.buf, start + 4 + 16 * i) for i in range(count)]
+        return _STRUCT16.iter_unpack(self.buf[start : start + 16 * count])
 
 
 def declared_sizes(body: bytes) -> Declared:
