@@ -672,3 +672,17 @@ def _raw_prediction(model, x):
     if model.task == "regression":
         return float(model.predict_one(x))
     return float(model.predict_proba_many([x])[0, 1])
+
+
+def test_without_the_kernel_a_per_event_learner_predicts_but_refuses_to_learn(monkeypatch):
+    """A model learned per event is served where no compiler built the kernel."""
+    import streamlearn.learners.base as base
+
+    model = LogisticRegression(AdaGrad(0.1), bits=6, update="event")
+    model.learn_one({"a": 1.0}, True)
+    monkeypatch.setattr(base, "_kernel", None)
+    again = LogisticRegression.from_state(model.state())
+    assert again.predict_one({"a": 1.0}) is True
+    with pytest.raises(ConfigError) as info:
+        again.learn_one({"a": 1.0}, True)
+    assert info.value.field == "update" and again.n_learned == 1

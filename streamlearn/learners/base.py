@@ -126,7 +126,8 @@ class LinearModel(Learner):
         events (numpy). ``"event"``: every event of a batch is one step, in
         order, in the compiled kernel (``streamlearn/learners/_kernel.c``),
         exactly as ``learn_one`` event by event; the normalised optimiser
-        needs it.
+        needs it. Without the kernel (no C compiler at install), such a
+        learner predicts, and refuses to learn, naming ``update``.
 
     In both modes a batch of one event is exactly ``learn_one``, and the two
     modes take the same step on it.
@@ -167,11 +168,6 @@ class LinearModel(Learner):
             )
         if update not in UPDATES:
             raise ConfigError("update", f"one of {list(UPDATES)}", repr(update))
-        if update == "event" and _kernel is None:
-            raise ConfigError(
-                "update", "'batch' (the per-event kernel was not built: install with a C "
-                "compiler)", "'event'",
-            )
         if optimizer.per_event_only and update != "event":
             raise ConfigError(
                 "update", f"'event' with {type(optimizer).__name__} (its steps read each "
@@ -518,6 +514,11 @@ class LinearModel(Learner):
         preds: np.ndarray | None,
     ) -> None:
         """Learn every event of ``batch`` in order in the compiled kernel."""
+        if _kernel is None:  # checked here: a model learned per event still predicts
+            raise ConfigError(
+                "update", "'batch' (the per-event kernel was not built: install with a C "
+                "compiler)", "'event'",
+            )
         opt = self.optimizer
         a = self._arrays
         none = _EMPTY
