@@ -2,9 +2,16 @@
 
 ::
 
-    with Publisher("127.0.0.1:9092", "events") as pub:
-        pub.publish({"key": "u1", "features": {"x": 1.0}, "label": 1})
+    with Publisher() as pub:                       # 127.0.0.1:9092, topic "events"
+        delivery = pub.publish({"key": "u1", "features": {"x": 1.0}, "label": 1})
         pub.publish_many(events)
+    delivery.wait()                                # Delivered(topic, partition, offset, ...)
+
+The topic must exist (``streamlearn topics create events``): a missing one is
+refused naming the topics that do exist, unless ``create_topic=True``. Event
+values may be Python or numpy scalars (``np.float32``, ``np.int64``,
+``np.bool_``: sent as the numbers they are); anything JSON cannot hold is
+refused with :class:`~streamlearn.errors.EventError` naming the field.
 
 Keys pick partitions exactly as any Kafka client does (murmur2 of the key), so
 every event of a key lands in one partition and is learned by one learner. With
@@ -31,16 +38,143 @@ delivers each event once::
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from connectors.kafka_io import DeliveryError, describe_reasons
-from streamlearn.errors import ConfigError
+from streamlearn.errors import ConfigError, EventError
 from streamlearn.events import EventDecoder
 
-__all__ = ["Publisher", "DeliveryError"]
+__all__ = ["Publisher", "Delivery", "Delivered", "DeliveryError", "DEFAULT_BOOTSTRAP",
+           "DEFAULT_TOPIC"]
+
+#: Where the publisher sends by default: the CLI's defaults (``streamlearn kafka start``).
+DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_TOPIC = "events"
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY  # numpy scalars and arrays as the numbers they are
+_PLAIN_TYPES = (str, int, float, bool, type(None), np.generic, np.ndarray)
+
+
+def _bad_value(obj: Any, path: str = "") -> tuple[str, Any] | None:
+    """The first value JSON cannot hold in ``obj``, with its dotted path."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                return (f"{path}.{k!r}" if path else repr(k)) + " (its name)", k
+            found = _bad_value(v, f"{path}.{k}" if path else k)
+            if found:
+                return found
+        return None
+    if isinstance(obj, list | tuple):
+        for i, v in enumerate(obj):
+            found = _bad_value(v, f"{path}[{i}]")
+            if found:
+                return found
+        return None
+    if isinstance(obj, int) and not isinstance(obj, bool) and not -(2**63) <= obj < 2**64:
+        return path or "event", obj  # JSON numbers the broker's readers take are 64-bit
+    if isinstance(obj, _PLAIN_TYPES):
+        return None
+    return path or "event", obj
+
+
+def _dumps(obj: Any, what: str) -> bytes:
+    try:
+        return orjson.dumps(obj, option=_JSON_OPTIONS)
+    except TypeError:
+        found = _bad_value(obj)
+        field, value = found if found else ("event", obj)
+        raise EventError(
+            field,
+            "a number (Python or numpy), a string, true/false, null, a list or an object",
+            f"{type(value).__name__} {value!r}"[:200],
+            what,
+        ) from None
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with numpy scalars and arrays as Python values (what the validator reads)."""
+    if isinstance(obj, Mapping):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic | np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """Where a message landed: what :meth:`Delivery.wait` returns."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    events: int
+
+
+class Delivery:
+    """The delivery of one message :meth:`Publisher.publish` sent.
+
+    ``wait(timeout_s)`` blocks until Kafka acknowledged it and returns
+    :class:`Delivered` (topic, partition, offset, timestamp, how many events the
+    message carries), raises :class:`DeliveryError` (``failed`` = its events)
+    if it was not delivered, or :class:`TimeoutError` if it is still in flight
+    after ``timeout_s``. A failure is *also* reported by the next
+    :meth:`Publisher.flush`, which is the one place to take re-sends from.
+    """
+
+    def __init__(self, future: Any, topic: str, events: Sequence[Any]) -> None:
+        self._future = future
+        self.topic = topic
+        self._events = tuple(events)
+
+    @property
+    def events(self) -> int:
+        """How many events the message carries (1, or an envelope's count)."""
+        return len(self._events)
+
+    def done(self) -> bool:
+        return bool(self._future.is_done)
+
+    def wait(self, timeout_s: float | None = None) -> Delivered:
+        from kafka.errors import KafkaTimeoutError
+
+        if not self._future.is_done:
+            try:
+                self._future.get(timeout=timeout_s)
+            except KafkaTimeoutError:
+                if not self._future.is_done:
+                    raise TimeoutError(
+                        f"a message to {self.topic} is still in flight after {timeout_s} s "
+                        "(flush() reports it if it fails)"
+                    ) from None
+            except Exception:  # the failure itself is read back below
+                pass
+        if self._future.failed():
+            exc = self._future.exception
+            raise DeliveryError(
+                f"a message of {self.events} event(s) to {self.topic} was not delivered "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the next flush "
+                "reports it too: re-send what flush reports",
+                failed=self._events,
+                reasons={type(exc).__name__: self.events},
+                sent=self.events,
+                retriable=bool(getattr(exc, "retriable", False)),
+                first_error=str(exc),
+            )
+        meta = self._future.value
+        return Delivered(meta.topic, meta.partition, meta.offset, meta.timestamp, self.events)
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "in flight"
+        return f"<Delivery to {self.topic}, {self.events} event(s), {state}>"
 
 
 class Publisher:
@@ -49,9 +183,18 @@ class Publisher:
     Parameters
     ----------
     bootstrap
-        ``host:port`` of a broker.
+        ``host:port`` of a broker (default ``127.0.0.1:9092``, as the CLI).
     topic
-        The events topic.
+        The events topic (default ``events``). It must exist: a missing topic is
+        refused (:class:`~streamlearn.errors.ConfigError` naming the topics that
+        exist) unless ``create_topic``, so that a misspelt name never swallows
+        events the training job does not read.
+    create_topic
+        Create the topic (with ``partitions`` partitions and the project's
+        limits, see ``docs/publishing.md``) if it does not exist.
+    partitions
+        With ``create_topic``: how many partitions (default 4, as
+        ``streamlearn topics create``).
     envelope
         Group events into envelope messages (per partition).
     envelope_size
@@ -65,14 +208,17 @@ class Publisher:
     **settings
         kafka-python producer settings (``linger_ms``, ``batch_size``,
         ``delivery_timeout_ms``, ...) over
-        :data:`~connectors.kafka_io.PRODUCER_DEFAULTS`.
+        :data:`~connectors.kafka_io.PRODUCER_DEFAULTS`; the producer never asks
+        the broker to create a topic (``allow_auto_create_topics=False``).
     """
 
     def __init__(
         self,
-        bootstrap: str,
-        topic: str,
+        bootstrap: str = DEFAULT_BOOTSTRAP,
+        topic: str = DEFAULT_TOPIC,
         *,
+        create_topic: bool = False,
+        partitions: int = 4,
         envelope: bool = False,
         envelope_size: int = 500,
         validate: bool = False,
@@ -82,18 +228,47 @@ class Publisher:
     ) -> None:
         from connectors.kafka_io import KeyedProducer
 
-        if not isinstance(envelope_size, int) or envelope_size < 1:
+        if (
+            isinstance(envelope_size, bool)
+            or not isinstance(envelope_size, int)
+            or envelope_size < 1
+        ):
             raise ConfigError("envelope_size", "an integer >= 1", envelope_size)
+        if not isinstance(topic, str) or not topic:
+            raise ConfigError("topic", "a topic name", repr(topic))
+        if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
+            raise ConfigError("partitions", "an integer >= 1", repr(partitions))
         self.topic = topic
         self.envelope = envelope
         self.envelope_size = envelope_size
         self._decoder = EventDecoder(task, require_label=require_label) if validate else None
-        self._producer = KeyedProducer(bootstrap, topic, **settings)
+        self._ensure_topic(bootstrap, topic, create_topic, partitions)
+        self._producer = KeyedProducer(
+            bootstrap, topic, **{"allow_auto_create_topics": False, **settings}
+        )
         self._partitions: list[int] | None = None
-        self._buffers: dict[int, list[dict]] = {}
+        self._buffers: dict[int, list[tuple[dict, bytes]]] = {}
         self._round_robin = itertools.count()
         self.events = 0
         self.messages = 0
+
+    @staticmethod
+    def _ensure_topic(bootstrap: str, topic: str, create: bool, partitions: int) -> None:
+        from connectors.kafka_io import create_topics, list_topics
+
+        if create:
+            create_topics(bootstrap, {topic: partitions})
+            return
+        existing = list_topics(bootstrap)
+        if topic not in existing:
+            shown = ", ".join(existing[:20]) + (" ..." if len(existing) > 20 else "")
+            raise ConfigError(
+                "topic",
+                f"a topic that exists at {bootstrap} ({shown or 'none yet'}); create it with "
+                f"`streamlearn topics create {topic}`, Publisher(..., create_topic=True) or "
+                "`streamlearn publish --create-topic`",
+                repr(topic),
+            )
 
     # -- partitions ------------------------------------------------------------
     def _partition_count(self) -> int:
@@ -114,24 +289,39 @@ class Publisher:
     # -- publishing --------------------------------------------------------------
     def _check(self, event: Mapping[str, Any]) -> None:
         if self._decoder is not None:
-            self._decoder.validate(dict(event), self.events)
+            self._decoder.validate(_plain(event), self.events)
 
-    def publish(self, event: Mapping[str, Any], timestamp_ms: int | None = None):
-        """Send one event (buffered into an envelope when ``envelope=True``)."""
+    def publish(
+        self, event: Mapping[str, Any], timestamp_ms: int | None = None
+    ) -> Delivery | None:
+        """Send one event (buffered into an envelope when ``envelope=True``).
+
+        Returns the :class:`Delivery` of the message sent now: the event's own
+        message, or the envelope this event filled; ``None`` when the event
+        was only buffered into an envelope (``flush`` sends it). Raises
+        :class:`~streamlearn.errors.EventError` naming the field for a value
+        JSON cannot hold (and, with ``validate``, for an invalid event).
+        """
+        if not isinstance(event, Mapping):
+            raise EventError(
+                "event", "an object (a dict)", type(event).__name__, f"event {self.events}"
+            )
         self._check(event)
+        data = _dumps(event, f"event {self.events}")
         self.events += 1
         key = event.get("key")
         if not self.envelope:
             self.messages += 1
-            return self._producer.send(
-                orjson.dumps(event),
+            future = self._producer.send(
+                data,
                 key=None if key is None else str(key),
                 timestamp_ms=timestamp_ms,
                 carries=(event,),
             )
+            return Delivery(future, self.topic, (event,))
         partition = self.partition_of(key)
         buf = self._buffers.setdefault(partition, [])
-        buf.append(dict(event))
+        buf.append((dict(event), data))
         if len(buf) >= self.envelope_size:
             return self._send_envelope(partition)
         return None
@@ -144,16 +334,18 @@ class Publisher:
             n += 1
         return n
 
-    def _send_envelope(self, partition: int):
-        events = self._buffers.pop(partition, [])
-        if not events:
+    def _send_envelope(self, partition: int) -> Delivery | None:
+        buffered = self._buffers.pop(partition, [])
+        if not buffered:
             return None
         self.messages += 1
-        return self._producer.send(
-            orjson.dumps({"events": events}),
+        events = [e for e, _ in buffered]
+        future = self._producer.send(
+            b'{"events":[' + b",".join(d for _, d in buffered) + b"]}",
             partition=self._partitions[partition],
             carries=events,
         )
+        return Delivery(future, self.topic, events)
 
     def flush(self, timeout_s: float | None = None) -> None:
         """Send buffered envelopes and wait for every delivery.

@@ -18,6 +18,7 @@ examples:
   streamlearn publish --generator clicks --count 100000 --rate 10000
   streamlearn publish --generator clicks --drift-at 50000 --envelope      # fast path
   streamlearn publish --file events.jsonl --topic events
+  streamlearn publish --generator sea --topic sea --create-topic --partitions 2
   cat events.jsonl | streamlearn publish --file -
   streamlearn publish --csv data.csv --label clicked --key user_id
   streamlearn publish --generator sea --count 100000
@@ -44,7 +45,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument(
         "--generator", choices=("clicks", "sea", "hyperplane"), help="a built-in seeded stream"
     )
-    parser.add_argument("--topic", default="events", help="target topic (default events)")
+    parser.add_argument(
+        "--topic", default="events", help="target topic, which must exist (default events)"
+    )
+    parser.add_argument(
+        "--create-topic",
+        action="store_true",
+        help="create the topic if it does not exist (else a missing topic is refused)",
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=4, help="with --create-topic: partitions (default 4)"
+    )
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="broker (host:port)")
     parser.add_argument("--count", type=int, help="stop after N events")
     parser.add_argument(
@@ -160,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         Publisher(
             args.bootstrap,
             args.topic,
+            create_topic=args.create_topic,
+            partitions=args.partitions,
             envelope=args.envelope,
             envelope_size=args.envelope_size,
             validate=args.validate,
