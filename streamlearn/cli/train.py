@@ -21,7 +21,10 @@ The config is TOML with sections [kafka] [model] [features] [job] [store]; see
 docs/training.md for every key. A bad key fails before the job starts, naming
 the key and what was expected. Without --cluster the job runs in the local
 Flink MiniCluster in this process's foreground (Ctrl-C stops it; it resumes from
-its latest checkpoint next time, unless --resume none).
+its latest checkpoint next time, unless --resume none). A passing fault (a lost
+TaskManager, the broker or the model store away) does not end the job: it waits
+with exponential back-off and restarts from its last checkpoint by itself
+(job.restart_*, job.store_retry_ms).
 """
 
 
