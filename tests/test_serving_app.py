@@ -135,8 +135,14 @@ def test_arrow_body_reaches_the_predictor_column_wise() -> None:
 
 def test_a_specific_version_can_be_asked() -> None:
     app, source = make_app(5)
-    assert call(app, "POST", "/v1/predict?version=2", json={"features": {"a": 1}}).json()["version"] == 2
-    assert call(app, "POST", "/v1/predict?version=2", json={"features": {"a": 1}}).json()["version"] == 2
+    assert (
+        call(app, "POST", "/v1/predict?version=2", json={"features": {"a": 1}}).json()["version"]
+        == 2
+    )
+    assert (
+        call(app, "POST", "/v1/predict?version=2", json={"features": {"a": 1}}).json()["version"]
+        == 2
+    )
     assert source.loads.count(2) == 1  # cached after the first load
     r = call(app, "POST", "/v1/predict?version=9", json={"features": {"a": 1}})
     assert r.status_code == 404 and "version 9" in r.json()["error"]
@@ -167,8 +173,11 @@ def test_a_deeply_nested_value_is_a_422_not_a_crash(where: str) -> None:
     """Nested deeper than orjson writes (it reads up to 1024 levels): still named."""
     app, _ = make_app(1)
     deep = b"[" * 600 + b'"x"' + b"]" * 600
-    body = (b'{"features": {"a": ' + deep + b"}}" if where == "features"
-            else b'{"features": {"a": 1}, "' + where.encode() + b'": ' + deep + b"}")
+    body = (
+        b'{"features": {"a": ' + deep + b"}}"
+        if where == "features"
+        else b'{"features": {"a": 1}, "' + where.encode() + b'": ' + deep + b"}"
+    )
     r = call(app, "POST", "/v1/predict", content=body)
     assert r.status_code == 422
     field = r.json()["fields"][0]
@@ -229,7 +238,10 @@ def test_bearer_token_guards_the_api_but_not_health() -> None:
     wrong = {"authorization": "Bearer nope"}
     assert call(app, "GET", "/v1/models", headers=wrong).status_code == 401
     good = {"authorization": "Bearer s3cret"}
-    assert call(app, "POST", "/v1/predict", json={"features": {"a": 1}}, headers=good).status_code == 200
+    assert (
+        call(app, "POST", "/v1/predict", json={"features": {"a": 1}}, headers=good).status_code
+        == 200
+    )
     assert call(app, "GET", "/healthz").status_code == 200
     assert call(app, "GET", "/metrics").status_code == 401
     with pytest.raises(ConfigError, match="token"):
