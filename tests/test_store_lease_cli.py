@@ -6,9 +6,16 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
+
+try:  # tests/ is a package in the full suite, a plain directory when run alone
+    from tests.s3_server import s3_server, s3_uri  # noqa: F401  (pytest fixtures)
+except ModuleNotFoundError:
+    from s3_server import s3_server, s3_uri  # noqa: F401
 
 from streamlearn.store import Lineage, ModelStore
 
@@ -64,3 +71,60 @@ def test_a_dead_writer_is_named_then_unlocked(tmp_path) -> None:
             holder.kill()
             holder.wait(timeout=30)
         holder.stdout.close()
+
+
+ZOMBIE = """
+import sys, time
+import pyarrow as pa
+from streamlearn.store import Lineage, ModelStore, WriterFenced
+store = ModelStore(sys.argv[1], model="ctr")
+lease = store.acquire_writer("trainer-old", lease_ms=2000)
+lease.keep_alive(every_s=0.3)
+events = 0
+while True:
+    events += 100
+    try:
+        v = store.publish(pa.table({"w": [1.0]}), Lineage(events=events), lease=lease)
+    except WriterFenced as exc:
+        print("fenced", str(exc), flush=True)
+        sys.exit(3)
+    print("published", v, flush=True)
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.parametrize("backend", ["local", "s3"])
+def test_a_paused_writer_is_fenced_out_when_it_wakes(backend, tmp_path, request) -> None:
+    """A writer process frozen (SIGSTOP) past its lease, as a long GC pause or a
+    partition would, while another takes over: when it wakes, its publishes are
+    refused, and the model never goes back in events reflected."""
+    uri = str(tmp_path / "models") if backend == "local" else request.getfixturevalue("s3_uri")
+    with subprocess.Popen(
+        [sys.executable, "-c", ZOMBIE, uri], stdout=subprocess.PIPE, text=True
+    ) as old:
+        try:
+            for _ in range(3):
+                assert old.stdout.readline().startswith("published")
+            old.send_signal(signal.SIGSTOP)
+            store = ModelStore(uri, model="ctr")
+            deadline = time.time() + 60
+            while store.writer().live() and time.time() < deadline:
+                time.sleep(0.2)
+            new = store.acquire_writer("trainer-new", lease_ms=60_000)
+            base = store.info(store.latest()).lineage.events
+            for i in range(1, 4):
+                store.publish(pa.table({"w": [2.0]}), Lineage(events=base + i * 1000), lease=new)
+            old.send_signal(signal.SIGCONT)
+            rest, _ = old.communicate(timeout=60)  # it must stop on its own
+            assert old.returncode == 3, rest
+        finally:
+            if old.poll() is None:
+                old.kill()
+                old.wait(timeout=30)
+    assert rest.splitlines()[-1].startswith("fenced model 'ctr': writer 'trainer-old'")
+    infos = [i for i in store.list() if i.kind != "fenced"]
+    events = [i.lineage.events for i in infos]
+    assert events == sorted(events), events
+    takeover = next(k for k, i in enumerate(infos) if i.writer_id == "trainer-new")
+    assert all(i.writer_id == "trainer-new" for i in infos[takeover:])
+    assert store.head().latest == infos[-1].version
