@@ -7,9 +7,10 @@ runs ``bin/jobmanager.sh`` and ``bin/taskmanager.sh`` with it; jobs are
 submitted with ``bin/flink run -py``, exactly as on any other cluster.
 
 >>> cluster = FlinkCluster(rest_port=8081)       # doctest: +SKIP
->>> cluster.start()                               # jobmanager + one taskmanager
+>>> cluster.start()                               # doctest: +SKIP
 >>> cluster.submit("flink_jobs/passthrough.py", ["--source", "a", "--sink", "b", "--bounded"])
->>> cluster.stop()
+... # doctest: +SKIP
+>>> cluster.stop()                                # doctest: +SKIP
 
 Every task manager gets a resource id of its own (``tm-0``, ``tm-1``, ...), the
 one the REST API reports for it, so a test can find which task manager runs
