@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import errno
 import logging
 import time
@@ -123,7 +124,8 @@ def test_rejections_are_returned_for_the_dlq_and_count_once(tmp_path):
     assert [r.field for r in bad] == ["label"]
     record = orjson.loads(dlq_record("events", 0, 7, bad[0]))
     assert record["field"] == "label" and record["offset"] == 7 and "label" in record["reason"]
-    assert record["value"] == '{"features": {"x": 1}, "label": "maybe"}'
+    assert record["stage"] == "train" and record["truncated"] is False
+    assert base64.b64decode(record["value_b64"]) == b'{"features": {"x": 1}, "label": "maybe"}'
     assert worker.n_rejected == 1
     delta = worker.flush()
     assert delta.n_events == 0 and worker.offsets == {0: 8}

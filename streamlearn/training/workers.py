@@ -22,17 +22,14 @@ whole and takes their delta at once, so a restored job learns every event once.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import time
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
-
 from streamlearn.errors import StoreError
-from streamlearn.events import EventDecoder, Rejected
+from streamlearn.events import EventDecoder, Rejected, dead_letter
 from streamlearn.training.config import TrainConfig
 
 __all__ = ["LearnerWorker", "MergerWorker", "dlq_record", "resume_point", "store_fault"]
@@ -59,24 +56,11 @@ def store_fault(exc: BaseException) -> str:
 
 
 def dlq_record(topic: str, partition: int, offset: int, rejected: Rejected) -> bytes:
-    """The dead-letter record of one rejection: reason, field, origin, original bytes."""
-    raw = rejected.raw
-    try:
-        text: str | None = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = None
-    return orjson.dumps(
-        {
-            "reason": rejected.reason,
-            "field": rejected.field,
-            "topic": topic,
-            "partition": partition,
-            "offset": offset,
-            "index": rejected.index,
-            "value": text,
-            "value_b64": None if text is not None else base64.b64encode(raw).decode(),
-            "at_ms": int(time.time() * 1000),
-        }
+    """The dead-letter record of one rejection (:func:`streamlearn.events.dead_letter`, the
+    one shape every job writes: bounded, with reason, field, origin and the bytes)."""
+    return dead_letter(
+        stage="train", topic=topic, partition=partition, offset=offset, index=rejected.index,
+        field=rejected.field, reason=rejected.reason, raw=rejected.raw,
     )
 
 
