@@ -523,6 +523,27 @@ class ModelStore:
 
         The lease holds for ``lease_ms`` from each renewal; renew it with
         :meth:`Lease.renew` or :meth:`Lease.keep_alive`.
+
+        Examples
+        --------
+        >>> import tempfile, pyarrow as pa
+        >>> store = ModelStore(tempfile.mkdtemp(), model="ctr")
+        >>> lease = store.acquire_writer("trainer-1")
+        >>> store.publish(pa.table({"w": [0.5]}), lease=lease), store.info(1).writer_token
+        (1, 1)
+        >>> try:
+        ...     store.acquire_writer("trainer-2")
+        ... except WriterBusy as exc:
+        ...     print(exc.holder.writer_id, exc.holder.token)
+        trainer-1 1
+        >>> again = store.acquire_writer("trainer-1")   # the same writer, restarted
+        >>> try:
+        ...     store.publish(pa.table({"w": [0.4]}), lease=lease)
+        ... except WriterFenced as exc:
+        ...     print(str(exc)[:60])
+        model 'ctr': writer 'trainer-1' (token 1) was fenced out: an
+        >>> again.release(); store.acquire_writer("trainer-2").token
+        3
         """
         return self._acquire(check_writer_id(writer_id), check_lease_ms(lease_ms), force)
 
