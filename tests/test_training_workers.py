@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 
-from streamlearn.errors import ConfigError
+from streamlearn.errors import ConfigError, StoreError
 from streamlearn.generators import clicks
 from streamlearn.store import ModelStore
 from streamlearn.training.checkpoints import latest_checkpoint, resolve_recovery
@@ -368,19 +368,22 @@ def test_past_store_retry_ms_the_fault_fails_the_task_and_nothing_is_lost(tmp_pa
     assert merger.publish() == 1 and store.store.get(1).lineage.events == 400
 
 
-def test_a_bug_is_not_mistaken_for_a_store_fault(tmp_path):
+@pytest.mark.parametrize(
+    "error", [TypeError("a bug"), StoreError("model 'm': this writer's lease was taken over")]
+)
+def test_a_bug_or_a_refusal_is_not_waited_out(tmp_path, error):
     cfg = _cfg(tmp_path, store_retry_ms=60_000)
 
     class Broken(FlakyStore):
         def publish(self, *args, **kwargs):
             self.publish_calls.append(time.monotonic())
-            raise TypeError("a bug")
+            raise error
 
     store = Broken(ModelStore(cfg.store.uri, cfg.store.model))
     merger = MergerWorker(cfg, store)
     merger.start()
     merger.add(_one_delta(cfg, store))
-    with pytest.raises(TypeError):
+    with pytest.raises(type(error)):
         merger.publish()
     assert len(store.publish_calls) == 1
 

@@ -37,8 +37,19 @@ __all__ = ["LearnerWorker", "MergerWorker", "dlq_record", "resume_point", "store
 log = logging.getLogger(__name__)
 
 #: What the store raises when it cannot be written or read for now: a full disk, a
-#: file system or object store away. Anything else is a bug and fails at once.
+#: file system or object store away (OSError, or a StoreError raised from one).
 STORE_FAULTS = (OSError, StoreError)
+
+
+def _passing(exc: BaseException) -> bool:
+    """An I/O fault worth waiting out; anything else (a refusal, a bug) fails at once.
+
+    >>> _passing(OSError(28, "No space left on device")), _passing(StoreError("fenced"))
+    (True, False)
+    """
+    return isinstance(exc, OSError) or isinstance(exc.__cause__, OSError) or bool(
+        getattr(exc, "retriable", False)
+    )
 
 
 def store_fault(exc: BaseException) -> str:
@@ -412,6 +423,8 @@ class MergerWorker:
             try:
                 version = self.store.publish(table, lineage)
             except STORE_FAULTS as exc:
+                if not _passing(exc):
+                    raise
                 failed += 1
                 left = deadline - time.monotonic()
                 if left <= 0:
