@@ -3,6 +3,9 @@
 - :func:`clicks`: a click-through stream of hashed categorical and numeric
   features with a known logistic optimum, and an optional drift point where
   the true weights change.
+- :func:`interactions`: a stream where pairs of categorical features
+  interact (a logistic model over low-rank pairwise crosses plus linear
+  terms), with its Bayes-optimal log-loss (:func:`interactions_optimum`).
 - :func:`river_stream`: River's SEA, Hyperplane and Agrawal generators as
   events.
 
@@ -25,7 +28,9 @@ import numpy as np
 
 from streamlearn.errors import ConfigError
 
-__all__ = ["clicks", "river_stream", "GENERATORS", "make_stream"]
+__all__ = [
+    "clicks", "interactions", "interactions_optimum", "river_stream", "GENERATORS", "make_stream",
+]
 
 _CATEGORIES = {
     "country": 40,
@@ -90,6 +95,94 @@ def clicks(
         i += m
 
 
+#: The interactions stream's categorical groups and their number of values.
+INTERACTION_GROUPS = {"segment": 40, "ad": 60, "site": 50, "device": 8, "hour": 24, "country": 20}
+#: The pairs of groups whose values interact in the true model.
+INTERACTION_PAIRS = (("segment", "ad"), ("ad", "site"), ("segment", "device"), ("site", "hour"))
+
+
+def _interaction_chunks(n: int | None, seed: int, rank: int, users: int) -> Iterator[tuple]:
+    """The interactions stream in chunks of arrays: (categories, numbers,
+    users, true probabilities, labels)."""
+    rng = np.random.default_rng(seed)
+    truth = np.random.default_rng(seed + 20_011)
+    linear = {g: truth.normal(0, 0.5, size) for g, size in INTERACTION_GROUPS.items()}
+    # factors of variance rank**-0.5: each pair's term has variance about 1
+    sd = rank ** -0.25
+    factors = {g: truth.normal(0, sd, (size, rank)) for g, size in INTERACTION_GROUPS.items()}
+    numeric_w = truth.normal(0, 0.5, 2)
+    bias = -0.3
+    i = 0
+    while n is None or i < n:
+        m = 4096 if n is None else min(4096, n - i)
+        cats = {g: rng.integers(0, size, m) for g, size in INTERACTION_GROUPS.items()}
+        nums = rng.normal(0, 1, (m, 2))
+        user = rng.integers(0, users, m)
+        z = bias + nums @ numeric_w
+        for g in INTERACTION_GROUPS:
+            z += linear[g][cats[g]]
+        for a, b in INTERACTION_PAIRS:
+            z += np.einsum("ij,ij->i", factors[a][cats[a]], factors[b][cats[b]])
+        p = 1.0 / (1.0 + np.exp(-z))
+        labels = (rng.random(m) < p).astype(int)
+        yield cats, nums, user, p, labels
+        i += m
+
+
+def interactions(
+    n: int | None = None, seed: int = 0, rank: int = 3, users: int = 10_000
+) -> Iterator[dict]:
+    """A stream where interactions matter: 6 categorical features, 2 numeric
+    ones, label 0/1.
+
+    The label is drawn from a logistic model whose logit is a bias, a weight
+    per categorical value and per number, and for each pair of groups in
+    :data:`INTERACTION_PAIRS` the dot product of the two values' true factors
+    (``rank`` of them): ``z = b + Σ_g w_g[c_g] + u·x + Σ_(g,h) <V_g[c_g],
+    V_h[c_h]>``. A linear model cannot express the pair terms; a
+    factorization machine of ``k ≥ rank`` factors (or hashed crosses of the
+    pairs) can. The log-loss of the true model — the best any learner can
+    expect — is :func:`interactions_optimum`.
+
+    >>> e = next(interactions(1, seed=3))
+    >>> sorted(e["features"]), e["label"] in (0, 1)
+    (['ad', 'country', 'device', 'hour', 'segment', 'site', 'x0', 'x1'], True)
+    """
+    _check_rank(rank)
+    k = 0
+    for cats, nums, user, _, labels in _interaction_chunks(n, seed, rank, users):
+        for j in range(len(labels)):
+            feats: dict = {g: f"{g[:2]}{int(cats[g][j])}" for g in INTERACTION_GROUPS}
+            feats["x0"] = round(float(nums[j, 0]), 4)
+            feats["x1"] = round(float(nums[j, 1]), 4)
+            yield {"key": f"u{int(user[j])}", "features": feats, "label": int(labels[j]),
+                   "id": f"e{k}"}
+            k += 1
+
+
+def interactions_optimum(n: int, seed: int = 0, rank: int = 3) -> float:
+    """The log-loss of the true model on the first ``n`` events of
+    :func:`interactions` (the mean binary entropy of their true
+    probabilities): the Bayes-optimal log-loss of that stream, what a learner
+    that knew the model would score on average.
+
+    >>> round(interactions_optimum(100_000), 3)
+    0.422
+    """
+    _check_rank(rank)
+    total, count = 0.0, 0
+    for *_, p, _ in _interaction_chunks(n, seed, rank, 1):
+        q = np.clip(p, 1e-15, 1 - 1e-15)
+        total += float(-(q * np.log(q) + (1 - q) * np.log(1 - q)).sum())
+        count += len(p)
+    return total / max(count, 1)
+
+
+def _check_rank(rank: object) -> None:
+    if type(rank) is not int or rank < 1:
+        raise ConfigError("rank", "an integer ≥ 1", repr(rank))
+
+
 def river_stream(name: str, n: int | None = None, seed: int = 0) -> Iterator[dict]:
     """River's ``SEA``, ``Hyperplane`` or ``Agrawal`` generator as events
     (binary labels).
@@ -123,7 +216,7 @@ def river_stream(name: str, n: int | None = None, seed: int = 0) -> Iterator[dic
 
 _CODED = frozenset({"elevel", "car", "zipcode"})  # Agrawal's categorical attributes
 
-GENERATORS = ("clicks", "sea", "hyperplane", "agrawal")
+GENERATORS = ("clicks", "interactions", "sea", "hyperplane", "agrawal")
 
 
 def make_stream(
@@ -132,6 +225,8 @@ def make_stream(
     """One of :data:`GENERATORS` by name."""
     if name == "clicks":
         return clicks(n, seed=seed, drift_at=drift_at)
+    if name == "interactions":
+        return interactions(n, seed=seed)
     if name in ("sea", "hyperplane", "agrawal"):
         return river_stream(name, n, seed=seed)
     raise ConfigError("--generator", f"one of {', '.join(GENERATORS)}", repr(name))

@@ -105,16 +105,96 @@ from streamlearn.arrow_ipc import ipc_stream_bytes
 from streamlearn.errors import ConfigError, StateError, ValidationError
 from streamlearn.state import ModelState
 
-__all__ = ["ModelDelta", "DeltaTracker", "Merger", "STRATEGIES", "DELTA_FORMAT_VERSION"]
+__all__ = [
+    "ModelDelta", "DeltaTracker", "Merger", "STRATEGIES", "DELTA_FORMAT_VERSION", "MERGE_RULES",
+    "RULES", "merge_rule",
+]
 
 #: The merge strategies :class:`Merger` offers.
 STRATEGIES = ("hybrid", "average", "ftrl")
 DELTA_FORMAT_VERSION = 1
 _HEADER_KEY = b"streamlearn.delta"
 _SCALER = ("scaler.count", "scaler.mean", "scaler.var")
-_EMA = ("adam.m", "adam.v")
-_STEP_ARRAYS = ("l1.cum", "l1.total")
 _MAX_BITS = 64  # learners told apart by the Adam contributor count
+
+#: What each rule does with a delta, per strategy (see the module docstring).
+RULES = {
+    "learned": "hybrid: summed on hashed slots, averaged by event share on dense slots and "
+               "small arrays; average, ftrl: averaged",
+    "moment": "a running mean (Adam): hybrid: on hashed slots divided by the number of "
+              "learners that touched the slot lately; elsewhere averaged",
+    "ftrl": "FTRL's z and n: summed under the ftrl strategy; otherwise as learned",
+    "steps": "lazy-L1 bookkeeping: summed (averaged under the average strategy)",
+    "sum": "a sum over events: summed under every strategy",
+    "max": "a running maximum: the larger of the global and the learner's value",
+    "stats": "scaler statistics: the new events' own statistics, combined exactly (Chan)",
+    "average": "averaged by event share under every strategy",
+}
+#: How every array of every learner and optimiser merges: one entry per array;
+#: ``intercept.<name>`` and ``factors.<name>`` (the accumulators of the
+#: intercept and of a factorization machine's factors) follow ``<name>``.
+MERGE_RULES = {
+    "weights": "learned",
+    "intercept": "learned",
+    "factors": "learned",
+    "adagrad.g2": "learned",
+    "normalized.g2": "learned",
+    "adam.m": "moment",
+    "adam.v": "moment",
+    "ftrl.z": "ftrl",
+    "ftrl.n": "ftrl",
+    "normalized.scale": "max",
+    "normalized.n": "sum",
+    "l1.cum": "steps",
+    "l1.total": "steps",
+    "scaler.count": "stats",
+    "scaler.mean": "stats",
+    "scaler.var": "stats",
+}
+_FAMILIES = ("intercept.", "factors.")
+_ADDITIVE = ("learned", "moment", "ftrl", "steps", "sum", "average")  # rules that add deltas
+
+
+def merge_rule(name: str) -> str:
+    """The rule of :data:`MERGE_RULES` that array ``name`` merges by.
+
+    >>> merge_rule("normalized.scale"), merge_rule("intercept.ftrl.z"), merge_rule("factors")
+    ('max', 'ftrl', 'learned')
+    """
+    rule = MERGE_RULES.get(name)
+    if rule is None:
+        for family in _FAMILIES:
+            if name.startswith(family):
+                rule = MERGE_RULES.get(name[len(family):])
+                break
+    if rule is None:
+        raise StateError(
+            f"array {name!r} has no merge rule; declare it in streamlearn.merge.MERGE_RULES"
+        )
+    return rule
+
+
+def _ftrl_targets(
+    meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]
+) -> list[tuple[str, str, str, dict[str, Any]]]:
+    """The arrays FTRL recomputes from its ``(z, n)``: ``(target, z, n,
+    optimiser parameters)`` for the weights, the intercept learned by the
+    optimiser's rule (never penalised) and a factorization machine's factors."""
+    params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
+    out = []
+    for target, prefix, key in (("weights", "", "optimizer"),
+                                ("intercept", "intercept.", "optimizer"),
+                                ("factors", "factors.", "factor_optimizer")):
+        config = params.get(key)
+        if not isinstance(config, dict) or config.get("name") != "FTRL":
+            continue
+        z, n = prefix + "ftrl.z", prefix + "ftrl.n"
+        if target in arrays and z in arrays and n in arrays:
+            p = dict(config.get("params") or {})
+            if target == "intercept":
+                p["l1"] = p["l2"] = 0.0
+            out.append((target, z, n, p))
+    return out
 
 
 def _classes(meta: Mapping[str, Any]) -> list[Any] | None:
@@ -458,7 +538,7 @@ class DeltaTracker:
             if name in _SCALER:
                 continue
             now = cur[name][slots]
-            sparse[name] = now - ref[name][slots]
+            sparse[name] = now if merge_rule(name) == "max" else now - ref[name][slots]
             ref[name][slots] = now
         if "scaler.count" in cur:
             now = [cur[k][slots] for k in _SCALER]
@@ -470,7 +550,8 @@ class DeltaTracker:
         dense: dict[str, np.ndarray] = {}
         for name, array in cur.items():
             if name not in per_slot:
-                dense[name] = array - ref[name]
+                dense[name] = (np.array(array, dtype=np.float64) if merge_rule(name) == "max"
+                               else array - ref[name])
                 ref[name] = np.array(array, dtype=np.float64)
         n_learned = int(state.meta.get("n_learned", 0))
         n_steps = int(state.meta.get("n_steps", 0))
@@ -553,15 +634,17 @@ class DeltaTracker:
             ref_arrays[name] = g.copy()
             if name in _SCALER:
                 continue
+            if merge_rule(name) == "max":
+                arrays[name] = np.maximum(g, widen(array, mine, name))
+                continue
             own = widen(array, mine, name) - widen(self._ref[name], mine, name)
             arrays[name] = g + own
         if "scaler.count" in state.arrays:
             new = _new_stats(*(state.arrays[k] for k in _SCALER), *(self._ref[k] for k in _SCALER))
             merged = _combine_stats(*(ref_arrays[k] for k in _SCALER), *new)
             arrays.update(zip(_SCALER, merged, strict=True))
-        name, opt_params = _optimizer(state.meta)
-        if name == "FTRL" and "ftrl.z" in arrays:
-            arrays["weights"] = _ftrl_weights(arrays["ftrl.z"], arrays["ftrl.n"], opt_params)
+        for target, z, n, params in _ftrl_targets(state.meta, arrays):
+            arrays[target] = _ftrl_weights(arrays[z], arrays[n], params)
         meta = dict(state.meta)
         own_events = int(state.meta.get("n_learned", 0)) - self._n_learned
         own_steps = int(state.meta.get("n_steps", 0)) - self._n_steps
@@ -604,6 +687,11 @@ class Merger:
     n_learners
         How many learners send deltas, if known; otherwise the number of
         distinct senders seen so far (used for event shares).
+    rules
+        Array name → rule, replacing :data:`MERGE_RULES` for this merger's
+        arrays (one of the rules that add deltas: ``learned``, ``moment``,
+        ``ftrl``, ``steps``, ``sum``, ``average``), e.g. ``{"factors":
+        "average"}`` to average a factorization machine's factors.
 
     Notes
     -----
@@ -620,6 +708,7 @@ class Merger:
         *,
         staleness_tolerance: int = 2,
         n_learners: int | None = None,
+        rules: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(global_state, ModelState):
             raise ValidationError(
@@ -637,9 +726,8 @@ class Merger:
                 f"a {meta.get('kind')!r} model is not mergeable (its state is not a set of "
                 "arrays); train it in one process or pick a linear learner"
             )
-        opt_name, self._opt_params = _optimizer(meta)
-        self._ftrl = opt_name == "FTRL"
-        if strategy == "ftrl" and not self._ftrl:
+        opt_name, _ = _optimizer(meta)
+        if strategy == "ftrl" and opt_name != "FTRL":
             raise ConfigError(
                 "strategy", "'hybrid' or 'average' for a learner whose optimiser is not FTRL",
                 f"'ftrl' with {opt_name or 'an unknown optimiser'}",
@@ -666,7 +754,18 @@ class Merger:
         self.last_share = 0.0
         self._rates: dict[str, float] = {}
         self._index: dict[str, int] = {}
-        self._ema = [k for k in _EMA if k in self._arrays]
+        self._rules = {name: merge_rule(name) for name in self._arrays}
+        for name, rule in (rules or {}).items():
+            if name not in self._arrays:
+                raise ConfigError("rules", f"names of the model's arrays {sorted(self._arrays)}",
+                                  repr(name))
+            if rule not in _ADDITIVE or self._rules[name] not in _ADDITIVE:
+                raise ConfigError(f"rules.{name}", f"one of {list(_ADDITIVE)} (replacing "
+                                  f"{self._rules[name]!r})", repr(rule))
+            self._rules[name] = rule
+        self._ftrl_targets = _ftrl_targets(meta, self._arrays)
+        self._recomputed = {t for t, _, _, _ in self._ftrl_targets}
+        self._ema = [k for k, r in self._rules.items() if r == "moment"]
         self._touch_now: np.ndarray | None = None
         self._touch_before: np.ndarray | None = None
         self._touch_adds = 0
@@ -742,27 +841,34 @@ class Merger:
             contributors = None
         hashed = slots < self._hashed
         for name, values in delta.sparse.items():
-            if name in _SCALER or (name == "weights" and self._ftrl):
+            rule = self._rules[name]
+            if rule == "stats" or name in self._recomputed:
                 continue
-            factor = self._factor(name, hashed, share, stale, contributors)
-            if factor is None:
+            if rule == "max":
+                self._max_rows(name, slots, values, cols)
                 continue
+            factor = self._factor(rule, hashed, share, stale, contributors)
             self._add_rows(name, slots, values, factor, cols)
         if "scaler.count" in delta.sparse and len(slots):
             self._add_scaler(slots, delta)
         for name, values in delta.dense.items():
-            if self.strategy != "average" and name in _STEP_ARRAYS:
-                f = stale
-            else:
-                f = share
+            rule = self._rules[name]
+            if name in self._recomputed:
+                continue
             target = self._arrays[name]
-            if cols is not None and name == "intercept":
-                target[cols] += f * values
+            at = cols if cols is not None and name == "intercept" else slice(None)
+            if rule == "max":
+                target[at] = np.maximum(target[at], values)
+                continue
+            target[at] += self._factor(rule, np.False_, share, stale, None) * values
+        for target, z, n, params in self._ftrl_targets:
+            arrays = self._arrays
+            if arrays[target].shape[0] == self._n_slots and target != "intercept":
+                if len(slots):
+                    arrays[target][slots] = _ftrl_weights(arrays[z][slots], arrays[n][slots],
+                                                          params)
             else:
-                target += f * values
-        if self._ftrl and len(slots):
-            z, n = self._arrays["ftrl.z"][slots], self._arrays["ftrl.n"][slots]
-            self._arrays["weights"][slots] = _ftrl_weights(z, n, self._opt_params)
+                arrays[target][:] = _ftrl_weights(arrays[z], arrays[n], params)
         self._steps += (share if self.strategy == "average" else stale) * delta.n_steps
         self._n_learned += delta.n_events
         self.n_events += delta.n_events
@@ -871,19 +977,29 @@ class Merger:
         return count
 
     def _factor(
-        self, name: str, hashed: np.ndarray, share: float, stale: float,
+        self, rule: str, hashed: np.ndarray, share: float, stale: float,
         contributors: np.ndarray | None,
-    ) -> np.ndarray | float | None:
-        if self.strategy == "average":
+    ) -> np.ndarray | float:
+        """What a delta of an array of ``rule`` is multiplied by (per row)."""
+        if rule == "sum":
+            return stale
+        if rule == "average" or self.strategy == "average":
             return share
-        if name in _STEP_ARRAYS:
+        if rule == "steps":
             return stale
         if self.strategy == "ftrl":
-            return stale if name in ("ftrl.z", "ftrl.n") else share
-        if name in _EMA:
+            return stale if rule == "ftrl" else share
+        if rule == "moment":
             own = stale / contributors if contributors is not None else stale
             return np.where(hashed, own, share)
         return np.where(hashed, stale, share)
+
+    def _max_rows(
+        self, name: str, slots: np.ndarray, values: np.ndarray, cols: np.ndarray | None
+    ) -> None:
+        target = self._arrays[name]
+        rows = slots if cols is None or values.ndim == 1 else np.ix_(slots, cols)
+        target[rows] = np.maximum(target[rows], values)
 
     def _add_rows(
         self, name: str, slots: np.ndarray, values: np.ndarray,
