@@ -1,5 +1,6 @@
-"""Streaming learners: linear, logistic and softmax regression on hashed
-sparse features, and an adapter for River estimators.
+"""Streaming learners: linear, logistic and softmax regression and
+factorization machines on hashed sparse features, and an adapter for River
+estimators.
 
 Every learner offers ``learn_one(x, y)``, ``predict_one(x)`` and the batch
 twins ``learn_many(xs, ys)``, ``predict_many(xs)`` (plus
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from streamlearn.errors import StateError
 from streamlearn.learners.base import UPDATES, Learner, LinearModel, has_kernel
+from streamlearn.learners.fm import FMClassifier, FMRegressor
 from streamlearn.learners.linear import LinearRegression
 from streamlearn.learners.logistic import LogisticRegression
 from streamlearn.learners.river_adapter import RiverLearner
@@ -23,6 +25,8 @@ __all__ = [
     "LinearRegression",
     "LogisticRegression",
     "SoftmaxRegression",
+    "FMRegressor",
+    "FMClassifier",
     "RiverLearner",
     "LEARNERS",
     "UPDATES",
@@ -32,7 +36,9 @@ __all__ = [
 
 #: The learners that ``learner_from_state`` can rebuild, by kind.
 LEARNERS: dict[str, type[Learner]] = {
-    c.__name__: c for c in (LinearRegression, LogisticRegression, SoftmaxRegression, RiverLearner)
+    c.__name__: c
+    for c in (LinearRegression, LogisticRegression, SoftmaxRegression, FMRegressor, FMClassifier,
+              RiverLearner)
 }
 
 

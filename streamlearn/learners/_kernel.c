@@ -663,11 +663,260 @@ learn_bundle(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* -- factorization machines ---------------------------------------------------
+ *
+ * learn_fm_bundle: the same per-event loop for a factorization machine of k
+ * factors per slot (Rendle, "Factorization machines", 2010), squared or
+ * logistic loss. Over the event's entries j (slot s_j, value x_j):
+ *
+ *   z = b + sum_j w[s_j] x_j + 1/2 sum_f (S_f^2 - sum_j v[s_j,f]^2 x_j^2),
+ *   S_f = sum_j v[s_j,f] x_j
+ *
+ * (every pair of entries, an entry never with itself). For each distinct
+ * slot s, with xs its entries' summed values and x2 the sum of their
+ * squares: the linear part's step is the linear kernel's (gradient g xs +
+ * l2 w; the optimiser's rule; the normalised optimiser's rescaling and N, T
+ * on xs; plain steps); each factor's gradient is
+ * g (xs S_f - v[s,f] x2) + factor_l2 v[s,f], with S_f taken before the
+ * event's updates, then one step of the factors' optimiser (SGD, AdaGrad or
+ * FTRL). The intercept as in the linear kernel. The Python reference is in
+ * tests/test_fm.py. */
+
+typedef struct {
+    double *w, *b, *a1, *a2, *a3, *v, *fa1, *fa2, *ib1, *ib2;
+} FMArrays;
+
+static double
+fm_raw(const FMArrays *A, int k, const int64_t *slot, const double *xs, const double *x2,
+       Py_ssize_t m, double *S)
+{
+    double lin = 0.0, pair = 0.0;
+    for (Py_ssize_t d = 0; d < m; d++) {
+        lin += A->w[slot[d]] * xs[d];
+    }
+    for (int f = 0; f < k; f++) {
+        double sf = 0.0, q = 0.0;
+        for (Py_ssize_t d = 0; d < m; d++) {
+            double vf = A->v[slot[d] * k + f];
+            sf += vf * xs[d];
+            q += vf * vf * x2[d];
+        }
+        S[f] = sf;
+        pair += sf * sf - q;
+    }
+    return A->b[0] + lin + 0.5 * pair;
+}
+
+static void
+run_fm(const Settings *s, const Settings *fs, int k, double factor_l2, FMArrays *A,
+       const int64_t *indptr, Py_ssize_t n_rows, const int64_t *indices, const double *values,
+       const double *labels, const double *weights, double *preds, long long t0,
+       int64_t *slot, double *xs, double *x2, double *S)
+{
+    for (Py_ssize_t i = 0; i < n_rows; i++) {
+        Py_ssize_t lo = indptr[i], n = indptr[i + 1] - lo;
+        const int64_t *idx = indices + lo;
+        const double *x = values + lo;
+        double t = (double)(t0 + i + 1);
+        double h = weights != NULL ? weights[i] : 1.0;
+        /* distinct slots: summed values and summed squares, in entry order */
+        Py_ssize_t m = 0;
+        for (Py_ssize_t j = 0; j < n; j++) {
+            Py_ssize_t d = 0;
+            while (d < m && slot[d] != idx[j]) {
+                d++;
+            }
+            if (d == m) {
+                slot[m] = idx[j];
+                xs[m] = x[j];
+                x2[m] = x[j] * x[j];
+                m++;
+            } else {
+                xs[d] += x[j];
+                x2[d] += x[j] * x[j];
+            }
+        }
+        double z = fm_raw(A, k, slot, xs, x2, m, S);
+        if (preds != NULL) {
+            preds[i] = s->model == LOGISTIC ? sigmoid(z) : z;
+        }
+        double nscale = 0.0;
+        if (s->opt == NORMALIZED) {
+            double add = 0.0;
+            int rescaled = 0;
+            for (Py_ssize_t d = 0; d < m; d++) {
+                int64_t q = slot[d];
+                double ax = fabs(xs[d]), old = A->a2[q];
+                if (ax > old) {
+                    if (old > 0.0) {
+                        A->w[q] *= old / ax;
+                        rescaled = 1;
+                    }
+                    A->a2[q] = ax;
+                }
+                if (A->a2[q] > 0.0) {
+                    double r = xs[d] / A->a2[q];
+                    add += r * r;
+                }
+            }
+            if (s->intercept && s->intercept_opt) {
+                add += 1.0;
+            }
+            A->a3[0] += h * add;
+            A->a3[1] += h;
+            nscale = A->a3[0] > 0.0 ? s->lr * sqrt(A->a3[1] / A->a3[0]) : 0.0;
+            if (rescaled) {
+                z = fm_raw(A, k, slot, xs, x2, m, S);
+            }
+        }
+        double g = s->model == LOGISTIC ? sigmoid(z) - labels[i] : z - labels[i];
+        g = clip(g, s->clip) * h;
+        double lr_t = learning_rate(s, t), flr_t = learning_rate(fs, t);
+        for (Py_ssize_t d = 0; d < m; d++) {
+            int64_t q = slot[d];
+            double gi = g * xs[d];
+            if (s->l2 > 0.0) {
+                gi += s->l2 * A->w[q];
+            }
+            update(s, A->w + q, A->a1 ? A->a1 + q : NULL,
+                   s->opt == FTRL ? A->a2 + q : NULL, gi, lr_t, 1.0, 1.0, nscale,
+                   s->opt == NORMALIZED ? A->a2[q] : 0.0, s->f_l1, s->f_l2);
+            for (int f = 0; f < k; f++) {
+                Py_ssize_t at = q * k + f;
+                double vf = A->v[at];
+                double gv = g * (xs[d] * S[f] - vf * x2[d]) + factor_l2 * vf;
+                update(fs, A->v + at, A->fa1 ? A->fa1 + at : NULL,
+                       fs->opt == FTRL ? A->fa2 + at : NULL, gv, flr_t, 1.0, 1.0, 0.0, 0.0,
+                       fs->f_l1, fs->f_l2);
+            }
+        }
+        if (s->intercept && s->intercept_opt) {
+            update(s, A->b, A->ib1, s->opt == FTRL ? A->ib2 : NULL, g, lr_t, 1.0, 1.0, nscale,
+                   1.0, 0.0, 0.0);
+        } else if (s->intercept) {
+            A->b[0] -= s->intercept_lr * g;
+        }
+    }
+}
+
+static PyObject *
+learn_fm_bundle(PyObject *self, PyObject *args)
+{
+    (void)self;
+    Settings s, fs;
+    int k;
+    double factor_l2;
+    PyObject *o[16];
+    long long t0;
+    memset(&s, 0, sizeof(s));
+    memset(&fs, 0, sizeof(fs));
+    if (!PyArg_ParseTuple(args, "(iiiiiiii)(ddddddddddd)(ddddddd)OOOOOOOOOOOOOOOOL",
+                          &s.model, &s.opt, &fs.opt, &k, &s.intercept, &s.intercept_opt,
+                          &s.invscaling, &fs.invscaling,
+                          &s.lr, &s.power_t, &s.eps, &s.alpha, &s.beta, &s.f_l1, &s.f_l2,
+                          &s.l2, &s.intercept_lr, &s.clip, &factor_l2,
+                          &fs.lr, &fs.power_t, &fs.eps, &fs.alpha, &fs.beta, &fs.f_l1, &fs.f_l2,
+                          &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &o[6], &o[7], &o[8], &o[9],
+                          &o[10], &o[11], &o[12], &o[13], &o[14], &o[15], &t0)) {
+        return NULL;
+    }
+    fs.model = s.model;
+    s.K = fs.K = 1;
+    if ((s.model != LINEAR && s.model != LOGISTIC) || k < 1
+        || (s.opt != SGD && s.opt != ADAGRAD && s.opt != FTRL && s.opt != NORMALIZED)
+        || (fs.opt != SGD && fs.opt != ADAGRAD && fs.opt != FTRL)) {
+        PyErr_SetString(PyExc_ValueError, "_kernel: inconsistent factorization machine settings");
+        return NULL;
+    }
+    static const char *names[16] = {
+        "weights", "intercept", "a1", "a2", "a3", "factors", "factor a1", "factor a2",
+        "indptr", "indices", "values", "labels", "event weights", "predictions",
+        "intercept a1", "intercept a2"};
+    static const int writable[16] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1, 1};
+    Buf b[16];
+    memset(b, 0, sizeof(b));
+    for (int q = 0; q < 16; q++) {
+        if (get_buf(o[q], &b[q], writable[q], names[q], 8) < 0) {
+            release(b, 16);
+            return NULL;
+        }
+    }
+#define LEN(q) (b[q].view.len / 8)
+#define PTR(q, T) ((T *)b[q].view.buf)
+    Py_ssize_t n_slots = LEN(0), n_rows = LEN(8) - 1, nnz = LEN(9);
+    Py_ssize_t per_factor = n_slots * k;
+    const char *bad = NULL;
+    if (LEN(1) != 1 || LEN(5) != per_factor) {
+        bad = "weights/intercept/factors";
+    } else if (n_rows < 0 || LEN(10) != nnz || LEN(11) != n_rows
+               || (b[12].held && LEN(12) != n_rows) || (b[13].held && LEN(13) != n_rows)) {
+        bad = "indptr/indices/values/labels/event weights/predictions";
+    } else if ((s.opt != SGD && LEN(2) != n_slots) || (s.opt == FTRL && LEN(3) != n_slots)
+               || (s.opt == NORMALIZED && (LEN(3) != n_slots || LEN(4) != 2))) {
+        bad = "a1/a2/a3";
+    } else if ((fs.opt != SGD && LEN(6) != per_factor) || (fs.opt == FTRL && LEN(7) != per_factor)) {
+        bad = "factor a1/a2";
+    } else if (s.intercept && s.intercept_opt && s.opt != SGD
+               && (LEN(14) != 1 || (s.opt == FTRL && LEN(15) != 1))) {
+        bad = "intercept accumulators";
+    }
+    Py_ssize_t longest = 0;
+    if (bad == NULL) {
+        const int64_t *indptr = PTR(8, int64_t), *indices = PTR(9, int64_t);
+        if (indptr[0] != 0 || indptr[n_rows] != nnz) {
+            bad = "indptr";
+        }
+        for (Py_ssize_t i = 0; bad == NULL && i < n_rows; i++) {
+            Py_ssize_t len = indptr[i + 1] - indptr[i];
+            if (len < 0) {
+                bad = "indptr";
+            }
+            longest = len > longest ? len : longest;
+        }
+        for (Py_ssize_t j = 0; bad == NULL && j < nnz; j++) {
+            if (indices[j] < 0 || indices[j] >= n_slots) {
+                bad = "indices";
+            }
+        }
+    }
+    if (bad != NULL) {
+        PyErr_Format(PyExc_ValueError, "_kernel: %s do not fit together", bad);
+        release(b, 16);
+        return NULL;
+    }
+    size_t cap = (size_t)(longest > 0 ? longest : 1);
+    int64_t *slot = malloc(cap * sizeof(int64_t));
+    double *xs = malloc(cap * sizeof(double)), *x2 = malloc(cap * sizeof(double));
+    double *S = malloc((size_t)k * sizeof(double));
+    if (!slot || !xs || !x2 || !S) {
+        free(slot), free(xs), free(x2), free(S);
+        release(b, 16);
+        return PyErr_NoMemory();
+    }
+    FMArrays A = {PTR(0, double), PTR(1, double), PTR(2, double), PTR(3, double),
+                  PTR(4, double), PTR(5, double), PTR(6, double), PTR(7, double),
+                  PTR(14, double), PTR(15, double)};
+    Py_BEGIN_ALLOW_THREADS
+    run_fm(&s, &fs, k, factor_l2, &A, PTR(8, int64_t), n_rows, PTR(9, int64_t),
+           PTR(10, double), PTR(11, double), PTR(12, double), PTR(13, double), t0, slot, xs, x2,
+           S);
+    Py_END_ALLOW_THREADS
+    free(slot), free(xs), free(x2), free(S);
+    release(b, 16);
+#undef LEN
+#undef PTR
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"learn_bundle", learn_bundle, METH_VARARGS,
      "learn_bundle(ints, floats, 10 state arrays, indptr, indices, values, numeric, labels, "
      "event_weights, predictions, 2 intercept accumulators, t0): predict then learn each event of a CSR bundle, in "
      "order, in place (see streamlearn.learners.event)."},
+    {"learn_fm_bundle", learn_fm_bundle, METH_VARARGS,
+     "learn_fm_bundle(ints, floats, factor floats, 8 state arrays, indptr, indices, values, "
+     "labels, event_weights, predictions, 2 intercept accumulators, t0): predict then "
+     "learn each event of a CSR bundle with a factorization machine, in order, in place."},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "streamlearn.learners._kernel",
