@@ -21,7 +21,9 @@ LINEAR = [
     if isinstance(getattr(learners_pkg, name), type)
     and issubclass(getattr(learners_pkg, name), LinearModel)
     and getattr(learners_pkg, name) is not LinearModel
+    and not name.startswith("FM")
 ]
+FMS = [learners_pkg.FMRegressor, learners_pkg.FMClassifier]
 OPTIMIZERS = list(optim_pkg.OPTIMIZERS.values())
 
 
@@ -434,3 +436,111 @@ def test_public_surface_is_what_all_says(module):
     public = {n for n, v in vars(mod).items() if not n.startswith("_") and getattr(
         v, "__module__", None) == module}
     assert public <= set(mod.__all__), public - set(mod.__all__)
+
+
+# -- the factorization machines: the same checks, per event ----------------------------------
+
+FM_LINEAR = {
+    "SGD": lambda: optim_pkg.SGD(0.05),
+    "AdaGrad": lambda: optim_pkg.AdaGrad(0.1),
+    "FTRL": lambda: optim_pkg.FTRL(l1=0.01, l2=0.1),
+    "Normalized": lambda: optim_pkg.Normalized(0.5, invariant=False),
+}
+FM_FACTORS = {
+    "SGD": lambda: optim_pkg.SGD(0.02),
+    "AdaGrad": lambda: optim_pkg.AdaGrad(0.05),
+    "FTRL": lambda: optim_pkg.FTRL(alpha=0.05, l2=0.01),
+}
+FM_CASES = [
+    pytest.param(cls, lin, fac, variant, id=f"{cls.__name__}-{lin}-{fac}-{variant}")
+    for cls in FMS
+    for lin in FM_LINEAR
+    for fac in FM_FACTORS
+    for variant in ("plain", "penalised", "own-intercept")
+]
+
+
+def _make_fm(cls, lin, fac, variant):
+    kwargs = {"k": 3, "bits": 8, "init_std": 0.1, "factor_optimizer": FM_FACTORS[fac]()}
+    if variant == "penalised":
+        kwargs.update(dense=["n0"], factor_l2=0.01, l2=0.0 if lin == "FTRL" else 0.01)
+    if variant == "own-intercept":
+        kwargs["intercept_lr"] = None
+    return cls(FM_LINEAR[lin](), **kwargs)
+
+
+def test_fm_battery_covers_both_tasks_and_every_allowed_optimizer():
+    assert {c.task for c in FMS} == {"regression", "binary"}
+    assert set(FM_LINEAR) == {"SGD", "AdaGrad", "FTRL", "Normalized"}
+    assert set(FM_FACTORS) == {"SGD", "AdaGrad", "FTRL"}
+    assert all(c.__name__ in learners_pkg.LEARNERS for c in FMS)
+
+
+@pytest.mark.parametrize("cls, lin, fac, variant", FM_CASES)
+def test_fm_battery(cls, lin, fac, variant):
+    data = _stream(cls.task, 120, seed=1, extra=5)
+    xs = [x for x, _ in data]
+    ys = [y for _, y in data]
+    make = lambda: _make_fm(cls, lin, fac, variant)  # noqa: E731
+
+    model = make()
+    assert repr(model).startswith(f"{cls.__name__}(optimizer={lin}(")
+    assert "k=3" in repr(model) and f"factor_optimizer={{'name': '{fac}'" in repr(model)
+
+    # one by one equals batches of one; a batch learns its events in order and
+    # answers each as predict_many would just before it
+    a, b, many = make(), make(), make()
+    answers = []
+    for x, y in data[:40]:
+        answers.append(_predict(a, [x])[0])
+        a.learn_one(x, y)
+        b.learn_many(b.encode([x]), [y])
+    before = many.predict_learn_many(xs[:40], ys[:40])
+    for other in (b, many):
+        np.testing.assert_allclose(other.weights, a.weights, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(other.factors, a.factors, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(np.array(answers), before, rtol=1e-9, atol=1e-12)
+    assert a.weights.any() and (a.factors != make().factors).any()
+
+    # state → Arrow bytes → a learner that predicts identically and goes on identically
+    a.learn_many(xs[40:90], ys[40:90])
+    again = learner_from_state(ModelState.from_bytes(a.state().to_bytes()))
+    assert type(again) is cls and again.params() == a.params()
+    np.testing.assert_array_equal(_predict(again, xs[90:]), _predict(a, xs[90:]))
+    again.learn_many(xs[90:], ys[90:])
+    a.learn_many(xs[90:], ys[90:])
+    np.testing.assert_array_equal(again.factors, a.factors)
+    assert again.n_learned == a.n_learned == 120
+
+    # clone: same parameters and initial factors, nothing learned, learns identically
+    c = a.clone()
+    assert c.params() == a.params() and c.n_learned == 0 and not c.weights.any()
+    np.testing.assert_array_equal(c.factors, make().factors)
+    fresh = make()
+    c.learn_many(xs[:50], ys[:50])
+    fresh.learn_many(xs[:50], ys[:50])
+    np.testing.assert_array_equal(c.factors, fresh.factors)
+
+    # feature order does not matter
+    shuffled = [dict(reversed(list(x.items()))) for x in xs]
+    np.testing.assert_allclose(_predict(a, shuffled), _predict(a, xs), rtol=1e-12, atol=1e-12)
+    o1, o2 = make(), make()
+    o1.learn_many(xs[:60], ys[:60])
+    o2.learn_many(shuffled[:60], ys[:60])
+    np.testing.assert_allclose(o1.factors, o2.factors, rtol=1e-10, atol=1e-13)
+
+    # unseen and vanishing features
+    unseen = {"never_seen": 3.0, "other": "value"}
+    assert np.isfinite(_predict(a, [unseen])).all()
+    a.learn_one({"n1": 0.5}, ys[0])
+    a.learn_one(unseen, ys[1])
+    assert np.isfinite(a.weights).all() and np.isfinite(a.factors).all()
+
+    # the input is never changed
+    before_x, before_y = copy.deepcopy(xs), copy.deepcopy(ys)
+    m = make()
+    m.learn_many(xs, ys)
+    m.predict_many(xs)
+    m.learn_one(xs[0], ys[0])
+    m.predict_one(xs[0])
+    assert xs == before_x and ys == before_y
