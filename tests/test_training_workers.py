@@ -48,7 +48,7 @@ def _cfg(tmp_path, **job) -> TrainConfig:
         ({"job": {"flush_ms": 5000, "sync_ms": 1000}}, "job.flush_ms"),
         ({"job": {"step_events": 0}}, "job.step_events"),
         ({"model": {"classes": ["a", "b", "c"]}}, "model.classes"),
-        ({"job": {"restart_multiplier": 0.5}}, "job.restart_multiplier"),
+        ({"job": {"restart_multiplier": 1}}, "job.restart_multiplier"),  # Flink wants > 1
         ({"job": {"restart_jitter": 1.5}}, "job.restart_jitter"),
         ({"job": {"restart_attempts": -2}}, "job.restart_attempts"),
         ({"job": {"restart_initial_ms": 0}}, "job.restart_initial_ms"),

@@ -153,7 +153,7 @@ SCHEMA: dict[str, dict[str, _Check]] = {
             "an integer >= 1 (milliseconds)",
             1000,
         ),
-        "restart_multiplier": (lambda v: _is_num(v) and v >= 1, "a number >= 1", 2.0),
+        "restart_multiplier": (lambda v: _is_num(v) and v > 1, "a number > 1", 2.0),
         "restart_max_ms": (
             lambda v: _is_int(v) and v >= 1,
             "an integer >= 1 (milliseconds)",
