@@ -286,16 +286,20 @@ def test_checkpoint_resolution(tmp_path):
 def test_restart_settings_become_flinks_exponential_delay_strategy(tmp_path):
     strategy = _cfg(
         tmp_path, restart_initial_ms=250, restart_max_ms=4000, restart_multiplier=3,
-        restart_attempts=0,
+        restart_attempts=5,
     ).restart_strategy()
     assert strategy["restart-strategy.type"] == "exponential-delay"
     prefix = "restart-strategy.exponential-delay."
     assert strategy[prefix + "initial-backoff"] == "250 ms"
     assert strategy[prefix + "max-backoff"] == "4000 ms"
     assert strategy[prefix + "backoff-multiplier"] == "3.0"
-    assert strategy[prefix + "attempts-before-reset-backoff"] == "0", "0: fail at the first fault"
+    assert strategy[prefix + "attempts-before-reset-backoff"] == "5"
     unlimited = _cfg(tmp_path).restart_strategy()[prefix + "attempts-before-reset-backoff"]
     assert unlimited == str(2**31 - 1)
+    # Flink's exponential-delay wants at least one attempt: 0 is no restart at all
+    assert _cfg(tmp_path, restart_attempts=0).restart_strategy() == {
+        "restart-strategy.type": "none"
+    }
 
 
 # -- a store that is away for a while ---------------------------------------------------------

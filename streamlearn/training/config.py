@@ -51,7 +51,7 @@ A complete file, every key optional::
     restart_max_ms = 60000      # ... up to this
     restart_jitter = 0.1        # each wait varies by up to this fraction of itself
     restart_reset_ms = 600000   # running this long without a fault resets wait and count
-    restart_attempts = -1       # restarts before the job fails for good; -1: no limit
+    restart_attempts = -1       # restarts before the job fails for good; -1: no limit, 0: none
     store_retry_ms = 10000      # the merger retries a failing publish in place this long
 
     [store]
@@ -167,7 +167,7 @@ SCHEMA: dict[str, dict[str, _Check]] = {
         ),
         "restart_attempts": (
             lambda v: _is_int(v) and v >= -1,
-            "an integer >= 0, or -1 for no limit",
+            "an integer >= 0 (0: no restart), or -1 for no limit",
             -1,
         ),
         "store_retry_ms": (
@@ -342,6 +342,8 @@ class TrainConfig:
 job.restart_initial_ms (1000), got 500
         """
         j = self.job
+        if j.restart_attempts == 0:  # Flink's exponential-delay wants at least one attempt
+            return {"restart-strategy.type": "none"}
         prefix = "restart-strategy.exponential-delay"
         return {
             "restart-strategy.type": "exponential-delay",
