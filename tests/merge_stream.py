@@ -1,10 +1,17 @@
-"""A seeded click-like stream and the sequential vs parallel-merged comparison
-that the merge quality tests and ``bench/merge.py`` share.
+"""Seeded streams and the sequential vs parallel-merged comparison that the
+merge quality tests and ``bench/merge.py`` share.
 
-Each event has a key (a user), hashed one-hot features (the user, the item,
-shared categories) and two dense numbers; the label follows a fixed logistic
-model of them. The stream is built directly as CSR arrays (no dicts), so
-200k events take a fraction of a second.
+``make_stream``: each event has a key (a user), hashed one-hot features (the
+user, the item, shared categories) and two dense numbers; the label follows a
+fixed logistic model of them. The stream is built directly as CSR arrays (no
+dicts), so 200k events take a fraction of a second.
+
+``interactions_stream``: :func:`streamlearn.generators.interactions` hashed
+once into the same layout (its features interact in pairs; keys are users).
+
+Learners with ``update="event"`` are scored prequentially event by event
+(``predict_learn_many``); mini-batch learners predict each micro-batch before
+learning it (``streamlearn.metrics.prequential``).
 """
 
 from __future__ import annotations
@@ -74,19 +81,42 @@ def make_stream(n: int = 200_000, n_users: int = 5_000, seed: int = 7) -> Stream
     return Stream(users, indices, values, numeric, labels)
 
 
+def interactions_stream(n: int = 200_000, seed: int = 0) -> Stream:
+    """The interactions generator's first ``n`` events, hashed (``BITS``)."""
+    from streamlearn.features import FeatureHasher
+    from streamlearn.generators import interactions
+
+    events = list(interactions(n, seed=seed))
+    batch = FeatureHasher(bits=BITS, dense=DENSE).encode([e["features"] for e in events])
+    f = int(batch.offsets[1])
+    assert (np.diff(batch.offsets) == f).all()  # every event has the same features
+    keys = np.array([int(e["key"][1:]) for e in events])
+    labels = np.array([e["label"] == 1 for e in events])
+    return Stream(keys, batch.indices.reshape(n, f), batch.values.reshape(n, f),
+                  batch.numeric[:f].copy(), labels)
+
+
+def _prequential(learner, batch, labels, metric) -> None:
+    if getattr(learner, "update", "batch") == "event":
+        proba = learner.predict_learn_many(batch, labels)
+        metric.update_many(labels, proba, learner.classes_)
+    else:
+        prequential(learner, batch, labels, [metric])
+
+
 def sequential(make_learner, stream: Stream, batch_size: int) -> float:
     """Prequential log-loss of one learner over the whole stream."""
     learner = make_learner()
     metric = LogLoss()
     for start in range(0, len(stream), batch_size):
         rows = np.arange(start, min(start + batch_size, len(stream)))
-        prequential(learner, stream.batch(rows), stream.labels[rows], [metric])
+        _prequential(learner, stream.batch(rows), stream.labels[rows], metric)
     return metric.get()
 
 
 def parallel(
     make_learner, stream: Stream, batch_size: int, *, n_learners: int = 4,
-    sync_every: int = 1_000, strategy: str = "hybrid",
+    sync_every: int = 1_000, strategy: str = "hybrid", rules: dict | None = None,
 ) -> tuple[float, Merger]:
     """Prequential log-loss of ``n_learners`` learners fed disjoint key
     partitions, each sending a delta every ``sync_every`` of its events and
@@ -96,7 +126,8 @@ def parallel(
     by side at the same speed.
     """
     first = make_learner()
-    merger = Merger(first.state(), version=0, strategy=strategy, n_learners=n_learners)
+    merger = Merger(first.state(), version=0, strategy=strategy, n_learners=n_learners,
+                    rules=rules)
     learners = [first.clone() for _ in range(n_learners)]
     trackers = [DeltaTracker(lr, base_version=0) for lr in learners]
     parts = [np.flatnonzero(stream.keys % n_learners == p) for p in range(n_learners)]
@@ -109,7 +140,7 @@ def parallel(
             if at >= len(part):
                 continue
             rows = part[at:at + batch_size]
-            prequential(learners[p], stream.batch(rows), stream.labels[rows], [metric])
+            _prequential(learners[p], stream.batch(rows), stream.labels[rows], metric)
             positions[p] += len(rows)
             since_sync[p] += len(rows)
             if since_sync[p] >= sync_every or positions[p] >= len(part):

@@ -404,3 +404,216 @@ def test_merger_refuses_slots_out_of_range_or_unsorted():
                          delta.meta)
         with pytest.raises(ValidationError, match="slots"):
             merger.add(bad)
+
+
+# -- the rule table: every array declares how it merges -------------------------------------
+
+
+def _every_learner():
+    """A learner of every kind × optimiser × variant whose arrays differ."""
+    from streamlearn.learners import FMClassifier, FMRegressor
+    from streamlearn.optim import Normalized
+
+    out = []
+    for cls in (LinearRegression, LogisticRegression, SoftmaxRegression):
+        for opt in (SGD(), AdaGrad(), Adam(), FTRL(), Normalized()):
+            penal = {} if isinstance(opt, FTRL) else {"l1": 0.01}
+            for kw in ({}, {"intercept_lr": None}, {"scale": True, **penal}):
+                out.append(cls(opt, bits=4, update="event", **kw))
+    for cls in (FMRegressor, FMClassifier):
+        for opt in (SGD(), AdaGrad(), FTRL(), Normalized(invariant=False)):
+            for fopt in (SGD(), AdaGrad(), FTRL()):
+                out.append(cls(opt, factor_optimizer=fopt, bits=4, intercept_lr=None, k=2))
+    return out
+
+
+def test_every_array_of_every_learner_declares_its_merge_rule():
+    from streamlearn.merge import MERGE_RULES, RULES, merge_rule
+
+    names = set()
+    for learner in _every_learner():
+        for name in learner.state().arrays:
+            assert merge_rule(name) in RULES, name
+            names.add(name)
+    assert set(MERGE_RULES.values()) <= set(RULES)
+    # every entry of the table is used by some learner, and the named rules hold
+    assert {n for n in MERGE_RULES} <= names
+    assert {n: merge_rule(n) for n in ("normalized.scale", "normalized.n",
+                                      "intercept.normalized.g2", "factors.ftrl.n",
+                                      "factors.adagrad.g2")} == {
+        "normalized.scale": "max", "normalized.n": "sum", "intercept.normalized.g2": "learned",
+        "factors.ftrl.n": "ftrl", "factors.adagrad.g2": "learned"}
+    with pytest.raises(StateError, match="no merge rule"):
+        merge_rule("mystery.array")
+
+
+def _two_normalized_learners(strategy="hybrid"):
+    """Two per-event Normalized learners from one base, on disjoint events
+    whose shared features have different largest values."""
+    from streamlearn.optim import Normalized
+
+    base = LogisticRegression(Normalized(0.5), bits=8, dense=["n0"], update="event",
+                              intercept_lr=None)
+    base.learn_many([{"n0": 0.5, "c": "a"}], [True])
+    merger = Merger(base.state(), version=0, strategy=strategy, n_learners=2)
+    learners = [base.clone(), base.clone()]
+    for lr in learners:
+        lr.load_state(base.state())
+    trackers = [DeltaTracker(lr, base_version=0) for lr in learners]
+    rng = np.random.default_rng(4)
+    for i, lr in enumerate(learners):
+        top = 3.0 if i == 0 else 7.0
+        xs = [{"n0": float(rng.uniform(-top, top)), "c": "ab"[j % 2], f"own{i}": 1.0 + i}
+              for j in range(30)]
+        lr.learn_many(xs, [bool(rng.random() < 0.5) for _ in xs])
+    return base, learners, trackers, merger
+
+
+@pytest.mark.parametrize("strategy", ["hybrid", "average"])
+def test_normalized_scale_merges_as_a_maximum_and_n_as_a_sum(strategy):
+    base, learners, trackers, merger = _two_normalized_learners(strategy)
+    for i, tracker in enumerate(trackers):
+        merger.add(ModelDelta.from_bytes(tracker.take(learner_id=str(i)).to_bytes()))
+    merged = merger.state().arrays
+    scales = [lr.state().arrays["normalized.scale"] for lr in learners]
+    np.testing.assert_array_equal(merged["normalized.scale"], np.maximum(*scales))
+    shared = base.n_slots - 1  # n0, raised by both learners
+    assert 0.5 < scales[0][shared] < scales[1][shared] == merged["normalized.scale"][shared]
+    n0 = base.state().arrays["normalized.n"]
+    ns = [lr.state().arrays["normalized.n"] for lr in learners]
+    np.testing.assert_allclose(merged["normalized.n"], n0 + (ns[0] - n0) + (ns[1] - n0))
+    assert merged["normalized.n"][1] == 61  # the events' total weight: 1 + 30 + 30
+
+
+def test_rebase_keeps_the_larger_scale_and_adds_its_own_sums():
+    base, learners, trackers, merger = _two_normalized_learners()
+    merger.add(trackers[1].take(learner_id="1"))
+    version = merger.commit()
+    mine = learners[0].state().arrays
+    trackers[0].rebase(learners[0], merger.state(), version)
+    after = learners[0].state().arrays
+    glob = merger.state().arrays
+    np.testing.assert_array_equal(after["normalized.scale"],
+                                  np.maximum(glob["normalized.scale"], mine["normalized.scale"]))
+    n0 = base.state().arrays["normalized.n"]
+    np.testing.assert_allclose(after["normalized.n"], glob["normalized.n"] + mine["normalized.n"]
+                               - n0)
+    # its next delta carries its own learning only, and the maximum stays a maximum
+    learners[0].learn_many([{"n0": 9.0}], [True])
+    merger.add(trackers[0].take(learner_id="0"))
+    assert merger.state().arrays["normalized.scale"][base.n_slots - 1] == 9.0
+    assert merger.state().arrays["normalized.n"][1] == 1 + 30 + 31
+
+
+@pytest.mark.parametrize("strategy", ["ftrl", "hybrid"])
+def test_ftrl_intercept_learned_by_its_own_rule_is_recomputed_from_z_and_n(strategy):
+    opt = FTRL(alpha=0.3, beta=0.5, l1=0.2, l2=0.1)
+    base = LogisticRegression(opt, bits=8, intercept_lr=None, update="event")
+    merger = Merger(base.state(), version=0, strategy=strategy, n_learners=2)
+    learners = [base.clone(), base.clone()]
+    trackers = [DeltaTracker(x) for x in learners]
+    for i, learner in enumerate(learners):
+        xs, ys = _events(30 + i, 50, ["a", "b"], label=lambda r: bool(r.random() < 0.8))
+        learner.learn_many(xs, ys)
+        merger.add(trackers[i].take(learner_id=str(i)))
+    s = merger.state().arrays
+    z, n = s["intercept.ftrl.z"], s["intercept.ftrl.n"]
+    if strategy == "ftrl":  # sums of per-event terms: summed
+        np.testing.assert_allclose(
+            z, sum(lr.state().arrays["intercept.ftrl.z"] for lr in learners))
+    # never penalised: the closed form without l1 and l2
+    np.testing.assert_allclose(s["intercept"], -z / ((0.5 + np.sqrt(n)) / 0.3), rtol=1e-12)
+    assert abs(s["intercept"][0]) > 0.01
+    # a learner rebased on it predicts from the same intercept
+    trackers[0].rebase(learners[0], merger.state(), merger.commit())
+    np.testing.assert_allclose(learners[0].state().arrays["intercept"], s["intercept"])
+
+
+def test_fm_ftrl_factors_are_recomputed_from_their_z_and_n():
+    from streamlearn.learners import FMClassifier
+
+    fopt = FTRL(alpha=0.05, beta=1.0, l1=0.001, l2=0.01)
+    base = FMClassifier(AdaGrad(0.1), factor_optimizer=fopt, k=2, bits=8, init_std=0.2)
+    merger = Merger(base.state(), version=0, n_learners=2)
+    learners = [base.clone(), base.clone()]
+    trackers = [DeltaTracker(x) for x in learners]
+    for i, learner in enumerate(learners):
+        xs, ys = _events(40 + i, 60, ["a", "b", "c"])
+        learner.learn_many(xs, ys)
+        merger.add(trackers[i].take(learner_id=str(i)))
+    s = merger.state().arrays
+    z, n = s["factors.ftrl.z"], s["factors.ftrl.n"]
+    shrunk = np.sign(z) * np.maximum(np.abs(z) - 0.001, 0)
+    np.testing.assert_allclose(s["factors"], -shrunk / ((1.0 + np.sqrt(n)) / 0.05 + 0.01),
+                               rtol=1e-12, atol=1e-15)
+    assert (s["factors"] != base.factors).any()
+
+
+def test_merger_rule_overrides_are_validated():
+    from streamlearn.optim import Normalized
+
+    state = LogisticRegression(Normalized(), bits=6, update="event").state()
+    with pytest.raises(ConfigError) as info:
+        Merger(state, rules={"nope": "sum"})
+    assert info.value.field == "rules"
+    with pytest.raises(ConfigError) as info:
+        Merger(state, rules={"normalized.scale": "sum"})  # a maximum is not a sum of deltas
+    assert info.value.field == "rules.normalized.scale"
+    with pytest.raises(ConfigError):
+        Merger(state, rules={"weights": "max"})
+    Merger(state, rules={"weights": "average"})
+
+
+def _scale_and_n_check():
+    test_normalized_scale_merges_as_a_maximum_and_n_as_a_sum("hybrid")
+
+
+RULE_MUTATIONS = {
+    # array: (the rule put in its place, the check that must then fail)
+    "normalized.scale": ("learned", _scale_and_n_check),
+    "normalized.n": ("learned", _scale_and_n_check),
+    "ftrl.z": ("learned", test_ftrl_weights_follow_the_merged_z_and_n),
+    "adam.m": ("learned", test_adam_moments_of_a_shared_slot_are_averaged_not_summed),
+    "scaler.mean": ("learned", test_scaler_statistics_merge_exactly),
+    "weights": ("average", test_hybrid_sums_disjoint_sparse_learning_and_averages_dense_slots),
+}
+
+
+@pytest.mark.parametrize("array", list(RULE_MUTATIONS))
+def test_a_changed_merge_rule_is_caught(array, monkeypatch):
+    """Each declared rule matters: with another rule in the table for that
+    array, the test of its behaviour fails."""
+    import streamlearn.merge as merge
+
+    rule, check = RULE_MUTATIONS[array]
+    check()
+    monkeypatch.setitem(merge.MERGE_RULES, array, rule)
+    with pytest.raises(AssertionError):
+        check()
+
+
+def test_dropping_the_ftrl_intercept_recomputation_is_caught(monkeypatch):
+    import streamlearn.merge as merge
+
+    original = merge._ftrl_targets
+    monkeypatch.setattr(merge, "_ftrl_targets", lambda meta, arrays: [
+        t for t in original(meta, arrays) if t[0] != "intercept"])
+    with pytest.raises(AssertionError):
+        test_ftrl_intercept_learned_by_its_own_rule_is_recomputed_from_z_and_n("hybrid")
+
+
+def test_summing_the_intercepts_ftrl_z_is_caught(monkeypatch):
+    import streamlearn.merge as merge
+
+    monkeypatch.setitem(merge.MERGE_RULES, "ftrl.z", "learned")
+    with pytest.raises(AssertionError):
+        test_ftrl_intercept_learned_by_its_own_rule_is_recomputed_from_z_and_n("ftrl")
+
+
+def test_averaging_fm_factors_instead_of_summing_is_caught(monkeypatch):
+    import streamlearn.merge as merge
+    from tests.test_fm import test_fm_deltas_merge_factors_by_their_rule
+
+    monkeypatch.setitem(merge.MERGE_RULES, "factors", "average")
+    with pytest.raises(AssertionError):
+        test_fm_deltas_merge_factors_by_their_rule()
