@@ -277,7 +277,17 @@ def test_a_predictor_that_crashes_gives_a_500_and_the_app_lives_on() -> None:
 def test_openapi_document_lists_every_route() -> None:
     app, _ = make_app(1)
     doc = call(app, "GET", "/openapi.json").json()
-    assert set(doc["paths"]) == set(app._routes)
+    versioned = {
+        "/v2/models/ctr/versions/{version}",
+        "/v2/models/ctr/versions/{version}/ready",
+        "/v2/models/ctr/versions/{version}/infer",
+    }
+    assert set(doc["paths"]) == set(app._routes) | versioned
+    for path in versioned:  # each answered by the app, as the document says
+        concrete = path.replace("{version}", "1")
+        method = "post" if path.endswith("infer") else "get"
+        assert method in doc["paths"][path]
+        assert app._versioned_route(concrete)[0] == method.upper()
 
 
 def test_watcher_follows_rollbacks_and_survives_source_errors() -> None:

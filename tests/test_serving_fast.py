@@ -292,7 +292,7 @@ def assert_one_matches(served: LearnerPredictor, model: Any, events: list[dict[s
     for i, x in enumerate(events):
         got = served.predict_one(x)
         assert got is not None, x
-        value, p = got
+        value, p, _known = got
         if proba is None:
             assert p is None
             assert value == pytest.approx(values[i], rel=1e-12, abs=1e-12)
@@ -357,8 +357,10 @@ def test_the_app_answers_one_event_without_the_learner_and_as_the_learner_would(
     same = ("model", "version", "classes")
     for i, e in enumerate(events):
         doc = post(app, {"features": e}).json()
-        assert set(doc) == set(general[i])
+        assert general[i]["id"] == f"e-{i}"  # echoed
+        assert set(doc) == set(general[i]) - {"id"}
         assert {k: doc.get(k) for k in same} == {k: general[i].get(k) for k in same}
+        assert doc["known_features"] == general[i]["known_features"]
         if proba is None:
             assert doc["prediction"] == pytest.approx(values[i], rel=1e-12, abs=1e-12)
         else:
@@ -367,7 +369,7 @@ def test_the_app_answers_one_event_without_the_learner_and_as_the_learner_would(
     text = app.metrics.render()
     assert 'streamlearn_requests_total{route="/v1/predict",status="200"} 16' in text
     assert 'streamlearn_predictions_total{model="m"} 16' in text
-    assert "streamlearn_request_duration_seconds_count 16" in text
+    assert 'streamlearn_request_duration_seconds_count{route="/v1/predict"} 16.0' in text
     bad = post(app, {"features": {"age": 1.0, "city": ["Lyon", 3]}})
     assert bad.status_code == 422
     assert bad.json()["fields"][0]["field"] == "event.features.city"

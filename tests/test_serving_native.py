@@ -196,8 +196,9 @@ def python_answer(served: LearnerPredictor, body: bytes) -> Any:
 
 def assert_same(got: Any, want: Any) -> None:
     assert want is not None
-    value, proba = got
-    want_value, want_proba = want
+    value, proba, known = got
+    want_value, want_proba, want_known = want
+    assert known == want_known  # the features the model knows, counted alike
     if proba is None:
         assert bits(value) == bits(want_value)
     else:
@@ -280,7 +281,7 @@ def test_plain_bodies_are_really_scored_natively_and_as_the_learner_would(
                 served.remember(x)
                 got = served.predict_body(body)
             assert got not in (None, False), body
-            value, p = got
+            value, p, _known = got
             if proba is None:
                 assert value == pytest.approx(values[i], rel=1e-12, abs=1e-12)
             else:

@@ -11,6 +11,10 @@
  * Python path sums (`sum(map(mul, ...))`, then the intercept), from numbers
  * parsed to the nearest double as `orjson` parses them.
  *
+ * `score_known(body)` returns `(score, known)`, `known` being how many of the
+ * event's features have a non-zero share (a list: any of its strings), that is
+ * a non-zero weight in the model: the features the model knows.
+ *
  * It returns None for anything else (escapes, nested values, null, duplicate
  * names, bad JSON, a non-finite score...), and False when the body is plain but
  * a name or a string is not in the table yet: Python then answers the request
@@ -465,12 +469,13 @@ scan_string(const char *p, const char *end, const char **s, Py_ssize_t *n)
 #endif
 
 static int
-scan(Shares *self, const char *p, const char *end, double *score)
+scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *known_out)
 {
     static const char FEATURES[] = "\"features\"";
     const Py_ssize_t features_len = sizeof FEATURES - 1;
     double z = 0.0, c = 0.0;
     int missing = 0;
+    Py_ssize_t known = 0; /* features with a non-zero share */
     uint64_t stamp = ++self->stamp;
 
     p = skip_ws(p, end);
@@ -498,6 +503,9 @@ scan(Shares *self, const char *p, const char *end, double *score)
         Py_ssize_t name_len;
         if (p >= end || *p != '"' || (p = scan_string(p, end, &name, &name_len)) == NULL) {
             return NOT_PLAIN;
+        }
+        if (name_len == 0) {
+            return NOT_PLAIN; /* an empty name: refused by the validating path, as training does */
         }
         uint64_t h = hash_bytes(name, name_len);
         p = skip_ws(p, end);
@@ -535,11 +543,13 @@ scan(Shares *self, const char *p, const char *end, double *score)
                 }
                 else {
                     SUM_ADD(v->share);
+                    known += v->share != 0.0;
                 }
             }
         }
         else if (first == '[') {
             double total = 0.0;
+            int any_known = 0;
             p = skip_ws(p + 1, end);
             if (p < end && *p == ']') {
                 p++;
@@ -558,6 +568,7 @@ scan(Shares *self, const char *p, const char *end, double *score)
                         }
                         else {
                             total += v->share;
+                            any_known |= v->share != 0.0;
                         }
                     }
                     p = skip_ws(p, end);
@@ -574,6 +585,7 @@ scan(Shares *self, const char *p, const char *end, double *score)
             }
             if (!missing) {
                 SUM_ADD(total);
+                known += any_known;
             }
         }
         else if (first == 't' || first == 'f') {
@@ -590,6 +602,7 @@ scan(Shares *self, const char *p, const char *end, double *score)
                 }
                 else {
                     SUM_ADD(e->share * (flag ? 1.0 : 0.0));
+                    known += e->share != 0.0;
                 }
             }
         }
@@ -608,6 +621,7 @@ scan(Shares *self, const char *p, const char *end, double *score)
                 }
                 else {
                     SUM_ADD(e->share * x);
+                    known += e->share != 0.0;
                 }
             }
         }
@@ -638,6 +652,7 @@ scan(Shares *self, const char *p, const char *end, double *score)
         return NOT_PLAIN;
     }
     *score = z;
+    *known_out = known;
     return SCORED;
 }
 
@@ -691,10 +706,31 @@ Shares_score(Shares *self, PyObject *body)
         Py_RETURN_NONE; /* not a body this scans (bytes): the Python path answers it */
     }
     double z;
-    int got = scan(self, p, p + n, &z);
+    Py_ssize_t known;
+    int got = scan(self, p, p + n, &z, &known);
     if (got == SCORED) {
         self->hits++;
         return PyFloat_FromDouble(z);
+    }
+    if (got == MISSING) {
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Shares_score_known(Shares *self, PyObject *body)
+{
+    if (!PyBytes_CheckExact(body)) {
+        Py_RETURN_NONE;
+    }
+    const char *p = PyBytes_AS_STRING(body);
+    double z;
+    Py_ssize_t known;
+    int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known);
+    if (got == SCORED) {
+        self->hits++;
+        return Py_BuildValue("(dn)", z, known);
     }
     if (got == MISSING) {
         Py_RETURN_FALSE;
@@ -808,6 +844,9 @@ static PyMethodDef Shares_methods[] = {
     {"score", (PyCFunction)Shares_score, METH_O,
      "score(body) -> float | False | None: the raw score of a plain one-event body; "
      "False when a name or string is not remembered yet; None for any other body."},
+    {"score_known", (PyCFunction)Shares_score_known, METH_O,
+     "score_known(body) -> (float, int) | False | None: score() and how many of the "
+     "event's features have a non-zero share (a list: any of its strings)."},
     {"add_number", (PyCFunction)Shares_add_number, METH_VARARGS,
      "add_number(name, share): remember a name's share of a number (and of true)."},
     {"add_name", (PyCFunction)Shares_add_name, METH_VARARGS,

@@ -34,7 +34,7 @@ from streamlearn.serving.payload import (
     load_json,
     plain_features,
 )
-from streamlearn.serving.watcher import ModelWatcher
+from streamlearn.serving.watcher import ModelWatcher, not_serving_message
 
 __all__ = ["PredictionApp"]
 
@@ -44,9 +44,12 @@ JSON = b"application/json"
 PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 _ARROW = ARROW_STREAM.encode()
-_NOT_READY = b'{"error":"no model version loaded yet; retry shortly"}'
+#: seconds a client is told to wait (``Retry-After``) on every 503
+RETRY_AFTER_S = 1
+_RETRY_AFTER = (b"retry-after", b"%d" % RETRY_AFTER_S)
 
 Reply = tuple[int, bytes, bytes, int]  # status, body, content type, predictions made
+Route = tuple[str, "Callable[..., Awaitable[Reply]]", bool, str]
 
 # Arrow bodies up to this size have their headers checked on the event loop, and
 # are decoded there too when they declare at most INLINE_DECODED bytes: less work
@@ -111,14 +114,31 @@ class PredictionApp:
         self._token = token.encode() if token is not None else b""
         self.metrics = ServiceMetrics(self.model, self._model_info, lambda: watcher.swaps)
         self._openapi = orjson.dumps(openapi_document(self.model, auth=token is not None))
-        self._routes: dict[str, tuple[str, Callable[..., Awaitable[Reply]], bool]] = {
-            "/v1/predict": ("POST", self._predict, True),
-            "/v1/models": ("GET", self._models, True),
-            "/v1/models/current": ("GET", self._current, True),
-            "/healthz": ("GET", self._healthz, False),
-            "/readyz": ("GET", self._readyz, False),
-            "/metrics": ("GET", self._metrics, True),
-            "/openapi.json": ("GET", self._openapi_json, True),
+        # path -> (method, handler, needs the token, the route's label in the metrics)
+        self._routes: dict[str, Route] = {
+            "/v1/predict": ("POST", self._predict, True, "/v1/predict"),
+            "/v1/models": ("GET", self._models, True, "/v1/models"),
+            "/v1/models/current": ("GET", self._current, True, "/v1/models/current"),
+            "/healthz": ("GET", self._healthz, False, "/healthz"),
+            "/readyz": ("GET", self._readyz, False, "/readyz"),
+            "/metrics": ("GET", self._metrics, True, "/metrics"),
+            "/openapi.json": ("GET", self._openapi_json, True, "/openapi.json"),
+            # KServe Open Inference Protocol v2 and TF Serving (see serving/protocols.py)
+            "/v2": ("GET", self._v2_server, True, "/v2"),
+            "/v2/health/live": ("GET", self._v2_live, False, "/v2/health/live"),
+            "/v2/health/ready": ("GET", self._v2_ready, False, "/v2/health/ready"),
+            f"/v2/models/{self.model}": (
+                "GET", self._v2_metadata, True, "/v2/models/{model}"
+            ),
+            f"/v2/models/{self.model}/ready": (
+                "GET", self._v2_ready, False, "/v2/models/{model}/ready"
+            ),
+            f"/v2/models/{self.model}/infer": (
+                "POST", self._v2_infer, True, "/v2/models/{model}/infer"
+            ),
+            f"/v1/models/{self.model}:predict": (
+                "POST", self._tf_predict, True, "/v1/models/{model}:predict"
+            ),
         }
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -130,19 +150,24 @@ class PredictionApp:
         path = scope["path"]
         method = scope["method"]
         route = self._routes.get(path)
+        if route is None:
+            route = self._versioned_route(path)
         predictions = 0
         extra: list[tuple[bytes, bytes]] | None = None
         try:
             if route is None:
-                status, body, ctype = 404, _error(f"no route {path[:100]!r}"), JSON
+                status, body, ctype = 404, _error(self._no_route(path)), JSON
                 path = "other"
             elif method != route[0] and not (route[0] == "GET" and method == "HEAD"):
                 status, body, ctype = 405, _error(f"use {route[0]} on {path}"), JSON
                 extra = [(b"allow", route[0].encode())]
+                path = route[3]
             elif route[2] and self._auth is not None and not self._authorised(scope):
                 status, body, ctype = 401, _error("missing or wrong bearer token"), JSON
                 extra = [(b"www-authenticate", b"Bearer")]
+                path = route[3]
             else:
+                path = route[3]
                 status, body, ctype, predictions = await route[1](scope, receive)
         except BadRequest as exc:
             status, body, ctype = exc.status, orjson.dumps(exc.to_json()), JSON
@@ -156,6 +181,8 @@ class PredictionApp:
         headers = [(b"content-type", ctype), (b"content-length", b"%d" % len(body))]
         if extra is not None:
             headers += extra
+        if status == 503:
+            headers.append(_RETRY_AFTER)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
         self.metrics.observe(path, status, perf_counter() - started, predictions)
@@ -248,7 +275,7 @@ class PredictionApp:
             batch: Any = await self._parse_arrow(body)
             predictor = await self._predictor(version)
             if predictor is None:
-                return 503, _NOT_READY, JSON, 0
+                return 503, self._not_ready(), JSON, 0
             result = predictor.predict_columns(batch.columns, batch.n_rows)
             return 200, self._render(predictor, result, False), JSON, len(result)
         if ctype and ctype != JSON:
@@ -287,12 +314,13 @@ class PredictionApp:
             if plain is not None:
                 result = fast(plain[0])
                 if result is not None:
-                    return 200, self._render(predictor, result, plain[1]), JSON, len(result)
+                    answer = self._render(predictor, result, plain[1], doc)
+                    return 200, answer, JSON, len(result)
         batch = check_json(doc, self.max_events)  # names every bad field
         if predictor is None:
-            return 503, _NOT_READY, JSON, 0
+            return 503, self._not_ready(), JSON, 0
         result = predictor.predict_features(batch.features)
-        return 200, self._render(predictor, result, batch.single), JSON, len(result)
+        return 200, self._render(predictor, result, batch.single, doc), JSON, len(result)
 
     async def _parse_arrow(self, body: bytes) -> Any:
         """An Arrow body checked from its headers, then decoded and fully
@@ -320,10 +348,13 @@ class PredictionApp:
             predictor = await asyncio.to_thread(self.watcher.get, version)
         return predictor
 
-    def _render_one(self, predictor: Predictor, got: tuple[Any, list[float] | None]) -> bytes:
-        """The answer to one event from ``predict_one``'s ``(prediction, probabilities)``;
-        the same document :meth:`_render` makes of a single event's :class:`Predictions`."""
-        value, proba = got
+    def _render_one(
+        self, predictor: Predictor, got: tuple[Any, list[float] | None, int]
+    ) -> bytes:
+        """The answer to one event from ``predict_one``'s ``(prediction,
+        probabilities, known)``; the same document :meth:`_render` makes of a
+        single event's :class:`Predictions`."""
+        value, proba, known = got
         doc: dict[str, Any] = {
             "model": self.model,
             "version": predictor.version,
@@ -333,24 +364,41 @@ class PredictionApp:
         if proba is not None:
             doc["classes"] = predictor.classes  # type: ignore[attr-defined]
             doc["probabilities"] = proba
+        doc["known_features"] = known
         return orjson.dumps(doc, option=_DUMP_OPTIONS)
 
-    def _render(self, predictor: Predictor, result: Predictions, single: bool) -> bytes:
+    def _render(
+        self, predictor: Predictor, result: Predictions, single: bool, request: Any = None
+    ) -> bytes:
+        """The answer to a request from its :class:`Predictions`; the ``id`` and
+        ``key`` of a JSON ``request``'s events are echoed (``ids``, ``keys`` of
+        an envelope, when any event has one)."""
         doc: dict[str, Any] = {
             "model": self.model,
             "version": predictor.version,
             "age_s": _age_s(predictor.created_at),
         }
+        known = result.known
         if single:
             doc["prediction"] = result.values[0]
             if result.probabilities is not None:
                 doc["classes"] = result.classes
                 doc["probabilities"] = result.probabilities[0]
+            if known is not None:
+                doc["known_features"] = int(known[0])
+            if type(request) is dict and len(request) > 1:
+                for name in ("id", "key"):
+                    if name in request:
+                        doc[name] = request[name]
         else:
             doc["predictions"] = result.values
             if result.probabilities is not None:
                 doc["classes"] = result.classes
                 doc["probabilities"] = result.probabilities
+            if known is not None:
+                doc["known_features"] = known
+            if type(request) is dict:
+                _echo_ids(request.get("events"), doc)
         return orjson.dumps(doc, option=_DUMP_OPTIONS)
 
     async def _models(self, scope: dict[str, Any], receive: Any) -> Reply:
@@ -366,7 +414,7 @@ class PredictionApp:
     async def _current(self, scope: dict[str, Any], receive: Any) -> Reply:
         current = self.watcher.current
         if current is None:
-            return 503, _error("no model version loaded yet"), JSON, 0
+            return 503, self._not_ready(), JSON, 0
         doc = {
             "model": self.model,
             "version": current.version,
@@ -382,7 +430,8 @@ class PredictionApp:
     async def _readyz(self, scope: dict[str, Any], receive: Any) -> Reply:
         current = self.watcher.current
         if current is None:
-            doc = {"status": "waiting for a first model version", "error": self.watcher.last_error}
+            doc = self._not_ready_doc()
+            doc["status"] = "waiting for a first model version"
             return 503, orjson.dumps(doc), JSON, 0
         return 200, orjson.dumps({"status": "ready", "version": current.version}), JSON, 0
 
@@ -392,9 +441,173 @@ class PredictionApp:
     async def _openapi_json(self, scope: dict[str, Any], receive: Any) -> Reply:
         return 200, self._openapi, JSON, 0
 
+    # -- KServe Open Inference Protocol v2, TF Serving ------------------------------
+
+    def _versioned_route(self, path: str) -> Route | None:
+        """``/v2/models/<model>/versions/<v>[/ready|/infer]``: a route bound to version v."""
+        prefix = f"/v2/models/{self.model}/versions/"
+        if not path.startswith(prefix):
+            return None
+        version_text, _, action = path[len(prefix) :].partition("/")
+        if not (version_text.isascii() and version_text.isdigit() and len(version_text) <= 18):
+            return None
+        version = int(version_text)
+        label = "/v2/models/{model}/versions/{version}"
+        if action == "":
+
+            async def metadata(scope: dict[str, Any], receive: Any) -> Reply:
+                return await self._v2_metadata(scope, receive, version)
+
+            return ("GET", metadata, True, label)
+        if action == "ready":
+
+            async def ready(scope: dict[str, Any], receive: Any) -> Reply:
+                return await self._v2_ready(scope, receive, version)
+
+            return ("GET", ready, False, label + "/ready")
+        if action == "infer":
+
+            async def infer(scope: dict[str, Any], receive: Any) -> Reply:
+                return await self._v2_infer(scope, receive, version)
+
+            return ("POST", infer, True, label + "/infer")
+        return None
+
+    def _no_route(self, path: str) -> str:
+        """The 404 message; a model route of another model names the one served."""
+        for prefix in ("/v2/models/", "/v1/models/"):
+            if path.startswith(prefix):
+                return (
+                    f"no route {path[:100]!r}: this server serves model {self.model!r}"
+                    f" (/v2/models/{self.model}, /v1/models/{self.model}:predict)"
+                )
+        return f"no route {path[:100]!r}"
+
+    async def _json_body(self, scope: dict[str, Any], receive: Any) -> Any:
+        """A JSON request body, its size and content type checked as /v1/predict's."""
+        ctype = b""
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                ctype = value.split(b";", 1)[0].strip().lower()
+            elif name == b"content-length":
+                self._check_declared(value)
+        if ctype and ctype != JSON:
+            got = ctype.decode("latin-1")[:60]
+            raise BadRequest([ValidationError("content-type", "application/json", got)], 415)
+        body = await self._read_body(receive, await receive())
+        return load_json(body)
+
+    async def _v2_server(self, scope: dict[str, Any], receive: Any) -> Reply:
+        from streamlearn import __version__
+
+        doc = {"name": "streamlearn", "version": __version__, "extensions": []}
+        return 200, orjson.dumps(doc), JSON, 0
+
+    async def _v2_live(self, scope: dict[str, Any], receive: Any) -> Reply:
+        return 200, b'{"live":true}', JSON, 0
+
+    async def _v2_ready(
+        self, scope: dict[str, Any], receive: Any, version: int | None = None
+    ) -> Reply:
+        """Ready: 200; not (yet): 400, as the protocol has it (a 4xx means false)."""
+        if self.watcher.current is None:
+            doc = self._not_ready_doc()
+            doc["ready"] = False
+            return 400, orjson.dumps(doc), JSON, 0
+        if version is not None:
+            try:
+                await self._predictor(version)
+            except VersionNotFound as exc:
+                return 400, orjson.dumps({"ready": False, "error": str(exc)}), JSON, 0
+        return 200, b'{"ready":true}', JSON, 0
+
+    async def _v2_metadata(
+        self, scope: dict[str, Any], receive: Any, version: int | None = None
+    ) -> Reply:
+        from streamlearn.serving.protocols import v2_model_metadata
+
+        predictor = await self._predictor(version)
+        if predictor is None:
+            return 503, self._not_ready(), JSON, 0
+        if version is None:
+            listed = await asyncio.to_thread(self.watcher.source.versions)
+            versions = [v["version"] for v in listed if "version" in v]
+        else:
+            versions = [version]
+        doc = v2_model_metadata(self.model, versions, getattr(predictor, "classes", None))
+        return 200, orjson.dumps(doc), JSON, 0
+
+    async def _v2_infer(
+        self, scope: dict[str, Any], receive: Any, version: int | None = None
+    ) -> Reply:
+        from streamlearn.serving.protocols import v2_columns, v2_response
+
+        try:
+            doc = await self._json_body(scope, receive)
+            batch, request_id, outputs = v2_columns(doc, self.max_events)
+            predictor = await self._predictor(version)
+            if predictor is None:
+                return 503, self._not_ready(), JSON, 0
+            result = predictor.predict_columns(batch.columns, batch.n_rows)
+        except ValidationError as exc:  # the protocol's errors: {"error": ...}, 400
+            problems = exc.problems if isinstance(exc, BadRequest) else [exc]
+            status = exc.status if isinstance(exc, BadRequest) and exc.status != 422 else 400
+            return status, _v2_error(exc, problems), JSON, 0
+        answer = v2_response(self.model, predictor.version, result, request_id, outputs)
+        return 200, orjson.dumps(answer, option=_DUMP_OPTIONS), JSON, len(result)
+
+    async def _tf_predict(self, scope: dict[str, Any], receive: Any) -> Reply:
+        from streamlearn.serving.protocols import tf_events, tf_response
+
+        try:
+            batch = tf_events(await self._json_body(scope, receive), self.max_events)
+        except ValidationError as exc:
+            problems = exc.problems if isinstance(exc, BadRequest) else [exc]
+            status = exc.status if isinstance(exc, BadRequest) and exc.status != 422 else 400
+            return status, _v2_error(exc, problems), JSON, 0
+        predictor = self.watcher.current
+        if predictor is None:
+            return 503, self._not_ready(), JSON, 0
+        result = predictor.predict_features(batch.features)
+        answer = tf_response(result, predictor.version)
+        return 200, orjson.dumps(answer, option=_DUMP_OPTIONS), JSON, len(result)
+
+    def _not_ready_doc(self) -> dict[str, Any]:
+        """Why nothing is served: the model, the models the store holds, the
+        store's last error."""
+        models = self.watcher.models_available
+        doc: dict[str, Any] = {
+            "error": not_serving_message(self.model, models),
+            "model": self.model,
+        }
+        if models is not None:
+            doc["models_in_store"] = models
+        if self.watcher.last_error is not None:
+            doc["store_error"] = self.watcher.last_error
+        return doc
+
+    def _not_ready(self) -> bytes:
+        return orjson.dumps(self._not_ready_doc())
+
     def _model_info(self) -> tuple[int, float] | None:
         current = self.watcher.current
         return None if current is None else (current.version, current.created_at)
+
+
+def _v2_error(exc: ValidationError, problems: list[ValidationError]) -> bytes:
+    """``{"error": ...}`` of the protocols, with the fields named as the native API names them."""
+    fields = [{"field": p.field, "expected": p.expected, "got": p.got} for p in problems]
+    return orjson.dumps({"error": str(exc), "fields": fields})
+
+
+def _echo_ids(events: Any, doc: dict[str, Any]) -> None:
+    """``ids`` and ``keys`` of an envelope's events (``null`` where absent),
+    when any event carries one."""
+    if type(events) is not list or all(type(e) is dict and len(e) == 1 for e in events):
+        return
+    for name, plural in (("id", "ids"), ("key", "keys")):
+        if any(type(e) is dict and name in e for e in events):
+            doc[plural] = [e.get(name) if type(e) is dict else None for e in events]
 
 
 def _age_s(created_at: float) -> float:

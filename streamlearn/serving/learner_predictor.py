@@ -74,18 +74,26 @@ class LearnerPredictor:
             proba = np.column_stack([1.0 - proba, proba])
         return Predictions.from_probabilities(proba, self.classes)
 
-    def _from_scores(self, z: np.ndarray) -> Predictions:
+    def _from_scores(self, z: np.ndarray, known: np.ndarray | None = None) -> Predictions:
         if self.classes is None:
-            return Predictions(values=z)
+            return Predictions(values=z, known=known)
         if self._task == "binary":
             p = 1.0 / (1.0 + np.exp(np.minimum(np.maximum(z, -500.0), 500.0) * -1.0))
-            return Predictions.from_probabilities(np.column_stack([1.0 - p, p]), self.classes)
+            return Predictions.from_probabilities(
+                np.column_stack([1.0 - p, p]), self.classes, known
+            )
         e = np.exp(z - z.max(axis=1, keepdims=True))
-        return Predictions.from_probabilities(e / e.sum(axis=1, keepdims=True), self.classes)
+        return Predictions.from_probabilities(
+            e / e.sum(axis=1, keepdims=True), self.classes, known
+        )
 
-    def predict_one(self, features: Mapping[str, Any]) -> tuple[Any, list[float] | None] | None:
-        """The prediction and the class probabilities (``None`` for a
-        regressor) of one event whose features are all plain, in plain Python
+    def predict_one(
+        self, features: Mapping[str, Any]
+    ) -> tuple[Any, list[float] | None, int] | None:
+        """The prediction, the class probabilities (``None`` for a regressor)
+        and the number of features the model knows (see
+        :mod:`streamlearn.serving.linear_scorer`) of one event whose features
+        are all plain, in plain Python
         with no :class:`Predictions` built; ``None`` when a feature is not
         plain or this learner has no plain-Python path for one event (a
         softmax, or a learner without a scorer): then use :meth:`predict_fast`
@@ -95,21 +103,23 @@ class LearnerPredictor:
         >>> model = LogisticRegression(bits=8)
         >>> model.learn_many([{"age": 30.0, "city": "Lyon"}, {"age": 5.0}], [True, False])
         >>> served = LearnerPredictor(model, 1, 0.0, classes=model.classes_)
-        >>> label, (p_false, p_true) = served.predict_one({"age": 30.0, "city": "Lyon"})
+        >>> label, (p_false, p_true), known = served.predict_one({"age": 30.0, "city": "Lyon"})
         >>> label == model.predict_one({"age": 30.0, "city": "Lyon"})
         True
         >>> bool(abs(p_true - model.predict_proba_one({"age": 30.0, "city": "Lyon"})[True]) < 1e-12)
         True
         >>> served.predict_one({"age": [1]}) is None  # not plain: validate, then predict_features
         True
+        >>> served.predict_one({"agee": 30.0, "city": "Lyon"})[2]  # a misspelled name
+        1
         """
         scorer = self._one
         if scorer is None:
             return None
-        z = scorer.score_one(features)
-        return None if z is None else self._answer(z)
+        got = scorer.score_one_known(features)
+        return None if got is None else self._answer(*got)
 
-    def predict_body(self, body: bytes) -> tuple[Any, list[float] | None] | bool | None:
+    def predict_body(self, body: bytes) -> tuple[Any, list[float] | None, int] | bool | None:
         """:meth:`predict_one` of a raw request body that is exactly one plain
         event ``{"features": {...}}``, scored by the native table in one call
         (see :mod:`streamlearn.serving.linear_scorer`).
@@ -122,17 +132,17 @@ class LearnerPredictor:
         native = self._native
         if native is None:
             return None
-        z = native.score(body)
-        return z if z is None or z is False else self._answer(z)
+        got = native.score_known(body)
+        return got if got is None or got is False else self._answer(*got)
 
-    def _answer(self, z: float) -> tuple[Any, list[float] | None]:
+    def _answer(self, z: float, known: int) -> tuple[Any, list[float] | None, int]:
         """One event's answer from its raw score: the value, or the class and
-        the two probabilities of a binary model."""
+        the two probabilities of a binary model; and its known features."""
         classes = self.classes
         if classes is None:
-            return z, None
+            return z, None, known
         p = 1.0 / (1.0 + math.exp(-min(max(z, -500.0), 500.0)))
-        return (classes[1] if p > 0.5 else classes[0]), [1.0 - p, p]
+        return (classes[1] if p > 0.5 else classes[0]), [1.0 - p, p], known
 
     def remember(self, features: Mapping[str, Any]) -> None:
         """Teach the native table the shares of ``features``, an event that
@@ -161,16 +171,17 @@ class LearnerPredictor:
             got = self.predict_one(features[0])
             if got is None:
                 return None
-            value, proba = got
+            value, proba, known = got
             if proba is None:
-                return Predictions(values=[value])
+                return Predictions(values=[value], known=[known])
             return Predictions(
                 values=[value],
                 classes=self.classes,
                 probabilities=[proba],  # type: ignore[arg-type]
+                known=[known],
             )
-        scores = scorer.score_many(features)
-        return None if scores is None else self._from_scores(scores)
+        got_many = scorer.score_many_known(features)
+        return None if got_many is None else self._from_scores(*got_many)
 
     def predict_features(self, features: Sequence[Mapping[str, Any]]) -> Predictions:
         """Predict for events given as feature mappings."""
@@ -180,7 +191,7 @@ class LearnerPredictor:
     def predict_columns(self, columns: Mapping[str, Any], n_rows: int) -> Predictions:
         """Predict for events given as Arrow feature columns, encoded in bulk."""
         if self._scorer is not None:
-            return self._from_scores(self._scorer.score_columns(columns, n_rows))
+            return self._from_scores(*self._scorer.score_columns_known(columns, n_rows))
         if self._columns is None:
             from streamlearn.features import FeatureHasher
             from streamlearn.serving.columns import ColumnEncoder

@@ -12,6 +12,18 @@ multiply-add over all its rows, a string column hashes each *distinct* value
 once and gathers the weights by dictionary code, a list column sums its items
 per row with ``bincount``. No Python loop runs over rows.
 
+**Known features.** Besides the score, each path counts how many of an
+event's features the model *knows*: a feature (one name of the event) is known
+when the slot it hashes to has a non-zero weight (for any class); a list of
+strings when any of its strings' slots has one. Training moves the weight of
+every feature it sees with a non-zero gradient, so an unknown feature is one
+training never saw (a misspelled name, a string value never met, such as
+``"0.4"`` for a feature trained with numbers) or one whose weight is exactly 0
+(it adds nothing to the score either way). A name that collides in the hash
+table with a known one counts as known. The count comes from the shares the
+paths already look up (a share is ``weight * sign``), so it costs a comparison
+per feature.
+
 The scores equal the learner's own (:meth:`raw`) up to the order of
 floating-point additions; the tests check both paths against the learner.
 
@@ -116,6 +128,17 @@ class LinearScorer:
         self._by_value_size = 0  # strings remembered by all the _NameShares of _num
         self._str: dict[tuple[str, str], float] = {}
         self._flag: dict[str, float] = {}
+        # features of the event being scored whose string shares were 0 (counted by
+        # _NameShares, so that the one C-level pass of score_one stays as it is)
+        self._unknown = 0
+        # slots with a non-zero weight for some output: known features of columns and
+        # of models of several outputs
+        self._known_slot = np.any(self._w2 != 0.0, axis=1)
+        # a number under scaling: also a spread (else it is standardised to 0, as in
+        # score_one, whose share of it is then 0)
+        self._known_number = (
+            self._known_slot & (self._sd > 0) if self._sd is not None else self._known_slot
+        )
         # the same shares in C, for raw one-event bodies: one output, no scaling
         self.native: Any = None
         if _NativeShares is not None and self.n_outputs == 1 and not self._scaled:
@@ -171,7 +194,15 @@ class LinearScorer:
         return cache
 
     def score_one(self, x: Mapping[str, Any]) -> float | None:
-        """The raw score of one event of a one-output model, or ``None`` when
+        """The raw score of one event (see :meth:`score_one_known`), or ``None``."""
+        got = self.score_one_known(x)
+        return None if got is None else got[0]
+
+    def score_one_known(self, x: Mapping[str, Any]) -> tuple[float, int] | None:
+        """The raw score and the number of known features (see the module's
+        docstring) of one event, or ``None``.
+
+        The raw score of one event of a one-output model, or ``None`` when
         the event has anything but plain values (numbers, strings, booleans,
         lists of strings under valid names) or no feature: then the caller
         validates it the slow way, which names the problem.
@@ -193,19 +224,25 @@ class LinearScorer:
             return None
         if self._scaled:
             return self._score_one_scaled(x)
+        self._unknown = 0
         try:
-            z = sum(map(mul, map(self._num_get, x), x.values()))
+            shares = list(map(self._num_get, x))
+            z = sum(map(mul, shares, x.values()))
+            # a float share of 0.0 is a number name without weight; a _NameShares is
+            # never equal to 0.0, and counts its own unknown strings in _unknown
+            known = len(shares) - shares.count(0.0) - self._unknown
         except TypeError:  # a name not seen yet, or a value that is not plain
             z = None
         except (ValidationError, OverflowError):
             return None
         try:
             if z is None:
-                z = self._learn_one(x)
-                if z is None:
+                got = self._learn_one(x)
+                if got is None:
                     return None
+                z, known = got
             z += self._b0
-            return z if math.isfinite(z) else None
+            return (z, known) if math.isfinite(z) else None
         except (ValidationError, OverflowError, TypeError):
             return None
 
@@ -233,12 +270,16 @@ class LinearScorer:
         except (UnicodeEncodeError, ValidationError, OverflowError, TypeError, AttributeError):
             return  # a name or string no plain body can carry: nothing to remember
 
-    def _learn_one(self, x: Mapping[str, Any]) -> float | None:
-        """:meth:`score_one` in a Python loop that remembers each new name's
-        share; ``None`` for a value that is not plain."""
+    def _learn_one(self, x: Mapping[str, Any]) -> tuple[float, int] | None:
+        """:meth:`score_one_known` in a Python loop that remembers each new
+        name's share; ``None`` for a value that is not plain."""
         num = self._num
         z = 0.0
+        zeros = 0
+        self._unknown = 0
         for k, v in x.items():
+            if not k:
+                return None  # no slot for an empty name: the validating path names it
             t = type(v)
             c = num.get(k)
             if t is str or t is list:
@@ -249,13 +290,16 @@ class LinearScorer:
                     c = self._share_of_number(k)
             else:
                 return None
+            if c == 0.0:  # a number name without weight (a _NameShares is never 0.0)
+                zeros += 1
             z += c * v
-        return z
+        return z, len(x) - zeros - self._unknown
 
     def _score_one_scaled(self, x: Mapping[str, Any]) -> float | None:
         """:meth:`score_one` of a learner that standardises numbers (not booleans)."""
         num, strs = self._num, self._str
         z = 0.0
+        known = 0
         try:
             for k, v in x.items():
                 t = type(v)
@@ -265,45 +309,59 @@ class LinearScorer:
                         c = self._share_of_number(k)
                     w, s, m, sd = c
                     z += w * ((s * v - m) / sd)
+                    known += w != 0.0
                 elif t is str:
                     c = strs.get((k, v))
-                    z += c if c is not None else self._share_of_string(k, v)
+                    if c is None:
+                        c = self._share_of_string(k, v)
+                    z += c
+                    known += c != 0.0
                 elif t is bool:
                     c = self._flag.get(k)
                     if c is None:
                         c = self._share_of_flag(k)  # checks the name, too
                     if v:
                         z += c
+                    known += c != 0.0
                 elif t is list:
+                    hit = False
                     for item in v:
                         if type(item) is not str:
                             return None
                         c = strs.get((k, item))
-                        z += c if c is not None else self._share_of_string(k, item)
+                        if c is None:
+                            c = self._share_of_string(k, item)
+                        z += c
+                        hit = hit or c != 0.0
+                    known += hit
                 else:
                     return None
         except (ValidationError, OverflowError, TypeError):
             return None
         z += self._b0
-        return z if math.isfinite(z) else None
+        return (z, known) if math.isfinite(z) else None
 
     # -- any number of outputs and events: entries, then numpy ---------------------
 
     def _entries(
         self, xs: Sequence[Mapping[str, Any]]
-    ) -> tuple[list[int], list[float], list[bool], list[int]] | None:
-        """Slots, signed values, numeric flags and row ends of ``xs``, or ``None``."""
+    ) -> tuple[list[int], list[float], list[bool], list[int], list[int], list[int]] | None:
+        """Slots, signed values, numeric flags and row ends of ``xs``, the row of
+        each feature and the feature of each entry; or ``None``."""
         slot_of = self.hasher.slot_of
         tokens = self.hasher._tokens  # the hasher's own remembered (slot, sign)
         idx: list[int] = []
         vals: list[float] = []
         num: list[bool] = []
         ends: list[int] = []
+        feature_rows: list[int] = []
+        entry_features: list[int] = []
         try:
-            for x in xs:
+            for row, x in enumerate(xs):
                 if not x:
                     return None
                 for k, v in x.items():
+                    before = len(idx)
                     t = type(v)
                     if t is float or t is int:
                         e = tokens.get(k) or slot_of(k)
@@ -330,27 +388,38 @@ class LinearScorer:
                             num.append(False)
                     else:
                         return None
+                    entry_features += [len(feature_rows)] * (len(idx) - before)
+                    feature_rows.append(row)
                 ends.append(len(idx))
         except (ValidationError, OverflowError, TypeError):
             return None
-        return idx, vals, num, ends
+        return idx, vals, num, ends, feature_rows, entry_features
 
     def score_many(self, xs: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
         """Raw scores of many events, ``(n,)`` or ``(n, k)``; ``None`` as in
         :meth:`score_one`."""
+        got = self.score_many_known(xs)
+        return None if got is None else got[0]
+
+    def score_many_known(
+        self, xs: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Raw scores of many events, ``(n,)`` or ``(n, k)``, and each event's
+        number of known features; ``None`` as in :meth:`score_one`."""
         if self.n_outputs == 1:
             out = np.empty(len(xs))
-            score_one = self.score_one
+            known = np.empty(len(xs), np.int64)
+            score_one = self.score_one_known
             for i, x in enumerate(xs):
-                z = score_one(x)
-                if z is None:
+                one = score_one(x)
+                if one is None:
                     return None
-                out[i] = z
-            return out
+                out[i], known[i] = one
+            return out, known
         got = self._entries(xs)
         if got is None:
             return None
-        idx_list, val_list, num_list, ends = got
+        idx_list, val_list, num_list, ends, feature_rows, entry_features = got
         idx = np.array(idx_list, np.int64)
         values = np.array(val_list, np.float64)
         if not np.isfinite(values).all():
@@ -371,13 +440,27 @@ class LinearScorer:
         for j in range(self.n_outputs):
             z[:, j] = np.bincount(rows, weights=contrib[:, j], minlength=len(ends))
         z += self._b
-        return z[:, 0] if self._w.ndim == 1 else z
+        # a feature is known when any of its entries' slots is
+        feature_known = np.zeros(len(feature_rows), bool)
+        feature_known[np.array(entry_features, np.int64)[self._known_slot[idx]]] = True
+        known = np.bincount(
+            np.array(feature_rows, np.int64), weights=feature_known, minlength=len(ends)
+        ).astype(np.int64)
+        return (z[:, 0] if self._w.ndim == 1 else z), known
 
     # -- Arrow columns ------------------------------------------------------------
 
     def score_columns(self, columns: Mapping[str, Any], n_rows: int) -> np.ndarray:
         """Raw scores, ``(n_rows,)`` or ``(n_rows, k)``, of events given as
-        feature name to pyarrow array (nulls: the feature is absent).
+        feature name to pyarrow array (see :meth:`score_columns_known`)."""
+        return self.score_columns_known(columns, n_rows)[0]
+
+    def score_columns_known(
+        self, columns: Mapping[str, Any], n_rows: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores, ``(n_rows,)`` or ``(n_rows, k)``, of events given as
+        feature name to pyarrow array (nulls: the feature is absent), and each
+        row's number of known features.
 
         Numeric columns without nulls (the usual case) are stacked into one
         matrix and scored by one matrix product.
@@ -394,6 +477,8 @@ class LinearScorer:
         slot_of = self.hasher.slot_of
         z = np.zeros((n_rows, self.n_outputs))
         z += self._b
+        known = np.zeros(n_rows, np.int64)
+        known_columns = 0  # numeric columns without nulls whose slot is known
         stacked: list[np.ndarray] = []
         slots: list[int] = []
         signs: list[float] = []
@@ -412,18 +497,23 @@ class LinearScorer:
                     stacked.append(column.to_numpy(zero_copy_only=False))
                     slots.append(slot)
                     signs.append(sign)
+                    known_columns += bool(self._known_number[slot])
                 else:
-                    self._add_numbers(z, name, column, False)
+                    self._add_numbers(z, known, name, column, False)
             elif tid == kinds.boolean:
-                self._add_numbers(z, name, column, True)
+                self._add_numbers(z, known, name, column, True)
             elif tid in kinds.strings or tid == kinds.dictionary:
-                z += self._string_shares(name, column)
+                shares = self._string_shares(name, column)
+                z += shares
+                known += np.any(shares != 0.0, axis=1)
             elif tid in kinds.lists:
                 parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
                 shares = self._string_shares(name, pc.list_flatten(column))
                 if len(parents):
                     for j in range(self.n_outputs):
                         z[:, j] += np.bincount(parents, weights=shares[:, j], minlength=n_rows)
+                    item_known = np.any(shares != 0.0, axis=1)
+                    known += np.bincount(parents, weights=item_known, minlength=n_rows) > 0
             else:
                 raise ValidationError(
                     f"columns.{name}",
@@ -445,13 +535,22 @@ class LinearScorer:
                     where=sd > 0,
                 )
             z += x @ self._w2[at]
-        return z[:, 0] if self._w.ndim == 1 else z
+        if known_columns:
+            known += known_columns
+        return (z[:, 0] if self._w.ndim == 1 else z), known
 
-    def _add_numbers(self, z: np.ndarray, name: str, column: Any, flag: bool) -> None:
+    def _add_numbers(
+        self, z: np.ndarray, known: np.ndarray, name: str, column: Any, flag: bool
+    ) -> None:
         slot, sign = self.hasher.slot_of(name)
         nulls = column.null_count
         if nulls == len(column):
             return
+        if (self._known_slot if flag else self._known_number)[slot]:
+            if nulls:
+                known += np.asarray(column.is_valid().to_numpy(zero_copy_only=False), bool)
+            else:
+                known += 1
         if nulls:
             x = np.asarray(column.fill_null(False if flag else 0).to_numpy(zero_copy_only=False))
         else:
@@ -543,22 +642,35 @@ class _NameShares:
         return share
 
     def __mul__(self, value: Any) -> float:
+        # a share of 0.0 (no weight) adds one to the scorer's count of unknown features
         t = type(value)
         if t is str:
             c = self._by_value.get(value)
-            return c if c is not None else self._of_string(value)
+            if c is None:
+                c = self._of_string(value)
+            if c == 0.0:
+                self._scorer._unknown += 1
+            return c
         if t is list:
             total = 0.0
+            hit = False
             by_value = self._by_value
             for item in value:
                 if type(item) is not str:
                     raise TypeError("a list of strings")
                 c = by_value.get(item)
-                total += c if c is not None else self._of_string(item)
+                if c is None:
+                    c = self._of_string(item)
+                total += c
+                hit = hit or c != 0.0
+            if not hit:
+                self._scorer._unknown += 1
             return total
         if t is float or t is int or t is bool:
             if self._number is None:
                 slot, sign = self._scorer.hasher.slot_of(self._name)
                 self._number = float(self._scorer._w[slot]) * sign
+            if self._number == 0.0:
+                self._scorer._unknown += 1
             return self._number * value
         raise TypeError("a number, a string, a boolean or a list of strings")

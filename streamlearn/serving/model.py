@@ -33,6 +33,9 @@ class Predictions:
     probabilities
         ``(n_events, n_classes)`` array of class probabilities; ``None`` for a
         regressor.
+    known
+        How many of each event's features the model knows (has a non-zero
+        weight for); ``None`` when the predictor cannot tell.
 
     Examples
     --------
@@ -47,17 +50,23 @@ class Predictions:
     values: Sequence[Any]
     classes: tuple[Any, ...] | None = None
     probabilities: np.ndarray | None = None
+    known: Sequence[int] | None = None
 
     def __len__(self) -> int:
         return len(self.values)
 
     @classmethod
-    def from_probabilities(cls, probabilities: np.ndarray, classes: Sequence[Any]) -> Predictions:
+    def from_probabilities(
+        cls,
+        probabilities: np.ndarray,
+        classes: Sequence[Any],
+        known: Sequence[int] | None = None,
+    ) -> Predictions:
         """Predict the most probable class of each row of ``probabilities``."""
         labels = np.empty(len(classes), dtype=object)
         labels[:] = list(classes)
         best = labels[np.argmax(probabilities, axis=1)].tolist() if len(probabilities) else []
-        return cls(values=best, classes=tuple(classes), probabilities=probabilities)
+        return cls(values=best, classes=tuple(classes), probabilities=probabilities, known=known)
 
 
 @runtime_checkable

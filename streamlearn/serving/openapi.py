@@ -59,6 +59,101 @@ def _error(description: str) -> dict[str, Any]:
     }
 
 
+def _tensor(with_data: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "name": {"type": "string"},
+        "datatype": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "parameters": {"type": "object"},
+    }
+    required = ["name", "datatype", "shape"]
+    if with_data:
+        properties["data"] = {"type": "array"}
+        required.append("data")
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _protocol_paths(model: str, json_body: Any, ok: Any) -> dict[str, Any]:
+    """The KServe Open Inference Protocol v2 and TF Serving routes."""
+    version = {
+        "name": "version",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        "description": "a version of the model",
+    }
+    infer = {
+        "summary": "Open Inference Protocol v2: one tensor per feature, shape [n]",
+        "requestBody": json_body("#/components/schemas/InferenceRequest"),
+        "responses": {
+            "200": ok("prediction, probabilities, known_features", "InferenceResponse"),
+            "400": _error("invalid request, the field named"),
+            "401": _error("missing or wrong bearer token"),
+            "404": _error("no such version"),
+            "413": _error("too many events"),
+            "415": _error("unsupported content type"),
+            "503": _error("no model loaded yet"),
+        },
+    }
+    metadata = {
+        "summary": "Open Inference Protocol v2: model metadata",
+        "responses": {
+            "200": ok("name, versions, platform, inputs, outputs", "ModelMetadata"),
+            "404": _error("no such version"),
+            "503": _error("no model loaded yet"),
+        },
+    }
+    ready = {
+        "summary": "Open Inference Protocol v2: model readiness (4xx: not ready)",
+        "responses": {"200": {"description": "ready"}, "400": _error("not ready")},
+    }
+    return {
+        "/v2": {
+            "get": {
+                "summary": "Open Inference Protocol v2: server metadata",
+                "responses": {"200": {"description": "name, version, extensions"}},
+            }
+        },
+        "/v2/health/live": {
+            "get": {
+                "summary": "Open Inference Protocol v2: liveness",
+                "responses": {"200": {"description": "live"}},
+            }
+        },
+        "/v2/health/ready": {
+            "get": {
+                "summary": "Open Inference Protocol v2: readiness (4xx: not ready)",
+                "responses": {"200": {"description": "ready"}, "400": _error("not ready")},
+            }
+        },
+        f"/v2/models/{model}": {"get": metadata},
+        f"/v2/models/{model}/ready": {"get": ready},
+        f"/v2/models/{model}/infer": {"post": infer},
+        f"/v2/models/{model}/versions/{{version}}": {"get": metadata, "parameters": [version]},
+        f"/v2/models/{model}/versions/{{version}}/ready": {
+            "get": ready,
+            "parameters": [version],
+        },
+        f"/v2/models/{model}/versions/{{version}}/infer": {
+            "post": infer,
+            "parameters": [version],
+        },
+        f"/v1/models/{model}:predict": {
+            "post": {
+                "summary": "TF Serving REST predict: each instance the features of one event",
+                "requestBody": json_body("#/components/schemas/TFRequest"),
+                "responses": {
+                    "200": ok("predictions", "TFResponse"),
+                    "400": _error("invalid request, the field named"),
+                    "401": _error("missing or wrong bearer token"),
+                    "413": _error("too many events"),
+                    "503": _error("no model loaded yet"),
+                },
+            }
+        },
+    }
+
+
 def openapi_document(model: str, auth: bool = False) -> dict[str, Any]:
     """The OpenAPI document describing the service that serves ``model``.
 
@@ -66,8 +161,11 @@ def openapi_document(model: str, auth: bool = False) -> dict[str, Any]:
     --------
     >>> doc = openapi_document("ctr")
     >>> sorted(doc["paths"])  # doctest: +NORMALIZE_WHITESPACE
-    ['/healthz', '/metrics', '/openapi.json', '/readyz', '/v1/models', '/v1/models/current',
-     '/v1/predict']
+    ['/healthz', '/metrics', '/openapi.json', '/readyz', '/v1/models', '/v1/models/ctr:predict',
+     '/v1/models/current', '/v1/predict', '/v2', '/v2/health/live', '/v2/health/ready',
+     '/v2/models/ctr', '/v2/models/ctr/infer', '/v2/models/ctr/ready',
+     '/v2/models/ctr/versions/{version}', '/v2/models/ctr/versions/{version}/infer',
+     '/v2/models/ctr/versions/{version}/ready']
     """
     version_param = {
         "name": "version",
@@ -88,8 +186,12 @@ def openapi_document(model: str, auth: bool = False) -> dict[str, Any]:
                 }
             },
             "application/vnd.apache.arrow.stream": {
-                "schema": {"type": "string", "format": "binary"},
-                "description": "one column per feature, one row per event; null = absent",
+                # a media type object has no `description`: it goes in the schema
+                "schema": {
+                    "type": "string",
+                    "contentMediaType": "application/vnd.apache.arrow.stream",
+                    "description": "one column per feature, one row per event; null = absent",
+                },
             },
         },
     }
@@ -162,6 +264,63 @@ def openapi_document(model: str, auth: bool = False) -> dict[str, Any]:
         },
         "components": {
             "schemas": {
+                "InferenceRequest": {
+                    "type": "object",
+                    "required": ["inputs"],
+                    "properties": {
+                        "id": {"type": "string"},
+                        "parameters": {"type": "object"},
+                        "inputs": {"type": "array", "items": _tensor(True), "minItems": 1},
+                        "outputs": {
+                            "type": "array",
+                            "items": {"type": "object", "properties": {"name": {"type": "string"}}},
+                        },
+                    },
+                },
+                "InferenceResponse": {
+                    "type": "object",
+                    "required": ["model_name", "outputs"],
+                    "properties": {
+                        "model_name": {"type": "string"},
+                        "model_version": {"type": "string"},
+                        "id": {"type": "string"},
+                        "outputs": {"type": "array", "items": _tensor(True)},
+                    },
+                },
+                "ModelMetadata": {
+                    "type": "object",
+                    "required": ["name", "platform", "inputs", "outputs"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "versions": {"type": "array", "items": {"type": "string"}},
+                        "platform": {"type": "string"},
+                        "inputs": {"type": "array", "items": _tensor(False)},
+                        "outputs": {"type": "array", "items": _tensor(False)},
+                    },
+                },
+                "TFRequest": {
+                    "type": "object",
+                    "required": ["instances"],
+                    "properties": {
+                        "instances": {
+                            "type": "array",
+                            "items": {"$ref": "#/components/schemas/Features"},
+                        },
+                        "signature_name": {"type": "string"},
+                    },
+                },
+                "TFResponse": {
+                    "type": "object",
+                    "required": ["predictions"],
+                    "properties": {
+                        "predictions": {"type": "array"},
+                        "model_version": {"type": "string"},
+                        "classes": {"type": "array"},
+                        "probabilities": {"type": "array"},
+                        "known_features": {"type": "array", "items": {"type": "integer"}},
+                    },
+                },
+                "Features": _EVENT["properties"]["features"],
                 "Event": _EVENT,
                 "Envelope": {
                     "type": "object",
@@ -182,15 +341,41 @@ def openapi_document(model: str, auth: bool = False) -> dict[str, Any]:
                         "predictions": {"type": "array", "description": "an envelope"},
                         "classes": {"type": "array"},
                         "probabilities": {"type": "array"},
+                        "known_features": {
+                            "description": "how many of each event's features the model"
+                            " knows (a non-zero weight): an integer for one event, a list"
+                            " for an envelope or Arrow body; absent for learners that"
+                            " cannot tell",
+                        },
+                        "id": {"description": "the event's id, echoed"},
+                        "key": {"description": "the event's key, echoed"},
+                        "ids": {"type": "array", "description": "the events' ids, echoed"},
+                        "keys": {"type": "array", "description": "the events' keys, echoed"},
                     },
                 },
                 "Error": _ERROR,
             }
         },
     }
+    def json_body(ref: str) -> dict[str, Any]:
+        return {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}}
+
+    def ok(description: str, schema: str) -> dict[str, Any]:
+        return {
+            "description": description,
+            "content": {
+                "application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}
+            },
+        }
+
+    doc["paths"].update(_protocol_paths(model, json_body, ok))
     if auth:
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        for path in ("/v1/predict", "/v1/models", "/v1/models/current", "/metrics"):
-            for operation in doc["paths"][path].values():
-                operation["security"] = [{"bearer": []}]
+        open_paths = {"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"}
+        for path, item in doc["paths"].items():
+            if path in open_paths or path.endswith("/ready"):
+                continue
+            for method, operation in item.items():
+                if method != "parameters":
+                    operation["security"] = [{"bearer": []}]
     return doc

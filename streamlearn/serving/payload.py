@@ -45,6 +45,9 @@ FEATURE_EXPECTED = "a number, a string, true/false or a list of strings"
 # (``streamlearn.events``), so that serving refuses what training refuses
 NO_FEATURE_EXPECTED = "at least one feature"
 NO_FEATURE_GOT = "an empty object"
+# a feature named "" (``streamlearn.events`` refuses it with these words, field `features`)
+EMPTY_NAME_EXPECTED = "non-empty string feature names"
+EMPTY_NAME_GOT = "''"
 # An Arrow body may not decode to more than MAX_RATIO times its size once past
 # RATIO_FLOOR bytes (real feature columns compress far less; bombs far more).
 MAX_RATIO = 1000
@@ -159,6 +162,8 @@ def _check_event(event: Any, path: str, problems: list[ValidationError]) -> Mapp
     if len(event) != 1 or "features" not in event:
         _check_meta(event, path, problems)
     fpath = f"{path}.features"
+    if "" in features:  # the hasher has no slot for it: training's rule and words
+        problems.append(ValidationError(fpath, EMPTY_NAME_EXPECTED, EMPTY_NAME_GOT))
     for name, value in features.items():
         _check_feature(name, value, fpath, problems)
         if len(problems) >= MAX_PROBLEMS:

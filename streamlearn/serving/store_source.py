@@ -114,3 +114,13 @@ class StoreSource:
     def versions(self) -> list[dict[str, Any]]:
         """Every version with lineage and status, oldest first."""
         return [info.to_dict() for info in self.store.list()]
+
+    def models(self) -> list[str]:
+        """The names of the models the store holds (those with a version), for
+        the hint a server gives while its own model has none.
+
+        >>> import tempfile
+        >>> StoreSource(tempfile.mkdtemp(), "ctr").models()
+        []
+        """
+        return self.store.models()

@@ -20,9 +20,37 @@ from collections.abc import Callable
 from streamlearn.errors import ConfigError, VersionNotFound
 from streamlearn.serving.model import ModelSource, Predictor
 
-__all__ = ["ModelWatcher"]
+__all__ = ["ModelWatcher", "not_serving_message"]
 
 log = logging.getLogger(__name__)
+
+_MODELS_EVERY_S = 2.0  # while nothing is served: how often to list the source's models
+
+
+def not_serving_message(model: str, models: list[str] | None) -> str:
+    """Why nothing is served yet, naming the model and, when ``models`` (the
+    models the store holds) is known and lacks it, those the store does hold.
+
+    >>> not_serving_message("typo", ["ctr", "default"])
+    "model 'typo' is not in the store, which holds 'ctr', 'default'; pass --model with one \
+of those, or publish a version of 'typo'"
+    >>> not_serving_message("ctr", [])
+    "model 'ctr' is not in the store, which holds no model yet; publish a version of 'ctr'"
+    >>> not_serving_message("ctr", ["ctr"])
+    "no version of model 'ctr' loaded yet; retry shortly"
+    """
+    if models is None or model in models:
+        return f"no version of model {model!r} loaded yet; retry shortly"
+    if not models:
+        return (
+            f"model {model!r} is not in the store, which holds no model yet;"
+            f" publish a version of {model!r}"
+        )
+    held = ", ".join(repr(m) for m in models[:20]) + (", ..." if len(models) > 20 else "")
+    return (
+        f"model {model!r} is not in the store, which holds {held}; pass --model with one of"
+        f" those, or publish a version of {model!r}"
+    )
 
 
 class ModelWatcher:
@@ -59,6 +87,10 @@ class ModelWatcher:
         self.on_swap = on_swap
         self.swaps = 0
         self.last_error: str | None = None
+        #: while no version is served: the models the source holds (when it can
+        #: list them), refreshed every couple of seconds by the polling thread
+        self.models_available: list[str] | None = None
+        self._models_listed_at = -_MODELS_EVERY_S
         self._current: Predictor | None = None
         self._cache: OrderedDict[int, Predictor] = OrderedDict()
         self._cache_lock = threading.Lock()
@@ -79,6 +111,8 @@ class ModelWatcher:
         try:
             wanted = self.source.serving_version()
             current = self._current
+            if wanted is None and current is None:
+                self._list_models()
             if wanted is None or (current is not None and current.version == wanted):
                 self.last_error = None
                 return False
@@ -100,6 +134,15 @@ class ModelWatcher:
         if self.on_swap is not None:
             self.on_swap(old, predictor.version)
         return True
+
+    def _list_models(self) -> None:
+        """Refresh :attr:`models_available` (at most every couple of seconds)."""
+        now = time.monotonic()
+        lister = getattr(self.source, "models", None)
+        if lister is None or now - self._models_listed_at < _MODELS_EVERY_S:
+            return
+        self._models_listed_at = now
+        self.models_available = list(lister())
 
     def peek(self, version: int) -> Predictor | None:
         """The predictor of ``version`` if it is loaded already, else ``None``; never blocks."""
