@@ -9,7 +9,8 @@ import sys
 __all__ = ["register", "run"]
 
 DESCRIPTION = """\
-Send events to a running `streamlearn serve` and print its answer as JSON.
+Send events to a running `streamlearn serve` and print its answer: the JSON
+body of `POST /v1/predict`, exactly as the HTTP API returns it.
 
 EVENT is one event ({"features": {...}}) or an envelope ({"events": [...]});
 pass - (or nothing) to read it from standard input.
@@ -49,30 +50,13 @@ def run(args: argparse.Namespace) -> int:
 
     text = sys.stdin.read() if args.event == "-" else args.event
     try:
-        doc = orjson.loads(text)
+        orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise ValidationError(
             "EVENT", "a JSON event or envelope", f"unreadable JSON ({exc})"
         ) from None
-    if not isinstance(doc, dict) or not ("features" in doc or "events" in doc):
-        raise ValidationError("EVENT", '{"features": {...}} or {"events": [...]}', text[:60])
+    # sent as given, and the answer printed as the HTTP API gives it
     with Client(args.url, token=args.token, timeout=args.timeout) as client:
-        if "events" in doc and "features" not in doc:
-            events = doc["events"]
-            if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-                raise ValidationError("events", "a list of event objects", str(events)[:60])
-            batch = client.predict_many([e.get("features") for e in events], version=args.version)
-            out: dict = {
-                "version": batch.version,
-                "age_s": batch.age_s,
-                "predictions": batch.values,
-            }
-            if batch.probabilities is not None:
-                out |= {"classes": batch.classes, "probabilities": batch.probabilities}
-        else:
-            one = client.predict(doc["features"], version=args.version)
-            out = {"version": one.version, "age_s": one.age_s, "prediction": one.value}
-            if one.probabilities is not None:
-                out |= {"classes": one.classes, "probabilities": one.probabilities}
-    sys.stdout.write(orjson.dumps(out).decode() + "\n")
+        answer = client.predict_raw(text.encode(), version=args.version)
+    sys.stdout.write(answer.decode() + "\n")
     return 0

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streamlearn.serving.store_source import StoreSource
 
 __all__ = ["register", "run"]
 
@@ -17,6 +21,7 @@ path; every request is answered entirely by one version, which it names.
 
 EPILOG = """\
 examples:
+  streamlearn serve                        model `default` of ./.streamlearn/models
   streamlearn serve --store ./.streamlearn/models --model ctr
   streamlearn serve --store s3://bucket/models --model ctr --port 9000
   STREAMLEARN_TOKEN=s3cret streamlearn serve --store ./models --model ctr
@@ -26,6 +31,11 @@ routes:
   GET  /v1/models                versions with lineage
   GET  /v1/models/current        the version serving now
   GET  /healthz  /readyz  /metrics  /openapi.json
+  KServe Open Inference Protocol v2: /v2/health/live|ready, /v2/models/NAME[/ready|/infer]
+  TF Serving: POST /v1/models/NAME:predict
+
+Until the model has a version the server answers 503 (with Retry-After) and
+says which models the store holds.
 """
 
 
@@ -37,8 +47,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--store", required=True, metavar="URI", help="model store URI or path")
-    parser.add_argument("--model", required=True, metavar="NAME", help="model name in the store")
+    from streamlearn.store.location import DEFAULT_STORE
+    from streamlearn.store.model_store import DEFAULT_MODEL
+
+    parser.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        metavar="URI",
+        help="model store URI or path (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, metavar="NAME", help="model name in the store"
+        " (default: %(default)s)"
+    )
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
     )
@@ -99,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         if not 0 < value <= 3600:
             raise ConfigError(flag, "seconds in (0, 3600]", repr(value))
     source = StoreSource(args.store, args.model)
+    _say_if_missing(source, args.store)
     app = build_app(
         source,
         token=args.token or None,
@@ -116,3 +138,26 @@ def run(args: argparse.Namespace) -> int:
         body_timeout_s=args.body_timeout_s,
     )
     return 0
+
+
+def _say_if_missing(source: StoreSource, store: str) -> None:
+    """One line on stderr when the model has no version yet, naming the models
+    the store holds (the server starts anyway and answers 503 until one comes)."""
+    import sys
+
+    from streamlearn.serving.watcher import not_serving_message
+
+    try:
+        if source.serving_version() is not None:
+            return
+        models = source.models()
+    except Exception:  # the store unreadable: the server reports it in /readyz
+        return
+    if source.name in models:
+        return
+    message = not_serving_message(source.name, models)
+    print(
+        f"streamlearn serve: in store {store}: {message}; answering 503 until it has one",
+        file=sys.stderr,
+        flush=True,
+    )

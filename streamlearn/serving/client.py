@@ -119,6 +119,14 @@ class Client:
             probabilities=doc.get("probabilities"),
         )
 
+    def predict_raw(self, body: bytes, *, version: int | None = None) -> bytes:
+        """POST a JSON ``body`` (one event or an envelope) as it is and return
+        the service's answer as it is: the JSON bytes of ``/v1/predict``.
+        Refusals raise as for :meth:`predict`."""
+        response = self._send("POST", "/v1/predict", body, "application/json", version)
+        self._raise_for(response, version)
+        return response.content
+
     def predict_many(
         self, events: Sequence[Mapping[str, Any]], *, version: int | None = None
     ) -> BatchPrediction:
