@@ -116,8 +116,10 @@ def _assert_exact_and_stays(store: ModelStore, bootstrap: str, topic: str, n: in
 
 @pytest.fixture(scope="module")
 def two_tm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """Two task managers of one slot each; a crash is noticed within ~2 s (heartbeats every
-    second, and a task manager that does not answer two of them in a row is lost)."""
+    """Two task managers of one slot each. A crash is noticed in 4-8 s (a task manager that
+    does not answer two heartbeats in a row, 4 s apart, is lost): quicker than Flink's
+    default (~20 s), yet slow enough that restarts land on the lost task manager's slot
+    several times first, as they do on a real cluster; a small cap on restarts fails there."""
     from connectors.flink_cluster import FlinkCluster
     from tests.conftest import free_port
 
@@ -129,8 +131,8 @@ def two_tm_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
         taskmanager_memory="1280m",
         directory=tmp_path_factory.mktemp("flink2"),
         settings={
-            "heartbeat.interval": 1000,
-            "heartbeat.timeout": 5000,
+            "heartbeat.interval": 4000,
+            "heartbeat.timeout": 15000,
             "heartbeat.rpc-failure-threshold": 2,
             # JVMs that start in seconds on a busy machine: the small stream needs no C2
             **{f"env.java.opts.{role}": "-XX:TieredStopAtLevel=1"
