@@ -128,3 +128,26 @@ def test_a_paused_writer_is_fenced_out_when_it_wakes(backend, tmp_path, request)
     takeover = next(k for k, i in enumerate(infos) if i.writer_id == "trainer-new")
     assert all(i.writer_id == "trainer-new" for i in infos[takeover:])
     assert store.head().latest == infos[-1].version
+
+
+def test_list_and_show_name_the_writer_and_discarded_versions(tmp_path, monkeypatch) -> None:
+    from streamlearn.store import WriterFenced
+
+    store_dir = str(tmp_path / "models")
+    store = ModelStore(store_dir, model="ctr")
+    zombie = store.acquire_writer("trainer-1")
+    store.publish(pa.table({"w": [1.0]}), Lineage(events=5), lease=zombie)
+    check = zombie.check
+
+    def taken_over_meanwhile() -> None:
+        check()
+        ModelStore(store_dir, model="ctr").acquire_writer("trainer-2", force=True)
+
+    monkeypatch.setattr(zombie, "check", taken_over_meanwhile)
+    with pytest.raises(WriterFenced):
+        store.publish(pa.table({"w": [0.0]}), Lineage(events=3), lease=zombie)
+    common = ["--store", store_dir, "--model", "ctr"]
+    shown = run("models", "show", "1", *common)
+    assert "writer      trainer-1 (token 1)" in shown.stdout, shown.stdout
+    listed = run("models", "list", "--all", *common).stdout.splitlines()
+    assert listed[2].split()[:2] == ["2", "fenced"] and listed[2].endswith("discarded")

@@ -129,7 +129,9 @@ def _status(info: Any) -> str:
         flags.append("current")
     if info.pinned:
         flags.append("pinned")
-    if info.available is False:
+    if info.kind == "fenced":
+        flags.append("discarded")  # its writer had been fenced out: never served
+    elif info.available is False:
         flags.append("pruned")
     return ",".join(flags) or "-"
 
@@ -183,6 +185,8 @@ def _show(info: Any) -> str:
         f"parents     {', '.join(map(str, lin.parents)) or '-'}",
         f"learners    {', '.join(lin.learners) or '-'}",
         f"file        {info.file} ({_size(info.size_bytes)})",
+        "writer      "
+        + (f"{info.writer_id} (token {info.writer_token})" if info.writer_token else "-"),
     ]
     if lin.watermark_ms is not None:
         lines.append(f"watermark   {lin.watermark_ms} ms")
