@@ -1,8 +1,12 @@
 """Prequential quality and speed against Vowpal Wabbit, on the same events, in one run.
 
 Streams (binary labels): ``clicks`` (``streamlearn.generators.clicks``, seed 0;
-8 categorical + 4 numeric features) and River's ``sea``, ``hyperplane`` and
-``agrawal`` generators (``streamlearn.generators.river_stream``, seed 0).
+8 categorical + 4 numeric features), ``interactions``
+(``streamlearn.generators.interactions``, seed 0: 6 categorical + 2 numeric
+features whose categorical values interact in pairs; its Bayes-optimal
+log-loss, ``interactions_optimum``, is printed with it) and River's ``sea``,
+``hyperplane`` and ``agrawal`` generators (``streamlearn.generators.river_stream``,
+seed 0).
 
 Systems, each learning every event once, in order, predicting it first:
 
@@ -24,6 +28,19 @@ Systems, each learning every event once, in order, predicting it first:
   the speed goal: AdaGrad, 12 features per event on clicks).
 - ``batch-adagrad``: today's mini-batch learner, AdaGrad(0.1) in steps of
   1,000 events (the training job's default), for reference.
+
+On ``interactions`` only (every feature in one VW namespace ``f``, so VW's
+crosses and ours cover the same pairs):
+
+- ``vw-q``: VW with ``-q ff`` (hashed quadratic crosses of every pair of
+  features, learned as linear features);
+- ``vw-lrq4`` / ``vw-lrq8``: VW with ``--lrq ff4`` / ``--lrq ff8`` (low-rank
+  quadratic: VW's factorization machine of rank 4 / 8);
+- ``fm-k4`` / ``fm-k8``: our factorization machine,
+  ``FMClassifier(Normalized(0.5, invariant=False), k=4 or 8, bits=20,
+  intercept_lr=None, factor_optimizer=AdaGrad(0.2 or 0.1), init_std=0.1)``,
+  per event in the compiled kernel. ``loss/ref`` compares it with VW's
+  ``--lrq`` of the same rank.
 
 Ours learn bundles of 5,000 events (the training job's bundle size) already
 hashed into CSR form, as the JVM encoder hands them over: ``ev/s`` is the
@@ -52,8 +69,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamlearn.generators import clicks, river_stream
-from streamlearn.learners import LogisticRegression
+from streamlearn.generators import clicks, interactions, interactions_optimum, river_stream
+from streamlearn.learners import FMClassifier, LogisticRegression
 from streamlearn.optim import AdaGrad, Normalized
 
 BUNDLE = 5_000
@@ -62,7 +79,12 @@ BITS = 20
 
 
 def load(name: str, n: int) -> tuple[list[dict], np.ndarray]:
-    events = list(clicks(n, seed=0)) if name == "clicks" else list(river_stream(name, n, seed=0))
+    if name == "clicks":
+        events = list(clicks(n, seed=0))
+    elif name == "interactions":
+        events = list(interactions(n, seed=0))
+    else:
+        events = list(river_stream(name, n, seed=0))
     return [e["features"] for e in events], np.array([float(e["label"]) for e in events])
 
 
@@ -86,19 +108,19 @@ def vw_line(x: dict, y: float) -> str:
     return f"{1 if y > 0.5 else -1} |f {' '.join(parts)}\n"
 
 
-def run_vw(xs: list[dict], y: np.ndarray, workdir: str, repeats: int) -> dict:
+def run_vw(xs: list[dict], y: np.ndarray, workdir: str, repeats: int, extra: str = "") -> dict:
     from vowpalwabbit import pyvw
 
     data = os.path.join(workdir, "events.vw")
     preds = os.path.join(workdir, "preds.txt")
-    with open(data, "w") as f:
-        f.writelines(vw_line(x, label) for x, label in zip(xs, y, strict=True))
+    if not os.path.exists(data):
+        with open(data, "w") as f:
+            f.writelines(vw_line(x, label) for x, label in zip(xs, y, strict=True))
     best, best_cpu, pv_loss = float("inf"), float("inf"), None
+    args = f"--loss_function logistic --link logistic -b {BITS} {extra}".strip()
     for _ in range(repeats):
         start, start_cpu = time.perf_counter(), time.process_time()
-        vw = pyvw.Workspace(
-            f"--loss_function logistic --link logistic -b {BITS} -d {data} -p {preds} --quiet"
-        )
+        vw = pyvw.Workspace(f"{args} -d {data} -p {preds} --quiet")
         vw.run_parser()
         vw.finish()  # flushes the predictions file
         best = min(best, time.perf_counter() - start)
@@ -106,7 +128,7 @@ def run_vw(xs: list[dict], y: np.ndarray, workdir: str, repeats: int) -> dict:
         pv_loss = vw.get_sum_loss() / vw.get_weighted_examples()
     p = np.loadtxt(preds, ndmin=1)
     return {**scores(p, y), "events_per_s": len(y) / best, "events_per_cpu_s": len(y) / best_cpu,
-            "vw_pv_loss": pv_loss, "args": f"--loss_function logistic --link logistic -b {BITS}"}
+            "vw_pv_loss": pv_loss, "args": args}
 
 
 def run_ours(make, xs: list[dict], y: np.ndarray, repeats: int, step: int | None) -> dict:
@@ -145,6 +167,17 @@ SYSTEMS = {
     "event-adagrad": (lambda: LogisticRegression(AdaGrad(0.1), bits=BITS, update="event"), None),
     "batch-adagrad": (lambda: LogisticRegression(AdaGrad(0.1), bits=BITS), STEP),
 }
+#: VW's crosses and low-rank quadratic models, on the interactions stream
+VW_INTERACTIONS = {"vw-q": "-q ff", "vw-lrq4": "--lrq ff4", "vw-lrq8": "--lrq ff8"}
+#: our factorization machines, and the VW system each is compared with
+FMS = {
+    "fm-k4": (lambda: FMClassifier(Normalized(0.5, invariant=False), k=4, bits=BITS,
+                                   intercept_lr=None, factor_optimizer=AdaGrad(0.2),
+                                   init_std=0.1), "vw-lrq4"),
+    "fm-k8": (lambda: FMClassifier(Normalized(0.5, invariant=False), k=8, bits=BITS,
+                                   intercept_lr=None, factor_optimizer=AdaGrad(0.1),
+                                   init_std=0.1), "vw-lrq8"),
+}
 
 
 def main() -> None:
@@ -152,7 +185,9 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=300_000, help="events of clicks")
     parser.add_argument("--river", type=int, default=100_000,
                         help="events of each River stream")
-    parser.add_argument("--streams", default="clicks,sea,hyperplane,agrawal")
+    parser.add_argument("--interactions", type=int, default=300_000,
+                        help="events of the interactions stream")
+    parser.add_argument("--streams", default="clicks,interactions,sea,hyperplane,agrawal")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "quality.json"))
     args = parser.parse_args()
@@ -167,29 +202,55 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),
         "streams": {},
     }
-    header = (f"{'stream':<11} {'system':<22} {'log-loss':>9} {'accuracy':>9} "
-              f"{'ev/s':>11} {'ev/cpu-s':>11} {'ev/s+hash':>10} {'loss/vw':>8} {'speed/vw':>9}")
+    header = (X {'log-loss':>9} {'accuracy':>9} "
+              f"{'ev/s':>11} {'ev/cpu-s':>11} {'ev/s+hash':>10} {'loss/ref':>8} {'speed/vw':>9}")
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.streams.split(","):
-            n = args.clicks if name == "clicks" else args.river
+            n = {"clicks": args.clicks, "interactions": args.interactions}.get(name, args.river)
             xs, y = load(name, n)
+            for old in Path(workdir).glob("*"):
+                old.unlink()
             rows = {"vw": run_vw(xs, y, workdir, args.repeats)}
+            refs = {}
+            if name == "interactions":
+                for system, extra in VW_INTERACTIONS.items():
+                    rows[system] = run_vw(xs, y, workdir, args.repeats, extra)
             for system, (make, step) in SYSTEMS.items():
                 rows[system] = run_ours(make, xs, y, args.repeats, step)
+            if name == "interactions":
+                for system, (make, ref) in FMS.items():
+                    rows[system] = run_ours(make, xs, y, args.repeats, None)
+                    refs[system] = ref
             vw = rows["vw"]
             for system, row in rows.items():
+                ref = rows[refs.get(system, "vw")]
+                row["log_loss_vs_ref"] = row["log_loss"] / ref["log_loss"]
+                row["reference"] = refs.get(system, "vw")
                 row["log_loss_vs_vw"] = row["log_loss"] / vw["log_loss"]
                 row["speed_vs_vw"] = row["events_per_cpu_s"] / vw["events_per_cpu_s"]
                 row["wall_speed_vs_vw"] = row["events_per_s"] / vw["events_per_s"]
                 with_hash = row.get("events_per_s_with_hashing")
-                print(f"{name:<11} {system:<22} {row['log_loss']:>9.4f} {row['accuracy']:>9.4f} "
+                print(f"{name:<12} {system:<22} {row['log_loss']:>9.4f} {row['accuracy']:>9.4f} "
                       f"{row['events_per_s']:>11,.0f} {row['events_per_cpu_s']:>11,.0f} "
                       f"{'' if with_hash is None else f'{with_hash:,.0f}':>10} "
-                      f"{row['log_loss_vs_vw']:>8.3f} {row['speed_vs_vw']:>9.2f}")
+                      f"{row['log_loss_vs_ref']:>8.4f} {row['speed_vs_vw']:>9.2f}")
             print(f"{'':<11} (vw's own progressive loss: {vw['vw_pv_loss']:.4f}; {n:,} events)")
             results["streams"][name] = {"events": n, "systems": rows}
+            if name == "interactions":
+                optimum = interactions_optimum(n, seed=0)
+                results["streams"][name]["bayes_optimal_log_loss"] = optimum
+                linear = rows["event-normalized"]["log_loss"]
+                fm_goal = {s: {"beats_linear": rows[s]["log_loss"] < linear,
+                               "vs_vw_lrq": rows[s]["log_loss_vs_ref"],
+                               "within_1pct_of_vw_lrq": rows[s]["log_loss_vs_ref"] <= 1.01}
+                           for s in FMS}
+                results["goal_fm"] = fm_goal
+                print(f"{'':<11} (the true model's log-loss, the Bayes optimum: {optimum:.4f})")
+                for s, g in fm_goal.items():
+                    print(f"{'':<11} {s}: beats the linear learner {g['beats_linear']}, "
+                          f"log-loss / VW {FMS[s][1]} {g['vs_vw_lrq']:.4f}")
     goal = {name: s["systems"]["event-normalized"]["log_loss"] <= s["systems"]["vw"]["log_loss"]
             for name, s in results["streams"].items()}
     results["goal_log_loss_at_most_vw"] = goal
