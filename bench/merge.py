@@ -12,9 +12,10 @@ whose delta touches ~40k slots:
 
 Figures are medians in ms; ratios are ours / bare. Quality: prequential
 log-loss of 4 key-partitioned learners vs one sequential learner (the test's
-stream). Results go to ``bench/results/merge.json``.
+stream); per-event learners and factorization machines at P = 2 and 4
+against P = 1 (``quality_per_event``). Results go to ``bench/results/merge.json``.
 
-    .venv/bin/python bench/merge.py [--repeat 21] [--no-quality]
+    .venv/bin/python bench/merge.py [--repeat 21] [--no-quality] [--no-timings]
 """
 
 from __future__ import annotations
@@ -137,12 +138,59 @@ def quality() -> dict[str, float]:
     return result
 
 
+def quality_per_event() -> dict[str, dict[str, float]]:
+    """Per-event learners (the compiled kernel) and factorization machines at
+    P = 2 and 4, synced every 1,000 events each: log-loss ratio to P = 1."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from merge_stream import BITS as Q_BITS
+    from merge_stream import DENSE, interactions_stream, make_stream, parallel, sequential
+
+    from streamlearn.learners import FMClassifier
+    from streamlearn.optim import FTRL, Normalized
+
+    def fm() -> FMClassifier:
+        return FMClassifier(Normalized(0.5, invariant=False), k=4, bits=Q_BITS, dense=DENSE,
+                            intercept_lr=None, factor_optimizer=AdaGrad(0.2), init_std=0.1)
+
+    configs = {
+        "event-AdaGrad": (lambda: LogisticRegression(AdaGrad(0.1), bits=Q_BITS, dense=DENSE,
+                                                     update="event"), "clicks", "hybrid", None),
+        "event-Normalized": (lambda: LogisticRegression(
+            Normalized(0.5), bits=Q_BITS, dense=DENSE, update="event", intercept_lr=None),
+            "clicks", "hybrid", None),
+        "event-FTRL/ftrl": (lambda: LogisticRegression(
+            FTRL(alpha=0.1), bits=Q_BITS, dense=DENSE, update="event", intercept_lr=None),
+            "clicks", "ftrl", None),
+        "interactions event-Normalized": (lambda: LogisticRegression(
+            Normalized(0.5), bits=Q_BITS, dense=DENSE, update="event", intercept_lr=None),
+            "interactions", "hybrid", None),
+        "interactions FM, factors summed": (fm, "interactions", "hybrid", None),
+        "interactions FM, factors averaged": (
+            fm, "interactions", "hybrid", {"factors": "average", "factors.adagrad.g2": "average"}),
+    }
+    streams = {"clicks": make_stream(), "interactions": interactions_stream()}
+    out: dict[str, dict[str, float]] = {}
+    for name, (make, stream_name, strategy, rules) in configs.items():
+        stream = streams[stream_name]
+        seq = sequential(make, stream, 50)
+        row = {"sequential": seq}
+        for p in (2, 4):
+            par, _ = parallel(make, stream, 50, n_learners=p, sync_every=1_000,
+                              strategy=strategy, rules=rules)
+            row[f"ratio_p{p}"] = par / seq
+        out[name] = row
+        print(f"{name:36s} P=1 {seq:.5f}   P=2 {row['ratio_p2']:.4f}x   "
+              f"P=4 {row['ratio_p4']:.4f}x")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=21)
     parser.add_argument("--no-quality", action="store_true")
+    parser.add_argument("--no-timings", action="store_true")
     args = parser.parse_args()
-    report: dict[str, object] = {"timings": timings(args.repeat)}
+    report: dict[str, object] = {"timings": {} if args.no_timings else timings(args.repeat)}
     for name, row in report["timings"].items():  # type: ignore[union-attr]
         if "ratio" in row:
             print(f"{name:10s} ours {row['ours_ms']:7.3f} ms   bare {row['bare_ms']:7.3f} ms   "
@@ -155,6 +203,7 @@ def main() -> None:
         for sync in (1_000, 10_000, 100_000):
             print(f"log-loss sync={sync:>6}: parallel {q[f'parallel_sync_{sync}']:.4f} vs "
                   f"sequential {q['sequential']:.4f} (ratio {q[f'ratio_sync_{sync}']:.4f})")
+        report["quality_per_event"] = quality_per_event()
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     (results / "merge.json").write_text(json.dumps(report, indent=2))

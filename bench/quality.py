@@ -202,7 +202,7 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),
         "streams": {},
     }
-    header = (X {'log-loss':>9} {'accuracy':>9} "
+    header = (f"{'stream':<12} {'system':<22} {'log-loss':>9} {'accuracy':>9} "
               f"{'ev/s':>11} {'ev/cpu-s':>11} {'ev/s+hash':>10} {'loss/ref':>8} {'speed/vw':>9}")
     print(header)
     print("-" * len(header))
@@ -236,7 +236,7 @@ def main() -> None:
                       f"{row['events_per_s']:>11,.0f} {row['events_per_cpu_s']:>11,.0f} "
                       f"{'' if with_hash is None else f'{with_hash:,.0f}':>10} "
                       f"{row['log_loss_vs_ref']:>8.4f} {row['speed_vs_vw']:>9.2f}")
-            print(f"{'':<11} (vw's own progressive loss: {vw['vw_pv_loss']:.4f}; {n:,} events)")
+            print(f"{'':<12} (vw's own progressive loss: {vw['vw_pv_loss']:.4f}; {n:,} events)")
             results["streams"][name] = {"events": n, "systems": rows}
             if name == "interactions":
                 optimum = interactions_optimum(n, seed=0)
@@ -247,9 +247,9 @@ def main() -> None:
                                "within_1pct_of_vw_lrq": rows[s]["log_loss_vs_ref"] <= 1.01}
                            for s in FMS}
                 results["goal_fm"] = fm_goal
-                print(f"{'':<11} (the true model's log-loss, the Bayes optimum: {optimum:.4f})")
+                print(f"{'':<12} (the true model's log-loss, the Bayes optimum: {optimum:.4f})")
                 for s, g in fm_goal.items():
-                    print(f"{'':<11} {s}: beats the linear learner {g['beats_linear']}, "
+                    print(f"{'':<12} {s}: beats the linear learner {g['beats_linear']}, "
                           f"log-loss / VW {FMS[s][1]} {g['vs_vw_lrq']:.4f}")
     goal = {name: s["systems"]["event-normalized"]["log_loss"] <= s["systems"]["vw"]["log_loss"]
             for name, s in results["streams"].items()}
