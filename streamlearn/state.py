@@ -15,6 +15,13 @@ name                   shape                  meaning
 ``adagrad.g2``         like ``weights``       AdaGrad: sum of squared gradients
 ``adam.m``/``adam.v``  like ``weights``       Adam: first and second moments
 ``ftrl.z``/``ftrl.n``  like ``weights``       FTRL-Proximal: ``z`` and ``n``
+``normalized.g2``      like ``weights``       Normalized: sum of squared gradients
+``normalized.scale``   (n_slots,)             ... largest ``|x|`` seen per slot
+``normalized.n``       (2,)                   ... ``[N, T]``: sums over events
+``intercept.<opt>``    like ``intercept``     the intercept's own accumulators
+                                              (``intercept_lr=None``)
+``factors``            (n_slots, k)           factorization machine: the factors
+``factors.<opt>``      like ``factors``       ... their optimiser's accumulators
 ``l1.cum``             like ``weights``       L1 penalty applied so far, per weight
 ``l1.total``           (1,)                   L1 penalty owed to every weight so far
 ``scaler.mean``        (n_slots,)             online scaler: running mean per slot
@@ -35,7 +42,7 @@ Metadata (JSON-able ``dict``):
 - ``mergeable``: whether arrays may be averaged across learners.
 
 Merging learners means averaging (or summing deltas of) arrays with the same
-name and shape. A learner rebuilt with :func:`learner_from_state` from the
+name and shape, each array by its rule in ``streamlearn.merge.MERGE_RULES``. A learner rebuilt with :func:`learner_from_state` from the
 result predicts from it exactly.
 
 >>> import numpy as np
