@@ -730,7 +730,17 @@ Shares_score_known(Shares *self, PyObject *body)
     int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known);
     if (got == SCORED) {
         self->hits++;
-        return Py_BuildValue("(dn)", z, known);
+        PyObject *score = PyFloat_FromDouble(z);
+        PyObject *count = score == NULL ? NULL : PyLong_FromSsize_t(known);
+        PyObject *pair = count == NULL ? NULL : PyTuple_New(2);
+        if (pair == NULL) {
+            Py_XDECREF(score);
+            Py_XDECREF(count);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(pair, 0, score);
+        PyTuple_SET_ITEM(pair, 1, count);
+        return pair;
     }
     if (got == MISSING) {
         Py_RETURN_FALSE;

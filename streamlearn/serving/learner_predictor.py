@@ -133,7 +133,10 @@ class LearnerPredictor:
         if native is None:
             return None
         got = native.score_known(body)
-        return got if got is None or got is False else self._answer(*got)
+        if got is None or got is False:
+            return got
+        z, known = got
+        return self._answer(z, known)
 
     def _answer(self, z: float, known: int) -> tuple[Any, list[float] | None, int]:
         """One event's answer from its raw score: the value, or the class and
