@@ -10,13 +10,14 @@ BIN := $(VENV)/bin
 VENV_STAMP := $(VENV)/.streamlearn-installed
 JARS_STAMP := jvm/lib/.resolved
 
-.PHONY: demo test venv jars lint stop clean help
+.PHONY: demo test venv jars lint stop clean help bench-tools
 
 help:
 	@echo "make demo    run the loop end to end (broker, training job, model store, prediction server)"
 	@echo "make test    run the whole test suite"
 	@echo "make stop    stop every service streamlearn started (broker, Flink cluster)"
 	@echo "make lint    ruff"
+	@echo "make bench-tools  the benchmarks' outside tools (wrk, kcat) from Debian's packages"
 
 venv: $(VENV_STAMP)
 $(VENV_STAMP): pyproject.toml setup.py streamlearn/serving/_native.c streamlearn/learners/_kernel.c
@@ -40,6 +41,14 @@ test: venv jars
 
 demo: venv jars
 	$(BIN)/streamlearn demo
+
+# The peers and load generators the benchmarks measure against that are not
+# Python packages (vowpalwabbit is in the dev extras): Debian's packages.
+bench-tools: venv
+	@command -v wrk >/dev/null && command -v kcat >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "install wrk and kcat with your package manager"; exit 1; }; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk kcat; }
 
 lint: venv
 	$(BIN)/ruff check .
