@@ -19,6 +19,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from streamlearn.errors import EventError, VersionNotFound
 from streamlearn.events import EventDecoder
@@ -521,3 +523,51 @@ def test_the_request_path_uses_no_prometheus_client_metric_object() -> None:
         client_metrics.Histogram.observe = original  # type: ignore[method-assign]
     assert calls == []
     assert app.metrics.requests[("/v1/predict", 200)] == 1
+
+
+
+# -- the protocols never answer 5xx to what a client sends ---------------------------------------
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=4)
+)
+DATATYPES = st.sampled_from(["BOOL", "BYTES", "INT8", "INT64", "UINT64", "FP16", "FP64", "X"])
+TENSORS = st.fixed_dictionaries(
+    {
+        "name": st.text(max_size=3) | SCALARS,
+        "datatype": DATATYPES | SCALARS,
+        "shape": st.lists(st.integers(-1, 4), max_size=3) | SCALARS,
+        "data": st.lists(SCALARS | st.lists(SCALARS, max_size=2), max_size=5) | SCALARS,
+    }
+)
+V2_REQUESTS = st.fixed_dictionaries(
+    {"inputs": st.lists(TENSORS, max_size=3) | SCALARS},
+    optional={
+        "id": SCALARS,
+        "outputs": st.lists(st.fixed_dictionaries({"name": st.text(max_size=14)}), max_size=2),
+    },
+)
+TF_REQUESTS = st.fixed_dictionaries(
+    {"instances": st.lists(st.dictionaries(st.text(max_size=3), SCALARS, max_size=3), max_size=3)}
+)
+_PROTOCOL_APP: list[PredictionApp] = []
+
+
+def protocol_app() -> PredictionApp:
+    if not _PROTOCOL_APP:
+        _PROTOCOL_APP.append(app_for(trained("binary")[1], max_events=3))
+    return _PROTOCOL_APP[0]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=V2_REQUESTS | TF_REQUESTS, v2=st.booleans())
+def test_the_protocols_answer_any_request_without_a_5xx(doc: dict[str, Any], v2: bool) -> None:
+    path = "/v2/models/ctr/infer" if v2 else "/v1/models/ctr:predict"
+    r = call(protocol_app(), "POST", path, content=orjson.dumps(doc))
+    assert r.status_code in (200, 400, 413), (r.status_code, r.text)
+    if r.status_code != 200:
+        assert r.json()["error"] and r.json()["fields"]
