@@ -284,6 +284,20 @@ def test_an_empty_feature_name_is_refused_as_training_refuses_it(
     }
 
 
+def test_an_empty_column_name_of_an_arrow_body_is_refused_in_training_words() -> None:
+    refusal = training_refusal()
+    _model, served = trained("binary")
+    app = app_for(served)
+    body = arrow_body(pa.table({"age": [1.0], "": [2.0]}))
+    r = call(app, "POST", "/v1/predict", content=body, headers=ARROW)
+    assert r.status_code == 422
+    assert r.json()["fields"][0] == {
+        "field": "columns",
+        "expected": refusal.expected,
+        "got": refusal.got,
+    }
+
+
 # -- OpenAPI ------------------------------------------------------------------------------------
 
 

@@ -95,7 +95,7 @@ class ColumnEncoder:
                 )
                 continue
             if name == "":
-                raise ValidationError("columns", "non-empty feature names", "''")
+                raise ValidationError("columns", "non-empty string feature names", "''")
             slot, sign = self._slot(name, None)
             data = column.filter(pa.array(present)) if len(row_ids) < n_rows else column
             x = np.asarray(data.to_numpy(zero_copy_only=False), dtype=np.float64)

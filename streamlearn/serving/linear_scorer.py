@@ -488,7 +488,7 @@ class LinearScorer:
                     column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
                 )
             if type(name) is not str or not name:
-                raise ValidationError("columns", "non-empty feature names", repr(name))
+                raise ValidationError("columns", "non-empty string feature names", repr(name))
             kind = column.type
             tid = kind.id
             if tid in kinds.floats or tid in kinds.integers:

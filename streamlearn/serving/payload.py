@@ -430,6 +430,8 @@ def decode_arrow(body: bytes, max_events: int) -> ColumnBatch:
         problems.append(
             ValidationError(f"columns.{dupes[0]}", "each feature column once", "a repeated column")
         )
+    if "" in names:  # training's rule and words (streamlearn.events)
+        problems.append(ValidationError("columns", EMPTY_NAME_EXPECTED, EMPTY_NAME_GOT))
     columns: dict[str, Any] = {}
     kinds = arrow_kinds()
     for name, chunked in zip(names, table.columns, strict=True):
