@@ -42,8 +42,9 @@ Metadata (JSON-able ``dict``):
 - ``mergeable``: whether arrays may be averaged across learners.
 
 Merging learners means averaging (or summing deltas of) arrays with the same
-name and shape, each array by its rule in ``streamlearn.merge.MERGE_RULES``. A learner rebuilt with :func:`learner_from_state` from the
-result predicts from it exactly.
+name and shape, each array by its rule in ``streamlearn.merge.MERGE_RULES``.
+A learner rebuilt with :func:`learner_from_state` from the result predicts
+from it exactly.
 
 >>> import numpy as np
 >>> s = ModelState({"weights": np.arange(4.0)}, {"kind": "Demo"})
