@@ -11,11 +11,12 @@ Tests call :func:`main` with an argument list and read the exit code.
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import logging
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from streamlearn.errors import StreamlearnError
 
@@ -62,10 +63,82 @@ Run `streamlearn COMMAND --help` for the flags of one command.
 
 
 class _Parser(argparse.ArgumentParser):
-    """Reports a wrong flag in one line that says what to do (subcommands inherit it)."""
+    """Reports a wrong flag in one line that says what to do (subcommands inherit it),
+    and lets a command's flags come before or after its action (:class:`_Commands`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "parsers", _Commands)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+class _Commands(argparse._SubParsersAction):
+    """Parses the chosen command's arguments intermixed: flags and positionals in any
+    order, so ``flink stop --port 8281`` and ``flink --port 8281 stop`` mean the same.
+
+    Plain argparse fills an optional positional (``topics create [TOPIC]``) with
+    nothing as soon as a flag follows the action, and leaves the positional after the
+    flag unrecognised; intermixed parsing reads all flags first, then the positionals.
+    A command with actions of its own (``models list``) is parsed plainly: its flags
+    are also its parent's (:func:`_share_action_flags`), so they too go either side.
+    """
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        name, arg_strings = values[0], values[1:]
+        if self.dest is not argparse.SUPPRESS:
+            setattr(namespace, self.dest, name)
+        try:
+            chosen = self._name_parser_map[name]
+        except KeyError:
+            choices = ", ".join(map(repr, self._name_parser_map))
+            raise argparse.ArgumentError(
+                self, f"invalid choice: {name!r} (choose from {choices})"
+            ) from None
+        nested = any(a.nargs in (argparse.PARSER, argparse.REMAINDER)
+                     for a in chosen._get_positional_actions())
+        parse = chosen.parse_known_args if nested else chosen.parse_known_intermixed_args
+        sub_namespace, rest = parse(arg_strings, None)
+        for key, value in vars(sub_namespace).items():
+            setattr(namespace, key, value)
+        if rest:
+            vars(namespace).setdefault(argparse._UNRECOGNIZED_ARGS_ATTR, [])
+            getattr(namespace, argparse._UNRECOGNIZED_ARGS_ATTR).extend(rest)
+
+
+def _share_action_flags(command: argparse.ArgumentParser) -> None:
+    """A flag every action of ``command`` has (``models list --store X``) is also
+    accepted before the action (``models --store X list``).
+
+    The command parser gets a copy that holds the default; the actions' own copies
+    default to nothing (``SUPPRESS``), so one given after the action overrides one
+    given before it, and one given nowhere keeps the default.
+    """
+    actions = [a for a in command._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        return
+    parsers = list({id(p): p for p in actions[0]._name_parser_map.values()}.values())
+    if not parsers:
+        return
+
+    def flags(p: argparse.ArgumentParser) -> dict[tuple[str, ...], argparse.Action]:
+        return {tuple(a.option_strings): a for a in p._actions
+                if a.option_strings and not isinstance(a, argparse._HelpAction)}
+
+    shared = set(flags(parsers[0]))
+    for p in parsers[1:]:
+        shared &= set(flags(p))
+    known = {s for a in command._actions for s in a.option_strings}
+    for strings in sorted(shared):
+        if known.intersection(strings):
+            continue
+        first = flags(parsers[0])[strings]
+        hoisted = copy.copy(first)
+        command._add_action(hoisted)
+        for p in parsers:
+            flags(p)[strings].default = argparse.SUPPRESS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    for command in sub._name_parser_map.values():
+        _share_action_flags(command)
     return parser
 
 
