@@ -1,10 +1,13 @@
 """A standalone Flink cluster started from the PyFlink distribution's own ``bin/``.
 
-The PyFlink wheel is a whole Flink distribution. This module writes a
-``config.yaml`` under ``.state/flink/conf`` (loopback addresses, the
-project's Python for the workers, the Kafka connector on the classpath) and
-runs ``bin/jobmanager.sh`` and ``bin/taskmanager.sh`` with it; jobs are
-submitted with ``bin/flink run -py``, exactly as on any other cluster.
+The PyFlink wheel is a whole Flink distribution. When it starts a cluster,
+this module writes a ``config.yaml`` under ``.state/flink/<port>/conf``
+(loopback addresses, the project's Python for the workers, the Kafka connector
+on the classpath, and any further ``settings``) and runs ``bin/jobmanager.sh``
+and ``bin/taskmanager.sh`` with it; jobs are submitted with ``bin/flink run
+-py``, exactly as on any other cluster. A running cluster's ``config.yaml`` is
+never written again: submitting reads it, and starting over a running cluster
+with other settings is refused.
 
 >>> cluster = FlinkCluster(rest_port=8081)       # doctest: +SKIP
 >>> cluster.start()                               # doctest: +SKIP
@@ -42,6 +45,16 @@ from streamlearn.errors import ConfigError, PortInUse, ServiceError
 __all__ = ["FlinkCluster", "ClusterStatus", "pyflink_home"]
 
 log = logging.getLogger(__name__)
+
+DEFAULT_REST_PORT = 8081
+DEFAULT_RPC_PORT = 6123
+
+#: Settings with a parameter (and a ``streamlearn flink`` flag) of their own.
+_OWN_PARAMETER = {
+    "rest.port": "rest_port (--port)",
+    "jobmanager.rpc.port": "rpc_port (--rpc-port)",
+    "taskmanager.numberOfTaskSlots": "slots (--slots)",
+}
 
 
 def pyflink_home() -> Path:
@@ -85,13 +98,16 @@ class FlinkCluster:
     taskmanagers
         How many task managers :meth:`start` starts (more can join later).
     settings
-        Further Flink settings for ``config.yaml``, flat keys (``heartbeat.timeout``).
+        Further Flink settings for ``config.yaml``, flat keys (``heartbeat.timeout``,
+        ``metrics.reporter.prom.port``); they override this class's defaults. They are
+        written when the cluster starts, never while it runs: :meth:`start` on a running
+        cluster whose settings differ is refused, naming the differences.
     """
 
     def __init__(
         self,
-        rest_port: int = 8081,
-        rpc_port: int = 6123,
+        rest_port: int = DEFAULT_REST_PORT,
+        rpc_port: int = DEFAULT_RPC_PORT,
         slots: int = 2,
         taskmanager_memory: str = "1728m",
         jobmanager_memory: str = "1024m",
@@ -111,6 +127,9 @@ class FlinkCluster:
         for key in settings or {}:
             if not isinstance(key, str) or "." not in key:
                 raise ConfigError("settings", "flat Flink keys such as heartbeat.timeout", key)
+            if key in _OWN_PARAMETER:
+                raise ConfigError("settings", f"no {key} (set it with {_OWN_PARAMETER[key]})",
+                                  key)
         self.taskmanager_count = taskmanagers
         self.settings = dict(settings or {})
         self.rest_port = rest_port
@@ -132,44 +151,75 @@ class FlinkCluster:
         return f"{self.host}:{self.rest_port}"
 
     # -- configuration ------------------------------------------------------
-    def _conf_dir(self) -> Path:
-        conf = self.dir / "conf"
+    def start_command(self) -> str:
+        """The command that starts this cluster (the hint in messages)."""
+        return "streamlearn flink start" + self._port_flags()
+
+    def stop_command(self) -> str:
+        return "streamlearn flink stop" + self._port_flags()
+
+    def _port_flags(self) -> str:
+        flags = "" if self.rest_port == DEFAULT_REST_PORT else f" --port {self.rest_port}"
+        if self.rpc_port != DEFAULT_RPC_PORT:
+            flags += f" --rpc-port {self.rpc_port}"
+        return flags
+
+    def config(self) -> dict[str, object]:
+        """The ``config.yaml`` :meth:`start` writes, as flat Flink keys (``settings`` last,
+        so they override the defaults here)."""
+        checkpoints = (self.dir / "checkpoints").resolve().as_uri()
+        conf: dict[str, object] = {
+            "env.java.opts.all": _default_java_opts(self.home),
+            "env.log.dir": str(self.dir / "log"),
+            "jobmanager.bind-host": self.host,
+            "jobmanager.rpc.address": self.host,
+            "jobmanager.rpc.port": self.rpc_port,
+            "jobmanager.memory.process.size": self.jm_memory,
+            "jobmanager.execution.failover-strategy": "region",
+            "taskmanager.bind-host": self.host,
+            "taskmanager.host": self.host,
+            "taskmanager.numberOfTaskSlots": self.slots,
+            "taskmanager.memory.process.size": self.tm_memory,
+            "parallelism.default": 1,
+            "rest.address": self.host,
+            "rest.bind-address": self.host,
+            "rest.port": self.rest_port,
+            "python.executable": self.python,
+            "python.client.executable": self.python,
+            "pipeline.jars": [jar.resolve().as_uri() for jar in flink_job_jars()],
+            "classloader.parent-first-patterns.additional": ["pemja."],
+            "execution.checkpointing.dir": checkpoints,
+            "restart-strategy.type": "fixed-delay",
+            "restart-strategy.fixed-delay.attempts": 20,
+            "restart-strategy.fixed-delay.delay": "2 s",
+        }
+        conf.update(self.settings)
+        return conf
+
+    def _write_conf(self, conf: Path) -> Path:
+        """Write ``config.yaml`` and its companions into ``conf`` (only ever for a cluster
+        that is not running, or for a client of one started elsewhere)."""
         conf.mkdir(parents=True, exist_ok=True)
         for name in ("log4j.properties", "log4j-cli.properties", "log4j-console.properties"):
             shutil.copyfile(self.home / "conf" / name, conf / name)
         (conf / "masters").write_text(f"{self.host}:{self.rest_port}\n")
         (conf / "workers").write_text("localhost\n")
-        java_opts = _default_java_opts(self.home)
-        checkpoints = (self.dir / "checkpoints").resolve().as_uri()
-        conf_yaml = {
-            "env": {"java": {"opts": {"all": java_opts}}, "log": {"dir": str(self.dir / "log")}},
-            "jobmanager": {
-                "bind-host": self.host,
-                "rpc": {"address": self.host, "port": self.rpc_port},
-                "memory": {"process": {"size": self.jm_memory}},
-                "execution": {"failover-strategy": "region"},
-            },
-            "taskmanager": {
-                "bind-host": self.host,
-                "host": self.host,
-                "numberOfTaskSlots": self.slots,
-                "memory": {"process": {"size": self.tm_memory}},
-            },
-            "parallelism": {"default": 1},
-            "rest": {"address": self.host, "bind-address": self.host, "port": self.rest_port},
-            "python": {"executable": self.python, "client": {"executable": self.python}},
-            "pipeline": {"jars": [jar.resolve().as_uri() for jar in flink_job_jars()]},
-            "classloader": {"parent-first-patterns": {"additional": ["pemja."]}},
-            "execution": {"checkpointing": {"dir": checkpoints}},
-            "restart-strategy": {
-                "type": "fixed-delay",
-                "fixed-delay": {"attempts": 20, "delay": "2 s"},
-            },
-            **self.settings,
-        }
         # JSON is valid YAML 1.2: no YAML writer needed, and no ambiguity in quoting.
-        (conf / "config.yaml").write_text(json.dumps(conf_yaml, indent=2) + "\n")
+        (conf / "config.yaml").write_text(json.dumps(self.config(), indent=2) + "\n")
         return conf
+
+    @property
+    def conf_dir(self) -> Path:
+        """The cluster's configuration directory (``config.yaml``), written by :meth:`start`."""
+        return self.dir / "conf"
+
+    def _client_conf_dir(self) -> Path:
+        """The configuration ``flink run`` reads: the cluster's own when it was started
+        from this directory, read as it is; else (a cluster started elsewhere) a client
+        copy beside it, so a submission never rewrites a running cluster's file."""
+        if (self.conf_dir / "config.yaml").is_file():
+            return self.conf_dir
+        return self._write_conf(self.dir / "client-conf")
 
     def _lib_dir(self) -> Path:
         """The distribution's ``lib/`` plus ``opt/flink-python``, as links.
@@ -189,9 +239,9 @@ class FlinkCluster:
                 link.symlink_to(jar)
         return lib
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, conf: Path) -> dict[str, str]:
         env = dict(os.environ)
-        env["FLINK_CONF_DIR"] = str(self._conf_dir())
+        env["FLINK_CONF_DIR"] = str(conf)
         env["FLINK_LIB_DIR"] = str(self._lib_dir())
         env["FLINK_LOG_DIR"] = str(self.dir / "log")
         env["FLINK_PID_DIR"] = str(self.dir / "pid")
@@ -212,6 +262,37 @@ class FlinkCluster:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:
             body = resp.read()
         return json.loads(body) if body else {}
+
+    def not_running_message(self) -> str:
+        """One line: no cluster answers here, and (on this machine) how to start one."""
+        message = f"no Flink cluster answers at {self.address}"
+        if self.host in ("127.0.0.1", "localhost", "::1"):
+            message += f"; start one with `{self.start_command()}`"
+        return message
+
+    def _differences(self, running: ClusterStatus) -> list[str]:
+        """How the running cluster's settings differ from this one's: RPC port, slots,
+        task managers and every ``settings`` key, as its job manager reports them."""
+        try:
+            reported = {e["key"]: e["value"] for e in self._get("/jobmanager/config")}
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+            reported = {}
+        wanted: dict[str, object] = {
+            "jobmanager.rpc.port": self.rpc_port,
+            "taskmanager.numberOfTaskSlots": self.slots,
+            **self.settings,
+        }
+        out = []
+        if running.taskmanagers != self.taskmanager_count:
+            out.append(f"task managers {running.taskmanagers} (asked {self.taskmanager_count})")
+        for key, value in wanted.items():
+            have = reported.get(key)
+            if have is None and key not in self.settings:
+                continue  # an older Flink that does not report it: nothing to compare
+            if _setting_text(value) != have:
+                out.append(f"{key} {have if have is not None else '(unset)'} "
+                           f"(asked {_setting_text(value)})")
+        return out
 
     def status(self) -> ClusterStatus:
         """What the cluster's REST API says (or not running)."""
@@ -241,6 +322,13 @@ class FlinkCluster:
         """Start the jobmanager and taskmanager; wait until all slots registered."""
         current = self.status()
         if current.running:
+            differences = self._differences(current)
+            if differences:
+                raise ServiceError(
+                    f"a Flink cluster already runs on {self.address} with other settings: "
+                    f"{'; '.join(differences)}; stop it first (`{self.stop_command()}`) "
+                    "or start it with its own settings"
+                )
             log.info("Flink cluster already running at %s", self.rest_url)
             return current
         for name, port in (("REST port", self.rest_port), ("RPC port", self.rpc_port)):
@@ -249,7 +337,7 @@ class FlinkCluster:
                     f"Flink {name} {port} on {self.host} is already in use by another process; "
                     "stop it or choose another port (`streamlearn flink start --port N`)"
                 )
-        env = self._env()
+        env = self._env(self._write_conf(self.conf_dir))
         log.info("starting Flink cluster at %s (conf %s)", self.rest_url, env["FLINK_CONF_DIR"])
         # all at once: the task managers retry until the job manager answers
         scripts = [("jobmanager.sh", self._script_run("jobmanager.sh", ["start"], env))]
@@ -359,7 +447,7 @@ class FlinkCluster:
         """Start one more task manager; returns its resource id once it has registered."""
         n = len(list((self.dir / "pid").glob("flink-tm-*-taskexecutor.pid")))
         resource_id = f"tm-{n}"
-        proc = self._launch_taskmanager(self._env(), n)
+        proc = self._launch_taskmanager(self._env(self._client_conf_dir()), n)
         output, _ = proc.communicate()
         if proc.returncode != 0:
             raise ServiceError(f"taskmanager.sh failed: {output[-800:]}")
@@ -424,6 +512,8 @@ class FlinkCluster:
         job = Path(job_file).resolve()
         if not job.is_file():
             raise ConfigError("job_file", "an existing Python job file", str(job_file))
+        if not self.status().running:
+            raise ServiceError(self.not_running_message())
         cmd = [*self._script("flink"), "run", "-m", self.address, "-py", str(job)]
         cmd += ["-pyexec", self.python, "-pyclientexec", self.python]
         if parallelism:
@@ -433,7 +523,8 @@ class FlinkCluster:
         cmd += list(job_args or [])
         log.info("submitting %s to %s", job.name, self.rest_url)
         proc = subprocess.run(
-            cmd, env=self._env(), capture_output=True, text=True, timeout=timeout_s
+            cmd, env=self._env(self._client_conf_dir()), capture_output=True, text=True,
+            timeout=timeout_s,
         )
         if proc.returncode != 0:
             raise ServiceError(
@@ -455,6 +546,13 @@ class FlinkCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _setting_text(value: object) -> str:
+    """A setting as Flink reports it back (``true``, not ``True``)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _failure_excerpt(output: str, limit: int = 3000) -> str:
