@@ -5,7 +5,7 @@ one JVM that is both controller and broker. Its data, logs, generated
 ``server.properties`` and pid file live under ``.state/kafka/<port>/``.
 
 >>> broker = LocalBroker(port=9092)          # doctest: +SKIP
->>> broker.start()                           # formats storage on first start
+>>> broker.start()  # formats storage on first start   # doctest: +SKIP
 >>> broker.status().running                  # doctest: +SKIP
 True
 >>> broker.stop()                            # doctest: +SKIP
@@ -32,7 +32,7 @@ from pathlib import Path
 from connectors.paths import kafka_classpath, state_dir
 from streamlearn.errors import BrokerUnavailable, ConfigError, PortInUse, ServiceError
 
-__all__ = ["LocalBroker", "BrokerStatus", "port_is_free", "wait_for_broker"]
+__all__ = ["LocalBroker", "BrokerStatus", "port_is_free", "start_hint", "wait_for_broker"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,15 @@ def port_is_free(port: int, host: str = DEFAULT_HOST) -> bool:
     return True
 
 
+def start_hint(bootstrap: str) -> str:
+    """The command that starts a local broker at ``bootstrap`` (its port, when not
+    the default), for messages; empty for a broker on another machine."""
+    host, _, port = bootstrap.split(",")[0].rpartition(":")
+    if host not in (DEFAULT_HOST, "localhost", "") or not port.isdigit():
+        return ""
+    return "streamlearn kafka start" + ("" if int(port) == DEFAULT_PORT else f" --port {port}")
+
+
 def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
     """Block until a broker at ``bootstrap`` answers a metadata request.
 
@@ -112,9 +121,10 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
         except (KafkaError, OSError) as exc:
             last = exc
             time.sleep(0.25)
+    hint = start_hint(bootstrap)
     raise BrokerUnavailable(
-        f"no broker answered at {bootstrap} within {timeout_s:.0f} s ({last}); "
-        "start one with `streamlearn kafka start`"
+        f"no broker answered at {bootstrap} within {timeout_s:.0f} s ({last})"
+        + (f"; start one with `{hint}`" if hint else "")
     )
 
 
@@ -326,7 +336,15 @@ class LocalBroker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                tail = (self.log_dir / "stdout.log").read_text(errors="replace")[-2000:]
+                tail = "\n".join(
+                    _tail(self.log_dir / name) for name in ("stdout.log", "server.log")
+                )
+                if "Address already in use" in tail:  # taken since the check in start()
+                    raise PortInUse(
+                        f"a port of the Kafka broker on {self.host} ({self.port} or "
+                        f"{self.controller_port}) was taken by another process while it "
+                        "started; choose another port (`streamlearn kafka start --port N`)"
+                    )
                 raise ServiceError(
                     f"the Kafka broker exited with code {proc.returncode} while starting; "
                     f"see {self.log_dir}: {tail.strip()[-800:]}"
@@ -377,6 +395,13 @@ class LocalBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _tail(path: Path, size: int = 4000) -> str:
+    try:
+        return path.read_text(errors="replace")[-size:]
+    except OSError:
+        return ""
 
 
 def _signal_group(pid: int, sig: int) -> None:

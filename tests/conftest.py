@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -36,14 +37,32 @@ def free_port(span: int = 1) -> int:
     raise RuntimeError("no free loopback port range found")
 
 
+def start_broker(directory_for: Callable[[], Path], attempts: int = 3):
+    """A started ``LocalBroker`` on free ports (client and controller).
+
+    Another process may take a port between :func:`free_port` and the broker's bind
+    (the suite runs beside other work): the broker then refuses with ``PortInUse``,
+    and this tries again on fresh ports, in a fresh directory.
+    """
+    from connectors.kafka_broker import LocalBroker
+    from streamlearn.errors import PortInUse
+
+    for attempt in range(attempts):
+        broker = LocalBroker(port=free_port(2), directory=directory_for())
+        try:
+            broker.start()
+            return broker
+        except PortInUse:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
     """A real KRaft broker for the whole session (a ``LocalBroker``, running)."""
-    from connectors.kafka_broker import LocalBroker
-
-    broker = LocalBroker(port=free_port(2), directory=tmp_path_factory.mktemp("kafka"))
+    broker = start_broker(lambda: tmp_path_factory.mktemp("kafka"))
     try:
-        broker.start()
         yield broker
     finally:
         broker.stop()
@@ -57,7 +76,8 @@ def topic_name() -> str:
 
 @pytest.fixture(scope="session")
 def flink_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
-    """A real standalone Flink cluster (PyFlink's bin/start-cluster.sh), running."""
+    """A real standalone Flink cluster, running: one job manager and one task manager,
+    started with PyFlink's own ``bin/jobmanager.sh`` and ``bin/taskmanager.sh``."""
     from connectors.flink_cluster import FlinkCluster
 
     cluster = FlinkCluster(

@@ -12,7 +12,7 @@ examples:
   streamlearn kafka start                 broker on 127.0.0.1:9092, data in .state/kafka/9092
   streamlearn kafka start --port 19092    another port (controller on port+1)
   streamlearn kafka status --json         {"running": true, "pid": ..., "uptime_s": ...}
-  streamlearn kafka stop
+  streamlearn kafka stop --port 19092    flags go before or after the action
 
 The broker is Apache Kafka in KRaft mode, from the jars pinned in jvm/pom.xml
 (`make jars` fetches them from Maven Central). It listens on loopback only,
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from connectors.kafka_broker import LocalBroker
+    from connectors.kafka_broker import LocalBroker, start_hint
 
     broker = LocalBroker(port=args.port, host=args.host, heap=args.heap)
     if args.action == "start":
@@ -57,5 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"running  {status.bootstrap}  pid {status.pid}  uptime {status.uptime_s:.0f} s"
               f"  data {status.state_dir}")
     else:
-        print(f"stopped  {status.bootstrap}  (start it with `streamlearn kafka start`)")
+        hint = start_hint(status.bootstrap) or (
+            f"streamlearn kafka start --host {status.host} --port {status.port}")
+        print(f"stopped  {status.bootstrap}  (start it with `{hint}`)")
     return 0 if status.running or args.action != "status" else 3
