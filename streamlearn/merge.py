@@ -203,7 +203,13 @@ def _classes(meta: Mapping[str, Any]) -> list[Any] | None:
 
 
 def _per_slot(name: str, array: np.ndarray, n_slots: int) -> bool:
-    return array.ndim >= 1 and array.shape[0] == n_slots and name != "intercept"
+    return array.ndim >= 1 and array.shape[0] == n_slots and not _by_class(name)
+
+
+def _by_class(name: str) -> bool:
+    """Whether a small array has one value per class (the intercept and its
+    own accumulators)."""
+    return name == "intercept" or name.startswith("intercept.")
 
 
 def _comparable(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -473,7 +479,7 @@ class DeltaTracker:
             )
         added = len(classes) - len(mine)
         for name, array in self._ref.items():
-            if array.ndim == 2 or (name == "intercept" and len(array) == len(mine)):
+            if array.ndim == 2 or (_by_class(name) and len(array) == len(mine)):
                 pad = np.zeros(array.shape[:-1] + (added,))
                 self._ref[name] = np.concatenate([array, pad], axis=-1)
         self._ref_classes = list(classes)
@@ -618,7 +624,7 @@ class DeltaTracker:
         n_slots = self._n_slots
 
         def widen(array: np.ndarray, classes: list[Any] | None, name: str) -> np.ndarray:
-            is_2d = array.ndim == 2 or (name == "intercept" and union is not None
+            is_2d = array.ndim == 2 or (_by_class(name) and union is not None
                                          and array.shape[-1] == len(classes or ()))
             if not is_2d or classes == union or union is None or classes is None:
                 return np.asarray(array, dtype=np.float64)
@@ -856,7 +862,7 @@ class Merger:
             if name in self._recomputed:
                 continue
             target = self._arrays[name]
-            at = cols if cols is not None and name == "intercept" else slice(None)
+            at = cols if cols is not None and _by_class(name) else slice(None)
             if rule == "max":
                 target[at] = np.maximum(target[at], values)
                 continue
@@ -951,7 +957,7 @@ class Merger:
                     f"delta has classes {added} outside the model's fixed classes {given}"
                 )
             for name, array in list(self._arrays.items()):
-                if array.ndim == 2 or name == "intercept":
+                if array.ndim == 2 or _by_class(name):
                     pad = np.zeros(array.shape[:-1] + (len(added),))
                     self._arrays[name] = np.concatenate([array, pad], axis=-1)
             self._state.arrays = self._arrays

@@ -617,3 +617,37 @@ def test_averaging_fm_factors_instead_of_summing_is_caught(monkeypatch):
     monkeypatch.setitem(merge.MERGE_RULES, "factors", "average")
     with pytest.raises(AssertionError):
         test_fm_deltas_merge_factors_by_their_rule()
+
+
+@pytest.mark.parametrize("make_opt", [lambda: AdaGrad(0.1), lambda: FTRL(alpha=0.2)],
+                         ids=["AdaGrad", "FTRL"])
+def test_softmax_intercept_accumulators_align_by_class_label(make_opt):
+    """With intercept_lr=None the intercept's own accumulators have one value
+    per class: learners that found different classes merge and rebase them
+    column by column, like the intercept."""
+    base = SoftmaxRegression(make_opt(), bits=6, intercept_lr=None, update="event")
+    base.learn_many([{"a": 1.0}], ["x"])
+    merger = Merger(base.state(), n_learners=2)
+    learners = [learner_from_state(base.state()), learner_from_state(base.state())]
+    trackers = [DeltaTracker(lr) for lr in learners]
+    learners[0].learn_many([{"a": 1.0}, {"b": 1.0}], ["x", "y"])
+    learners[1].learn_many([{"a": 1.0}, {"c": 1.0}], ["z", "x"])
+    for i, tracker in enumerate(trackers):
+        merger.add(tracker.take(learner_id=str(i)))
+    state = merger.state()
+    assert state.meta["classes"] == ["x", "y", "z"]
+    name = f"intercept.{make_opt().name}.{'g2' if isinstance(make_opt(), AdaGrad) else 'n'}"
+    acc = state.arrays[name]
+    assert acc.shape == (3,)
+    mine = [lr.state().arrays[name] for lr in learners]
+    start = base.state().arrays[name][0]
+    # small arrays average by event share (1/2 each here): class x gets both
+    # learners' changes, y only the first's (its column 1), z only the second's
+    assert learners[1].classes_ == ["x", "z"]
+    assert acc[0] == pytest.approx(start + 0.5 * (mine[0][0] - start) + 0.5 * (mine[1][0] - start))
+    assert acc[1] == pytest.approx(0.5 * mine[0][1]) and acc[2] == pytest.approx(0.5 * mine[1][1])
+    assert acc[1] > 0 and acc[2] > 0
+    trackers[0].rebase(learners[0], state, merger.commit())
+    assert learners[0].classes_ == ["x", "y", "z"]
+    np.testing.assert_allclose(learners[0].state().arrays[name], acc)
+    assert np.isfinite(learner_from_state(state).predict_proba_many([{"a": 1.0}])).all()
