@@ -151,3 +151,17 @@ def test_help_of_every_command_and_action_starts_nothing(tmp_path: Path) -> None
     assert not state.exists(), sorted(str(p) for p in state.rglob("*"))
     assert list(cwd.iterdir()) == []
     assert _processes_with(f"STREAMLEARN_STATE_DIR={state}") == []
+
+
+def test_flink_conf_items_are_checked_before_anything_starts(tmp_path: Path) -> None:
+    env = _env(tmp_path / "state")
+    for item, message in (
+        ("novalue", "field `--conf`: expected KEY=VALUE, e.g. metrics.reporter.prom.port=9250, "
+                    "got 'novalue'"),
+        ("rest.port=5", "field `--conf`: expected a key other than rest.port (it is --port), "
+                        "got 'rest.port=5'"),
+    ):
+        out = _cli("flink", "start", "--conf", item, "--port", str(free_port()), env=env)
+        assert out.returncode == 1
+        assert out.stderr == f"streamlearn flink: {message}\n"
+    assert not (tmp_path / "state").exists()

@@ -107,5 +107,13 @@ def parse_conf(items: list[str]) -> dict[str, str]:
         if not sep or not key or not value:
             raise ConfigError("--conf", "KEY=VALUE, e.g. metrics.reporter.prom.port=9250",
                               repr(item))
+        if key in _FLAG_OF:
+            raise ConfigError("--conf", f"a key other than {key} (it is {_FLAG_OF[key]})",
+                              repr(item))
         settings[key] = value
     return settings
+
+
+#: Flink settings this command has flags for.
+_FLAG_OF = {"rest.port": "--port", "jobmanager.rpc.port": "--rpc-port",
+            "taskmanager.numberOfTaskSlots": "--slots"}
