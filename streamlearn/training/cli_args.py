@@ -9,7 +9,9 @@ from typing import Any
 from streamlearn.errors import ConfigError
 from streamlearn.training.config import SCHEMA, TrainConfig, apply_overrides
 
-__all__ = ["job_arg_parser", "add_job_args", "config_from_args", "parse_set"]
+__all__ = [
+    "job_arg_parser", "add_job_args", "config_from_args", "parse_set", "parse_flink_conf"
+]
 
 
 def add_job_args(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +32,14 @@ def add_job_args(parser: argparse.ArgumentParser) -> None:
         "--bounded", action="store_true", help="stop at the end offsets seen at start"
     )
     parser.add_argument(
+        "--flink-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Flink setting for the job, as it is (repeatable), e.g. "
+        "--flink-conf metrics.reporter.prom.port=9249; same as a [flink] key of the config",
+    )
+    parser.add_argument(
         "--resume",
         default="auto",
         help="auto (the latest checkpoint of this model, if any), none, or a checkpoint directory",
@@ -46,8 +56,10 @@ def parse_set(item: str) -> tuple[str, Any]:
     """``job.parallelism=4`` → ``("job.parallelism", 4)``; values are TOML (strings may be bare)."""
     key, sep, raw = item.partition("=")
     section, _, name = key.strip().partition(".")
-    if not sep or section not in SCHEMA or name not in SCHEMA[section]:
+    flink = section == "flink" and bool(name)  # any Flink setting: checked by TrainConfig
+    if not sep or not flink and (section not in SCHEMA or name not in SCHEMA[section]):
         known = ", ".join(f"{s}.{k}" for s, keys in SCHEMA.items() for k in keys)
+        known += ", flink.<any Flink setting>"
         raise ConfigError("--set", f"SECTION.KEY=VALUE with a key among {known}", repr(item))
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
@@ -56,8 +68,21 @@ def parse_set(item: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def parse_flink_conf(item: str) -> tuple[str, str]:
+    """``--flink-conf metrics.reporter.prom.port=9249`` → ``("flink.metrics...", "9249")``.
+
+    >>> parse_flink_conf("taskmanager.memory.process.size=2g")
+    ('flink.taskmanager.memory.process.size', '2g')
+    """
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError("--flink-conf", "KEY=VALUE (a Flink setting)", repr(item))
+    return f"flink.{key.strip()}", value.strip()
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     overrides: dict[str, Any] = dict(parse_set(s) for s in args.set)
+    overrides.update(parse_flink_conf(s) for s in getattr(args, "flink_conf", None) or [])
     for flag, key in (
         ("bootstrap", "kafka.bootstrap"),
         ("topic", "kafka.topic"),

@@ -53,17 +53,26 @@ A complete file, every key optional::
     restart_reset_ms = 600000   # running this long without a fault resets wait and count
     restart_attempts = -1       # restarts before the job fails for good; -1: no limit, 0: none
     store_retry_ms = 10000      # the merger retries a failing publish in place this long
+    writer_id = ""              # the model's one writer; "": generated once per start
+    lease_ms = 30000            # the writer lease expires this long after its last renewal
 
     [store]
     uri = ".streamlearn/models"
     model = "default"
+    keep_versions = 10          # retention: the newest N versions (+ the pinned one); 0: keep all
+
+    [flink]                     # Flink settings, passed to the job's configuration as they are
+    "metrics.reporter.prom.factory.class" = "...PrometheusReporterFactory"  # see docs/training.md
+    "metrics.reporter.prom.port" = "9249"
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
+import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +87,8 @@ __all__ = [
     "JobConfig",
     "StoreConfig",
     "apply_overrides",
+    "new_writer_id",
+    "RESERVED_FLINK_KEYS",
 ]
 
 TASKS = ("regression", "binary", "multiclass")
@@ -92,6 +103,13 @@ def _is_int(v: Any) -> bool:
 
 def _is_num(v: Any) -> bool:
     return (isinstance(v, int | float)) and not isinstance(v, bool)
+
+
+def _writer_id(v: Any) -> bool:
+    return isinstance(v, str) and (v == "" or bool(_WRITER_ID.fullmatch(v)))
+
+
+_WRITER_ID = re.compile(r"[A-Za-z0-9._:@/-]{1,200}")  # as streamlearn.store.lease accepts
 
 
 def _str_list(v: Any) -> bool:
@@ -175,6 +193,16 @@ SCHEMA: dict[str, dict[str, _Check]] = {
             "an integer >= 0 (milliseconds; 0: fail over at once)",
             10000,
         ),
+        "writer_id": (
+            _writer_id,
+            "'' (generated) or 1 to 200 letters, digits or . _ : @ / -",
+            "",
+        ),
+        "lease_ms": (
+            lambda v: _is_int(v) and v >= 1000,
+            "an integer >= 1000 (milliseconds)",
+            30000,
+        ),
     },
     "store": {
         "uri": (
@@ -183,8 +211,66 @@ SCHEMA: dict[str, dict[str, _Check]] = {
             ".streamlearn/models",
         ),
         "model": (lambda v: isinstance(v, str) and bool(v), "a model name", "default"),
+        "keep_versions": (
+            lambda v: _is_int(v) and v >= 0,
+            "an integer >= 0 (0: keep every version)",
+            10,
+        ),
     },
 }
+
+#: Flink settings the job derives from its own keys: set those instead (a ``[flink]``
+#: key among these is refused, naming the key to use).
+RESERVED_FLINK_KEYS: dict[str, str] = {
+    "parallelism.default": "job.parallelism",
+    "execution.checkpointing.interval": "job.checkpoint_ms",
+    "execution.checkpointing.dir": "job.checkpoint_dir",
+    "state.checkpoints.dir": "job.checkpoint_dir",
+    "execution.state-recovery.path": "--resume",
+    "python.execution-mode": "job.execution_mode",
+    "python.executable": "the project's Python (set by the job)",
+    "python.client.executable": "the project's Python (set by the job)",
+    "python.pythonpath": "the project's Python (set by the job)",
+    "restart-strategy.": "job.restart_*",
+}
+
+
+def _flink_value(v: Any) -> str | None:
+    """A ``[flink]`` value as the string Flink's configuration takes (None: refused)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str | int | float):
+        return str(v)
+    return None
+
+
+def _check_flink(given: Any) -> dict[str, str]:
+    if not isinstance(given, Mapping):
+        raise ConfigError("flink", "a table of Flink settings", repr(given))
+    out = {}
+    for key, value in given.items():
+        for reserved, instead in RESERVED_FLINK_KEYS.items():
+            if key == reserved or (reserved.endswith(".") and key.startswith(reserved)):
+                raise ConfigError(
+                    f"flink.{key}", f"a key the job does not set itself (use {instead})",
+                    repr(value),
+                )
+        text = _flink_value(value)
+        if not key or text is None:
+            raise ConfigError(
+                f"flink.{key}", "a Flink setting: a string, number or true/false", repr(value)
+            )
+        out[str(key)] = text
+    return out
+
+
+def new_writer_id(model: str) -> str:
+    """A writer id for one start of the training job on ``model``.
+
+    >>> new_writer_id("clicks").startswith("train-clicks-")
+    True
+    """
+    return f"train-{model}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass(frozen=True)
@@ -231,12 +317,15 @@ class JobConfig:
     restart_reset_ms: int
     restart_attempts: int
     store_retry_ms: int
+    writer_id: str
+    lease_ms: int
 
 
 @dataclass(frozen=True)
 class StoreConfig:
     uri: str
     model: str
+    keep_versions: int
 
 
 _SECTIONS = {
@@ -257,6 +346,8 @@ class TrainConfig:
     features: FeaturesConfig
     job: JobConfig
     store: StoreConfig
+    #: Flink settings passed to the job's configuration as they are (``[flink]``)
+    flink: Mapping[str, str] = field(default_factory=dict)
 
     # -- building -----------------------------------------------------------
     @classmethod
@@ -264,10 +355,12 @@ class TrainConfig:
         """Validate a nested mapping (as read from TOML); defaults fill the gaps."""
         if not isinstance(data, Mapping):
             raise ConfigError("config", "a table of sections", type(data).__name__)
-        unknown = set(data) - set(SCHEMA)
+        unknown = set(data) - set(SCHEMA) - {"flink"}
         if unknown:
             raise ConfigError(
-                sorted(unknown)[0], f"a section among {', '.join(SCHEMA)}", "an unknown section"
+                sorted(unknown)[0],
+                f"a section among {', '.join([*SCHEMA, 'flink'])}",
+                "an unknown section",
             )
         built: dict[str, Any] = {}
         for section, keys in SCHEMA.items():
@@ -289,7 +382,10 @@ class TrainConfig:
             built[section] = values
         if not built["kafka"]["dlq_topic"]:
             built["kafka"]["dlq_topic"] = f"{built['kafka']['topic']}.dlq"
-        cfg = cls(**{name: _SECTIONS[name](**vals) for name, vals in built.items()})
+        flink = _check_flink(data.get("flink", {}))
+        cfg = cls(
+            **{name: _SECTIONS[name](**vals) for name, vals in built.items()}, flink=flink
+        )
         cfg._check_rules()
         return cfg
 
@@ -363,12 +459,24 @@ job.restart_initial_ms (1000), got 500
         return f"{self.kafka.topic}.models"
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {
+        out = {
             name: {
                 f.name: getattr(getattr(self, name), f.name) for f in fields(getattr(self, name))
             }
             for name in _SECTIONS
         }
+        out["flink"] = dict(self.flink)
+        return out
+
+    def with_writer(self) -> TrainConfig:
+        """This configuration with ``job.writer_id`` set: as given, or a new one.
+
+        Generated once per start and carried in the job's configuration, so every
+        restart of the job from a checkpoint is the same writer.
+        """
+        if self.job.writer_id:
+            return self
+        return replace(self, job=replace(self.job, writer_id=new_writer_id(self.store.model)))
 
     def make_learner(self) -> Any:
         """A fresh learner for this configuration."""
