@@ -40,6 +40,9 @@ def _as_state_text(blob: bytes) -> str:
 def _from_state_text(text: str) -> bytes:
     return text.encode("latin-1")
 
+#: The watermark a bounded source sends when it ends (Long.MAX_VALUE).
+END_OF_INPUT = 2**63 - 1
+
 MAX_FEATURES = 10_000  # per event, as streamlearn.events.EventDecoder's default
 
 
@@ -155,6 +158,12 @@ class Merger(KeyedProcessFunction):
     def open(self, ctx: RuntimeContext) -> None:
         self.cfg = TrainConfig.from_dict(json.loads(self.cfg_json))
         self.store = _store(self.cfg)
+        # the model's one writer: the same id at every restart of this job (it is in the
+        # job's configuration), so a restart takes the lease over from its own last run;
+        # another writer's live lease refuses it (WriterBusy), and a writer that took over
+        # fences this one out (WriterFenced at the next publish), never waited out
+        self.lease = self.store.acquire_writer(self.cfg.job.writer_id, self.cfg.job.lease_ms)
+        self.lease.keep_alive()
         self.snap = ctx.get_state(ValueStateDescriptor("merger", Types.STRING()))
         self.unpublished = ctx.get_list_state(ListStateDescriptor("unpublished", Types.STRING()))
         self.worker = None
@@ -170,7 +179,7 @@ class Merger(KeyedProcessFunction):
         if self.worker is None:
             from streamlearn.training.workers import MergerWorker
 
-            self.worker = MergerWorker(self.cfg, self.store)
+            self.worker = MergerWorker(self.cfg, self.store, lease=self.lease)
             snap = self.snap.value()
             pending = [_from_state_text(t) for t in (self.unpublished.get() or [])]
             self.worker.start(json.loads(snap) if snap else None, pending, self.base_version)
@@ -192,6 +201,9 @@ class Merger(KeyedProcessFunction):
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         self.timer_armed = False
         yield from self._publish(self._ensure(ctx))
+        if ctx.timer_service().current_watermark() >= END_OF_INPUT:
+            # a bounded source ended and the last version is out: the writer stops cleanly
+            self.lease.release()
 
     def _publish(self, worker):
         version = worker.publish()

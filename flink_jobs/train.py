@@ -32,7 +32,13 @@ import sys
 
 from pyflink.common import Types, WatermarkStrategy
 
-from connectors.flink_kafka import kafka_sink, kafka_source, record_with_offsets_type, stream_env
+from connectors.flink_kafka import (
+    dead_letter_sink,
+    kafka_sink,
+    kafka_source,
+    record_with_offsets_type,
+    stream_env,
+)
 from connectors.flink_train import DELTA_TYPE, BundleLearner, Merger, encode_bundles
 from streamlearn.training.cli_args import config_from_args, job_arg_parser
 from streamlearn.training.config import TrainConfig
@@ -66,6 +72,8 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
         # a passing fault (a lost TaskManager, the broker or the store away) is waited
         # out: exponential back-off between restarts from the last checkpoint, no small cap
         **cfg.restart_strategy(),
+        # the user's own Flink settings ([flink], --flink-conf): a metrics reporter, memory...
+        **cfg.flink,
     }
     if recovery_path:
         config["execution.state-recovery.path"] = recovery_path
@@ -88,7 +96,7 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
     ).uid("kafka-source")
     bundles, dead_letters = encode_bundles(rows, cfg)
     bundles.uid("encode").name("decode-validate-hash")
-    dead_letters.sink_to(kafka_sink(cfg.kafka.bootstrap, cfg.kafka.dlq_topic)).name(
+    dead_letters.sink_to(dead_letter_sink(cfg.kafka.bootstrap, cfg.kafka.dlq_topic)).name(
         "dead-letters"
     ).uid("dead-letters")
     deltas = (
@@ -106,12 +114,42 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
     return env
 
 
+def _end_with_parent() -> None:
+    """Under ``streamlearn train`` (which runs this job in a session of its own, so that
+    Ctrl-C reaches only the command): end the job's whole session if the command is gone,
+    whatever ended it, rather than train on unseen."""
+    import os
+    import signal
+    import threading
+    import time
+
+    parent = os.environ.get("STREAMLEARN_TRAIN_PARENT")
+    if not parent or not parent.isdigit():
+        return
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(1.0)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
+    _end_with_parent()
     parser = job_arg_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
-    cfg = config_from_args(args)
+    # one writer id per start, in the job's configuration: every restart is the same writer
+    cfg = config_from_args(args).with_writer()
+    from streamlearn.store import ModelStore
     from streamlearn.training.checkpoints import resolve_recovery
+    from streamlearn.training.writer import HandOver
 
+    # the model's writer lease, held from before the job reads where to resume until the
+    # merger takes it over (WriterBusy, naming the other writer, if the model has one)
+    HandOver(
+        ModelStore(cfg.store.uri, cfg.store.model), cfg.job.writer_id, cfg.job.lease_ms
+    ).keep_alive()
     recovery = resolve_recovery(cfg, args.resume)
     if recovery:
         print(f"resuming from checkpoint {recovery}", file=sys.stderr, flush=True)
@@ -120,4 +158,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from streamlearn.errors import StreamlearnError
+
+    try:
+        sys.exit(main())
+    except StreamlearnError as exc:  # a refusal before the job starts: one line, no trace
+        print(f"train: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -30,11 +30,24 @@ from typing import Any
 
 from streamlearn.errors import StoreError
 from streamlearn.events import EventDecoder, Rejected, dead_letter
+from streamlearn.store.lease import LeaseError
 from streamlearn.training.config import TrainConfig
 
-__all__ = ["LearnerWorker", "MergerWorker", "dlq_record", "resume_point", "store_fault"]
+__all__ = [
+    "LearnerWorker", "MergerWorker", "dlq_record", "resume_point", "store_fault", "RETAIN_EVERY",
+    "RETAIN_SPACING",
+]
 
 log = logging.getLogger(__name__)
+
+#: Retention (``store.keep_versions``) runs after at least this many publishes, and
+#: no sooner than :data:`RETAIN_SPACING` times the last pass took: the store's
+#: ``retain`` lists the model's whole index, which costs more as versions accumulate
+#: (on a local disk, measured: 0.2 ms with 11 versions ever published, 9 ms with
+#: 1,200, 160 ms with 5,000), so it is not paid on every publish and never takes
+#: more than about a tenth of the merger's time.
+RETAIN_EVERY = 5
+RETAIN_SPACING = 10
 
 #: What the store raises when it cannot be written or read for now: a full disk, a
 #: file system or object store away (OSError, or a StoreError raised from one).
@@ -268,10 +281,17 @@ class LearnerWorker:
 class MergerWorker:
     """The one merger: folds learners' deltas and publishes versions (see the module docstring)."""
 
-    def __init__(self, cfg: TrainConfig, store: Any, strategy: str = "hybrid") -> None:
+    def __init__(
+        self, cfg: TrainConfig, store: Any, strategy: str = "hybrid", lease: Any = None
+    ) -> None:
         self.cfg = cfg
         self.store = store
         self.strategy = strategy
+        #: the model's writer lease (``ModelStore.acquire_writer``): every version is
+        #: published under it, and a fenced writer's publish fails at once
+        self.lease = lease
+        self._since_retain = 0
+        self._next_retain_s = 0.0
         self.version = 0
         self.events = 0
         self.offsets: dict[int, int] = {}
@@ -401,7 +421,31 @@ class MergerWorker:
         self._pending_blobs = []
         self._dirty = False
         self.last_publish_s = time.monotonic()
+        self._since_retain += 1
+        if (
+            self.cfg.store.keep_versions
+            and self._since_retain >= RETAIN_EVERY
+            and time.monotonic() >= self._next_retain_s
+        ):
+            self.retain()
         return self.version
+
+    def retain(self) -> list[int]:
+        """Delete stored versions but the newest ``store.keep_versions`` and the pinned one.
+
+        A store fault here is logged, not raised: retention waits for the next pass,
+        the versions themselves are safe.
+        """
+        self._since_retain = 0
+        started = time.monotonic()
+        try:
+            return self.store.retain(self.cfg.store.keep_versions, keep_pinned=True)
+        except STORE_FAULTS as exc:
+            log.warning("retention skipped, the model store failed: %s", store_fault(exc))
+            return []
+        finally:
+            now = time.monotonic()
+            self._next_retain_s = now + RETAIN_SPACING * (now - started)
 
 
     def _publish_waiting(self, table: Any, lineage: Any) -> int:
@@ -421,7 +465,9 @@ class MergerWorker:
         failed = 0
         while True:
             try:
-                version = self.store.publish(table, lineage)
+                version = self.store.publish(table, lineage, lease=self.lease)
+            except LeaseError:
+                raise  # fenced or released: another writer owns the model; never waited out
             except STORE_FAULTS as exc:
                 if not _passing(exc):
                     raise
