@@ -17,6 +17,7 @@ from streamlearn.errors import ConfigError
 
 __all__ = [
     "stream_env",
+    "reporter_jars",
     "kafka_source",
     "kafka_sink",
     "dead_letter_sink",
@@ -90,11 +91,42 @@ def stream_env(
         conf.set_string("execution.checkpointing.dir", checkpoint_dir)
         conf.set_string("state.checkpoints.dir", checkpoint_dir)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
-    env.add_jars(*(jar.resolve().as_uri() for jar in flink_job_jars()))
+    env.add_jars(
+        *(jar.resolve().as_uri() for jar in flink_job_jars()), *reporter_jars(config or {})
+    )
     env.set_parallelism(parallelism)
     if checkpoint_ms:
         env.enable_checkpointing(checkpoint_ms, CheckpointingMode.EXACTLY_ONCE)
     return env
+
+
+def reporter_jars(config: dict[str, str]) -> list[str]:
+    """The jars of PyFlink's bundled plugins (``pyflink/plugins/``) that hold the metrics
+    reporters ``config`` names (``metrics.reporter.<name>.factory.class``), as URIs.
+
+    A standalone cluster loads reporters from its plugins directory; the local
+    MiniCluster does not (it logs ``The reporter factory ... could not be found``),
+    but finds a reporter whose jar is among the job's jars, which PyFlink adds to
+    the class loader the MiniCluster starts from.
+    """
+    import zipfile
+    from pathlib import Path
+
+    import pyflink
+
+    wanted = {
+        value.replace(".", "/") + ".class"
+        for key, value in config.items()
+        if key.startswith("metrics.reporter.") and key.endswith(".factory.class")
+    }
+    if not wanted:
+        return []
+    found = []
+    for jar in sorted((Path(pyflink.__file__).parent / "plugins").glob("*/*.jar")):
+        with zipfile.ZipFile(jar) as zf:
+            if wanted & set(zf.namelist()):
+                found.append(jar.resolve().as_uri())
+    return found
 
 
 def _python_path() -> list[str]:
