@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 
 __all__ = ["register", "run"]
@@ -16,15 +14,26 @@ examples:
   streamlearn train --topic clicks --parallelism 4 --set model.optimizer=ftrl
   streamlearn train --config job.toml --cluster 127.0.0.1:8081   submit to a standalone cluster
   streamlearn train --check --config job.toml          validate the config and stop
+  streamlearn train --flink-conf metrics.reporter.prom.port=9249 \\
+      --flink-conf metrics.reporter.prom.factory.class=\\
+org.apache.flink.metrics.prometheus.PrometheusReporterFactory   the job's metrics for Prometheus
 
-The config is TOML with sections [kafka] [model] [features] [job] [store]; see
-docs/training.md for every key. A bad key fails before the job starts, naming
-the key and what was expected. Without --cluster the job runs in the local
-Flink MiniCluster in this process's foreground (Ctrl-C stops it; it resumes from
-its latest checkpoint next time, unless --resume none). A passing fault (a lost
-TaskManager, the broker or the model store away) does not end the job: it waits
-with exponential back-off and restarts from its last checkpoint by itself
-(job.restart_*, job.store_retry_ms).
+The config is TOML with sections [kafka] [model] [features] [job] [store]
+[flink]; see docs/training.md for every key. A bad key fails before the job
+starts, naming the key and what was expected.
+
+Without --cluster the job runs in the local Flink MiniCluster and this command
+holds the terminal: it prints one line per published version (events, events/s,
+lag, prequential metrics, age of the newest event learned), and Ctrl-C stops the
+job; the next start resumes from its latest checkpoint (unless --resume none).
+The job's own output goes to a log file (named on the first line); -v shows it.
+
+One writer per model: a second trainer on a model whose writer is alive is
+refused, naming the other. The store keeps the newest store.keep_versions
+versions (10) and the pinned one; store.keep_versions=0 keeps every version.
+A passing fault (a lost TaskManager, the broker or the model store away) does
+not end the job: it waits with exponential back-off and restarts from its last
+checkpoint by itself (job.restart_*, job.store_retry_ms).
 """
 
 
@@ -64,6 +73,8 @@ def forward_args(args: argparse.Namespace) -> list[str]:
             out += [f"--{flag}", str(value)]
     for item in args.set:
         out += ["--set", item]
+    for item in getattr(args, "flink_conf", None) or []:
+        out += ["--flink-conf", item]
     if args.bounded:
         out.append("--bounded")
     return out
@@ -72,7 +83,6 @@ def forward_args(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from connectors.kafka_io import check_reachable
     from streamlearn.errors import ConfigError
     from streamlearn.training.cli_args import config_from_args
 
@@ -80,15 +90,29 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
-    check_reachable(cfg.kafka.bootstrap)
+    # the model's one writer: an id for this start, carried in the job's configuration
+    cfg = cfg.with_writer()
+    job_args = [*forward_args(args), "--set", f"job.writer_id={json.dumps(cfg.job.writer_id)}"]
     if args.cluster:
         from connectors.flink_cluster import FlinkCluster
+        from streamlearn.store import ModelStore
+        from streamlearn.training.foreground import preflight
+        from streamlearn.training.writer import HandOver
 
         host, _, port = args.cluster.rpartition(":")
         if not port.isdigit():
             raise ConfigError("--cluster", "HOST:PORT of the cluster's REST endpoint", args.cluster)
+        preflight(cfg)
+        # held until the job's merger takes it (detached: it expires if the job never does)
+        HandOver(
+            ModelStore(cfg.store.uri, cfg.store.model), cfg.job.writer_id, cfg.job.lease_ms
+        ).keep_alive()
         cluster = FlinkCluster(rest_port=int(port), host=host or "127.0.0.1")
-        proc = cluster.submit(job_file(), forward_args(args), detached=args.detached)
+        proc = cluster.submit(job_file(), job_args, detached=args.detached)
         print(proc.stdout.strip())
         return 0
-    return subprocess.call([sys.executable, str(job_file()), *forward_args(args)])
+    from streamlearn.training.foreground import run_foreground
+
+    return run_foreground(
+        cfg, [str(job_file()), *job_args], args.resume, verbose=bool(getattr(args, "verbose", 0))
+    )
