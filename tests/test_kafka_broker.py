@@ -178,3 +178,21 @@ def test_topics_create_prints_the_limits_it_set(kafka_broker, topic_name, capsys
     ] == str(DLQ_MAX_MESSAGE_BYTES)
     assert cli_main(args) == 0
     assert capsys.readouterr().out.splitlines()[0] == f"exists   {topic_name}  (left as it is)"
+
+
+@pytest.mark.slow
+def test_a_port_taken_while_the_broker_starts_is_port_in_use(tmp_path, monkeypatch):
+    """Between the port check and the broker's bind another process may take the port
+    (free_port in the tests has this race): the broker's exit is reported as PortInUse,
+    which the test fixture answers with fresh ports, not as an opaque start failure."""
+    import connectors.kafka_broker as kafka_broker
+
+    port = free_port(2)
+    with socket.socket() as taker:
+        taker.bind(("127.0.0.1", port))
+        taker.listen()
+        monkeypatch.setattr(kafka_broker, "port_is_free", lambda *a, **k: True)  # the race
+        broker = LocalBroker(port=port, directory=tmp_path / "kafka")
+        with pytest.raises(PortInUse, match=f"{port} or {port + 1}"):
+            broker.start(timeout_s=120)
+    assert not broker.status().running
