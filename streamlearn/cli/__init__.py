@@ -5,6 +5,10 @@ Each subcommand lives in its own module of this package and exposes
 ``run(args) -> int``) as the parser default. Modules import their heavy
 dependencies inside ``run`` so that ``streamlearn --help`` stays fast.
 
+A command's flags go before or after its action (``flink stop --port 8281`` is
+``flink --port 8281 stop``): each command's arguments are parsed intermixed, and
+the flags all actions of a command share are the command's too.
+
 Tests call :func:`main` with an argument list and read the exit code.
 """
 

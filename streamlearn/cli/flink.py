@@ -12,9 +12,9 @@ examples:
   streamlearn flink start                       jobmanager + taskmanager, web UI on 127.0.0.1:8081
   streamlearn flink --taskmanagers 2 start      two task managers (resource ids tm-0, tm-1)
   streamlearn flink start --port 8281 --rpc-port 6223   a second cluster beside the first
-  streamlearn flink start --conf metrics.reporter.prom.factory.class=\
-org.apache.flink.metrics.prometheus.PrometheusReporterFactory \
-      --conf metrics.reporter.prom.port=9250-9260      Prometheus metrics of every process
+  streamlearn flink start --conf metrics.reporter.prom.port=9250-9260 \\
+      --conf metrics.reporter.prom.factory.class=org.apache.flink.metrics.\\
+prometheus.PrometheusReporterFactory     Prometheus metrics (docs/flink.md)
   streamlearn flink status
   streamlearn flink submit flink_jobs/passthrough.py -- --source a --sink b --bounded
   streamlearn flink stop --port 8281
