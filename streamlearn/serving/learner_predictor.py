@@ -3,7 +3,9 @@
 Linear learners (linear, logistic, softmax regression) are scored by a
 :class:`~streamlearn.serving.linear_scorer.LinearScorer` built once per
 version: no feature batch, plain Python for one event, numpy column by column
-for Arrow bodies. Other learners go through their own ``predict_many``.
+for Arrow bodies. Factorization machines are scored by a
+:class:`~streamlearn.serving.fm_scorer.FMScorer` (numpy over the event's
+entries, no native table). Other learners go through their own ``predict_many``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class LearnerPredictor:
         lineage: Mapping[str, Any] | None = None,
         classes: Sequence[Any] | None = None,
     ) -> None:
+        from streamlearn.serving.fm_scorer import FMScorer
         from streamlearn.serving.linear_scorer import LinearScorer
 
         self.learner = learner
@@ -51,7 +54,7 @@ class LearnerPredictor:
         self.lineage = dict(lineage or {})
         self.classes = tuple(classes) if classes is not None else None
         self._task = getattr(learner, "task", "regression")
-        self._scorer = LinearScorer.from_learner(learner)
+        self._scorer: Any = LinearScorer.from_learner(learner) or FMScorer.from_learner(learner)
         if self._scorer is not None and (self.classes is None) != (self._task == "regression"):
             self._scorer = None  # classes that do not fit the task: the learner decides
         # one output (a regressor or a binary classifier): one event in plain Python

@@ -49,7 +49,7 @@ import numpy as np
 from streamlearn.errors import ValidationError
 from streamlearn.features import FeatureHasher
 
-__all__ = ["LinearScorer", "native_available"]
+__all__ = ["LinearScorer", "event_entries", "native_available"]
 
 _CACHE_LIMIT = 1 << 20  # remembered features per version before starting afresh
 
@@ -346,54 +346,7 @@ class LinearScorer:
     def _entries(
         self, xs: Sequence[Mapping[str, Any]]
     ) -> tuple[list[int], list[float], list[bool], list[int], list[int], list[int]] | None:
-        """Slots, signed values, numeric flags and row ends of ``xs``, the row of
-        each feature and the feature of each entry; or ``None``."""
-        slot_of = self.hasher.slot_of
-        tokens = self.hasher._tokens  # the hasher's own remembered (slot, sign)
-        idx: list[int] = []
-        vals: list[float] = []
-        num: list[bool] = []
-        ends: list[int] = []
-        feature_rows: list[int] = []
-        entry_features: list[int] = []
-        try:
-            for row, x in enumerate(xs):
-                if not x:
-                    return None
-                for k, v in x.items():
-                    before = len(idx)
-                    t = type(v)
-                    if t is float or t is int:
-                        e = tokens.get(k) or slot_of(k)
-                        idx.append(e[0])
-                        vals.append(e[1] * v)
-                        num.append(True)
-                    elif t is str:
-                        e = tokens.get((k, v)) or slot_of(k, v)
-                        idx.append(e[0])
-                        vals.append(e[1])
-                        num.append(False)
-                    elif t is bool:
-                        e = tokens.get(k) or slot_of(k)
-                        idx.append(e[0])
-                        vals.append(e[1] if v else e[1] * 0.0)
-                        num.append(False)
-                    elif t is list:
-                        for item in v:
-                            if type(item) is not str:
-                                return None
-                            e = tokens.get((k, item)) or slot_of(k, item)
-                            idx.append(e[0])
-                            vals.append(e[1])
-                            num.append(False)
-                    else:
-                        return None
-                    entry_features += [len(feature_rows)] * (len(idx) - before)
-                    feature_rows.append(row)
-                ends.append(len(idx))
-        except (ValidationError, OverflowError, TypeError):
-            return None
-        return idx, vals, num, ends, feature_rows, entry_features
+        return event_entries(self.hasher, xs)
 
     def score_many(self, xs: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
         """Raw scores of many events, ``(n,)`` or ``(n, k)``; ``None`` as in
@@ -609,6 +562,60 @@ class LinearScorer:
         if codes.null_count:
             codes = codes.fill_null(len(uniques))
         return table[np.asarray(codes.to_numpy(zero_copy_only=False), np.int64)]
+
+
+def event_entries(
+    hasher: FeatureHasher, xs: Sequence[Mapping[str, Any]]
+) -> tuple[list[int], list[float], list[bool], list[int], list[int], list[int]] | None:
+    """Slots, signed values, numeric flags and row ends of events ``xs`` as
+    ``hasher`` encodes them, the row of each feature and the feature of each
+    entry; or ``None`` for an empty event or a value that is not plain."""
+    slot_of = hasher.slot_of
+    tokens = hasher._tokens  # the hasher's own remembered (slot, sign)
+    idx: list[int] = []
+    vals: list[float] = []
+    num: list[bool] = []
+    ends: list[int] = []
+    feature_rows: list[int] = []
+    entry_features: list[int] = []
+    try:
+        for row, x in enumerate(xs):
+            if not x:
+                return None
+            for k, v in x.items():
+                before = len(idx)
+                t = type(v)
+                if t is float or t is int:
+                    e = tokens.get(k) or slot_of(k)
+                    idx.append(e[0])
+                    vals.append(e[1] * v)
+                    num.append(True)
+                elif t is str:
+                    e = tokens.get((k, v)) or slot_of(k, v)
+                    idx.append(e[0])
+                    vals.append(e[1])
+                    num.append(False)
+                elif t is bool:
+                    e = tokens.get(k) or slot_of(k)
+                    idx.append(e[0])
+                    vals.append(e[1] if v else e[1] * 0.0)
+                    num.append(False)
+                elif t is list:
+                    for item in v:
+                        if type(item) is not str:
+                            return None
+                        e = tokens.get((k, item)) or slot_of(k, item)
+                        idx.append(e[0])
+                        vals.append(e[1])
+                        num.append(False)
+                else:
+                    return None
+                entry_features += [len(feature_rows)] * (len(idx) - before)
+                feature_rows.append(row)
+            ends.append(len(idx))
+    except (ValidationError, OverflowError, TypeError):
+        return None
+    return idx, vals, num, ends, feature_rows, entry_features
 
 
 class _NameShares:

@@ -1,0 +1,204 @@
+"""Raw scores of a factorization machine straight from features, for serving.
+
+A factorization machine (:class:`~streamlearn.learners.FMRegressor`,
+:class:`~streamlearn.learners.FMClassifier`) scores an event's entries ``j``
+(slot ``s_j``, signed value ``x_j``) as its learner does::
+
+    z = b + Σ_j w[s_j] x_j + ½ Σ_f ((Σ_j v[s_j,f] x_j)² − Σ_j v[s_j,f]² x_j²)
+
+Unlike a linear model, an event's score is not a sum of per-feature shares
+(the pairwise term mixes every pair of its features), so :class:`FMScorer`
+remembers no shares and has no native table: JSON events are hashed by
+:func:`~streamlearn.serving.linear_scorer.event_entries` (the hasher's own
+remembered ``(slot, sign)``), Arrow columns by
+:class:`~streamlearn.serving.columns.ColumnEncoder`, and the score is a few
+numpy operations over the gathered weights and factor rows, O(k × entries).
+
+**Known features.** A feature is known when the slot it hashes to has a
+non-zero weight *or any non-zero factor* (a list of strings when any of its
+strings' slots does). Factors start as random draws, so every slot of a
+factorization machine starts with non-zero factors and every feature counts
+as known unless its factors are exactly zero (``init_std`` is refused at 0;
+FTRL's l1 can drive factors to 0). The count is therefore a weaker typo
+check than for linear models; see ``docs/serving.md``.
+
+>>> from streamlearn.learners import FMClassifier
+>>> fm = FMClassifier(k=2, bits=8)
+>>> fm.learn_many([{"age": 30.0, "city": "Lyon"}, {"age": 5.0}], [True, False])
+>>> scorer = FMScorer.from_learner(fm)
+>>> z, known = scorer.score_one_known({"age": 30.0, "city": "Lyon"})
+>>> p = 1.0 / (1.0 + math.exp(-z))
+>>> bool(abs(p - fm.predict_proba_one({"age": 30.0, "city": "Lyon"})[True]) < 1e-12), known
+(True, 2)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from streamlearn.errors import ValidationError
+from streamlearn.features import FeatureBatch, FeatureHasher
+from streamlearn.serving.linear_scorer import event_entries
+
+__all__ = ["FMScorer"]
+
+
+class FMScorer:
+    """Raw scores and known features of one immutable factorization machine.
+
+    Parameters
+    ----------
+    weights
+        ``(n_slots,)`` linear weights.
+    intercept
+        One value.
+    factors
+        ``(n_slots, k)`` factors.
+    hasher
+        The learner's hasher (its ``bits`` and ``dense`` names).
+
+    The interface is :class:`~streamlearn.serving.linear_scorer.LinearScorer`'s
+    for one output (``score_one_known``, ``score_many_known``,
+    ``score_columns_known``, ``remember``, ``native``), so that
+    :class:`~streamlearn.serving.learner_predictor.LearnerPredictor` serves
+    both alike. ``events`` counts the events it has scored.
+    """
+
+    n_outputs = 1
+    native = None  # no C table: the score is not a sum of per-feature shares
+
+    def __init__(
+        self, weights: np.ndarray, intercept: np.ndarray, factors: np.ndarray,
+        hasher: FeatureHasher,
+    ) -> None:
+        w = np.asarray(weights, dtype=np.float64)
+        v = np.asarray(factors, dtype=np.float64)
+        if w.ndim != 1 or w.shape[0] != hasher.n_slots:
+            raise ValidationError(
+                "weights", f"({hasher.n_slots},) (the hasher's slots)", str(w.shape)
+            )
+        if v.ndim != 2 or v.shape[0] != hasher.n_slots:
+            raise ValidationError(
+                "factors", f"({hasher.n_slots}, k) (the hasher's slots)", str(v.shape)
+            )
+        self.hasher = hasher
+        self.k = v.shape[1]
+        self._w = w
+        self._v = v
+        self._b0 = float(np.asarray(intercept, dtype=np.float64).reshape(-1)[0])
+        self._known_slot = (w != 0.0) | np.any(v != 0.0, axis=1)
+        self._columns: Any = None
+        self.events = 0
+
+    @classmethod
+    def from_learner(cls, learner: Any) -> FMScorer | None:
+        """The scorer of a streamlearn factorization machine; ``None`` for any
+        other learner."""
+        from streamlearn.learners import FMClassifier, FMRegressor
+
+        if type(learner) not in (FMRegressor, FMClassifier):
+            return None
+        arrays = learner.state(copy=False).arrays
+        hasher = FeatureHasher(bits=learner.bits, dense=learner.dense)
+        return cls(arrays["weights"], arrays["intercept"], arrays["factors"], hasher)
+
+    def raw(self, batch: FeatureBatch) -> np.ndarray:
+        """Raw scores of an encoded batch (the learner's formula)."""
+        z = batch.row_sums(self._w[batch.indices] * batch.values) + self._b0
+        if batch.n_rows == 0 or len(batch.indices) == 0:
+            return z
+        vx = self._v[batch.indices] * batch.values[:, None]
+        s = batch.row_sums(vx)
+        q = batch.row_sums(vx * vx)
+        return z + 0.5 * (s * s - q).sum(axis=1)
+
+    # -- JSON events ----------------------------------------------------------------
+
+    def score_one_known(self, x: Mapping[str, Any]) -> tuple[float, int] | None:
+        """The raw score and known features of one event, or ``None`` when it
+        has anything but plain values under valid names, or no feature (the
+        caller validates it the slow way, which names the problem)."""
+        got = self.score_many_known((x,))
+        if got is None:
+            return None
+        z = float(got[0][0])
+        return (z, int(got[1][0])) if math.isfinite(z) else None
+
+    def score_many_known(
+        self, xs: Sequence[Mapping[str, Any]]
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Raw scores ``(n,)`` and each event's known features; ``None`` as in
+        :meth:`score_one_known`."""
+        got = event_entries(self.hasher, xs)
+        if got is None:
+            return None
+        idx_list, val_list, _, ends, feature_rows, entry_features = got
+        values = np.array(val_list, np.float64)
+        if not np.isfinite(values).all():
+            return None
+        idx = np.array(idx_list, np.int64)
+        offsets = np.zeros(len(ends) + 1, np.int64)
+        offsets[1:] = ends
+        batch = FeatureBatch(idx, values, offsets, np.ones(len(idx), bool), self.hasher.n_slots)
+        z = self.raw(batch)
+        if not np.isfinite(z).all():
+            return None
+        feature_known = np.zeros(len(feature_rows), bool)
+        feature_known[np.array(entry_features, np.int64)[self._known_slot[idx]]] = True
+        known = np.bincount(
+            np.array(feature_rows, np.int64), weights=feature_known, minlength=len(ends)
+        ).astype(np.int64)
+        self.events += len(ends)
+        return z, known
+
+    def remember(self, x: Mapping[str, Any]) -> None:
+        """Nothing to remember: there is no native table (see the module)."""
+
+    # -- Arrow columns ----------------------------------------------------------------
+
+    def score_columns_known(
+        self, columns: Mapping[str, Any], n_rows: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Raw scores ``(n_rows,)`` of events given as feature name to pyarrow
+        array (nulls: the feature is absent), and each row's known features.
+
+        Each column is encoded on its own (its rows' known flags come from its
+        entries alone), then all entries are scored as one batch.
+        """
+        if self._columns is None:
+            from streamlearn.serving.columns import ColumnEncoder
+
+            self._columns = ColumnEncoder(self.hasher)
+        encode = self._columns.encode
+        known = np.zeros(n_rows, np.int64)
+        rows: list[np.ndarray] = []
+        slots: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        for name, column in columns.items():
+            if type(name) is not str or not name:
+                raise ValidationError("columns", "non-empty string feature names", repr(name))
+            one = encode({name: column}, n_rows)
+            at = one.rows()
+            hit = np.zeros(n_rows, bool)
+            hit[at[self._known_slot[one.indices]]] = True
+            known += hit
+            rows.append(at)
+            slots.append(one.indices)
+            values.append(one.values)
+        if rows:
+            row = np.concatenate(rows)
+            order = np.argsort(row, kind="stable")
+            idx = np.concatenate(slots)[order]
+            val = np.concatenate(values)[order]
+        else:
+            idx, val = np.zeros(0, np.int64), np.zeros(0)
+            row = np.zeros(0, np.int64)
+        offsets = np.zeros(n_rows + 1, np.int64)
+        np.cumsum(np.bincount(row, minlength=n_rows), out=offsets[1:])
+        batch = FeatureBatch(idx, val, offsets, np.ones(len(idx), bool), self.hasher.n_slots)
+        self.events += n_rows
+        return self.raw(batch), known
