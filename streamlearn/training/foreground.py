@@ -175,17 +175,18 @@ def _raise_stop(signum: int, frame: Any) -> None:
 
 def _stop_job(proc: subprocess.Popen) -> None:
     """SIGTERM to the job's whole session (its Python, the MiniCluster's JVM), then
-    SIGKILL if it has not ended in :data:`STOP_TIMEOUT_S`."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
+    SIGKILL if it has not ended in :data:`STOP_TIMEOUT_S`; whatever of the session
+    outlives its leader (a JVM) gets SIGKILL."""
+    if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            pass
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def run_foreground(
@@ -257,6 +258,11 @@ def run_foreground(
                 cause = diagnose(
                     output.text(), topic=cfg.kafka.topic, bootstrap=cfg.kafka.bootstrap
                 )
+                # the job's whole session is gone, so no process of this writer id can
+                # publish any more: give the lease up rather than make a retry wait for it
+                _stop_job(proc)
+                holder.stop()
+                _release(store, cfg)
                 hint = "" if verbose else "; `streamlearn -v train ...` shows it"
                 raise ServiceError(f"{cause} (the job's log: {log_path}{hint})")
             if time.monotonic() >= next_writer_check:
