@@ -2,10 +2,11 @@
 predict gives, from a stored version, with hot swap; which path answered;
 known features counted from weights and factors.
 
-The FM is scored by ``FMScorer`` (numpy over the event's entries; there is no
-native C table for it, since its score is not a sum of per-feature shares):
-the tests count the events it scored, check that the native table scored none
-and that the learner's own ``predict_many`` is never called by the server.
+The FM is scored by ``FMScorer`` (numpy over the event's entries) and, for a
+plain one-event body, by its native C table (shares and signed factors, the
+pairwise term in C): the tests count the events each scored
+(``FMScorer.events``, ``LearnerPredictor.native_hits``) and make the learner's
+own ``predict_many`` fail if the server ever calls it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pytest
 
 from streamlearn.learners import FMClassifier, FMRegressor, LogisticRegression
 from streamlearn.optim import AdaGrad
-from streamlearn.serving import ModelWatcher, PredictionApp, StoreSource
+from streamlearn.serving import ModelWatcher, PredictionApp, StoreSource, linear_scorer
 from streamlearn.serving.fm_scorer import FMScorer
 from streamlearn.serving.learner_predictor import LearnerPredictor
 from streamlearn.serving.linear_scorer import LinearScorer, native_available
@@ -112,7 +113,8 @@ def test_fm_predictor_equals_the_learner_on_every_path(kind: str, dense: tuple[s
     events = make_events(200, seed=99)
     want = reference(model, events)
     predictor = served(model)
-    assert type(predictor._scorer) is FMScorer and predictor._native is None
+    assert type(predictor._scorer) is FMScorer
+    assert (predictor._native is not None) == native_available()
     no_learner_calls(predictor)
 
     one = np.array([predictor.predict_one(x)[1 if kind == "binary" else 0] for x in events],
@@ -131,6 +133,56 @@ def test_fm_predictor_equals_the_learner_on_every_path(kind: str, dense: tuple[s
     assert predictor.native_hits == 0
     # every feature counts as known (initial factors are random draws) but an empty list
     assert list(many.known) == list(cols.known) == [n_known(x) for x in events]
+
+
+def body_of(x: dict[str, Any]) -> bytes:
+    return orjson.dumps({"features": x})
+
+
+@pytest.mark.skipif(not native_available(), reason="the C extension is not built")
+@pytest.mark.parametrize("kind", ["regression", "binary"])
+@pytest.mark.parametrize("k", [1, 4, 37])
+def test_fm_native_table_scores_one_event_bodies_as_the_learner(kind: str, k: int) -> None:
+    cls = FMRegressor if kind == "regression" else FMClassifier
+    model = cls(AdaGrad(0.1), k=k, bits=8, init_std=0.1, factor_optimizer=AdaGrad(0.1))
+    train = make_events(400, seed=21)
+    model.learn_many(train, [target(x, kind) for x in train])
+    events = make_events(300, seed=22)
+    want = reference(model, events)
+    predictor = served(model)
+    assert predictor._native.k == k
+    no_learner_calls(predictor)
+    in_c = in_python = 0
+    for i, x in enumerate(events):
+        got = predictor.predict_body(body_of(x))
+        if got is False:  # a name or string not in the table yet: Python answers, then teaches it
+            got = predictor.predict_one(x)
+            predictor.remember(x)
+            in_python += 1
+        else:
+            in_c += 1
+        assert got is not None
+        value, proba, known = got
+        assert abs((value if kind == "regression" else proba[1]) - want[i]) < 1e-9
+        assert known == predictor.predict_one(x)[2] == n_known(x)
+    assert predictor.native_hits == in_c > 200  # most bodies were scored in C
+    assert in_python > 0
+    # every body again: all in C now, equal to the learner
+    for i, x in enumerate(events):
+        value, proba, _known = predictor.predict_body(body_of(x))
+        assert abs((value if kind == "regression" else proba[1]) - want[i]) < 1e-9
+    assert predictor.native_hits == in_c + len(events)
+
+
+def test_fm_without_the_extension_is_scored_in_python(monkeypatch: Any) -> None:
+    monkeypatch.setattr(linear_scorer, "_NativeShares", None)
+    model = trained_fm("binary")
+    predictor = served(model)
+    assert predictor._native is None and predictor.predict_body(b'{"features": {"a": 1}}') is None
+    events = make_events(40, seed=4)
+    got = [predictor.predict_one(x)[1][1] for x in events]
+    np.testing.assert_allclose(got, reference(model, events), rtol=0, atol=1e-9)
+    assert predictor._scorer.events == len(events)
 
 
 def test_the_pairwise_term_is_in_the_score() -> None:
@@ -169,6 +221,11 @@ def test_known_features_count_weights_and_factors() -> None:
     ]
     want = [2, 0, 2, 0]
     assert [predictor.predict_one(x)[2] for x in events] == want
+    if native_available():  # the C table counts them alike
+        for x in events:
+            predictor.remember(x)
+        assert [predictor.predict_body(body_of(x))[2] for x in events] == want
+        assert predictor.native_hits == len(events)
     assert list(predictor.predict_features(events).known) == want
     cols = predictor.predict_columns(*column_dict(events))
     assert list(cols.known) == want
@@ -264,7 +321,9 @@ def test_every_route_serves_stored_fm_versions_with_hot_swap(tmp_path: Any) -> N
             exp = reference(model, plain) if route == "v2" else want
             np.testing.assert_allclose(proba, exp, rtol=0, atol=1e-9, err_msg=route)
             assert known == [n_known(x) for x in (plain if route == "v2" else asked)], route
-        assert current.native_hits == 0 and current._scorer.events > 0
+        # one-event bodies in C (once their names and strings were taught), the rest in numpy
+        assert current._scorer.events > 0
+        assert (current.native_hits > 0) == native_available()
     # the two FMs answer differently: the swap is seen
     assert np.abs(np.array(got["one"][0]) - reference(first, asked)).max() > 1e-6
 

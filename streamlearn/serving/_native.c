@@ -15,6 +15,13 @@
  * event's features have a non-zero share (a list: any of its strings), that is
  * a non-zero weight in the model: the features the model knows.
  *
+ * A table made with `k > 0` serves a factorization machine: each share comes
+ * with the k signed factors of its slot (`v[slot] * sign`), and the score adds
+ * the pairwise term 1/2 sum_f ((sum_j v_jf x_j)^2 - sum_j v_jf^2 x_j^2) over the
+ * event's entries j. A feature is then known when its weight or any of its
+ * factors is non-zero. The linear scan is a separate specialisation of the same
+ * code (`scan`, `scan_fm`): a linear table pays one test per body for it.
+ *
  * It returns None for anything else (escapes, nested values, null, duplicate
  * names, bad JSON, a non-finite score...), and False when the body is plain but
  * a name or a string is not in the table yet: Python then answers the request
@@ -235,8 +242,10 @@ typedef struct {
     Py_ssize_t len;
     double share;
     uint64_t stamp; /* the call that last saw this name: duplicate names */
-    int kind;
-    int has_number;
+    double *vec;    /* a factorization machine's k signed factors of the slot, or NULL */
+    unsigned char kind;
+    unsigned char has_number;
+    unsigned char known; /* a factorization machine's: share or any factor non-zero */
 } Entry;
 
 typedef struct {
@@ -248,6 +257,7 @@ typedef struct {
     uint64_t stamp;
     double intercept;
     unsigned long long hits;
+    int k; /* factors per slot of a factorization machine; 0 for a linear model */
 } Shares;
 
 /* Keys are hashed with Python's own keyed hash of bytes (SipHash, seeded per
@@ -323,6 +333,7 @@ free_entries(Entry *entries, Py_ssize_t capacity)
 {
     for (Py_ssize_t i = 0; i < capacity; i++) {
         PyMem_Free(entries[i].key);
+        PyMem_Free(entries[i].vec);
     }
     PyMem_Free(entries);
 }
@@ -402,6 +413,8 @@ insert(Shares *self, const char *key, Py_ssize_t len, int kind)
         e->has_number = 0;
         e->share = 0.0;
         e->stamp = 0;
+        e->vec = NULL;
+        e->known = 0;
         self->used++;
     }
     return e;
@@ -468,10 +481,31 @@ scan_string(const char *p, const char *end, const char **s, Py_ssize_t *n)
 #define SUM_END() ((void)c)
 #endif
 
-static int
-scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *known_out)
+/* A factorization machine's entry of value x: its factors into the sums S and Q. */
+#define FM_ADD(entry, x)                                  \
+    do {                                                  \
+        if (fm) {                                         \
+            const double *vv_ = (entry)->vec;             \
+            double x__ = (x);                             \
+            for (int f_ = 0; f_ < k; f_++) {              \
+                double t_ = vv_[f_] * x__;                \
+                S[f_] += t_;                              \
+                Q[f_] += t_ * t_;                         \
+            }                                             \
+        }                                                 \
+    } while (0)
+/* Whether an entry counts as known: a non-zero share, or for a factorization
+ * machine also any non-zero factor. */
+#define KNOWN(entry) (fm ? (int)(entry)->known : (entry)->share != 0.0)
+
+/* The scan of one body; S == NULL for a linear table (the calls below pass a
+ * constant, so each gets its own specialised copy). */
+static inline __attribute__((always_inline)) int
+scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *known_out,
+          double *S, double *Q, int k)
 {
     static const char FEATURES[] = "\"features\"";
+    const int fm = S != NULL;
     const Py_ssize_t features_len = sizeof FEATURES - 1;
     double z = 0.0, c = 0.0;
     int missing = 0;
@@ -543,7 +577,8 @@ scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *kn
                 }
                 else {
                     SUM_ADD(v->share);
-                    known += v->share != 0.0;
+                    FM_ADD(v, 1.0);
+                    known += KNOWN(v);
                 }
             }
         }
@@ -568,7 +603,8 @@ scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *kn
                         }
                         else {
                             total += v->share;
-                            any_known |= v->share != 0.0;
+                            FM_ADD(v, 1.0);
+                            any_known |= KNOWN(v);
                         }
                     }
                     p = skip_ws(p, end);
@@ -602,7 +638,10 @@ scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *kn
                 }
                 else {
                     SUM_ADD(e->share * (flag ? 1.0 : 0.0));
-                    known += e->share != 0.0;
+                    if (flag) {
+                        FM_ADD(e, 1.0);
+                    }
+                    known += KNOWN(e);
                 }
             }
         }
@@ -621,7 +660,8 @@ scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *kn
                 }
                 else {
                     SUM_ADD(e->share * x);
-                    known += e->share != 0.0;
+                    FM_ADD(e, x);
+                    known += KNOWN(e);
                 }
             }
         }
@@ -648,6 +688,13 @@ scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *kn
     }
     SUM_END();
     z += self->intercept;
+    if (fm) {
+        double pair = 0.0;
+        for (int f = 0; f < k; f++) {
+            pair += S[f] * S[f] - Q[f];
+        }
+        z += 0.5 * pair;
+    }
     if (!isfinite(z)) {
         return NOT_PLAIN;
     }
@@ -656,15 +703,35 @@ scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *kn
     return SCORED;
 }
 
+#define MAX_K 256
+
+static int
+scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *known_out)
+{
+    if (self->k == 0) {
+        return scan_impl(self, p, end, score, known_out, NULL, NULL, 0);
+    }
+    double S[MAX_K], Q[MAX_K];
+    int k = self->k;
+    memset(S, 0, sizeof(double) * (size_t)k);
+    memset(Q, 0, sizeof(double) * (size_t)k);
+    return scan_impl(self, p, end, score, known_out, S, Q, k);
+}
+
 /* -- the Python type ----------------------------------------------------------- */
 
 static PyObject *
 Shares_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *keywords[] = {"intercept", "limit", NULL};
+    static char *keywords[] = {"intercept", "limit", "k", NULL};
     double intercept;
     Py_ssize_t limit = 1 << 20;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "d|n", keywords, &intercept, &limit)) {
+    int k = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "d|ni", keywords, &intercept, &limit, &k)) {
+        return NULL;
+    }
+    if (k < 0 || k > MAX_K) {
+        PyErr_Format(PyExc_ValueError, "k: expected 0 to %d factors per slot, got %d", MAX_K, k);
         return NULL;
     }
     if (limit < 1) {
@@ -677,6 +744,7 @@ Shares_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->intercept = intercept;
     self->limit = limit;
+    self->k = k;
     if (reset(self, 64) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -748,17 +816,60 @@ Shares_score_known(Shares *self, PyObject *body)
     Py_RETURN_NONE;
 }
 
+/* The factors given with a share: k doubles' bytes for a factorization machine's
+ * table, none for a linear one; -1 with an exception otherwise. */
+static int
+check_factors(Shares *self, const char *vec, Py_ssize_t vec_len)
+{
+    if (self->k == 0 && vec != NULL) {
+        PyErr_SetString(PyExc_ValueError, "factors: expected none for a table with k = 0");
+        return -1;
+    }
+    if (self->k > 0 && (vec == NULL || vec_len != (Py_ssize_t)sizeof(double) * self->k)) {
+        PyErr_Format(PyExc_ValueError, "factors: expected the bytes of %d float64, got %zd bytes",
+                     self->k, vec == NULL ? (Py_ssize_t)0 : vec_len);
+        return -1;
+    }
+    return 0;
+}
+
+/* Copy a factorization machine's factors into e and mark e known or not. */
+static int
+set_factors(Shares *self, Entry *e, double share, const char *vec)
+{
+    if (self->k == 0) {
+        return 0;
+    }
+    size_t size = sizeof(double) * (size_t)self->k;
+    if (e->vec == NULL && (e->vec = PyMem_Malloc(size)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(e->vec, vec, size);
+    int known = share != 0.0;
+    for (int f = 0; f < self->k && !known; f++) {
+        known = e->vec[f] != 0.0;
+    }
+    e->known = (unsigned char)known;
+    return 0;
+}
+
 static PyObject *
 Shares_add_number(Shares *self, PyObject *args)
 {
     const char *name;
     Py_ssize_t n;
     double share;
-    if (!PyArg_ParseTuple(args, "y#d:add_number", &name, &n, &share)) {
+    const char *vec = NULL;
+    Py_ssize_t vec_len = 0;
+    if (!PyArg_ParseTuple(args, "y#d|y#:add_number", &name, &n, &share, &vec, &vec_len)) {
+        return NULL;
+    }
+    if (check_factors(self, vec, vec_len) < 0) {
         return NULL;
     }
     Entry *e = insert(self, name, n, KIND_NAME);
-    if (e == NULL) {
+    if (e == NULL || set_factors(self, e, share, vec) < 0) {
         return NULL;
     }
     e->share = share;
@@ -786,7 +897,13 @@ Shares_add_string(Shares *self, PyObject *args)
     const char *name, *value;
     Py_ssize_t n, m;
     double share;
-    if (!PyArg_ParseTuple(args, "y#y#d:add_string", &name, &n, &value, &m, &share)) {
+    const char *vec = NULL;
+    Py_ssize_t vec_len = 0;
+    if (!PyArg_ParseTuple(args, "y#y#d|y#:add_string", &name, &n, &value, &m, &share, &vec,
+                          &vec_len)) {
+        return NULL;
+    }
+    if (check_factors(self, vec, vec_len) < 0) {
         return NULL;
     }
     if (memchr(name, '\0', (size_t)n) != NULL || memchr(value, '\0', (size_t)m) != NULL) {
@@ -808,7 +925,7 @@ Shares_add_string(Shares *self, PyObject *args)
     if (key != local) {
         PyMem_Free(key);
     }
-    if (e == NULL) {
+    if (e == NULL || set_factors(self, e, share, vec) < 0) {
         return NULL;
     }
     e->share = share;
@@ -858,17 +975,26 @@ static PyMethodDef Shares_methods[] = {
      "score_known(body) -> (float, int) | False | None: score() and how many of the "
      "event's features have a non-zero share (a list: any of its strings)."},
     {"add_number", (PyCFunction)Shares_add_number, METH_VARARGS,
-     "add_number(name, share): remember a name's share of a number (and of true)."},
+     "add_number(name, share[, factors]): remember a name's share of a number (and of true); "
+     "a table with k > 0 also takes its slot's k signed factors as float64 bytes."},
     {"add_name", (PyCFunction)Shares_add_name, METH_VARARGS,
      "add_name(name): remember a name seen with a list of strings (an empty one adds 0)."},
     {"add_string", (PyCFunction)Shares_add_string, METH_VARARGS,
-     "add_string(name, value, share): remember the share of string value under name."},
+     "add_string(name, value, share[, factors]): remember the share of string value under "
+     "name (and, with k > 0, its slot's k signed factors as float64 bytes)."},
     {"parse_number", (PyCFunction)Shares_parse_number, METH_O | METH_STATIC,
      "parse_number(text) -> float | None: a JSON number as score() reads it."},
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *
+Shares_get_k(Shares *self, void *closure)
+{
+    return PyLong_FromLong(self->k);
+}
+
 static PyGetSetDef Shares_getset[] = {
+    {"k", (getter)Shares_get_k, NULL, "factors per slot (0: a linear model)", NULL},
     {"hits", (getter)Shares_get_hits, NULL, "bodies scored here so far", NULL},
     {"intercept", (getter)Shares_get_intercept, NULL, "the intercept added to each score", NULL},
     {NULL, NULL, NULL, NULL, NULL},

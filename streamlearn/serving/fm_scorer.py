@@ -6,13 +6,18 @@ A factorization machine (:class:`~streamlearn.learners.FMRegressor`,
 
     z = b + Σ_j w[s_j] x_j + ½ Σ_f ((Σ_j v[s_j,f] x_j)² − Σ_j v[s_j,f]² x_j²)
 
-Unlike a linear model, an event's score is not a sum of per-feature shares
-(the pairwise term mixes every pair of its features), so :class:`FMScorer`
-remembers no shares and has no native table: JSON events are hashed by
+JSON events are hashed by
 :func:`~streamlearn.serving.linear_scorer.event_entries` (the hasher's own
 remembered ``(slot, sign)``), Arrow columns by
 :class:`~streamlearn.serving.columns.ColumnEncoder`, and the score is a few
 numpy operations over the gathered weights and factor rows, O(k × entries).
+
+When the optional C extension is built, the scorer also keeps a native table
+(``FMScorer.native``, a ``_native.Shares`` made with ``k``) of each name's and
+string's share ``w[slot] * sign`` *and* signed factors ``v[slot] * sign``: a
+plain one-event body is then scored from its raw bytes in one call, the
+pairwise term included, as for linear models (``False`` when a name or string
+is not in the table yet: score the decoded event, then :meth:`remember` it).
 
 **Known features.** A feature is known when the slot it hashes to has a
 non-zero weight *or any non-zero factor* (a list of strings when any of its
@@ -69,7 +74,6 @@ class FMScorer:
     """
 
     n_outputs = 1
-    native = None  # no C table: the score is not a sum of per-feature shares
 
     def __init__(
         self, weights: np.ndarray, intercept: np.ndarray, factors: np.ndarray,
@@ -93,6 +97,13 @@ class FMScorer:
         self._known_slot = (w != 0.0) | np.any(v != 0.0, axis=1)
         self._columns: Any = None
         self.events = 0
+        # the shares and signed factors in C, for raw one-event bodies
+        from streamlearn.serving import linear_scorer
+
+        native = linear_scorer._NativeShares
+        self.native: Any = (
+            None if native is None else native(self._b0, linear_scorer._CACHE_LIMIT, k=self.k)
+        )
 
     @classmethod
     def from_learner(cls, learner: Any) -> FMScorer | None:
@@ -156,7 +167,33 @@ class FMScorer:
         return z, known
 
     def remember(self, x: Mapping[str, Any]) -> None:
-        """Nothing to remember: there is no native table (see the module)."""
+        """Put the shares and signed factors of event ``x``, which
+        :meth:`score_one_known` has just scored, in the native table, so that
+        the next body of these names and strings is scored there. Does nothing
+        without a native table."""
+        native = self.native
+        if native is None:
+            return
+        slot_of = self.hasher.slot_of
+        w, v = self._w, self._v
+
+        def share(name: str, value: str | None = None) -> tuple[float, bytes]:
+            slot, sign = slot_of(name) if value is None else slot_of(name, value)
+            return float(w[slot]) * sign, (v[slot] * sign).tobytes()
+
+        try:
+            for k, value in x.items():
+                name = k.encode()
+                if type(value) is str:
+                    native.add_string(name, value.encode(), *share(k, value))
+                elif type(value) is list:
+                    native.add_name(name)
+                    for item in value:
+                        native.add_string(name, item.encode(), *share(k, item))
+                else:  # a number or a boolean
+                    native.add_number(name, *share(k))
+        except (UnicodeEncodeError, ValidationError, OverflowError, TypeError, AttributeError):
+            return  # a name or string no plain body can carry: nothing to remember
 
     # -- Arrow columns ----------------------------------------------------------------
 
