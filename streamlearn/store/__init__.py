@@ -11,6 +11,14 @@
 See ``docs/store.md`` for the layout, the commit protocol and what it relies on.
 """
 
+from streamlearn.store.delta import (
+    BrokenChain,
+    Chain,
+    Changes,
+    SnapshotPolicy,
+    StaleParent,
+    Update,
+)
 from streamlearn.store.lease import Lease, LeaseError, WriterBusy, WriterFenced, WriterInfo
 from streamlearn.store.lineage import Lineage
 from streamlearn.store.location import DEFAULT_STORE
@@ -30,6 +38,12 @@ __all__ = [
     "LeaseError",
     "WriterBusy",
     "WriterFenced",
+    "Changes",
+    "Update",
+    "Chain",
+    "SnapshotPolicy",
+    "BrokenChain",
+    "StaleParent",
     "DEFAULT_STORE",
     "DEFAULT_MODEL",
 ]

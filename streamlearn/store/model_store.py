@@ -20,18 +20,34 @@ conditional write.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.ipc as ipc
 
-from streamlearn.errors import StoreError, ValidationError, VersionNotFound
+from streamlearn.errors import StateError, StoreError, ValidationError, VersionNotFound
+from streamlearn.state import ModelState
+from streamlearn.store.delta import (
+    BrokenChain,
+    Chain,
+    Changes,
+    StaleParent,
+    Update,
+    model_n_slots,
+    per_slot_names,
+    shared,
+)
 from streamlearn.store.files import Files, files_for
 from streamlearn.store.lease import (
     ACQUIRE_ATTEMPTS,
@@ -48,7 +64,13 @@ from streamlearn.store.lease import (
 )
 from streamlearn.store.lineage import Lineage
 from streamlearn.store.location import resolve
-from streamlearn.store.payload import as_table, read_version, strip_store_metadata, write_version
+from streamlearn.store.payload import (
+    as_table,
+    read_version,
+    stamp_store_metadata,
+    strip_store_metadata,
+    write_version,
+)
 from streamlearn.store.records import Head, ModelVersion, VersionInfo
 
 __all__ = ["ModelStore", "DEFAULT_MODEL", "DEFAULT_SEGMENT_SIZE"]
@@ -62,6 +84,12 @@ _MAX_CLAIM_ATTEMPTS = 1000
 #: writing it: the number stays used (so index segments still seal), the file
 #: is deleted, HEAD never points at it and ``get`` refuses it.
 FENCED = "fenced"
+#: The kind of a commit record of a delta (or compaction) refused after its
+#: number was taken because another version came first: a tombstone like FENCED.
+REFUSED = "refused"
+TOMBSTONES = (FENCED, REFUSED)
+DELTA = "delta"
+COMPACT = "compact"
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 #: The only shape of a model file a commit record may name: one plain file of
 #: ``versions/`` (the store writes ``versions/<12 digits>-<token>.arrow``). No
@@ -164,6 +192,9 @@ class ModelStore:
         self._files: Files = files_for(fs)
         self._dir = f"{root}/{self.model}"
         self._prepared = False
+        #: the newest version materialised (see :meth:`get`), updated in place
+        self._cache: _Materialised | None = None
+        self._cache_lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"ModelStore({self.uri!r}, model={self.model!r})"
@@ -246,6 +277,15 @@ class ModelStore:
             raise self._damaged("the commit record's `version`", "an integer >= 1", number, version)
         if version is not None and number != version:
             raise self._damaged("the commit record's `version`", str(version), number, version)
+        if record.get("kind") in (DELTA, COMPACT):
+            for key in ("parent", "base"):
+                link = record.get(key)
+                if (isinstance(link, bool) or not isinstance(link, int) or link < 1
+                        or link >= number):
+                    raise self._damaged(
+                        f"the commit record's `{key}`", f"a version number below {number}",
+                        link, number,
+                    )
         name = record.get("file")
         if not isinstance(name, str) or not _STORED_FILE.fullmatch(name):
             raise self._damaged(
@@ -356,18 +396,33 @@ class ModelStore:
         if record is None:
             raise self._gone(version)
         info = VersionInfo.from_record(record)
-        if info.kind == FENCED:
+        if info.kind in TOMBSTONES:
             raise self._discarded(info)
+        if info.is_delta:
+            return self._materialise(info)
+        model = self._read_snapshot(info)
+        self._seed_cache(model)
+        return model
+
+    def _read_snapshot(self, info: VersionInfo, needed_by: int | None = None) -> ModelVersion:
+        version = info.version
         where = f"model {self.model!r} version {version}"
         try:
             buf = self._files.read_buffer(self._path(info.file))
         except FileNotFoundError:
-            raise self._gone(version) from None
+            raise self._missing(info, needed_by) from None
         except OSError as exc:  # S3: deleted between pyarrow's HEAD and its GET
             if not self._files.exists(self._path(info.file)):
-                raise self._gone(version) from None
+                raise self._missing(info, needed_by) from None
             raise StoreError(f"{where}: could not read {info.file} ({exc})") from exc
-        table, meta = read_version(buf, where)
+        try:
+            table, meta = read_version(buf, where)
+        except StateError as exc:
+            if needed_by is None:
+                raise
+            raise BrokenChain(
+                f"{exc}; version {needed_by} is materialised from it", self.model, version
+            ) from None
         if meta.get("version") != version:
             raise StoreError(f"{where}: its file says version {meta.get('version')}")
         return ModelVersion(info=info, table=table, payload_kind=meta.get("payload", "arrow"))
@@ -637,6 +692,11 @@ class ModelStore:
             raise
 
     def _discarded(self, info: VersionInfo) -> VersionNotFound:
+        if info.kind == REFUSED:
+            return VersionNotFound(
+                f"model {self.model!r}: version {info.version} was discarded: another version "
+                f"was published after its parent {info.parent} first"
+            )
         return VersionNotFound(
             f"model {self.model!r}: version {info.version} was discarded: its writer "
             f"{info.writer_id!r} (token {info.writer_token}) had been fenced out by a newer writer"
@@ -675,6 +735,392 @@ class ModelStore:
             table, payload_kind, lineage, kind="publish", rollback_of=None, lease=lease
         )
 
+    def publish_delta(
+        self,
+        changes: Changes,
+        lineage: Lineage | None = None,
+        *,
+        parent: int,
+        lease: Lease | None = None,
+    ) -> int:
+        """Store a new version as the changes on ``parent``; returns its number.
+
+        Parameters
+        ----------
+        changes
+            The slots that changed since ``parent``, the new values of every
+            per-slot array there, every small array whole and the model's
+            metadata (:class:`Changes`, e.g. :meth:`Changes.gather`).
+        lineage
+            As for :meth:`publish`; its ``parents``, if given, must be ``(parent,)``.
+        parent
+            The version these changes apply to: it must be the latest version
+            (:class:`StaleParent` otherwise, also when another version is
+            published meanwhile), a version of a model state.
+        lease
+            As for :meth:`publish`.
+
+        The file holds only the changed rows (see ``docs/store.md``), so its
+        size grows with ``len(changes)``, not with the model. A parent whose
+        own file is missing gives :class:`BrokenChain`: publish a snapshot.
+        """
+        if not isinstance(changes, Changes):
+            raise ValidationError("changes", "a streamlearn.store.Changes", type(changes).__name__)
+        if changes.meta is None:
+            raise ValidationError("changes.meta", "the model's metadata (a dict)", "None")
+        parent = _check_version(parent, "parent")
+        if lineage is None:
+            lineage = Lineage()
+        if not isinstance(lineage, Lineage):
+            raise ValidationError("lineage", "a streamlearn.store.Lineage", type(lineage).__name__)
+        if lineage.parents and lineage.parents != (parent,):
+            raise ValidationError(
+                "lineage.parents", f"({parent},) (the delta's parent) or empty",
+                repr(lineage.parents),
+            )
+        lineage = replace(lineage, parents=(parent,))
+        latest = self.head().latest
+        if latest != parent:
+            raise StaleParent(
+                f"model {self.model!r}: a delta on version {parent} was refused: the latest "
+                f"version is {latest}; publish a snapshot, or a delta on {latest}"
+            )
+        record = self._read_record(parent)
+        if record is None:
+            raise BrokenChain(
+                f"model {self.model!r} version {parent}: its commit record is missing; "
+                "publish a snapshot", self.model, parent,
+            )
+        info = VersionInfo.from_record(record)
+        if info.kind in TOMBSTONES:
+            raise StaleParent(f"model {self.model!r}: version {parent} was discarded")
+        layout = info.layout if info.layout is not None else self._layout_from_file(info)
+        if layout is None:
+            raise StoreError(
+                f"model {self.model!r}: version {parent} is not a model state (a table "
+                "written by ModelState.to_arrow/to_bytes), so a delta cannot apply to it; "
+                "publish a snapshot"
+            )
+        self._check_changes(changes, layout, parent)
+        if not self._files.exists(self._path(info.file)):
+            raise self._missing(info, None, broken=True)
+        n_slots = int(layout["n_slots"])
+        base = info.base if info.base is not None else parent
+        before = info.chain or {"deltas": 0, "bytes": 0, "snapshot_bytes": info.size_bytes,
+                                "snapshot_at": info.created_at}
+        table = changes.to_table(n_slots, {"parent": parent, "base": base})
+
+        def write(sink: pa.NativeFile, meta: dict[str, Any]) -> int:
+            return write_version(sink, table, meta)
+
+        def describe(version: int, size: int, this: Lineage, latest: int | None) -> dict[str, Any]:
+            return {
+                "parent": parent,
+                "base": base,
+                "chain": {**before, "deltas": before["deltas"] + 1,
+                          "bytes": before["bytes"] + size},
+                "layout": layout,
+            }
+
+        return self._commit_new(
+            write, describe, "arrow", lineage, kind=DELTA, rollback_of=None, lease=lease,
+            strict_parent=parent,
+        )
+
+    def _check_changes(self, changes: Changes, layout: dict[str, Any], parent: int) -> None:
+        """Refuse changes that do not fit version ``parent``'s arrays, naming what is wrong."""
+        shapes, n_slots = layout["shapes"], int(layout["n_slots"])
+        per_slot = per_slot_names(shapes, n_slots)
+        small = sorted(set(shapes) - set(per_slot))
+        if sorted(changes.rows) != sorted(per_slot):
+            raise ValidationError(
+                "changes.rows", f"the per-slot arrays of version {parent}: {sorted(per_slot)}",
+                repr(sorted(changes.rows)),
+            )
+        if sorted(changes.small) != small:
+            raise ValidationError(
+                "changes.small", f"the small arrays of version {parent}: {small}",
+                repr(sorted(changes.small)),
+            )
+        if len(changes.slots) and changes.slots[-1] >= n_slots:
+            raise ValidationError(
+                "changes.slots", f"slot indices below the model's {n_slots} slots",
+                int(changes.slots[-1]),
+            )
+        k = len(changes.slots)
+        for name, values in [*changes.rows.items(), *changes.small.items()]:
+            shape, dtype = shapes[name]["shape"], shapes[name]["dtype"]
+            want = [k, *shape[1:]] if name in changes.rows else list(shape)
+            if list(values.shape) != want or values.dtype.str != dtype:
+                where = "rows" if name in changes.rows else "small"
+                raise ValidationError(
+                    f"changes.{where}[{name!r}]", f"shape {tuple(want)} of dtype {dtype}",
+                    f"shape {tuple(values.shape)} of dtype {values.dtype.str}",
+                )
+
+    def _layout_from_file(self, info: VersionInfo) -> dict[str, Any] | None:
+        """The layout of a snapshot published before commit records carried it (its schema)."""
+        try:
+            with self.filesystem.open_input_file(self._path(info.file)) as f:
+                schema = ipc.open_file(f).schema
+        except (OSError, pa.ArrowInvalid):
+            return None
+        return _layout_of(schema)
+
+    def compact(self, *, lease: Lease | None = None) -> int:
+        """Write the latest version, materialised, as a new snapshot; returns its number.
+
+        The new version (``kind="compact"``) equals the latest one, has it as
+        its parent and keeps its lineage; deltas published after it start a
+        new chain on it, and a follower holding the latest needs no reload
+        (:meth:`changes` passes over a compaction). If the latest version is
+        already a snapshot, nothing is written and its number is returned.
+        """
+        latest = self.latest()
+        info = self.info(latest)
+        if not info.is_delta:
+            return latest
+        model = self.get(latest)
+        table = strip_store_metadata(model.table)
+        lineage = replace(model.lineage, parents=(latest,), created_at=None)
+        version = self._publish_table(
+            table, "arrow", lineage, kind=COMPACT, rollback_of=None, lease=lease, parent=latest
+        )
+        logger.info("model %r: version %d compacted into snapshot %d", self.model, latest, version)
+        return version
+
+    def chain(self) -> Chain | None:
+        """The latest version's chain: deltas and bytes since its snapshot (``None``
+        while nothing is published). One small read; what
+        :meth:`SnapshotPolicy.due <streamlearn.store.SnapshotPolicy.due>` takes."""
+        latest = self.head().latest
+        if latest is None:
+            return None
+        info = self.info(latest)
+        c = info.chain or {}
+        return Chain(
+            version=latest,
+            base=info.base if info.base is not None else latest,
+            deltas=int(c.get("deltas", 0)),
+            delta_bytes=int(c.get("bytes", 0)),
+            snapshot_bytes=int(c.get("snapshot_bytes", info.size_bytes)),
+            snapshot_created_at=c.get("snapshot_at", info.created_at),
+        )
+
+    # -- delta versions: materialising and following ----------------------------------
+
+    def _missing(
+        self, info: VersionInfo, needed_by: int | None, broken: bool = False
+    ) -> StoreError:
+        """The error for a version whose file is absent: pruned by retention, or a broken chain."""
+        if needed_by is None and not broken:
+            head = self.head()
+            if info.version not in (head.latest, head.pinned):
+                return self._gone(info.version)
+        what = "delta" if info.is_delta else "snapshot"
+        who = f"; version {needed_by} is materialised from it" if needed_by else ""
+        return BrokenChain(
+            f"model {self.model!r} version {info.version}: its {what} file {info.file} is "
+            f"missing{who}. Keep serving the last good version; the writer's next publish "
+            "should be a snapshot",
+            self.model,
+            info.version,
+        )
+
+    def _delta_of(self, info: VersionInfo, needed_by: int) -> Changes:
+        """The changes stored in delta version ``info``; :class:`BrokenChain` if unreadable."""
+        path = self._path(info.file)
+        try:
+            buf = self._files.read_buffer(path)
+        except FileNotFoundError:
+            raise self._missing(info, needed_by if needed_by != info.version else None,
+                                broken=needed_by != info.version) from None
+        except OSError as exc:
+            if not self._files.exists(path):
+                raise self._missing(info, needed_by if needed_by != info.version else None,
+                                    broken=needed_by != info.version) from None
+            raise StoreError(
+                f"model {self.model!r} version {info.version}: could not read {info.file} ({exc})"
+            ) from exc
+        try:
+            table = ipc.open_file(buf).read_all()
+            changes, header = Changes.from_table(table)
+            stored = (table.schema.metadata or {}).get(b"streamlearn.store.version")
+            if stored is None or int(stored) != info.version or header["parent"] != info.parent:
+                raise ValueError(
+                    f"it says version {stored!r} on {header.get('parent')!r}, the commit record "
+                    f"version {info.version} on {info.parent}"
+                )
+        except (pa.ArrowInvalid, OSError, KeyError, ValueError, TypeError) as exc:
+            who = f"; version {needed_by} is materialised from it" if needed_by != info.version \
+                else ""
+            raise BrokenChain(
+                f"model {self.model!r} version {info.version}: its delta file {info.file} is "
+                f"damaged ({exc}){who}. Keep serving the last good version; the writer's next "
+                "publish should be a snapshot",
+                self.model,
+                info.version,
+            ) from None
+        return changes
+
+    def _record_info(self, version: int, needed_by: int) -> VersionInfo:
+        record = self._read_record(version)
+        if record is None:
+            raise BrokenChain(
+                f"model {self.model!r} version {version}: its commit record is missing; "
+                f"version {needed_by} is materialised from it",
+                self.model,
+                version,
+            )
+        return VersionInfo.from_record(record)
+
+    def _seed_cache(self, model: ModelVersion) -> None:
+        """Remember a snapshot just read as the newest materialised version (zero-copy)."""
+        with self._cache_lock:
+            if self._cache is not None and self._cache.version >= model.version:
+                return
+            if model.payload_kind != "arrow" or b"streamlearn.shapes" not in (
+                model.table.schema.metadata or {}
+            ):
+                return
+            try:
+                state = ModelState.from_arrow(model.table)
+            except (StateError, KeyError, ValueError):
+                return
+            self._cache = _Materialised(model.version, state.arrays, state.meta)
+
+    def _materialise(self, info: VersionInfo) -> ModelVersion:
+        """Version ``info`` (a delta) in full: the cached newest version, or its
+        nearest snapshot, plus the deltas after it, applied in place."""
+        with self._cache_lock:
+            cache = self._cache
+            path: list[VersionInfo] = []  # newest first
+            cur = info
+            while not (cache is not None and cur.version == cache.version):
+                through = cur.kind == DELTA or (
+                    cur.kind == COMPACT and cache is not None and cache.version < cur.version
+                )
+                if not through:
+                    break
+                path.append(cur)
+                assert cur.parent is not None
+                cur = self._record_info(cur.parent, info.version)
+            if cache is not None and cur.version == cache.version:
+                start = cache
+            else:
+                for i, step in enumerate(path):  # a compaction on the way is a nearer snapshot
+                    if step.kind == COMPACT:
+                        cur, path = step, path[:i]
+                        break
+                if cur.kind in TOMBSTONES:
+                    raise BrokenChain(
+                        f"model {self.model!r} version {cur.version} was discarded, yet version "
+                        f"{info.version} is materialised from it",
+                        self.model,
+                        cur.version,
+                    )
+                snapshot = self._read_snapshot(cur, needed_by=info.version)
+                try:
+                    state = ModelState.from_arrow(snapshot.table)
+                except StateError as exc:
+                    raise BrokenChain(
+                        f"model {self.model!r} version {cur.version}: not a model state ({exc}); "
+                        f"version {info.version} is materialised from it",
+                        self.model,
+                        cur.version,
+                    ) from None
+                start = _Materialised(cur.version, state.arrays, state.meta)
+            try:
+                for step in reversed(path):
+                    if step.kind == DELTA:
+                        start.apply(self._delta_of(step, info.version))
+                    start.version = step.version
+            except BaseException:
+                if start is self._cache:
+                    self._cache = None  # partly advanced: no longer any version
+                raise
+            start.version = info.version
+            if self._cache is None or info.version >= self._cache.version:
+                self._cache = start
+            return start.model_version(info, self.model)
+
+    def changes(self, since: int, upto: int | None = None) -> Update:
+        """What a follower holding version ``since`` needs to hold ``upto``.
+
+        ``upto`` defaults to :meth:`current`. If every version after ``since``
+        up to ``upto`` is a delta on the one before (or a compaction, which
+        changes nothing), the :class:`Update` carries their union
+        (:class:`Changes`: every slot they touched, with its newest values,
+        and ``upto``'s small arrays and metadata), read from those deltas
+        alone: O(changes), never O(model). Otherwise (a snapshot, a rollback,
+        ``upto`` older than ``since``) ``Update.reload`` says why and the
+        follower loads ``upto`` whole with :meth:`get`. A delta file missing or
+        damaged gives :class:`BrokenChain`, naming the model and version.
+
+        Examples
+        --------
+        >>> import tempfile, numpy as np
+        >>> from streamlearn.state import ModelState
+        >>> store = ModelStore(tempfile.mkdtemp(), model="ctr")
+        >>> state = ModelState({"weights": np.zeros(8), "intercept": np.zeros(1)}, {"n_slots": 8})
+        >>> v1 = store.publish(state)
+        >>> state.arrays["weights"][3] = 0.5
+        >>> v2 = store.publish_delta(Changes.gather(state, [3]), parent=v1)
+        >>> state.arrays["weights"][[3, 6]] = [0.7, -0.2]
+        >>> v3 = store.publish_delta(Changes.gather(state, [3, 6]), parent=v2)
+        >>> update = store.changes(since=v1)
+        >>> update.version, update.reload, update.changes.slots.tolist()
+        (3, None, [3, 6])
+        >>> update.changes.rows["weights"].tolist()
+        [0.7, -0.2]
+        >>> held = ModelState.from_arrow(store.get(v1).table).copy()
+        >>> update.changes.apply_to(held).arrays["weights"].tolist()
+        [0.0, 0.0, 0.0, 0.7, 0.0, 0.0, -0.2, 0.0]
+        >>> store.rollback(v2), store.changes(since=v3).reload
+        (4, 'version 4 is a snapshot (rollback): load version 4 whole')
+        """
+        since = _check_version(since, "since")
+        head = self.head()
+        if head.latest is None:
+            raise self._nothing_published()
+        upto = head.current if upto is None else _check_version(upto, "upto")
+        assert upto is not None
+        if upto == since:
+            return Update(since, upto, Changes(np.zeros(0, np.int64), {}, {}, None))
+        if upto < since:
+            return Update(
+                since, upto, None,
+                f"version {upto} is older than {since}: load version {upto} whole",
+            )
+        path: list[VersionInfo] = []
+        v = upto
+        while v > since:
+            record = self._read_record(v)
+            if record is None:
+                if v == upto:
+                    raise self._gone(upto)
+                return Update(since, upto, None, f"version {v} is gone: load version {upto} whole")
+            info = VersionInfo.from_record(record)
+            if info.kind in TOMBSTONES:
+                raise self._discarded(info)
+            if info.kind == DELTA:
+                path.append(info)
+            elif info.kind != COMPACT:
+                return Update(
+                    since, upto, None,
+                    f"version {v} is a snapshot ({info.kind}): load version {upto} whole",
+                )
+            assert info.parent is not None
+            v = info.parent
+        if v != since:
+            return Update(
+                since, upto, None,
+                f"version {since} is not on version {upto}'s chain: load version {upto} whole",
+            )
+        if not path:
+            return Update(since, upto, Changes(np.zeros(0, np.int64), {}, {}, None))
+        return Update(since, upto, Changes.union([self._delta_of(i, upto) for i in path]))
+
     def _publish_table(
         self,
         table: pa.Table,
@@ -684,14 +1130,54 @@ class ModelStore:
         kind: str,
         rollback_of: int | None,
         lease: Lease | None = None,
+        parent: int | None = None,
     ) -> int:
+        """Publish ``table`` as a snapshot. ``parent`` (a compaction) must stay the latest."""
+        layout = _layout_of(table) if payload_kind == "arrow" else None
+
+        def write(sink: pa.NativeFile, meta: dict[str, Any]) -> int:
+            return write_version(sink, table, meta)
+
+        def describe(version: int, size: int, this: Lineage, latest: int | None) -> dict[str, Any]:
+            return {
+                "parent": parent if parent is not None else latest,
+                "base": version,
+                "chain": {"deltas": 0, "bytes": 0, "snapshot_bytes": size,
+                          "snapshot_at": this.created_at},
+                "layout": layout,
+            }
+
+        return self._commit_new(
+            write, describe, payload_kind, lineage, kind=kind, rollback_of=rollback_of,
+            lease=lease, strict_parent=parent,
+        )
+
+    def _commit_new(
+        self,
+        write: Callable[[pa.NativeFile, dict[str, Any]], int],
+        describe: Callable[[int, int, Lineage, int | None], dict[str, Any]],
+        payload_kind: str,
+        lineage: Lineage,
+        *,
+        kind: str,
+        rollback_of: int | None,
+        lease: Lease | None,
+        strict_parent: int | None = None,
+    ) -> int:
+        """The commit protocol (docs/store.md): write the file, claim the number, move HEAD.
+
+        With ``strict_parent``, the version must come right after it (only
+        tombstones between): otherwise its record becomes a ``refused``
+        tombstone and :class:`StaleParent` is raised.
+        """
         self._prepare()
         if lease is not None:
             lease.check()  # early: a fenced writer does not even write its file
         else:
             self._refuse_if_held("publish")
         lineage = lineage.stamped()
-        version = (self.head().latest or 0) + 1
+        latest = self.head().latest
+        version = (latest or 0) + 1
         for _ in range(_MAX_CLAIM_ATTEMPTS):
             while self._files.exists(self._path(self._commit_rel(version))):
                 version += 1  # HEAD lags behind a publisher that has not updated it yet
@@ -710,7 +1196,7 @@ class ModelStore:
                 "lineage": this.to_dict(),
             }
             with self._files.open_output(self._path(rel)) as sink:
-                size = write_version(sink, table, meta)
+                size = write(sink, meta)
             info = VersionInfo(
                 model=self.model,
                 version=version,
@@ -721,6 +1207,7 @@ class ModelStore:
                 size_bytes=size,
                 writer_id=None if lease is None else lease.writer_id,
                 writer_token=None if lease is None else lease.token,
+                **describe(version, size, this, latest),
             )
             record = info.to_record()
             if self._files.create_exclusive(
@@ -737,6 +1224,8 @@ class ModelStore:
         with self._files.locked(self._path(".lock")):
             if lease is not None:
                 self._fence_after_commit(lease, record)
+            if strict_parent is not None:
+                self._refuse_unless_next(strict_parent, record)
             head = self.head()
             if head.latest is None or version > head.latest:
                 self._files.write_atomic(
@@ -752,6 +1241,23 @@ class ModelStore:
             this.events,
         )
         return version
+
+    def _refuse_unless_next(self, parent: int, record: dict[str, Any]) -> None:
+        """Make ``record`` a tombstone and raise if a version came between ``parent`` and it."""
+        version = record["version"]
+        for v in range(parent + 1, version):
+            other = self._read_record(v)
+            if other is None or other.get("kind") in TOMBSTONES:
+                continue
+            tomb = {**record, "kind": REFUSED}
+            self._files.write_atomic(self._path(self._commit_rel(version)), orjson.dumps(tomb))
+            self._files.delete(self._path(record["file"]))
+            self._index_add(tomb)
+            raise StaleParent(
+                f"model {self.model!r}: version {version} was refused: it was made on version "
+                f"{parent}, but version {v} was published after {parent} first; publish a "
+                f"snapshot, or a delta on the latest version"
+            )
 
     def _set_pin(self, version: int | None) -> None:
         with self._files.locked(self._path(".lock")):
@@ -843,6 +1349,17 @@ class ModelStore:
                     logger.warning(
                         "retention unpinned model %r from version %d", self.model, head.pinned
                     )
+            # a kept delta needs every version back to its snapshot
+            by_version = {i.version: i for i in infos}
+            needed: set[int] = set()
+            for v in keep:
+                step = by_version.get(v)
+                while step is not None and step.version not in needed:
+                    needed.add(step.version)
+                    if step.kind != DELTA or step.parent is None:
+                        break
+                    step = by_version.get(step.parent)
+            keep |= needed
             created = {i.version: i.created_at for i in infos}
             now = time.time()
             segments = self._segments()
@@ -868,3 +1385,59 @@ class ModelStore:
                 deleted[-1],
             )
         return deleted
+
+
+def _layout_of(source: pa.Table | pa.Schema) -> dict[str, Any] | None:
+    """``{"n_slots", "shapes"}`` of a model-state table (``None`` for other tables)."""
+    meta = source.schema.metadata if isinstance(source, pa.Table) else source.metadata
+    meta = meta or {}
+    if b"streamlearn.shapes" not in meta or b"streamlearn.meta" not in meta:
+        return None
+    try:
+        shapes = json.loads(meta[b"streamlearn.shapes"])
+        model_meta = json.loads(meta[b"streamlearn.meta"])
+        n_slots = model_n_slots(model_meta, shapes)
+    except (ValueError, TypeError, KeyError):
+        return None
+    if n_slots is None:
+        return None
+    return {"n_slots": n_slots, "shapes": shapes}
+
+
+class _Materialised:
+    """A version's arrays and metadata, advanced in place by deltas.
+
+    Arrays read from a snapshot are views of its file; the first delta that
+    touches one copies it (once), later ones write into the copy. An array a
+    table handed out by :meth:`ModelStore.get` still refers to is copied
+    before writing (copy-on-write), so a loaded version never changes.
+    """
+
+    def __init__(self, version: int, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        self.version = version
+        self.arrays = dict(arrays)
+        self.meta = meta
+        self.owned: set[str] = set()
+
+    def apply(self, changes: Changes) -> None:
+        for name, values in changes.rows.items():
+            if name not in self.owned or shared(self.arrays, name):
+                self.arrays[name] = np.array(self.arrays[name])
+                self.owned.add(name)
+            self.arrays[name][changes.slots] = values
+        for name, values in changes.small.items():
+            self.arrays[name] = np.array(values)
+            self.owned.add(name)
+        if changes.meta is not None:
+            self.meta = changes.meta
+
+    def model_version(self, info: VersionInfo, model: str) -> ModelVersion:
+        batch = ModelState(self.arrays, self.meta).to_arrow()
+        table = stamp_store_metadata(pa.Table.from_batches([batch]), {
+            "model": model,
+            "version": info.version,
+            "kind": info.kind,
+            "payload": "arrow",
+            "lineage": info.lineage.to_dict(),
+        })
+        return ModelVersion(info=info, table=table, payload_kind="arrow")

@@ -28,6 +28,7 @@ __all__ = [
     "write_version",
     "read_version",
     "strip_store_metadata",
+    "stamp_store_metadata",
 ]
 
 META_PREFIX = b"streamlearn.store."
@@ -108,9 +109,14 @@ def _metadata(table: pa.Table, store_meta: dict[str, Any]) -> dict[bytes, bytes]
     return meta
 
 
+def stamp_store_metadata(table: pa.Table, store_meta: dict[str, Any]) -> pa.Table:
+    """``table`` with ``store_meta`` added to its schema as ``streamlearn.store.*`` keys."""
+    return table.replace_schema_metadata(_metadata(table, store_meta))
+
+
 def write_version(sink: pa.NativeFile, table: pa.Table, store_meta: dict[str, Any]) -> int:
     """Write ``table`` as an IPC file with ``store_meta`` in its schema; return bytes written."""
-    table = table.replace_schema_metadata(_metadata(table, store_meta))
+    table = stamp_store_metadata(table, store_meta)
     start = sink.tell()
     with ipc.new_file(sink, table.schema) as writer:
         writer.write_table(table)

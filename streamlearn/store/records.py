@@ -54,7 +54,10 @@ class VersionInfo:
     lineage
         Offsets, event count, parents, learners, creation time, metrics.
     kind
-        ``"publish"`` or ``"rollback"`` (a new version equal to an older one).
+        ``"publish"`` (a snapshot), ``"delta"`` (the changes on its parent),
+        ``"rollback"`` (a snapshot equal to an older version), ``"compact"``
+        (a snapshot equal to its parent, a delta) or ``"fenced"``/``"refused"``
+        (a tombstone: a publish discarded after its number was taken).
     rollback_of
         For a rollback, the version it restored.
     file
@@ -70,6 +73,18 @@ class VersionInfo:
         The writer lease it was published under (``None`` without one); a
         ``kind="fenced"`` record is a publish refused because a newer token
         took over after it was written (no file, never served).
+    parent, base
+        The version it was published on (``None`` for the first, and for
+        versions published before deltas existed) and the snapshot it is
+        materialised from (itself for a snapshot).
+    chain
+        ``{"deltas", "bytes", "snapshot_bytes", "snapshot_at"}``: deltas and
+        their bytes since ``base`` (this one included), and ``base``'s size
+        and creation time; what :class:`~streamlearn.store.SnapshotPolicy` reads.
+    layout
+        ``{"n_slots", "shapes"}`` of a model-state version (shape and dtype of
+        every array), what a delta on it is checked against; ``None`` for
+        other payloads.
     """
 
     model: str
@@ -84,6 +99,15 @@ class VersionInfo:
     current: bool = False
     writer_id: str | None = None
     writer_token: int | None = None
+    parent: int | None = None
+    base: int | None = None
+    chain: dict[str, Any] | None = None
+    layout: dict[str, Any] | None = None
+
+    @property
+    def is_delta(self) -> bool:
+        """Whether the version is stored as a delta on its parent."""
+        return self.kind == "delta"
 
     @property
     def created_at(self) -> float | None:
@@ -102,6 +126,12 @@ class VersionInfo:
         }
         if self.writer_token is not None:
             record["writer"] = {"id": self.writer_id, "token": self.writer_token}
+        if self.base is not None:
+            record["parent"] = self.parent
+            record["base"] = self.base
+            record["chain"] = self.chain
+        if self.layout is not None:
+            record["layout"] = self.layout
         return record
 
     def to_dict(self) -> dict[str, Any]:
@@ -120,6 +150,7 @@ class VersionInfo:
         if not isinstance(writer, dict):
             writer = {}
         token = writer.get("token")
+        parent, base = record.get("parent"), record.get("base")
         return cls(
             model=record["model"],
             version=int(record["version"]),
@@ -130,6 +161,10 @@ class VersionInfo:
             size_bytes=int(record.get("size_bytes", 0)),
             writer_id=writer.get("id"),
             writer_token=int(token) if isinstance(token, int) else None,
+            parent=parent if isinstance(parent, int) else None,
+            base=base if isinstance(base, int) else None,
+            chain=record.get("chain") if isinstance(record.get("chain"), dict) else None,
+            layout=record.get("layout") if isinstance(record.get("layout"), dict) else None,
             **status,
         )
 
