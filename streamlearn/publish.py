@@ -38,7 +38,7 @@ delivers each event once::
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -171,6 +171,18 @@ class Delivery:
             )
         meta = self._future.value
         return Delivered(meta.topic, meta.partition, meta.offset, meta.timestamp, self.events)
+
+    def on_delivered(self, fn: Callable[[Delivered], Any]) -> None:
+        """Call ``fn(Delivered)`` once Kafka acknowledged the message (at once if
+        it already did). It runs in the producer's I/O thread, so it must be
+        quick; it is never called for a failed message (flush reports those).
+        """
+        events = self.events
+        self._future.add_callback(
+            lambda meta: fn(
+                Delivered(meta.topic, meta.partition, meta.offset, meta.timestamp, events)
+            )
+        )
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "in flight"

@@ -35,11 +35,12 @@ def test_library_info_lines_only_with_verbose(kafka_broker, topic_name: str) -> 
     quiet = run("topics", "create", topic_name, "--bootstrap", kafka_broker.bootstrap)
     assert quiet.returncode == 0, quiet.stderr
     assert topic_name in quiet.stdout + quiet.stderr
-    assert " kafka." not in quiet.stderr, quiet.stderr
+    # (a warning of theirs may still show: only their INFO chatter is held back)
+    assert " INFO kafka." not in quiet.stderr, quiet.stderr
 
     loud = run("-v", "topics", "create", f"{topic_name}-v", "--bootstrap", kafka_broker.bootstrap)
     assert loud.returncode == 0, loud.stderr
-    assert " kafka." in loud.stderr
+    assert " INFO kafka." in loud.stderr or " DEBUG kafka." in loud.stderr
 
 
 def _env(state: Path) -> dict[str, str]:

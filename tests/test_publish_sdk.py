@@ -158,5 +158,9 @@ def test_publish_returns_a_delivery_of_our_own(kafka_broker, topic_name) -> None
     with Publisher(kafka_broker.bootstrap, topic_name, envelope=True, envelope_size=3) as pub:
         results = [pub.publish({"key": "same", "features": {"x": i}}) for i in range(3)]
         assert results[:2] == [None, None]  # buffered into the envelope
+        acked: list[Delivered] = []
+        results[2].on_delivered(acked.append)
         sent = results[2].wait(timeout_s=60)
         assert sent.events == 3 and sent.partition == pub.partition_of("same")
+        pub.flush()
+        assert acked == [sent]  # the callback saw what wait() returns, once

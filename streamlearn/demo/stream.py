@@ -14,8 +14,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from streamlearn.publish import Delivered
 
 __all__ = ["PacedStream"]
 
@@ -108,9 +112,9 @@ class PacedStream:
             log.warning("closing the demo publisher failed: %s", exc)
 
     # -- publishing --------------------------------------------------------------
-    def _ack(self, meta) -> None:
+    def _ack(self, delivered: Delivered) -> None:
         if self._on_ack is not None:
-            self._on_ack(meta.partition, meta.offset, meta.timestamp)
+            self._on_ack(delivered.partition, delivered.offset, delivered.timestamp_ms)
 
     def _publish_one(self, event: dict) -> None:
         if self.bad_share and self._rng.random() < self.bad_share:
@@ -118,10 +122,10 @@ class PacedStream:
             self.bad += 1
         else:
             self.positives += event["label"] == 1
-        future = self._publisher.publish(event)
+        delivery = self._publisher.publish(event)
         self.published += 1
-        if future is not None:
-            future.add_callback(self._ack)
+        if delivery is not None:
+            delivery.on_delivered(self._ack)
 
     def _run(self) -> None:
         # An envelope leaves when full (at 10k events/s, within a few ticks); freshness
