@@ -218,8 +218,9 @@ def test_known_features_count_weights_and_factors() -> None:
         {"none": 1.0},
         {"f": 1.0, "city": "Lyon"},
         {"city": "Oslo", "tags": ["Lyon"]},  # another name's string: its own slot
+        {"tags": []},  # no entry at all: the intercept alone
     ]
-    want = [2, 0, 2, 0]
+    want = [2, 0, 2, 0, 0]
     assert [predictor.predict_one(x)[2] for x in events] == want
     if native_available():  # the C table counts them alike
         for x in events:
@@ -229,6 +230,10 @@ def test_known_features_count_weights_and_factors() -> None:
     assert list(predictor.predict_features(events).known) == want
     cols = predictor.predict_columns(*column_dict(events))
     assert list(cols.known) == want
+    model = predictor.learner
+    proba = [predictor.predict_one(x)[1][1] for x in events]
+    np.testing.assert_allclose(proba, model.predict_proba_many(events)[:, 1], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(cols.probabilities)[:, 1], proba, rtol=0, atol=1e-12)
 
 
 # -- the service: a store, the watcher, the app, every route ----------------------

@@ -132,12 +132,31 @@ class FMScorer:
     def score_one_known(self, x: Mapping[str, Any]) -> tuple[float, int] | None:
         """The raw score and known features of one event, or ``None`` when it
         has anything but plain values under valid names, or no feature (the
-        caller validates it the slow way, which names the problem)."""
-        got = self.score_many_known((x,))
+        caller validates it the slow way, which names the problem).
+
+        The score of one event's ``n`` entries, without a feature batch:
+        ``w[idx] · x`` and, with ``vx = v[idx] * x``, ``½ (|Σ vx|² − Σ vx²)``.
+        """
+        got = event_entries(self.hasher, (x,))
         if got is None:
             return None
-        z = float(got[0][0])
-        return (z, int(got[1][0])) if math.isfinite(z) else None
+        idx_list, val_list, _, _, feature_rows, entry_features = got
+        if not idx_list:  # only empty lists: the intercept alone
+            self.events += 1
+            return self._b0, 0
+        idx = np.array(idx_list, np.int64)
+        values = np.array(val_list, np.float64)
+        vx = self._v[idx] * values[:, None]
+        s = vx.sum(axis=0)
+        z = self._b0 + float(self._w[idx] @ values) + 0.5 * float(s @ s - np.vdot(vx, vx))
+        if not math.isfinite(z):
+            return None
+        hit = self._known_slot[idx]
+        known = len(set(np.array(entry_features)[hit].tolist())) if not hit.all() else (
+            len(set(entry_features))
+        )
+        self.events += 1
+        return z, known
 
     def score_many_known(
         self, xs: Sequence[Mapping[str, Any]]
