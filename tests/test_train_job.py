@@ -199,8 +199,11 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     with Publisher(bootstrap, topic_name, envelope=True, envelope_size=50) as pub:
         pub.publish_many(events[:30_000])
 
+    # the same writer id in both runs: the second is this job restarted, which takes over
+    # the model's writer lease the killed run left (another writer would wait for it to expire)
     args = _config(
-        tmp_path, bootstrap, topic_name, parallelism=2, checkpoint_ms=500, flush_ms=50, sync_ms=200
+        tmp_path, bootstrap, topic_name, parallelism=2, checkpoint_ms=500, flush_ms=50,
+        sync_ms=200, writer_id="train-clicks-kill9",
     )
     store = ModelStore(str(tmp_path / "models"), "clicks")
     checkpoints = tmp_path / "checkpoints" / "clicks"
