@@ -274,7 +274,9 @@ class Scorer:
         if isinstance(values, np.ndarray):
             values = values.tolist()
         classes = list(result.classes) if result.classes is not None else None
-        proba = result.probabilities.tolist() if result.probabilities is not None else None
+        proba = result.probabilities  # a list of lists for one event of a binary model
+        if isinstance(proba, np.ndarray):
+            proba = proba.tolist()
         records = []
         for n, (index, event) in enumerate(zip(_indices(len(events), rejections), events,
                                                strict=True)):

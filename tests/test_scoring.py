@@ -143,6 +143,58 @@ def test_a_classifier_record_has_classes_probabilities_and_its_best_class(
     assert bad["field"] == "label"
 
 
+@pytest.mark.parametrize("kind", ["binary", "regression"])
+def test_a_factorization_machine_is_scored_as_its_learner_predicts(
+    store: ModelStore, kind: str
+) -> None:
+    from streamlearn.learners import FMClassifier, FMRegressor
+    from streamlearn.serving.fm_scorer import FMScorer
+
+    cls = FMClassifier if kind == "binary" else FMRegressor
+    model = cls(k=4, bits=10, init_std=0.1)
+    ys = [(e["age"] > 4) != (e["country"] == "FR") for e in EVENTS]
+    model.learn_many(EVENTS, ys if kind == "binary" else [float(y) for y in ys])
+    store.publish(model.state(), Lineage())
+    sample = EVENTS[:20]
+    with Scorer.from_store(store, MODEL) as scorer:
+        assert type(scorer.watcher.current._scorer) is FMScorer  # the factors are served
+        out = scorer.score(encode_envelope([{"features": f, "id": i}
+                                            for i, f in enumerate(sample)]))
+        (one,) = records(scorer.score(encode_event({"features": sample[3], "id": "one"})))
+    got = records(out)
+    assert [r["id"] for r in got] == list(range(len(sample)))
+    if kind == "binary":
+        expected = np.asarray(model.predict_proba_many(sample))[:, 1]
+        np.testing.assert_allclose([r["probabilities"][1] for r in got], expected,
+                                   rtol=0, atol=1e-9)
+        assert [r["prediction"] for r in got] == [bool(p > 0.5) for p in expected]
+        assert abs(one["probabilities"][1] - expected[3]) < 1e-9
+    else:
+        expected = np.asarray(model.predict_many(sample))
+        np.testing.assert_allclose([r["prediction"] for r in got], expected, rtol=0, atol=1e-9)
+        assert abs(one["prediction"] - expected[3]) < 1e-9
+        assert "probabilities" not in one
+    # the pairwise term is in the records: the linear part alone answers otherwise
+    state = model.state()
+    state.arrays["factors"][:] = 0.0
+    flat = type(model).from_state(state)
+    flat_scores = (np.asarray(flat.predict_proba_many(sample))[:, 1] if kind == "binary"
+                   else np.asarray(flat.predict_many(sample)))
+    assert np.abs(flat_scores - expected).max() > 1e-3
+
+
+def test_a_single_event_of_a_binary_classifier_gets_its_probabilities(
+    store: ModelStore,
+) -> None:
+    # one event of a one-output model is answered in plain Python: probabilities as lists
+    model = trained_classifier()
+    store.publish(model.state(), Lineage())
+    with Scorer.from_store(store, MODEL) as scorer:
+        (rec,) = records(scorer.score(encode_event({"features": EVENTS[5], "id": "e"})))
+    assert rec["classes"] == [False, True]
+    assert abs(rec["probabilities"][1] - model.predict_proba_one(EVENTS[5])[True]) < 1e-12
+
+
 def test_the_label_a_model_accepts_follows_its_classes(store: ModelStore) -> None:
     softmax = SoftmaxRegression(classes=["cat", "dog", "eel"], bits=6)
     store.publish(softmax.state(), Lineage())
