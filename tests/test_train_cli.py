@@ -110,8 +110,12 @@ class Trainer:
 
 
 def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
-        return answer.read().decode()
+    """The reporter's page, or "" while nothing answers on ``port``."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            return answer.read().decode()
+    except OSError:
+        return ""
 
 
 def _learned(text: str) -> float:
