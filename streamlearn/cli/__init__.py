@@ -187,9 +187,15 @@ def _version() -> str:
 def configure_logging(verbose: bool) -> None:
     """streamlearn's own loggers at INFO (DEBUG with ``-v``); the libraries
     underneath (kafka-python, uvicorn, ...) only say warnings unless ``-v``.
+
+    Where logging is configured already (``main()`` called by a program that
+    set up its own handlers, or by a test runner), it is left as it is.
     """
+    root = logging.getLogger()
+    if root.handlers:
+        return
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
     for own in OWN_LOGGERS:
         logging.getLogger(own).setLevel(logging.DEBUG if verbose else logging.INFO)
 
