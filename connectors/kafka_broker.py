@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 DEFAULT_PORT = 9092
 DEFAULT_HOST = "127.0.0.1"
 
+#: Disk a local broker keeps per partition: the newest 256 MiB of its log, in
+#: segments of 64 MiB (Kafka deletes whole closed segments, so a partition
+#: holds at most RETENTION_BYTES + SEGMENT_BYTES).
+RETENTION_BYTES = 256 * 1024 * 1024
+SEGMENT_BYTES = 64 * 1024 * 1024
+
 _LOG4J2 = """\
 status = warn
 appender.file.type = File
@@ -231,6 +237,12 @@ class LocalBroker:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
             "message.max.bytes": str(16 * 1024 * 1024),
+            # a local broker keeps a bounded disk: each partition's log is cut to
+            # its newest RETENTION_BYTES (checked every minute) and a day at most
+            "log.retention.bytes": str(RETENTION_BYTES),
+            "log.segment.bytes": str(SEGMENT_BYTES),
+            "log.retention.hours": "24",
+            "log.retention.check.interval.ms": "60000",
         }
         path = self.dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))

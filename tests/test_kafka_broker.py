@@ -196,3 +196,16 @@ def test_a_port_taken_while_the_broker_starts_is_port_in_use(tmp_path, monkeypat
         with pytest.raises(PortInUse, match=f"{port} or {port + 1}"):
             broker.start(timeout_s=120)
     assert not broker.status().running
+
+
+def test_a_local_broker_keeps_a_bounded_disk(kafka_broker, topic_name):
+    """Every topic of a local broker keeps at most its newest RETENTION_BYTES per
+    partition (in SEGMENT_BYTES segments), so a loop left running fills no disk."""
+    from connectors.kafka_broker import RETENTION_BYTES, SEGMENT_BYTES
+
+    create_topics(kafka_broker.bootstrap, {topic_name: 1})
+    settings = _topic_settings(kafka_broker.bootstrap, topic_name)
+    assert settings["retention.bytes"]["value"] == str(RETENTION_BYTES)
+    assert settings["segment.bytes"]["value"] == str(SEGMENT_BYTES)
+    assert int(settings["retention.ms"]["value"]) == 24 * 3600 * 1000
+    assert SEGMENT_BYTES < RETENTION_BYTES <= 256 * 1024 * 1024
