@@ -16,7 +16,7 @@ import pytest
 
 from connectors.kafka_io import KeyedProducer, consume_all, create_topics
 from streamlearn.cli import main as cli_main
-from streamlearn.learners import LinearRegression, LogisticRegression
+from streamlearn.learners import FMClassifier, LinearRegression, LogisticRegression
 from streamlearn.state import ModelState
 from streamlearn.store import Lineage, ModelStore
 
@@ -156,14 +156,17 @@ def test_minicluster_job_scores_every_event_once_and_follows_new_versions(
     assert all(d["topic"] == source and d["stage"] == "score" for d in letters)
 
 
+@pytest.mark.parametrize("learner", ["logistic", pytest.param("fm", marks=pytest.mark.slow)])
 def test_cli_submits_a_bounded_classifier_job_to_a_standalone_cluster(
-    kafka_broker, flink_cluster, topic_name, tmp_path: Path
+    kafka_broker, flink_cluster, topic_name, tmp_path: Path, learner: str
 ) -> None:
     bootstrap = kafka_broker.bootstrap
     source, sink, dlq = f"{topic_name}-events", f"{topic_name}-scores", f"{topic_name}-bad"
     create_topics(bootstrap, {source: 2, sink: 1, dlq: 1})
     events = [{"age": float(i % 9), "country": ["FR", "DE", "JP"][i % 3]} for i in range(300)]
-    model = LogisticRegression(bits=10)
+    model = LogisticRegression(bits=10) if learner == "logistic" else FMClassifier(
+        k=4, bits=10, init_std=0.1
+    )
     model.learn_many(events, [(e["age"] > 4) != (e["country"] == "FR") for e in events])
     ModelStore(str(tmp_path / "models"), MODEL).publish(model.state(), Lineage(events=300))
     with KeyedProducer(bootstrap, source) as producer:
