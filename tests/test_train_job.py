@@ -145,6 +145,12 @@ def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_nam
     assert {int(p): o for p, o in lineage.offsets[topic_name].items()} == ends
     assert len(lineage.learners) == 2
     assert 0.0 < lineage.metrics["LogLoss"] < 0.69, "prequential log-loss beats chance"
+    # the one writer: every version published under the merger's lease, released at the end
+    writer = store.writer()
+    assert writer.writer_id.startswith("train-clicks-") and writer.state == "released"
+    assert {(v.writer_id, v.writer_token) for v in versions[-1:]} == {
+        (writer.writer_id, writer.token)
+    }
 
     dlq = consume_all(bootstrap, f"{topic_name}.dlq", expected=n_bad, timeout_s=30)
     assert len(dlq) == n_bad
