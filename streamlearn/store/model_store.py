@@ -280,10 +280,10 @@ class ModelStore:
         if record.get("kind") in (DELTA, COMPACT):
             for key in ("parent", "base"):
                 link = record.get(key)
-                if (isinstance(link, bool) or not isinstance(link, int) or link < 1
-                        or link >= number):
+                top = number if key == "base" and record.get("kind") == COMPACT else number - 1
+                if isinstance(link, bool) or not isinstance(link, int) or not 1 <= link <= top:
                     raise self._damaged(
-                        f"the commit record's `{key}`", f"a version number below {number}",
+                        f"the commit record's `{key}`", f"a version number up to {top}",
                         link, number,
                     )
         name = record.get("file")
@@ -399,6 +399,8 @@ class ModelStore:
         if info.kind in TOMBSTONES:
             raise self._discarded(info)
         if info.is_delta:
+            if not self._files.exists(self._path(info.file)):
+                raise self._missing(info, None)  # pruned by retention (or lost: BrokenChain)
             return self._materialise(info)
         model = self._read_snapshot(info)
         self._seed_cache(model)
