@@ -12,6 +12,7 @@ own ``predict_many`` fail if the server ever calls it.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import httpx
@@ -19,6 +20,8 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamlearn.learners import FMClassifier, FMRegressor, LogisticRegression
 from streamlearn.optim import AdaGrad
@@ -367,3 +370,102 @@ def test_fm_state_round_trip_keeps_the_factors() -> None:
     events = make_events(30, seed=8)
     got = np.asarray(predictor.predict_features(events).probabilities)[:, 1]
     np.testing.assert_allclose(got, reference(model, events), rtol=0, atol=1e-12)
+
+
+# -- the native table against the Python path, on drawn bodies ----------------------
+
+FM_NATIVE = None if not native_available() else trained_fm("binary", seed=2)
+WORDS = ["Lyon", "Oslo", "", "a b", "é", "🙂"]
+fm_names = st.sampled_from(["age", "visits", "score", "city", "tags", "vip"]) | st.text(
+    max_size=5
+)
+fm_values = (
+    st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
+    | st.integers(min_value=-(10**6), max_value=10**6)
+    | st.booleans()
+    | st.sampled_from(WORDS + CITIES)
+    | st.lists(st.sampled_from(WORDS + TAGS), max_size=4)
+)
+fm_odd = (
+    st.none() | st.floats() | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.dictionaries(st.text(max_size=2), st.integers(), max_size=1)
+    | st.lists(st.integers(), min_size=1, max_size=2)
+)
+
+
+def dump(features: dict[str, Any], spaced: bool) -> bytes:
+    doc = {"features": features}
+    try:
+        text = orjson.dumps(doc)
+    except TypeError:  # integers past 64 bits
+        text = json.dumps(doc, ensure_ascii=False).encode()
+    return text.replace(b":", b" :\n ", 1) if spaced else text
+
+
+def agree(got: Any, want: Any) -> None:
+    value, proba, known = got
+    assert known == want[2]
+    assert value == want[0]
+    assert abs(proba[1] - want[1][1]) <= 1e-9
+
+
+@pytest.mark.skipif(not native_available(), reason="the C extension is not built")
+@settings(max_examples=300, deadline=None)
+@given(
+    features=st.dictionaries(fm_names, fm_values, max_size=10)
+    | st.dictionaries(fm_names, fm_values | fm_odd, max_size=5),
+    spaced=st.booleans(),
+)
+def test_drawn_bodies_get_the_python_answer_from_the_fm_table_or_step_aside(
+    features: dict[str, Any], spaced: bool
+) -> None:
+    predictor = served(FM_NATIVE)
+    body = dump(features, spaced)
+    want = predictor.predict_one(features)  # None: not a plain event, the validation names it
+    got = predictor.predict_body(body)
+    if got is False and want is not None:
+        predictor.remember(features)
+        got = predictor.predict_body(body)
+    if got is None or got is False:
+        return  # stepped aside: the Python path answers
+    assert want is not None  # never a score for an event the Python path refuses
+    agree(got, want)
+
+
+@pytest.mark.skipif(not native_available(), reason="the C extension is not built")
+@settings(max_examples=300, deadline=None)
+@given(
+    features=st.dictionaries(
+        st.sampled_from(["age", "city", "tags"]) | st.text("abcxyz_019", min_size=1, max_size=4),
+        fm_values, min_size=1, max_size=12,
+    ),
+    spaced=st.booleans(),
+)
+def test_a_plain_body_is_scored_by_the_fm_table_once_remembered(
+    features: dict[str, Any], spaced: bool
+) -> None:
+    predictor = served(FM_NATIVE)
+    want = predictor.predict_one(features)
+    predictor.remember(features)
+    got = predictor.predict_body(dump(features, spaced))
+    assert predictor.native_hits == 1
+    agree(got, want)
+
+
+@pytest.mark.skipif(not native_available(), reason="the C extension is not built")
+def test_the_fm_table_starts_afresh_past_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(linear_scorer, "_CACHE_LIMIT", 20)
+    model = trained_fm("regression")
+    predictor = served(model)
+    events = [{"age": float(i), "city": f"c{i}", f"n{i % 30}": 1.0} for i in range(100)]
+    want = model.predict_many(events)
+    for _ in range(2):
+        for i, x in enumerate(events):
+            got = predictor.predict_body(body_of(x))
+            if got is False:
+                got = predictor.predict_one(x)
+                predictor.remember(x)
+                assert abs(predictor.predict_body(body_of(x))[0] - want[i]) < 1e-9
+            assert len(predictor._native) <= 20
+            assert abs(got[0] - want[i]) < 1e-9
+    assert predictor.native_hits >= len(events)

@@ -118,14 +118,16 @@ class FMScorer:
         return cls(arrays["weights"], arrays["intercept"], arrays["factors"], hasher)
 
     def raw(self, batch: FeatureBatch) -> np.ndarray:
-        """Raw scores of an encoded batch (the learner's formula)."""
-        z = batch.row_sums(self._w[batch.indices] * batch.values) + self._b0
-        if batch.n_rows == 0 or len(batch.indices) == 0:
-            return z
-        vx = self._v[batch.indices] * batch.values[:, None]
-        s = batch.row_sums(vx)
-        q = batch.row_sums(vx * vx)
-        return z + 0.5 * (s * s - q).sum(axis=1)
+        """Raw scores of an encoded batch (the learner's formula); huge numbers
+        give scores that are not finite, without a warning."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = batch.row_sums(self._w[batch.indices] * batch.values) + self._b0
+            if batch.n_rows == 0 or len(batch.indices) == 0:
+                return z
+            vx = self._v[batch.indices] * batch.values[:, None]
+            s = batch.row_sums(vx)
+            q = batch.row_sums(vx * vx)
+            return z + 0.5 * (s * s - q).sum(axis=1)
 
     # -- JSON events ----------------------------------------------------------------
 
@@ -135,7 +137,7 @@ class FMScorer:
         caller validates it the slow way, which names the problem).
 
         The score of one event's ``n`` entries, without a feature batch:
-        ``w[idx] · x`` and, with ``vx = v[idx] * x``, ``½ (|Σ vx|² − Σ vx²)``.
+        ``w[idx] · x`` and, with ``vx = v[idx] * x``, ``½ Σ_f ((Σ vx)² − Σ vx²)``.
         """
         got = event_entries(self.hasher, (x,))
         if got is None:
@@ -146,9 +148,11 @@ class FMScorer:
             return self._b0, 0
         idx = np.array(idx_list, np.int64)
         values = np.array(val_list, np.float64)
-        vx = self._v[idx] * values[:, None]
-        s = vx.sum(axis=0)
-        z = self._b0 + float(self._w[idx] @ values) + 0.5 * float(s @ s - np.vdot(vx, vx))
+        with np.errstate(over="ignore", invalid="ignore"):  # huge numbers: no finite score
+            vx = self._v[idx] * values[:, None]
+            s = vx.sum(axis=0)
+            pair = float((s * s - (vx * vx).sum(axis=0)).sum())  # per factor, as the learner
+            z = self._b0 + float(self._w[idx] @ values) + 0.5 * pair
         if not math.isfinite(z):
             return None
         hit = self._known_slot[idx]
