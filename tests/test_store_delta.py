@@ -355,3 +355,15 @@ def test_snapshot_policy_reads_the_chain(store: ModelStore) -> None:
     assert "s old" in by_age.due(chain, now=chain.snapshot_created_at + 61)
     with pytest.raises(ValidationError, match="max_deltas"):
         SnapshotPolicy(max_deltas=0)
+
+
+def test_the_documented_example_runs(tmp_path, monkeypatch) -> None:
+    """docs/store.md's delta example, run as it is written."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "store.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    marker = "store.changes(since=follower_version)"
+    example = next(b.split("```")[0] for b in blocks if marker in b)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/store.md", "exec"), {})
