@@ -11,7 +11,15 @@ filesystem and on a moto S3 server on loopback:
 and, locally, ``list()`` over 10,000 versions. Figures are medians; ratios are
 store / bare pyarrow. Results go to ``bench/results/store.json``.
 
+Delta versions (``--delta-bits 20 24``, local disk): a model of ``weights`` and
+AdaGrad's ``g2`` (float64) of 2^bits slots, ``--delta-slots`` changed slots per
+version: bytes and time of a snapshot and of a delta publish, a follower's
+``changes()`` + ``apply_to``, and ``get()`` of the next version by a reader
+following the chain (in place), beside a bare copy of the model's arrays (what
+any per-version full copy would cost).
+
     .venv/bin/python bench/store.py [--repeat 21] [--list-versions 10000] [--no-s3]
+    .venv/bin/python bench/store.py --only-deltas --delta-bits 20 24
 """
 
 from __future__ import annotations
@@ -108,13 +116,100 @@ def bench_list(directory: str, versions: int) -> dict:
     }
 
 
+def bench_deltas(directory: str, bits: int, slots: int, versions: int) -> dict:
+    from streamlearn.state import ModelState
+    from streamlearn.store import Changes
+
+    n = 1 << bits
+    rng = np.random.default_rng(bits)
+    state = ModelState(
+        {"weights": rng.normal(size=n), "adagrad.g2": rng.random(n), "intercept": np.zeros(1)},
+        {"kind": "Bench", "n_slots": n, "bits": bits},
+    )
+    store = ModelStore(directory, model=f"delta{bits}")
+    t0 = time.perf_counter()
+    v = store.publish(state.to_arrow(), lineage())
+    snapshot_ms = (time.perf_counter() - t0) * 1e3
+    snapshot_bytes = store.info(v).size_bytes
+    reader = ModelStore(directory, model=f"delta{bits}")
+    reader.get(v)
+    follower = ModelState.from_arrow(store.get(v).table).copy()
+    held = v
+    publish, changes, apply, follow, sizes = [], [], [], [], []
+    for i in range(versions + 1):
+        touched = np.sort(rng.choice(n, slots, replace=False))
+        state.arrays["weights"][touched] += 0.01
+        state.arrays["adagrad.g2"][touched] += 0.001
+        t0 = time.perf_counter()
+        v = store.publish_delta(Changes.gather(state, touched), lineage(), parent=v)
+        publish.append(time.perf_counter() - t0)
+        sizes.append(store.info(v).size_bytes)
+        t0 = time.perf_counter()
+        update = store.changes(since=held)
+        changes.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        update.changes.apply_to(follower)
+        apply.append(time.perf_counter() - t0)
+        held = update.version
+        t0 = time.perf_counter()
+        model = reader.get(v)
+        follow.append(time.perf_counter() - t0)
+        del model
+        if i == 0:  # the first delta after a snapshot copies the arrays once
+            publish, changes, apply, follow, sizes = [], [], [], [], []
+    assert (follower.arrays["weights"] == state.arrays["weights"]).all()
+
+    def copy() -> None:
+        {k: a.copy() for k, a in state.arrays.items()}
+
+    ms = lambda xs: statistics.median(xs) * 1e3  # noqa: E731
+    return {
+        "bits": bits,
+        "slots_per_version": slots,
+        "snapshot_bytes": snapshot_bytes,
+        "snapshot_publish_ms": snapshot_ms,
+        "delta_bytes": statistics.median(sizes),
+        "delta_bytes_per_slot": statistics.median(sizes) / slots,
+        "delta_publish_ms": ms(publish),
+        "changes_ms": ms(changes),
+        "apply_ms": ms(apply),
+        "follow_get_ms": ms(follow),
+        "full_copy_ms": median_ms(copy, 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=21)
     parser.add_argument("--list-versions", type=int, default=10_000)
     parser.add_argument("--no-s3", action="store_true")
+    parser.add_argument("--delta-bits", type=int, nargs="*", default=[20])
+    parser.add_argument("--delta-slots", type=int, default=1000)
+    parser.add_argument("--delta-versions", type=int, default=21)
+    parser.add_argument("--only-deltas", action="store_true")
     args = parser.parse_args(argv)
     results: dict = {"weights": WEIGHTS, "bytes": WEIGHTS * 8, "repeat": args.repeat}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results["deltas"] = [
+            bench_deltas(os.path.join(tmp, "deltas"), bits, args.delta_slots, args.delta_versions)
+            for bits in args.delta_bits
+        ]
+    for r in results["deltas"]:
+        print(
+            f"2^{r['bits']} slots, {r['slots_per_version']} changed per version: snapshot "
+            f"{r['snapshot_bytes'] / 2**20:.1f} MiB in {r['snapshot_publish_ms']:.0f} ms; delta "
+            f"{r['delta_bytes'] / 1024:.1f} KiB ({r['delta_bytes_per_slot']:.1f} B/slot) in "
+            f"{r['delta_publish_ms']:.2f} ms; follower changes() {r['changes_ms']:.2f} ms + apply "
+            f"{r['apply_ms']:.3f} ms; reader get(next) {r['follow_get_ms']:.2f} ms "
+            f"(a bare copy of the arrays: {r['full_copy_ms']:.1f} ms)"
+        )
+    if args.only_deltas:
+        out_dir = Path(__file__).resolve().parent / "results"
+        out_dir.mkdir(exist_ok=True)
+        (out_dir / "store_deltas.json").write_text(json.dumps(results["deltas"], indent=2))
+        print(f"wrote {out_dir / 'store_deltas.json'}")
+        return 0
 
     with tempfile.TemporaryDirectory() as tmp:
         store = ModelStore(os.path.join(tmp, "store"), model="bench")
