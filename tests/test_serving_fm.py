@@ -469,3 +469,29 @@ def test_the_fm_table_starts_afresh_past_its_budget(monkeypatch: pytest.MonkeyPa
             assert len(predictor._native) <= 20
             assert abs(got[0] - want[i]) < 1e-9
     assert predictor.native_hits >= len(events)
+
+
+@pytest.mark.skipif(not native_available(), reason="the C extension is not built")
+def test_the_fm_table_frees_the_factors_it_drops(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tracemalloc
+
+    monkeypatch.setattr(linear_scorer, "_CACHE_LIMIT", 50)
+    model = FMRegressor(k=64, bits=8)  # 512 bytes of factors per entry
+    predictor = served(model)
+    table = predictor._scorer
+
+    def teach() -> None:  # 200 strings over and over: the table starts afresh every 49
+        for i in range(3000):
+            table.remember({"city": f"c{i % 200}", "age": 1.0})
+
+    teach()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        teach()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(predictor._native) <= 50
+    # leaking the factors of dropped entries would keep 3,000 x 2 x 512 bytes, ~3 MB
+    assert grown < 200_000, f"{grown} bytes kept by a table of at most 50 entries"
