@@ -141,20 +141,37 @@ def test_readiness_before_and_after_the_first_model(server: ServerProcess, store
         assert client.predict({"age": 1.0}).value == 7.0
 
 
-def test_predictions_match_the_learner_in_process(server: ServerProcess, store_dir: Path) -> None:
+def fm_classifier() -> Any:
+    from streamlearn.learners import FMClassifier
+
+    model = FMClassifier(k=4, bits=10, init_std=0.1)
+    model.learn_many(EVENTS, [(e["age"] > 4) != (e["country"] == "FR") for e in EVENTS])
+    return model
+
+
+@pytest.mark.parametrize("learner", ["logistic", "fm"])
+def test_predictions_match_the_learner_in_process(
+    server: ServerProcess, store_dir: Path, learner: str
+) -> None:
     store = ModelStore(str(store_dir), MODEL)
-    model = trained_classifier()
+    model = trained_classifier() if learner == "logistic" else fm_classifier()
+    # linear models to the last bits; a factorization machine to 1e-9 (sums in other orders)
+    close = {"rtol": 1e-12} if learner == "logistic" else {"rtol": 0, "atol": 1e-9}
     version = store.publish(model.state(), Lineage(events=len(EVENTS), metrics={"log_loss": 0.5}))
     reference = learner_from_state(ModelState.from_bytes(store.get(version).to_bytes()))
     expected = reference.predict_proba_many(EVENTS[:50])
     with Client(server.url) as client:
         wait_for(client.ready)
-        one = client.predict(EVENTS[3])
-        assert one.version == version and one.classes == [False, True]
-        np.testing.assert_allclose(one.probabilities, expected[3], rtol=1e-12)
-        assert one.value == reference.predict_one(EVENTS[3])
+        for _ in range(2):  # in Python, then from the native table that learned its shares
+            one = client.predict(EVENTS[3])
+            assert one.version == version and one.classes == [False, True]
+            np.testing.assert_allclose(one.probabilities, expected[3], **close)
+            assert one.value == reference.predict_one(EVENTS[3])
+            raw = orjson.loads(client.predict_raw(orjson.dumps({"features": EVENTS[3]})))
+            assert raw["known_features"] == 3 - (not EVENTS[3]["tags"])
+            np.testing.assert_allclose(raw["probabilities"], expected[3], **close)
         many = client.predict_many(EVENTS[:50])
-        np.testing.assert_allclose(many.probabilities, expected, rtol=1e-12)
+        np.testing.assert_allclose(many.probabilities, expected, **close)
         assert many.values == reference.predict_many(EVENTS[:50]).tolist()
         table = pa.table(
             {
@@ -164,7 +181,7 @@ def test_predictions_match_the_learner_in_process(server: ServerProcess, store_d
             }
         )
         arrow = client.predict_table(table)
-        np.testing.assert_allclose(arrow.probabilities, expected, rtol=1e-12)
+        np.testing.assert_allclose(arrow.probabilities, expected, **close)
         current = client.current()
         assert current["version"] == version and current["lineage"]["metrics"] == {"log_loss": 0.5}
         assert [v["version"] for v in client.models()["versions"]] == [version]
