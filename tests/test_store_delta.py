@@ -219,6 +219,9 @@ def test_following_a_chain_writes_in_place_and_never_changes_a_loaded_version(
             assert weights() is reader._cache.arrays["weights"]
         weights = weakref.ref(reader._cache.arrays["weights"])
     assert_same(held.table, states[3], "v3 after following")  # copy-on-write kept it intact
+    reader.drop_cache()
+    assert reader._cache is None
+    assert_same(reader.get(6).table, states[6], "v6 from the snapshot again")
     # changes() reads the deltas alone: it works with the snapshot file gone
     os.unlink(os.path.join(store.root, "ctr", store.info(1).file))
     update = store.changes(since=2)

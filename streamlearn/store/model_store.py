@@ -976,6 +976,15 @@ class ModelStore:
             )
         return VersionInfo.from_record(record)
 
+    def drop_cache(self) -> None:
+        """Forget the newest materialised version this handle keeps (see :meth:`get`).
+
+        For a process that read the model once (a writer at start) and keeps
+        its own copy: the cache would otherwise hold a second one in memory.
+        """
+        with self._cache_lock:
+            self._cache = None
+
     def _seed_cache(self, model: ModelVersion) -> None:
         """Remember a snapshot just read as the newest materialised version (zero-copy)."""
         with self._cache_lock:
