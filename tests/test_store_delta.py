@@ -370,3 +370,45 @@ def test_the_documented_example_runs(tmp_path, monkeypatch) -> None:
     example = next(b.split("```")[0] for b in blocks if marker in b)
     monkeypatch.chdir(tmp_path)
     exec(compile(example, "docs/store.md", "exec"), {})
+
+
+def test_deltas_under_the_writer_lease(store: ModelStore) -> None:
+    from streamlearn.store import WriterBusy, WriterFenced
+
+    state = base_state()
+    lease = store.acquire_writer("trainer-1")
+    v1 = store.publish(state, lease=lease)
+    state = stepped(state, [1], 1)
+    v2 = store.publish_delta(Changes.gather(state, [1]), parent=v1, lease=lease)
+    assert store.info(v2).writer_token == lease.token
+    with pytest.raises(WriterBusy):
+        store.publish_delta(Changes.gather(state, [1]), parent=v2)
+    again = store.acquire_writer("trainer-1")  # restarted: the old lease is fenced out
+    with pytest.raises(WriterFenced):
+        store.publish_delta(Changes.gather(state, [1]), parent=v2, lease=lease)
+    assert store.latest() == v2
+    state = stepped(state, [2], 2)
+    v3 = store.publish_delta(Changes.gather(state, [2]), parent=v2, lease=again)
+    assert_same(ModelStore(store.root, model="ctr").get(v3).table, state, "v3")
+
+
+def test_a_version_published_meanwhile_refuses_the_delta(store: ModelStore, monkeypatch) -> None:
+    state = base_state()
+    v1 = store.publish(state)
+    rival = ModelStore(store.root, model="ctr")
+    check = store._check_changes
+
+    def check_then_race(*args):  # another publisher wins a number after our parent check
+        check(*args)
+        rival.publish(state)
+
+    monkeypatch.setattr(store, "_check_changes", check_then_race)
+    with pytest.raises(StaleParent, match="version 3 was refused: .* version 2 was published"):
+        store.publish_delta(Changes.gather(stepped(state, [1], 1), [1]), parent=v1)
+    assert store.latest() == 2
+    assert [(i.version, i.kind, i.available) for i in store.list()] == [
+        (1, "publish", True), (2, "publish", True), (3, "refused", False)]
+    with pytest.raises(VersionNotFound, match="version 3 was discarded"):
+        store.get(3)
+    monkeypatch.undo()
+    assert store.publish_delta(Changes.gather(state, [1]), parent=2) == 4
