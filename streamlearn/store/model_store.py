@@ -4,7 +4,8 @@ Layout of one model under the store's root (``<root>/<model>/``)::
 
     HEAD.json                            {"latest": 7, "pinned": null}: the one file servers poll
     commits/000000000007.json            commit record of version 7 (created exclusively: the claim)
-    versions/000000000007-<token>.arrow  the model itself, Arrow IPC file, lineage in the schema
+    versions/000000000007-<token>.arrow  the model (a snapshot) or the rows that changed since
+                                         its parent (a delta), Arrow IPC file, lineage in the schema
     index/000000000001-000000000512.json sealed segment: the commit records of 512 versions
     index/tail.json                      the commit records after the last sealed segment
     .lock                                local filesystems only: guards HEAD and index updates
@@ -16,6 +17,11 @@ loses the race for a number rewrites its file under the next one. Only then is
 visible only once fully written, numbers are never used twice, and the head only
 goes up. ``docs/store.md`` says what holds on S3, where pyarrow offers no
 conditional write.
+
+A delta version (:meth:`ModelStore.publish_delta`) holds only the changed slots;
+:meth:`ModelStore.get` materialises it from the nearest snapshot and the deltas
+after it (advancing a cached copy in place), :meth:`ModelStore.changes` gives a
+follower the union of the deltas since the version it holds.
 """
 
 from __future__ import annotations
@@ -1333,6 +1339,10 @@ class ModelStore:
         -------
         list of int
             The versions whose files were deleted now.
+
+        A kept delta version keeps every version it is materialised from (its
+        parents back to its snapshot), so every retained version stays
+        materialisable.
 
         A reader that loads a deleted version gets :class:`VersionNotFound`;
         on a local disk, a reader that already opened it reads it whole.
