@@ -315,6 +315,22 @@ def make_store(root: Path) -> tuple[Path, list[dict]]:
     return store, events
 
 
+def baseline_store(base_dir: Path, root: Path) -> Path:
+    """:func:`make_store` run by the ``streamlearn`` of ``base_dir`` (same events,
+    same model), in a process of its own."""
+    code = (
+        "import runpy, sys; from pathlib import Path; "
+        f"ns = runpy.run_path({str(Path(__file__).resolve())!r}); "
+        f"print(ns['make_store'](Path({str(root)!r}))[0])"
+    )
+    env = dict(os.environ, PYTHONPATH=str(base_dir))
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        cwd=base_dir, env=env,
+    )
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
 def arrow_body(events: list[dict]) -> bytes:
     import pyarrow as pa
 
@@ -399,7 +415,11 @@ def main() -> int:
             base = None
             if args.baseline is not None:
                 base_port = free_port()
-                base_argv = argv[:-4] + ["--port", str(base_port), "--max-body-mb", "64"]
+                # the same model, stored by the baseline's own code: a store written
+                # by this tree may carry settings an older tree cannot read
+                base_store = baseline_store(args.baseline.resolve(), Path(tmp) / "base")
+                base_argv = argv[:-8] + ["--store", str(base_store), "--model", "bench"]
+                base_argv += ["--port", str(base_port), "--max-body-mb", "64"]
                 # `python -c` puts its working directory first on sys.path, before
                 # PYTHONPATH: run it in DIR, or it would import this tree's streamlearn
                 base_dir = args.baseline.resolve()
