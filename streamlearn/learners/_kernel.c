@@ -534,6 +534,31 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
     return 0;
 }
 
+/* NULL when indptr/indices form a CSR matrix of n_rows rows, nnz entries and
+ * slots below n_slots (and *longest is then its longest row), else the name of
+ * the array that does not fit. */
+static const char *
+check_csr(const int64_t *indptr, const int64_t *indices, Py_ssize_t n_rows, Py_ssize_t nnz,
+          Py_ssize_t n_slots, Py_ssize_t *longest)
+{
+    if (indptr[0] != 0 || indptr[n_rows] != nnz) {
+        return "indptr";
+    }
+    for (Py_ssize_t i = 0; i < n_rows; i++) {
+        Py_ssize_t len = indptr[i + 1] - indptr[i];
+        if (len < 0) {
+            return "indptr";
+        }
+        *longest = len > *longest ? len : *longest;
+    }
+    for (Py_ssize_t j = 0; j < nnz; j++) {
+        if (indices[j] < 0 || indices[j] >= n_slots) {
+            return "indices";
+        }
+    }
+    return NULL;
+}
+
 static PyObject *
 learn_bundle(PyObject *self, PyObject *args)
 {
@@ -601,23 +626,7 @@ learn_bundle(PyObject *self, PyObject *args)
     }
     Py_ssize_t longest = 0;
     if (bad == NULL) {
-        const int64_t *indptr = PTR(10, int64_t);
-        const int64_t *indices = PTR(11, int64_t);
-        if (indptr[0] != 0 || indptr[n_rows] != nnz) {
-            bad = "indptr";
-        }
-        for (Py_ssize_t i = 0; bad == NULL && i < n_rows; i++) {
-            Py_ssize_t len = indptr[i + 1] - indptr[i];
-            if (len < 0) {
-                bad = "indptr";
-            }
-            longest = len > longest ? len : longest;
-        }
-        for (Py_ssize_t j = 0; bad == NULL && j < nnz; j++) {
-            if (indices[j] < 0 || indices[j] >= n_slots) {
-                bad = "indices";
-            }
-        }
+        bad = check_csr(PTR(10, int64_t), PTR(11, int64_t), n_rows, nnz, n_slots, &longest);
         if (bad == NULL && s.model == SOFTMAX) {
             const double *labels = PTR(14, double);
             for (Py_ssize_t i = 0; i < n_rows; i++) {
@@ -862,22 +871,7 @@ learn_fm_bundle(PyObject *self, PyObject *args)
     }
     Py_ssize_t longest = 0;
     if (bad == NULL) {
-        const int64_t *indptr = PTR(8, int64_t), *indices = PTR(9, int64_t);
-        if (indptr[0] != 0 || indptr[n_rows] != nnz) {
-            bad = "indptr";
-        }
-        for (Py_ssize_t i = 0; bad == NULL && i < n_rows; i++) {
-            Py_ssize_t len = indptr[i + 1] - indptr[i];
-            if (len < 0) {
-                bad = "indptr";
-            }
-            longest = len > longest ? len : longest;
-        }
-        for (Py_ssize_t j = 0; bad == NULL && j < nnz; j++) {
-            if (indices[j] < 0 || indices[j] >= n_slots) {
-                bad = "indices";
-            }
-        }
+        bad = check_csr(PTR(8, int64_t), PTR(9, int64_t), n_rows, nnz, n_slots, &longest);
     }
     if (bad != NULL) {
         PyErr_Format(PyExc_ValueError, "_kernel: %s do not fit together", bad);
