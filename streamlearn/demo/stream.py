@@ -93,7 +93,10 @@ class PacedStream:
         self._stop.set()
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        """Wait for the publishing thread; nothing to wait for if it never started
+        (a failure during the warm-up must still reach the runner's clean-up)."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
 
     @property
     def running(self) -> bool:
