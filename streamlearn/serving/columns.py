@@ -20,7 +20,25 @@ import pyarrow.compute as pc
 from streamlearn.errors import ValidationError
 from streamlearn.features import FeatureBatch, FeatureHasher, feature_slot
 
-__all__ = ["ColumnEncoder"]
+__all__ = ["ColumnEncoder", "list_items"]
+
+
+def list_items(column: Any) -> tuple[np.ndarray, Any]:
+    """``(parents, items)`` of a list column: its items flattened, and for each
+    the row it belongs to. A null row has no items even where its offsets span
+    some (valid Arrow, which ``pc.list_parent_indices`` would count).
+
+    >>> arr = pa.ListArray.from_arrays(pa.array([0, 2, 4], pa.int32()),
+    ...                                pa.array(["a", "b", "c", "d"]),
+    ...                                mask=pa.array([False, True]))
+    >>> parents, items = list_items(arr)
+    >>> parents.tolist(), items.to_pylist()
+    ([0, 0], ['a', 'b'])
+    """
+    items = pc.list_flatten(column)
+    lengths = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False)
+    parents = np.repeat(np.arange(len(column)), lengths)
+    return parents, items
 
 
 class ColumnEncoder:
@@ -78,8 +96,7 @@ class ColumnEncoder:
                 column = column.cast(kind.value_type)
                 kind = column.type
             if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-                parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
-                flat = pc.list_flatten(column)
+                parents, flat = list_items(column)
                 present = ~np.asarray(flat.is_null().to_numpy(zero_copy_only=False), bool)
                 self._strings(name, flat, parents, present, rows, slots, values, numeric)
                 continue

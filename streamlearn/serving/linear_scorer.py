@@ -422,9 +422,9 @@ class LinearScorer:
         for strings under a dense name, an empty name, or a column of another type.
         """
         import pyarrow as pa
-        import pyarrow.compute as pc
 
         from streamlearn.serving.arrow_kinds import arrow_kinds
+        from streamlearn.serving.columns import list_items
 
         kinds = arrow_kinds()
         slot_of = self.hasher.slot_of
@@ -460,8 +460,8 @@ class LinearScorer:
                 z += shares
                 known += np.any(shares != 0.0, axis=1)
             elif tid in kinds.lists:
-                parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
-                shares = self._string_shares(name, pc.list_flatten(column))
+                parents, items = list_items(column)
+                shares = self._string_shares(name, items)
                 if len(parents):
                     for j in range(self.n_outputs):
                         z[:, j] += np.bincount(parents, weights=shares[:, j], minlength=n_rows)
