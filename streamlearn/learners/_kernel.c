@@ -281,6 +281,24 @@ invariant_ratio(int model, double z, double y, double X, double h)
     return (q - q0) * (1.0 + exp(q0)) / xh;
 }
 
+
+/* x[j] = raw[j] standardised by its slot's running mean and variance where the
+ * entry is a number (0 where the slot has no spread yet): before predicting,
+ * and again after the statistics learned the event. */
+static inline void
+scale_row(const double *raw, const uint8_t *numeric, const int64_t *idx, Py_ssize_t n,
+          const double *mean, const double *var, double *x)
+{
+    for (Py_ssize_t j = 0; j < n; j++) {
+        double v = raw[j];
+        if (numeric[j]) {
+            double sd = sqrt(var[idx[j]]);
+            v = sd > 0 ? (v - mean[idx[j]]) / sd : 0.0;
+        }
+        x[j] = v;
+    }
+}
+
 static int
 run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
     const int64_t *indices, const double *values, const uint8_t *numeric,
@@ -313,14 +331,7 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
         /* -- predict with the model as it is -- */
         if (s->scale) {
             x = S->x;
-            for (Py_ssize_t j = 0; j < n; j++) {
-                double v = raw[j];
-                if (numeric[lo + j]) {
-                    double sd = sqrt(A->svar[idx[j]]);
-                    v = sd > 0 ? (v - A->smean[idx[j]]) / sd : 0.0;
-                }
-                S->x[j] = v;
-            }
+            scale_row(raw, numeric + lo, idx, n, A->smean, A->svar, S->x);
         }
         int z_known = 0; /* S->z holds the raw output of this very step */
         if (preds != NULL) {
@@ -353,14 +364,7 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
                 A->svar[q] = (A->svar[q] * n_a + delta * delta * n_a / cnt) / cnt;
                 A->scount[q] = cnt;
             }
-            for (Py_ssize_t j = 0; j < n; j++) {
-                double v = raw[j];
-                if (numeric[lo + j]) {
-                    double sd = sqrt(A->svar[idx[j]]);
-                    v = sd > 0 ? (v - A->smean[idx[j]]) / sd : 0.0;
-                }
-                S->x[j] = v;
-            }
+            scale_row(raw, numeric + lo, idx, n, A->smean, A->svar, S->x);
         }
         /* distinct slots, values of a slot summed in entry order */
         Py_ssize_t m = 0;
