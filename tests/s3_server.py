@@ -93,3 +93,11 @@ def s3_server() -> Iterator[S3Server]:
 def s3_uri(s3_server: S3Server) -> str:
     """A fresh, empty store prefix on the module's S3 server."""
     return s3_server.uri(f"stores/{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_uri(request: pytest.FixtureRequest, tmp_path) -> str:
+    """A model store's URI, once on the local disk and once on the S3 server."""
+    if request.param == "local":
+        return str(tmp_path / "models")
+    return request.getfixturevalue("s3_uri")

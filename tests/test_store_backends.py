@@ -10,19 +10,12 @@ import pyarrow.ipc as ipc
 import pytest
 
 try:  # tests/ is a package in the full suite, a plain directory when run alone
-    from tests.s3_server import s3_server, s3_uri  # noqa: F401  (pytest fixtures)
+    from tests.s3_server import s3_server, s3_uri, store_uri  # noqa: F401  (pytest fixtures)
 except ModuleNotFoundError:
-    from s3_server import s3_server, s3_uri  # noqa: F401
+    from s3_server import s3_server, s3_uri, store_uri  # noqa: F401
 
 from streamlearn.errors import VersionNotFound
 from streamlearn.store import Lineage, ModelStore
-
-
-@pytest.fixture(params=["local", "s3"])
-def store_uri(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "models")
-    return request.getfixturevalue("s3_uri")
 
 
 def weights(seed: int, n: int = 64) -> pa.Table:

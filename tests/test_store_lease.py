@@ -14,19 +14,12 @@ import pyarrow as pa
 import pytest
 
 try:  # tests/ is a package in the full suite, a plain directory when run alone
-    from tests.s3_server import s3_server, s3_uri  # noqa: F401  (pytest fixtures)
+    from tests.s3_server import s3_server, s3_uri, store_uri  # noqa: F401  (pytest fixtures)
 except ModuleNotFoundError:
-    from s3_server import s3_server, s3_uri  # noqa: F401
+    from s3_server import s3_server, s3_uri, store_uri  # noqa: F401
 
 from streamlearn.errors import StoreError, ValidationError, VersionNotFound
 from streamlearn.store import Lineage, ModelStore, WriterBusy, WriterFenced
-
-
-@pytest.fixture(params=["local", "s3"])
-def store_uri(request: pytest.FixtureRequest, tmp_path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "models")
-    return request.getfixturevalue("s3_uri")
 
 
 def table(i: int) -> pa.Table:
