@@ -47,7 +47,8 @@ import numpy as np
 
 from streamlearn.errors import ValidationError
 from streamlearn.features import FeatureBatch, FeatureHasher
-from streamlearn.serving.linear_scorer import event_entries
+from streamlearn.serving import linear_scorer
+from streamlearn.serving.linear_scorer import SlotKeys, event_entries
 
 __all__ = ["FMScorer"]
 
@@ -98,11 +99,12 @@ class FMScorer:
         self._columns: Any = None
         self.events = 0
         # the shares and signed factors in C, for raw one-event bodies
-        from streamlearn.serving import linear_scorer
-
+        # which native entries each slot went into (see refresh); the table's intercept
+        # is 0 (the caller adds _b0), so that a new intercept keeps its entries
+        self._keys = SlotKeys()
         native = linear_scorer._NativeShares
         self.native: Any = (
-            None if native is None else native(self._b0, linear_scorer._CACHE_LIMIT, k=self.k)
+            None if native is None else native(0.0, linear_scorer._CACHE_LIMIT, k=self.k)
         )
 
     @classmethod
@@ -199,9 +201,11 @@ class FMScorer:
             return
         slot_of = self.hasher.slot_of
         w, v = self._w, self._v
+        note = self._note
 
         def share(name: str, value: str | None = None) -> tuple[float, bytes]:
             slot, sign = slot_of(name) if value is None else slot_of(name, value)
+            note(slot, (name,) if value is None else (name, value))
             return float(w[slot]) * sign, (v[slot] * sign).tobytes()
 
         try:
@@ -217,6 +221,47 @@ class FMScorer:
                     native.add_number(name, *share(k))
         except (UnicodeEncodeError, ValidationError, OverflowError, TypeError, AttributeError):
             return  # a name or string no plain body can carry: nothing to remember
+
+    def _note(self, slot: int, key: tuple) -> None:
+        keys = self._keys
+        keys.note(slot, key)
+        if keys.size > linear_scorer._KEYS_LIMIT:  # start afresh
+            self._keys = SlotKeys()
+            self.native = linear_scorer._NativeShares(0.0, linear_scorer._CACHE_LIMIT, k=self.k)
+
+    def refresh(self, slots: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
+        """Follow new values of the learner's ``arrays`` at ``slots`` (ascending)
+        and its new intercept, in time proportional to ``len(slots)``: the
+        weights and factors there (copied when this scorer holds copies), their
+        known flags, and the native entries of those slots, rewritten in place.
+        Call it only while no request uses this scorer."""
+        w, v = np.asarray(arrays["weights"]), np.asarray(arrays["factors"])
+        if w.shape != self._w.shape or v.shape != self._v.shape:
+            raise ValidationError(
+                "factors", f"weights {self._w.shape} and factors {self._v.shape}",
+                f"{w.shape} and {v.shape}",
+            )
+        self._b0 = float(np.asarray(arrays["intercept"], dtype=np.float64).reshape(-1)[0])
+        if not len(slots):
+            return
+        if w is not self._w:
+            self._w[slots] = w[slots]
+        if v is not self._v:
+            self._v[slots] = v[slots]
+        self._known_slot[slots] = (self._w[slots] != 0.0) | np.any(self._v[slots] != 0.0, axis=1)
+        native = self.native
+        if native is None:
+            return
+        slot_of = self.hasher.slot_of
+        for slot, keys in self._keys.take(slots):
+            for key in keys:
+                sign = slot_of(*key)[1]
+                share, factors = float(self._w[slot]) * sign, (self._v[slot] * sign).tobytes()
+                if len(key) == 1:
+                    native.add_number(key[0].encode(), share, factors)
+                else:
+                    native.add_string(key[0].encode(), key[1].encode(), share, factors)
+            self._keys.put_back(slot, list(keys))
 
     # -- Arrow columns ----------------------------------------------------------------
 

@@ -10,6 +10,7 @@ entries, no native table). Other learners go through their own ``predict_many``.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,7 +24,12 @@ __all__ = ["LearnerPredictor", "predictor_from_version"]
 
 
 class LearnerPredictor:
-    """One model version, ready to predict; never changed after it is built.
+    """One model version, ready to predict; never changed while a request uses it.
+
+    A predictor of a linear model or a factorization machine can also follow a
+    delta version in place (:meth:`apply`, O(slots changed)), which the
+    :class:`~streamlearn.serving.watcher.ModelWatcher` does only to a predictor
+    no request holds (its double buffer).
 
     Parameters
     ----------
@@ -35,6 +41,9 @@ class LearnerPredictor:
     classes
         Class labels in the column order of ``predict_proba_many``; ``None``
         for a regressor.
+    meta
+        The stored ``ModelState.meta`` of the version (what :meth:`apply`
+        checks a delta's metadata against).
     """
 
     def __init__(
@@ -44,6 +53,7 @@ class LearnerPredictor:
         created_at: float,
         lineage: Mapping[str, Any] | None = None,
         classes: Sequence[Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
         from streamlearn.serving.fm_scorer import FMScorer
         from streamlearn.serving.linear_scorer import LinearScorer
@@ -62,11 +72,96 @@ class LearnerPredictor:
         two = self.classes is None or len(self.classes) == 2
         self._one = self._scorer if one and two else None
         self._columns: Any = None
-        # the native table of a one-output scorer without scaling, when built
-        self._native = self._one.native if self._one is not None else None
+        self._native_on = True
+        self._meta = json.loads(json.dumps(dict(meta or {})))
 
     def __repr__(self) -> str:
         return f"LearnerPredictor({type(self.learner).__name__}, version={self.version})"
+
+    @property
+    def _native(self) -> Any:
+        """The native table of a one-output scorer without scaling, when built
+        (read from the scorer each time: it makes a new one past its budget);
+        set it to ``None`` to answer every body in Python."""
+        one = self._one
+        return None if one is None or not self._native_on else one.native
+
+    @_native.setter
+    def _native(self, value: None) -> None:
+        if value is not None:
+            raise ValueError("_native can only be switched off (None)")
+        self._native_on = False
+
+    # -- following delta versions in place ----------------------------------------
+
+    @property
+    def can_follow(self) -> bool:
+        """Whether :meth:`apply` can bring this predictor to a delta version
+        (a linear model or a factorization machine with its scorer)."""
+        return self._scorer is not None and hasattr(self._scorer, "refresh")
+
+    def clone(self) -> LearnerPredictor:
+        """A predictor of the same version with its own copy of the learner's
+        arrays (the second buffer a watcher applies deltas to). O(model)."""
+        from streamlearn.state import learner_from_state
+
+        learner = learner_from_state(self.learner.state(copy=False))  # load_state copies
+        return LearnerPredictor(
+            learner, self.version, self.created_at, self.lineage, self.classes, self._meta
+        )
+
+    def apply(self, step: Any) -> None:
+        """Become version ``step.version`` by writing ``step.changes`` (a
+        :class:`~streamlearn.store.Changes` on this predictor's version) into
+        the learner's arrays and the scorer's tables, in time proportional to
+        the slots changed; ``created_at`` and ``lineage`` come from ``step``.
+
+        Only for a predictor no request holds. Everything is checked before
+        anything is written; :class:`~streamlearn.errors.StateError` names what
+        does not fit (then load the version whole). A failure while writing
+        leaves this predictor unusable: drop it.
+        """
+        changes = step.changes
+        arrays = self.learner.state(copy=False).arrays
+        slots = changes.slots
+        where = f"version {step.version} on {self.version}"
+        if changes.meta is not None and _fixed(changes.meta) != _fixed(self._meta):
+            differ = sorted(
+                k for k in set(_fixed(changes.meta)) | set(_fixed(self._meta))
+                if changes.meta.get(k) != self._meta.get(k)
+            )
+            raise StateError(f"{where}: the model's metadata changed in {differ}; load it whole")
+        for name, values in changes.rows.items():
+            a = arrays.get(name)
+            if a is None or a.shape[1:] != values.shape[1:]:
+                raise StateError(
+                    f"{where}: rows of {name!r} of shape {values.shape[1:]} for an array "
+                    f"{'the learner lacks' if a is None else f'of shape {a.shape}'}"
+                )
+            if len(slots) and slots[-1] >= a.shape[0]:
+                raise StateError(f"{where}: slot {int(slots[-1])} past {name!r}'s {a.shape[0]}")
+        for name, values in changes.small.items():
+            a = arrays.get(name)
+            if a is None or a.shape != values.shape:
+                raise StateError(
+                    f"{where}: small array {name!r} of shape {values.shape} for "
+                    f"{'none' if a is None else a.shape}"
+                )
+        if len(slots) and not changes.rows:
+            raise StateError(f"{where}: {len(slots)} slots without values")
+        for name, values in changes.rows.items():
+            arrays[name][slots] = values
+        for name, values in changes.small.items():
+            arrays[name][...] = values
+        self._scorer.refresh(slots, arrays)
+        if changes.meta is not None:
+            self._meta = json.loads(json.dumps(changes.meta))
+            for attribute, key in (("_n_learned", "n_learned"), ("_n_steps", "n_steps")):
+                if hasattr(self.learner, attribute) and key in changes.meta:
+                    setattr(self.learner, attribute, int(changes.meta[key]))
+        self.version = step.version
+        self.created_at = step.created_at
+        self.lineage = dict(step.lineage)
 
     def _predict(self, batch: Any) -> Predictions:
         if self.classes is None:
@@ -132,13 +227,16 @@ class LearnerPredictor:
         ``None`` for any other body, or without a native table: decode and
         validate it as usual.
         """
-        native = self._native
-        if native is None:
+        one = self._one
+        if one is None or one.native is None or not self._native_on:
             return None
-        got = native.score_known(body)
+        got = one.native.score_known(body)
         if got is None or got is False:
             return got
         z, known = got
+        z += one._b0  # the table's intercept is 0 (see LinearScorer)
+        if not math.isfinite(z):
+            return None
         return self._answer(z, known)
 
     def _answer(self, z: float, known: int) -> tuple[Any, list[float] | None, int]:
@@ -153,8 +251,9 @@ class LearnerPredictor:
     def remember(self, features: Mapping[str, Any]) -> None:
         """Teach the native table the shares of ``features``, an event that
         :meth:`predict_one` has just answered (see :meth:`predict_body`)."""
-        if self._native is not None:
-            self._one.remember(features)  # type: ignore[union-attr]
+        one = self._one
+        if one is not None and one.native is not None and self._native_on:
+            one.remember(features)
 
     @property
     def native_hits(self) -> int:
@@ -229,4 +328,14 @@ def predictor_from_version(model_version: Any) -> LearnerPredictor:
         created_at=float(lineage.created_at or 0.0),
         lineage=lineage.to_dict(),
         classes=classes,
+        meta=state.meta,
     )
+
+
+#: metadata a delta version may change without the served model changing its
+#: shape or kind (counters); any other difference means loading it whole
+_COUNTERS = frozenset({"n_learned", "n_steps"})
+
+
+def _fixed(meta: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in meta.items() if k not in _COUNTERS}

@@ -49,9 +49,17 @@ import numpy as np
 from streamlearn.errors import ValidationError
 from streamlearn.features import FeatureHasher
 
-__all__ = ["LinearScorer", "event_entries", "native_available"]
+__all__ = ["LinearScorer", "SlotKeys", "event_entries", "native_available"]
 
 _CACHE_LIMIT = 1 << 20  # remembered features per version before starting afresh
+_KEYS_LIMIT = 4 * _CACHE_LIMIT  # shares noted by slot before forgetting every share
+
+# what a remembered share is, in SlotKeys: (kind, name[, value])
+_NUMBER = "number"  # LinearScorer._num[name] (or a _NameShares' own number share)
+_STRING = "string"  # LinearScorer._str[(name, value)] and _NameShares._by_value[value]
+_FLAG = "flag"  # LinearScorer._flag[name]
+_NATIVE_NUMBER = "native number"  # the native table's share of name
+_NATIVE_STRING = "native string"  # the native table's share of name=value
 
 try:  # the optional C extension (built by `pip install`; absent without a compiler)
     from streamlearn.serving._native import Shares as _NativeShares
@@ -139,10 +147,15 @@ class LinearScorer:
         self._known_number = (
             self._known_slot & (self._sd > 0) if self._sd is not None else self._known_slot
         )
-        # the same shares in C, for raw one-event bodies: one output, no scaling
+        # which remembered shares (here and in the native table) each slot went into,
+        # so that new values at some slots (a delta version) refresh those alone
+        self._keys = SlotKeys()
+        # the same shares in C, for raw one-event bodies: one output, no scaling. The
+        # table's intercept is 0 (the caller adds _b0): a delta version changes the
+        # intercept and the table keeps its shares.
         self.native: Any = None
         if _NativeShares is not None and self.n_outputs == 1 and not self._scaled:
-            self.native = _NativeShares(self._b0, _CACHE_LIMIT)
+            self.native = _NativeShares(0.0, _CACHE_LIMIT)
 
     @classmethod
     def from_learner(cls, learner: Any) -> LinearScorer | None:
@@ -175,17 +188,98 @@ class LinearScorer:
         else:
             share = w * sign
         self._remember(self._num)[name] = share
+        self._note(slot, (_NUMBER, name))
         return share
 
     def _share_of_string(self, name: str, value: str) -> float:
         slot, sign = self.hasher.slot_of(name, value)
         share = self._remember(self._str)[(name, value)] = float(self._w[slot]) * sign
+        self._note(slot, (_STRING, name, value))
         return share
 
     def _share_of_flag(self, name: str) -> float:
         slot, sign = self.hasher.slot_of(name)
         share = self._remember(self._flag)[name] = float(self._w[slot]) * sign
+        self._note(slot, (_FLAG, name))
         return share
+
+    def _note(self, slot: int, key: tuple) -> None:
+        """Remember that the share ``key`` was worked out from ``slot``'s weight."""
+        keys = self._keys
+        keys.note(slot, key)
+        if keys.size > _KEYS_LIMIT:  # every remembered share forgotten: start afresh
+            self._start_afresh()
+
+    def _start_afresh(self) -> None:
+        self._num.clear()
+        self._str.clear()
+        self._flag.clear()
+        self._by_value_size = 0
+        self._keys = SlotKeys()
+        if self.native is not None:
+            self.native = _NativeShares(0.0, _CACHE_LIMIT)
+
+    # -- a delta version: new values at some slots ---------------------------------
+
+    def refresh(self, slots: np.ndarray, arrays: Mapping[str, np.ndarray]) -> None:
+        """Follow new values of the learner's ``arrays`` at ``slots`` (ascending)
+        and its new intercept, in time proportional to ``len(slots)``.
+
+        ``arrays`` are the learner's arrays, already changed in place (this
+        scorer reads the same ``weights`` and ``scaler.mean``; their values at
+        ``slots`` are copied when it holds copies). What the scorer derives
+        from them is redone at ``slots`` alone: the spreads, the known flags,
+        and every remembered share whose slot is among them (dropped from the
+        Python tables, rewritten in the native one). Call it only while no
+        request uses this scorer.
+        """
+        w = np.asarray(arrays["weights"])
+        if w.shape != self._w.shape:
+            raise ValidationError("weights", f"shape {self._w.shape}", str(w.shape))
+        if w is not self._w and len(slots):
+            self._w[slots] = w[slots]
+        self._b = np.array(arrays["intercept"], dtype=np.float64).reshape(-1)
+        self._b0 = float(self._b[0]) if len(self._b) else 0.0
+        if not len(slots):
+            return
+        rows = self._w2[slots]
+        self._known_slot[slots] = np.any(rows != 0.0, axis=1)
+        if self._scaled:
+            mean = np.asarray(arrays["scaler.mean"])
+            if mean is not self._mean:
+                self._mean[slots] = mean[slots]  # type: ignore[index]
+            self._sd[slots] = np.sqrt(np.asarray(arrays["scaler.var"], np.float64)[slots])  # type: ignore[index]
+            self._known_number[slots] = self._known_slot[slots] & (self._sd[slots] > 0)  # type: ignore[index]
+        num, strs, flags, native = self._num, self._str, self._flag, self.native
+        slot_of = self.hasher.slot_of
+        for slot, keys in self._keys.take(slots):
+            kept = []
+            for key in keys:
+                kind = key[0]
+                if kind is _NUMBER:
+                    c = num.get(key[1])
+                    if type(c) is _NameShares:
+                        c._number = None
+                    elif c is not None:
+                        del num[key[1]]
+                elif kind is _STRING:
+                    strs.pop((key[1], key[2]), None)
+                    c = num.get(key[1])
+                    if type(c) is _NameShares:
+                        c._by_value.pop(key[2], None)
+                elif kind is _FLAG:
+                    flags.pop(key[1], None)
+                elif native is not None:  # the native table's entries: new shares in place
+                    kept.append(key)
+                    if kind is _NATIVE_NUMBER:
+                        share = float(self._w[slot]) * slot_of(key[1])[1]
+                        native.add_number(key[1].encode(), share)
+                    else:
+                        native.add_string(
+                            key[1].encode(), key[2].encode(),
+                            float(self._w[slot]) * slot_of(key[1], key[2])[1],
+                        )
+            self._keys.put_back(slot, kept)
 
     @staticmethod
     def _remember(cache: dict) -> dict:
@@ -255,18 +349,22 @@ class LinearScorer:
             return
         slot_of = self.hasher.slot_of
         w = self._w
+        note = self._note
         try:
             for k, v in x.items():
                 name = k.encode()
                 if type(v) is str:
                     native.add_string(name, v.encode(), self._share_of_string(k, v))
+                    note(slot_of(k, v)[0], (_NATIVE_STRING, k, v))
                 elif type(v) is list:
                     native.add_name(name)
                     for item in v:
                         native.add_string(name, item.encode(), self._share_of_string(k, item))
+                        note(slot_of(k, item)[0], (_NATIVE_STRING, k, item))
                 else:  # a number or a boolean: the share _share_of_number works out
                     slot, sign = slot_of(k)
                     native.add_number(name, float(w[slot]) * sign)
+                    note(slot, (_NATIVE_NUMBER, k))
         except (UnicodeEncodeError, ValidationError, OverflowError, TypeError, AttributeError):
             return  # a name or string no plain body can carry: nothing to remember
 
@@ -618,6 +716,59 @@ def event_entries(
     return idx, vals, num, ends, feature_rows, entry_features
 
 
+class SlotKeys:
+    """Which remembered shares each slot's values went into: ``slot -> {key}``.
+
+    A scorer notes a key when it works a share out (a cache miss, never on the
+    hit path), and :meth:`take` hands back those of the slots a delta version
+    changed, so that only their shares are redone. ``size`` counts the keys
+    noted (the owner starts afresh past a budget).
+
+    >>> keys = SlotKeys()
+    >>> keys.note(7, ("number", "age")); keys.note(3, ("string", "city", "Lyon"))
+    >>> keys.take(np.array([1, 3, 9]))
+    [(3, {('string', 'city', 'Lyon')})]
+    >>> keys.take(np.array([3])), keys.size
+    ([], 1)
+    """
+
+    __slots__ = ("_at", "size")
+
+    def __init__(self) -> None:
+        self._at: dict[int, set] = {}
+        self.size = 0
+
+    def note(self, slot: int, key: tuple) -> None:
+        keys = self._at.get(slot)
+        if keys is None:
+            self._at[slot] = {key}
+            self.size += 1
+        elif key not in keys:
+            keys.add(key)
+            self.size += 1
+
+    def take(self, slots: np.ndarray) -> list[tuple[int, set]]:
+        """Remove and return ``(slot, keys)`` of the ``slots`` (ascending) that
+        have any: O(min(len(slots), slots noted)) look-ups."""
+        at = self._at
+        if not at or not len(slots):
+            return []
+        if len(at) < len(slots):  # look the noted slots up among the changed ones
+            noted = np.fromiter(at, np.int64, len(at))
+            pos = np.minimum(np.searchsorted(slots, noted), len(slots) - 1)
+            hits = noted[slots[pos] == noted].tolist()
+        else:
+            hits = [s for s in slots.tolist() if s in at]
+        out = [(s, at.pop(s)) for s in hits]
+        self.size -= sum(len(keys) for _, keys in out)
+        return out
+
+    def put_back(self, slot: int, keys: list[tuple]) -> None:
+        """Note ``keys`` of ``slot`` again (those :meth:`take` returned that still hold)."""
+        for key in keys:
+            self.note(slot, key)
+
+
 class _NameShares:
     """Everything one feature name adds to a score, whatever its value:
     ``shares * value`` is the share of a string, the sum of a list of strings'
@@ -677,6 +828,7 @@ class _NameShares:
             if self._number is None:
                 slot, sign = self._scorer.hasher.slot_of(self._name)
                 self._number = float(self._scorer._w[slot]) * sign
+                self._scorer._note(slot, (_NUMBER, self._name))
             if self._number == 0.0:
                 self._scorer._unknown += 1
             return self._number * value

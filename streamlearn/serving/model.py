@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Predictions", "Predictor", "ModelSource"]
+__all__ = ["Predictions", "Predictor", "ModelSource", "Step"]
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,29 @@ class ModelSource(Protocol):
 
     def versions(self) -> list[dict[str, Any]]:
         """Every version with its lineage, JSON-ready, oldest first."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a source that can follow deltas (``source.advance(since, upto)``)
+    says about going from version ``since`` to ``version``.
+
+    Either ``changes`` (a :class:`~streamlearn.store.Changes`: apply it to a
+    predictor holding ``since`` and it holds ``version``, published at
+    ``created_at`` with ``lineage``), or ``reload`` says why ``version`` must be
+    loaded whole (a snapshot, a rollback, a pin going backwards...).
+
+    A :class:`ModelSource` may have this optional method
+    ``advance(since: int, upto: int) -> Step``; a predictor that can follow
+    has ``can_follow``, ``clone()`` and ``apply(step)`` (see
+    :class:`~streamlearn.serving.learner_predictor.LearnerPredictor`). The
+    :class:`~streamlearn.serving.watcher.ModelWatcher` uses them when both
+    sides have them and loads whole otherwise.
+    """
+
+    since: int
+    version: int
+    changes: Any = None
+    reload: str | None = None
+    created_at: float = 0.0
+    lineage: Mapping[str, Any] | None = None

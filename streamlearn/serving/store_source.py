@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from streamlearn.serving.model import Predictor
+from streamlearn.serving.model import Predictor, Step
 
 __all__ = ["StoreSource"]
 
@@ -108,8 +108,50 @@ class StoreSource:
         return version
 
     def load(self, version: int) -> Predictor:
-        """Read ``version`` from the store and build its predictor."""
-        return self._loader(self.store.get(version))
+        """Read ``version`` from the store and build its predictor.
+
+        The predictor keeps its own copy of the model, so the store handle's
+        materialised copy is dropped (a second model in memory otherwise).
+        """
+        try:
+            return self._loader(self.store.get(version))
+        finally:
+            self.store.drop_cache()
+
+    def advance(self, since: int, upto: int) -> Step:
+        """What a predictor holding ``since`` needs to serve ``upto``: the
+        union of the deltas between them (read from the deltas alone,
+        O(changes)) with ``upto``'s publish time and lineage, or a reason to
+        load ``upto`` whole (:meth:`ModelStore.changes`). A delta file missing
+        or damaged raises :class:`~streamlearn.store.BrokenChain` naming the
+        model and version.
+
+        >>> import tempfile, numpy as np
+        >>> from streamlearn.learners import LinearRegression
+        >>> from streamlearn.store import Changes, ModelStore
+        >>> store = ModelStore(tempfile.mkdtemp(), "price")
+        >>> state = LinearRegression(bits=4).state()
+        >>> v1 = store.publish(state)
+        >>> state.arrays["weights"][3] = 0.5
+        >>> v2 = store.publish_delta(Changes.gather(state, [3]), parent=v1)
+        >>> step = StoreSource(store, "price").advance(v1, v2)
+        >>> step.version, step.reload, step.changes.slots.tolist()
+        (2, None, [3])
+        >>> store.rollback(v1); StoreSource(store, "price").advance(v2, 3).reload
+        3
+        'version 3 is a snapshot (rollback): load version 3 whole'
+        """
+        update = self.store.changes(since, upto)
+        if update.reload is not None:
+            return Step(since, update.version, reload=update.reload)
+        lineage = self.store.info(update.version).lineage
+        return Step(
+            since,
+            update.version,
+            changes=update.changes,
+            created_at=float(lineage.created_at or 0.0),
+            lineage=lineage.to_dict(),
+        )
 
     def versions(self) -> list[dict[str, Any]]:
         """Every version with lineage and status, oldest first."""

@@ -7,20 +7,41 @@ request reads :attr:`ModelWatcher.current` once and uses that predictor for
 all of its events, so it is answered entirely by one version. Pins and
 rollbacks are honoured because the watcher follows whatever the source says to
 serve, up or down.
+
+**Delta versions: double buffering.** When the source can say what changed
+between two versions (``source.advance``, see
+:class:`~streamlearn.serving.model.Step`) and the predictor can follow
+(``can_follow``), the watcher keeps two predictors of the model: the current
+one, which requests use, and a spare no request holds. A new version that is
+a delta on the current one is written into the spare (``apply``, time
+proportional to the slots changed, never to the model), the spare is swapped
+in with the same one assignment, and the old current becomes the spare. Once
+no request holds it any more (its reference count drops to the watcher's own:
+a request holds the predictor it read for as long as it uses it), the same
+changes are written into it, so that it is ready for the next version. A
+request is answered wholly by one version because a predictor is written
+only while no request holds it. Anything else (a snapshot, a rollback, a pin
+going backwards, a failure while writing, a spare still held after
+``spare_wait_s``) loads the version whole, as before; a source error (a broken
+delta chain) is logged in one line and the current version keeps serving.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from streamlearn.errors import ConfigError, VersionNotFound
 from streamlearn.serving.model import ModelSource, Predictor
 
 __all__ = ["ModelWatcher", "not_serving_message"]
+
+_NOT_YET = object()  # _follow: the spare is still held by a request; try at the next poll
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +88,9 @@ class ModelWatcher:
         ``version`` (the current one is always kept).
     on_swap
         Called as ``on_swap(old_version, new_version)`` after each swap.
+    spare_wait_s
+        How long a delta waits for the spare predictor to be released by the
+        requests still holding it before the version is loaded whole instead.
     """
 
     def __init__(
@@ -76,6 +100,7 @@ class ModelWatcher:
         interval_s: float = 0.02,
         cache_size: int = 8,
         on_swap: Callable[[int | None, int], None] | None = None,
+        spare_wait_s: float = 1.0,
     ) -> None:
         if not 0 < interval_s <= 0.2:
             raise ConfigError("interval_s", "a number of seconds in (0, 0.2]", repr(interval_s))
@@ -96,6 +121,18 @@ class ModelWatcher:
         self._cache_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._poll_lock = threading.Lock()
+        self.spare_wait_s = spare_wait_s
+        #: versions reached by applying a delta / loaded whole, and the seconds the
+        #: last delta took to apply (to the idle buffer, before its swap)
+        self.applied = 0
+        self.loaded = 0
+        self.last_apply_s: float | None = None
+        # the double buffer: a predictor no request holds (held only here), and the
+        # steps it still owes to reach the current version
+        self._spare: Predictor | None = None
+        self._owed: list[Any] = []
+        self._spare_busy_since: float | None = None
 
     @property
     def current(self) -> Predictor | None:
@@ -103,11 +140,18 @@ class ModelWatcher:
         return self._current
 
     def poll_once(self) -> bool:
-        """Check the source once; load and swap if it names another version.
+        """Check the source once; load (or apply a delta) and swap if it names
+        another version.
 
         Returns whether a swap happened. Errors of the source are logged and
         kept in :attr:`last_error`; the current version keeps serving.
         """
+        with self._poll_lock:
+            return self._poll()
+
+    def _poll(self) -> bool:
+        followed = False
+        wanted: int | None = None
         try:
             wanted = self.source.serving_version()
             current = self._current
@@ -115,25 +159,128 @@ class ModelWatcher:
                 self._list_models()
             if wanted is None or (current is not None and current.version == wanted):
                 self.last_error = None
+                self._tend_spare()
                 return False
             predictor = self._cached(wanted)
+            if predictor is None and current is not None:
+                predictor = self._follow(current, wanted)
+                if predictor is _NOT_YET:
+                    return False
+                followed = predictor is not None
             if predictor is None:
                 predictor = self.source.load(wanted)
-                self._remember(predictor)
+                self.loaded += 1
+            self._remember(predictor)
         except Exception as exc:  # keep serving the old version whatever the store does
             message = f"{type(exc).__name__}: {exc}"
             if message != self.last_error:
-                log.warning("model source failed, still serving the current version: %s", message)
+                log.warning(
+                    "model %r: version %s cannot be served, still serving version %s: %s",
+                    self.source.name, wanted,
+                    self._current.version if self._current is not None else None, message,
+                )
             self.last_error = message
             return False
         self.last_error = None
         old = current.version if current is not None else None
         self._current = predictor  # the swap: one assignment, atomic for readers
         self.swaps += 1
-        log.info("serving version %d (was %s)", predictor.version, old)
+        if followed:
+            # the old current becomes the spare: no request can read it from here on
+            self._forget(current)
+            self._spare = current
+            self._spare_busy_since = None
+        elif self._spare is not None:
+            self._spare, self._owed = None, []  # not on the new version's chain
+        del current, predictor
+        log.info("serving version %d (was %s)%s", self._current.version, old,
+                 " by a delta" if followed else "")
         if self.on_swap is not None:
-            self.on_swap(old, predictor.version)
+            self.on_swap(old, self._current.version)
         return True
+
+    # -- double buffering ---------------------------------------------------------
+
+    def _spare_idle(self) -> bool:
+        """Whether no request holds the spare: its only reference is ours
+        (``self._spare``, plus the one ``getrefcount`` takes)."""
+        return sys.getrefcount(self._spare) <= 2
+
+    def _follow(self, current: Predictor, wanted: int) -> Any:
+        """The spare brought to ``wanted`` by the changes since the current
+        version; ``None`` to load ``wanted`` whole; ``_NOT_YET`` while a
+        request still holds the spare."""
+        advance = getattr(self.source, "advance", None)
+        if advance is None or not getattr(current, "can_follow", False):
+            return None
+        step = advance(current.version, wanted)
+        if step.reload is not None:
+            log.info("model %r: %s", self.source.name, step.reload)
+            return None
+        if self._spare is None:
+            self._spare, self._owed = current.clone(), []  # type: ignore[attr-defined]
+        elif not self._settle_spare():
+            return _NOT_YET if self._spare is not None else None
+        started = time.perf_counter()
+        try:
+            self._spare.apply(step)  # type: ignore[attr-defined]
+        except Exception as exc:
+            log.warning(
+                "model %r: could not apply version %d on %d (%s: %s); loading it whole",
+                self.source.name, step.version, current.version, type(exc).__name__, exc,
+            )
+            self._spare, self._owed = None, []
+            return None
+        self.last_apply_s = time.perf_counter() - started
+        self.applied += 1
+        spare, self._spare, self._owed = self._spare, None, [step]
+        return spare
+
+    def _settle_spare(self) -> bool:
+        """Bring the spare to the current version once no request holds it:
+        ``True`` when it is there; ``False`` while it is held (it is dropped,
+        leaving ``self._spare`` None, after ``spare_wait_s``) or when replaying
+        failed (dropped too)."""
+        if not self._spare_idle():
+            now = time.monotonic()
+            if self._spare_busy_since is None:
+                self._spare_busy_since = now
+            elif now - self._spare_busy_since > self.spare_wait_s:
+                log.warning(
+                    "model %r: the spare predictor is still held after %.1f s; dropping it",
+                    self.source.name, self.spare_wait_s,
+                )
+                self._spare, self._owed = None, []
+            return False
+        self._spare_busy_since = None
+        try:
+            while self._owed:
+                self._spare.apply(self._owed[0])  # type: ignore[union-attr]
+                self._owed.pop(0)
+        except Exception as exc:
+            log.warning("model %r: could not replay a delta on the spare predictor (%s: %s);"
+                        " dropping it", self.source.name, type(exc).__name__, exc)
+            self._spare, self._owed = None, []
+            return False
+        return True
+
+    def _tend_spare(self) -> None:
+        """Between versions: replay what the spare owes once it is released, or
+        make a spare (a copy of the current predictor) when there is none."""
+        if self._spare is not None:
+            if self._owed:
+                self._settle_spare()
+            return
+        current = self._current
+        if (current is not None and getattr(current, "can_follow", False)
+                and getattr(self.source, "advance", None) is not None):
+            self._spare, self._owed = current.clone(), []  # type: ignore[attr-defined]
+
+    def _forget(self, predictor: Predictor) -> None:
+        """Drop ``predictor`` from the cache of loaded versions (it is about to change)."""
+        with self._cache_lock:
+            if self._cache.get(predictor.version) is predictor:
+                del self._cache[predictor.version]
 
     def _list_models(self) -> None:
         """Refresh :attr:`models_available` (at most every couple of seconds)."""
