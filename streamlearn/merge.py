@@ -116,6 +116,7 @@ DELTA_FORMAT_VERSION = 1
 _HEADER_KEY = b"streamlearn.delta"
 _SCALER = ("scaler.count", "scaler.mean", "scaler.var")
 _MAX_BITS = 64  # learners told apart by the Adam contributor count
+_SENT_CHUNKS = 32  # a tracker merges its records of sent slots past this many takes
 
 #: What each rule does with a delta, per strategy (see the module docstring).
 RULES = {
@@ -424,16 +425,20 @@ class DeltaTracker:
     ----------
     learner
         A mergeable learner (its ``state(copy=False)`` and ``load_state`` are
-        used; the tracker never changes it except in :meth:`rebase`).
+        used; the tracker never changes it except in :meth:`rebase` and
+        :meth:`rebase_changes`).
     base_version
         The global version the learner currently starts from.
 
     Notes
     -----
-    :meth:`take` compares the learner's per-slot arrays with the reference
-    (a few vectorised passes over the arrays, about a millisecond per
-    million slots each); the delta itself holds only the changed rows, and
-    only they are copied into the new reference.
+    :meth:`take` given the slots learned (``touched``) compares only those,
+    O(entries); without them it compares every per-slot array with the
+    reference (a few vectorised passes, about a millisecond per million
+    slots each). The delta holds only the changed rows, and only they are
+    copied into the new reference. :meth:`rebase_changes` rebases on the
+    changes of the versions since the base (sparse); :meth:`rebase` on a
+    whole global model, O(slots).
     """
 
     def __init__(self, learner: Any, base_version: int = 0) -> None:
@@ -461,11 +466,19 @@ class DeltaTracker:
 
     def _reset(self, state: ModelState) -> None:
         self._ref = {k: np.array(v, dtype=np.float64) for k, v in state.arrays.items()}
-        self._ref_meta = state.meta
+        #: what the global model (at ``base_version``) holds at the slots sent since
+        #: the last rebase: ``(slots, {per-slot array: values})`` per take, oldest first
+        self._sent: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
+        self._sent_rows = 0
         self._ref_classes = _classes(state.meta)
         self._n_learned = int(state.meta.get("n_learned", 0))
         self._n_steps = int(state.meta.get("n_steps", 0))
         self._n_slots = int(state.meta.get("n_slots", 0))
+        # the global model at base_version where the reference moves with takes: its
+        # small arrays and counts (the per-slot values are kept in _sent as they go)
+        self._base_small = {k: v.copy() for k, v in self._ref.items()
+                            if not _per_slot(k, v, self._n_slots)}
+        self._base_counts = (self._n_learned, self._n_steps)
 
     def _grown_reference(self, classes: list[Any] | None) -> None:
         """Give the reference zero columns for classes the learner found since."""
@@ -539,6 +552,7 @@ class DeltaTracker:
                 else:
                     changed |= (a != b).any(axis=1)
             slots = np.flatnonzero(changed)
+        self._remember_base(slots, per_slot)
         sparse: dict[str, np.ndarray] = {}
         for name in per_slot:
             if name in _SCALER:
@@ -587,6 +601,133 @@ class DeltaTracker:
         slots = idx[scratch[idx] == order]
         slots.sort()
         return slots.astype(np.int64, copy=False)
+
+    def _remember_base(self, slots: np.ndarray, per_slot: list[str]) -> None:
+        """Keep the reference's values at ``slots`` before a take moves it there:
+        at a slot's first take since the last rebase they are the global model's."""
+        if not len(slots):
+            return
+        self._sent.append((slots.copy(), {name: self._ref[name][slots] for name in per_slot}))
+        self._sent_rows += len(slots)
+        if len(self._sent) > _SENT_CHUNKS:
+            slots, values = self._sent_union(per_slot)
+            self._sent = [(slots, values)]
+            self._sent_rows = len(slots)
+
+    def _sent_union(self, per_slot: list[str]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The slots sent since the last rebase, ascending, with the global model's
+        values there (each slot's oldest record)."""
+        if not self._sent:
+            return np.zeros(0, np.int64), {}
+        if len(self._sent) == 1:
+            return self._sent[0]
+        slots, first = np.unique(np.concatenate([s for s, _ in self._sent]), return_index=True)
+        values = {name: np.concatenate([v[name] for _, v in self._sent])[first]
+                  for name in per_slot}
+        return slots, values
+
+    def rebase_changes(self, learner: Any, changes: Any, version: int) -> bool:
+        """:meth:`rebase` on version ``version`` of the global model, given as the
+        changes since the tracker's base version (a
+        :class:`~streamlearn.store.Changes`, e.g. ``ModelStore.changes(...).changes``):
+        the same arrays as :meth:`rebase` on the whole model, at a cost that grows
+        with the slots changed and the slots this learner sent since its last
+        rebase, never with the model.
+
+        The reference must be the global model at the base version (as
+        :meth:`rebase` and a tracker built on a learner just loaded from it leave
+        it). Slots neither changed nor sent keep the learner's values as they
+        are (the whole-model rebase adds the learner's own change back onto the
+        unchanged global value there: equal up to rounding).
+
+        Returns ``False``, changing nothing, where it cannot: the learner's
+        classes differ from the global model's or from the tracker's, or its
+        arrays from the changes'; then :meth:`rebase` on the whole model.
+        """
+        version = _version("version", version)
+        state = self._state_of(learner)
+        if learner is not self.learner or not callable(getattr(learner, "set_counts", None)):
+            return False
+        meta, g_meta = state.meta, changes.meta
+        if g_meta is not None and (
+            g_meta.get("kind") != meta.get("kind")
+            or _comparable(g_meta.get("params", {})) != _comparable(meta.get("params", {}))
+        ):
+            raise StateError(
+                f"cannot rebase a {meta.get('kind')} learner on a global "
+                f"{g_meta.get('kind')} model of other parameters; the global model must come "
+                "from the same training job"
+            )
+        classes = _classes(meta)
+        if classes != self._ref_classes or (g_meta is not None and _classes(g_meta) != classes):
+            return False
+        cur, ref, n_slots = state.arrays, self._ref, self._n_slots
+        if set(cur) != set(ref):
+            return False
+        per_slot = [k for k, v in cur.items() if _per_slot(k, v, n_slots)]
+        small = [k for k in cur if k not in per_slot]
+        if g_meta is not None:
+            if sorted(changes.rows) != sorted(per_slot) or sorted(changes.small) != sorted(small):
+                return False
+            g_small = {k: np.asarray(changes.small[k], dtype=np.float64) for k in small}
+            g_counts = (int(g_meta.get("n_learned", 0)), int(g_meta.get("n_steps", 0)))
+        else:  # nothing changed (a compaction): the global model is the base's
+            g_small, g_counts = self._base_small, self._base_counts
+        if any(g_small[k].shape != cur[k].shape for k in small):
+            return False
+        sent, base = self._sent_union(per_slot)
+        changed = np.asarray(changes.slots, dtype=np.int64)
+        rows = {}
+        for name in per_slot:
+            trailing = cur[name].shape[1:]
+            mine = base.get(name, np.zeros((0, *trailing)))
+            theirs = (np.asarray(changes.rows[name], dtype=np.float64) if g_meta is not None
+                      else np.zeros((0, *trailing)))
+            if mine.shape[1:] != trailing or theirs.shape[1:] != trailing:
+                return False
+            rows[name] = (theirs, mine)
+        # the global model at the slots that matter: the changes', else the base's
+        if len(sent):
+            slots, first = np.unique(np.concatenate([changed, sent]), return_index=True)
+            g = {k: np.concatenate(pair)[first] for k, pair in rows.items()}
+        else:
+            slots, g = changed, {k: pair[0] for k, pair in rows.items()}
+        new: dict[str, np.ndarray] = {}
+        for name in per_slot:
+            if name in _SCALER:
+                continue
+            mine_now = cur[name][slots]
+            if merge_rule(name) == "max":
+                new[name] = np.maximum(g[name], mine_now)
+            else:
+                new[name] = g[name] + (mine_now - ref[name][slots])
+        if "scaler.count" in cur:
+            own = _new_stats(*(cur[k][slots] for k in _SCALER), *(ref[k][slots] for k in _SCALER))
+            new.update(zip(_SCALER, _combine_stats(*(g[k] for k in _SCALER), *own), strict=True))
+        for name in small:
+            gk = g_small[name]
+            new_small = (np.maximum(gk, cur[name]) if merge_rule(name) == "max"
+                         else gk + (cur[name] - ref[name]))
+            cur[name][...] = new_small
+            ref[name] = np.array(gk, dtype=np.float64)
+        for name, values in new.items():
+            cur[name][slots] = values
+        for name in per_slot:
+            ref[name][slots] = g[name]
+        for target, z, n, params in _ftrl_targets(meta, cur):
+            if _per_slot(target, cur[target], n_slots):
+                cur[target][slots] = _ftrl_weights(cur[z][slots], cur[n][slots], params)
+            else:
+                cur[target][...] = _ftrl_weights(cur[z], cur[n], params)
+        own_events = int(meta.get("n_learned", 0)) - self._n_learned
+        own_steps = int(meta.get("n_steps", 0)) - self._n_steps
+        learner.set_counts(g_counts[0] + own_events, g_counts[1] + own_steps)
+        self._n_learned, self._n_steps = g_counts
+        self._base_counts = g_counts
+        self._base_small = {k: ref[k].copy() for k in small}
+        self._sent, self._sent_rows = [], 0
+        self.base_version = version
+        return True
 
     def rebase(self, learner: Any, global_state: ModelState, version: int) -> None:
         """Make ``learner`` the global model plus its own changes since the
@@ -775,6 +916,13 @@ class Merger:
         self._touch_now: np.ndarray | None = None
         self._touch_before: np.ndarray | None = None
         self._touch_adds = 0
+        # the slots each contributor-count table has bits set at, to clear it sparsely
+        self._touch_slots_now: list[np.ndarray] = []
+        self._touch_slots_before: list[np.ndarray] = []
+        # what changed since the last commit: the slots of every delta folded in, and
+        # why the next version must be whole (a change of shape), if it must
+        self._changed: list[np.ndarray] = []
+        self._whole: str | None = None
         if self._ema and strategy == "hybrid":
             self._touch_now = np.zeros(self._n_slots, np.uint64)
             self._touch_before = np.zeros(self._n_slots, np.uint64)
@@ -787,14 +935,49 @@ class Merger:
 
     # -- public -------------------------------------------------------------------
 
-    def state(self) -> ModelState:
-        """The current global model (a copy, safe to keep and to send)."""
-        meta = dict(self._state.meta)
+    def _meta(self) -> dict[str, Any]:
+        meta = json.loads(json.dumps(self._state.meta))
         meta["n_learned"] = self._n_learned
         meta["n_steps"] = int(round(self._steps))
         if self._classes is not None:
             meta["classes"] = list(self._classes)
-        return ModelState({k: v.copy() for k, v in self._arrays.items()}, meta).copy()
+        return meta
+
+    def state(self) -> ModelState:
+        """The current global model (a copy, safe to keep and to send)."""
+        return ModelState({k: v.copy() for k, v in self._arrays.items()}, self._meta())
+
+    def view(self) -> ModelState:
+        """The current global model without a copy: its arrays are the merger's own.
+        Read (or write out) them before the next :meth:`add`; never change them."""
+        return ModelState(dict(self._arrays), self._meta())
+
+    def changed_slots(self) -> np.ndarray:
+        """Every slot a delta folded in since the last :meth:`commit` touched,
+        ascending: the only slots where the model can differ from that version
+        (besides its small arrays). Cost O(the deltas' rows), never O(slots)."""
+        if not self._changed:
+            return np.zeros(0, np.int64)
+        if len(self._changed) == 1:
+            return self._changed[0]
+        return np.unique(np.concatenate(self._changed))
+
+    def changes(self) -> Any:
+        """What changed since the last :meth:`commit`, for a delta version
+        (:class:`~streamlearn.store.Changes`: the values of every per-slot array
+        at :meth:`changed_slots`, the small arrays whole, the metadata).
+
+        Only valid while :meth:`whole_reason` is ``None``: a change of shape (a
+        new class) cannot be a delta.
+        """
+        from streamlearn.store.delta import Changes
+
+        return Changes.gather(self.view(), self.changed_slots())
+
+    def whole_reason(self) -> str | None:
+        """Why the next version must be a snapshot whatever the policy (the arrays
+        changed shape since the last commit), or ``None``."""
+        return self._whole
 
     def commit(self, version: int | None = None) -> int:
         """Mark the current global model as a new version (the one just
@@ -809,6 +992,8 @@ class Merger:
                 "version", f"a version greater than the current {self.version}", version
             )
         self.version = version
+        self._changed = []
+        self._whole = None
         return version
 
     def staleness_weight(self, base_version: int) -> float:
@@ -875,6 +1060,10 @@ class Merger:
                                                           params)
             else:
                 arrays[target][:] = _ftrl_weights(arrays[z], arrays[n], params)
+        if len(slots):
+            self._changed.append(np.array(slots, dtype=np.int64))
+            if len(self._changed) > _SENT_CHUNKS:
+                self._changed = [self.changed_slots()]
         self._steps += (share if self.strategy == "average" else stale) * delta.n_steps
         self._n_learned += delta.n_events
         self.n_events += delta.n_events
@@ -962,6 +1151,7 @@ class Merger:
                     self._arrays[name] = np.concatenate([array, pad], axis=-1)
             self._state.arrays = self._arrays
             self._classes = self._classes + added
+            self._whole = f"new classes {added} widened the model's arrays"
         if theirs == self._classes:
             return None
         index = {c: i for i, c in enumerate(self._classes)}
@@ -974,11 +1164,14 @@ class Merger:
         index = self._index.setdefault(learner_id, len(self._index))
         bit = np.uint64(1) << np.uint64(index % _MAX_BITS)
         now[slots] |= bit
+        self._touch_slots_now.append(np.array(slots, dtype=np.int64))
         count = np.bitwise_count(now[slots] | before[slots]).astype(np.float64)
         self._touch_adds += 1
         if self._touch_adds >= 2 * max(len(self._index), self.n_learners or 1):
+            for set_at in self._touch_slots_before:  # clear the old table where it is set
+                before[set_at] = 0
             self._touch_before, self._touch_now = now, before
-            self._touch_now.fill(0)
+            self._touch_slots_before, self._touch_slots_now = self._touch_slots_now, []
             self._touch_adds = 0
         return count
 

@@ -359,6 +359,11 @@ class LinearModel(Learner):
         self._n_learned = int(state.meta.get("n_learned", 0))
         self._n_steps = int(state.meta.get("n_steps", 0))
 
+    def set_counts(self, n_learned: int, n_steps: int) -> None:
+        """Set the event and step counts, for a rebase that changed the arrays of
+        :meth:`state` ``(copy=False)`` in place (``streamlearn.merge.DeltaTracker``)."""
+        self._n_learned, self._n_steps = int(n_learned), int(n_steps)
+
     # -- encoding ---------------------------------------------------------------
 
     def encode(self, xs: Sequence[Features]) -> FeatureBatch:
