@@ -54,6 +54,12 @@ def _cfg(tmp_path, **job) -> TrainConfig:
         ({"job": {"restart_initial_ms": 0}}, "job.restart_initial_ms"),
         ({"job": {"restart_initial_ms": 5000, "restart_max_ms": 1000}}, "job.restart_max_ms"),
         ({"job": {"store_retry_ms": -1}}, "job.store_retry_ms"),
+        ({"store": {"snapshot_every_deltas": -1}}, "store.snapshot_every_deltas"),
+        ({"store": {"snapshot_every_deltas": 2.5}}, "store.snapshot_every_deltas"),
+        ({"store": {"snapshot_max_delta_ratio": -0.1}}, "store.snapshot_max_delta_ratio"),
+        ({"store": {"snapshot_max_delta_ratio": float("nan")}}, "store.snapshot_max_delta_ratio"),
+        ({"store": {"snapshot_max_age_s": "10m"}}, "store.snapshot_max_age_s"),
+        ({"store": {"snapshot_max_age_s": float("inf")}}, "store.snapshot_max_age_s"),
     ],
 )
 def test_a_bad_config_names_the_key(data, field):
@@ -325,8 +331,8 @@ class FlakyStore:
             raise OSError(errno.EHOSTUNREACH, "s3: no route to host")
         return self.store.head()
 
-    def get(self, *args, **kwargs):
-        return self.store.get(*args, **kwargs)
+    def __getattr__(self, name):  # everything else as the real store does it
+        return getattr(self.store, name)
 
 
 def _one_delta(cfg, store, seed=4):
@@ -418,3 +424,273 @@ def test_a_learner_learns_on_while_the_store_cannot_be_read(tmp_path, caplog):
         "learner-1: model store readable again",
     ]
     assert worker.n_learned == 300 and worker.offsets == {1: 300}
+
+
+# -- delta versions: the merger publishes what changed, learners rebase on it ------------------
+
+
+def _kinds(store: ModelStore) -> list[str]:
+    return [i.kind for i in store.list()]
+
+
+def _stored(store: ModelStore, version: int):
+    from streamlearn.state import ModelState
+
+    return ModelState.from_arrow(store.get(version).table)
+
+
+def _pipeline(cfg: TrainConfig, rounds: int = 6) -> ModelStore:
+    """Two learners (one partition each) and the merger, a version after every round."""
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    learners = [LearnerWorker(cfg, i, store) for i in range(2)]
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    for k in range(rounds):
+        for p, w in enumerate(learners):
+            _feed(w, clicks(150, seed=100 * k + p), partition=p, start=150 * k)
+            merger.add(w.flush().to_bytes())
+        merger.publish()
+    return store
+
+
+def test_the_job_with_delta_versions_stores_what_the_snapshot_design_stored(tmp_path):
+    """The same events through learners and merger twice: every version a snapshot (the
+    design before delta versions), and deltas with a snapshot every 3. Every version,
+    materialised from its snapshot and deltas, equals the snapshot array for array; the
+    learners, rebasing on the changes, learned exactly what they learned rebasing on the
+    whole model."""
+    whole = _pipeline(TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "whole"), "model": "m", "snapshot_every_deltas": 0},
+        "features": {"bits": 16}, "job": {"flush_events": 500},
+    }))
+    deltas = _pipeline(TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "deltas"), "model": "m", "snapshot_every_deltas": 3},
+        "features": {"bits": 16}, "job": {"flush_events": 500},
+    }))
+    assert _kinds(whole) == ["publish"] * 6
+    assert _kinds(deltas) == ["publish", "delta", "delta", "delta", "publish", "delta"]
+    fresh = ModelStore(str(tmp_path / "deltas"), "m")
+    for v in range(1, 7):
+        a, b = _stored(whole, v), _stored(fresh, v)
+        assert a.meta == b.meta
+        for name in a.arrays:
+            np.testing.assert_array_equal(b.arrays[name], a.arrays[name], err_msg=f"{v} {name}")
+        assert whole.info(v).lineage.events == fresh.info(v).lineage.events == 300 * v
+    # a delta holds the slots touched, far fewer bytes than the whole model
+    assert fresh.info(2).size_bytes < fresh.info(1).size_bytes / 20
+
+
+class SpyStore(FlakyStore):
+    """A real store that counts whole-model reads and can refuse deltas like a full disk."""
+
+    def __init__(self, store: ModelStore, fail_delta: int = 0) -> None:
+        super().__init__(store)
+        self.gets = 0
+        self.fail_delta = fail_delta
+
+    def get(self, *args, **kwargs):
+        self.gets += 1
+        return self.store.get(*args, **kwargs)
+
+    def publish_delta(self, *args, **kwargs):
+        if self.fail_delta:
+            self.fail_delta -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.store.publish_delta(*args, **kwargs)
+
+
+def test_a_learner_rebases_on_the_changes_never_reading_the_whole_model(tmp_path):
+    cfg = _cfg(tmp_path)
+    real = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, real)
+    merger.start()
+    merger.add(_one_delta(cfg, real))
+    merger.publish()  # version 1, a snapshot
+    store = SpyStore(real)
+    worker = LearnerWorker(cfg, 1, store)
+    assert worker.base_version == 1 and store.gets == 1  # the first read is whole
+    takes = []
+    take = worker.tracker.take
+
+    def spy(*args, **kwargs):
+        takes.append(kwargs.get("touched"))
+        return take(*args, **kwargs)
+
+    worker.tracker.take = spy
+    for i in range(3):
+        merger.add(_one_delta(cfg, real, seed=30 + i))
+        assert merger.publish() == 2 + i and real.info(2 + i).kind == "delta"
+        _feed(worker, clicks(100, seed=20 + i), partition=1, start=100 * i)
+        merger.add(worker.flush().to_bytes())
+        assert worker.base_version == 2 + i
+        # its delta was taken before the rebase: the learner now is that version exactly
+        latest = _stored(real, 2 + i)
+        for name, array in worker.learner.state().arrays.items():
+            np.testing.assert_array_equal(array, latest.arrays[name], err_msg=name)
+        assert worker.learner.n_learned == latest.meta["n_learned"]
+    assert store.gets == 1, "rebased on changes, never on the whole model"
+    # each take compared only the slots of its batch, not the model's 65,536
+    assert all(t is not None and 0 < len(t) < 3000 for t in takes), [
+        None if t is None else len(t) for t in takes]
+
+
+def test_after_a_snapshot_the_learner_reads_the_whole_version(tmp_path):
+    cfg = TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "models"), "model": "m", "snapshot_every_deltas": 1},
+        "features": {"bits": 12},
+    })
+    real = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, real)
+    merger.start()
+    merger.add(_one_delta(cfg, real))
+    merger.publish()
+    store = SpyStore(real)
+    worker = LearnerWorker(cfg, 1, store)
+    for i in range(2):  # a delta, then a snapshot (one delta since the last)
+        merger.add(_one_delta(cfg, real, seed=40 + i))
+        merger.publish()
+        _feed(worker, clicks(50, seed=50 + i), partition=1, start=50 * i)
+        worker.flush()
+    assert _kinds(real) == ["publish", "delta", "publish"]
+    assert store.gets == 2 and worker.base_version == 3
+
+
+def test_a_refused_delta_is_published_as_a_snapshot_and_deltas_resume(tmp_path, caplog):
+    """Another version on top of the merger's (a stale parent): the merger's publish is
+    a snapshot of its own model at once, logged; the next version is a delta again."""
+    from streamlearn.state import ModelState
+
+    cfg = _cfg(tmp_path)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    merger.add(_one_delta(cfg, store))
+    merger.publish()
+    merger.add(_one_delta(cfg, store, seed=5))
+    assert merger.publish() == 2 and merger.last_kind == "delta"
+    blobs = [_one_delta(cfg, store, seed=seed) for seed in (6, 7)]  # learners on version 2
+    other = ModelState.from_arrow(store.get(2).table).copy()
+    other.arrays["weights"][:] = 7.0
+    store.publish(other)  # version 3, not the merger's
+    merger.add(blobs[0])
+    with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
+        assert merger.publish() == 4
+    assert merger.last_kind == "snapshot" and "refused" in merger.last_snapshot_reason
+    assert "a delta on version 2 was refused" in caplog.text
+    assert "publishing a snapshot instead" in caplog.text
+    assert _kinds(store) == ["publish", "delta", "publish", "publish"]
+    assert (_stored(store, 4).arrays["weights"] != 7.0).any(), "the merger's own model"
+    merger.add(blobs[1])
+    assert merger.publish() == 5 and store.info(5).kind == "delta" and store.info(5).parent == 4
+
+
+def test_a_broken_chain_under_the_merger_makes_its_next_version_a_snapshot(tmp_path, caplog):
+    cfg = _cfg(tmp_path)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    for seed in (1, 2):
+        merger.add(_one_delta(cfg, store, seed=seed))
+        merger.publish()
+    info = store.info(2)
+    assert info.kind == "delta"
+    blob = _one_delta(cfg, store, seed=3)
+    (tmp_path / "models" / "m" / info.file).unlink()  # the parent's delta file is lost
+    merger.add(blob)
+    with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
+        assert merger.publish() == 3
+    assert store.info(3).kind == "publish" and "version 2" in merger.last_snapshot_reason
+    fresh = ModelStore(cfg.store.uri, cfg.store.model)
+    assert _stored(fresh, 3).meta["n_learned"] == 1200, "the whole model again"
+
+
+def test_a_delta_that_failed_is_retried_as_a_snapshot(tmp_path, caplog):
+    """A publish that failed may have left anything behind; the retry starts a new chain."""
+    cfg = _cfg(tmp_path, restart_initial_ms=10, store_retry_ms=5000)
+    real = ModelStore(cfg.store.uri, cfg.store.model)
+    store = SpyStore(real, fail_delta=1)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    merger.add(_one_delta(cfg, real))
+    merger.publish()
+    merger.add(_one_delta(cfg, real, seed=8))
+    with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
+        assert merger.publish() == 2
+    assert "retrying in" in caplog.text
+    assert merger.last_kind == "snapshot" and "publishing a delta failed" in (
+        merger.last_snapshot_reason)
+    merger.add(_one_delta(cfg, real, seed=9))
+    merger.publish()
+    assert _kinds(real) == ["publish", "publish", "delta"]
+
+
+def test_a_restart_with_versions_after_its_checkpoint_publishes_a_snapshot(tmp_path):
+    """The versions after the checkpoint are left behind: a delta on the newest would
+    keep their content at the slots the restarted merger did not touch."""
+    cfg = _cfg(tmp_path)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    merger.add(_one_delta(cfg, store))
+    merger.publish()
+    snapshot, pending = merger.snapshot(), merger.pending()
+    merger.add(_one_delta(cfg, store, seed=2))
+    merger.publish()  # version 2, a delta, orphaned by the crash
+    again = MergerWorker(cfg, store)
+    again.start(snapshot, pending)
+    again.add(_one_delta(cfg, store, seed=3))
+    assert again.publish() == 3
+    assert again.last_kind == "snapshot" and "left behind" in again.last_snapshot_reason
+    # restarted with nothing published after its checkpoint: deltas go on at once
+    third = MergerWorker(cfg, store)
+    third.start(again.snapshot(), [])
+    third.add(_one_delta(cfg, store, seed=4))
+    assert third.publish() == 4 and third.last_kind == "delta"
+
+
+def test_retention_keeps_every_retained_version_materialisable(tmp_path):
+    """Retention keeps the newest versions and the snapshot and deltas they are built
+    from; everything before that chain goes."""
+    from streamlearn.training.workers import RETAIN_EVERY
+
+    cfg = TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "models"), "model": "m", "keep_versions": 2,
+                  "snapshot_every_deltas": 3},
+        "features": {"bits": 12},
+    })
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    expected = {}
+    for i in range(2 * RETAIN_EVERY):
+        merger.add(_one_delta(cfg, store, seed=60 + i))
+        version = merger.publish()
+        expected[version] = merger.merger.state()
+    # versions 1 and 5 and 9 are snapshots; the newest two (9, 10) need only 9
+    assert [i.version for i in store.list() if i.kind == "publish"] == [1, 5, 9]
+    available = [i.version for i in store.list() if i.available]
+    assert available == [9, 10]
+    fresh = ModelStore(cfg.store.uri, cfg.store.model)
+    for v in available:
+        got = _stored(fresh, v)
+        for name, array in expected[v].arrays.items():
+            np.testing.assert_array_equal(got.arrays[name], array, err_msg=name)
+
+
+def test_retention_keeps_the_snapshot_a_retained_delta_needs(tmp_path):
+    from streamlearn.training.workers import RETAIN_EVERY
+
+    cfg = TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "models"), "model": "m", "keep_versions": 2},
+        "features": {"bits": 12},
+    })
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    for i in range(RETAIN_EVERY):
+        merger.add(_one_delta(cfg, store, seed=70 + i))
+        merger.publish()
+    # the newest two are deltas on a chain from version 1: all of it stays
+    assert [i.version for i in store.list() if i.available] == list(range(1, RETAIN_EVERY + 1))
+    fresh = ModelStore(cfg.store.uri, cfg.store.model)
+    assert _stored(fresh, RETAIN_EVERY).meta["n_learned"] == 400 * RETAIN_EVERY

@@ -60,6 +60,10 @@ A complete file, every key optional::
     uri = ".streamlearn/models"
     model = "default"
     keep_versions = 10          # retention: the newest N versions (+ the pinned one); 0: keep all
+    snapshot_every_deltas = 500 # a version is a delta (the slots that changed); a snapshot
+                                # (the whole model) after N deltas; 0: every version whole
+    snapshot_max_delta_ratio = 0.5  # ... or once the deltas' bytes reach this share of it (0: off)
+    snapshot_max_age_s = 600    # ... or once the last snapshot is this old (0: off)
 
     [flink]                     # Flink settings, passed to the job's configuration as they are
     "metrics.reporter.prom.factory.class" = "...PrometheusReporterFactory"  # see docs/training.md
@@ -216,6 +220,21 @@ SCHEMA: dict[str, dict[str, _Check]] = {
             "an integer >= 0 (0: keep every version)",
             10,
         ),
+        "snapshot_every_deltas": (
+            lambda v: _is_int(v) and v >= 0,
+            "an integer >= 0 (0: every version a snapshot)",
+            500,
+        ),
+        "snapshot_max_delta_ratio": (
+            lambda v: _is_num(v) and 0 <= v <= 1e6,
+            "a number >= 0 (0: no limit by bytes)",
+            0.5,
+        ),
+        "snapshot_max_age_s": (
+            lambda v: _is_num(v) and 0 <= v <= 1e9,
+            "a number of seconds >= 0 (0: no limit by age)",
+            600,
+        ),
     },
 }
 
@@ -326,6 +345,26 @@ class StoreConfig:
     uri: str
     model: str
     keep_versions: int
+    snapshot_every_deltas: int = 500
+    snapshot_max_delta_ratio: float = 0.5
+    snapshot_max_age_s: float = 600
+
+    def snapshot_policy(self) -> Any:
+        """When the merger publishes a snapshot instead of a delta
+        (:class:`~streamlearn.store.SnapshotPolicy`); ``None`` when every version is one.
+
+        >>> TrainConfig.from_dict({"store": {"snapshot_max_age_s": 0}}).store.snapshot_policy()
+        SnapshotPolicy(max_deltas=500, max_delta_bytes_ratio=0.5, max_age_s=None)
+        """
+        from streamlearn.store import SnapshotPolicy
+
+        if not self.snapshot_every_deltas:
+            return None
+        return SnapshotPolicy(
+            max_deltas=self.snapshot_every_deltas,
+            max_delta_bytes_ratio=self.snapshot_max_delta_ratio or None,
+            max_age_s=self.snapshot_max_age_s or None,
+        )
 
 
 _SECTIONS = {

@@ -11,7 +11,15 @@
   its own unsent changes.
 - :class:`MergerWorker`: the one merger. It folds deltas into the global model as
   they arrive and publishes a version to the store with lineage (offsets per
-  partition, events reflected, learners, metrics) at most every sync interval.
+  partition, events reflected, learners, metrics) at most every sync interval:
+  a *delta* version (the slots its deltas touched since the last version) or,
+  when the store's snapshot policy says so, a snapshot (the whole model).
+
+Nothing per bundle or per version costs O(model slots): a learner's delta
+compares only the slots its bundle touched, a delta version holds only the
+slots that changed, and a learner rebases by applying the changes of the
+versions since its base (``ModelStore.changes``), reading the whole model only
+after a snapshot broke the chain.
 
 What must survive a crash is small and explicit: the merger's
 :meth:`MergerWorker.snapshot` at its last publish and the deltas folded in
@@ -100,6 +108,14 @@ def _stored_state(store: Any, version: int) -> Any:
     from streamlearn.state import ModelState
 
     return ModelState.from_arrow(store.get(version).table)
+
+
+def _forget_cache(store: Any) -> None:
+    """Drop the store handle's copy of the model it materialised (the caller copied
+    what it needs): a handle otherwise keeps a second model in memory."""
+    drop = getattr(store, "drop_cache", None)
+    if drop is not None:
+        drop()
 
 
 def _metrics_for(task: str) -> list:
@@ -195,12 +211,14 @@ class LearnerWorker:
         if not self._read:
             return None
         n = len(self._xs)
-        self._learn(self._xs, self._ys, n)
+        encode = getattr(self.learner, "encode", None)
+        xs = encode(self._xs) if encode is not None else self._xs
+        self._learn(xs, self._ys, n)
         for partition, end in self._read.items():
             _advance(self.offsets, partition, end)
         self._xs, self._ys, self._read = [], [], {}
         self.n_learned += n
-        return self._take_delta()
+        return self._take_delta(getattr(xs, "indices", None))
 
     def _learn(self, xs: Any, ys: Any, n: int) -> None:
         """Predict, score and learn ``n`` events (a feature batch or mappings) in
@@ -221,6 +239,8 @@ class LearnerWorker:
             prequential(self.learner, part, ys[start:stop], self.metrics)
 
     def _take_delta(self, touched: Any = None) -> Any:
+        """The delta since the last one; ``touched``: the slots of the events learned
+        since (a feature batch's entries), so that only they are compared."""
         delta = self.tracker.take(
             learner_id=self.name,
             extra={
@@ -244,18 +264,32 @@ class LearnerWorker:
     def _rebase_to_latest(self, initial: bool = False) -> None:
         """Adopt the newest merged version, if the store has a newer one.
 
+        The changes of the versions since the learner's base are applied to its
+        working copy and reference (``DeltaTracker.rebase_changes``: the slots
+        they touched and the slots the learner sent since, never the whole
+        model); after a snapshot on the way (the store answers "reload") or
+        what a sparse rebase cannot do (a class this learner found first), the
+        whole version is read and rebased on.
+
         After the first, a rebase is only where the next steps start, never what
         is counted: while the store cannot be read the learner learns on from
         its own copy (logging the outage once) instead of failing the job.
         """
         if self.store is None:
             return
+        state = update = None
         try:
             latest = self.store.head().latest
             if latest is None or latest <= self.base_version:
-                state = None
-            else:
+                pass
+            elif initial or not self.base_version:  # nothing held yet: the whole version
                 state = _stored_state(self.store, latest)
+            else:
+                update = self.store.changes(since=self.base_version, upto=latest)
+                if update.reload is not None or not self.tracker.rebase_changes(
+                    self.learner, update.changes, latest
+                ):
+                    update, state = None, _stored_state(self.store, latest)
         except STORE_FAULTS as exc:
             if initial:
                 raise
@@ -269,12 +303,17 @@ class LearnerWorker:
         if self._store_down:
             log.warning("%s: model store readable again", self.name)
             self._store_down = False
+        if update is not None:  # rebased on the changes
+            self.base_version = latest
+            return
         if state is None:
             return
         if initial:
             self.learner.load_state(state)
         else:
             self.tracker.rebase(self.learner, state, latest)
+        del state
+        _forget_cache(self.store)
         self.base_version = latest
 
 
@@ -304,6 +343,16 @@ class MergerWorker:
         self.merger: Any = None
         self.last_publish_s = 0.0
         self.merge_time_s = 0.0
+        #: when a version is a snapshot rather than a delta (``store.snapshot_*``);
+        #: ``None``: every version is one
+        self.policy = cfg.store.snapshot_policy()
+        # the version the merger's arrays equal, outside the slots it changed since
+        # (what a delta is published on), or None and why the next version is whole
+        self._delta_base: int | None = None
+        self._whole_why = "the first version of this merger"
+        #: "delta" or "snapshot": what the last publish wrote, and why a snapshot
+        self.last_kind: str | None = None
+        self.last_snapshot_reason: str | None = None
 
     # -- state ------------------------------------------------------------------
     def start(
@@ -327,7 +376,7 @@ class MergerWorker:
             self.rejected = snapshot.get("rejected", {})
             self.learners = set(snapshot.get("learners", []))
         elif base_version:
-            lineage = self.store.get(base_version).lineage
+            lineage = self.store.info(base_version).lineage
             self.version = base_version
             self.events = lineage.events
             self.offsets = {
@@ -344,6 +393,16 @@ class MergerWorker:
         self.merger = Merger(
             state, newest, strategy=self.strategy, n_learners=self.cfg.job.parallelism
         )
+        del state
+        _forget_cache(self.store)
+        if self.version and newest == self.version:
+            self._delta_base = self.version  # the merger holds that version exactly
+        else:
+            self._delta_base = None
+            self._whole_why = (
+                f"versions after {self.version} are left behind" if self.version
+                else "the model's first version"
+            )
         for blob in pending:
             self.add(blob)
 
@@ -416,8 +475,9 @@ class MergerWorker:
             learners=tuple(sorted(self.learners)),
             metrics={**self.metrics(), "rejected": float(sum(self.rejected.values()))},
         )
-        self.version = self._publish_waiting(self.merger.state().to_arrow(), lineage)
+        self.version = self._publish_waiting(lineage)
         self.merger.commit(self.version)
+        self._delta_base = self.version
         self._pending_blobs = []
         self._dirty = False
         self.last_publish_s = time.monotonic()
@@ -448,8 +508,48 @@ class MergerWorker:
             self._next_retain_s = now + RETAIN_SPACING * (now - started)
 
 
-    def _publish_waiting(self, table: Any, lineage: Any) -> int:
-        """``store.publish``, retried in place while the store is away (a full disk,
+    def _snapshot_reason(self) -> str | None:
+        """Why the next version must be a snapshot, or ``None`` for a delta."""
+        if self._delta_base is None:
+            return self._whole_why
+        if self.policy is None:
+            return "store.snapshot_every_deltas = 0"
+        return self.merger.whole_reason() or self.policy.due(self.store.chain())
+
+    def _publish_once(self, lineage: Any) -> int:
+        """One try: a delta on the last version, or a snapshot when one is due.
+
+        A delta the store refuses (its parent is not the latest version, or the
+        chain under it is broken) is published as a snapshot at once; any other
+        failure of a delta makes the next try a snapshot, which starts a whole
+        chain again whatever the failure left behind.
+        """
+        from streamlearn.store import BrokenChain, StaleParent
+
+        why = self._snapshot_reason()
+        if why is None:
+            assert self._delta_base is not None
+            try:
+                version = self.store.publish_delta(
+                    self.merger.changes(), lineage, parent=self._delta_base, lease=self.lease
+                )
+            except (StaleParent, BrokenChain) as exc:
+                why = f"a delta on version {self._delta_base} was refused: {store_fault(exc)}"
+                self._delta_base, self._whole_why = None, why
+                log.warning("%s; publishing a snapshot instead", why)
+            except BaseException as exc:
+                self._delta_base = None
+                self._whole_why = f"publishing a delta failed: {store_fault(exc)}"
+                raise
+            else:
+                self.last_kind, self.last_snapshot_reason = "delta", None
+                return version
+        version = self.store.publish(self.merger.view().to_arrow(), lineage, lease=self.lease)
+        self.last_kind, self.last_snapshot_reason = "snapshot", why
+        return version
+
+    def _publish_waiting(self, lineage: Any) -> int:
+        """:meth:`_publish_once`, retried in place while the store is away (a full disk,
         an object store not answering) for up to ``job.store_retry_ms``, with the
         job's restart back-off between tries and one log line per wait.
 
@@ -465,7 +565,7 @@ class MergerWorker:
         failed = 0
         while True:
             try:
-                version = self.store.publish(table, lineage, lease=self.lease)
+                version = self._publish_once(lineage)
             except LeaseError:
                 raise  # fenced or released: another writer owns the model; never waited out
             except STORE_FAULTS as exc:
@@ -506,5 +606,5 @@ def resume_point(cfg: TrainConfig, store: Any) -> tuple[int, dict[int, int] | No
     latest = store.head().latest
     if latest is None:
         return 0, None
-    offsets = store.get(latest).lineage.offsets.get(cfg.kafka.topic) or {}
+    offsets = store.info(latest).lineage.offsets.get(cfg.kafka.topic) or {}
     return latest, {int(p): int(o) for p, o in offsets.items()}
