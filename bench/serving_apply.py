@@ -1,0 +1,265 @@
+"""Hot swap of delta versions in the prediction service, against a whole reload.
+
+A logistic regression with AdaGrad (``weights`` and ``g2``, float64) of
+2^``--bits`` slots (default 24: 128 MiB per array) is published as a snapshot
+and served by a :class:`~streamlearn.serving.ModelWatcher` on a
+:class:`~streamlearn.serving.StoreSource`, on the local disk. Then, measured in
+the same run:
+
+* **apply**: for deltas of 1,000 / 10,000 / 100,000 random slots, the time the
+  watcher takes from seeing the new version to swapping it in (``poll``: the
+  store's ``changes()``, the version's commit record, writing the changes into
+  the spare predictor, the swap), the part spent writing (``apply``), and the
+  time the old current takes to catch up once released (``replay``, between
+  versions, off the swap's path); p50 and p99 over ``--repeat`` versions each;
+* **reload**: loading the same version whole (``StoreSource.load``: what
+  every swap cost before deltas), and a copy of the predictor (``clone``: the
+  spare made once after a whole load);
+* **under load** (``--seconds``, 0 to skip): a thread predicting single events
+  (the native body path, then the Python one, as the server does) at
+  ``--rate`` requests/s while another process publishes ``--versions-per-s``
+  deltas of ``--load-slots`` slots a second; the latency of each prediction
+  (in process: no HTTP), failures (an exception or no answer), versions
+  served and the watcher's apply and swap times.
+
+Usage::
+
+    .venv/bin/python bench/serving_apply.py [--bits 24] [--repeat 15] [--seconds 60]
+
+Prints a table and writes ``bench/results/serving_apply.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from streamlearn.learners import LogisticRegression
+from streamlearn.optim import AdaGrad
+from streamlearn.serving import ModelWatcher
+from streamlearn.serving.store_source import StoreSource
+from streamlearn.store import Changes, ModelStore
+
+SIZES = (1_000, 10_000, 100_000)
+EVENT = {"a": 1.0, "country": "FR", "tags": ["x", "y"]}
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def ms(values: list[float]) -> dict[str, float]:
+    return {"p50_ms": pct(values, 50) * 1e3, "p99_ms": pct(values, 99) * 1e3, "n": len(values)}
+
+
+def model_state(bits: int) -> Any:
+    model = LogisticRegression(AdaGrad(0.05), bits=bits)
+    model.learn_many([EVENT, {"b": 2.0}], [True, False])
+    state = model.state(copy=False)
+    rng = np.random.default_rng(0)
+    n = state.meta["n_slots"]
+    state.arrays["weights"][:] = rng.normal(size=n) * 0.01
+    state.arrays["adagrad.g2"][:] = 1.0
+    return state
+
+
+def delta(state: Any, slots: np.ndarray, rng: np.random.Generator) -> Changes:
+    state.arrays["weights"][slots] = rng.normal(size=len(slots)) * 0.01
+    state.arrays["adagrad.g2"][slots] += 1.0
+    state.arrays["intercept"][:] = rng.normal()
+    return Changes.gather(state, slots)
+
+
+def publisher(root: str, bits: int, per_s: float, n_slots: int, seconds: float) -> None:
+    """Another process: ``per_s`` deltas a second of ``n_slots`` random slots."""
+    from streamlearn.state import ModelState
+
+    store = ModelStore(root, "ctr")
+    v = store.latest()
+    meta = ModelState.from_arrow(store.get(v).table).meta
+    store.drop_cache()
+    rng = np.random.default_rng(7)
+    n = 1 << bits
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < seconds:
+        slots = np.unique(rng.integers(0, n, n_slots))
+        changes = Changes(
+            slots,
+            {"weights": rng.normal(size=len(slots)) * 0.01, "adagrad.g2": np.full(len(slots), 2.0)},
+            {"intercept": np.array([rng.normal()])},
+            meta,
+        )
+        v = store.publish_delta(changes, parent=v)
+        i += 1
+        time.sleep(max(0.0, start + i / per_s - time.monotonic()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bits", type=int, default=24)
+    parser.add_argument("--repeat", type=int, default=15)
+    parser.add_argument("--reloads", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--versions-per-s", type=float, default=10.0)
+    parser.add_argument("--load-slots", type=int, default=10_000)
+    args = parser.parse_args(argv)
+
+    results: dict[str, Any] = {"bits": args.bits, "slots": 1 << args.bits}
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ModelStore(tmp, "ctr")
+        state = model_state(args.bits)
+        v = store.publish(state)
+        store.drop_cache()
+        source = StoreSource(store, "ctr")
+        watcher = ModelWatcher(source)
+        t0 = time.perf_counter()
+        watcher.poll_once()  # the first version, whole
+        first_load = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        watcher.poll_once()  # between versions: the spare (a copy) is made
+        results["first_load_ms"] = first_load * 1e3
+        results["spare_clone_ms"] = (time.perf_counter() - t0) * 1e3
+        body = orjson.dumps({"features": EVENT})
+        p = watcher.current
+        if p.predict_body(body) is False:
+            p.predict_one(EVENT)
+            p.remember(EVENT)
+        del p
+        rng = np.random.default_rng(1)
+        n = 1 << args.bits
+        results["apply"] = {}
+        for size in SIZES:
+            poll, apply, replay, nbytes = [], [], [], []
+            for _ in range(args.repeat):
+                slots = np.sort(rng.choice(n, min(size, n), replace=False))
+                v = store.publish_delta(delta(state, slots, rng), parent=v)
+                nbytes.append(store.info(v).size_bytes)
+                t0 = time.perf_counter()
+                assert watcher.poll_once()
+                poll.append(time.perf_counter() - t0)
+                apply.append(watcher.last_apply_s)
+                t0 = time.perf_counter()
+                watcher.poll_once()  # the old current catches up
+                replay.append(time.perf_counter() - t0)
+            assert watcher.current.version == v and not watcher._owed
+            results["apply"][size] = {
+                "poll": ms(poll), "apply": ms(apply), "replay": ms(replay),
+                "delta_bytes": int(np.median(nbytes)),
+            }
+        reload = []
+        for _ in range(args.reloads):
+            t0 = time.perf_counter()
+            fresh = source.load(v)
+            reload.append(time.perf_counter() - t0)
+        assert fresh.predict_one(EVENT) == watcher.current.predict_one(EVENT)
+        del fresh
+        results["reload"] = ms(reload)
+        results["applied"], results["loaded"] = watcher.applied, watcher.loaded
+
+        if args.seconds > 0:
+            results["under_load"] = under_load(args, tmp, watcher, body)
+
+    print(f"model: 2^{args.bits} slots, weights + g2 float64 ({(1 << args.bits) * 16 >> 20} MiB)")
+    print(f"first load {results['first_load_ms']:.0f} ms, spare copy "
+          f"{results['spare_clone_ms']:.0f} ms")
+    print(f"{'slots':>8} {'delta KB':>9} {'swap p50':>9} {'p99':>8} {'apply p50':>10} {'p99':>8}"
+          f" {'replay p50':>11} {'whole reload p50':>17}")
+    for size, r in results["apply"].items():
+        print(f"{size:>8} {r['delta_bytes'] / 1024:>9.0f} {r['poll']['p50_ms']:>9.1f} "
+              f"{r['poll']['p99_ms']:>8.1f} {r['apply']['p50_ms']:>10.1f} "
+              f"{r['apply']['p99_ms']:>8.1f} {r['replay']['p50_ms']:>11.1f} "
+              f"{results['reload']['p50_ms']:>17.0f}")
+    if "under_load" in results:
+        u = results["under_load"]
+        print(f"under load: {u['requests']} predictions at {u['rate']:.0f}/s, p50 "
+              f"{u['predict']['p50_ms']:.3f} ms, p99 {u['predict']['p99_ms']:.3f} ms, "
+              f"failed {u['failed']}; {u['versions_served']} versions served "
+              f"({u['applied']} by delta, {u['loaded']} whole), apply p99 "
+              f"{u['apply']['p99_ms']:.1f} ms, swap p99 {u['swap']['p99_ms']:.1f} ms")
+    out_dir = Path(__file__).resolve().parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / "serving_apply.json").write_text(json.dumps(results, indent=2))
+    print(f"wrote {out_dir / 'serving_apply.json'}")
+    return 0
+
+
+def under_load(args: argparse.Namespace, root: str, watcher: ModelWatcher, body: bytes) -> dict:
+    """Predictions at ``args.rate``/s while another process publishes deltas."""
+    swaps: list[float] = []
+    applies: list[float] = []
+    served: set[int] = set()
+    poll = watcher.poll_once
+
+    def timed_poll() -> bool:  # the watcher thread's polls, timed when they swap
+        t0 = time.perf_counter()
+        swapped = poll()
+        if swapped:
+            swaps.append(time.perf_counter() - t0)
+            if watcher.last_apply_s is not None:
+                applies.append(watcher.last_apply_s)
+        return swapped
+
+    watcher.poll_once = timed_poll  # type: ignore[method-assign]
+    applied0, loaded0 = watcher.applied, watcher.loaded
+    context = multiprocessing.get_context("spawn")
+    proc = context.Process(
+        target=publisher,
+        args=(root, args.bits, args.versions_per_s, args.load_slots, args.seconds),
+    )
+    proc.start()
+    watcher.start()
+    latencies: list[float] = []
+    failed = 0
+    interval = 1.0 / args.rate
+    start = time.monotonic()
+    i = 0
+    while time.monotonic() - start < args.seconds:
+        t0 = time.perf_counter()
+        try:
+            p = watcher.current
+            got = p.predict_body(body)
+            if got is False or got is None:
+                got = p.predict_one(EVENT)
+                p.remember(EVENT)
+            served.add(p.version)
+            if got is None:
+                failed += 1
+            del p
+        except Exception:  # noqa: BLE001 - counted, the run goes on
+            failed += 1
+        latencies.append(time.perf_counter() - t0)
+        i += 1
+        time.sleep(max(0.0, start + i * interval - time.monotonic()))
+    elapsed = time.monotonic() - start
+    proc.join(timeout=30)
+    watcher.stop()
+    return {
+        "seconds": elapsed,
+        "rate": len(latencies) / elapsed,
+        "requests": len(latencies),
+        "failed": failed,
+        "predict": ms(latencies),
+        "versions_served": len(served),
+        "applied": watcher.applied - applied0,
+        "loaded": watcher.loaded - loaded0,
+        "apply": ms(applies),
+        "swap": ms(swaps),
+        "versions_per_s": args.versions_per_s,
+        "load_slots": args.load_slots,
+        "cpus": os.cpu_count(),
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
