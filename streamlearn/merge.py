@@ -958,9 +958,14 @@ class Merger:
         (besides its small arrays). Cost O(the deltas' rows), never O(slots)."""
         if not self._changed:
             return np.zeros(0, np.int64)
-        if len(self._changed) == 1:
-            return self._changed[0]
-        return np.unique(np.concatenate(self._changed))
+        if len(self._changed) > 1:
+            self._changed = [np.unique(np.concatenate(self._changed))]
+        return self._changed[0]
+
+    @property
+    def n_slots(self) -> int:
+        """The model's slot count (the first dimension of its per-slot arrays)."""
+        return self._n_slots
 
     def changes(self) -> Any:
         """What changed since the last :meth:`commit`, for a delta version

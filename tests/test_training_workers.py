@@ -694,3 +694,19 @@ def test_retention_keeps_the_snapshot_a_retained_delta_needs(tmp_path):
     assert [i.version for i in store.list() if i.available] == list(range(1, RETAIN_EVERY + 1))
     fresh = ModelStore(cfg.store.uri, cfg.store.model)
     assert _stored(fresh, RETAIN_EVERY).meta["n_learned"] == 400 * RETAIN_EVERY
+
+
+def test_a_version_that_changed_half_the_slots_or_more_is_a_snapshot(tmp_path):
+    """Such a delta would cost about what the whole model costs, and lengthen the chain."""
+    cfg = TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "models"), "model": "m"}, "features": {"bits": 4},
+    })
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    merger.add(_one_delta(cfg, store))
+    merger.publish()
+    merger.add(_one_delta(cfg, store, seed=2))  # 400 events on 16 slots: most of them
+    merger.publish()
+    assert _kinds(store) == ["publish", "publish"]
+    assert "slots changed: a delta would be as big" in merger.last_snapshot_reason

@@ -514,6 +514,9 @@ class MergerWorker:
             return self._whole_why
         if self.policy is None:
             return "store.snapshot_every_deltas = 0"
+        changed, n_slots = len(self.merger.changed_slots()), self.merger.n_slots
+        if 2 * changed >= n_slots:
+            return f"{changed} of the model's {n_slots} slots changed: a delta would be as big"
         return self.merger.whole_reason() or self.policy.due(self.store.chain())
 
     def _publish_once(self, lineage: Any) -> int:
