@@ -33,7 +33,17 @@ in a native table (``LinearScorer.native``, a ``_native.Shares``), whose
 ``score(body)`` scores the raw body of a plain one-event request in one call
 with the same sums as :meth:`LinearScorer.score_one`: a float, ``False`` when
 a name or string is not in the table yet (score the decoded event, then
-:meth:`LinearScorer.remember` it), ``None`` for any other body.
+:meth:`LinearScorer.remember` it), ``None`` for any other body. The table is
+made with an intercept of 0 and the caller adds the scorer's (``_b0``), so
+that a delta version, which changes the intercept, keeps the table.
+
+**Delta versions.** A scorer reads the learner's arrays. When a delta version
+writes new values at some slots of them (only while no request uses this
+scorer: the watcher's double buffer), :meth:`LinearScorer.refresh` redoes
+what the scorer derived at those slots alone: the spreads and known flags,
+and every remembered share worked out from one of them (found through
+:class:`SlotKeys`, which notes each share's slot when it is worked out):
+dropped from the Python tables, rewritten in place in the native one.
 """
 
 from __future__ import annotations
