@@ -162,11 +162,49 @@ def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_nam
         assert rec["field"] in rec["reason"]
         assert rec["partition"] in ends and rec["offset"] >= 0
 
+    _check_delta_versions(tmp_path / "models", store, versions)
+
     cfg = TrainConfig.from_dict({"features": {"bits": 18}, "model": {"learning_rate": 0.05}})
     held_out = list(clicks(5_000, seed=99))
     ours = _held_out_accuracy(ModelState.from_bytes(latest.to_bytes()), held_out)
     sequential = _held_out_accuracy(_sequential(cfg, events), held_out)
     assert ours >= sequential - 0.01, (ours, sequential)
+
+
+def _check_delta_versions(root: Path, store: ModelStore, versions: list) -> None:
+    """The job publishes delta versions: files that hold the slots that changed (one
+    row each, read with pyarrow alone), and that materialise, from a fresh handle, to
+    the model a follower holds by applying each version's changes to the snapshot."""
+    import pyarrow as pa
+
+    assert versions[0].kind == "publish"
+    deltas = [v for v in versions if v.kind == "delta"]
+    assert deltas, [v.kind for v in versions]
+    n_slots = 2**18
+    snapshot_bytes = versions[0].size_bytes
+    assert snapshot_bytes > n_slots * 16, "weights and AdaGrad's g2, whole"
+    for info in deltas:
+        table = pa.ipc.open_file(str(root / "clicks" / info.file)).read_all()
+        rows = table.num_rows
+        assert table.column_names == ["slot", "weights", "adagrad.g2"]
+        assert 0 < rows < n_slots
+        # 4 bytes of slot index and 8 per array and slot, plus the schema and footer
+        assert info.size_bytes <= rows * (4 + 8 + 8) + 16_384, (info.size_bytes, rows)
+        assert info.size_bytes < snapshot_bytes / 2
+    fresh = ModelStore(str(root), "clicks")
+    follower = ModelState.from_bytes(fresh.get(versions[0].version).to_bytes()).copy()
+    held = versions[0].version
+    for info in versions[1:]:
+        update = store.changes(since=held, upto=info.version)
+        if update.reload is not None:
+            follower = ModelState.from_bytes(store.get(info.version).to_bytes()).copy()
+        else:
+            update.changes.apply_to(follower)
+        held = info.version
+        materialised = ModelState.from_bytes(fresh.get(info.version).to_bytes())
+        assert materialised.meta == follower.meta
+        for name, array in materialised.arrays.items():
+            np.testing.assert_array_equal(array, follower.arrays[name], err_msg=name)
 
 
 def _start_job(args: list[str], log_path: Path) -> subprocess.Popen:
@@ -255,6 +293,15 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     assert latest.version > killed_at
     assert latest.lineage.events == len(events), "every event learned, none twice"
     assert final.lineage.events == len(events)
+    # the kill left a valid chain: every version still stored materialises (the store
+    # keeps what retained deltas need), and the restarted merger began with a snapshot
+    fresh = ModelStore(str(tmp_path / "models"), "clicks")
+    stored = [v for v in fresh.list() if v.available]
+    assert any(v.kind == "delta" for v in stored)
+    for v in stored:
+        assert fresh.get(v.version).lineage.events <= len(events)
+    after_kill = [v for v in fresh.list() if v.version > killed_at]
+    assert after_kill[0].kind == "publish" or after_kill[0].parent == killed_at
     ends = describe_topic(bootstrap, topic_name).end_offsets
     assert {int(p): o for p, o in final.lineage.offsets[topic_name].items()} == ends
 
