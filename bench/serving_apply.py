@@ -15,12 +15,24 @@ the same run:
 * **reload**: loading the same version whole (``StoreSource.load``: what
   every swap cost before deltas), and a copy of the predictor (``clone``: the
   spare made once after a whole load);
-* **under load** (``--seconds``, 0 to skip): a thread predicting single events
+* **the real server under load** (``--http-seconds``, 0 to skip): the
+  service (``streamlearn serve``, its own process) answering single-event
+  ``POST /v1/predict`` at about ``--rate`` requests/s (``wrk``, as
+  ``bench/serving.py`` measures latency at a rate) while another process
+  publishes ``--versions-per-s`` deltas a second: latency p50/p99, non-2xx
+  answers and socket errors, and the swaps the server made (its
+  ``streamlearn_model_swaps_total``), beside the same figures of the same
+  server, in the same run, while nothing is published and while the same
+  publishing goes to another model (the publisher's own CPU on a shared
+  machine, without the server following anything);
+* **in process under load** (``--seconds``, 0 to skip): a thread predicting single events
   (the native body path, then the Python one, as the server does) at
   ``--rate`` requests/s while another process publishes ``--versions-per-s``
   deltas of ``--load-slots`` slots a second; the latency of each prediction
-  (in process: no HTTP), failures (an exception or no answer), versions
-  served and the watcher's apply and swap times.
+  from the time it was due (in process: no HTTP; waiting for the interpreter
+  lock while the watcher thread applies a delta counts), failures (an
+  exception or no answer), versions served and the watcher's apply and swap
+  times.
 
 Usage::
 
@@ -79,16 +91,21 @@ def delta(state: Any, slots: np.ndarray, rng: np.random.Generator) -> Changes:
     return Changes.gather(state, slots)
 
 
-def publisher(root: str, bits: int, per_s: float, n_slots: int, seconds: float) -> None:
+def publisher(
+    root: str, bits: int, per_s: float, n_slots: int, seconds: float, model: str = "ctr",
+    ready: Any = None,
+) -> None:
     """Another process: ``per_s`` deltas a second of ``n_slots`` random slots."""
     from streamlearn.state import ModelState
 
-    store = ModelStore(root, "ctr")
+    store = ModelStore(root, model)
     v = store.latest()
     meta = ModelState.from_arrow(store.get(v).table).meta
     store.drop_cache()
     rng = np.random.default_rng(7)
     n = 1 << bits
+    if ready is not None:
+        ready.set()
     start = time.monotonic()
     i = 0
     while time.monotonic() - start < seconds:
@@ -113,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--versions-per-s", type=float, default=10.0)
     parser.add_argument("--load-slots", type=int, default=10_000)
+    parser.add_argument("--http-seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
 
     results: dict[str, Any] = {"bits": args.bits, "slots": 1 << args.bits}
@@ -169,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.seconds > 0:
             results["under_load"] = under_load(args, tmp, watcher, body)
+        del watcher, source
+        if args.http_seconds > 0:
+            results["http_under_load"] = http_under_load(args, tmp)
 
     print(f"model: 2^{args.bits} slots, weights + g2 float64 ({(1 << args.bits) * 16 >> 20} MiB)")
     print(f"first load {results['first_load_ms']:.0f} ms, spare copy "
@@ -187,6 +208,22 @@ def main(argv: list[str] | None = None) -> int:
               f"failed {u['failed']}; {u['versions_served']} versions served "
               f"({u['applied']} by delta, {u['loaded']} whole), apply p99 "
               f"{u['apply']['p99_ms']:.1f} ms, swap p99 {u['swap']['p99_ms']:.1f} ms")
+    if "http_under_load" in results:
+        h = results["http_under_load"]
+        w = h["wrk"]
+        print(f"server under load: {w['requests']:.0f} requests at {w['req_per_s']:.0f}/s, p50 "
+              f"{w.get('p50_ms', float('nan')):.2f} ms, p99 {w.get('p99_ms', float('nan')):.2f} ms,"
+              f" non-2xx {w['non_2xx']:.0f}, socket errors {w['socket_errors'] or 'none'}; "
+              f"{h['versions_published']} versions published, {h['swaps']} swaps, served "
+              f"version {h['served_version']} of {h['latest']}")
+        for label, key in (
+            ("nothing published", "wrk_without_publishing"),
+            ("the same publishing to another model", "wrk_publishing_another_model"),
+        ):
+            q = h[key]
+            print(f"  the same server, {label}: p50 {q.get('p50_ms', float('nan')):.2f} ms, "
+                  f"p99 {q.get('p99_ms', float('nan')):.2f} ms at {q['req_per_s']:.0f}/s, "
+                  f"non-2xx {q['non_2xx']:.0f}")
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "serving_apply.json").write_text(json.dumps(results, indent=2))
@@ -213,11 +250,14 @@ def under_load(args: argparse.Namespace, root: str, watcher: ModelWatcher, body:
     watcher.poll_once = timed_poll  # type: ignore[method-assign]
     applied0, loaded0 = watcher.applied, watcher.loaded
     context = multiprocessing.get_context("spawn")
+    ready = context.Event()
     proc = context.Process(
         target=publisher,
-        args=(root, args.bits, args.versions_per_s, args.load_slots, args.seconds),
+        args=(root, args.bits, args.versions_per_s, args.load_slots, args.seconds + 1, "ctr",
+              ready),
     )
     proc.start()
+    ready.wait(120)
     watcher.start()
     latencies: list[float] = []
     failed = 0
@@ -225,7 +265,9 @@ def under_load(args: argparse.Namespace, root: str, watcher: ModelWatcher, body:
     start = time.monotonic()
     i = 0
     while time.monotonic() - start < args.seconds:
-        t0 = time.perf_counter()
+        # from the time the request was due: a wait for the interpreter lock (held by
+        # the watcher thread while it applies a delta) counts
+        due = start + i * interval
         try:
             p = watcher.current
             got = p.predict_body(body)
@@ -238,7 +280,7 @@ def under_load(args: argparse.Namespace, root: str, watcher: ModelWatcher, body:
             del p
         except Exception:  # noqa: BLE001 - counted, the run goes on
             failed += 1
-        latencies.append(time.perf_counter() - t0)
+        latencies.append(time.monotonic() - due)
         i += 1
         time.sleep(max(0.0, start + i * interval - time.monotonic()))
     elapsed = time.monotonic() - start
@@ -259,6 +301,77 @@ def under_load(args: argparse.Namespace, root: str, watcher: ModelWatcher, body:
         "load_slots": args.load_slots,
         "cpus": os.cpu_count(),
     }
+
+
+def http_under_load(args: argparse.Namespace, root: str) -> dict:
+    """The real server answering at ``args.rate``/s while deltas are published."""
+    import re
+    import sys
+
+    import httpx
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from serving import Server, at_rate, free_port  # bench/serving.py
+
+    port = free_port()
+    run_cli = (
+        "import sys, streamlearn.cli as cli; "
+        "cli.COMMANDS += tuple(c for c in ('serve',) if c not in cli.COMMANDS); "
+        "sys.exit(cli.main())"
+    )
+    argv = [sys.executable, "-c", run_cli, "serve", "--store", root, "--model", "ctr",
+            "--port", str(port)]
+    one = Path(root) / "one.json"
+    one.write_bytes(orjson.dumps({"features": EVENT}))
+    store = ModelStore(root, "ctr")
+    other = ModelStore(root, "other")
+    from streamlearn.state import ModelState
+
+    other.publish(ModelState.from_arrow(store.get().table))  # the control's model, as big
+    other.drop_cache()
+    store.drop_cache()
+    with Server(argv, port, "/readyz") as server:
+        time.sleep(5)  # the spare is made between versions, after the first load
+        def swaps() -> int:
+            text = httpx.get(server.url + "/metrics").text
+            m = re.search(r"^streamlearn_model_swaps_total\S*\s+([\d.]+)", text, re.M)
+            return int(float(m.group(1))) if m else -1
+
+        quiet = at_rate(server.url + "/v1/predict", args.rate, args.http_seconds, body_file=one)
+        def publishing(model: str) -> dict:
+            ready = context.Event()
+            proc = context.Process(
+                target=publisher,
+                args=(root, args.bits, args.versions_per_s, args.load_slots,
+                      args.http_seconds + 1, model, ready),
+            )
+            proc.start()
+            ready.wait(120)
+            time.sleep(0.5)
+            result = at_rate(server.url + "/v1/predict", args.rate, args.http_seconds,
+                             body_file=one)
+            proc.join(timeout=60)
+            return result
+
+        context = multiprocessing.get_context("spawn")
+        # the same publishing load on another model: what the publisher's own CPU costs
+        # this shared machine, without the server following anything
+        elsewhere = publishing("other")
+        swaps0, latest0 = swaps(), store.latest()
+        result = publishing("ctr")
+        time.sleep(0.5)
+        served = httpx.get(server.url + "/v1/models/current").json()["version"]
+        return {
+            "wrk": result,
+            "wrk_without_publishing": quiet,
+            "wrk_publishing_another_model": elsewhere,
+            "versions_published": store.latest() - latest0,
+            "swaps": swaps() - swaps0,
+            "served_version": served,
+            "latest": store.latest(),
+            "versions_per_s": args.versions_per_s,
+            "load_slots": args.load_slots,
+        }
 
 
 if __name__ == "__main__":
