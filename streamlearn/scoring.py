@@ -5,9 +5,11 @@ predictions to another topic; everything it does per message lives here, so
 it runs and is tested without Flink. A :class:`Scorer` follows a model in the
 store with the prediction service's own hot swap
 (:class:`~streamlearn.serving.ModelWatcher`: a cheap poll of the store's head,
-loading off the hot path, one atomic swap). Each message is scored entirely by
-the version current when it arrives: an envelope ``{"events": [...]}`` is one
-micro-batch, one call into the model.
+loading off the hot path, one atomic swap; a delta version is written into a
+spare copy of the model in time proportional to the slots it changed, then
+swapped in, as the server does, so the job holds the model twice). Each
+message is scored entirely by the version current when it arrives: an
+envelope ``{"events": [...]}`` is one micro-batch, one call into the model.
 
 For every valid event the output is one JSON record::
 

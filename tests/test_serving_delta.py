@@ -432,3 +432,35 @@ def test_the_native_table_is_rewritten_at_the_changed_slots_only(tmp_path: Path)
     assert p.native_hits == hits + 1  # the table that learned the body serves again
     assert p.predict_body(body)[:2] == (7.0 + 3.0 * 0.25 + 0.5, None)
     assert p.native_hits == hits + 2
+
+
+def test_without_memory_for_the_spare_versions_are_loaded_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_memory(self: LearnerPredictor) -> LearnerPredictor:
+        raise MemoryError("no room for a second copy")
+
+    monkeypatch.setattr(LearnerPredictor, "clone", no_memory)
+    store = ModelStore(str(tmp_path), "m")
+    model = trained("logistic")
+    state = model.state()
+    events = make_events(10, seed=11)
+    v = store.publish(state)
+    watcher = ModelWatcher(StoreSource(store, "m"))
+    with caplog.at_level(logging.WARNING, logger="streamlearn.serving.watcher"):
+        for _ in range(4):
+            watcher.poll_once()
+        v = store.publish_delta(
+            random_delta(state, np.random.default_rng(12), hot_slots(model, events)), parent=v
+        )
+        assert watcher.poll_once()  # loaded whole, the copy not tried again for version 1
+        for _ in range(3):
+            v = store.publish_delta(
+                random_delta(state, np.random.default_rng(v), hot_slots(model, events)), parent=v
+            )
+            assert watcher.poll_once()
+            watcher.poll_once()
+    assert watcher.current.version == v and watcher.applied == 0 and watcher.loaded == 5
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "could not copy version 1" in lines[0], lines
+    assert answers(watcher.current, events) == answers(StoreSource(store, "m").load(v), events)

@@ -133,6 +133,8 @@ class ModelWatcher:
         self._spare: Predictor | None = None
         self._owed: list[Any] = []
         self._spare_busy_since: float | None = None
+        self._no_spare_for: int | None = None  # the version whose copy failed
+        self._spare_error: str | None = None
 
     @property
     def current(self) -> Predictor | None:
@@ -218,7 +220,8 @@ class ModelWatcher:
             log.info("model %r: %s", self.source.name, step.reload)
             return None
         if self._spare is None:
-            self._spare, self._owed = current.clone(), []  # type: ignore[attr-defined]
+            if not self._make_spare(current):
+                return None
         elif not self._settle_spare():
             return _NOT_YET if self._spare is not None else None
         started = time.perf_counter()
@@ -274,7 +277,26 @@ class ModelWatcher:
         current = self._current
         if (current is not None and getattr(current, "can_follow", False)
                 and getattr(self.source, "advance", None) is not None):
+            self._make_spare(current)
+
+    def _make_spare(self, current: Predictor) -> bool:
+        """Copy ``current`` into the spare (once per version if copying fails)."""
+        if self._no_spare_for == current.version:
+            return False
+        try:
             self._spare, self._owed = current.clone(), []  # type: ignore[attr-defined]
+        except Exception as exc:  # e.g. no memory for a second copy: load versions whole
+            self._no_spare_for = current.version  # tried again after the next whole load
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self._spare_error:  # once, not at every version
+                log.warning(
+                    "model %r: could not copy version %d for applying deltas (%s); the next "
+                    "versions are loaded whole", self.source.name, current.version, message,
+                )
+            self._spare_error = message
+            return False
+        self._spare_error = None
+        return True
 
     def _forget(self, predictor: Predictor) -> None:
         """Drop ``predictor`` from the cache of loaded versions (it is about to change)."""
