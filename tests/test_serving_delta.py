@@ -464,3 +464,42 @@ def test_without_memory_for_the_spare_versions_are_loaded_whole(
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 1 and "could not copy version 1" in lines[0], lines
     assert answers(watcher.current, events) == answers(StoreSource(store, "m").load(v), events)
+
+
+@pytest.mark.parametrize("kind", ["logistic", "linear-scaled", "softmax", "fm-classifier"])
+def test_the_training_mergers_deltas_are_followed_without_reloading(
+    tmp_path: Path, kind: str
+) -> None:
+    """The training job publishes ``Merger.changes()``: its metadata must let
+    the server follow every such version by a delta, answering as a fresh load."""
+    from streamlearn.merge import DeltaTracker, Merger
+
+    model = trained(kind)
+    rng = np.random.default_rng(13)
+    merger = Merger(model.state(), version=0, n_learners=2)
+    learners = [model.clone() for _ in range(2)]
+    trackers = [DeltaTracker(lr, 0) for lr in learners]
+    store = ModelStore(str(tmp_path), "m")
+    v = store.publish(merger.view().to_arrow())
+    merger.commit(v)
+    watcher = ModelWatcher(StoreSource(store, "m"))
+    watcher.poll_once()
+    watcher.poll_once()
+    events = make_events(20, seed=14)
+    for _ in range(5):
+        for i in range(2):
+            xs = make_events(int(rng.integers(5, 30)), seed=int(rng.integers(1 << 30)))
+            if kind == "softmax":
+                ys: list[Any] = [x["country"] if x["country"] in ("FR", "DE") else "other"
+                                 for x in xs]
+            elif kind == "linear-scaled":
+                ys = [x["age"] / 10.0 for x in xs]
+            else:
+                ys = [x["age"] > 40 for x in xs]
+            learners[i].learn_many(xs, ys)
+            merger.add(trackers[i].take(learner_id=str(i)))
+        v = store.publish_delta(merger.changes(), parent=v)
+        merger.commit(v)
+        assert watcher.poll_once() and watcher.current.version == v
+        assert answers(watcher.current, events) == answers(StoreSource(store, "m").load(v), events)
+    assert watcher.applied == 5 and watcher.loaded == 1
