@@ -24,7 +24,8 @@ the same run:
   ``streamlearn_model_swaps_total``), beside the same figures of the same
   server, in the same run, while nothing is published and while the same
   publishing goes to another model (the publisher's own CPU on a shared
-  machine, without the server following anything);
+  machine, without the server following anything); ``--rounds`` runs the
+  three in turn several times and reports the median p99 of each;
 * **in process under load** (``--seconds``, 0 to skip): a thread predicting single events
   (the native body path, then the Python one, as the server does) at
   ``--rate`` requests/s while another process publishes ``--versions-per-s``
@@ -37,6 +38,7 @@ the same run:
 Usage::
 
     .venv/bin/python bench/serving_apply.py [--bits 24] [--repeat 15] [--seconds 60]
+                                            [--http-seconds 60] [--rounds 1]
 
 Prints a table and writes ``bench/results/serving_apply.json``.
 """
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versions-per-s", type=float, default=10.0)
     parser.add_argument("--load-slots", type=int, default=10_000)
     parser.add_argument("--http-seconds", type=float, default=60.0)
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
 
     results: dict[str, Any] = {"bits": args.bits, "slots": 1 << args.bits}
@@ -210,20 +213,25 @@ def main(argv: list[str] | None = None) -> int:
               f"{u['apply']['p99_ms']:.1f} ms, swap p99 {u['swap']['p99_ms']:.1f} ms")
     if "http_under_load" in results:
         h = results["http_under_load"]
-        w = h["wrk"]
-        print(f"server under load: {w['requests']:.0f} requests at {w['req_per_s']:.0f}/s, p50 "
-              f"{w.get('p50_ms', float('nan')):.2f} ms, p99 {w.get('p99_ms', float('nan')):.2f} ms,"
-              f" non-2xx {w['non_2xx']:.0f}, socket errors {w['socket_errors'] or 'none'}; "
-              f"{h['versions_published']} versions published, {h['swaps']} swaps, served "
-              f"version {h['served_version']} of {h['latest']}")
-        for label, key in (
-            ("nothing published", "wrk_without_publishing"),
-            ("the same publishing to another model", "wrk_publishing_another_model"),
-        ):
-            q = h[key]
-            print(f"  the same server, {label}: p50 {q.get('p50_ms', float('nan')):.2f} ms, "
-                  f"p99 {q.get('p99_ms', float('nan')):.2f} ms at {q['req_per_s']:.0f}/s, "
-                  f"non-2xx {q['non_2xx']:.0f}")
+        print(f"the server at about {args.rate:.0f} req/s, {args.http_seconds:.0f} s each, "
+              f"{args.versions_per_s:.0f} versions/s of {args.load_slots} slots:")
+        for n, r in enumerate(h["rounds"]):
+            for label, key in (
+                ("nothing published", "nothing_published"),
+                ("publishing another model", "publishing_another_model"),
+                ("following the deltas", "following"),
+            ):
+                w = r[key]
+                print(f"  round {n + 1}, {label:<25} {w['requests']:>7.0f} requests at "
+                      f"{w['req_per_s']:>5.0f}/s, p50 {w.get('p50_ms', float('nan')):.2f} ms, "
+                      f"p99 {w.get('p99_ms', float('nan')):.2f} ms, non-2xx {w['non_2xx']:.0f},"
+                      f" socket errors {w['socket_errors'] or 'none'}")
+            print(f"  round {n + 1}: {r['versions_published']} versions published, {r['swaps']} "
+                  f"swaps, served version {r['served_version']} of {r['latest']}")
+        m = h["median_p99_ms"]
+        print(f"  median p99: nothing published {m['nothing_published']:.2f} ms, publishing "
+              f"another model {m['publishing_another_model']:.2f} ms, following "
+              f"{m['following']:.2f} ms")
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "serving_apply.json").write_text(json.dumps(results, indent=2))
@@ -337,7 +345,6 @@ def http_under_load(args: argparse.Namespace, root: str) -> dict:
             m = re.search(r"^streamlearn_model_swaps_total\S*\s+([\d.]+)", text, re.M)
             return int(float(m.group(1))) if m else -1
 
-        quiet = at_rate(server.url + "/v1/predict", args.rate, args.http_seconds, body_file=one)
         def publishing(model: str) -> dict:
             ready = context.Event()
             proc = context.Process(
@@ -354,25 +361,36 @@ def http_under_load(args: argparse.Namespace, root: str) -> dict:
             return result
 
         context = multiprocessing.get_context("spawn")
-        # the same publishing load on another model: what the publisher's own CPU costs
-        # this shared machine, without the server following anything
-        elsewhere = publishing("other")
-        swaps0, latest0 = swaps(), store.latest()
-        result = publishing("ctr")
-        time.sleep(0.5)
-        served = httpx.get(server.url + "/v1/models/current").json()["version"]
+        rounds = []
+        for _ in range(args.rounds):  # the three loads in turn, so drift hits each alike
+            quiet = at_rate(server.url + "/v1/predict", args.rate, args.http_seconds,
+                            body_file=one)
+            # the same publishing load on another model: what the publisher's own CPU
+            # costs this shared machine, without the server following anything
+            elsewhere = publishing("other")
+            swaps0, latest0 = swaps(), store.latest()
+            follow = publishing("ctr")
+            time.sleep(0.5)
+            served = httpx.get(server.url + "/v1/models/current").json()["version"]
+            rounds.append({
+                "nothing_published": quiet,
+                "publishing_another_model": elsewhere,
+                "following": follow,
+                "versions_published": store.latest() - latest0,
+                "swaps": swaps() - swaps0,
+                "served_version": served,
+                "latest": store.latest(),
+            })
         return {
-            "wrk": result,
-            "wrk_without_publishing": quiet,
-            "wrk_publishing_another_model": elsewhere,
-            "versions_published": store.latest() - latest0,
-            "swaps": swaps() - swaps0,
-            "served_version": served,
-            "latest": store.latest(),
+            "rounds": rounds,
+            "median_p99_ms": {
+                key: float(np.median([r[key].get("p99_ms", np.nan) for r in rounds]))
+                for key in ("nothing_published", "publishing_another_model", "following")
+            },
+            "seconds_each": args.http_seconds,
             "versions_per_s": args.versions_per_s,
             "load_slots": args.load_slots,
         }
-
 
 if __name__ == "__main__":
     raise SystemExit(main())

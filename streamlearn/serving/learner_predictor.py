@@ -125,6 +125,8 @@ class LearnerPredictor:
         arrays = self.learner.state(copy=False).arrays
         slots = changes.slots
         where = f"version {step.version} on {self.version}"
+        if step.since != self.version:
+            raise StateError(f"{where}: the changes are on version {step.since}")
         if changes.meta is not None and _fixed(changes.meta) != _fixed(self._meta):
             differ = sorted(
                 k for k in set(_fixed(changes.meta)) | set(_fixed(self._meta))
