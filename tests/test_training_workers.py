@@ -439,18 +439,19 @@ def _stored(store: ModelStore, version: int):
     return ModelState.from_arrow(store.get(version).table)
 
 
-def _pipeline(cfg: TrainConfig, rounds: int = 6) -> ModelStore:
+def _pipeline(cfg: TrainConfig, rounds: int = 6) -> tuple[ModelStore, list[int]]:
     """Two learners (one partition each) and the merger, a version after every round."""
     store = ModelStore(cfg.store.uri, cfg.store.model)
     learners = [LearnerWorker(cfg, i, store) for i in range(2)]
     merger = MergerWorker(cfg, store)
     merger.start()
+    versions = []
     for k in range(rounds):
         for p, w in enumerate(learners):
             _feed(w, clicks(150, seed=100 * k + p), partition=p, start=150 * k)
             merger.add(w.flush().to_bytes())
-        merger.publish()
-    return store
+        versions.append(merger.publish())
+    return store, versions
 
 
 def test_the_job_with_delta_versions_stores_what_the_snapshot_design_stored(tmp_path):
@@ -459,23 +460,26 @@ def test_the_job_with_delta_versions_stores_what_the_snapshot_design_stored(tmp_
     materialised from its snapshot and deltas, equals the snapshot array for array; the
     learners, rebasing on the changes, learned exactly what they learned rebasing on the
     whole model."""
-    whole = _pipeline(TrainConfig.from_dict({
+    whole, whole_versions = _pipeline(TrainConfig.from_dict({
         "store": {"uri": str(tmp_path / "whole"), "model": "m", "snapshot_every_deltas": 0},
         "features": {"bits": 16}, "job": {"flush_events": 500},
     }))
-    deltas = _pipeline(TrainConfig.from_dict({
+    deltas, delta_versions = _pipeline(TrainConfig.from_dict({
         "store": {"uri": str(tmp_path / "deltas"), "model": "m", "snapshot_every_deltas": 3},
         "features": {"bits": 16}, "job": {"flush_events": 500},
     }))
-    assert _kinds(whole) == ["publish"] * 6
-    assert _kinds(deltas) == ["publish", "delta", "delta", "delta", "publish", "delta"]
+    assert _kinds(whole) == ["publish"] * 6 and whole_versions == [1, 2, 3, 4, 5, 6]
+    # the snapshot due after 3 deltas is a compaction of the 4th: followers pass over it
+    assert _kinds(deltas) == ["publish", "delta", "delta", "delta", "delta", "compact", "delta"]
+    assert delta_versions == [1, 2, 3, 4, 6, 7]
     fresh = ModelStore(str(tmp_path / "deltas"), "m")
-    for v in range(1, 7):
-        a, b = _stored(whole, v), _stored(fresh, v)
+    for k, (v, w) in enumerate(zip(delta_versions, whole_versions, strict=True)):
+        a, b = _stored(whole, w), _stored(fresh, v)
         assert a.meta == b.meta
         for name in a.arrays:
             np.testing.assert_array_equal(b.arrays[name], a.arrays[name], err_msg=f"{v} {name}")
-        assert whole.info(v).lineage.events == fresh.info(v).lineage.events == 300 * v
+        assert whole.info(w).lineage.events == fresh.info(v).lineage.events == 300 * (k + 1)
+    _ = _stored(fresh, 5)  # the delta under the compaction materialises too
     # a delta holds the slots touched, far fewer bytes than the whole model
     assert fresh.info(2).size_bytes < fresh.info(1).size_bytes / 20
 
@@ -534,7 +538,11 @@ def test_a_learner_rebases_on_the_changes_never_reading_the_whole_model(tmp_path
         None if t is None else len(t) for t in takes]
 
 
-def test_after_a_snapshot_the_learner_reads_the_whole_version(tmp_path):
+def test_the_policys_snapshot_is_a_compaction_learners_pass_over(tmp_path):
+    """The snapshot due after every delta is written as a compaction, which a learner
+    passes over; a snapshot that changes the chain (here another writer's) is read whole."""
+    from streamlearn.state import ModelState
+
     cfg = TrainConfig.from_dict({
         "store": {"uri": str(tmp_path / "models"), "model": "m", "snapshot_every_deltas": 1},
         "features": {"bits": 12},
@@ -546,13 +554,47 @@ def test_after_a_snapshot_the_learner_reads_the_whole_version(tmp_path):
     merger.publish()
     store = SpyStore(real)
     worker = LearnerWorker(cfg, 1, store)
-    for i in range(2):  # a delta, then a snapshot (one delta since the last)
+    for i in range(2):  # a delta; then a delta and its compaction (one delta since the last)
         merger.add(_one_delta(cfg, real, seed=40 + i))
         merger.publish()
         _feed(worker, clicks(50, seed=50 + i), partition=1, start=50 * i)
         worker.flush()
-    assert _kinds(real) == ["publish", "delta", "publish"]
-    assert store.gets == 2 and worker.base_version == 3
+    assert _kinds(real) == ["publish", "delta", "delta", "compact"]
+    assert merger.last_kind == "compact" and "1 deltas since snapshot 1" in (
+        merger.last_snapshot_reason)
+    assert store.gets == 1 and worker.base_version == 4
+    np.testing.assert_array_equal(_stored(real, 4).arrays["weights"],
+                                  _stored(real, 3).arrays["weights"])
+    other = ModelState.from_arrow(real.get(4).table).copy()
+    other.arrays["weights"][:3] = 0.5
+    real.publish(other)  # a snapshot not on the chain
+    store.gets = 0
+    _feed(worker, clicks(50, seed=60), partition=1, start=100)
+    worker.flush()
+    assert store.gets == 1 and worker.base_version == 5
+    assert worker.learner.state().arrays["weights"][0] == 0.5
+
+
+def test_a_compaction_that_fails_leaves_the_delta_published(tmp_path, caplog):
+    cfg = TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "models"), "model": "m", "snapshot_every_deltas": 1},
+        "features": {"bits": 12},
+    })
+    real = ModelStore(cfg.store.uri, cfg.store.model)
+
+    class NoCompaction(FlakyStore):
+        def compact(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    merger = MergerWorker(cfg, NoCompaction(real))
+    merger.start()
+    for seed in (1, 2, 3):
+        merger.add(_one_delta(cfg, real, seed=seed))
+        with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
+            merger.publish()
+    assert _kinds(real) == ["publish", "delta", "delta"]
+    assert "version 3 published, its compaction failed (No space left on device)" in caplog.text
+    assert merger.version == 3 and not merger.pending()
 
 
 def test_a_refused_delta_is_published_as_a_snapshot_and_deltas_resume(tmp_path, caplog):
@@ -655,7 +697,7 @@ def test_retention_keeps_every_retained_version_materialisable(tmp_path):
 
     cfg = TrainConfig.from_dict({
         "store": {"uri": str(tmp_path / "models"), "model": "m", "keep_versions": 2,
-                  "snapshot_every_deltas": 3},
+                  "snapshot_every_deltas": 4, "snapshot_max_delta_ratio": 0},
         "features": {"bits": 12},
     })
     store = ModelStore(cfg.store.uri, cfg.store.model)
@@ -666,10 +708,11 @@ def test_retention_keeps_every_retained_version_materialisable(tmp_path):
         merger.add(_one_delta(cfg, store, seed=60 + i))
         version = merger.publish()
         expected[version] = merger.merger.state()
-    # versions 1 and 5 and 9 are snapshots; the newest two (9, 10) need only 9
-    assert [i.version for i in store.list() if i.kind == "publish"] == [1, 5, 9]
+    # a snapshot (1), 4 deltas, a 5th and its compaction (7), 4 deltas (retained: the
+    # newest 2, 10 and 11, and the chain from 7 they need); the chain from 1 is gone
+    assert [i.version for i in store.list() if i.kind in ("publish", "compact")] == [1, 7]
     available = [i.version for i in store.list() if i.available]
-    assert available == [9, 10]
+    assert available == [7, 8, 9, 10, 11]
     fresh = ModelStore(cfg.store.uri, cfg.store.model)
     for v in available:
         got = _stored(fresh, v)
@@ -681,7 +724,8 @@ def test_retention_keeps_the_snapshot_a_retained_delta_needs(tmp_path):
     from streamlearn.training.workers import RETAIN_EVERY
 
     cfg = TrainConfig.from_dict({
-        "store": {"uri": str(tmp_path / "models"), "model": "m", "keep_versions": 2},
+        "store": {"uri": str(tmp_path / "models"), "model": "m", "keep_versions": 2,
+                  "snapshot_max_delta_ratio": 0},
         "features": {"bits": 12},
     })
     store = ModelStore(cfg.store.uri, cfg.store.model)

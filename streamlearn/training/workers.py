@@ -517,10 +517,36 @@ class MergerWorker:
         changed, n_slots = len(self.merger.changed_slots()), self.merger.n_slots
         if 2 * changed >= n_slots:
             return f"{changed} of the model's {n_slots} slots changed: a delta would be as big"
-        return self.merger.whole_reason() or self.policy.due(self.store.chain())
+        return self.merger.whole_reason()
+
+    def _compact(self, delta_version: int, why: str) -> int:
+        """Write delta version ``delta_version`` whole as well, as a compaction
+        (``ModelStore.compact``): the snapshot the policy asked for, which
+        followers holding the delta pass over instead of reading the model again.
+        Returns the compaction's number, or the delta's if the store failed (logged;
+        the policy asks again at the next publish)."""
+        try:
+            version = self.store.compact(lease=self.lease)
+        except LeaseError:
+            raise
+        except STORE_FAULTS as exc:
+            log.warning(
+                "version %d published, its compaction failed (%s); trying again at the next "
+                "publish", delta_version, store_fault(exc),
+            )
+            return delta_version
+        finally:
+            _forget_cache(self.store)
+        self.last_kind, self.last_snapshot_reason = "compact", why
+        return version
 
     def _publish_once(self, lineage: Any) -> int:
         """One try: a delta on the last version, or a snapshot when one is due.
+
+        A snapshot the policy asks for (``store.snapshot_*``) is a compaction
+        of the delta just published: the same model, which followers pass over.
+        The other snapshots (:meth:`_snapshot_reason`) change the chain's
+        content and are written from the merger's arrays.
 
         A delta the store refuses (its parent is not the latest version, or the
         chain under it is broken) is published as a snapshot at once; any other
@@ -532,6 +558,7 @@ class MergerWorker:
         why = self._snapshot_reason()
         if why is None:
             assert self._delta_base is not None
+            due = self.policy.due(self.store.chain()) if self.policy is not None else None
             try:
                 version = self.store.publish_delta(
                     self.merger.changes(), lineage, parent=self._delta_base, lease=self.lease
@@ -546,7 +573,7 @@ class MergerWorker:
                 raise
             else:
                 self.last_kind, self.last_snapshot_reason = "delta", None
-                return version
+                return version if due is None else self._compact(version, due)
         version = self.store.publish(self.merger.view().to_arrow(), lineage, lease=self.lease)
         self.last_kind, self.last_snapshot_reason = "snapshot", why
         return version
