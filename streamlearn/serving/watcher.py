@@ -195,8 +195,9 @@ class ModelWatcher:
         elif self._spare is not None:
             self._spare, self._owed = None, []  # not on the new version's chain
         del current, predictor
-        log.info("serving version %d (was %s)%s", self._current.version, old,
-                 " by a delta" if followed else "")
+        # a delta swap can come ten times a second: only in the debug log
+        log.log(logging.DEBUG if followed else logging.INFO, "serving version %d (was %s)%s",
+                self._current.version, old, " by a delta" if followed else "")
         if self.on_swap is not None:
             self.on_swap(old, self._current.version)
         return True
