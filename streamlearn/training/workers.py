@@ -376,7 +376,7 @@ class MergerWorker:
             self.rejected = snapshot.get("rejected", {})
             self.learners = set(snapshot.get("learners", []))
         elif base_version:
-            lineage = self.store.info(base_version).lineage
+            lineage = self.store.get(base_version).lineage
             self.version = base_version
             self.events = lineage.events
             self.offsets = {
@@ -636,5 +636,5 @@ def resume_point(cfg: TrainConfig, store: Any) -> tuple[int, dict[int, int] | No
     latest = store.head().latest
     if latest is None:
         return 0, None
-    offsets = store.info(latest).lineage.offsets.get(cfg.kafka.topic) or {}
+    offsets = store.get(latest).lineage.offsets.get(cfg.kafka.topic) or {}
     return latest, {int(p): int(o) for p, o in offsets.items()}
