@@ -754,3 +754,30 @@ def test_a_version_that_changed_half_the_slots_or_more_is_a_snapshot(tmp_path):
     merger.publish()
     assert _kinds(store) == ["publish", "publish"]
     assert "slots changed: a delta would be as big" in merger.last_snapshot_reason
+
+
+def test_a_damaged_delta_under_the_chain_makes_the_next_version_a_snapshot(tmp_path, caplog):
+    """The policy's compaction reads the chain; a delta file under it that is damaged
+    fails it, and the merger starts a new chain from its own arrays at the next publish,
+    so that learners and servers stuck on the broken chain get a whole version again."""
+    cfg = TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "models"), "model": "m", "snapshot_every_deltas": 2},
+        "features": {"bits": 12},
+    })
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    blobs = [_one_delta(cfg, store, seed=seed) for seed in range(4)]
+    for blob in blobs[:3]:
+        merger.add(blob)
+        merger.publish()
+    assert _kinds(store) == ["publish", "delta", "delta"]
+    (tmp_path / "models" / "m" / store.info(2).file).write_bytes(b"not an arrow file")
+    merger.add(blobs[3])
+    with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
+        assert merger.publish() == 4  # the delta; its compaction fails on version 2
+    assert "version 4 published, its compaction failed" in caplog.text
+    assert "the next version is a snapshot" in caplog.text
+    merger.add(blobs[0])
+    assert merger.publish() == 5 and store.info(5).kind == "publish"
+    assert "broken" in merger.last_snapshot_reason

@@ -477,7 +477,6 @@ class MergerWorker:
         )
         self.version = self._publish_waiting(lineage)
         self.merger.commit(self.version)
-        self._delta_base = self.version
         self._pending_blobs = []
         self._dirty = False
         self.last_publish_s = time.monotonic()
@@ -525,10 +524,20 @@ class MergerWorker:
         followers holding the delta pass over instead of reading the model again.
         Returns the compaction's number, or the delta's if the store failed (logged;
         the policy asks again at the next publish)."""
+        from streamlearn.store import BrokenChain
+
         try:
             version = self.store.compact(lease=self.lease)
         except LeaseError:
             raise
+        except BrokenChain as exc:  # a file under the chain is damaged: start a new one
+            self._delta_base = None
+            self._whole_why = f"the chain under version {delta_version} is broken"
+            log.warning(
+                "version %d published, its compaction failed (%s); the next version is a "
+                "snapshot", delta_version, store_fault(exc),
+            )
+            return delta_version
         except STORE_FAULTS as exc:
             log.warning(
                 "version %d published, its compaction failed (%s); trying again at the next "
@@ -538,6 +547,7 @@ class MergerWorker:
         finally:
             _forget_cache(self.store)
         self.last_kind, self.last_snapshot_reason = "compact", why
+        self._delta_base = version
         return version
 
     def _publish_once(self, lineage: Any) -> int:
@@ -573,9 +583,11 @@ class MergerWorker:
                 raise
             else:
                 self.last_kind, self.last_snapshot_reason = "delta", None
+                self._delta_base = version
                 return version if due is None else self._compact(version, due)
         version = self.store.publish(self.merger.view().to_arrow(), lineage, lease=self.lease)
         self.last_kind, self.last_snapshot_reason = "snapshot", why
+        self._delta_base = version
         return version
 
     def _publish_waiting(self, lineage: Any) -> int:
