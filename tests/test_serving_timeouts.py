@@ -85,6 +85,8 @@ def test_no_slow_connection_outlives_its_deadline(server: ServerProcess) -> None
         "slow body": (HEAD, BODY, 0.25, BODY_S),
         "body stopped": (HEAD + BODY[:10], b"", 0.0, BODY_S),
         "slow second request": (first, HEAD, 0.25, HEADER_S),
+        # bytes after an answer that begin no request stop uvicorn's keep-alive timer
+        "line ends after an answer": (first, b"\r\n" * 40, 0.25, HEADER_S + 0.25),
     }
 
     async def run() -> dict[str, list[tuple[float, bytes]]]:
@@ -109,6 +111,8 @@ def test_no_slow_connection_outlives_its_deadline(server: ServerProcess) -> None
             assert all(a.startswith(b"HTTP/1.1 200") and b" 408 " in a for a in answers), kind
         elif kind == "idle":
             assert answers == [b""] * 100
+        elif kind == "line ends after an answer":  # answered once, then closed unanswered
+            assert all(a.startswith(b"HTTP/1.1 200") and b" 408 " not in a for a in answers)
         else:
             assert all(a.startswith(b"HTTP/1.1 408 Request Timeout") for a in answers), kind
             what = b"headers" if deadline == HEADER_S else b"body"
