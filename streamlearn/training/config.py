@@ -61,7 +61,7 @@ A complete file, every key optional::
     model = "default"
     keep_versions = 10          # retention: the newest N versions (+ the pinned one); 0: keep all
     snapshot_every_deltas = 500 # a version is a delta (the slots that changed); a snapshot
-                                # (the whole model) after N deltas; 0: every version whole
+                                # (a compaction) after N deltas; 0: every version whole
     snapshot_max_delta_ratio = 0.5  # ... or once the deltas' bytes reach this share of it (0: off)
     snapshot_max_age_s = 600    # ... or once the last snapshot is this old (0: off)
 
