@@ -18,6 +18,7 @@ Usage::
 
     .venv/bin/python bench/freshness.py                       # 10k events/s for 60 s
     .venv/bin/python bench/freshness.py --rate 5000 --duration 30 --sync-ms 250,500
+    .venv/bin/python bench/freshness.py --bits 24                # a 2^24-slot model
 
 Prints a table and writes ``bench/results/freshness.json``.
 """
@@ -96,6 +97,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady stream")
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--sync-ms", default="500", help="comma-separated sync intervals")
+    parser.add_argument("--bits", type=int, default=None,
+                        help="model size, 2^N slots (default: the training job's features.bits)")
     parser.add_argument("--bootstrap", help="use a running broker instead of starting one")
     args = parser.parse_args()
 
@@ -118,12 +121,14 @@ def main() -> int:
             cfg = DemoConfig(duration_s=args.duration, rate=args.rate,
                              parallelism=args.parallelism, bootstrap=bootstrap,
                              serve_port=free_port(), sync_ms=sync_ms,
-                             report_dir=tmp / f"report-{sync_ms}")
+                             report_dir=tmp / f"report-{sync_ms}",
+                             **({} if args.bits is None else {"bits": args.bits}))
             result = run_demo(cfg, LiveDisplay(out=io.StringIO()))
             s = result.summary
             fresh = s["freshness"]
             runs.append({
                 "sync_ms": sync_ms,
+                "bits": cfg.bits,
                 "rate_achieved": s["stream"]["rate_achieved"],
                 "learned_rate": s["training"]["learned_rate"],
                 "versions": s["training"]["versions_served"],

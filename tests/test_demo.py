@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from streamlearn.cli import main
+from streamlearn.training.config import SCHEMA
 from tests.conftest import free_port
 
 CLI = "import sys; from streamlearn.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -33,6 +34,7 @@ def test_help_has_examples(capsys):
         (["--duration", "0.5"], "--duration"),
         (["--parallelism", "40"], "--parallelism"),
         (["--bad-share", "0.9"], "--bad-share"),
+        (["--bits", "29"], "--bits"),
     ],
 )
 def test_a_wrong_value_is_one_line_naming_the_flag(argv, field, capsys, tmp_path):
@@ -81,6 +83,7 @@ def test_demo_end_to_end_writes_a_report(tmp_path):
     summary = json.loads((report / "summary.json").read_text())
     assert summary["interrupted"] is False
     assert summary["run"]["started"] == ["broker", "server", "job"]
+    assert summary["config"]["bits"] == SCHEMA["features"]["bits"][2]  # the training default
     stream, training = summary["stream"], summary["training"]
     assert stream["steady_events"] == 15 * 3000
     assert training["versions_served"] >= 5

@@ -58,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--sync-ms", type=int, default=500, metavar="MS",
                         help="the job publishes a version at most this often "
                              "(default: %(default)s)")
+    parser.add_argument("--bits", type=int, default=None, metavar="N",
+                        help="model size, 2^N hashed slots (default: the training job's, "
+                             "features.bits)")
     parser.add_argument("--envelope-size", type=int, default=100, metavar="N",
                         help="events per Kafka message (default: %(default)s)")
     parser.add_argument("--bad-share", type=float, default=0.001, metavar="SHARE",
@@ -79,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         kafka_port=args.kafka_port, bootstrap=args.bootstrap, serve_port=args.serve_port,
         report_dir=Path(args.report_dir) if args.report_dir else None,
         envelope_size=args.envelope_size, sync_ms=args.sync_ms, bad_share=args.bad_share,
-        seed=args.seed,
+        seed=args.seed, **({} if args.bits is None else {"bits": args.bits}),
     )
 
     def _terminate(signum: int, frame: object) -> None:  # `kill` stops the run like Ctrl-C

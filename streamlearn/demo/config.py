@@ -15,8 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamlearn.errors import ConfigError
+from streamlearn.training.config import SCHEMA
 
 __all__ = ["DemoConfig"]
+
+# the model size is the training job's: its default and its rule (``features.bits``)
+_BITS_CHECK, _BITS_EXPECTED, _BITS_DEFAULT = SCHEMA["features"]["bits"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ class DemoConfig:
         Events per Kafka message (the job's fast path).
     sync_ms
         How often the training job publishes a merged version, at most.
+    bits
+        The model's size, ``2**bits`` hashed slots: the training default
+        (``features.bits``) unless given.
     bad_share
         Share of deliberately malformed events, to show the dead-letter topic.
     seed
@@ -59,6 +66,7 @@ class DemoConfig:
     report_dir: Path | None = None
     envelope_size: int = 100
     sync_ms: int = 500
+    bits: int = _BITS_DEFAULT
     bad_share: float = 0.001
     seed: int = 0
     warmup_timeout_s: float = 180.0
@@ -80,6 +88,7 @@ class DemoConfig:
              "an integer in 1..10000"),
             ("--sync-ms", self.sync_ms, _is_int(self.sync_ms) and 50 <= self.sync_ms <= 60_000,
              "milliseconds, an integer in 50..60000"),
+            ("--bits", self.bits, _BITS_CHECK(self.bits), _BITS_EXPECTED),
             ("--bad-share", self.bad_share, 0.0 <= self.bad_share < 0.5,
              "a share in [0, 0.5)"),
         )

@@ -141,8 +141,8 @@ def run_demo(cfg: DemoConfig, display: LiveDisplay | None = None) -> DemoResult:
         url = svc.start_server()
         display.message(f"prediction server {url} (model {model!r}, store {svc.store_uri})")
         svc.start_job()
-        display.message(f"training job: {cfg.parallelism} learners, a version every "
-                        f"{cfg.sync_ms} ms at most (log: {report_dir / 'logs' / 'job.log'})")
+        display.message(f"training job: {cfg.parallelism} learners, 2^{cfg.bits} slots, a version "
+                        f"every {cfg.sync_ms} ms at most (log: {report_dir / 'logs' / 'job.log'})")
 
         def on_ack(partition: int, offset: int, append_ms: int) -> None:
             if sampling["on"]:
@@ -265,7 +265,7 @@ def _write_report(report_dir, cfg, svc, stream, watcher, tracker, live, warmup, 
         },
         "config": {
             "duration_s": cfg.duration_s, "rate": cfg.rate, "parallelism": cfg.parallelism,
-            "envelope_size": cfg.envelope_size, "sync_ms": cfg.sync_ms,
+            "envelope_size": cfg.envelope_size, "sync_ms": cfg.sync_ms, "bits": cfg.bits,
             "bad_share": cfg.bad_share, "seed": cfg.seed,
         },
         "stream": {

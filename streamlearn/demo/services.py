@@ -169,7 +169,7 @@ class Services:
             "--set", "job.flush_ms=100",
             "--set", f"job.sync_ms={self.cfg.sync_ms}",
             "--set", f"job.checkpoint_dir={json.dumps(self.checkpoints)}",
-            "--set", "features.bits=18",
+            "--set", f"features.bits={self.cfg.bits}",
             "--resume", "none",
         ]
         self._job = self._spawn("training job", cmd, self.log_dir / "job.log", cwd=project_root())
