@@ -99,7 +99,9 @@ def _stored(store):
 
 
 def test_retention_is_on_by_default_and_keeps_the_pinned_version(tmp_path):
-    cfg = _cfg(tmp_path, store={"keep_versions": 3})
+    # snapshots only: a delta chain's retention (which keeps the chain whole) is
+    # tested in test_merge_deltas.py
+    cfg = _cfg(tmp_path, store={"keep_versions": 3, "snapshot_every_deltas": 0})
     assert TrainConfig.from_dict({}).store.keep_versions == 10
     store = ModelStore(cfg.store.uri, cfg.store.model)
     merger = _publish_n(cfg, store, 2)
@@ -114,7 +116,7 @@ def test_retention_is_on_by_default_and_keeps_the_pinned_version(tmp_path):
 
 
 def test_keep_versions_0_keeps_every_version(tmp_path):
-    cfg = _cfg(tmp_path, store={"keep_versions": 0})
+    cfg = _cfg(tmp_path, store={"keep_versions": 0, "snapshot_every_deltas": 0})
     store = ModelStore(cfg.store.uri, cfg.store.model)
     _publish_n(cfg, store, 2 * RETAIN_EVERY + 1)
     assert _stored(store) == list(range(1, 2 * RETAIN_EVERY + 2))
