@@ -325,6 +325,10 @@ def _show_new(store: Any, cfg: TrainConfig, shown: int, prev: Any, follower: Any
         shown = version
         if info.kind == "fenced":
             continue
+        if info.kind == "compact":  # the same model stored whole: no events, no new metrics
+            print(f"version {version}: version {info.parent} stored whole (a compaction)",
+                  file=out, flush=True)
+            continue
         offsets = {int(p): int(o) for p, o in info.lineage.offsets.get(cfg.kafka.topic, {}).items()}
         lag = age = None
         try:

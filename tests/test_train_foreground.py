@@ -1,0 +1,37 @@
+"""The lines ``streamlearn train`` prints for the versions it sees, without a job or a broker."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from streamlearn.state import ModelState
+from streamlearn.store import Changes, Lineage, ModelStore
+from streamlearn.training.config import TrainConfig
+from streamlearn.training.foreground import _show_new
+
+
+class _Follower:
+    """Stands in for the Kafka follower: no lag, no newest event."""
+
+    def lag(self, offsets: dict[int, int]) -> int:
+        return 0
+
+    def newest_event_ms(self, offsets: dict[int, int]) -> None:
+        return None
+
+
+def test_a_compaction_is_one_line_naming_the_version_it_stores_whole(tmp_path):
+    store = ModelStore(str(tmp_path / "models"), "m")
+    state = ModelState({"weights": np.zeros(8), "intercept": np.zeros(1)}, {"n_slots": 8})
+    store.publish(state, Lineage(events=100))
+    state.arrays["weights"][3] = 0.5
+    store.publish_delta(Changes.gather(state, [3]), Lineage(events=250), parent=1)
+    store.compact()
+    out = io.StringIO()
+    shown, prev, _ = _show_new(store, TrainConfig.from_dict({}), 0, None, _Follower(), out)
+    lines = out.getvalue().splitlines()
+    assert shown == 3 and prev.version == 2
+    assert lines[0].startswith("version 1: 100 events") and lines[1].startswith("version 2: 250")
+    assert lines[2] == "version 3: version 2 stored whole (a compaction)"
