@@ -191,7 +191,8 @@ def test_a_held_predictor_is_never_changed_and_each_answer_is_one_version(tmp_pa
         return state
 
     v = store.publish(at(1))
-    watcher = ModelWatcher(StoreSource(store, "m"), interval_s=0.01)
+    # a generous wait for a held spare: a loaded machine must not turn a delta into a load
+    watcher = ModelWatcher(StoreSource(store, "m"), interval_s=0.01, spare_wait_s=30.0)
     watcher.start()
     x = {"a": 1.0, "c": "x"}
     body = orjson.dumps({"features": x})
