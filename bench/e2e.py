@@ -46,6 +46,7 @@ Results go to ``bench/results/e2e.json``.
     .venv/bin/python bench/e2e.py                       # 3M events, P=1,2, thread mode
     .venv/bin/python bench/e2e.py --events 200000 --parallelism 1 --modes thread,process
     .venv/bin/python bench/e2e.py --flush-events 200,1000,5000 --profile
+    .venv/bin/python bench/e2e.py --shapes envelope --parallelism 2 --bits 20,24,26
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ import json, sys
 sys.path.insert(0, {root!r})
 from flink_jobs.train import build
 from streamlearn.training.cli_args import config_from_args, job_arg_parser
-cfg = config_from_args(job_arg_parser("train").parse_args(sys.argv[1:]))
+cfg = config_from_args(job_arg_parser("train").parse_args(sys.argv[1:])).with_writer()
 result = build(cfg, None).execute("streamlearn-train-" + cfg.store.model)
 print(json.dumps({{"net_runtime_ms": result.get_net_runtime()}}), flush=True)
 """
@@ -126,8 +127,9 @@ def run_train(bootstrap: str, topic: str, p: int, mode: str, work: Path,
     from streamlearn.store import ModelStore
 
     home = Path(tempfile.mkdtemp(prefix="train-", dir=work))
+    # every version kept: the steady rate is taken between the first and the last
     sets = {"job.checkpoint_dir": str(home / "checkpoints"), "job.execution_mode": mode,
-            "kafka.group": f"train-{home.name}", **settings}
+            "kafka.group": f"train-{home.name}", "store.keep_versions": 0, **settings}
     cmd = [sys.executable, "-c", _TRAIN_LAUNCHER.format(root=str(ROOT)),
            "--bootstrap", bootstrap, "--topic", topic, "--store", str(home / "models"),
            "--model", "e2e", "--parallelism", str(p), "--bounded", "--resume", "none"]
@@ -135,9 +137,13 @@ def run_train(bootstrap: str, topic: str, p: int, mode: str, work: Path,
         cmd += ["--set", f"{key}={json.dumps(value)}"]
     out = _run(cmd, 900, home / "job.log")
     store = ModelStore(str(home / "models"), "e2e")
-    latest = store.get()
-    out["events"] = latest.lineage.events
-    versions = [store.get(v.version).lineage for v in store.list()]
+    out["events"] = store.info().lineage.events
+    # the versions' own records (a compaction stores a version again: not a new one)
+    listed = [v for v in store.list() if v.kind != "compact"]
+    versions = [v.lineage for v in listed]
+    later = [v.size_bytes for v in listed[1:]]  # after the first (a snapshot)
+    out["bytes_per_version"] = round(sum(later) / len(later)) if later else None
+    out["kinds"] = {k: sum(v.kind == k for v in listed) for k in sorted({v.kind for v in listed})}
     out["versions"] = len(versions)
     if len(versions) >= 3:  # events between the first and the last version, over their time
         first, last = versions[0], versions[-1]
@@ -327,6 +333,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default="single,envelope")
     parser.add_argument("--flush-events", default="",
                         help="comma-separated job.flush_events values to sweep (train only)")
+    parser.add_argument("--bits", default="",
+                        help="comma-separated features.bits values (model sizes) to train, e.g. "
+                             "20,24,26; each row then also gives its steady rate as a share of "
+                             "the first size's (train only; the count job reads the same topic)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a train job setting for every run, e.g. job.flush_ms=1000")
     parser.add_argument("--profile", action="store_true",
@@ -378,14 +388,24 @@ def main(argv: list[str] | None = None) -> int:
             shapes[name] = {"name": name, "topic": topics[name], "tiny_topic": tiny[name],
                             "events": args.events, "messages": messages,
                             "events_per_message": args.events / messages}
-        sweeps = [base] + [{**base, "job.flush_events": int(v)}
-                           for v in args.flush_events.split(",") if v]
+        sizes = [{**base, "features.bits": int(b)} for b in args.bits.split(",") if b] or [base]
+        sweeps = sizes + [{**sizes[0], "job.flush_events": int(v)}
+                          for v in args.flush_events.split(",") if v]
         for mode in args.modes.split(","):
             for p in (int(v) for v in args.parallelism.split(",")):
                 for shape in shapes.values():
+                    first = None
                     for i, settings in enumerate(sweeps):
-                        report["rows"].append(measure_pair(
-                            bootstrap, shape, p, mode, work, settings, with_count=i == 0))
+                        row = measure_pair(
+                            bootstrap, shape, p, mode, work, settings, with_count=i == 0)
+                        report["rows"].append(row)
+                        if i < len(sizes) and len(sizes) > 1:
+                            first = first or row
+                            share = _share(row, first)
+                            row["steady_vs_first_size"] = share
+                            print(f"  2^{settings['features.bits']}: steady rate "
+                                  f"{share if share is not None else '?'} of 2^"
+                                  f"{first['settings']['features.bits']}'s", flush=True)
                         _write(args.out, report)
     finally:
         if broker is not None:
@@ -393,6 +413,12 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     _write(args.out, report)
     return 0
+
+
+def _share(row: dict, first: dict) -> float | None:
+    """``row``'s steady training rate as a share of ``first``'s (same run)."""
+    ours, theirs = row["train"]["events_per_s_steady"], first["train"]["events_per_s_steady"]
+    return round(ours / theirs, 3) if ours and theirs else None
 
 
 def _write(path: str, report: dict) -> None:
