@@ -149,13 +149,16 @@ class Server:
     ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
+        # the log goes to a file: a pipe nobody reads blocks the server once full
+        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=cwd
+            argv, stdout=subprocess.DEVNULL, stderr=self.log, env=env, cwd=cwd
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode()[-2000:]}")
+                self.log.seek(0)
+                raise RuntimeError(f"server exited: {self.log.read().decode()[-2000:]}")
             try:
                 if httpx.get(self.url + ready_path, timeout=1).status_code == 200:
                     return
@@ -173,6 +176,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.log.close()
 
     def __enter__(self) -> Server:
         return self
