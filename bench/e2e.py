@@ -144,6 +144,9 @@ def run_train(bootstrap: str, topic: str, p: int, mode: str, work: Path,
     later = [v.size_bytes for v in listed[1:]]  # after the first (a snapshot)
     out["bytes_per_version"] = round(sum(later) / len(later)) if later else None
     out["kinds"] = {k: sum(v.kind == k for v in listed) for k in sorted({v.kind for v in listed})}
+    # (seconds after the first version, events, kind, bytes) of every version
+    out["timeline"] = [(round(v.lineage.created_at - listed[0].lineage.created_at, 3),
+                        v.lineage.events, v.kind, v.size_bytes) for v in listed]
     out["versions"] = len(versions)
     if len(versions) >= 3:  # events between the first and the last version, over their time
         first, last = versions[0], versions[-1]
