@@ -464,8 +464,11 @@ class DeltaTracker:
             )
         return state
 
-    def _reset(self, state: ModelState) -> None:
-        self._ref = {k: np.array(v, dtype=np.float64) for k, v in state.arrays.items()}
+    def _reset(self, state: ModelState, owned: bool = False) -> None:
+        """Make ``state`` the reference: copied, or taken as it is when ``owned``
+        (float64 arrays nothing else holds)."""
+        take = np.asarray if owned else np.array
+        self._ref = {k: take(v, dtype=np.float64) for k, v in state.arrays.items()}
         #: what the global model (at ``base_version``) holds at the slots sent since
         #: the last rebase: ``(slots, {per-slot array: values})`` per take, oldest first
         self._sent: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
@@ -784,8 +787,10 @@ class DeltaTracker:
             if merge_rule(name) == "max":
                 arrays[name] = np.maximum(g, widen(array, mine, name))
                 continue
+            # g + (mine - reference), in one new array: a pass less over the model
             own = widen(array, mine, name) - widen(self._ref[name], mine, name)
-            arrays[name] = g + own
+            own += g
+            arrays[name] = own
         if "scaler.count" in state.arrays:
             new = _new_stats(*(state.arrays[k] for k in _SCALER), *(self._ref[k] for k in _SCALER))
             merged = _combine_stats(*(ref_arrays[k] for k in _SCALER), *new)
@@ -799,11 +804,14 @@ class DeltaTracker:
         meta["n_steps"] = int(g_meta.get("n_steps", 0)) + own_steps
         if union is not None:
             meta["classes"] = list(union)
-        learner.load_state(ModelState(arrays, meta))
+        try:  # the arrays are new, made here: the learner takes them as they are
+            learner.load_state(ModelState(arrays, meta), copy=False)
+        except TypeError:
+            learner.load_state(ModelState(arrays, meta))
         ref_meta = dict(meta)
         ref_meta["n_learned"] = int(g_meta.get("n_learned", 0))
         ref_meta["n_steps"] = int(g_meta.get("n_steps", 0))
-        self._reset(ModelState(ref_arrays, ref_meta))
+        self._reset(ModelState(ref_arrays, ref_meta), owned=True)  # fresh copies, ours
         self._n_slots = n_slots
         self.base_version = version
 

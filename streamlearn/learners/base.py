@@ -323,9 +323,10 @@ class LinearModel(Learner):
     def _load_extra(self, meta: dict[str, Any]) -> None:
         pass
 
-    def load_state(self, state: ModelState) -> None:
+    def load_state(self, state: ModelState, *, copy: bool = True) -> None:
         """Replace this learner's state with ``state`` (same kind and parameters);
-        the arrays are copied."""
+        the arrays are copied, unless ``copy=False`` hands over float64 arrays
+        nothing else holds (they become the learner's own)."""
         kind = state.meta.get("kind")
         if kind != type(self).__name__:
             raise StateError(f"cannot load a {kind!r} state into a {type(self).__name__}")
@@ -351,7 +352,8 @@ class LinearModel(Learner):
                     f"model state array {name!r} has shape {array.shape}, "
                     f"expected {expected[name].shape}"
                 )
-        self._arrays = {k: np.array(v, dtype=np.float64) for k, v in state.arrays.items()}
+        take = np.array if copy else np.asarray
+        self._arrays = {k: take(v, dtype=np.float64) for k, v in state.arrays.items()}
         if self._scaler is not None:
             self._scaler.mean = self._arrays["scaler.mean"]
             self._scaler.var = self._arrays["scaler.var"]
