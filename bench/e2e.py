@@ -27,7 +27,12 @@ seconds, subtracted), so each run also reports a steady rate measured inside
 the job, free of start-up: for training, the events reflected between the
 first and the last published version over the time between their publishes;
 for the count job, the records between the first and the last one counted
-over that time. ``train_vs_count_steady`` is their ratio.
+over that time. ``train_vs_count_steady`` is their ratio. For training, the
+median of the rates between consecutive versions is reported too
+(``median_interval_events_per_s``): a new model's first version is a snapshot
+that every learner rebases on whole once, which the window includes (seconds
+at 2^26 slots) and the median does not. ``--bits`` compares model sizes on
+both.
 
 Optional sweeps (each a flag of the train job): execution mode, and
 ``job.flush_events``. ``--profile`` times the job's two halves in this
@@ -152,6 +157,13 @@ def run_train(bootstrap: str, topic: str, p: int, mode: str, work: Path,
         first, last = versions[0], versions[-1]
         out["steady_events"] = last.events - first.events
         out["steady_s"] = last.created_at - first.created_at
+        # and the median of the rates between consecutive versions: the steady state
+        # without the one-time loads of the first version (a snapshot every learner
+        # rebases on whole: seconds at 2^26 slots), which the window above includes
+        pairs = zip(versions, versions[1:], strict=False)
+        rates = sorted((b.events - a.events) / (b.created_at - a.created_at)
+                       for a, b in pairs if b.created_at > a.created_at)
+        out["median_interval_events_per_s"] = round(rates[len(rates) // 2]) if rates else None
     return out
 
 
@@ -405,10 +417,14 @@ def main(argv: list[str] | None = None) -> int:
                         if i < len(sizes) and len(sizes) > 1:
                             first = first or row
                             share = _share(row, first)
+                            median = _share(row, first, "median_interval_events_per_s")
                             row["steady_vs_first_size"] = share
-                            print(f"  2^{settings['features.bits']}: steady rate "
-                                  f"{share if share is not None else '?'} of 2^"
-                                  f"{first['settings']['features.bits']}'s", flush=True)
+                            row["median_interval_vs_first_size"] = median
+                            print(f"  2^{settings['features.bits']} against 2^"
+                                  f"{first['settings']['features.bits']}: steady window "
+                                  f"{share}, median between versions {median} "
+                                  f"({row['train'].get('median_interval_events_per_s')} ev/s)",
+                                  flush=True)
                         _write(args.out, report)
     finally:
         if broker is not None:
@@ -418,9 +434,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _share(row: dict, first: dict) -> float | None:
-    """``row``'s steady training rate as a share of ``first``'s (same run)."""
-    ours, theirs = row["train"]["events_per_s_steady"], first["train"]["events_per_s_steady"]
+def _share(row: dict, first: dict, key: str = "events_per_s_steady") -> float | None:
+    """``row``'s training rate ``key`` as a share of ``first``'s (same run)."""
+    ours, theirs = row["train"].get(key), first["train"].get(key)
     return round(ours / theirs, 3) if ours and theirs else None
 
 

@@ -96,7 +96,8 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=10_000, help="events/s (default 10000)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of steady stream")
     parser.add_argument("--parallelism", type=int, default=2)
-    parser.add_argument("--sync-ms", default="500", help="comma-separated sync intervals")
+    parser.add_argument("--sync-ms", default="",
+                        help="comma-separated sync intervals (default: the training job's)")
     parser.add_argument("--bits", type=int, default=None,
                         help="model size, 2^N slots (default: the training job's features.bits)")
     parser.add_argument("--bootstrap", help="use a running broker instead of starting one")
@@ -117,7 +118,9 @@ def main() -> int:
         reference = bare_kafka_latency(bootstrap, args.rate, 10.0, 100)
         print(f"bare Kafka append → consumer at {args.rate:,} events/s: "
               f"p50 {reference['p50_ms']} ms, p99 {reference['p99_ms']} ms")
-        for sync_ms in (int(s) for s in args.sync_ms.split(",")):
+        from streamlearn.demo.config import SYNC_MS
+
+        for sync_ms in [int(s) for s in args.sync_ms.split(",") if s] or [SYNC_MS]:
             cfg = DemoConfig(duration_s=args.duration, rate=args.rate,
                              parallelism=args.parallelism, bootstrap=bootstrap,
                              serve_port=free_port(), sync_ms=sync_ms,

@@ -69,6 +69,9 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",
         "execution.checkpointing.num-retained": "3",
         "python.fn-execution.bundle.time": str(max(1, cfg.job.flush_ms // 2)),
+        # a bundle or a delta waits in an output buffer at most this long (Flink's
+        # default, 100 ms, was most of a version's freshness once versions got cheap)
+        "execution.buffer-timeout.interval": f"{max(1, cfg.job.flush_ms // 5)} ms",
         # a passing fault (a lost TaskManager, the broker or the store away) is waited
         # out: exponential back-off between restarts from the last checkpoint, no small cap
         **cfg.restart_strategy(),

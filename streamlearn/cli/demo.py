@@ -55,9 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="prediction server port (default: %(default)s)")
     parser.add_argument("--report-dir", metavar="DIR",
                         help="where to write the report (default: reports/demo-<timestamp>)")
-    parser.add_argument("--sync-ms", type=int, default=500, metavar="MS",
+    parser.add_argument("--sync-ms", type=int, default=None, metavar="MS",
                         help="the job publishes a version at most this often "
-                             "(default: %(default)s)")
+                             "(default: the training job's job.sync_ms)")
     parser.add_argument("--bits", type=int, default=None, metavar="N",
                         help="model size, 2^N hashed slots (default: the training job's, "
                              "features.bits)")
@@ -81,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
         duration_s=args.duration, rate=args.rate, parallelism=args.parallelism,
         kafka_port=args.kafka_port, bootstrap=args.bootstrap, serve_port=args.serve_port,
         report_dir=Path(args.report_dir) if args.report_dir else None,
-        envelope_size=args.envelope_size, sync_ms=args.sync_ms, bad_share=args.bad_share,
-        seed=args.seed, **({} if args.bits is None else {"bits": args.bits}),
+        envelope_size=args.envelope_size, bad_share=args.bad_share, seed=args.seed,
+        **({} if args.bits is None else {"bits": args.bits}),
+        **({} if args.sync_ms is None else {"sync_ms": args.sync_ms}),
     )
 
     def _terminate(signum: int, frame: object) -> None:  # `kill` stops the run like Ctrl-C

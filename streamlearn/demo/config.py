@@ -17,10 +17,13 @@ from pathlib import Path
 from streamlearn.errors import ConfigError
 from streamlearn.training.config import SCHEMA
 
-__all__ = ["DemoConfig"]
+__all__ = ["DemoConfig", "SYNC_MS", "FLUSH_MS"]
 
 # the model size is the training job's: its default and its rule (``features.bits``)
 _BITS_CHECK, _BITS_EXPECTED, _BITS_DEFAULT = SCHEMA["features"]["bits"]
+# how often the job publishes, and its learners send their changes: the job's defaults
+SYNC_MS = SCHEMA["job"]["sync_ms"][2]
+FLUSH_MS = SCHEMA["job"]["flush_ms"][2]
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,9 @@ class DemoConfig:
     envelope_size
         Events per Kafka message (the job's fast path).
     sync_ms
-        How often the training job publishes a merged version, at most.
+        How often the training job publishes a merged version, at most (the
+        job's ``job.sync_ms`` unless given; its learners send their changes
+        every ``job.flush_ms``, or as often as a version when that is sooner).
     bits
         The model's size, ``2**bits`` hashed slots: the training default
         (``features.bits``) unless given.
@@ -65,7 +70,7 @@ class DemoConfig:
     serve_port: int = 8000
     report_dir: Path | None = None
     envelope_size: int = 100
-    sync_ms: int = 500
+    sync_ms: int = SYNC_MS
     bits: int = _BITS_DEFAULT
     bad_share: float = 0.001
     seed: int = 0

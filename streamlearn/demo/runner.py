@@ -2,7 +2,8 @@
 
 1. start what is not running: the Kafka broker (reused when one answers), the
    run's topics, the prediction server and the training job;
-2. warm up: publish a first batch and wait for the first model version;
+2. warm up: publish a batch in three parts, each time waiting for a new model
+   version (the first is loaded whole by every follower);
 3. publish a drifting stream at ``rate`` events/s for ``duration_s``, showing
    live figures once a second, measuring freshness for every message;
 4. wait (briefly) until the last events are served, stop everything started,
@@ -156,8 +157,15 @@ def run_demo(cfg: DemoConfig, display: LiveDisplay | None = None) -> DemoResult:
         watcher.start()
         display.message(f"warming up: {warmup:,} events, waiting for the first model version "
                         "(the Flink job takes 10-30 s to start) ...")
-        stream.publish_now(warmup)
-        _wait_first_version(svc, watcher, cfg.warmup_timeout_s)
+        # in three parts, each waiting for a new version: the first version is a
+        # snapshot that the server loads whole, and that each learner rebases on whole
+        # once it has sent the changes the second version holds (seconds at 2^24
+        # slots); the third is the first version of the steady state the run measures
+        after = 0
+        for part in range(WARMUP_PARTS):
+            stream.publish_now(warmup * (part + 1) // WARMUP_PARTS - warmup * part // WARMUP_PARTS)
+            _wait_first_version(svc, watcher, cfg.warmup_timeout_s, after=after)
+            after = watcher.latest.version
         first = watcher.latest
         display.message(f"version {first.version} is serving; streaming {cfg.rate:,} events/s "
                         f"for {cfg.duration_s:.0f} s, concept drift at event "
@@ -205,9 +213,16 @@ def _sleep_while(stream: PacedStream, seconds: float) -> None:
         time.sleep(0.05)
 
 
-def _wait_first_version(svc: Services, watcher: ServedVersions, timeout_s: float) -> None:
+#: the warm-up's parts, each waiting for a new version (see run_demo)
+WARMUP_PARTS = 3
+
+
+def _wait_first_version(
+    svc: Services, watcher: ServedVersions, timeout_s: float, after: int = 0
+) -> None:
+    """Wait until the server serves a version newer than ``after``."""
     deadline = time.monotonic() + timeout_s
-    while watcher.latest is None:
+    while watcher.latest is None or watcher.latest.version <= after:
         svc.check_alive()
         if time.monotonic() > deadline:
             raise ServiceError(

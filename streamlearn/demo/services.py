@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from streamlearn.demo.config import DemoConfig
+from streamlearn.demo.config import FLUSH_MS, DemoConfig
 from streamlearn.errors import PortInUse, ServiceError
 
 __all__ = ["Services"]
@@ -166,7 +166,7 @@ class Services:
             "--bootstrap", self.bootstrap, "--topic", self.topic,
             "--store", self.store_uri, "--model", self.model,
             "--parallelism", str(self.cfg.parallelism),
-            "--set", "job.flush_ms=100",
+            "--set", f"job.flush_ms={min(FLUSH_MS, self.cfg.sync_ms)}",
             "--set", f"job.sync_ms={self.cfg.sync_ms}",
             "--set", f"job.checkpoint_dir={json.dumps(self.checkpoints)}",
             "--set", f"features.bits={self.cfg.bits}",

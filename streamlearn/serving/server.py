@@ -11,6 +11,7 @@ import errno
 import gc
 import logging
 import socket
+import sys
 from typing import Any
 
 from streamlearn.errors import ConfigError, PortInUse
@@ -22,6 +23,9 @@ from streamlearn.serving.watcher import ModelWatcher
 __all__ = ["build_app", "run_server", "UVICORN_OPTIONS"]
 
 log = logging.getLogger(__name__)
+
+#: how long a thread holds the interpreter lock while another waits (``sys.setswitchinterval``)
+SWITCH_INTERVAL_S = 0.0005
 
 # uvicorn's settings besides the app, address and lifespan; ``bench/serving.py``
 # runs its bare "hello" reference with the same ones, so that the two differ by
@@ -106,6 +110,10 @@ def run_server(
     # collector's full passes, whose pauses would show in the latency tail
     gc.collect()
     gc.freeze()
+    # the watcher thread writes each delta version into the spare model in Python
+    # (about a millisecond at 10,000 slots): a request arriving meanwhile waits for
+    # the interpreter lock at most this long, not the default 5 ms
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     uvicorn.Server(config).run()
 
 

@@ -37,9 +37,9 @@ A complete file, every key optional::
     [job]
     parallelism = 2             # learners
     flush_events = 5000         # a learner receives a bundle every N events ...
-    flush_ms = 100              # ... or every T ms, whichever first
+    flush_ms = 50               # ... or every T ms, whichever first
     step_events = 1000          # and learns it in gradient steps of N events
-    sync_ms = 1000              # the merger publishes a version at most this often
+    sync_ms = 100               # the merger publishes a version at most this often
     checkpoint_ms = 5000
     checkpoint_dir = ".state/checkpoints"
     bounded = false             # stop at the end offsets seen at start (tests, backfills)
@@ -155,9 +155,9 @@ SCHEMA: dict[str, dict[str, _Check]] = {
     "job": {
         "parallelism": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 2),
         "flush_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 5000),
-        "flush_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 100),
+        "flush_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 50),
         "step_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1000),
-        "sync_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 1000),
+        "sync_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 100),
         "checkpoint_ms": (
             lambda v: _is_int(v) and v >= 100,
             "an integer >= 100 (milliseconds)",
