@@ -146,15 +146,18 @@ class Server:
         ready_path: str,
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
+        log_path: Path | None = None,
+        ready_s: float = 30.0,
     ) -> None:
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        # the log goes to a file: a pipe nobody reads blocks the server once full
-        self.log = tempfile.TemporaryFile()
+        # the log goes to a file (``log_path``, else a temporary one): a pipe nobody
+        # reads blocks the server once full
+        self.log = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
         self.proc = subprocess.Popen(
             argv, stdout=subprocess.DEVNULL, stderr=self.log, env=env, cwd=cwd
         )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + ready_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 self.log.seek(0)
@@ -166,7 +169,7 @@ class Server:
                 pass
             time.sleep(0.1)
         self.close()
-        raise RuntimeError("server did not become ready in 30 s")
+        raise RuntimeError(f"server did not become ready in {ready_s:.0f} s")
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -49,7 +49,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -322,29 +321,6 @@ def http_under_load(args: argparse.Namespace, root: str) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from serving import Server, at_rate, free_port  # bench/serving.py
 
-    class LoggingServer(Server):
-        """bench/serving.py's server with its log in a file, not in a pipe
-        nobody reads (which blocks the server once full)."""
-
-        def __init__(self, argv: list[str], port: int, ready_path: str, log_path: Path) -> None:
-            self.port, self.url = port, f"http://127.0.0.1:{port}"
-            self.log_file = open(log_path, "wb")  # noqa: SIM115 - closed in close()
-            self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self.log_file)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                try:
-                    if httpx.get(self.url + ready_path, timeout=1).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)
-            self.close()
-            raise RuntimeError(f"server not ready: see {log_path}")
-
-        def close(self) -> None:
-            super().close()
-            self.log_file.close()
-
     port = free_port()
     run_cli = (
         "import sys, streamlearn.cli as cli; "
@@ -362,7 +338,7 @@ def http_under_load(args: argparse.Namespace, root: str) -> dict:
     other.publish(ModelState.from_arrow(store.get().table))  # the control's model, as big
     other.drop_cache()
     store.drop_cache()
-    with LoggingServer(argv, port, "/readyz", Path(root) / "server.log") as server:
+    with Server(argv, port, "/readyz", log_path=Path(root) / "server.log", ready_s=60) as server:
         time.sleep(5)  # the spare is made between versions, after the first load
         def swaps() -> int:
             text = httpx.get(server.url + "/metrics").text
