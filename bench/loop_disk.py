@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak: kafka {peak['kafka'] / MiB:.0f} MiB, store {peak['store'] / MiB:.0f} MiB, "
           f"checkpoints {peak['checkpoints'] / MiB:.0f} MiB, all {peak['all'] / MiB:.0f} MiB")
     print(f"bound: kafka {(RETENTION_BYTES + SEGMENT_BYTES) / MiB:.0f} MiB per partition; "
-          f"store: the newest {keep} versions plus pinned ones")
+          f"store: the newest {keep} versions, pinned ones and the chain they are built from")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "loop_disk.json").write_text(json.dumps(result, indent=2))
