@@ -35,3 +35,20 @@ def test_a_compaction_is_one_line_naming_the_version_it_stores_whole(tmp_path):
     assert shown == 3 and prev.version == 2
     assert lines[0].startswith("version 1: 100 events") and lines[1].startswith("version 2: 250")
     assert lines[2] == "version 3: version 2 stored whole (a compaction)"
+
+
+def test_without_kafka_the_lines_come_without_lag_and_age(tmp_path):
+    """The last look, after Ctrl-C stopped the job, asks Kafka nothing: the follower may
+    be what was interrupted."""
+
+    class _Refuses(_Follower):
+        def lag(self, offsets: dict[int, int]) -> int:
+            raise AssertionError("Kafka asked")
+
+    store = ModelStore(str(tmp_path / "models"), "m")
+    state = ModelState({"weights": np.zeros(8), "intercept": np.zeros(1)}, {"n_slots": 8})
+    store.publish(state, Lineage(events=100))
+    out = io.StringIO()
+    shown, _, _ = _show_new(store, TrainConfig.from_dict({}), 0, None, _Refuses(), out,
+                            kafka=False)
+    assert shown == 1 and out.getvalue() == "version 1: 100 events\n"

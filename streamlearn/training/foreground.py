@@ -281,6 +281,10 @@ def run_foreground(
     except (KeyboardInterrupt, _Stop):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
         _stop_job(proc)
+        # a version published since the last look (the job ran until now) gets its line
+        # (without Kafka's lag and age: the follower may be what was interrupted)
+        with contextlib.suppress(Exception):
+            shown, prev, _ = _show_new(store, cfg, shown, prev, None, out, kafka=False)
         holder.stop()
         _release(store, cfg)
         latest = store.head().latest
@@ -311,8 +315,12 @@ def _release(store: Any, cfg: TrainConfig) -> None:
         store.acquire_writer(cfg.job.writer_id, cfg.job.lease_ms).release()
 
 
-def _show_new(store: Any, cfg: TrainConfig, shown: int, prev: Any, follower: Any, out: IO[str]):
-    """Print a line for each version published since ``shown``."""
+def _show_new(
+    store: Any, cfg: TrainConfig, shown: int, prev: Any, follower: Any, out: IO[str],
+    kafka: bool = True,
+):
+    """Print a line for each version published since ``shown`` (the newest one's
+    with the topic's lag and the age of its newest event, unless ``kafka`` is off)."""
     try:
         latest = store.head().latest or 0
     except (OSError, StreamlearnError):
@@ -321,7 +329,9 @@ def _show_new(store: Any, cfg: TrainConfig, shown: int, prev: Any, follower: Any
         try:
             info = store.info(version)
         except (VersionNotFound, OSError):
-            continue
+            if version == latest:  # not readable yet: the next look shows it
+                return shown, prev, follower
+            continue  # an older one retention deleted meanwhile
         shown = version
         if info.kind == "fenced":
             continue
@@ -332,9 +342,9 @@ def _show_new(store: Any, cfg: TrainConfig, shown: int, prev: Any, follower: Any
         offsets = {int(p): int(o) for p, o in info.lineage.offsets.get(cfg.kafka.topic, {}).items()}
         lag = age = None
         try:
-            if follower is None:
+            if kafka and follower is None:
                 follower = Follower(cfg.kafka.bootstrap, cfg.kafka.topic)
-            if version == latest:  # only the newest: older ones are history by now
+            if kafka and version == latest:  # only the newest: older ones are history by now
                 lag = follower.lag(offsets)
                 newest = follower.newest_event_ms(offsets)
                 age = None if newest is None else time.time() - newest / 1000
