@@ -49,6 +49,7 @@ RETRY_AFTER_S = 1
 _RETRY_AFTER = (b"retry-after", b"%d" % RETRY_AFTER_S)
 
 Reply = tuple[int, bytes, bytes, int]  # status, body, content type, predictions made
+_UNTRIED = object()  # _plain_event did not try the native table
 Route = tuple[str, "Callable[..., Awaitable[Reply]]", bool, str]
 
 # Arrow bodies up to this size have their headers checked on the event loop, and
@@ -172,10 +173,10 @@ class PredictionApp:
                 # without one more coroutine on its way (see _plain_event)
                 message = await receive()
                 reply = self._plain_event(scope, message)
-                if reply is False:  # the table lacked a name or string of it
-                    reply = await self._predict(scope, receive, message, missed=True)
-                elif reply is None:
+                if reply is _UNTRIED:
                     reply = await self._predict(scope, receive, message)
+                elif reply is None or reply is False:  # tried: not plain, or a miss
+                    reply = await self._predict(scope, receive, message, missed=reply is False)
                 status, body, ctype, predictions = reply
             else:
                 path = route[3]
@@ -260,28 +261,30 @@ class PredictionApp:
             chunks.append(chunk)
             message = await receive()
 
-    def _plain_event(self, scope: dict[str, Any], message: dict[str, Any]) -> Reply | bool | None:
+    def _plain_event(self, scope: dict[str, Any], message: dict[str, Any]) -> Any:
         """The answer to the usual request (one plain JSON event in one body
         message, no query), scored by the served predictor's native table from
-        the raw body; ``None`` for anything else, ``False`` when the table
-        lacks a name or string of the body: :meth:`_predict` then answers."""
+        the raw body. Otherwise :meth:`_predict` answers, told by what this
+        returns whether the table was tried: :data:`_UNTRIED` when it was not
+        (another request, no table), ``None`` when the body is not one plain
+        event, ``False`` when the table lacks a name or string of it."""
         if scope["query_string"] or message.get("more_body", False):
-            return None
+            return _UNTRIED
         body = message.get("body", b"")
         if len(body) > self.max_body_bytes or message["type"] != "http.request":
-            return None
+            return _UNTRIED
         for name, value in scope["headers"]:
             if name == b"content-type":
                 if value != JSON:
-                    return None
+                    return _UNTRIED
             elif name == b"content-length" and (
                 len(value) > self._short_length or not value.isdigit()
             ):
-                return None
+                return _UNTRIED
         predictor = self.watcher.current
         native = getattr(predictor, "predict_body", None)
         if native is None:
-            return None
+            return _UNTRIED
         got = native(body)
         if not got:
             return got  # type: ignore[no-any-return]
@@ -295,8 +298,9 @@ class PredictionApp:
         missed: bool | None = None,
     ) -> Reply:
         """Any prediction request. ``message`` is the body's first ASGI message
-        when already received; ``missed`` says the native table was tried on
-        it (by :meth:`_plain_event`) and lacked a name or string."""
+        when already received; ``missed`` is given when :meth:`_plain_event`
+        tried the native table on it: ``True`` when the table lacked a name or
+        string, ``False`` when the body was not one plain event."""
         query = scope["query_string"]
         version = _version_query(query) if query else None
         ctype = b""
