@@ -36,7 +36,9 @@ $(JARS_STAMP): jvm/pom.xml $(shell find jvm/src -name '*.java') | $(VENV_STAMP)
 	$(BIN)/python -m connectors.paths
 	@touch $@
 
+# types first (the [tool.mypy] settings in pyproject.toml): a type error fails the test command
 test: venv jars
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 demo: venv jars
