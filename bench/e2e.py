@@ -259,8 +259,7 @@ def _jvm_encoder_rates(messages: list[bytes], rounds: int = 10) -> dict:
     Jackson token walk of the same bytes, medians of alternating rounds."""
     import struct
 
-    from connectors.flink_cluster import pyflink_home
-    from connectors.paths import flink_job_jars
+    from connectors.paths import flink_job_jars, pyflink_home
 
     helper = flink_job_jars()[-1]
     with tempfile.NamedTemporaryFile(suffix=".bin") as f:

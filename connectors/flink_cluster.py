@@ -38,11 +38,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from connectors.kafka_broker import port_is_free
-from connectors.paths import flink_job_jars, state_dir
+from connectors.paths import flink_job_jars, pyflink_home, state_dir
+from connectors.ports import LOOPBACK, port_is_free
 from streamlearn.errors import ConfigError, PortInUse, ServiceError
 
-__all__ = ["FlinkCluster", "ClusterStatus", "pyflink_home"]
+__all__ = ["FlinkCluster", "ClusterStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -55,16 +55,6 @@ _OWN_PARAMETER = {
     "jobmanager.rpc.port": "rpc_port (--rpc-port)",
     "taskmanager.numberOfTaskSlots": "slots (--slots)",
 }
-
-
-def pyflink_home() -> Path:
-    """The Flink distribution inside the installed PyFlink wheel (has ``bin/``, ``lib/``)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("pyflink")
-    if spec is None or not spec.submodule_search_locations:
-        raise ServiceError("PyFlink is not installed in this Python: run `make venv`")
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 @dataclass(frozen=True)
@@ -112,7 +102,7 @@ class FlinkCluster:
         taskmanager_memory: str = "1728m",
         jobmanager_memory: str = "1024m",
         python: str | None = None,
-        host: str = "127.0.0.1",
+        host: str = LOOPBACK,
         directory: str | os.PathLike[str] | None = None,
         taskmanagers: int = 1,
         settings: Mapping[str, object] | None = None,

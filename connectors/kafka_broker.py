@@ -30,14 +30,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from connectors.paths import kafka_classpath, state_dir
+from connectors.ports import LOOPBACK, port_is_free
 from streamlearn.errors import BrokerUnavailable, ConfigError, PortInUse, ServiceError
 
-__all__ = ["LocalBroker", "BrokerStatus", "port_is_free", "start_hint", "wait_for_broker"]
+__all__ = ["LocalBroker", "BrokerStatus", "start_hint", "wait_for_broker"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_PORT = 9092
-DEFAULT_HOST = "127.0.0.1"
+DEFAULT_HOST = LOOPBACK
 
 #: Disk a local broker keeps per partition: the newest 256 MiB of its log, in
 #: segments of 64 MiB (Kafka deletes whole closed segments, so a partition
@@ -78,17 +79,6 @@ class BrokerStatus:
 
     def to_json(self) -> dict:
         return {**asdict(self), "bootstrap": self.bootstrap}
-
-
-def port_is_free(port: int, host: str = DEFAULT_HOST) -> bool:
-    """True when nothing listens on ``host:port`` and we could bind it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def start_hint(bootstrap: str) -> str:

@@ -25,6 +25,7 @@ __all__ = [
     "project_root",
     "state_dir",
     "jar_dir",
+    "pyflink_home",
     "kafka_classpath",
     "flink_connector_jar",
     "flink_job_jars",
@@ -46,6 +47,16 @@ def state_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def pyflink_home() -> Path:
+    """The Flink distribution inside the installed PyFlink wheel (has ``bin/``, ``lib/``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pyflink")
+    if spec is None or not spec.submodule_search_locations:
+        raise ServiceError("PyFlink is not installed in this Python: run `make venv`")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def jar_dir(kind: str) -> Path:
@@ -85,8 +96,6 @@ def build_helper_jar() -> Path:
     sources); compiling them here needs only the JDK, no further downloads.
     """
     import tempfile
-
-    from connectors.flink_cluster import pyflink_home
 
     javac, jar = shutil.which("javac"), shutil.which("jar")
     if javac is None or jar is None:

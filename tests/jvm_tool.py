@@ -38,7 +38,7 @@ def helper_jar() -> Path:
 
 
 def classpath() -> str:
-    from connectors.flink_cluster import pyflink_home
+    from connectors.paths import pyflink_home
 
     return f"{pyflink_home() / 'lib' / '*'}:{helper_jar()}"
 

@@ -207,7 +207,7 @@ def _set_max_message_bytes(bootstrap: str, topic: str, limit: int) -> None:
 
 def _log_lines(needle: str) -> list[str]:
     """Lines of the local MiniCluster's log (PyFlink's log directory) holding ``needle``."""
-    from connectors.flink_cluster import pyflink_home
+    from connectors.paths import pyflink_home
 
     lines = []
     for log in (pyflink_home() / "log").glob("*.log"):

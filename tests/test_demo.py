@@ -113,7 +113,7 @@ def test_demo_end_to_end_writes_a_report(tmp_path):
     assert (report / "logs" / "job.log").exists()
     assert "freshness p50" in out and str(report) in out
 
-    from connectors.kafka_broker import port_is_free
+    from connectors.ports import port_is_free
 
     assert port_is_free(kafka_port) and port_is_free(serve_port), "everything started is stopped"
     assert not list(Path(env["STREAMLEARN_STATE_DIR"], "demo").glob("*")), "run state removed"

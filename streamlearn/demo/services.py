@@ -75,8 +75,9 @@ class Services:
     # -- broker and topics ------------------------------------------------------
     def ensure_broker(self) -> str:
         """Use the broker that answers, or start a local one; returns the bootstrap address."""
-        from connectors.kafka_broker import LocalBroker, port_is_free, wait_for_broker
+        from connectors.kafka_broker import LocalBroker, wait_for_broker
         from connectors.kafka_io import check_reachable
+        from connectors.ports import port_is_free
 
         if self.cfg.bootstrap:
             check_reachable(self.bootstrap)  # one line naming the address when nothing answers
@@ -129,7 +130,7 @@ class Services:
         """Start ``streamlearn serve`` on the run's store; returns its URL once it answers."""
         import httpx
 
-        from connectors.kafka_broker import port_is_free
+        from connectors.ports import port_is_free
 
         if not port_is_free(self.cfg.serve_port):
             raise PortInUse(
