@@ -412,3 +412,46 @@ def test_a_version_published_meanwhile_refuses_the_delta(store: ModelStore, monk
         store.get(3)
     monkeypatch.undo()
     assert store.publish_delta(Changes.gather(state, [1]), parent=2) == 4
+
+
+def test_a_first_snapshot_with_its_changes_on_the_initial_state(store: ModelStore) -> None:
+    """A follower that holds only the initial state takes the first snapshot and the
+    deltas after it as changes, when it names the same initial state; else it reloads."""
+    initial = base_state(seed=3, n=4096)
+    first = stepped(initial, [2, 40], 1)
+    with pytest.raises(ValidationError, match="from_initial"):
+        store.publish(first, from_initial=("", Changes.gather(first, [2, 40])))
+    with pytest.raises(ValidationError, match="changes.rows"):
+        store.publish(first, from_initial=("cfg-a", Changes(np.array([2]), {}, {}, first.meta)))
+    with pytest.raises(ValidationError, match="from_initial"):
+        store.publish(b"opaque", from_initial=("cfg-a", Changes.gather(first, [2, 40])))
+    v1 = store.publish(first, from_initial=("cfg-a", Changes.gather(first, [2, 40])))
+    second = stepped(first, [5], 2)
+    v2 = store.publish_delta(Changes.gather(second, [5]), parent=v1)
+    info = store.info(v1)
+    assert info.kind == "publish" and info.from_initial is not None
+    assert info.from_initial["initial"] == "cfg-a"
+    assert info.from_initial["size_bytes"] < info.size_bytes / 4  # the changes, not the model
+    update = store.changes(since=0, initial="cfg-a")
+    assert update.reload is None and update.version == v2
+    assert update.changes.slots.tolist() == [2, 5, 40]
+    held = update.changes.apply_to(initial.copy())
+    assert_same(store.get(v2).table, held, "initial + changes")
+    assert store.changes(since=0, upto=v1, initial="cfg-a").changes.slots.tolist() == [2, 40]
+    # another initial state, or none named: the snapshot is read whole
+    assert store.changes(since=0, initial="cfg-b").reload.startswith("version 1 is a snapshot")
+    assert store.changes(since=0).reload.startswith("version 1 is a snapshot")
+    # a later snapshot has none: a follower at 0 reloads past it
+    store.publish(second)
+    assert store.changes(since=0, initial="cfg-a").reload.startswith("version 3 is a snapshot")
+    # retention deletes the second file with its version
+    versions = os.path.join(store.root, "ctr", "versions")
+    assert sum(name.endswith(".initial.arrow") for name in os.listdir(versions)) == 1
+    assert store.retain(keep_last=1) == [1, 2]
+    assert not any(name.endswith(".initial.arrow") for name in os.listdir(versions))
+
+
+def test_retention_of_a_model_with_no_version_does_nothing(tmp_path) -> None:
+    empty = ModelStore(str(tmp_path / "models"), model="nothing-yet")
+    assert empty.retain(keep_last=3) == []
+    assert empty.list() == []

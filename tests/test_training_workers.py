@@ -538,6 +538,38 @@ def test_a_learner_rebases_on_the_changes_never_reading_the_whole_model(tmp_path
         None if t is None else len(t) for t in takes]
 
 
+def test_a_learner_at_the_initial_state_takes_the_first_version_as_changes(tmp_path):
+    """Learners that began before any version (base 0) rebase on the merger's first
+    snapshot from the changes it stored beside it, never reading the model whole, and
+    end exactly where a whole read leaves them; under another configuration's key (or
+    without the changes) the first version is read whole."""
+    from streamlearn.training.workers import initial_key
+
+    cfg = _cfg(tmp_path)
+    real = ModelStore(cfg.store.uri, cfg.store.model)
+    store = SpyStore(real)
+    worker = LearnerWorker(cfg, 1, store)
+    other = LearnerWorker(cfg, 0, store)
+    other._initial = "sha256:another"  # as if built by another configuration
+    assert worker.base_version == other.base_version == 0 and store.gets == 0
+    merger = MergerWorker(cfg, real)
+    merger.start()
+    merger.add(_one_delta(cfg, real))
+    assert merger.publish() == 1
+    assert real.info(1).from_initial["initial"] == initial_key(cfg)
+    _feed(worker, clicks(100, seed=20), partition=1)
+    merger.add(worker.flush().to_bytes())
+    assert worker.base_version == 1 and store.gets == 0, "rebased on changes, not the model"
+    first = _stored(real, 1)
+    for name, array in worker.learner.state().arrays.items():
+        np.testing.assert_array_equal(array, first.arrays[name], err_msg=name)
+    assert worker.learner.n_learned == first.meta["n_learned"]
+    # a learner whose initial state is another (a key that does not match) reads it whole
+    _feed(other, clicks(50, seed=21), partition=0)
+    other.flush()
+    assert other.base_version == 1 and store.gets == 1
+
+
 def test_the_policys_snapshot_is_a_compaction_learners_pass_over(tmp_path):
     """The snapshot due after every delta is written as a compaction, which a learner
     passes over; a snapshot that changes the chain (here another writer's) is read whole."""

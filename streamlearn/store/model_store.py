@@ -120,9 +120,10 @@ def _check_model(name: object) -> str:
     return name
 
 
-def _check_version(version: object, field: str = "version") -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValidationError(field, "a version number (an integer >= 1)", repr(version))
+def _check_version(version: object, field: str = "version", lowest: int = 1) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < lowest:
+        what = "an integer >= 1" if lowest == 1 else "an integer >= 0, 0 the initial state"
+        raise ValidationError(field, f"a version number ({what})", repr(version))
     return version
 
 
@@ -713,7 +714,12 @@ class ModelStore:
     # -- writing -----------------------------------------------------------------
 
     def publish(
-        self, state: object, lineage: Lineage | None = None, *, lease: Lease | None = None
+        self,
+        state: object,
+        lineage: Lineage | None = None,
+        *,
+        lease: Lease | None = None,
+        from_initial: tuple[str, Changes] | None = None,
     ) -> int:
         """Store a new version; returns its number.
 
@@ -733,15 +739,53 @@ class ModelStore:
             (checked again after the commit record is written, see
             ``docs/store.md``). Without a lease, a publish is refused with
             :class:`WriterBusy` while another writer holds a live lease.
+        from_initial
+            ``(initial, changes)``: the same model as the changes on the
+            model's initial state, which the writer names by the key
+            ``initial`` (e.g. a digest of the configuration that built it).
+            Stored beside the snapshot, in a file the size of the changes
+            (``VersionInfo.from_initial``), so that a follower still holding
+            that initial state updates from them (:meth:`changes` with
+            ``since=0`` and the same key) instead of reading the model whole.
+            A model state only.
         """
         if lineage is None:
             lineage = Lineage()
         if not isinstance(lineage, Lineage):
             raise ValidationError("lineage", "a streamlearn.store.Lineage", type(lineage).__name__)
         table, payload_kind = as_table(state)
+        if from_initial is not None:
+            from_initial = self._check_from_initial(from_initial, table, payload_kind)
         return self._publish_table(
-            table, payload_kind, lineage, kind="publish", rollback_of=None, lease=lease
+            table, payload_kind, lineage, kind="publish", rollback_of=None, lease=lease,
+            from_initial=from_initial,
         )
+
+    def _check_from_initial(
+        self, from_initial: object, table: pa.Table, payload_kind: str
+    ) -> tuple[str, Changes]:
+        if (
+            not isinstance(from_initial, tuple)
+            or len(from_initial) != 2
+            or not isinstance(from_initial[0], str)
+            or not from_initial[0]
+            or not isinstance(from_initial[1], Changes)
+        ):
+            raise ValidationError(
+                "from_initial", "a (key, Changes) pair, the key a non-empty string",
+                repr(from_initial)[:80],
+            )
+        layout = _layout_of(table) if payload_kind == "arrow" else None
+        if layout is None:
+            raise ValidationError(
+                "from_initial", "a model state to publish (ModelState.to_arrow/to_bytes)",
+                "another payload",
+            )
+        changes = from_initial[1]
+        if changes.meta is None:
+            raise ValidationError("from_initial.meta", "the model's metadata (a dict)", "None")
+        self._check_changes(changes, layout, None)
+        return from_initial
 
     def publish_delta(
         self,
@@ -835,19 +879,23 @@ class ModelStore:
             strict_parent=parent,
         )
 
-    def _check_changes(self, changes: Changes, layout: dict[str, Any], parent: int) -> None:
-        """Refuse changes that do not fit version ``parent``'s arrays, naming what is wrong."""
+    def _check_changes(
+        self, changes: Changes, layout: dict[str, Any], parent: int | None
+    ) -> None:
+        """Refuse changes that do not fit version ``parent``'s arrays (the model
+        published with them when ``None``), naming what is wrong."""
+        of = "the model" if parent is None else f"version {parent}"
         shapes, n_slots = layout["shapes"], int(layout["n_slots"])
         per_slot = per_slot_names(shapes, n_slots)
         small = sorted(set(shapes) - set(per_slot))
         if sorted(changes.rows) != sorted(per_slot):
             raise ValidationError(
-                "changes.rows", f"the per-slot arrays of version {parent}: {sorted(per_slot)}",
+                "changes.rows", f"the per-slot arrays of {of}: {sorted(per_slot)}",
                 repr(sorted(changes.rows)),
             )
         if sorted(changes.small) != small:
             raise ValidationError(
-                "changes.small", f"the small arrays of version {parent}: {small}",
+                "changes.small", f"the small arrays of {of}: {small}",
                 repr(sorted(changes.small)),
             )
         if len(changes.slots) and changes.slots[-1] >= n_slots:
@@ -1061,7 +1109,7 @@ class ModelStore:
                 self._cache = start
             return start.model_version(info, self.model)
 
-    def changes(self, since: int, upto: int | None = None) -> Update:
+    def changes(self, since: int, upto: int | None = None, *, initial: str | None = None) -> Update:
         """What a follower holding version ``since`` needs to hold ``upto``.
 
         ``upto`` defaults to :meth:`current`. If every version after ``since``
@@ -1073,6 +1121,12 @@ class ModelStore:
         ``upto`` older than ``since``) ``Update.reload`` says why and the
         follower loads ``upto`` whole with :meth:`get`. A delta file missing or
         damaged gives :class:`BrokenChain`, naming the model and version.
+
+        ``since=0`` is the model's initial state: with ``initial``, the key its
+        writer gave that state (:meth:`publish`'s ``from_initial``), a snapshot
+        on the way that was stored with its changes on that state counts as a
+        delta on it, so a follower that has held nothing but the initial state
+        updates at the cost of the changes too.
 
         Examples
         --------
@@ -1096,7 +1150,7 @@ class ModelStore:
         >>> store.rollback(v2), store.changes(since=v3).reload
         (4, 'version 4 is a snapshot (rollback): load version 4 whole')
         """
-        since = _check_version(since, "since")
+        since = _check_version(since, "since", lowest=0)
         head = self.head()
         if head.latest is None:
             raise self._nothing_published()
@@ -1122,6 +1176,17 @@ class ModelStore:
                 raise self._discarded(info)
             if info.kind == DELTA:
                 path.append(info)
+            elif (
+                since == 0
+                and initial is not None
+                and info.from_initial is not None
+                and info.from_initial["initial"] == initial
+            ):
+                fi = info.from_initial
+                path.append(replace(info, kind=DELTA, file=fi["file"], size_bytes=fi["size_bytes"],
+                                    parent=0))
+                v = 0
+                continue
             elif info.kind != COMPACT:
                 return Update(
                     since, upto, None,
@@ -1148,12 +1213,22 @@ class ModelStore:
         rollback_of: int | None,
         lease: Lease | None = None,
         parent: int | None = None,
+        from_initial: tuple[str, Changes] | None = None,
     ) -> int:
         """Publish ``table`` as a snapshot. ``parent`` (a compaction) must stay the latest."""
         layout = _layout_of(table) if payload_kind == "arrow" else None
+        initial: dict[str, Any] = {}
 
         def write(sink: pa.NativeFile, meta: dict[str, Any]) -> int:
-            return write_version(sink, table, meta)
+            size = write_version(sink, table, meta)
+            if from_initial is not None and layout is not None:
+                key, changes = from_initial
+                rel = f"versions/{meta['version']:012d}-{uuid.uuid4().hex[:12]}.initial.arrow"
+                delta = changes.to_table(int(layout["n_slots"]), {"parent": 0, "base": 0})
+                with self._files.open_output(self._path(rel)) as extra:
+                    n = write_version(extra, delta, {**meta, "kind": DELTA})
+                initial.update(file=rel, size_bytes=n, initial=key)
+            return size
 
         def describe(version: int, size: int, this: Lineage, latest: int | None) -> dict[str, Any]:
             return {
@@ -1162,6 +1237,7 @@ class ModelStore:
                 "chain": {"deltas": 0, "bytes": 0, "snapshot_bytes": size,
                           "snapshot_at": this.created_at},
                 "layout": layout,
+                "from_initial": dict(initial) if initial else None,
             }
 
         return self._commit_new(
@@ -1232,6 +1308,8 @@ class ModelStore:
             ):
                 break
             self._files.delete(self._path(rel))  # lost the number to a rival; take the next
+            if info.from_initial is not None:
+                self._files.delete(self._path(info.from_initial["file"]))
             version += 1
         else:
             raise StoreError(
@@ -1352,6 +1430,8 @@ class ModelStore:
             raise ValidationError("keep_last", "an integer >= 1", repr(keep_last))
         if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or grace_s < 0:
             raise ValidationError("grace_s", "a number of seconds >= 0", repr(grace_s))
+        if self.head().latest is None:  # nothing published: nothing to delete (and no lock file)
+            return []
         with self._files.locked(self._path(".lock")):
             head = self.head()
             infos = self.list()
@@ -1394,6 +1474,8 @@ class ModelStore:
                 if grace_s and (successor is None or now - successor < grace_s):
                     continue
                 self._files.delete(self._path(info.file))
+                if info.from_initial is not None:
+                    self._files.delete(self._path(info.from_initial["file"]))
                 if v <= sealed_end:
                     self._files.delete(self._path(self._commit_rel(v)))
                 deleted.append(v)

@@ -85,6 +85,13 @@ class VersionInfo:
         ``{"n_slots", "shapes"}`` of a model-state version (shape and dtype of
         every array), what a delta on it is checked against; ``None`` for
         other payloads.
+    from_initial
+        For a snapshot published by a writer that began from the model's
+        initial state: ``{"file", "size_bytes", "initial"}``, a second file
+        holding the same version as the changes on that initial state (the
+        initial state named by the writer's key ``initial``), so a follower
+        still at the initial state applies them instead of reading the model
+        whole (:meth:`ModelStore.changes` with ``since=0``). ``None`` otherwise.
     """
 
     model: str
@@ -103,6 +110,7 @@ class VersionInfo:
     base: int | None = None
     chain: dict[str, Any] | None = None
     layout: dict[str, Any] | None = None
+    from_initial: dict[str, Any] | None = None
 
     @property
     def is_delta(self) -> bool:
@@ -132,6 +140,8 @@ class VersionInfo:
             record["chain"] = self.chain
         if self.layout is not None:
             record["layout"] = self.layout
+        if self.from_initial is not None:
+            record["from_initial"] = self.from_initial
         return record
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,11 +175,23 @@ class VersionInfo:
             base=base if isinstance(base, int) else None,
             chain=record.get("chain") if isinstance(record.get("chain"), dict) else None,
             layout=record.get("layout") if isinstance(record.get("layout"), dict) else None,
+            from_initial=_from_initial(record.get("from_initial")),
             **status,
         )
 
     def with_status(self, **status: Any) -> VersionInfo:
         return replace(self, **status)
+
+
+def _from_initial(raw: object) -> dict[str, Any] | None:
+    """A record's ``from_initial`` if it is whole (else ``None``: the follower reads the
+    version whole, as for a snapshot without one)."""
+    if not isinstance(raw, dict):
+        return None
+    file, size, initial = raw.get("file"), raw.get("size_bytes"), raw.get("initial")
+    if not (isinstance(file, str) and file and isinstance(size, int) and isinstance(initial, str)):
+        return None
+    return {"file": file, "size_bytes": size, "initial": initial}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ whole and takes their delta at once, so a restored job learns every event once.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -42,8 +44,8 @@ from streamlearn.store.lease import LeaseError
 from streamlearn.training.config import TrainConfig
 
 __all__ = [
-    "LearnerWorker", "MergerWorker", "dlq_record", "resume_point", "store_fault", "RETAIN_EVERY",
-    "RETAIN_SPACING",
+    "LearnerWorker", "MergerWorker", "dlq_record", "initial_key", "resume_point", "store_fault",
+    "RETAIN_EVERY", "RETAIN_SPACING",
 ]
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,25 @@ def _forget_cache(store: Any) -> None:
         drop()
 
 
+def initial_key(cfg: TrainConfig) -> str:
+    """What names the model's initial state: a digest of the configuration
+    sections that build it (``model``, ``features``). The merger's first
+    snapshot carries its changes on that state under this key
+    (``ModelStore.publish``'s ``from_initial``), and a learner still at that
+    state asks for them by it, so it never applies them to another one.
+
+    >>> from streamlearn.training.config import TrainConfig
+    >>> a = TrainConfig.from_dict({"features": {"bits": 10}})
+    >>> initial_key(a) == initial_key(TrainConfig.from_dict({"features": {"bits": 10}}))
+    True
+    >>> initial_key(a) == initial_key(TrainConfig.from_dict({"features": {"bits": 12}}))
+    False
+    """
+    d = cfg.to_dict()
+    blob = json.dumps({"model": d["model"], "features": d["features"]}, sort_keys=True)
+    return "sha256:" + hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+
 def _metrics_for(task: str) -> list:
     from streamlearn.metrics import MAE, RMSE, Accuracy, LogLoss
 
@@ -149,6 +170,7 @@ class LearnerWorker:
         self.store = store
         self.learner = cfg.make_learner()
         self.base_version = 0
+        self._initial = initial_key(cfg)
         self._store_down = False
         self._rebase_to_latest(initial=True)
         self.tracker = DeltaTracker(self.learner, base_version=self.base_version)
@@ -271,6 +293,10 @@ class LearnerWorker:
         what a sparse rebase cannot do (a class this learner found first), the
         whole version is read and rebased on.
 
+        A learner that began before any version (at the initial state, base 0)
+        takes the first snapshot the same way, from the changes on that state
+        the merger stored beside it (``ModelStore.changes(since=0, initial=...)``).
+
         After the first, a rebase is only where the next steps start, never what
         is counted: while the store cannot be read the learner learns on from
         its own copy (logging the outage once) instead of failing the job.
@@ -282,10 +308,13 @@ class LearnerWorker:
             latest = self.store.head().latest
             if latest is None or latest <= self.base_version:
                 pass
-            elif initial or not self.base_version:  # nothing held yet: the whole version
+            elif initial:  # nothing held yet: the whole version
                 state = _stored_state(self.store, latest)
-            else:
-                update = self.store.changes(since=self.base_version, upto=latest)
+            else:  # at the initial state (base 0), the first snapshot's changes on it
+                update = self.store.changes(
+                    since=self.base_version, upto=latest,
+                    initial=None if self.base_version else self._initial,
+                )
                 if update.reload is not None or not self.tracker.rebase_changes(
                     self.learner, update.changes, latest
                 ):
@@ -330,6 +359,7 @@ class MergerWorker:
         #: published under it, and a fenced writer's publish fails at once
         self.lease = lease
         self._since_retain = 0
+        self._initial: str | None = None
         self._next_retain_s = 0.0
         self.version = 0
         self.events = 0
@@ -395,6 +425,9 @@ class MergerWorker:
         )
         del state
         _forget_cache(self.store)
+        #: the initial state's key while the merger holds it plus what it folded in since
+        #: (nothing published yet): its first snapshot then carries those changes
+        self._initial = initial_key(self.cfg) if not newest else None
         if self.version and newest == self.version:
             self._delta_base = self.version  # the merger holds that version exactly
         else:
@@ -585,7 +618,15 @@ class MergerWorker:
                 self.last_kind, self.last_snapshot_reason = "delta", None
                 self._delta_base = version
                 return version if due is None else self._compact(version, due)
-        version = self.store.publish(self.merger.view().to_arrow(), lineage, lease=self.lease)
+        from_initial = None
+        if self._initial is not None and self.merger.whole_reason() is None:
+            changes = self.merger.changes()
+            if 2 * len(changes.slots) < self.merger.n_slots:
+                from_initial = (self._initial, changes)
+        version = self.store.publish(
+            self.merger.view().to_arrow(), lineage, lease=self.lease, from_initial=from_initial
+        )
+        self._initial = None
         self.last_kind, self.last_snapshot_reason = "snapshot", why
         self._delta_base = version
         return version
