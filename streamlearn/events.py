@@ -35,12 +35,21 @@ import base64
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from streamlearn.contract import (
+    EVENT_FIELDS,
+    MAX_FEATURES,
+    TASKS,
+    Rejection,
+    feature_name,
+    show,
+    write,
+)
 from streamlearn.errors import EventError
 
 __all__ = [
@@ -56,14 +65,8 @@ __all__ = [
     "encode_event",
 ]
 
-TASKS = ("regression", "binary", "multiclass")
-_ALLOWED = frozenset(("key", "features", "label", "ts", "id"))
+_ALLOWED = frozenset(EVENT_FIELDS)
 _MISSING = object()
-_LABEL_EXPECTED = {
-    "regression": "a finite number",
-    "binary": "a label (0/1 or true/false)",
-    "multiclass": "a class name (string) or an integer class",
-}
 
 
 @dataclass(frozen=True)
@@ -82,75 +85,13 @@ class Rejected:
     def field(self) -> str:
         return self.error.field
 
-
-def _where(index: int | None) -> str:
-    return "" if index is None else f"event {index}"
-
-
-_SHORT = 60  # the longest quoted value; a longer one is cut to 57 characters and "..."
-_TEXT, _VALUE = True, False  # the pieces of a container: its own text, or an item to render
+    @property
+    def code(self) -> str:
+        """The contract's code of the rule broken (``features.empty``, ...)."""
+        return self.error.code if isinstance(self.error, Rejection) else "event.invalid"
 
 
-def _pieces(value: list | dict, comma: str, colon: str) -> Iterator[tuple[bool, Any]]:
-    """A list or dict as written: its brackets and separators, and its items in their place."""
-    if type(value) is list:
-        yield _TEXT, "["
-        for i, item in enumerate(value):
-            if i:
-                yield _TEXT, comma
-            yield _VALUE, item
-        yield _TEXT, "]"
-    else:
-        yield _TEXT, "{"
-        for i, (key, item) in enumerate(value.items()):
-            if i:
-                yield _TEXT, comma
-            yield _VALUE, key
-            yield _TEXT, colon
-            yield _VALUE, item
-        yield _TEXT, "}"
-
-
-def _write(
-    value: Any, scalar: Callable[[Any], str], comma: str, colon: str, limit: float
-) -> str:
-    """``value`` written with ``scalar`` for everything but lists and dicts, which are walked
-    with a stack of their own, not by recursion: any depth that JSON can bring is fine. Stops
-    once at least ``limit`` characters are written."""
-    if type(value) is not list and type(value) is not dict:
-        return scalar(value)
-    out: list[str] = []
-    size = 0
-    stack = [_pieces(value, comma, colon)]
-    while stack and size < limit:
-        piece = next(stack[-1], None)
-        if piece is None:
-            stack.pop()
-            continue
-        kind, item = piece
-        if kind is _VALUE:
-            if type(item) is list or type(item) is dict:
-                stack.append(_pieces(item, comma, colon))
-                continue
-            item = scalar(item)
-        out.append(item)
-        size += len(item)
-    return "".join(out)
-
-
-def _short(value: Any) -> str:
-    """``repr(value)``, cut to 57 characters and "..." past 60.
-
-    Lists and dicts are rendered only as far as the cut, without recursion, so that a value
-    nested hundreds deep (orjson reads up to 1024 levels) reads as its first brackets, as ``repr``
-    would write it, instead of raising RecursionError. A value of another type that ``repr``
-    cannot render (a tuple nested too deep, say) is "a deeply nested value".
-    """
-    try:
-        text = _write(value, repr, ", ", ": ", _SHORT + 1)
-    except RecursionError:
-        return "a deeply nested value"
-    return text if len(text) <= _SHORT else text[: _SHORT - 3] + "..."
+_short = show  # a value as messages show it (the contract's rendering)
 
 
 def _item_bytes(item: Any) -> bytes:
@@ -159,11 +100,11 @@ def _item_bytes(item: Any) -> bytes:
     try:
         return orjson.dumps(item)
     except orjson.JSONEncodeError:
-        return _write(item, lambda v: orjson.dumps(v).decode(), ",", ":", math.inf).encode()
+        return write(item, lambda v: orjson.dumps(v).decode(), ",", ":", math.inf).encode()
 
 
 class EventDecoder:
-    """Decode and validate messages for one task.
+    """Decode and validate messages for one task, by the rules of :mod:`streamlearn.contract`.
 
     Parameters
     ----------
@@ -175,10 +116,13 @@ class EventDecoder:
         still checked).
     max_features
         Events with more features than this are rejected (protects memory).
+
+    Every rejection is a :class:`~streamlearn.contract.Rejection`: an
+    :class:`~streamlearn.errors.EventError` with the contract's ``code``.
     """
 
     def __init__(
-        self, task: str = "binary", require_label: bool = True, max_features: int = 10_000
+        self, task: str = "binary", require_label: bool = True, max_features: int = MAX_FEATURES
     ):
         if task not in TASKS:
             raise EventError("task", f"one of {', '.join(TASKS)}", repr(task))
@@ -193,33 +137,59 @@ class EventDecoder:
         try:
             doc = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
-            err = EventError(
-                "message", "a JSON object (an event or an envelope)", f"bad JSON ({exc})"
-            )
-            return [], [Rejected(err, None, data)]
+            return [], [Rejected(Rejection("message.not_json", None, detail=str(exc)), None, data)]
         if isinstance(doc, dict) and "events" in doc and "features" not in doc:
             items = doc["events"]
             if not isinstance(items, list):
-                err = EventError("events", "a list of events", _short(items))
-                return [], [Rejected(err, None, data)]
+                return [], [Rejected(Rejection("events.not_list", None, value=items), None, data)]
             if not items:
-                err = EventError("events", "at least one event", "an empty list")
-                return [], [Rejected(err, None, data)]
+                return [], [Rejected(Rejection("events.empty", None), None, data)]
             good: list[dict] = []
             bad: list[Rejected] = []
             for i, item in enumerate(items):
                 try:
-                    good.append(self.validate(item, i))
-                except EventError as err:
+                    good.append(self._checked(item, i))
+                except Rejection as err:
                     bad.append(Rejected(err, i, _item_bytes(item)))
             return good, bad
         try:
-            return [self.validate(doc, None)], []
-        except EventError as err:
+            return [self._checked(doc, None)], []
+        except Rejection as err:
             return [], [Rejected(err, None, data)]
 
     def validate(self, event: Any, index: int | None = None) -> dict:
-        """Check one decoded event; returns it (as given) or raises :class:`EventError`.
+        """Check one event given as Python objects; returns it or raises a
+        :class:`~streamlearn.contract.Rejection`.
+
+        Unlike JSON's, the names of Python objects may be other than strings: an integer
+        name (River's streams use them) is the feature named by its decimal text, and the
+        event returned has its ``features`` keyed by strings; any other name is refused
+        (``features.name_not_string``).
+
+        >>> EventDecoder("regression").validate({"features": {0: 1.5, "b": 2}, "label": 1.0})
+        {'features': {'0': 1.5, 'b': 2}, 'label': 1.0}
+        """
+        if type(event) is dict:
+            features = event.get("features")
+            if type(features) is dict:
+                for name in features:
+                    if type(name) is not str:
+                        event["features"] = self._string_names(features, index)
+                        break
+        return self._checked(event, index)
+
+    @staticmethod
+    def _string_names(features: dict, index: int | None) -> dict:
+        named = {}
+        for name, value in features.items():
+            text = feature_name(name)
+            if text is None and name != "":
+                raise Rejection("features.name_not_string", index, value=name)
+            named[name if text is None else text] = value
+        return named
+
+    def _checked(self, event: Any, index: int | None) -> dict:
+        """Check one decoded event; returns it (as given) or raises :class:`Rejection`.
 
         The common case, a well-formed event, is checked in one tight pass; any
         doubt falls through to the detailed checks, which name the field.
@@ -270,72 +240,58 @@ class EventDecoder:
         )
 
     def _validate(self, event: Any, index: int | None) -> dict:
-        where = _where(index)
         if not isinstance(event, dict):
-            raise EventError("event", "a JSON object with `features`", _short(event), where)
+            raise Rejection("event.not_object", index, value=event)
         extra = event.keys() - _ALLOWED
         if extra:
-            raise EventError(
-                sorted(extra)[0],
-                f"only the fields {', '.join(sorted(_ALLOWED))}",
-                "an unknown field",
-                where,
-            )
+            raise Rejection("event.unknown_field", index, name=sorted(map(str, extra))[0])
         features = event.get("features")
         if not isinstance(features, dict):
-            got = "nothing" if features is None else _short(features)
-            raise EventError("features", "an object of name → value", got, where)
+            if features is None:
+                raise Rejection("features.missing", index)
+            raise Rejection("features.not_object", index, value=features)
         if not features:
-            raise EventError("features", "at least one feature", "an empty object", where)
+            raise Rejection("features.empty", index)
         if len(features) > self.max_features:
-            raise EventError(
-                "features", f"at most {self.max_features} features", f"{len(features)}", where
+            raise Rejection(
+                "features.too_many", index, count=len(features), max_features=self.max_features
             )
         for name, value in features.items():
-            self._check_feature(name, value, where)
+            self._check_feature(name, value, index)
         if "label" in event:
-            event["label"] = self._check_label(event["label"], where)
+            event["label"] = self._check_label(event["label"], index)
         elif self.require_label:
-            raise EventError("label", _LABEL_EXPECTED[self.task], "nothing", where)
+            raise Rejection("label.missing", index, task=self.task)
         key = event.get("key")
         if key is not None and not isinstance(key, str | int):
-            raise EventError("key", "a string or an integer", _short(key), where)
+            raise Rejection("key.invalid", index, value=key)
         ts = event.get("ts")
         if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
-            raise EventError(
-                "ts", "event time in milliseconds (an integer >= 0)", _short(ts), where
-            )
+            raise Rejection("ts.invalid", index, value=ts)
         eid = event.get("id")
         if eid is not None and not isinstance(eid, str | int):
-            raise EventError("id", "a string or an integer", _short(eid), where)
+            raise Rejection("id.invalid", index, value=eid)
         return event
 
     # -- checks -----------------------------------------------------------
     @staticmethod
-    def _check_feature(name: str, value: Any, where: str) -> None:
+    def _check_feature(name: str, value: Any, index: int | None) -> None:
         if not name:  # the hasher has no slot for it: refused here, as the JVM encoder does
-            raise EventError("features", "non-empty string feature names", "''", where)
+            raise Rejection("features.empty_name", index)
         kind = type(value)
         if kind is float:
             if not math.isfinite(value):
-                raise EventError(f"features.{name}", "a finite number", _short(value), where)
+                raise Rejection("features.not_finite", index, name=name, value=value)
         elif kind is int or kind is str or kind is bool:
             return
         elif kind is list:
             for item in value:
                 if type(item) is not str:
-                    raise EventError(
-                        f"features.{name}", "a list of strings", f"an item {_short(item)}", where
-                    )
+                    raise Rejection("features.bad_list_item", index, name=name, value=item)
         else:
-            raise EventError(
-                f"features.{name}",
-                "a number, a string, a list of strings or true/false",
-                _short(value),
-                where,
-            )
+            raise Rejection("features.bad_value", index, name=name, value=value)
 
-    def _check_label(self, label: Any, where: str) -> Any:
+    def _check_label(self, label: Any, index: int | None) -> Any:
         kind = type(label)
         if self.task == "regression":
             if kind is int or (kind is float and math.isfinite(label)):
@@ -350,7 +306,7 @@ class EventDecoder:
                 return label
             if kind is int:
                 return label
-        raise EventError("label", _LABEL_EXPECTED[self.task], _short(label), where)
+        raise Rejection("label.invalid", index, task=self.task, value=label)
 
 
 def encode_event(event: Mapping[str, Any]) -> bytes:

@@ -1,0 +1,352 @@
+"""The event contract, written once: fields, tasks, limits, label rules, hashing, rejections.
+
+Every implementation of an event (the training decoder :mod:`streamlearn.events`, serving's
+validation :mod:`streamlearn.serving.payload` and its C fast path, the feature hasher
+:mod:`streamlearn.features`, and the JVM encoder) takes its rules from here, and the
+conformance corpus (:mod:`streamlearn.contract.corpus`) is generated from the executable
+reading of these rules in :mod:`streamlearn.contract.reference`. See ``docs/contract.md``.
+
+A rejection has a stable **code** (``features.not_finite``, ``label.missing``, ...) and a
+**field** path inside its event (``features.age``); the human text is rendered from the code
+in one place, :func:`message`:
+
+>>> message("features.not_finite", name="age", value=float("nan"), index=2)
+'field `features.age` of event 2: expected a finite number, got nan'
+>>> message("label.missing", task="binary")
+'field `label`: expected a label (0/1 or true/false), got nothing'
+>>> sorted(RULES)[:3]
+['event.not_object', 'event.unknown_field', 'events.empty']
+
+:class:`Rejection` is the error object an implementation raises: an
+:class:`~streamlearn.errors.EventError` that also carries its ``code`` and ``index``.
+
+>>> err = Rejection("features.too_many", index=None, count=10_001)
+>>> err.code, err.field, str(err)
+('features.too_many', 'features', 'field `features`: expected at most 10000 features, got 10001')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from streamlearn.errors import EventError
+
+__all__ = [
+    "ENVELOPE_FIELD",
+    "EVENT_FIELDS",
+    "HASH",
+    "LABEL_EXPECTED",
+    "MAX_BITS",
+    "MAX_FEATURES",
+    "OPTIONAL_FIELDS",
+    "RULES",
+    "Rejection",
+    "Rule",
+    "TASKS",
+    "feature_name",
+    "message",
+    "render",
+    "show",
+]
+
+# -- the event ---------------------------------------------------------------------------------
+
+#: An event is a JSON object with these fields and no other; ``features`` is required.
+EVENT_FIELDS = ("features", "id", "key", "label", "ts")
+#: The optional ones, and what each holds (the check is the rule of the same name below).
+OPTIONAL_FIELDS = {
+    "label": "the target; required by training, ignored when scoring (see LABEL_EXPECTED)",
+    "key": "a string or an integer (true/false read as one): the entity the event is about",
+    "ts": "event time in milliseconds since the epoch, an integer >= 0",
+    "id": "a string or an integer (true/false read as one) naming the event",
+}
+# A null optional field is an absent one.
+#: A message is one event, or an envelope: an object with ``events`` (a non-empty list of
+#: events) and without ``features``. An envelope's other fields are ignored.
+ENVELOPE_FIELD = "events"
+
+#: What a label is, per task. ``binary`` labels are read as the integer 0 or 1 (true/false
+#: and 0.0/1.0 too); ``regression`` takes a finite number as given; ``multiclass`` a
+#: non-empty string or an integer, as given.
+TASKS = ("regression", "binary", "multiclass")
+LABEL_EXPECTED = {
+    "regression": "a finite number",
+    "binary": "a label (0/1 or true/false)",
+    "multiclass": "a class name (string) or an integer class",
+}
+
+# -- limits ------------------------------------------------------------------------------------
+
+#: Events with more features than this are rejected (protects memory); the decoders take it
+#: as their default ``max_features``.
+MAX_FEATURES = 10_000
+#: Hashed features go to ``2**bits`` slots, ``bits`` from 1 to MAX_BITS.
+MAX_BITS = 30
+
+# -- feature values and names ------------------------------------------------------------------
+#
+# value            entries                                   entry value        numeric
+# number           the slot of the name                      sign * number      yes
+# true / false     the slot of the name                      sign * 1 / 0       no
+# string           the slot of name=value (one-hot)          sign               no
+# list of strings  one slot per name=item (an empty list: none) sign each       no
+# a dense name (a number or true/false only) has its own slot 2**bits + position, sign +1.
+#
+# Names are non-empty strings. JSON keys are always strings. Where an event arrives as Python
+# objects (the SDK's publish, a learner's learn_one), an integer name (River's streams use
+# them) is the feature named by its decimal text, as JSON would carry it: 3 and "3" are the
+# same feature. A name of any other type is rejected (features.name_not_string).
+
+
+def feature_name(name: Any) -> str | None:
+    """The feature name ``name`` stands for, or None when it is not a valid name.
+
+    >>> feature_name("age"), feature_name(3), feature_name(True), feature_name("")
+    ('age', '3', None, None)
+    """
+    kind = type(name)
+    if kind is str:
+        return name or None
+    if kind is int:
+        return str(name)
+    return None
+
+
+# -- hashing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Hash:
+    """The definition of feature hashing (``streamlearn.features.feature_slot``).
+
+    ``name_hash = le64(BLAKE2b-64(utf8(name), person=name_person)) & (2**53 - 1)``;
+    ``value_hash`` is 0 for a number or boolean, else the same of the string value with
+    ``value_person`` (and 1 if that is 0); ``h = fmix64((name_hash * golden mod 2**64) ^
+    value_hash)`` (murmur3's finaliser with ``mix_1``, ``mix_2``, shifts of 33); the slot is
+    ``h & (2**bits - 1)`` and the sign is -1 when bit 63 of ``h`` is set, else +1.
+    """
+
+    algorithm: str = "blake2b"
+    digest_size: int = 8
+    name_person: bytes = b"sl.name"
+    value_person: bytes = b"sl.value"
+    bits: int = 53
+    golden: int = 0x9E3779B97F4A7C15
+    mix_1: int = 0xFF51AFD7ED558CCD
+    mix_2: int = 0xC4CEB9FE1A85EC53
+    shift: int = 33
+
+
+HASH = _Hash()
+
+# -- rejections --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One rejection: the field it names (a template over the facts), what was expected and
+    what was got (templates; ``{value}`` is the offending value rendered by :func:`show`)."""
+
+    field: str
+    expected: str
+    got: str
+    doc: str
+
+
+_NAME_EXPECTED = (
+    "string feature names (an integer is read as its decimal text; convert others with str())"
+)
+
+#: Every rejection, by code. The field of a rule is relative to its event; an envelope's
+#: rejections also carry the event's index (None for the whole message).
+RULES: dict[str, Rule] = {
+    "message.not_json": Rule(
+        "message", "a JSON object (an event or an envelope)", "bad JSON ({detail})",
+        "the bytes are not JSON (NaN and numbers beyond a double are not JSON either)",
+    ),
+    "events.not_list": Rule(
+        "events", "a list of events", "{value}", "an envelope whose `events` is not a list"
+    ),
+    "events.empty": Rule(
+        "events", "at least one event", "an empty list", "an envelope with no event"
+    ),
+    "events.too_many": Rule(
+        "events", "at most {max_events} events per request", "{count} events",
+        "a scoring request with more events than the service takes (HTTP 413)",
+    ),
+    "event.not_object": Rule(
+        "event", "a JSON object with `features`", "{value}", "an event that is not an object"
+    ),
+    "event.unknown_field": Rule(
+        "{name}", "only the fields " + ", ".join(EVENT_FIELDS), "an unknown field",
+        "a field that is not one of EVENT_FIELDS (the first one, in sorted order)",
+    ),
+    "features.missing": Rule(
+        "features", "an object of name → value", "nothing", "an event without `features`"
+    ),
+    "features.not_object": Rule(
+        "features", "an object of name → value", "{value}", "`features` that is not an object"
+    ),
+    "features.empty": Rule(
+        "features", "at least one feature", "an empty object", "`features` with no feature"
+    ),
+    "features.too_many": Rule(
+        "features", "at most {max_features} features", "{count}",
+        "more than max_features features (MAX_FEATURES by default)",
+    ),
+    "features.empty_name": Rule(
+        "features", "non-empty string feature names", "''", "a feature named by the empty string"
+    ),
+    "features.name_not_string": Rule(
+        "features", _NAME_EXPECTED, "{value}",
+        "a name that is neither a string nor an integer (Python objects only: JSON keys are "
+        "strings)",
+    ),
+    "features.not_finite": Rule(
+        "features.{name}", "a finite number", "{value}",
+        "NaN or an infinity (Python objects only: JSON has neither)",
+    ),
+    "features.bad_list_item": Rule(
+        "features.{name}", "a list of strings", "an item {value}", "a list with a non-string item"
+    ),
+    "features.bad_value": Rule(
+        "features.{name}", "a number, a string, a list of strings or true/false", "{value}",
+        "a value of no feature kind (null, an object, ...)",
+    ),
+    "features.dense_not_number": Rule(
+        "features.{name}", "a number (it is a dense feature)", "{value}",
+        "a dense name given a string or a non-empty list",
+    ),
+    "label.missing": Rule(
+        "label", "{label_expected}", "nothing", "no label where labels are required (training)"
+    ),
+    "label.invalid": Rule(
+        "label", "{label_expected}", "{value}", "a label that is not one of the task's"
+    ),
+    "key.invalid": Rule("key", "a string or an integer", "{value}", "a key of another type"),
+    "ts.invalid": Rule(
+        "ts", "event time in milliseconds (an integer >= 0)", "{value}",
+        "a ts that is not an integer >= 0",
+    ),
+    "id.invalid": Rule("id", "a string or an integer", "{value}", "an id of another type"),
+}
+
+#: Codes checked only where labels are used: a scoring request's label is ignored.
+LABEL_CODES = frozenset(("label.missing", "label.invalid"))
+
+
+def render(code: str, **facts: Any) -> tuple[str, str, str]:
+    """``(field, expected, got)`` of a rejection, from its code and facts.
+
+    Facts: ``name`` (a feature or field name), ``value`` (the offending value), ``count``,
+    ``detail``, ``task``, ``max_features``, ``max_events``.
+
+    >>> render("features.bad_list_item", name="tags", value=3)
+    ('features.tags', 'a list of strings', 'an item 3')
+    """
+    rule = RULES[code]
+    values = dict(facts)
+    if "value" in values:
+        values["value"] = show(values["value"])
+    if "task" in values:
+        values["label_expected"] = LABEL_EXPECTED[values["task"]]
+    values.setdefault("max_features", MAX_FEATURES)
+    return (
+        rule.field.format(**values),
+        rule.expected.format(**values),
+        rule.got.format(**values),
+    )
+
+
+def _where(index: int | None) -> str:
+    return "" if index is None else f"event {index}"
+
+
+class Rejection(EventError):
+    """An event (or message) rejected under one rule: ``code``, ``field``, ``index``.
+
+    ``str()`` is :func:`message`.
+    """
+
+    def __init__(self, code: str, index: int | None = None, **facts: Any) -> None:
+        field, expected, got = render(code, **facts)
+        super().__init__(field, expected, got, _where(index))
+        self.code = code
+        self.index = index
+
+
+def message(code: str, index: int | None = None, **facts: Any) -> str:
+    """The human text of a rejection: ``field `F` [of event I]: expected E, got G``."""
+    return str(Rejection(code, index, **facts))
+
+
+# -- how values are shown in messages ----------------------------------------------------------
+
+_SHORT = 60  # the longest value shown; a longer one is cut to 57 characters and "..."
+_TEXT, _VALUE = True, False  # the pieces of a container: its own text, or an item to render
+
+
+def _pieces(value: list | dict, comma: str, colon: str) -> Iterator[tuple[bool, Any]]:
+    """A list or dict as written: its brackets and separators, and its items in their place."""
+    if type(value) is list:
+        yield _TEXT, "["
+        for i, item in enumerate(value):
+            if i:
+                yield _TEXT, comma
+            yield _VALUE, item
+        yield _TEXT, "]"
+    else:
+        yield _TEXT, "{"
+        for i, (key, item) in enumerate(value.items()):
+            if i:
+                yield _TEXT, comma
+            yield _VALUE, key
+            yield _TEXT, colon
+            yield _VALUE, item
+        yield _TEXT, "}"
+
+
+def write(value: Any, scalar: Callable[[Any], str], comma: str, colon: str, limit: float) -> str:
+    """``value`` written with ``scalar`` for everything but lists and dicts, which are walked
+    with a stack of their own, not by recursion: any depth that JSON can bring is fine. Stops
+    once at least ``limit`` characters are written."""
+    if type(value) is not list and type(value) is not dict:
+        return scalar(value)
+    out: list[str] = []
+    size = 0
+    stack = [_pieces(value, comma, colon)]
+    while stack and size < limit:
+        piece = next(stack[-1], None)
+        if piece is None:
+            stack.pop()
+            continue
+        kind, item = piece
+        if kind is _VALUE:
+            if type(item) is list or type(item) is dict:
+                stack.append(_pieces(item, comma, colon))
+                continue
+            item = scalar(item)
+        out.append(item)
+        size += len(item)
+    return "".join(out)
+
+
+def show(value: Any) -> str:
+    """A value as a message shows it: its ``repr``, cut to 57 characters and "..." past 60.
+
+    Lists and dicts are rendered only as far as the cut, without recursion, so that a value
+    nested hundreds deep reads as its first brackets instead of raising RecursionError; a
+    value of another type that ``repr`` cannot render is "a deeply nested value".
+
+    >>> show("x" * 100)
+    "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx..."
+    >>> show([[[1]]])
+    '[[[1]]]'
+    """
+    try:
+        text = write(value, repr, ", ", ": ", _SHORT + 1)
+    except RecursionError:
+        return "a deeply nested value"
+    return text if len(text) <= _SHORT else text[: _SHORT - 3] + "..."
