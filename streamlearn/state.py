@@ -43,8 +43,8 @@ Metadata (JSON-able ``dict``):
 
 Merging learners means averaging (or summing deltas of) arrays with the same
 name and shape, each array by its rule in ``streamlearn.merge.MERGE_RULES``.
-A learner rebuilt with :func:`learner_from_state` from the result predicts
-from it exactly.
+A learner rebuilt with :func:`streamlearn.learners.learner_from_state` from
+the result predicts from it exactly.
 
 >>> import numpy as np
 >>> s = ModelState({"weights": np.arange(4.0)}, {"kind": "Demo"})
@@ -65,7 +65,7 @@ import pyarrow as pa
 from streamlearn.arrow_ipc import ipc_stream_bytes
 from streamlearn.errors import StateError
 
-__all__ = ["ModelState", "learner_from_state", "FORMAT_VERSION"]
+__all__ = ["ModelState", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _META_KEY = b"streamlearn.meta"
@@ -170,8 +170,13 @@ class ModelState:
 
 
 def learner_from_state(state: ModelState, *, trust_pickle: bool = False) -> Any:
-    """Rebuild the learner that produced ``state`` (see
-    :func:`streamlearn.learners.learner_from_state`)."""
+    """Moved: call :func:`streamlearn.learners.learner_from_state`.
+
+    Learners build on ``ModelState``, so this module must not import them back;
+    this forwarder remains only until its last caller
+    (``streamlearn/serving/learner_predictor.py``) imports the learners' own,
+    and then goes (``tests/test_layout.py`` holds it to that).
+    """
     from streamlearn.learners import learner_from_state as build
 
     return build(state, trust_pickle=trust_pickle)

@@ -23,13 +23,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamlearn.learners import FMClassifier, FMRegressor, LogisticRegression
+from streamlearn.learners import FMClassifier, FMRegressor, LogisticRegression, learner_from_state
 from streamlearn.optim import AdaGrad
 from streamlearn.serving import ModelWatcher, PredictionApp, StoreSource, linear_scorer
 from streamlearn.serving.fm_scorer import FMScorer
 from streamlearn.serving.learner_predictor import LearnerPredictor
 from streamlearn.serving.linear_scorer import LinearScorer, native_available
-from streamlearn.state import ModelState, learner_from_state
+from streamlearn.state import ModelState
 from streamlearn.store import ModelStore
 
 ARROW = {"content-type": "application/vnd.apache.arrow.stream"}
