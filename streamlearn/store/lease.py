@@ -32,14 +32,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
 from streamlearn.errors import StoreError, ValidationError
-
-if TYPE_CHECKING:
-    from streamlearn.store.model_store import ModelStore
 
 __all__ = ["Lease", "WriterInfo", "LeaseError", "WriterBusy", "WriterFenced", "DEFAULT_LEASE_MS"]
 
@@ -173,6 +170,23 @@ class WriterInfo:
         )
 
 
+class ClaimStore(Protocol):
+    """What a :class:`Lease` needs of the store it was taken on (a
+    :class:`~streamlearn.store.ModelStore`): the model's name, a claim file
+    written again on renewal, and the fencing check. Declared here so the lease
+    depends on this shape, not on the store's module (which builds on this one)."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def _dir(self) -> str: ...
+
+    def _fence(self, lease: Lease) -> None: ...
+
+    def _write_claim(self, info: WriterInfo) -> None: ...
+
+
 class Lease:
     """A held writer lease on one model (from :meth:`ModelStore.acquire_writer`).
 
@@ -182,7 +196,7 @@ class Lease:
     release on exit.
     """
 
-    def __init__(self, store: ModelStore, info: WriterInfo) -> None:
+    def __init__(self, store: ClaimStore, info: WriterInfo) -> None:
         self.store = store
         self.info = info
         self.released = False

@@ -62,7 +62,7 @@ def _s3(uri: str) -> tuple[pafs.FileSystem, str]:
             "both or neither (URI options or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY)",
             "only one",
         )
-    fs = pafs.S3FileSystem(**options)  # type: ignore[arg-type]
+    fs = pafs.S3FileSystem(**options)
     root = (parts.netloc + "/" + parts.path.strip("/")).rstrip("/")
     return fs, root
 

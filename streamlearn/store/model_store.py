@@ -26,6 +26,7 @@ follower the union of the deltas since the version it holds.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import re
@@ -523,7 +524,7 @@ class ModelStore:
 
     # -- the writer lease -----------------------------------------------------------
 
-    def _claims(self) -> list[tuple[int, str]]:
+    def _claims(self) -> builtins.list[tuple[int, str]]:
         """``(token, file name)`` of every lease file, oldest token first."""
         out = []
         for name in self._files.list_names(self._path("writer")):
@@ -542,7 +543,7 @@ class ModelStore:
     def _write_claim(self, info: WriterInfo) -> None:
         self._files.write_atomic(self._path(f"writer/{info.name}"), info.to_json())
 
-    def _top(self, claims: list[tuple[int, str]]) -> list[WriterInfo]:
+    def _top(self, claims: builtins.list[tuple[int, str]]) -> builtins.list[WriterInfo]:
         """The lease files of the newest token (normally one)."""
         if not claims:
             return []
@@ -557,7 +558,7 @@ class ModelStore:
         """
         top = self._top(self._claims())
         held = [i for i in top if i.state != "lost"]
-        return (held or top or [None])[0]
+        return next(iter(held or top), None)
 
     def _busy(self, holder: WriterInfo, doing: str) -> WriterBusy:
         return WriterBusy(
@@ -1398,7 +1399,9 @@ class ModelStore:
             )
         return version
 
-    def retain(self, keep_last: int, keep_pinned: bool = True, grace_s: float = 0.0) -> list[int]:
+    def retain(
+        self, keep_last: int, keep_pinned: bool = True, grace_s: float = 0.0
+    ) -> builtins.list[int]:
         """Delete stored versions except the newest ``keep_last`` (and the pin).
 
         Parameters
