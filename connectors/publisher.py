@@ -1,5 +1,9 @@
 """The publishing SDK: events to Kafka, one per message or in envelopes.
 
+Its public path is :mod:`streamlearn.publish` (``from streamlearn.publish import
+Publisher``); it lives here, with the project's other Kafka clients, because it
+is one: the library core never imports Kafka code.
+
 ::
 
     with Publisher() as pub:                       # 127.0.0.1:9092, topic "events"
@@ -22,7 +26,7 @@ is sent and raises :class:`~streamlearn.errors.EventError` naming the field.
 
 Delivery errors are raised, never dropped: each :meth:`Publisher.flush` (and
 ``close``, and leaving the ``with`` block) raises
-:class:`~connectors.kafka_io.DeliveryError` when events failed since the
+:class:`~streamlearn.publish.DeliveryError` when events failed since the
 previous flush, and its ``failed`` holds exactly those events (every event of
 a failed envelope); the next flush starts clean. Re-sending exactly them
 delivers each event once::
@@ -45,7 +49,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from connectors.kafka_io import DeliveryError, describe_reasons
+from connectors.kafka_io import (
+    DeliveryError,
+    KeyedProducer,
+    create_topics,
+    describe_reasons,
+    list_topics,
+)
 from streamlearn.errors import ConfigError, EventError
 from streamlearn.events import EventDecoder
 
@@ -238,8 +248,6 @@ class Publisher:
         require_label: bool = True,
         **settings: Any,
     ) -> None:
-        from connectors.kafka_io import KeyedProducer
-
         if (
             isinstance(envelope_size, bool)
             or not isinstance(envelope_size, int)
@@ -266,8 +274,6 @@ class Publisher:
 
     @staticmethod
     def _ensure_topic(bootstrap: str, topic: str, create: bool, partitions: int) -> None:
-        from connectors.kafka_io import create_topics, list_topics
-
         if create:
             create_topics(bootstrap, {topic: partitions})
             return

@@ -6,10 +6,10 @@ import io
 
 import numpy as np
 
+from streamlearn.cli.train_foreground import _show_new
 from streamlearn.state import ModelState
 from streamlearn.store import Changes, Lineage, ModelStore
 from streamlearn.training.config import TrainConfig
-from streamlearn.training.foreground import _show_new
 
 
 class _Follower:

@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
     job_args = [*forward_args(args), "--set", f"job.writer_id={json.dumps(cfg.job.writer_id)}"]
     if args.cluster:
         from connectors.flink_cluster import FlinkCluster
+        from streamlearn.cli.train_foreground import preflight
         from streamlearn.store import ModelStore
-        from streamlearn.training.foreground import preflight
         from streamlearn.training.writer import HandOver
 
         host, _, port = args.cluster.rpartition(":")
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         proc = cluster.submit(job_file(), job_args, detached=args.detached)
         print(proc.stdout.strip())
         return 0
-    from streamlearn.training.foreground import run_foreground
+    from streamlearn.cli.train_foreground import run_foreground
 
     return run_foreground(
         cfg, [str(job_file()), *job_args], args.resume, verbose=bool(getattr(args, "verbose", 0))
