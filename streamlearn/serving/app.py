@@ -23,7 +23,7 @@ import orjson
 
 from streamlearn.errors import ConfigError, ValidationError, VersionNotFound
 from streamlearn.serving.metrics import ServiceMetrics
-from streamlearn.serving.model import Predictions, Predictor
+from streamlearn.serving.model import FastPredictor, OneAnswer, Predictions, Predictor
 from streamlearn.serving.openapi import openapi_document
 from streamlearn.serving.payload import (
     ARROW_STREAM,
@@ -34,7 +34,7 @@ from streamlearn.serving.payload import (
     load_json,
     plain_features,
 )
-from streamlearn.serving.watcher import ModelWatcher, not_serving_message
+from streamlearn.serving.watcher import ModelWatcher, Served, not_serving_message
 
 __all__ = ["PredictionApp"]
 
@@ -244,7 +244,7 @@ class PredictionApp:
         """The whole body, from its first ASGI ``message`` on (the usual body
         is that one message); refused with 413 beyond the limit."""
         limit = self.max_body_bytes
-        chunks = []
+        chunks: list[bytes] = []
         size = 0
         while True:
             if message["type"] != "http.request":  # the client went away
@@ -264,10 +264,11 @@ class PredictionApp:
     def _plain_event(self, scope: dict[str, Any], message: dict[str, Any]) -> Any:
         """The answer to the usual request (one plain JSON event in one body
         message, no query), scored by the served predictor's native table from
-        the raw body. Otherwise :meth:`_predict` answers, told by what this
-        returns whether the table was tried: :data:`_UNTRIED` when it was not
-        (another request, no table), ``None`` when the body is not one plain
-        event, ``False`` when the table lacks a name or string of it."""
+        the raw body (:meth:`FastPredictor.predict_body`). Otherwise
+        :meth:`_predict` answers, told by what this returns whether the table
+        was tried: :data:`_UNTRIED` when it was not (another request, no fast
+        paths), ``None`` when the body is not one plain event or the predictor
+        has no table, ``False`` when the table lacks a name or string of it."""
         if scope["query_string"] or message.get("more_body", False):
             return _UNTRIED
         body = message.get("body", b"")
@@ -281,14 +282,16 @@ class PredictionApp:
                 len(value) > self._short_length or not value.isdigit()
             ):
                 return _UNTRIED
-        predictor = self.watcher.current
-        native = getattr(predictor, "predict_body", None)
-        if native is None:
+        served = self.watcher.served  # its fast paths were found out at the swap
+        if served is None:
             return _UNTRIED
-        got = native(body)
+        fast = served.fast
+        if fast is None:
+            return _UNTRIED
+        got = fast.predict_body(body)
         if not got:
-            return got  # type: ignore[no-any-return]
-        return 200, self._render_one(predictor, got), JSON, 1  # type: ignore[arg-type]
+            return got
+        return 200, self._render_one(fast, got), JSON, 1
 
     async def _predict(
         self,
@@ -335,43 +338,44 @@ class PredictionApp:
             raise BadRequest(
                 [ValidationError("content-type", f"application/json or {ARROW_STREAM}", got)], 415
             )
+        served: Served | None = None
         if version is None:
-            predictor = self.watcher.current
-            if missed is None:
+            served = self.watcher.served
+            if missed is None and served is not None:
                 # the usual request, one plain event, scored from the raw body in one call
-                native = getattr(predictor, "predict_body", None)
+                fast = served.fast
                 missed = False
-                if native is not None:
-                    got = native(body)
-                    if got:
-                        return 200, self._render_one(predictor, got), JSON, 1
-                    missed = got is False
+                if fast is not None:
+                    scored = fast.predict_body(body)
+                    if scored:
+                        return 200, self._render_one(fast, scored), JSON, 1
+                    missed = scored is False
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError:
             doc = load_json(body)  # raises the 400 that names the problem
         if version is not None:
-            predictor = await self._predictor(version)
-        if type(doc) is dict and len(doc) == 1:  # one event and nothing else: the usual request
-            features = doc.get("features")
-            one = getattr(predictor, "predict_one", None)
-            if one is not None and type(features) is dict:
-                got = one(features)
-                if got is not None:
-                    if missed:  # answered: the next such body is scored from its bytes
-                        predictor.remember(features)  # type: ignore[union-attr]
-                    return 200, self._render_one(predictor, got), JSON, 1  # type: ignore[arg-type]
-        fast = getattr(predictor, "predict_fast", None)
+            served = await self._served(version)
+        fast = None if served is None else served.fast
         if fast is not None:
+            if type(doc) is dict and len(doc) == 1:  # one event and nothing else: the usual one
+                features = doc.get("features")
+                if type(features) is dict:
+                    one = fast.predict_one(features)
+                    if one is not None:
+                        if missed:  # answered: the next such body is scored from its bytes
+                            fast.remember(features)
+                        return 200, self._render_one(fast, one), JSON, 1
             plain = plain_features(doc, self.max_events)
             if plain is not None:
-                result = fast(plain[0])
-                if result is not None:
-                    answer = self._render(predictor, result, plain[1], doc)
-                    return 200, answer, JSON, len(result)
+                quick = fast.predict_fast(plain[0])
+                if quick is not None:
+                    answer = self._render(fast, quick, plain[1], doc)
+                    return 200, answer, JSON, len(quick)
         batch = check_json(doc, self.max_events)  # names every bad field
-        if predictor is None:
+        if served is None:
             return 503, self._not_ready(), JSON, 0
+        predictor = served.predictor
         result = predictor.predict_features(batch.features)
         return 200, self._render(predictor, result, batch.single, doc), JSON, len(result)
 
@@ -392,18 +396,21 @@ class PredictionApp:
         check_arrow(body, self.max_events, self.max_decoded_bytes)
         return decode_arrow(body, self.max_events)
 
-    async def _predictor(self, version: int | None) -> Predictor | None:
+    async def _served(self, version: int | None) -> Served | None:
         """The version asked for (loaded off the event loop if need be), else the current one."""
         if version is None:
-            return self.watcher.current
-        predictor = self.watcher.peek(version)
-        if predictor is None:  # load it in a worker thread, off the event loop
-            predictor = await asyncio.to_thread(self.watcher.get, version)
-        return predictor
+            return self.watcher.served
+        served = self.watcher.peek(version)
+        if served is None:  # load it in a worker thread, off the event loop
+            served = await asyncio.to_thread(self.watcher.get, version)
+        return served
 
-    def _render_one(
-        self, predictor: Predictor, got: tuple[Any, list[float] | None, int]
-    ) -> bytes:
+    async def _predictor(self, version: int | None) -> Predictor | None:
+        """The predictor of :meth:`_served`."""
+        served = await self._served(version)
+        return None if served is None else served.predictor
+
+    def _render_one(self, predictor: FastPredictor, got: OneAnswer) -> bytes:
         """The answer to one event from ``predict_one``'s ``(prediction,
         probabilities, known)``; the same document :meth:`_render` makes of a
         single event's :class:`Predictions`."""
@@ -415,7 +422,7 @@ class PredictionApp:
             "prediction": value,
         }
         if proba is not None:
-            doc["classes"] = predictor.classes  # type: ignore[attr-defined]
+            doc["classes"] = predictor.classes
             doc["probabilities"] = proba
         doc["known_features"] = known
         return orjson.dumps(doc, option=_DUMP_OPTIONS)

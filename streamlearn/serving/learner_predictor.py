@@ -13,18 +13,21 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from streamlearn.errors import StateError
-from streamlearn.serving.model import Predictions
+from streamlearn.serving.model import OneAnswer, Predictions, Step
 
 __all__ = ["LearnerPredictor", "predictor_from_version"]
 
 
 class LearnerPredictor:
     """One model version, ready to predict; never changed while a request uses it.
+
+    A :class:`~streamlearn.serving.model.FastPredictor` (the server's fast
+    paths) and a :class:`~streamlearn.serving.model.Follower`.
 
     A predictor of a linear model or a factorization machine can also follow a
     delta version in place (:meth:`apply`, O(slots changed)), which the
@@ -110,7 +113,7 @@ class LearnerPredictor:
             learner, self.version, self.created_at, self.lineage, self.classes, self._meta
         )
 
-    def apply(self, step: Any) -> None:
+    def apply(self, step: Step) -> None:
         """Become version ``step.version`` by writing ``step.changes`` (a
         :class:`~streamlearn.store.Changes` on this predictor's version) into
         the learner's arrays and the scorer's tables, in time proportional to
@@ -163,7 +166,7 @@ class LearnerPredictor:
                     setattr(self.learner, attribute, int(changes.meta[key]))
         self.version = step.version
         self.created_at = step.created_at
-        self.lineage = dict(step.lineage)
+        self.lineage = dict(step.lineage or {})
 
     def _predict(self, batch: Any) -> Predictions:
         if self.classes is None:
@@ -187,9 +190,7 @@ class LearnerPredictor:
             e / e.sum(axis=1, keepdims=True), self.classes, known
         )
 
-    def predict_one(
-        self, features: Mapping[str, Any]
-    ) -> tuple[Any, list[float] | None, int] | None:
+    def predict_one(self, features: Mapping[str, Any]) -> OneAnswer | None:
         """The prediction, the class probabilities (``None`` for a regressor)
         and the number of features the model knows (see
         :mod:`streamlearn.serving.linear_scorer`) of one event whose features
@@ -219,7 +220,7 @@ class LearnerPredictor:
         got = scorer.score_one_known(features)
         return None if got is None else self._answer(*got)
 
-    def predict_body(self, body: bytes) -> tuple[Any, list[float] | None, int] | bool | None:
+    def predict_body(self, body: bytes) -> OneAnswer | Literal[False] | None:
         """:meth:`predict_one` of a raw request body that is exactly one plain
         event ``{"features": {...}}``, scored by the native table in one call
         (see :mod:`streamlearn.serving.linear_scorer`).
@@ -241,7 +242,7 @@ class LearnerPredictor:
             return None
         return self._answer(z, known)
 
-    def _answer(self, z: float, known: int) -> tuple[Any, list[float] | None, int]:
+    def _answer(self, z: float, known: int) -> OneAnswer:
         """One event's answer from its raw score: the value, or the class and
         the two probabilities of a binary model; and its known features."""
         classes = self.classes
@@ -284,7 +285,7 @@ class LearnerPredictor:
             return Predictions(
                 values=[value],
                 classes=self.classes,
-                probabilities=[proba],  # type: ignore[arg-type]
+                probabilities=[proba],
                 known=[known],
             )
         got_many = scorer.score_many_known(features)

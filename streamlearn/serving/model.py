@@ -5,17 +5,36 @@ The service never touches learners or the store directly: it asks a
 back a :class:`Predictor`, one immutable loaded version that turns events into
 :class:`Predictions`. :mod:`streamlearn.serving.store_source` adapts the model
 store and the learners to this seam; tests may pass any object that fits.
+
+Two optional extensions of a predictor, each a protocol of its own so that
+the server's use of them is type-checked: :class:`FastPredictor` (the fast
+paths of the usual request) and :class:`Follower` (following delta versions
+in place). The server finds out once per loaded version whether a predictor
+has them (:class:`~streamlearn.serving.watcher.Served`), never per request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Predictions", "Predictor", "ModelSource", "Step"]
+__all__ = [
+    "FastPredictor",
+    "Follower",
+    "ModelSource",
+    "OneAnswer",
+    "Predictions",
+    "Predictor",
+    "Step",
+]
+
+#: One event's answer on a fast path: the prediction (a number, or a class
+#: label), the class probabilities in the order of ``classes`` (``None`` for a
+#: regressor), and how many of the event's features the model knows.
+OneAnswer: TypeAlias = tuple[Any, list[float] | None, int]
 
 
 @dataclass(frozen=True)
@@ -26,16 +45,18 @@ class Predictions:
     ----------
     values
         One prediction per event: a number for a regressor, a class label
-        (``classes[i]``) for a classifier.
+        (``classes[i]``) for a classifier (a list, or a numpy array of numbers).
     classes
         The class labels of a classifier, in the order of the columns of
         ``probabilities``; ``None`` for a regressor.
     probabilities
-        ``(n_events, n_classes)`` array of class probabilities; ``None`` for a
+        ``(n_events, n_classes)`` array of class probabilities (or, for one
+        event answered in plain Python, a list of one list); ``None`` for a
         regressor.
     known
         How many of each event's features the model knows (has a non-zero
-        weight for); ``None`` when the predictor cannot tell.
+        weight for), a list or an integer array; ``None`` when the predictor
+        cannot tell.
 
     Examples
     --------
@@ -47,10 +68,10 @@ class Predictions:
     2
     """
 
-    values: Sequence[Any]
+    values: Sequence[Any] | np.ndarray
     classes: tuple[Any, ...] | None = None
-    probabilities: np.ndarray | None = None
-    known: Sequence[int] | None = None
+    probabilities: np.ndarray | Sequence[Sequence[float]] | None = None
+    known: Sequence[int] | np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.values)
@@ -60,7 +81,7 @@ class Predictions:
         cls,
         probabilities: np.ndarray,
         classes: Sequence[Any],
-        known: Sequence[int] | None = None,
+        known: Sequence[int] | np.ndarray | None = None,
     ) -> Predictions:
         """Predict the most probable class of each row of ``probabilities``."""
         labels = np.empty(len(classes), dtype=object)
@@ -71,7 +92,13 @@ class Predictions:
 
 @runtime_checkable
 class Predictor(Protocol):
-    """One loaded model version; immutable once built, shared by requests."""
+    """One loaded model version; immutable once built, shared by requests.
+
+    This is all a predictor must have. One that also has the members of
+    :class:`FastPredictor` gets the usual request answered by its fast paths;
+    one that also has those of :class:`Follower` follows delta versions in
+    place.
+    """
 
     @property
     def version(self) -> int:
@@ -93,6 +120,76 @@ class Predictor(Protocol):
 
         Missing values (nulls) mean the feature is absent from that event.
         """
+
+
+@runtime_checkable
+class FastPredictor(Predictor, Protocol):
+    """A :class:`Predictor` with the fast paths of the usual request.
+
+    The server answers a ``/v1/predict`` request by the first of these that
+    gives an answer, and by :meth:`~Predictor.predict_features` (after
+    validating the request, so that a refusal names each bad field) when none
+    does: :meth:`predict_body` with the raw body, then :meth:`predict_one`
+    with the decoded event, then :meth:`predict_fast` with every event.
+    Returning ``None`` means "not on this path": never an error, only the next
+    path. A predictor without all of these members is not a
+    ``FastPredictor``: each request then takes the validating path. The
+    server checks this once per loaded version, never per request.
+    """
+
+    @property
+    def classes(self) -> tuple[Any, ...] | None:
+        """The class labels in the order of :data:`OneAnswer`'s
+        probabilities; ``None`` for a regressor."""
+
+    def predict_body(self, body: bytes) -> OneAnswer | Literal[False] | None:
+        """One event from the request's raw body ``{"features": {...}}`` (the
+        usual request), scored without decoding it into Python objects.
+
+        ``False`` when the body is one plain event but the predictor lacks a
+        name or string of it (the server then answers with
+        :meth:`predict_one` and calls :meth:`remember`, so that the next such
+        body is scored here); ``None`` for any other body, or when the
+        predictor has no such path.
+        """
+
+    def predict_one(self, features: Mapping[str, Any]) -> OneAnswer | None:
+        """One event from its decoded, not yet validated ``features``, with
+        no :class:`Predictions` built; ``None`` when a feature is not plain
+        (number, string, boolean, list of strings) or the predictor has no
+        one-event path."""
+
+    def remember(self, features: Mapping[str, Any]) -> None:
+        """Learn what :meth:`predict_body` lacked of ``features``, an event
+        :meth:`predict_one` has just answered after ``predict_body`` said
+        ``False``; nothing when there is nothing to learn."""
+
+    def predict_fast(self, features: Sequence[Mapping[str, Any]]) -> Predictions | None:
+        """Events from their decoded, not yet validated ``features``; ``None``
+        when any feature is not plain or the predictor has no fast path."""
+
+
+@runtime_checkable
+class Follower(Predictor, Protocol):
+    """A :class:`Predictor` that can follow delta versions in place.
+
+    The :class:`~streamlearn.serving.watcher.ModelWatcher` keeps a spare copy
+    (:meth:`clone`) that no request holds and writes each delta into it
+    (:meth:`apply`) when its source can say what changed (``advance``, see
+    :class:`Step`); without these members every version is loaded whole.
+    """
+
+    @property
+    def can_follow(self) -> bool:
+        """Whether :meth:`apply` can bring this predictor to a delta version."""
+
+    def clone(self) -> Follower:
+        """A predictor of the same version sharing no array with this one."""
+
+    def apply(self, step: Step) -> None:
+        """Become version ``step.version`` by writing ``step.changes`` (only
+        ever called on a predictor no request holds); raises when the changes
+        do not fit, leaving this predictor unusable."""
 
 
 @runtime_checkable
@@ -125,7 +222,7 @@ class Step:
 
     A :class:`ModelSource` may have this optional method
     ``advance(since: int, upto: int) -> Step``; a predictor that can follow
-    has ``can_follow``, ``clone()`` and ``apply(step)`` (see
+    is a :class:`Follower` (see
     :class:`~streamlearn.serving.learner_predictor.LearnerPredictor`). The
     :class:`~streamlearn.serving.watcher.ModelWatcher` uses them when both
     sides have them and loads whole otherwise.

@@ -3,15 +3,19 @@
 A :class:`ModelWatcher` polls its :class:`~streamlearn.serving.model.ModelSource`
 from a background thread (every 20 ms by default), loads a new version there,
 off the request path, and publishes it with one attribute assignment. A
-request reads :attr:`ModelWatcher.current` once and uses that predictor for
-all of its events, so it is answered entirely by one version. Pins and
+request reads :attr:`ModelWatcher.served` (or :attr:`ModelWatcher.current`)
+once and uses that predictor for all of its events, so it is answered
+entirely by one version. Whether a predictor has the optional fast paths
+(:class:`~streamlearn.serving.model.FastPredictor`) is found out once, when
+its version is loaded (:class:`Served`), so requests pay no check. Pins and
 rollbacks are honoured because the watcher follows whatever the source says to
 serve, up or down.
 
 **Delta versions: double buffering.** When the source can say what changed
 between two versions (``source.advance``, see
 :class:`~streamlearn.serving.model.Step`) and the predictor can follow
-(``can_follow``), the watcher keeps two predictors of the model: the current
+(a :class:`~streamlearn.serving.model.Follower` whose ``can_follow`` is
+true), the watcher keeps two predictors of the model: the current
 one, which requests use, and a spare no request holds. A new version that is
 a delta on the current one is written into the spare (``apply``, time
 proportional to the slots changed, never to the model), the spare is swapped
@@ -28,20 +32,26 @@ delta chain) is logged in one line and the current version keeps serving.
 
 from __future__ import annotations
 
+import enum
 import logging
 import sys
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
 
 from streamlearn.errors import ConfigError, VersionNotFound
-from streamlearn.serving.model import ModelSource, Predictor
+from streamlearn.serving.model import FastPredictor, Follower, ModelSource, Predictor, Step
 
-__all__ = ["ModelWatcher", "not_serving_message"]
+__all__ = ["ModelWatcher", "Served", "not_serving_message"]
 
-_NOT_YET = object()  # _follow: the spare is still held by a request; try at the next poll
+
+class _Wait(enum.Enum):
+    NOT_YET = "not yet"  # _follow: the spare is still held by a request; try at the next poll
+
+
+_NOT_YET = _Wait.NOT_YET
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +82,32 @@ of those, or publish a version of 'typo'"
         f"model {model!r} is not in the store, which holds {held}; pass --model with one of"
         f" those, or publish a version of {model!r}"
     )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Served:
+    """A loaded version as the server uses it: its ``predictor``, and the same
+    object again as each optional protocol it has, else ``None``.
+
+    Built once per loaded version (:meth:`of`: a check of a runtime protocol
+    costs microseconds), so that a request finds its fast paths in one
+    attribute read and the type checker sees every call to them.
+    """
+
+    predictor: Predictor
+    #: the predictor when it has the fast paths of :class:`FastPredictor`
+    fast: FastPredictor | None
+    #: the predictor when it can follow delta versions (:class:`Follower`)
+    follower: Follower | None
+
+    @classmethod
+    def of(cls, predictor: Predictor) -> Served:
+        """``predictor`` with the optional protocols it has found out."""
+        return cls(
+            predictor,
+            predictor if isinstance(predictor, FastPredictor) else None,
+            predictor if isinstance(predictor, Follower) else None,
+        )
 
 
 class ModelWatcher:
@@ -116,8 +152,11 @@ class ModelWatcher:
         #: list them), refreshed every couple of seconds by the polling thread
         self.models_available: list[str] | None = None
         self._models_listed_at = -_MODELS_EVERY_S
-        self._current: Predictor | None = None
-        self._cache: OrderedDict[int, Predictor] = OrderedDict()
+        #: the version serving now with its fast paths (``None`` until a first
+        #: version is loaded); replaced in one assignment at each swap, read
+        #: once by a request (a plain attribute: no call on the request path)
+        self.served: Served | None = None
+        self._cache: OrderedDict[int, Served] = OrderedDict()
         self._cache_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -130,8 +169,8 @@ class ModelWatcher:
         self.last_apply_s: float | None = None
         # the double buffer: a predictor no request holds (held only here), and the
         # steps it still owes to reach the current version
-        self._spare: Predictor | None = None
-        self._owed: list[Any] = []
+        self._spare: Follower | None = None
+        self._owed: list[Step] = []
         self._spare_busy_since: float | None = None
         self._no_spare_for: int | None = None  # the version whose copy failed
         self._spare_error: str | None = None
@@ -139,7 +178,8 @@ class ModelWatcher:
     @property
     def current(self) -> Predictor | None:
         """The predictor serving now; ``None`` until a first version is loaded."""
-        return self._current
+        served = self.served
+        return None if served is None else served.predictor
 
     def poll_once(self) -> bool:
         """Check the source once; load (or apply a delta) and swap if it names
@@ -152,54 +192,60 @@ class ModelWatcher:
             return self._poll()
 
     def _poll(self) -> bool:
-        followed = False
         wanted: int | None = None
+        retired: Follower | None = None  # the current predictor, once a delta replaces it
         try:
             wanted = self.source.serving_version()
-            current = self._current
+            current = self.served
             if wanted is None and current is None:
                 self._list_models()
-            if wanted is None or (current is not None and current.version == wanted):
+            if wanted is None or (current is not None and current.predictor.version == wanted):
                 self.last_error = None
                 self._tend_spare()
                 return False
-            predictor = self._cached(wanted)
-            if predictor is None and current is not None:
-                predictor = self._follow(current, wanted)
-                if predictor is _NOT_YET:
+            served = self._cached(wanted)
+            if served is None and current is not None:
+                followed = self._follow(current, wanted)
+                if followed is _NOT_YET:
                     return False
-                followed = predictor is not None
-            if predictor is None:
-                predictor = self.source.load(wanted)
+                if followed is not None:
+                    served, retired = Served.of(followed), current.follower
+                del followed
+            if served is None:
+                served = Served.of(self.source.load(wanted))
                 self.loaded += 1
-            self._remember(predictor)
+            self._remember(served)
         except Exception as exc:  # keep serving the old version whatever the store does
             message = f"{type(exc).__name__}: {exc}"
             if message != self.last_error:
+                serving = self.served
                 log.warning(
                     "model %r: version %s cannot be served, still serving version %s: %s",
                     self.source.name, wanted,
-                    self._current.version if self._current is not None else None, message,
+                    serving.predictor.version if serving is not None else None, message,
                 )
             self.last_error = message
             return False
         self.last_error = None
-        old = current.version if current is not None else None
-        self._current = predictor  # the swap: one assignment, atomic for readers
+        old = current.predictor.version if current is not None else None
+        new = served.predictor.version
+        self.served = served  # the swap: one assignment, atomic for readers
         self.swaps += 1
-        if followed:
+        followed_delta = retired is not None
+        if retired is not None:
             # the old current becomes the spare: no request can read it from here on
-            self._forget(current)
-            self._spare = current
+            self._forget(retired)
+            self._spare = retired
             self._spare_busy_since = None
         elif self._spare is not None:
             self._spare, self._owed = None, []  # not on the new version's chain
-        del current, predictor
+        # no reference to the spare may outlive this call (see _spare_idle)
+        del current, served, retired
         # a delta swap can come ten times a second: only in the debug log
-        log.log(logging.DEBUG if followed else logging.INFO, "serving version %d (was %s)%s",
-                self._current.version, old, " by a delta" if followed else "")
+        log.log(logging.DEBUG if followed_delta else logging.INFO, "serving version %d (was %s)%s",
+                new, old, " by a delta" if followed_delta else "")
         if self.on_swap is not None:
-            self.on_swap(old, self._current.version)
+            self.on_swap(old, new)
         return True
 
     # -- double buffering ---------------------------------------------------------
@@ -209,35 +255,38 @@ class ModelWatcher:
         (``self._spare``, plus the one ``getrefcount`` takes)."""
         return sys.getrefcount(self._spare) <= 2
 
-    def _follow(self, current: Predictor, wanted: int) -> Any:
+    def _follow(self, current: Served, wanted: int) -> Follower | _Wait | None:
         """The spare brought to ``wanted`` by the changes since the current
         version; ``None`` to load ``wanted`` whole; ``_NOT_YET`` while a
         request still holds the spare."""
-        advance = getattr(self.source, "advance", None)
-        if advance is None or not getattr(current, "can_follow", False):
+        advance = getattr(self.source, "advance", None)  # optional: see Step
+        follower = current.follower
+        if advance is None or follower is None or not follower.can_follow:
             return None
-        step = advance(current.version, wanted)
+        step: Step = advance(follower.version, wanted)
         if step.reload is not None:
             log.info("model %r: %s", self.source.name, step.reload)
             return None
         if self._spare is None:
-            if not self._make_spare(current):
-                return None
+            self._make_spare(follower)
         elif not self._settle_spare():
             return _NOT_YET if self._spare is not None else None
+        spare = self._spare
+        if spare is None:  # the current version could not be copied: load it whole
+            return None
         started = time.perf_counter()
         try:
-            self._spare.apply(step)  # type: ignore[attr-defined]
+            spare.apply(step)
         except Exception as exc:
             log.warning(
                 "model %r: could not apply version %d on %d (%s: %s); loading it whole",
-                self.source.name, step.version, current.version, type(exc).__name__, exc,
+                self.source.name, step.version, follower.version, type(exc).__name__, exc,
             )
             self._spare, self._owed = None, []
             return None
         self.last_apply_s = time.perf_counter() - started
         self.applied += 1
-        spare, self._spare, self._owed = self._spare, None, [step]
+        self._spare, self._owed = None, [step]
         return spare
 
     def _settle_spare(self) -> bool:
@@ -245,6 +294,8 @@ class ModelWatcher:
         ``True`` when it is there; ``False`` while it is held (it is dropped,
         leaving ``self._spare`` None, after ``spare_wait_s``) or when replaying
         failed (dropped too)."""
+        if self._spare is None:
+            return False
         if not self._spare_idle():
             now = time.monotonic()
             if self._spare_busy_since is None:
@@ -259,7 +310,7 @@ class ModelWatcher:
         self._spare_busy_since = None
         try:
             while self._owed:
-                self._spare.apply(self._owed[0])  # type: ignore[union-attr]
+                self._spare.apply(self._owed[0])
                 self._owed.pop(0)
         except Exception as exc:
             log.warning("model %r: could not replay a delta on the spare predictor (%s: %s);"
@@ -275,17 +326,18 @@ class ModelWatcher:
             if self._owed:
                 self._settle_spare()
             return
-        current = self._current
-        if (current is not None and getattr(current, "can_follow", False)
+        current = self.served
+        follower = None if current is None else current.follower
+        if (follower is not None and follower.can_follow
                 and getattr(self.source, "advance", None) is not None):
-            self._make_spare(current)
+            self._make_spare(follower)
 
-    def _make_spare(self, current: Predictor) -> bool:
+    def _make_spare(self, current: Follower) -> bool:
         """Copy ``current`` into the spare (once per version if copying fails)."""
         if self._no_spare_for == current.version:
             return False
         try:
-            self._spare, self._owed = current.clone(), []  # type: ignore[attr-defined]
+            self._spare, self._owed = current.clone(), []
         except Exception as exc:  # e.g. no memory for a second copy: load versions whole
             self._no_spare_for = current.version  # tried again after the next whole load
             message = f"{type(exc).__name__}: {exc}"
@@ -302,7 +354,8 @@ class ModelWatcher:
     def _forget(self, predictor: Predictor) -> None:
         """Drop ``predictor`` from the cache of loaded versions (it is about to change)."""
         with self._cache_lock:
-            if self._cache.get(predictor.version) is predictor:
+            served = self._cache.get(predictor.version)
+            if served is not None and served.predictor is predictor:
                 del self._cache[predictor.version]
 
     def _list_models(self) -> None:
@@ -314,29 +367,30 @@ class ModelWatcher:
         self._models_listed_at = now
         self.models_available = list(lister())
 
-    def peek(self, version: int) -> Predictor | None:
-        """The predictor of ``version`` if it is loaded already, else ``None``; never blocks."""
-        current = self._current
-        if current is not None and current.version == version:
+    def peek(self, version: int) -> Served | None:
+        """``version`` if it is loaded already, else ``None``; never blocks."""
+        current = self.served
+        if current is not None and current.predictor.version == version:
             return current
         return self._cached(version)
 
-    def get(self, version: int) -> Predictor:
-        """The predictor of a specific ``version``, loading it if needed.
+    def get(self, version: int) -> Served:
+        """A specific ``version``, loading it if needed.
 
         Raises :class:`~streamlearn.errors.VersionNotFound` when the source has
         no such version. Blocking: call it from a worker thread in async code.
         """
-        current = self._current
-        if current is not None and current.version == version:
+        current = self.served
+        if current is not None and current.predictor.version == version:
             return current
-        predictor = self._cached(version)
-        if predictor is None:
+        served = self._cached(version)
+        if served is None:
             predictor = self.source.load(version)
             if predictor.version != version:
                 raise VersionNotFound(f"version {version} of model {self.source.name!r}")
-            self._remember(predictor)
-        return predictor
+            served = Served.of(predictor)
+            self._remember(served)
+        return served
 
     def start(self) -> None:
         """Poll once now, then keep polling from a daemon thread."""
@@ -357,24 +411,25 @@ class ModelWatcher:
     def wait_ready(self, timeout_s: float) -> bool:
         """Block until a version is loaded or ``timeout_s`` passes; returns readiness."""
         deadline = time.monotonic() + timeout_s
-        while self._current is None and time.monotonic() < deadline:
+        while self.served is None and time.monotonic() < deadline:
             time.sleep(min(self.interval_s, 0.01))
-        return self._current is not None
+        return self.served is not None
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.poll_once()
 
-    def _cached(self, version: int) -> Predictor | None:
+    def _cached(self, version: int) -> Served | None:
         with self._cache_lock:
-            predictor = self._cache.get(version)
-            if predictor is not None:
+            served = self._cache.get(version)
+            if served is not None:
                 self._cache.move_to_end(version)
-            return predictor
+            return served
 
-    def _remember(self, predictor: Predictor) -> None:
+    def _remember(self, served: Served) -> None:
+        version = served.predictor.version
         with self._cache_lock:
-            self._cache[predictor.version] = predictor
-            self._cache.move_to_end(predictor.version)
+            self._cache[version] = served
+            self._cache.move_to_end(version)
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
