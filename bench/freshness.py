@@ -39,7 +39,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from streamlearn.demo import DemoConfig, LiveDisplay, percentiles, run_demo  # noqa: E402
+from streamlearn.cli.demo.config import DemoConfig  # noqa: E402
+from streamlearn.cli.demo.display import LiveDisplay  # noqa: E402
+from streamlearn.cli.demo.freshness import percentiles  # noqa: E402
+from streamlearn.cli.demo.runner import run_demo  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -118,7 +121,7 @@ def main() -> int:
         reference = bare_kafka_latency(bootstrap, args.rate, 10.0, 100)
         print(f"bare Kafka append → consumer at {args.rate:,} events/s: "
               f"p50 {reference['p50_ms']} ms, p99 {reference['p99_ms']} ms")
-        from streamlearn.demo.config import SYNC_MS
+        from streamlearn.cli.demo.config import SYNC_MS
 
         for sync_ms in [int(s) for s in args.sync_ms.split(",") if s] or [SYNC_MS]:
             cfg = DemoConfig(duration_s=args.duration, rate=args.rate,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.kafka_io import create_topics
-from streamlearn.demo.stream import PacedStream
+from streamlearn.cli.demo.stream import PacedStream
 from streamlearn.generators import clicks
 
 pytestmark = pytest.mark.integration

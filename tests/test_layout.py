@@ -2,8 +2,9 @@
 
 - The library core (every module under ``streamlearn/`` but the faces on top,
   :data:`TOP`) never imports ``connectors`` or ``flink_jobs``: ``connectors``
-  builds on the library, ``flink_jobs/`` are entry files, and the command line,
-  the demo and the publishing SDK's public path sit on top of both.
+  builds on the library, ``flink_jobs/`` are entry files, and the command line
+  (the demo among its commands) and the publishing SDK's public path sit on top
+  of both.
 - ``connectors`` never imports what sits on top of it (the faces, ``flink_jobs``).
 - No import circle among the project's modules.
 
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("streamlearn", "connectors", "flink_jobs")
 
 #: What sits on top of the library and of ``connectors`` and may import both.
-TOP = ("streamlearn.cli", "streamlearn.demo", "streamlearn.publish")
+TOP = ("streamlearn.cli", "streamlearn.publish")
 
 #: Edges a circle still runs through until a caller outside this change moves:
 #: ``streamlearn.state.learner_from_state`` forwards to the learners' own for

@@ -1,9 +1,14 @@
 """The one ``streamlearn`` command.
 
-Each subcommand lives in its own module of this package and exposes
-``register(subparsers)``, which adds its parser and sets ``run`` (a function
-``run(args) -> int``) as the parser default. Modules import their heavy
-dependencies inside ``run`` so that ``streamlearn --help`` stays fast.
+Each subcommand lives in its own module of this package (the demo in a
+package of its own, :mod:`streamlearn.cli.demo`, beside its orchestrator) and
+exposes ``register(subparsers)``, which adds its parser and sets ``run`` (a
+function ``run(args) -> int``) as the parser default. Modules import their heavy
+dependencies inside ``run`` so that ``streamlearn --help`` stays fast. Modules
+not in :data:`COMMANDS` are the commands' helpers (:mod:`streamlearn.cli.train_foreground`).
+
+The command line sits on top: it may import the library and ``connectors``;
+the library never imports it (``docs/architecture.md``).
 
 A command's flags go before or after its action (``flink stop --port 8281`` is
 ``flink --port 8281 stop``): each command's arguments are parsed intermixed, and

@@ -1,5 +1,8 @@
 """The demo's two PNG plots, drawn with matplotlib's Agg backend (no display needed).
 
+matplotlib is an optional extra (``demo``): it is imported only when a plot is
+drawn, and :func:`available` says whether it can be.
+
 - ``metrics.png``: prequential accuracy and log-loss over time, windowed and
   cumulative, with each version's publish marked and the drift point drawn.
 - ``freshness.png``: the distribution of freshness with p50/p95/p99 and the
@@ -11,7 +14,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["plot_metrics", "plot_freshness"]
+__all__ = ["plot_metrics", "plot_freshness", "available", "MISSING"]
+
+#: The one line said when matplotlib is missing.
+MISSING = ("the report has no plots: they need matplotlib, the demo extra "
+           "(pip install 'streamlearn[demo]')")
+
+
+def available() -> bool:
+    """Whether matplotlib can be imported (the ``demo`` extra is installed)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _pyplot():

@@ -84,9 +84,11 @@ class PacedStream:
         self.error: BaseException | None = None
 
     # -- control ---------------------------------------------------------------
-    def start(self) -> None:
-        self.started_at = time.time()
+    def start(self) -> float:
+        """Start publishing; returns the time it started (``started_at``)."""
+        self.started_at = started = time.time()
         self._thread.start()
+        return started
 
     def stop(self) -> None:
         """Stop early (Ctrl-C); what was published so far is flushed."""

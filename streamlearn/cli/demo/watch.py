@@ -3,7 +3,7 @@
 :class:`ServedVersions` polls ``GET /v1/models/current`` every few
 milliseconds on a background thread. The first time a version is seen
 answering, it records the version's lineage (events, offsets, metrics) and
-hands its offsets to a :class:`~streamlearn.demo.freshness.FreshnessTracker`.
+hands its offsets to a :class:`~streamlearn.cli.demo.freshness.FreshnessTracker`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from streamlearn.demo.freshness import FreshnessTracker
+from streamlearn.cli.demo.freshness import FreshnessTracker
 from streamlearn.errors import ServiceError
 
 __all__ = ["ServedVersion", "ServedVersions"]

@@ -18,9 +18,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from streamlearn.demo.config import FLUSH_MS, DemoConfig
+from streamlearn.cli.demo.config import FLUSH_MS, DemoConfig
 from streamlearn.errors import PortInUse, ServiceError
+
+if TYPE_CHECKING:
+    from connectors.kafka_broker import LocalBroker
 
 __all__ = ["Services"]
 
@@ -68,7 +72,7 @@ class Services:
         self.server_url = f"http://127.0.0.1:{cfg.serve_port}"
         self.started: list[str] = []  # what this run started, in order
         self.topics: list[str] = []
-        self._broker = None
+        self._broker: LocalBroker | None = None
         self._job: subprocess.Popen | None = None
         self._server: subprocess.Popen | None = None
 

@@ -21,13 +21,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamlearn.demo.config import DemoConfig
-from streamlearn.demo.display import LiveDisplay, Snapshot
-from streamlearn.demo.freshness import FreshnessTracker
-from streamlearn.demo.report import between, chance_levels, windowed_metrics, write_json
-from streamlearn.demo.services import Services
-from streamlearn.demo.stream import PacedStream
-from streamlearn.demo.watch import ServedVersion, ServedVersions
+from streamlearn.cli.demo.config import DemoConfig
+from streamlearn.cli.demo.display import LiveDisplay, Snapshot
+from streamlearn.cli.demo.freshness import FreshnessTracker
+from streamlearn.cli.demo.report import between, chance_levels, windowed_metrics, write_json
+from streamlearn.cli.demo.services import Services
+from streamlearn.cli.demo.stream import PacedStream
+from streamlearn.cli.demo.watch import ServedVersion, ServedVersions
 from streamlearn.errors import ServiceError
 
 __all__ = ["run_demo", "DemoResult", "default_report_dir"]
@@ -164,24 +164,22 @@ def run_demo(cfg: DemoConfig, display: LiveDisplay | None = None) -> DemoResult:
         after = 0
         for part in range(WARMUP_PARTS):
             stream.publish_now(warmup * (part + 1) // WARMUP_PARTS - warmup * part // WARMUP_PARTS)
-            _wait_first_version(svc, watcher, cfg.warmup_timeout_s, after=after)
-            after = watcher.latest.version
-        first = watcher.latest
-        display.message(f"version {first.version} is serving; streaming {cfg.rate:,} events/s "
+            after = _wait_first_version(svc, watcher, cfg.warmup_timeout_s, after=after).version
+        display.message(f"version {after} is serving; streaming {cfg.rate:,} events/s "
                         f"for {cfg.duration_s:.0f} s, concept drift at event "
                         f"{cfg.drift_at:,} (Ctrl-C stops early, the report is still written)")
         live = _Live(stream, watcher, tracker, window)
         sampling["on"] = True
-        stream.start()
+        t0 = stream.start()
         try:
             while stream.running:
                 svc.check_alive()
-                display.show(live.snapshot(stream.started_at))
+                display.show(live.snapshot(t0))
                 _sleep_while(stream, 1.0)
             if stream.error is not None:
                 raise ServiceError(f"publishing the demo stream failed: {stream.error}")
             _drain(svc, tracker, _DRAIN_S)
-            display.show(live.snapshot(stream.started_at))
+            display.show(live.snapshot(t0))
         except KeyboardInterrupt:
             interrupted = True
             stream.stop()
@@ -202,7 +200,7 @@ def run_demo(cfg: DemoConfig, display: LiveDisplay | None = None) -> DemoResult:
 
     summary, plots = _write_report(
         report_dir, cfg, svc, stream, watcher, tracker, live, warmup, dlq_messages,
-        interrupted, t_start,
+        interrupted, t_start, display,
     )
     return DemoResult(report_dir, summary, plots, interrupted)
 
@@ -219,10 +217,13 @@ WARMUP_PARTS = 3
 
 def _wait_first_version(
     svc: Services, watcher: ServedVersions, timeout_s: float, after: int = 0
-) -> None:
-    """Wait until the server serves a version newer than ``after``."""
+) -> ServedVersion:
+    """Wait until the server serves a version newer than ``after``; returns it."""
     deadline = time.monotonic() + timeout_s
-    while watcher.latest is None or watcher.latest.version <= after:
+    while True:
+        latest = watcher.latest
+        if latest is not None and latest.version > after:
+            return latest
         svc.check_alive()
         if time.monotonic() > deadline:
             raise ServiceError(
@@ -250,10 +251,47 @@ def _dlq_count(bootstrap: str, topic: str) -> int | None:
         return None
 
 
-def _write_report(report_dir, cfg, svc, stream, watcher, tracker, live, warmup, dlq_messages,
-                  interrupted, t_start) -> tuple[dict, list[Path]]:
-    from streamlearn.demo.plots import plot_freshness, plot_metrics
+def draw_plots(
+    report_dir: Path,
+    display: LiveDisplay,
+    *,
+    metrics: tuple[list[float], list[dict], list[dict]] | None,
+    drift_s: float | None,
+    chance: dict[str, float],
+    metrics_title: str,
+    latencies_ms: list[float],
+    sent_s: list[float],
+    fresh: dict,
+) -> list[Path]:
+    """The report's PNG plots: ``metrics.png`` (when ``metrics``, the versions'
+    seconds, windowed and cumulative metrics, are given) and ``freshness.png``.
 
+    matplotlib is the ``demo`` extra: without it, one line says so and how to
+    install it, and the report goes on without plots (returns ``[]``).
+    """
+    from streamlearn.cli.demo import plots
+
+    if not plots.available():
+        display.message(plots.MISSING)
+        return []
+    drawn = []
+    if metrics is not None:
+        times, windowed, cumulative = metrics
+        drawn.append(plots.plot_metrics(
+            report_dir / "metrics.png", times, windowed, cumulative, drift_s=drift_s,
+            chance=chance, title=metrics_title,
+        ))
+    drawn.append(plots.plot_freshness(
+        report_dir / "freshness.png", latencies_ms, sent_s, fresh,
+        goals_ms=(float(GOALS_MS["p50_ms"]), float(GOALS_MS["p99_ms"])),
+        title=f"freshness of {len(latencies_ms):,} messages: p50 {fresh['p50_ms']} ms, "
+              f"p95 {fresh['p95_ms']} ms, p99 {fresh['p99_ms']} ms",
+    ))
+    return drawn
+
+
+def _write_report(report_dir, cfg, svc, stream, watcher, tracker, live, warmup, dlq_messages,
+                  interrupted, t_start, display) -> tuple[dict, list[Path]]:
     t0 = stream.started_at or time.time()
     versions = list(watcher.versions) if watcher else []
     rows = [_row(v) for v in versions]
@@ -327,22 +365,18 @@ def _write_report(report_dir, cfg, svc, stream, watcher, tracker, live, warmup, 
                           and fresh["p99_ms"] <= GOALS_MS["p99_ms"]),
         },
     }
-    plots: list[Path] = []
     times = [(v.seen_ms / 1000) - t0 for v in versions]
     cumulative = [{k: v for k, v in r["metrics"].items() if k != "rejected"} for r in rows]
-    if versions:
-        plots.append(plot_metrics(
-            report_dir / "metrics.png", times, windowed, cumulative, drift_s=drift_s,
-            chance=chance,
-            title=f"prequential metrics, {cfg.rate:,} events/s, {cfg.parallelism} learners",
-        ))
     samples = list(tracker.samples)
-    plots.append(plot_freshness(
-        report_dir / "freshness.png", [s.latency_ms for s in samples],
-        [s.t0_ms / 1000 - t0 for s in samples], fresh, goals_ms=tuple(GOALS_MS.values()),
-        title=f"freshness of {len(samples):,} messages: p50 {fresh['p50_ms']} ms, "
-              f"p95 {fresh['p95_ms']} ms, p99 {fresh['p99_ms']} ms",
-    ))
+    plots = draw_plots(
+        report_dir, display,
+        metrics=(times, windowed, cumulative) if versions else None,
+        drift_s=drift_s, chance=chance,
+        metrics_title=f"prequential metrics, {cfg.rate:,} events/s, {cfg.parallelism} learners",
+        latencies_ms=[s.latency_ms for s in samples],
+        sent_s=[s.t0_ms / 1000 - t0 for s in samples],
+        fresh=fresh,
+    )
     summary["plots"] = [p.name for p in plots]
     write_json(report_dir / "summary.json", summary)
     write_json(report_dir / "versions.json",

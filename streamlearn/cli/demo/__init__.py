@@ -1,4 +1,25 @@
-"""``streamlearn demo``: the loop end to end, with a live view and a report."""
+"""``streamlearn demo``: the loop end to end, with a live view and a report.
+
+The command (this module: its flags and :func:`run`) and the orchestrator
+beside it, which sits on top of the library and ``connectors`` as the rest of
+the command line does:
+
+- :mod:`~streamlearn.cli.demo.config`: what one run does (``DemoConfig``);
+- :mod:`~streamlearn.cli.demo.services`: the broker, topics, training job and
+  prediction server it starts, or reuses, and stops;
+- :mod:`~streamlearn.cli.demo.stream`: the paced, drifting click stream;
+- :mod:`~streamlearn.cli.demo.watch` and :mod:`~streamlearn.cli.demo.freshness`:
+  the versions served, and freshness per message;
+- :mod:`~streamlearn.cli.demo.display`: the live view, once a second;
+- :mod:`~streamlearn.cli.demo.report` and :mod:`~streamlearn.cli.demo.plots`:
+  the report's JSON figures and PNG plots (the plots need matplotlib, the
+  ``demo`` extra; without it the report is written without them);
+- :mod:`~streamlearn.cli.demo.runner`: :func:`~streamlearn.cli.demo.runner.run_demo`,
+  which ties them together.
+
+Only this module is imported to build the command line: the rest loads when
+the demo runs.
+"""
 
 from __future__ import annotations
 
@@ -75,7 +96,9 @@ def run(args: argparse.Namespace) -> int:
     import signal
     from pathlib import Path
 
-    from streamlearn.demo import DemoConfig, LiveDisplay, run_demo
+    from streamlearn.cli.demo.config import DemoConfig
+    from streamlearn.cli.demo.display import LiveDisplay
+    from streamlearn.cli.demo.runner import run_demo
 
     cfg = DemoConfig(
         duration_s=args.duration, rate=args.rate, parallelism=args.parallelism,

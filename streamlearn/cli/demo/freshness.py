@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,7 +47,7 @@ class Sample:
         return self.t1_ms - self.t0_ms
 
 
-def percentiles(values: list[float] | np.ndarray, qs: tuple[int, ...] = (50, 95, 99)) -> dict:
+def percentiles(values: Sequence[float] | np.ndarray, qs: tuple[int, ...] = (50, 95, 99)) -> dict:
     """``{"p50_ms": ..., ...}`` of ``values`` (``None`` each when there are none).
 
     >>> percentiles([1, 2, 3, 4], (50,))
