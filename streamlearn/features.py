@@ -48,17 +48,18 @@ from itertools import chain, compress, repeat
 
 import numpy as np
 
+from streamlearn.contract import HASH, MAX_BITS, Rejection, feature_name
 from streamlearn.errors import ValidationError
 
 __all__ = ["FeatureBatch", "FeatureHasher", "OnlineScaler", "feature_slot"]
 
-MAX_BITS = 30
 SMALL_BATCH = 4  # batches of at most this many events are encoded in plain Python
-_HASH_BITS = 53  # exact in a float64, so look-ups can return floats and None -> NaN
+# the hashing of streamlearn.contract.HASH
+_HASH_BITS = HASH.bits  # 53: exact in a float64, so look-ups can return floats and None -> NaN
 _HASH_MASK = (1 << _HASH_BITS) - 1
-_MIX_1 = np.uint64(0xFF51AFD7ED558CCD)
-_MIX_2 = np.uint64(0xC4CEB9FE1A85EC53)
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX_1 = np.uint64(HASH.mix_1)
+_MIX_2 = np.uint64(HASH.mix_2)
+_GOLDEN = np.uint64(HASH.golden)
 _NUMERIC_SALT = 0  # the "value" of a numeric or boolean feature
 # The batch path keeps codes as 8 little-endian bytes, so that one ``bytes.join``
 # over dict look-ups gives a whole array (no conversion of Python objects per entry).
@@ -80,17 +81,19 @@ _VALUE_KINDS = "a number, a string, a list of strings or true/false"
 
 
 def _hash53(text: str, person: bytes) -> int:
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=person).digest()
+    digest = hashlib.blake2b(
+        text.encode("utf-8"), digest_size=HASH.digest_size, person=person
+    ).digest()
     return int.from_bytes(digest, "little") & _HASH_MASK
 
 
 def _hash_name(name: str) -> int:
-    return _hash53(name, b"sl.name")
+    return _hash53(name, HASH.name_person)
 
 
 def _hash_value(value: str) -> int:
     # never 0: 0 is the salt of numeric features
-    return _hash53(value, b"sl.value") or 1
+    return _hash53(value, HASH.value_person) or 1
 
 
 def _mix(name_hash: np.ndarray, value_hash: np.ndarray) -> np.ndarray:
@@ -368,13 +371,17 @@ class FeatureHasher:
         xs = xs if isinstance(xs, list) else list(xs)
         if set(map(type, xs)) != _ONLY_DICTS:
             xs = [self._as_dict(x, i) for i, x in enumerate(xs)]
+        try:
+            return self._encode(xs)
+        except _IntegerName:  # River's streams name features by integers: their decimal text
+            return self._encode([_string_names(x) for x in xs])
+
+    def _encode(self, xs: list[dict]) -> FeatureBatch:
         if len(xs) <= SMALL_BATCH:
             return self._encode_small(xs)
         lens = list(map(len, xs))
         if 0 in lens:
-            raise ValidationError(
-                "features", "a non-empty mapping of name to value", "{}", f"event {lens.index(0)}"
-            )
+            raise Rejection("features.empty", lens.index(0))
         shared = self._shared_schema(xs, lens)
         if shared is None:
             return self._encode_any(xs, lens, None)
@@ -548,8 +555,7 @@ class FeatureHasher:
         offsets = [0]
         for i, x in enumerate(xs):
             if not x:
-                raise ValidationError("features", "a non-empty mapping of name to value", "{}",
-                                      f"event {i}")
+                raise Rejection("features.empty", i)
             for k, v in x.items():
                 t = type(v)
                 if t is float or t is int:
@@ -559,8 +565,7 @@ class FeatureHasher:
                     except OverflowError:
                         finite = False
                     if not finite:
-                        raise ValidationError(f"features.{k}", "a finite number", repr(v),
-                                              f"event {i}")
+                        raise Rejection("features.not_finite", i, name=k, value=v)
                     idx.append(e[0])
                     vals.append(e[1] * v)
                     num.append(True)
@@ -577,8 +582,7 @@ class FeatureHasher:
                 elif t is list or t is tuple:
                     for item in v:
                         if type(item) is not str:
-                            raise ValidationError(f"features.{k}", "a list of strings", repr(v),
-                                                  f"event {i}")
+                            raise Rejection("features.bad_list_item", i, name=k, value=item)
                         e = tokens.get((k, item)) or self._token(k, item, i)
                         idx.append(e[0])
                         vals.append(e[1])
@@ -589,13 +593,12 @@ class FeatureHasher:
                     e = tokens.get(k) or self._token(k, None, i)
                     f = float(v)
                     if not math.isfinite(f):
-                        raise ValidationError(f"features.{k}", "a finite number", repr(v),
-                                              f"event {i}")
+                        raise Rejection("features.not_finite", i, name=k, value=v)
                     idx.append(e[0])
                     vals.append(e[1] * f)
                     num.append(True)
                 else:
-                    raise ValidationError(f"features.{k}", _VALUE_KINDS, repr(v), f"event {i}")
+                    raise Rejection("features.bad_value", i, name=k, value=v)
             offsets.append(len(idx))
         return FeatureBatch(
             np.array(idx, np.int64), np.array(vals, np.float64), np.array(offsets, np.int64),
@@ -603,14 +606,12 @@ class FeatureHasher:
         )
 
     def _token(self, name: object, value: str | None, i: int | None) -> tuple[int, float]:
-        where = "" if i is None else f"event {i}"
         if type(name) is not str or not name:
-            raise ValidationError("features", "non-empty string feature names", repr(name), where)
+            _refuse_name(name, i)
         dense = self._dense_slot.get(name)
         if dense is not None:
             if value is not None:
-                raise ValidationError(f"features.{name}", "a number (it is a dense feature)",
-                                      repr(value), where)
+                raise Rejection("features.dense_not_number", i, name=name, value=value)
             entry = (dense, 1.0)
         else:
             value_hash = _NUMERIC_SALT if value is None else _hash_value(value)
@@ -642,6 +643,8 @@ class FeatureHasher:
             raise ValidationError(f"features.{name}", "a string value", repr(value))
         if len(tokens) > self.cache_size:
             tokens.clear()
+        if type(name) is int:  # its decimal text (streamlearn.contract.feature_name)
+            return self.slot_of(str(name), value)
         return self._token(name, value, None)
 
     def slots_of(self, name: str, values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -657,8 +660,10 @@ class FeatureHasher:
         >>> bool(slots[0] == slots[2])
         True
         """
+        if type(name) is int:  # its decimal text (streamlearn.contract.feature_name)
+            name = str(name)
         if type(name) is not str or not name:
-            raise ValidationError("features", "non-empty string feature names", repr(name))
+            _refuse_name(name, None)
         if name in self._dense_slot:
             raise ValidationError(
                 f"features.{name}", "a number (it is a dense feature)", "strings"
@@ -702,9 +707,9 @@ class FeatureHasher:
                 strings = dense & (value_codes != 0)
                 if strings.any():
                     j = int(np.flatnonzero(strings)[0])
-                    raise ValidationError(
-                        f"features.{keys[j]}", "a number (it is a dense feature)", "a string",
-                        _where(offsets, j),
+                    raise Rejection(
+                        "features.dense_not_number", _index(offsets, j), name=keys[j],
+                        shown="a string",
                     )
                 indices[dense] = (name_codes[dense] - _DENSE_U64).view(np.int64) + self.n_hashed
                 negative[dense] = False
@@ -737,14 +742,12 @@ class FeatureHasher:
                 if type(v) is list or type(v) is tuple:
                     for item in v:
                         if type(item) is not str:
-                            raise ValidationError(
-                                f"features.{k}", "a list of strings", repr(v), f"event {i}"
-                            )
+                            raise Rejection("features.bad_list_item", i, name=k, value=item)
                         keys.append(k)
                         vals.append(item)
                 else:
                     if getattr(v, "__hash__", None) is None:
-                        raise ValidationError(f"features.{k}", _VALUE_KINDS, repr(v), f"event {i}")
+                        raise Rejection("features.bad_value", i, name=k, value=v)
                     keys.append(k)
                     vals.append(v)
             lens.append(len(keys) - start)
@@ -761,10 +764,7 @@ class FeatureHasher:
             code = names.get(name) if type(name) is str else None
             if code is None:
                 if type(name) is not str or not name:
-                    raise ValidationError(
-                        "features", "non-empty string feature names", repr(name),
-                        _where(offsets, j),
-                    )
+                    _refuse_name(name, _index(offsets, j))
                 code = names[name] = _code(_hash_name(name))
             codes[j] = int.from_bytes(code, "little")
 
@@ -801,9 +801,8 @@ class FeatureHasher:
                 values[j] = 1.0
                 numeric[j] = False
                 if keys[j] in self._dense_slot:
-                    raise ValidationError(
-                        f"features.{keys[j]}", "a number (it is a dense feature)", repr(v),
-                        _where(offsets, j),
+                    raise Rejection(
+                        "features.dense_not_number", _index(offsets, j), name=keys[j], value=v
                     )
             elif t is bool:
                 values[j] = 1.0 if v else 0.0
@@ -816,19 +815,40 @@ class FeatureHasher:
                 except OverflowError:
                     f = float("inf")
                 if f != f or f in (float("inf"), float("-inf")):
-                    raise ValidationError(
-                        f"features.{keys[j]}", "a finite number", repr(v), _where(offsets, j)
+                    raise Rejection(
+                        "features.not_finite", _index(offsets, j), name=keys[j], value=v
                     )
                 values[j] = f
             else:
-                raise ValidationError(
-                    f"features.{keys[j]}", _VALUE_KINDS, repr(v), _where(offsets, j)
-                )
+                raise Rejection("features.bad_value", _index(offsets, j), name=keys[j], value=v)
         return value_codes
 
 
-def _where(offsets: np.ndarray, entry: int) -> str:
-    return f"event {int(np.searchsorted(offsets, entry, side='right')) - 1}"
+def _index(offsets: np.ndarray, entry: int) -> int:
+    """The event (row) of entry ``entry``."""
+    return int(np.searchsorted(offsets, entry, side="right")) - 1
+
+
+class _IntegerName(Exception):
+    """A feature named by an integer: the batch is encoded again with names as text."""
+
+
+def _refuse_name(name: object, index: int | None) -> None:
+    """Raise for a name the hasher cannot take (an integer: :class:`_IntegerName`)."""
+    if type(name) is int:
+        raise _IntegerName
+    if name == "":
+        raise Rejection("features.empty_name", index)
+    raise Rejection("features.name_not_string", index, value=name)
+
+
+def _string_names(x: dict) -> dict:
+    """``x`` with integer names as their decimal text (:func:`streamlearn.contract.feature_name`);
+    other names are kept, for the encoder to refuse."""
+    return {
+        (text if (text := feature_name(k)) is not None and type(k) is int else k): v
+        for k, v in x.items()
+    }
 
 
 class _Schema:

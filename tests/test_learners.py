@@ -276,7 +276,7 @@ def test_only_penalty_free_sgd_takes_the_scatter_add_step():
         ({"a": {"nested": 1}}, "features.a"),
         ({"a": [1, 2]}, "features.a"),
         ({}, "features"),
-        ({3: 1.0}, "features"),
+        ({3.5: 1.0}, "features"),  # an integer name is its decimal text: see test_contract
     ],
     ids=["nan", "inf", "none", "dict", "list-of-numbers", "empty", "non-string-name"],
 )

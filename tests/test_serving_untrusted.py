@@ -315,7 +315,11 @@ def test_an_event_without_features_is_refused_on_every_path(kind: str) -> None:
             rejected.error.expected,
             rejected.error.got,
         )
-    assert post_raw(app, b'{"events": []}')[0] == 200  # no event: nothing to refuse
+    # an envelope without events: the contract's `events.empty`, refused as training does
+    status, doc = post_raw(app, b'{"events": []}')
+    [no_event] = EventDecoder(task=kind).decode(b'{"events": []}')[1]
+    assert status == 422 and doc["fields"][0]["field"] == no_event.field == "events"
+    assert doc["fields"][0]["expected"] == no_event.error.expected
 
 
 def test_the_bearer_scheme_is_case_insensitive() -> None:

@@ -240,15 +240,17 @@ LABEL_CODES = frozenset(("label.missing", "label.invalid"))
 def render(code: str, **facts: Any) -> tuple[str, str, str]:
     """``(field, expected, got)`` of a rejection, from its code and facts.
 
-    Facts: ``name`` (a feature or field name), ``value`` (the offending value), ``count``,
-    ``detail``, ``task``, ``max_features``, ``max_events``.
+    Facts: ``name`` (a feature or field name), ``value`` (the offending value; or ``shown``,
+    a description of it), ``count``, ``detail``, ``task``, ``max_features``, ``max_events``.
 
     >>> render("features.bad_list_item", name="tags", value=3)
     ('features.tags', 'a list of strings', 'an item 3')
     """
     rule = RULES[code]
     values = dict(facts)
-    if "value" in values:
+    if "shown" in values:  # the value already rendered, where only a description is at hand
+        values["value"] = values.pop("shown")
+    elif "value" in values:
         values["value"] = show(values["value"])
     if "task" in values:
         values["label_expected"] = LABEL_EXPECTED[values["task"]]

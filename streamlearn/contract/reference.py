@@ -27,22 +27,29 @@ from streamlearn.contract import (
     HASH,
     MAX_FEATURES,
     Rejection,
+    feature_name,
 )
 
-__all__ = ["Decoded", "Encoded", "Settings", "decode", "slot"]
+__all__ = ["Decoded", "Encoded", "Settings", "decode", "encode_event", "slot"]
 
 _U64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
 class Settings:
-    """What a decoder is set up with: the task, whether a label is required, the hashing."""
+    """What a decoder is set up with: the task, what it makes of labels, the hashing.
+
+    ``labels``: ``"required"`` (training), ``"optional"`` (checked when given: the scoring
+    job) or ``"ignored"`` (a serving request: a label is neither checked nor used).
+    ``max_events``: a serving request's cap on the events of an envelope (None: no cap).
+    """
 
     task: str = "binary"
-    require_label: bool = True
+    labels: str = "required"
     bits: int = 20
     dense: tuple[str, ...] = ()
     max_features: int = MAX_FEATURES
+    max_events: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,11 +105,33 @@ def decode(message: bytes, settings: Settings) -> Decoded:
             out.rejections.append(Rejection("events.not_list", None, value=items))
         elif not items:
             out.rejections.append(Rejection("events.empty", None))
+        elif settings.max_events is not None and len(items) > settings.max_events:
+            out.rejections.append(
+                Rejection("events.too_many", None, count=len(items), max_events=settings.max_events)
+            )
         else:
             for i, item in enumerate(items):
                 _one(item, i, settings, out)
         return out
     _one(doc, None, settings, out)
+    return out
+
+
+def encode_event(event: dict, settings: Settings) -> Decoded:
+    """One event given as Python objects: names read by
+    :func:`~streamlearn.contract.feature_name` first (an integer is its decimal text)."""
+    out = Decoded()
+    features = event.get("features")
+    if type(features) is dict:
+        named = {}
+        for name, value in features.items():
+            text = feature_name(name)
+            if text is None and name != "":
+                out.rejections.append(Rejection("features.name_not_string", None, value=name))
+                return out
+            named[name if text is None else text] = value
+        event = {**event, "features": named}
+    _one(event, None, settings, out)
     return out
 
 
@@ -155,8 +184,10 @@ def _event(event: Any, index: int | None, s: Settings) -> Encoded:
 
 
 def _label(event: dict, index: int | None, s: Settings) -> Any:
+    if s.labels == "ignored":
+        return None
     if "label" not in event:
-        if s.require_label:
+        if s.labels == "required":
             raise Rejection("label.missing", index, task=s.task)
         return None
     label = event["label"]

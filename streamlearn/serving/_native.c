@@ -34,6 +34,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_native_codes.h"
 #include "_native_pow5.h"
 
 /* -- decimal to double: exact cases, then a 128-bit product by 5**q, else dtoa -- */
@@ -502,7 +503,7 @@ scan_string(const char *p, const char *end, const char **s, Py_ssize_t *n)
  * constant, so each gets its own specialised copy). */
 static inline __attribute__((always_inline)) int
 scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *known_out,
-          double *S, double *Q, int k)
+          double *S, double *Q, int k, int *why)
 {
     static const char FEATURES[] = "\"features\"";
     const int fm = S != NULL;
@@ -510,6 +511,7 @@ scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_
     double z = 0.0, c = 0.0;
     int missing = 0;
     Py_ssize_t known = 0; /* features with a non-zero share */
+    Py_ssize_t count = 0; /* features, repeated names included: at most SL_MAX_FEATURES */
     uint64_t stamp = ++self->stamp;
 
     p = skip_ws(p, end);
@@ -530,6 +532,7 @@ scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_
     }
     p = skip_ws(p + 1, end);
     if (p < end && *p == '}') {
+        *why = SL_FEATURES_EMPTY;
         return NOT_PLAIN; /* no feature: the validating path answers */
     }
     for (;;) {
@@ -539,8 +542,10 @@ scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_
             return NOT_PLAIN;
         }
         if (name_len == 0) {
+            *why = SL_FEATURES_EMPTY_NAME;
             return NOT_PLAIN; /* an empty name: refused by the validating path, as training does */
         }
+        count++;
         uint64_t h = hash_bytes(name, name_len);
         p = skip_ws(p, end);
         if (p >= end || *p != ':') {
@@ -594,6 +599,9 @@ scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_
                     const char *s;
                     Py_ssize_t n;
                     if (p >= end || *p != '"' || (p = scan_string(p, end, &s, &n)) == NULL) {
+                        if (p != NULL && p < end && *p != '"' && *p != ']') {
+                            *why = SL_FEATURES_BAD_LIST_ITEM; /* if the rest is JSON */
+                        }
                         return NOT_PLAIN;
                     }
                     if (!missing) {
@@ -649,9 +657,13 @@ scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_
             double x;
             int is_int;
             if (parse_number(&p, end, &x, &is_int) < 0) {
+                if (first == 'n' || first == '{') {
+                    *why = SL_FEATURES_BAD_VALUE; /* null or an object, if the rest is JSON */
+                }
                 return NOT_PLAIN;
             }
             if (!isfinite(x)) {
+                *why = SL_MESSAGE_NOT_JSON;
                 return NOT_PLAIN; /* orjson refuses it, or Python's int * float overflows */
             }
             if (!missing) {
@@ -683,6 +695,10 @@ scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_
     if (p != end) {
         return NOT_PLAIN;
     }
+    if (count > SL_MAX_FEATURES) {
+        *why = SL_FEATURES_TOO_MANY;
+        return NOT_PLAIN;
+    }
     if (missing) {
         return MISSING;
     }
@@ -706,16 +722,17 @@ scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_
 #define MAX_K 256
 
 static int
-scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *known_out)
+scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *known_out,
+     int *why)
 {
     if (self->k == 0) {
-        return scan_impl(self, p, end, score, known_out, NULL, NULL, 0);
+        return scan_impl(self, p, end, score, known_out, NULL, NULL, 0, why);
     }
     double S[MAX_K], Q[MAX_K];
     int k = self->k;
     memset(S, 0, sizeof(double) * (size_t)k);
     memset(Q, 0, sizeof(double) * (size_t)k);
-    return scan_impl(self, p, end, score, known_out, S, Q, k);
+    return scan_impl(self, p, end, score, known_out, S, Q, k, why);
 }
 
 /* -- the Python type ----------------------------------------------------------- */
@@ -775,7 +792,8 @@ Shares_score(Shares *self, PyObject *body)
     }
     double z;
     Py_ssize_t known;
-    int got = scan(self, p, p + n, &z, &known);
+    int why = SL_NO_CODE;
+    int got = scan(self, p, p + n, &z, &known, &why);
     if (got == SCORED) {
         self->hits++;
         return PyFloat_FromDouble(z);
@@ -795,7 +813,8 @@ Shares_score_known(Shares *self, PyObject *body)
     const char *p = PyBytes_AS_STRING(body);
     double z;
     Py_ssize_t known;
-    int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known);
+    int why = SL_NO_CODE;
+    int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known, &why);
     if (got == SCORED) {
         self->hits++;
         PyObject *score = PyFloat_FromDouble(z);
@@ -932,6 +951,29 @@ Shares_add_string(Shares *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* The contract's code of the rule a body breaks, as the scan found it where it stepped aside
+ * (see streamlearn.contract; the validating path still answers the request), or None: the
+ * body was scored, has a name not remembered yet, or is left to that path without a verdict
+ * (escapes, malformed JSON, fields besides `features`...). A code found before the end of
+ * the body holds if the rest is JSON. */
+static PyObject *
+Shares_verdict(Shares *self, PyObject *body)
+{
+    if (!PyBytes_CheckExact(body)) {
+        PyErr_SetString(PyExc_TypeError, "verdict: expected bytes");
+        return NULL;
+    }
+    const char *p = PyBytes_AS_STRING(body);
+    double z;
+    Py_ssize_t known;
+    int why = SL_NO_CODE;
+    int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known, &why);
+    if (got != NOT_PLAIN || why == SL_NO_CODE) {
+        Py_RETURN_NONE;
+    }
+    return PyUnicode_FromString(SL_CODE_NAMES[why]);
+}
+
 static PyObject *
 Shares_parse_number(PyObject *type, PyObject *text)
 {
@@ -982,6 +1024,9 @@ static PyMethodDef Shares_methods[] = {
     {"add_string", (PyCFunction)Shares_add_string, METH_VARARGS,
      "add_string(name, value, share[, factors]): remember the share of string value under "
      "name (and, with k > 0, its slot's k signed factors as float64 bytes)."},
+    {"verdict", (PyCFunction)Shares_verdict, METH_O,
+     "verdict(body) -> str | None: the contract's code of the rule the body breaks, where "
+     "the scan steps aside for it; None when scored, missing a name, or without a verdict."},
     {"parse_number", (PyCFunction)Shares_parse_number, METH_O | METH_STATIC,
      "parse_number(text) -> float | None: a JSON number as score() reads it."},
     {NULL, NULL, 0, NULL},

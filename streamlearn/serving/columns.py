@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from streamlearn.contract import RULES
 from streamlearn.errors import ValidationError
 from streamlearn.features import FeatureBatch, FeatureHasher, feature_slot
 
@@ -112,7 +113,8 @@ class ColumnEncoder:
                 )
                 continue
             if name == "":
-                raise ValidationError("columns", "non-empty string feature names", "''")
+                rule = RULES["features.empty_name"]
+                raise ValidationError("columns", rule.expected, rule.got)
             slot, sign = self._slot(name, None)
             data = column.filter(pa.array(present)) if len(row_ids) < n_rows else column
             x = np.asarray(data.to_numpy(zero_copy_only=False), dtype=np.float64)

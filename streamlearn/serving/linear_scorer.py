@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from streamlearn.contract import MAX_FEATURES, RULES
 from streamlearn.errors import ValidationError
 from streamlearn.features import FeatureHasher
 
@@ -324,7 +325,7 @@ class LinearScorer:
         """
         if self.n_outputs != 1:
             raise TypeError("score_one is for models of one output; use score_many")
-        if not x:
+        if not 0 < len(x) <= MAX_FEATURES:  # no feature, or more than the contract allows
             return None
         if self._scaled:
             return self._score_one_scaled(x)
@@ -549,7 +550,7 @@ class LinearScorer:
                     column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
                 )
             if type(name) is not str or not name:
-                raise ValidationError("columns", "non-empty string feature names", repr(name))
+                raise ValidationError("columns", RULES["features.empty_name"].expected, repr(name))
             kind = column.type
             tid = kind.id
             if tid in kinds.floats or tid in kinds.integers:

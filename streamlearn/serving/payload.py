@@ -6,8 +6,12 @@ Arrow IPC stream body (``application/vnd.apache.arrow.stream``) is a table
 whose columns are features, one row per event, nulls meaning "absent": the
 fast path for batches, decoded column by column rather than value by value.
 
-Every problem is reported with the field it is about, as a dotted path such as
-``events[3].features.age``.
+The rules of an event are those of :mod:`streamlearn.contract`, with the
+contract's codes and words; a label is ignored (``labels="ignored"`` in the
+conformance corpus). Every problem is a :class:`Problem`: its ``code``, the
+``index`` of its event in an envelope, its field inside the event
+(``event_field``), and its ``field`` as the request names it, a dotted path
+such as ``events[3].features.age``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from streamlearn.contract import EVENT_FIELDS, MAX_FEATURES, RULES, render
 from streamlearn.errors import ValidationError
 from streamlearn.serving.arrow_kinds import arrow_kinds
 from streamlearn.serving.arrow_limits import Declared, UnreadableStream, declared_sizes
@@ -35,19 +40,16 @@ __all__ = [
     "load_json",
     "check_json",
     "plain_features",
+    "Problem",
 ]
 
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
-EVENT_KEYS = frozenset({"features", "key", "id", "ts", "label"})
+EVENT_KEYS = frozenset(EVENT_FIELDS)
 MAX_PROBLEMS = 20
-FEATURE_EXPECTED = "a number, a string, true/false or a list of strings"
-# an event without features: the rule and the words of training's decoder
-# (``streamlearn.events``), so that serving refuses what training refuses
-NO_FEATURE_EXPECTED = "at least one feature"
-NO_FEATURE_GOT = "an empty object"
-# a feature named "" (``streamlearn.events`` refuses it with these words, field `features`)
-EMPTY_NAME_EXPECTED = "non-empty string feature names"
-EMPTY_NAME_GOT = "''"
+# the contract's words, for the Arrow path's columns
+FEATURE_EXPECTED = RULES["features.bad_value"].expected
+NO_FEATURE_EXPECTED, NO_FEATURE_GOT = render("features.empty")[1:]
+EMPTY_NAME_EXPECTED, EMPTY_NAME_GOT = render("features.empty_name")[1:]
 # An Arrow body may not decode to more than MAX_RATIO times its size once past
 # RATIO_FLOOR bytes (real feature columns compress far less; bombs far more).
 MAX_RATIO = 1000
@@ -80,6 +82,31 @@ class BadRequest(ValidationError):
         }
 
 
+class Problem(ValidationError):
+    """One broken rule of the contract in a request: ``code``, ``index`` (the event's
+    position in an envelope, None for a single event or the whole body) and
+    ``event_field`` (the contract's field, inside the event); ``field`` is the
+    request's path of it (``events[3].features.age``).
+
+    >>> p = Problem("features.empty", "events[1]", 1)
+    >>> p.field, p.event_field, p.code, p.index
+    ('events[1].features', 'features', 'features.empty', 1)
+    """
+
+    def __init__(self, code: str, path: str | None, index: int | None, **facts: Any) -> None:
+        event_field, expected, got = render(code, **facts)
+        if path is None:  # the whole body: the field as the contract names it
+            field_ = event_field
+        elif code == "event.not_object":
+            field_ = path
+        else:
+            field_ = f"{path}.{event_field}"
+        super().__init__(field_, expected, got)
+        self.code = code
+        self.index = index
+        self.event_field = event_field
+
+
 @dataclass(frozen=True)
 class EventBatch:
     """Events decoded from JSON: their ``features`` mappings and optional ids."""
@@ -104,6 +131,8 @@ class ColumnBatch:
 
 
 def _got(value: Any) -> str:
+    """A value of a request the protocols' own fields name (``streamlearn.serving.protocols``),
+    as JSON; an event's values are shown as the contract shows them."""
     try:
         text = orjson.dumps(value, default=repr).decode() if value is not None else "null"
     except TypeError:  # nested deeper than orjson writes (the request parsed it, up to 1024)
@@ -111,63 +140,87 @@ def _got(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_feature(name: str, value: Any, path: str, problems: list[ValidationError]) -> None:
+def _check_feature(
+    name: str, value: Any, path: str, index: int | None, problems: list[ValidationError]
+) -> None:
     kind = type(value)
     if kind is float:
         if not math.isfinite(value):
-            problems.append(ValidationError(f"{path}.{name}", "a finite number", _got(value)))
+            problems.append(
+                Problem("features.not_finite", path, index, name=name, value=value)
+            )
         return
     if kind is int or kind is str or kind is bool:
         return
-    if kind is list and all(type(item) is str for item in value):
-        return
-    problems.append(ValidationError(f"{path}.{name}", FEATURE_EXPECTED, _got(value)))
-
-
-def _check_meta(event: dict, path: str, problems: list[ValidationError]) -> None:
-    """Check an event's fields besides ``features``."""
-    if not EVENT_KEYS.issuperset(event):
-        for key in event:
-            if key not in EVENT_KEYS:
+    if kind is list:
+        for item in value:
+            if type(item) is not str:
                 problems.append(
-                    ValidationError(
-                        f"{path}.{key}", "no such field (features, key, id, ts, label)", _got(key)
-                    )
+                    Problem("features.bad_list_item", path, index, name=name, value=item)
                 )
-    if "ts" in event and (type(event["ts"]) is not int or event["ts"] < 0):
-        problems.append(
-            ValidationError(f"{path}.ts", "milliseconds since the epoch", _got(event["ts"]))
-        )
-    for key in ("key", "id"):
-        if key in event and type(event[key]) not in (str, int):
-            problems.append(
-                ValidationError(f"{path}.{key}", "a string or an integer", _got(event[key]))
-            )
+                return
+        return
+    problems.append(Problem("features.bad_value", path, index, name=name, value=value))
 
 
-def _check_event(event: Any, path: str, problems: list[ValidationError]) -> Mapping[str, Any]:
+def _meta_ok(event: dict) -> bool:
+    """The fields besides ``features`` are those of an event, each valid (null: absent)."""
+    if not EVENT_KEYS.issuperset(event):
+        return False
+    key, ts, eid = event.get("key"), event.get("ts"), event.get("id")
+    return (
+        (key is None or type(key) is str or type(key) is int or type(key) is bool)
+        and (ts is None or (type(ts) is int and ts >= 0))
+        and (eid is None or type(eid) is str or type(eid) is int or type(eid) is bool)
+    )
+
+
+def _check_meta(event: dict, path: str, index: int | None, problems: list[ValidationError]) -> None:
+    """Check an event's fields besides ``features`` (a label is ignored), in the
+    contract's order: key, ts, id."""
+    for key in ("key", "ts", "id"):
+        value = event.get(key)
+        if value is None:
+            continue
+        if key == "ts":
+            if type(value) is not int or value < 0:
+                problems.append(Problem("ts.invalid", path, index, value=value))
+        elif type(value) not in (str, int, bool):
+            problems.append(Problem(f"{key}.invalid", path, index, value=value))
+
+
+def _check_event(
+    event: Any, path: str, index: int | None, problems: list[ValidationError]
+) -> Mapping[str, Any]:
+    """Every rule an event breaks, in the contract's order (the first is the one the
+    training decoder names)."""
     if type(event) is not dict:
-        problems.append(ValidationError(path, "an event object with `features`", _got(event)))
+        problems.append(Problem("event.not_object", path, index, value=event))
         return {}
+    if not EVENT_KEYS.issuperset(event):
+        for key in sorted(k for k in event if k not in EVENT_KEYS):
+            problems.append(Problem("event.unknown_field", path, index, name=key))
     features = event.get("features")
-    if type(features) is not dict:
-        problems.append(
-            ValidationError(
-                f"{path}.features", "an object of feature name to value", _got(features)
-            )
-        )
+    if features is None:
+        problems.append(Problem("features.missing", path, index))
+        features = {}
+    elif type(features) is not dict:
+        problems.append(Problem("features.not_object", path, index, value=features))
         features = {}
     elif not features:
-        problems.append(ValidationError(f"{path}.features", NO_FEATURE_EXPECTED, NO_FEATURE_GOT))
-    if len(event) != 1 or "features" not in event:
-        _check_meta(event, path, problems)
-    fpath = f"{path}.features"
-    if "" in features:  # the hasher has no slot for it: training's rule and words
-        problems.append(ValidationError(fpath, EMPTY_NAME_EXPECTED, EMPTY_NAME_GOT))
+        problems.append(Problem("features.empty", path, index))
+    elif len(features) > MAX_FEATURES:
+        problems.append(Problem("features.too_many", path, index, count=len(features)))
+        features = {}
     for name, value in features.items():
-        _check_feature(name, value, fpath, problems)
+        if name == "":  # the hasher has no slot for it
+            problems.append(Problem("features.empty_name", path, index))
+        else:
+            _check_feature(name, value, path, index, problems)
         if len(problems) >= MAX_PROBLEMS:
             break
+    if len(event) != 1 or "features" not in event:
+        _check_meta(event, path, index, problems)
     return features
 
 
@@ -175,13 +228,10 @@ def _plain_event(event: Any) -> dict | None:
     if type(event) is not dict:
         return None
     features = event.get("features")
-    if type(features) is not dict or not features:
+    if type(features) is not dict or not features or len(features) > MAX_FEATURES:
         return None
-    if len(event) > 1:
-        problems: list[ValidationError] = []
-        _check_meta(event, "", problems)
-        if problems:
-            return None
+    if len(event) > 1 and not _meta_ok(event):
+        return None
     return features
 
 
@@ -203,6 +253,8 @@ def plain_features(doc: Any, max_events: int) -> tuple[list[dict], bool] | None:
     True
     >>> plain_features({"events": [{"feature": {}}]}, max_events=10) is None
     True
+    >>> plain_features({"events": []}, max_events=10) is None  # refused: no event
+    True
     """
     if type(doc) is not dict:
         return None
@@ -210,13 +262,13 @@ def plain_features(doc: Any, max_events: int) -> tuple[list[dict], bool] | None:
         features = _plain_event(doc)
         return None if features is None else ([features], True)
     events = doc.get("events")
-    if len(doc) != 1 or type(events) is not list or len(events) > max_events:
+    if len(doc) != 1 or type(events) is not list or not 0 < len(events) <= max_events:
         return None
     out = []
     for event in events:
         if type(event) is dict and len(event) == 1:
             features = event.get("features")
-            if type(features) is not dict or not features:
+            if type(features) is not dict or not features or len(features) > MAX_FEATURES:
                 return None
         else:
             features = _plain_event(event)
@@ -235,9 +287,9 @@ def load_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(
-            [ValidationError("body", "a JSON object", f"unreadable JSON ({exc})")], 400
-        ) from None
+        problem = Problem("message.not_json", None, None, detail=str(exc))
+        problem.field = "body"
+        raise BadRequest([problem], 400) from None
 
 
 def parse_json(body: bytes, max_events: int) -> EventBatch:
@@ -252,8 +304,7 @@ def parse_json(body: bytes, max_events: int) -> EventBatch:
     ...     parse_json(b'{"events": [{"features": {"age": [1]}}]}', max_events=10)
     ... except BadRequest as err:
     ...     print(err.status, err)
-    422 field `events[0].features.age`: expected a number, a string, true/false or a list of \
-strings, got [1]
+    422 field `events[0].features.age`: expected a list of strings, got an item 1
     """
     return check_json(load_json(body), max_events)
 
@@ -266,40 +317,27 @@ def check_json(doc: Any, max_events: int) -> EventBatch:
     """
     problems: list[ValidationError] = []
     if type(doc) is dict and "events" in doc and "features" not in doc:
-        events = doc["events"]
-        if len(doc) > 1:
-            extra = sorted(k for k in doc if k != "events")
-            problems.append(
-                ValidationError(
-                    extra[0], "no field besides `events` in an envelope", _got(extra[0])
-                )
-            )
+        events = doc["events"]  # an envelope's other fields are ignored
         if type(events) is not list:
-            raise BadRequest([ValidationError("events", "a list of events", _got(events))])
+            raise BadRequest([Problem("events.not_list", None, None, value=events)])
+        if not events:
+            raise BadRequest([Problem("events.empty", None, None)])
         if len(events) > max_events:
             raise BadRequest(
-                [
-                    ValidationError(
-                        "events",
-                        f"at most {max_events} events per request",
-                        f"{len(events)} events",
-                    )
-                ],
+                [Problem("events.too_many", None, None, count=len(events), max_events=max_events)],
                 413,
             )
         features = []
         for i, event in enumerate(events):
-            features.append(_check_event(event, f"events[{i}]", problems))
+            features.append(_check_event(event, f"events[{i}]", i, problems))
             if len(problems) >= MAX_PROBLEMS:
                 break
         if problems:
             raise BadRequest(problems[:MAX_PROBLEMS])
         return EventBatch(features, [e.get("id") for e in events])
     if type(doc) is not dict:
-        raise BadRequest(
-            [ValidationError("body", 'an event object or {"events": [...]}', _got(doc))]
-        )
-    features_one = _check_event(doc, "event", problems)
+        raise BadRequest([Problem("event.not_object", "body", None, value=doc)])
+    features_one = _check_event(doc, "event", None, problems)
     if problems:
         raise BadRequest(problems[:MAX_PROBLEMS])
     return EventBatch([features_one], [doc.get("id")], single=True)
