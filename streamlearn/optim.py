@@ -44,13 +44,18 @@ __all__ = [
 
 
 def _positive(name: str, value: object, *, zero: bool = False, below: float | None = None) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value >= 0 if zero else value > 0) and (below is None or value < below)
-    if not ok:
-        bound = "≥ 0" if zero else "> 0"
-        if below is not None:
-            bound += f" and < {below}"
-        raise ConfigError(name, f"a finite number {bound}", repr(value))
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value >= 0 if zero else value > 0)
+        and (below is None or value < below)
+    ):
+        return
+    bound = "≥ 0" if zero else "> 0"
+    if below is not None:
+        bound += f" and < {below}"
+    raise ConfigError(name, f"a finite number {bound}", repr(value))
 
 
 class Optimizer:
@@ -68,6 +73,9 @@ class Optimizer:
     #: the per-event kernel only: ``update="event"``)
     per_event_only: ClassVar[bool] = False
 
+    #: the constructor's arguments, as given (set by each optimiser's ``__init__``)
+    _params: dict[str, Any]
+
     def params(self) -> dict[str, Any]:
         """Constructor arguments, as given (JSON-able)."""
         return dict(self._params)
@@ -81,7 +89,11 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.params() == self.params()  # type: ignore[attr-defined]
+        return (
+            isinstance(other, Optimizer)
+            and type(other) is type(self)
+            and other.params() == self.params()
+        )
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -14,7 +14,7 @@ from streamlearn.optim import FTRL, SGD, AdaGrad, Adam, Normalized, Optimizer, o
 from streamlearn.state import ModelState
 
 try:
-    from streamlearn.learners import _kernel
+    import streamlearn.learners._kernel as _kernel
 except ImportError:  # built without a C compiler: no per-event kernel
     _kernel = None
 
@@ -36,8 +36,9 @@ class Learner:
     Classifiers add ``predict_proba_one`` / ``predict_proba_many``.
     """
 
-    #: "regression", "binary" or "multiclass"
-    task: ClassVar[str] = ""
+    #: "regression", "binary" or "multiclass" (a class attribute, or set by
+    #: ``__init__`` when the model decides, as :class:`RiverLearner`'s does)
+    task: str = ""
     #: whether states of parallel learners may be averaged
     mergeable: ClassVar[bool] = True
 
@@ -64,9 +65,19 @@ class Learner:
 
 
 def _number(name: str, value: object, *, low: float = 0.0, strict: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or (value <= low if strict else value < low):
-        raise ConfigError(name, f"a finite number {'>' if strict else '≥'} {low}", repr(value))
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and (value > low if strict else value >= low)
+    ):
+        return
+    raise ConfigError(name, f"a finite number {'>' if strict else '≥'} {low}", repr(value))
+
+
+def _rate_or_none(name: str, value: object) -> None:
+    if value is not None:
+        _number(name, value)
 
 
 def _flag(name: str, value: object) -> None:
@@ -79,7 +90,7 @@ _RULES = {
     "l1": lambda v: _number("l1", v),
     "l2": lambda v: _number("l2", v),
     "intercept": lambda v: _flag("intercept", v),
-    "intercept_lr": lambda v: v is None or _number("intercept_lr", v),
+    "intercept_lr": lambda v: _rate_or_none("intercept_lr", v),
     "scale": lambda v: _flag("scale", v),
     "clip_gradient": lambda v: _number("clip_gradient", v, strict=True),
 }
@@ -143,7 +154,7 @@ class LinearModel(Learner):
         l1: float = 0.0,
         l2: float = 0.0,
         intercept: bool = True,
-        intercept_lr: float = 0.01,
+        intercept_lr: float | None = 0.01,
         bits: int = 20,
         dense: Sequence[str] = (),
         scale: bool = False,

@@ -27,7 +27,7 @@ Predicting needs only ``weights``, ``intercept`` and ``factors``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,8 +44,13 @@ __all__ = ["FMRegressor", "FMClassifier"]
 _LINEAR_OPTIMIZERS = {SGD: 0, AdaGrad: 1, FTRL: 3, Normalized: 4}
 _FACTOR_OPTIMIZERS = {SGD: 0, AdaGrad: 1, FTRL: 3}
 
+if TYPE_CHECKING:  # a mixin in front of a linear learner (see FMRegressor): type it as one
+    _Linear = base.LinearModel
+else:
+    _Linear = object
 
-class _FactorizationMachine:
+
+class _FactorizationMachine(_Linear):
     """What both factorization machines add to their linear model."""
 
     def __init__(
@@ -93,13 +98,13 @@ class _FactorizationMachine:
                               repr(kwargs["l1"]))
         self.k, self.factor_optimizer, self.factor_l2 = k, factor_optimizer, factor_l2
         self.init_std, self.seed = init_std, seed
-        super().__init__(optimizer, update=update, **kwargs)  # type: ignore[call-arg]
+        super().__init__(optimizer, update=update, **kwargs)
 
     # -- parameters and arrays --------------------------------------------------
 
     def _own_params(self) -> dict[str, Any]:
         return {
-            **super()._own_params(),  # type: ignore[misc]
+            **super()._own_params(),
             "k": self.k, "factor_optimizer": self.factor_optimizer.config(),
             "factor_l2": self.factor_l2, "init_std": self.init_std, "seed": self.seed,
         }
@@ -109,11 +114,11 @@ class _FactorizationMachine:
         params = dict(params)
         if isinstance(params.get("factor_optimizer"), dict):
             params["factor_optimizer"] = optimizer_from_config(params["factor_optimizer"])
-        return super().from_params(params)  # type: ignore[misc]
+        return super().from_params(params)
 
     def _allocate(self) -> None:
-        super()._allocate()  # type: ignore[misc]
-        shape = (self.n_slots, self.k)  # type: ignore[attr-defined]
+        super()._allocate()
+        shape = (self.n_slots, self.k)
         v = np.random.default_rng(self.seed).normal(0.0, self.init_std, shape)
         arrays = {"factors": v}
         fopt = self.factor_optimizer
@@ -122,20 +127,20 @@ class _FactorizationMachine:
             arrays["factors.ftrl.z"] = -np.sign(v) * (
                 np.abs(v) * (fopt.beta / fopt.alpha + fopt.l2) + fopt.l1
             )
-        self._arrays.update(arrays)  # type: ignore[attr-defined]
+        self._arrays.update(arrays)
 
     @property
     def factors(self) -> np.ndarray:
         """The factors, one row of ``k`` per slot (a view: do not change it)."""
-        return self._arrays["factors"]  # type: ignore[attr-defined]
+        return self._arrays["factors"]
 
     # -- predicting -------------------------------------------------------------
 
     def _raw(self, batch: FeatureBatch, values: np.ndarray) -> np.ndarray:
-        z = super()._raw(batch, values)  # type: ignore[misc]
+        z = super()._raw(batch, values)
         if batch.n_rows == 0:
             return z
-        vx = self._arrays["factors"][batch.indices] * values[:, None]  # type: ignore[attr-defined]
+        vx = self._arrays["factors"][batch.indices] * values[:, None]
         s = batch.row_sums(vx)
         q = batch.row_sums(vx * vx)
         return z + 0.5 * (s * s - q).sum(axis=1)
@@ -143,10 +148,10 @@ class _FactorizationMachine:
     def objective(self, xs: Batch, ys: Sequence[object] | np.ndarray) -> float:
         """The mean loss plus ``l2 / 2`` times the squared weights and
         ``factor_l2 / 2`` times the squared factors of the batch's slots."""
-        value = super().objective(xs, ys)  # type: ignore[misc]
-        batch = self._batch(xs)  # type: ignore[attr-defined]
+        value = super().objective(xs, ys)
+        batch = self._batch(xs)
         slots = np.unique(batch.indices)
-        v = self._arrays["factors"][slots]  # type: ignore[attr-defined]
+        v = self._arrays["factors"][slots]
         return value + 0.5 * self.factor_l2 * float((v * v).sum())
 
     def gradient(self, xs: Batch, ys: Sequence[object] | np.ndarray) -> Any:
@@ -165,13 +170,13 @@ class _FactorizationMachine:
                 "update", "a build with the per-event kernel (install with a C compiler) to "
                 "learn a factorization machine", "'event'",
             )
-        opt, fopt = self.optimizer, self.factor_optimizer  # type: ignore[attr-defined]
-        a = self._arrays  # type: ignore[attr-defined]
+        opt, fopt = self.optimizer, self.factor_optimizer
+        a = self._arrays
         p, fp = opt.params(), fopt.params()
-        own_intercept = self.intercept_lr is None  # type: ignore[attr-defined]
-        intercept = self.intercept  # type: ignore[attr-defined]
+        own_intercept = self.intercept_lr is None
+        intercept = self.intercept
         ints = (
-            self._kernel_model, _LINEAR_OPTIMIZERS[type(opt)],  # type: ignore[attr-defined]
+            self._kernel_model, _LINEAR_OPTIMIZERS[type(opt)],
             _FACTOR_OPTIMIZERS[type(fopt)], self.k, int(intercept), int(own_intercept),
             int(isinstance(opt, SGD) and opt.schedule == "invscaling"),
             int(isinstance(fopt, SGD) and fopt.schedule == "invscaling"),
@@ -181,8 +186,8 @@ class _FactorizationMachine:
             float(p.get("lr", 0.0)), float(p.get("power_t", 0.0)), float(p.get("eps", 0.0)),
             float(p.get("alpha", 0.0)), float(p.get("beta", 0.0)),
             float(p["l1"]) if ftrl else 0.0, float(p["l2"]) if ftrl else 0.0,
-            float(self.l2), float(self.intercept_lr or 0.0),  # type: ignore[attr-defined]
-            float(self.clip_gradient), float(self.factor_l2),  # type: ignore[attr-defined]
+            float(self.l2), float(self.intercept_lr or 0.0),
+            float(self.clip_gradient), float(self.factor_l2),
         )
         fftrl = isinstance(fopt, FTRL)
         factor_floats = (
@@ -194,7 +199,7 @@ class _FactorizationMachine:
         accs = [a[f"{opt.name}.{n}"] for n in opt.arrays] + [none] * (3 - len(opt.arrays))
         faccs = [a[f"factors.{fopt.name}.{n}"] for n in fopt.arrays]
         faccs += [none] * (2 - len(faccs))
-        ib = [a[k] for k in self._intercept_arrays(0)] if own_intercept and intercept else []  # type: ignore[attr-defined]  # noqa: E501
+        ib = [a[k] for k in self._intercept_arrays(0)] if own_intercept and intercept else []
         ib += [none] * (2 - len(ib))
         out = preds.reshape(-1) if preds is not None else None
         kernel.learn_fm_bundle(
@@ -203,10 +208,10 @@ class _FactorizationMachine:
             np.ascontiguousarray(batch.indices, dtype=np.int64),
             np.ascontiguousarray(batch.values, dtype=np.float64),
             np.ascontiguousarray(y, dtype=np.float64), h, out, *ib,
-            self._n_steps,  # type: ignore[attr-defined]
+            self._n_steps,
         )
-        self._n_steps += batch.n_rows  # type: ignore[attr-defined]
-        self._n_learned += batch.n_rows  # type: ignore[attr-defined]
+        self._n_steps += batch.n_rows
+        self._n_learned += batch.n_rows
 
 
 class FMRegressor(_FactorizationMachine, LinearRegression):

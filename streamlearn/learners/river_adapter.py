@@ -16,7 +16,7 @@ import numpy as np
 
 from streamlearn.errors import ConfigError, StateError
 from streamlearn.features import FeatureBatch, FeatureHasher
-from streamlearn.learners.base import Features, Learner, check_labels_length
+from streamlearn.learners.base import Batch, Features, Learner, check_labels_length
 from streamlearn.learners.classes import ClassIndex
 from streamlearn.state import ModelState
 
@@ -74,7 +74,7 @@ class RiverLearner(Learner):
     def clone(self) -> RiverLearner:
         return RiverLearner(self.model.clone())
 
-    def _mappings(self, xs: Sequence[Features]) -> list[Features]:
+    def _mappings(self, xs: Batch) -> list[Features]:
         if isinstance(xs, FeatureBatch):
             raise ConfigError(
                 "xs", "feature mappings (a River model cannot read hashed batches)",
@@ -85,35 +85,34 @@ class RiverLearner(Learner):
             self._check.encode(xs)
         return xs
 
-    def learn_many(self, xs: Sequence[Features], ys: Sequence[object] | np.ndarray) -> None:
-        xs = self._mappings(xs)
-        check_labels_length(ys, len(xs))
+    def learn_many(self, xs: Batch, ys: Sequence[object] | np.ndarray) -> None:
+        events = self._mappings(xs)
+        check_labels_length(ys, len(events))
         if self.task != "regression":
             self._classes.code(ys)
         learn = self.model.learn_one
-        for x, y in zip(xs, ys, strict=True):
+        for x, y in zip(events, ys, strict=True):
             learn(x, y.item() if isinstance(y, np.generic) else y)
-        self._n_learned += len(xs)
+        self._n_learned += len(events)
 
     def learn_one(self, x: Features, y: object) -> None:
         self.learn_many([x], [y])
 
-    def predict_many(self, xs: Sequence[Features]) -> np.ndarray:
-        xs = self._mappings(xs)
-        out = [self.model.predict_one(x) for x in xs]
+    def predict_many(self, xs: Batch) -> np.ndarray:
+        out = [self.model.predict_one(x) for x in self._mappings(xs)]
         return np.array(out, dtype=np.float64 if self.task == "regression" else object)
 
     def predict_one(self, x: Features) -> Any:
         return self.predict_many([x])[0]
 
-    def predict_proba_many(self, xs: Sequence[Features]) -> np.ndarray:
+    def predict_proba_many(self, xs: Batch) -> np.ndarray:
         """Probabilities, columns in :attr:`classes_` order."""
         if self.task == "regression":
             raise ConfigError("learner", "a classifier for probabilities", "a regressor")
-        xs = self._mappings(xs)
+        events = self._mappings(xs)
         classes = self._classes.classes
-        out = np.zeros((len(xs), len(classes)))
-        for i, x in enumerate(xs):
+        out = np.zeros((len(events), len(classes)))
+        for i, x in enumerate(events):
             proba = self.model.predict_proba_one(x)
             for k, c in enumerate(classes):
                 out[i, k] = proba.get(c, 0.0)
