@@ -239,7 +239,8 @@ class Scorer:
             the same version, and one dead-letter record per bad event.
         """
         predictor = self._predictor()  # read once: the whole message sees one version
-        events, rejections = self._decoder(predictor).decode(value)
+        raw = bytes(value) if isinstance(value, bytearray) else value  # what decode takes
+        events, rejections = self._decoder(predictor).decode(raw)
         self.messages += 1
         out = Scored(version=predictor.version)
         if rejections:
@@ -365,7 +366,7 @@ def _indices(n_good: int, rejections: Sequence[Rejected]) -> list[int]:
     skipped = {r.index for r in rejections if r.index is not None}
     if not skipped:
         return list(range(n_good))
-    out = []
+    out: list[int] = []
     i = 0
     while len(out) < n_good:
         if i not in skipped:

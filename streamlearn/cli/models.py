@@ -115,7 +115,7 @@ def _when(ts: float | None) -> str:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _size(n: int) -> str:
+def _size(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -222,14 +222,15 @@ def run(args: argparse.Namespace) -> int:
             out.write(("\n".join(names) if names else f"no models in {store.root}") + "\n")
         return 0
     if args.action == "writer":
-        info = store.writer()
+        writer = store.writer()
         if args.json:
-            emit_json(None if info is None else info.to_dict())
-        elif info is None:
+            emit_json(None if writer is None else writer.to_dict())
+        elif writer is None:
             out.write(f"model {args.model!r} has never had a writer lease\n")
         else:
-            state = "live" if info.live() else info.state if info.state != "held" else "expired"
-            out.write(f"model {args.model!r}: {state} writer {info.describe()}\n")
+            state = ("live" if writer.live() else writer.state if writer.state != "held"
+                     else "expired")
+            out.write(f"model {args.model!r}: {state} writer {writer.describe()}\n")
         return 0
     if args.action == "unlock":
         broken = store.unlock()

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import io
 import os
 import sys
 import time
 from collections.abc import Iterator
+from typing import IO
 
 __all__ = ["register", "run", "read_jsonl", "read_csv"]
 
@@ -81,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def read_jsonl(stream: io.TextIOBase) -> Iterator[dict]:
+def read_jsonl(stream: IO[str]) -> Iterator[dict]:
     """Events from JSON lines; an envelope line yields its events."""
     import orjson
 
@@ -111,7 +111,7 @@ def _cell(text: str) -> object:
 
 
 def read_csv(
-    stream: io.TextIOBase, label: str | None, key: str | None, features: list[str] | None
+    stream: IO[str], label: str | None, key: str | None, features: list[str] | None
 ) -> Iterator[dict]:
     """Events from CSV rows: one column the label, one the key, the others features."""
     from streamlearn.errors import ConfigError

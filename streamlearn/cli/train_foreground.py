@@ -236,6 +236,7 @@ def run_foreground(
         [sys.executable, *job_argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL, start_new_session=True, env=env,
     )
+    assert proc.stdout is not None  # stdout=PIPE
     output = _Output(proc.stdout, log_path, sys.stderr if verbose else None)
     output.start()
     follower: Follower | None = None
