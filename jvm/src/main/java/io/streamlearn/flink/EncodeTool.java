@@ -33,15 +33,19 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
  *                   --in F --out F --rejections F [--each] [--dlq TOPIC,PARTITION,OFFSET,AT_MS]
  *     all messages into one batch (--out holds its bytes), or with --each one batch per
  *     message (--out holds, per message, a big-endian u32 length and the batch bytes);
- *     --rejections gets one JSON line per rejection: message (its number), field, reason,
- *     index, raw (base64), and with --dlq, dlq (base64 of Rejection.toDeadLetter, stage
- *     "train"); stderr
+ *     --rejections gets one JSON line per rejection: message (its number), code, field,
+ *     reason, index, raw (base64), and with --dlq, dlq (base64 of Rejection.toDeadLetter,
+ *     stage "train"); stderr
  *     gets one JSON line counting the messages read wholly by the fast scanner ("scanned"),
  *     the envelope items it left to the complete path, and the messages it left wholly.
  * --dead-letters    --in F --out F
  *     each message is a JSON array [stage, topic, partition, offset, index or null, field,
  *     reason, base64 of the raw bytes, at_ms]; --out gets, per message, a big-endian u32
  *     length and the bytes of DeadLetter.record for those arguments.
+ * --rules           --out F
+ *     the contract as the encoder holds it (Rules), one JSON object: max_features, tasks,
+ *     event_fields, label_expected (by task) and rules (code: [field, expected, got]
+ *     templates), for the test that compares it with streamlearn.contract.
  * --hash            --bits B --in F --out F
  *     each message is a JSON array [name, value or null]; one line out per message:
  *     name hash, value hash (0 for null), slot, sign, hex of the 64-byte BLAKE2b of the name
@@ -63,6 +67,12 @@ public final class EncodeTool {
         } catch (IllegalArgumentException e) {
             System.err.println("EncodeTool: " + e.getMessage());
             System.exit(2);
+            return;
+        }
+        if (a.rules) {
+            try (OutputStream out = new FileOutputStream(a.out)) {
+                out.write(rules());
+            }
             return;
         }
         List<byte[]> messages = read(a.in.equals("-") ? System.in : new FileInputStream(a.in));
@@ -124,7 +134,9 @@ public final class EncodeTool {
 
     private static byte[] rejectionLine(int message, Rejection r, String[] dlq) {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
-        JsonOut.ascii(out, "{\"message\":" + message + ",\"field\":");
+        JsonOut.ascii(out, "{\"message\":" + message + ",\"code\":");
+        JsonOut.string(out, r.code());
+        JsonOut.ascii(out, ",\"field\":");
         JsonOut.string(out, r.field());
         JsonOut.ascii(out, ",\"reason\":");
         JsonOut.string(out, r.reason());
@@ -137,6 +149,43 @@ public final class EncodeTool {
         }
         JsonOut.ascii(out, "}\n");
         return out.toByteArray();
+    }
+
+    /** The --rules document (see the class comment). */
+    static byte[] rules() {
+        ByteArrayOutputStream out = new ByteArrayOutputStream();
+        JsonOut.ascii(out, "{\"max_features\":" + Rules.MAX_FEATURES + ",\"tasks\":");
+        strings(out, Rules.TASKS);
+        JsonOut.ascii(out, ",\"event_fields\":");
+        strings(out, Rules.EVENT_FIELDS);
+        JsonOut.ascii(out, ",\"label_expected\":{");
+        for (int t = 0; t < Rules.TASKS.length; t++) {
+            JsonOut.ascii(out, t == 0 ? "" : ",");
+            JsonOut.string(out, Rules.TASKS[t]);
+            JsonOut.ascii(out, ":");
+            JsonOut.string(out, Rules.LABEL_EXPECTED[t]);
+        }
+        JsonOut.ascii(out, "},\"rules\":{");
+        boolean first = true;
+        for (var e : Rules.RULES.entrySet()) {
+            JsonOut.ascii(out, first ? "" : ",");
+            first = false;
+            JsonOut.string(out, e.getKey());
+            JsonOut.ascii(out, ":");
+            Rules.Rule r = e.getValue();
+            strings(out, new String[] {r.field(), r.expected(), r.got()});
+        }
+        JsonOut.ascii(out, "}}\n");
+        return out.toByteArray();
+    }
+
+    private static void strings(ByteArrayOutputStream out, String[] items) {
+        JsonOut.ascii(out, "[");
+        for (int i = 0; i < items.length; i++) {
+            JsonOut.ascii(out, i == 0 ? "" : ",");
+            JsonOut.string(out, items[i]);
+        }
+        JsonOut.ascii(out, "]");
     }
 
     private static void deadLetters(List<byte[]> messages, Args a) throws IOException {
@@ -275,7 +324,7 @@ public final class EncodeTool {
         String task = "binary";
         int bits = 20;
         String[] dense = new String[0];
-        int maxFeatures = 10_000;
+        int maxFeatures = Rules.MAX_FEATURES;
         int cacheSize = 1 << 20;
         String in = "-";
         String out;
@@ -283,6 +332,7 @@ public final class EncodeTool {
         boolean each;
         boolean hash;
         boolean deadLetters;
+        boolean rules;
         int bench;
         int flush = 1000;
         String[] dlq;
@@ -300,6 +350,10 @@ public final class EncodeTool {
                 }
                 if (flag.equals("--dead-letters")) {
                     deadLetters = true;
+                    continue;
+                }
+                if (flag.equals("--rules")) {
+                    rules = true;
                     continue;
                 }
                 if (i + 1 >= args.length) {
@@ -327,16 +381,18 @@ public final class EncodeTool {
                     default -> throw new IllegalArgumentException(
                             "expected one of --task --bits --dense --max-features --cache-size"
                                     + " --in --out"
-                                    + " --rejections --each --dlq --dead-letters --hash --bench --flush, got "
+                                    + " --rejections --each --dlq --dead-letters --rules --hash --bench"
+                                    + " --flush, got "
                                     + flag);
                 }
             }
-            if (!hash && !deadLetters && bench == 0 && (out == null || rejections == null)) {
+            if (!hash && !deadLetters && !rules && bench == 0
+                    && (out == null || rejections == null)) {
                 throw new IllegalArgumentException(
                         "--out and --rejections: expected two file names, got " + out + ", "
                                 + rejections);
             }
-            if ((hash || deadLetters) && out == null) {
+            if ((hash || deadLetters || rules) && out == null) {
                 throw new IllegalArgumentException("--out: expected a file name, got nothing");
             }
         }

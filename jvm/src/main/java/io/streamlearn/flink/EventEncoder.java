@@ -22,13 +22,12 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.io.NumberInpu
  * the same signed values (numbers ±value and numeric; strings and list items ±1; booleans
  * ±1/±0, not numeric; dense names their own slot, +value, and true/false there is 1/0, not
  * numeric); the same labels (binary 0/1, regression the number, multiclass the class as sent);
- * and the same rejections: field, index and reason equal to Python's {@code str(EventError)},
- * except for the detail inside "bad JSON (...)", which is Jackson's or ours rather than
- * orjson's. One refusal Python only makes later, when the whole batch is encoded (and would
- * stop the job), is a rejection of the one event here: a dense feature given a string or a
- * non-empty list ({@code features.<name>}: "a number (it is a dense feature)", quoting the
- * value). An empty feature name ({@code features}: "non-empty string feature names") and an
- * envelope without events ({@code events}: "at least one event") are rejections in both.
+ * and the same rejections: the event contract's code ({@code streamlearn/contract}, mirrored
+ * in {@link Rules}), field and index, and the contract's text rendered from them, except for
+ * the detail inside "bad JSON (...)", which is Jackson's or ours rather than orjson's. The
+ * contract's conformance corpus is replayed through this class in the unit tests ({@code
+ * CorpusReplayTest}). A dense feature given a string or a non-empty list is a rejection of the
+ * one event ({@code features.dense_not_number}), as the contract says.
  *
  * <p>How: a hand-written scanner reads the usual shapes (one event, or an envelope {@code
  * {"events": [...]}} of events, with keys among {@code features, label, key, ts, id}, plain
@@ -45,7 +44,7 @@ public final class EventEncoder {
     static final int REGRESSION = 0;
     static final int BINARY = 1;
     static final int MULTICLASS = 2;
-    private static final String[] TASKS = {"regression", "binary", "multiclass"};
+    private static final String[] TASKS = Rules.TASKS;
 
     private static final int K_FEATURES = 1;
     private static final int K_LABEL = 2;
@@ -172,10 +171,8 @@ public final class EventEncoder {
             while (rejected.size() > rejected0) {
                 rejected.remove(rejected.size() - 1);
             }
-            rejected.add(new Rejection("message",
-                    TreeDecoder.reason("message", "a JSON object (an event or an envelope)",
-                            "a message that could not be decoded (" + e + ")", ""),
-                    null, msg));
+            rejected.add(Rejection.of("message.not_json", null, msg,
+                    "detail", "a message that could not be decoded: " + e));
             return 0;
         }
     }

@@ -18,13 +18,13 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.StreamReadCon
 
 /**
  * The encoder's complete path: the message parsed with Jackson into Python-like values, then
- * checked and encoded by a line-for-line port of {@code EventDecoder.decode} and {@code
- * FeatureHasher.encode_one}.
+ * checked and encoded by the event contract's rules, one by one, in the order of its reference
+ * reading ({@code streamlearn/contract/reference.py}).
  *
  * <p>Why it exists: {@link EventEncoder}'s fast scanner only accepts well-formed events of the
  * usual shapes; everything else (every rejection, duplicate keys, escapes, unusual layouts) comes
- * here, where the rules of {@code streamlearn/events.py} are followed one by one, in the same
- * order, with the same words. Values are Python's: a JSON object is an insertion-ordered map in
+ * here. A rule that fails names its contract code and the facts of the case; the field and the
+ * text are rendered from them by {@link Rules}. Values are Python's: a JSON object is an insertion-ordered map in
  * which a repeated key keeps its first position and its last value (a Python dict), integers are
  * {@link Long} or, up to 2^64-1, {@link BigInteger}, and integers beyond orjson's range are
  * floats, as orjson reads them.
@@ -46,11 +46,7 @@ final class TreeDecoder {
                                     .build())
                     .build();
 
-    private static final String[] ALLOWED = {"features", "id", "key", "label", "ts"};
-    private static final String ALLOWED_TEXT = "only the fields features, id, key, label, ts";
-    private static final String[] LABEL_EXPECTED = {
-        "a finite number", "a label (0/1 or true/false)", "a class name (string) or an integer class"
-    };
+    private static final String[] ALLOWED = Rules.EVENT_FIELDS;
     private static final BigInteger U64_MAX = BigInteger.ONE.shiftLeft(64).subtract(BigInteger.ONE);
     private static final BigInteger LONG_MIN = BigInteger.valueOf(Long.MIN_VALUE);
 
@@ -63,14 +59,16 @@ final class TreeDecoder {
         }
     }
 
-    /** An event that failed: its field and the reason (Python's {@code str(EventError)}). */
+    /** An event that failed: the contract's code of the rule, and the facts of the case. */
     private static final class Failed extends Exception {
         private static final long serialVersionUID = 1L;
-        final String field;
+        final String code;
+        final transient Object[] facts;
 
-        Failed(String field, String reason) {
-            super(reason, null, false, false);
-            this.field = field;
+        Failed(String code, Object[] facts) {
+            super(code, null, false, false);
+            this.code = code;
+            this.facts = facts;
         }
     }
 
@@ -84,12 +82,6 @@ final class TreeDecoder {
         this.cache = cache;
     }
 
-    /** The reason text of {@code EventError(field, expected, got, where)}. */
-    static String reason(String field, String expected, String got, String where) {
-        return "field `" + field + "`" + (where.isEmpty() ? "" : " of " + where)
-                + ": expected " + expected + ", got " + got;
-    }
-
     // -- whole messages ------------------------------------------------------------------------
 
     /** Decode and encode one whole message; see {@link EventEncoder#add}. */
@@ -100,23 +92,18 @@ final class TreeDecoder {
         try {
             doc = parseMessage(m, slices, eventsList);
         } catch (BadJson e) {
-            rejected.add(new Rejection("message",
-                    reason("message", "a JSON object (an event or an envelope)",
-                            "bad JSON (" + e.getMessage() + ")", ""),
-                    null, m));
+            rejected.add(Rejection.of("message.not_json", null, m, "detail", e.getMessage()));
             return 0;
         }
         if (doc instanceof Map<?, ?> map && map.containsKey("events")
                 && !map.containsKey("features")) {
             Object items = map.get("events");
             if (!(items instanceof List<?> list)) {
-                rejected.add(new Rejection("events",
-                        reason("events", "a list of events", PyRepr.shortRepr(items), ""), null, m));
+                rejected.add(Rejection.of("events.not_list", null, m, "value", items));
                 return 0;
             }
             if (list.isEmpty()) { // a counted rejection, as in Python: never dropped unseen
-                rejected.add(new Rejection("events",
-                        reason("events", "at least one event", "an empty list", ""), null, m));
+                rejected.add(Rejection.of("events.empty", null, m));
                 return 0;
             }
             boolean sliced = items == eventsList[0];
@@ -334,26 +321,26 @@ final class TreeDecoder {
 
     private int event(Object ev, Integer index, byte[] raw, EncodedBatch batch,
             List<Rejection> rejected) {
-        String where = index == null ? "" : "event " + index;
         cache.bound();
         try {
-            Object label = validate(ev, where);
+            Object label = validate(ev);
             encode(ev, label, batch);
             return 1;
         } catch (Failed f) {
-            rejected.add(new Rejection(f.field, f.getMessage(), index, raw));
+            rejected.add(Rejection.of(f.code, index, raw, f.facts));
             return 0;
         }
     }
 
-    private static Failed fail(String field, String expected, String got, String where) {
-        return new Failed(field, reason(field, expected, got, where));
+    /** A failure under the contract's rule {@code code}, with its facts (name, value pairs). */
+    private static Failed fail(String code, Object... facts) {
+        return new Failed(code, facts);
     }
 
     /** Checks the event; returns its label as the batch stores it (Double or JSON bytes). */
-    private Object validate(Object ev, String where) throws Failed {
+    private Object validate(Object ev) throws Failed {
         if (!(ev instanceof Map<?, ?>)) {
-            throw fail("event", "a JSON object with `features`", PyRepr.shortRepr(ev), where);
+            throw fail("event.not_object", "value", ev);
         }
         @SuppressWarnings("unchecked")
         Map<String, Object> event = (Map<String, Object>) ev;
@@ -365,41 +352,41 @@ final class TreeDecoder {
             }
         }
         if (extra != null) {
-            throw fail(extra, ALLOWED_TEXT, "an unknown field", where);
+            throw fail("event.unknown_field", "name", extra);
         }
         Object features = event.get("features");
+        if (features == null) { // absent or null: no features either way
+            throw fail("features.missing");
+        }
         if (!(features instanceof Map<?, ?> fmap)) {
-            String got = features == null ? "nothing" : PyRepr.shortRepr(features);
-            throw fail("features", "an object of name → value", got, where);
+            throw fail("features.not_object", "value", features);
         }
         if (fmap.isEmpty()) {
-            throw fail("features", "at least one feature", "an empty object", where);
+            throw fail("features.empty");
         }
         if (fmap.size() > maxFeatures) {
-            throw fail("features", "at most " + maxFeatures + " features",
-                    Integer.toString(fmap.size()), where);
+            throw fail("features.too_many", "count", fmap.size(), "max_features", maxFeatures);
         }
         for (Map.Entry<?, ?> e : fmap.entrySet()) {
-            checkFeature((String) e.getKey(), e.getValue(), where);
+            checkFeature((String) e.getKey(), e.getValue());
         }
         Object label;
         if (event.containsKey("label")) {
-            label = checkLabel(event.get("label"), where);
+            label = checkLabel(event.get("label"));
         } else {
-            throw fail("label", LABEL_EXPECTED[task], "nothing", where);
+            throw fail("label.missing", "task", Rules.TASKS[task]);
         }
         Object key = event.get("key");
         if (key != null && !(key instanceof String || isInt(key) || key instanceof Boolean)) {
-            throw fail("key", "a string or an integer", PyRepr.shortRepr(key), where);
+            throw fail("key.invalid", "value", key);
         }
         Object ts = event.get("ts");
         if (ts != null && (!isInt(ts) || (ts instanceof Long l && l < 0))) {
-            throw fail("ts", "event time in milliseconds (an integer >= 0)",
-                    PyRepr.shortRepr(ts), where);
+            throw fail("ts.invalid", "value", ts);
         }
         Object id = event.get("id");
         if (id != null && !(id instanceof String || isInt(id) || id instanceof Boolean)) {
-            throw fail("id", "a string or an integer", PyRepr.shortRepr(id), where);
+            throw fail("id.invalid", "value", id);
         }
         // what FeatureHasher.encode_one would refuse, as a rejection of this event
         for (Map.Entry<?, ?> e : fmap.entrySet()) {
@@ -409,8 +396,7 @@ final class TreeDecoder {
             // the hasher does; a string or a list of strings it would refuse
             if ((v instanceof String || (v instanceof List<?> list && !list.isEmpty()))
                     && cache.isDense(name)) {
-                throw fail("features." + name, "a number (it is a dense feature)",
-                        PyRepr.shortRepr(v), where);
+                throw fail("features.dense_not_number", "name", name, "value", v);
             }
         }
         return label;
@@ -436,31 +422,28 @@ final class TreeDecoder {
         return Integer.compare(a.length() - i, b.length() - j);
     }
 
-    private static void checkFeature(String name, Object value, String where) throws Failed {
-        if (name.isEmpty()) { // events.py refuses it first, before looking at its value
-            throw fail("features", "non-empty string feature names", "''", where);
+    private static void checkFeature(String name, Object value) throws Failed {
+        if (name.isEmpty()) { // refused first, before looking at its value
+            throw fail("features.empty_name");
         }
         if (value instanceof Double d) {
             if (Double.isNaN(d) || Double.isInfinite(d)) {
-                throw fail("features." + name, "a finite number", PyRepr.shortRepr(d), where);
+                throw fail("features.not_finite", "name", name, "value", d);
             }
         } else if (isInt(value) || value instanceof String || value instanceof Boolean) {
             return;
         } else if (value instanceof List<?> list) {
             for (Object item : list) {
                 if (!(item instanceof String)) {
-                    throw fail("features." + name, "a list of strings",
-                            "an item " + PyRepr.shortRepr(item), where);
+                    throw fail("features.bad_list_item", "name", name, "value", item);
                 }
             }
         } else {
-            throw fail("features." + name,
-                    "a number, a string, a list of strings or true/false",
-                    PyRepr.shortRepr(value), where);
+            throw fail("features.bad_value", "name", name, "value", value);
         }
     }
 
-    private Object checkLabel(Object label, String where) throws Failed {
+    private Object checkLabel(Object label) throws Failed {
         switch (task) {
             case EventEncoder.REGRESSION -> {
                 if (label instanceof Long l) {
@@ -495,7 +478,7 @@ final class TreeDecoder {
                 }
             }
         }
-        throw fail("label", LABEL_EXPECTED[task], PyRepr.shortRepr(label), where);
+        throw fail("label.invalid", "task", Rules.TASKS[task], "value", label);
     }
 
     private void encode(Object ev, Object label, EncodedBatch batch) {

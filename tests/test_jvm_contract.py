@@ -1,0 +1,34 @@
+"""The JVM encoder's copy of the event contract is the contract's, string for string.
+
+``io.streamlearn.flink.Rules`` holds every rejection code with its field, expected and got
+templates, and the limits, so that the JVM renders a rejection's text from its code in one
+place; the conformance corpus replay (``jvm/src/test/java/.../CorpusReplayTest.java``, run by
+Maven) checks the rendered texts of the corpus's cases. This test checks the whole table at
+once against :mod:`streamlearn.contract`, so that a rule added, removed or reworded there and
+not in the JVM fails here, whether or not the corpus has a case that shows it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import orjson
+
+from streamlearn.contract import EVENT_FIELDS, LABEL_EXPECTED, MAX_FEATURES, RULES, TASKS
+from tests import jvm_tool
+
+
+def test_jvm_rules_are_the_contracts() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp, "rules.json")
+        jvm_tool.run(["--rules", "--out", str(out)], b"")
+        jvm = orjson.loads(out.read_bytes())
+    assert jvm["max_features"] == MAX_FEATURES
+    assert tuple(jvm["tasks"]) == TASKS
+    assert tuple(jvm["event_fields"]) == EVENT_FIELDS
+    assert jvm["label_expected"] == LABEL_EXPECTED
+    contract = {code: [r.field, r.expected, r.got] for code, r in RULES.items()}
+    assert sorted(jvm["rules"]) == sorted(contract)
+    for code, templates in contract.items():
+        assert jvm["rules"][code] == templates, code
