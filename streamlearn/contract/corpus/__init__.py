@@ -185,8 +185,14 @@ def _messages() -> Iterator[tuple[str, dict, bytes]]:
 
 
 def _serving_messages() -> Iterator[tuple[str, dict, bytes]]:
-    """Cases of a serving request: labels ignored, envelopes capped."""
+    """Cases of a serving request: labels ignored, envelopes capped; and each single event
+    of the training cases as the body serving reads fastest, ``{"features": {...}}``."""
     serve = {**B8, "labels": "ignored", "max_events": 3}
+    head, tail = b'{"features": ', b', "label": 1}'
+    for name, settings, message in _messages():
+        if message.startswith(head) and message.endswith(tail) and "max_features" not in settings:
+            bare = message[: -len(tail)] + b"}"
+            yield f"{name}/bare", {**settings, "labels": "ignored"}, bare
     yield "serve.plain", serve, b'{"features": {"age": 31, "c": "FR", "t": ["a"], "v": true}}'
     yield "serve.label-ignored", serve, b'{"features": {"x": 1}, "label": "anything"}'
     yield "serve.envelope", serve, b'{"events": [{"features": {"x": 1}}, {"features": {"c": "v"}}]}'
