@@ -86,9 +86,10 @@ class Rejected:
         return self.error.field
 
     @property
-    def code(self) -> str:
-        """The contract's code of the rule broken (``features.empty``, ...)."""
-        return self.error.code if isinstance(self.error, Rejection) else "event.invalid"
+    def code(self) -> str | None:
+        """The contract's code of the rule broken (``features.empty``, ...); None for an
+        error that is not a :class:`~streamlearn.contract.Rejection`."""
+        return self.error.code if isinstance(self.error, Rejection) else None
 
 
 _short = show  # a value as messages show it (the contract's rendering)
