@@ -311,13 +311,33 @@ class EventDecoder:
 
 
 def encode_event(event: Mapping[str, Any]) -> bytes:
-    """One event as the JSON bytes of a Kafka message."""
-    return orjson.dumps(event)
+    """One event as the JSON bytes of a Kafka message; an integer feature name is written
+    as its decimal text (JSON keys are strings), any other name that is not a string is
+    refused (``features.name_not_string``).
+
+    >>> encode_event({"features": {0: 1.5, "b": "x"}, "label": 1})
+    b'{"features":{"0":1.5,"b":"x"},"label":1}'
+    """
+    try:
+        return orjson.dumps(event)
+    except TypeError:
+        return orjson.dumps(_text_names(event, None))
 
 
 def encode_envelope(events: Sequence[Mapping[str, Any]]) -> bytes:
-    """Several events as one envelope message ``{"events": [...]}``."""
-    return orjson.dumps({"events": list(events)})
+    """Several events as one envelope message ``{"events": [...]}`` (names as in
+    :func:`encode_event`)."""
+    try:
+        return orjson.dumps({"events": list(events)})
+    except TypeError:
+        return orjson.dumps({"events": [_text_names(e, i) for i, e in enumerate(events)]})
+
+
+def _text_names(event: Mapping[str, Any], index: int | None) -> Mapping[str, Any]:
+    features = event.get("features")
+    if not isinstance(features, Mapping) or all(type(k) is str for k in features):
+        return event  # orjson names the problem, if any
+    return {**event, "features": EventDecoder._string_names(dict(features), index)}
 
 
 # -- dead letters ------------------------------------------------------------------------------

@@ -381,3 +381,30 @@ def test_the_python_one_event_path_of_serving_steps_aside_past_the_limit() -> No
     scorer = LinearScorer.from_learner(model)
     assert scorer is not None and scorer.score_one({"a": 1.0}) is not None
     assert scorer.score_one({f"f{i}": 1.0 for i in range(MAX_FEATURES + 1)}) is None
+
+
+def test_a_refused_request_gives_each_problems_code() -> None:
+    with pytest.raises(BadRequest) as err:
+        check_json({"events": [{"features": {"x": 1}}, {"features": {"t": [1]}, "ts": -1}]}, 10)
+    assert [p["code"] for p in err.value.to_json()["fields"]] == [
+        "features.bad_list_item", "ts.invalid"
+    ]
+    assert err.value.to_json()["fields"][0]["field"] == "events[1].features.t"
+    with pytest.raises(BadRequest) as err:
+        load_json(b"{")
+    assert err.value.status == 400 and err.value.to_json()["fields"][0]["code"] == (
+        "message.not_json"
+    )
+
+
+def test_events_written_with_integer_names_read_back_as_their_text() -> None:
+    from streamlearn.events import encode_envelope, encode_event
+
+    decoder = EventDecoder("binary")
+    [event], [] = decoder.decode(encode_event({"features": {7: 1.0, "c": "x"}, "label": 1}))
+    assert event["features"] == {"7": 1.0, "c": "x"}
+    good, [] = decoder.decode(encode_envelope([{"features": {1: 2.0}, "label": 0}] * 2))
+    assert [e["features"] for e in good] == [{"1": 2.0}] * 2
+    with pytest.raises(Rejection) as err:
+        encode_event({"features": {(1, 2): 1.0}, "label": 1})
+    assert err.value.code == "features.name_not_string" and "str()" in str(err.value)

@@ -264,7 +264,8 @@ def test_an_empty_feature_name_is_refused_as_training_refuses_it(
         r = call(app, "POST", "/v1/predict", content=orjson.dumps(body))
         assert r.status_code == 422, r.text
         first = r.json()["fields"][0]
-        assert first == {"field": field, "expected": refusal.expected, "got": refusal.got}
+        assert first == {"field": field, "expected": refusal.expected, "got": refusal.got,
+                         "code": "features.empty_name"}
     if native and native_available():
         assert served._native.score_known(b'{"features": {"": 1}}') is None
     tf = call(app, "POST", "/v1/models/ctr:predict", json={"instances": [{"": 1}]})

@@ -73,13 +73,19 @@ class BadRequest(ValidationError):
         self.status = status
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON body of the error response."""
+        """The JSON body of the error response; a problem of an event's rules also gives
+        the contract's ``code`` (``features.not_finite``, ...)."""
         return {
             "error": "invalid request" if self.status == 422 else "unreadable request",
-            "fields": [
-                {"field": p.field, "expected": p.expected, "got": p.got} for p in self.problems
-            ],
+            "fields": [_problem_json(p) for p in self.problems],
         }
+
+
+def _problem_json(p: ValidationError) -> dict[str, Any]:
+    out = {"field": p.field, "expected": p.expected, "got": p.got}
+    if isinstance(p, Problem):
+        out["code"] = p.code
+    return out
 
 
 class Problem(ValidationError):

@@ -103,6 +103,11 @@ def _messages() -> Iterator[tuple[str, dict, bytes]]:
                 {**B8, "task": task},
                 b'{"features": {"x": 1}, "label": %s}' % value,
             )
+    # -- labels where they are optional (the scoring job): checked when given
+    optional = {**B8, "labels": "optional"}
+    yield "label.optional.absent", optional, b'{"features": {"x": 1}}'
+    yield "label.optional.given", optional, b'{"features": {"x": 1}, "label": true}'
+    yield "label.invalid/optional", optional, b'{"features": {"x": 1}, "label": 3}'
     # -- optional fields
     yield "fields.all", B8, b'{"key": "u-1", "features": {"x": 1}, "label": 0, "ts": 5, "id": 9}'
     yield "fields.null", B8, b'{"key": null, "features": {"x": 1}, "label": 0, "ts": null}'
