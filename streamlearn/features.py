@@ -77,7 +77,6 @@ _MAX_LAYOUTS = 4  # schemas whose layout over a batch is remembered
 _MAX_MISFITS = 8  # batches in a row whose values do not fit a schema's kinds, then a pause
 _PAUSE = 64  # batches a schema is encoded the general way before its kinds are learned again
 _MAX_SCHEMAS = 4096
-_VALUE_KINDS = "a number, a string, a list of strings or true/false"
 
 
 def _hash53(text: str, person: bytes) -> int:
