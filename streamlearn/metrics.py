@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from streamlearn.errors import ConfigError
+from streamlearn.errors import ConfigError, ValidationError
 from streamlearn.learners.classes import columns_of
 
 __all__ = [
@@ -118,7 +118,11 @@ class Metric:
         """Add one event: its label and the learner's prediction (for
         probability metrics, a ``{class: probability}`` mapping)."""
         if self.needs == "proba":
-            proba = dict(y_pred)  # type: ignore[call-overload]
+            if not isinstance(y_pred, Mapping):
+                raise ValidationError(
+                    "y_pred", "a {class: probability} mapping", type(y_pred).__name__
+                )
+            proba = dict(y_pred)
             self.update_many([y_true], np.array([list(proba.values())]), list(proba))
         else:
             self.update_many([y_true], [y_pred])
@@ -142,7 +146,7 @@ def _numeric(ys: object) -> bool:
 
 
 def _numeric_labels(classes: Sequence[object] | None) -> bool:
-    return bool(classes) and all(type(c) in (bool, int) for c in classes)
+    return classes is not None and bool(classes) and all(type(c) in (bool, int) for c in classes)
 
 
 def _hits(ys, y_pred, classes) -> np.ndarray:

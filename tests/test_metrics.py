@@ -78,6 +78,9 @@ def test_single_updates_equal_batch_updates():
     many.update_many(list(Y[:120]), PROBA[:120], CLASSES)
     assert one.get() == pytest.approx(many.get())
     assert MAE().bigger_is_better is False and Accuracy().bigger_is_better is True
+    with pytest.raises(ValidationError) as info:  # a probability metric reads a mapping
+        one.update(True, 0.7)
+    assert info.value.field == "y_pred" and info.value.got == "float"
 
 
 def test_metrics_refuse_learners_they_do_not_fit():
