@@ -22,6 +22,8 @@ try again without parsing messages.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "StreamlearnError",
     "ValidationError",
@@ -48,6 +50,10 @@ class ValidationError(StreamlearnError, ValueError):
     >>> str(ValidationError("label", "a number or true/false", "'yes'"))
     "field `label`: expected a number or true/false, got 'yes'"
     """
+
+    #: every problem, when the one error reports several (the first is ``field``):
+    #: set only by those that do (a server's refusal read by the client)
+    problems: list[Any]
 
     def __init__(self, field: str, expected: str, got: object, where: str = "") -> None:
         self.field = field

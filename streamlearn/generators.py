@@ -195,6 +195,7 @@ def river_stream(name: str, n: int | None = None, seed: int = 0) -> Iterator[dic
     """
     from river import datasets
 
+    source: datasets.base.SyntheticDataset
     if name == "sea":
         source = datasets.synth.SEA(seed=seed)
     elif name == "hyperplane":

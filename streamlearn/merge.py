@@ -181,7 +181,8 @@ def _ftrl_targets(
     """The arrays FTRL recomputes from its ``(z, n)``: ``(target, z, n,
     optimiser parameters)`` for the weights, the intercept learned by the
     optimiser's rule (never penalised) and a factorization machine's factors."""
-    params = meta.get("params") if isinstance(meta.get("params"), dict) else {}
+    given = meta.get("params")
+    params: dict[str, Any] = given if isinstance(given, dict) else {}
     out = []
     for target, prefix, key in (("weights", "", "optimizer"),
                                 ("intercept", "intercept.", "optimizer"),
@@ -235,6 +236,11 @@ def _new_stats(
     m2_b = count * var - ref_count * ref_var - delta * delta * ref_count * n_b / safe_count
     var_b = np.where(ok, np.maximum(m2_b, 0.0) / safe_n, 0.0)
     return n_b, mean_b, var_b
+
+
+def _scaler_stats(arrays: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The scaler's count, mean and variance arrays (:data:`_SCALER`) in ``arrays``."""
+    return arrays[_SCALER[0]], arrays[_SCALER[1]], arrays[_SCALER[2]]
 
 
 def _combine_stats(
@@ -706,7 +712,7 @@ class DeltaTracker:
                 new[name] = g[name] + (mine_now - ref[name][slots])
         if "scaler.count" in cur:
             own = _new_stats(*(cur[k][slots] for k in _SCALER), *(ref[k][slots] for k in _SCALER))
-            new.update(zip(_SCALER, _combine_stats(*(g[k] for k in _SCALER), *own), strict=True))
+            new.update(zip(_SCALER, _combine_stats(*_scaler_stats(g), *own), strict=True))
         for name in small:
             gk = g_small[name]
             new_small = (np.maximum(gk, cur[name]) if merge_rule(name) == "max"
@@ -793,7 +799,7 @@ class DeltaTracker:
             arrays[name] = own
         if "scaler.count" in state.arrays:
             new = _new_stats(*(state.arrays[k] for k in _SCALER), *(self._ref[k] for k in _SCALER))
-            merged = _combine_stats(*(ref_arrays[k] for k in _SCALER), *new)
+            merged = _combine_stats(*_scaler_stats(ref_arrays), *new)
             arrays.update(zip(_SCALER, merged, strict=True))
         for target, z, n, params in _ftrl_targets(state.meta, arrays):
             arrays[target] = _ftrl_weights(arrays[z], arrays[n], params)
@@ -1059,12 +1065,12 @@ class Merger:
             rule = self._rules[name]
             if name in self._recomputed:
                 continue
-            target = self._arrays[name]
+            dest = self._arrays[name]
             at = cols if cols is not None and _by_class(name) else slice(None)
             if rule == "max":
-                target[at] = np.maximum(target[at], values)
+                dest[at] = np.maximum(dest[at], values)
                 continue
-            target[at] += self._factor(rule, np.False_, share, stale, None) * values
+            dest[at] += self._factor(rule, np.False_, share, stale, None) * values
         for target, z, n, params in self._ftrl_targets:
             arrays = self._arrays
             if arrays[target].shape[0] == self._n_slots and target != "intercept":
@@ -1189,7 +1195,7 @@ class Merger:
         return count
 
     def _factor(
-        self, rule: str, hashed: np.ndarray, share: float, stale: float,
+        self, rule: str, hashed: np.ndarray | np.bool_, share: float, stale: float,
         contributors: np.ndarray | None,
     ) -> np.ndarray | float:
         """What a delta of an array of ``rule`` is multiplied by (per row)."""

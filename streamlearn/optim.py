@@ -95,7 +95,7 @@ class Optimizer:
             and other.params() == self.params()
         )
 
-    __hash__ = None  # type: ignore[assignment]
+    __hash__ = None  # type: ignore[assignment]  # unhashable: typeshed declares a method
 
     def init_arrays(self, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
         """Fresh accumulators for weights of ``shape``."""

@@ -509,7 +509,9 @@ class LinearModel(Learner):
             if self.task == "regression":
                 before = self.predict_many(batch)
             else:
-                before = self.predict_proba_many(batch)  # type: ignore[attr-defined]
+                before = self.predict_proba_many(  # type: ignore[attr-defined]  # a classifier's
+                    batch
+                )
             self.learn_many(batch, ys, h)
             if self.task == "multiclass" and before.shape[1] < self._n_outputs():
                 pad = np.zeros((batch.n_rows, self._n_outputs() - before.shape[1]))

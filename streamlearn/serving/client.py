@@ -228,9 +228,9 @@ class Client:
         fields = doc.get("fields") if isinstance(doc, dict) else None
         if fields and status in (400, 413, 415, 422):
             first = fields[0]
-            error = ValidationError(first["field"], first["expected"], first["got"], "request")
-            error.problems = fields  # type: ignore[attr-defined]
-            raise error
+            refused = ValidationError(first["field"], first["expected"], first["got"], "request")
+            refused.problems = fields
+            raise refused
         if status == 404 and version is not None:
             raise VersionNotFound(f"{message}; GET /v1/models lists the versions")
         if status == 401:

@@ -70,15 +70,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._watched: tuple[str, object, float] | None = None
 
     # -- asyncio.Protocol ---------------------------------------------------------
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(  # type: ignore[override]  # narrower, as uvicorn's own override
+        self, transport: asyncio.Transport
+    ) -> None:
         super().connection_made(transport)
         self._watched = ("idle", None, self.loop.time())  # a first request: from the opening
         state = self.server_state
         if getattr(state, "deadline_sweep", None) is None:
             interval = sweep_interval(self.header_timeout_s, self.body_timeout_s)
-            state.deadline_sweep = self.loop.call_later(  # type: ignore[attr-defined]
-                interval, _sweep, state, self.loop, interval
-            )
+            handle = self.loop.call_later(interval, _sweep, state, self.loop, interval)
+            state.deadline_sweep = handle  # type: ignore[attr-defined]  # an attribute of ours
 
     # -- the sweep ----------------------------------------------------------------
     def _phase_now(self) -> tuple[str, object]:
@@ -108,9 +109,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         watched = self._watched
         if watched is None or watched[0] != phase or watched[1] is not request:
-            # the first request's headers run from the opening, as its idle time did
-            first = watched is not None and watched[:2] == ("idle", None) and phase == "headers"
-            self._watched = watched = (phase, request, watched[2] if first else now)
+            since = now
+            if watched is not None and watched[:2] == ("idle", None) and phase == "headers":
+                since = watched[2]  # the first request's headers run from the opening
+            self._watched = watched = (phase, request, since)
         limit = self.body_timeout_s if phase == "body" else self.header_timeout_s
         if now - watched[2] >= limit:
             self._expire(phase)

@@ -524,6 +524,7 @@ job.restart_initial_ms (1000), got 500
 
         m, f = self.model, self.features
         penalty = {"l1": m.l1, "l2": m.l2}
+        opt: optim.Optimizer
         if m.optimizer == "sgd":
             opt = optim.SGD(m.learning_rate)
         elif m.optimizer == "adagrad":
@@ -533,7 +534,9 @@ job.restart_initial_ms (1000), got 500
         else:
             opt = optim.FTRL(alpha=m.learning_rate, l1=m.l1, l2=m.l2)
             penalty = {}
-        common = {"bits": f.bits, "dense": list(f.dense), "scale": f.scale, **penalty}
+        common: dict[str, Any] = {
+            "bits": f.bits, "dense": list(f.dense), "scale": f.scale, **penalty
+        }
         if m.task == "regression":
             return LinearRegression(opt, **common)
         if m.task == "binary":
