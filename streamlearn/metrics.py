@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeGuard
 
 import numpy as np
 
@@ -38,6 +38,7 @@ from streamlearn.errors import ConfigError, ValidationError
 from streamlearn.learners.classes import columns_of
 
 __all__ = [
+    "Labels",
     "Metric",
     "Accuracy",
     "LogLoss",
@@ -48,6 +49,10 @@ __all__ = [
     "prequential",
     "progressive_score",
 ]
+
+#: labels, or predictions: a list, or a numpy array (rows of probabilities for
+#: a probability metric)
+Labels = Sequence[object] | np.ndarray
 
 
 class _Mean:
@@ -140,7 +145,7 @@ class Metric:
         return self._mean.get()
 
 
-def _numeric(ys: object) -> bool:
+def _numeric(ys: object) -> TypeGuard[np.ndarray]:
     """Whether ``ys`` is a numpy array of numbers (or booleans)."""
     return isinstance(ys, np.ndarray) and ys.dtype.kind in "biuf"
 
@@ -149,18 +154,18 @@ def _numeric_labels(classes: Sequence[object] | None) -> bool:
     return classes is not None and bool(classes) and all(type(c) in (bool, int) for c in classes)
 
 
-def _hits(ys, y_pred, classes) -> np.ndarray:
+def _hits(ys: Labels, y_pred: Labels, classes: Sequence[object] | None) -> np.ndarray:
     """1.0 where a label equals its prediction (Python's ==), else 0.0."""
-    same_length = isinstance(y_pred, np.ndarray) and len(y_pred) == len(ys)
-    if same_length and _numeric(ys) and _numeric_labels(classes):
-        # numbers against booleans/integers: Python's == is numeric equality
-        try:
-            return (ys == y_pred.astype(np.float64)).astype(np.float64)
-        except (TypeError, ValueError):  # a prediction that is no number: as below
-            pass
-    if same_length and y_pred.dtype == object:
-        # element by element in C, with Python's == (as the map below)
-        return (np.asarray(ys, dtype=object) == y_pred).astype(np.float64)
+    if isinstance(y_pred, np.ndarray) and len(y_pred) == len(ys):
+        if _numeric(ys) and _numeric_labels(classes):
+            # numbers against booleans/integers: Python's == is numeric equality
+            try:
+                return (ys == y_pred.astype(np.float64)).astype(np.float64)
+            except (TypeError, ValueError):  # a prediction that is no number: as below
+                pass
+        if y_pred.dtype == object:
+            # element by element in C, with Python's == (as the map below)
+            return (np.asarray(ys, dtype=object) == y_pred).astype(np.float64)
     return np.fromiter(map(operator.eq, ys, y_pred), np.float64, len(ys))
 
 
@@ -169,11 +174,13 @@ class Accuracy(Metric):
 
     tasks = frozenset({"binary", "multiclass"})
 
-    def update_many(self, ys, y_pred, classes=None):  # noqa: D102
+    def update_many(
+        self, ys: Labels, y_pred: Labels, classes: Sequence[object] | None = None
+    ) -> None:
         self._mean.add(_hits(ys, y_pred, classes))
 
 
-def _proba_of_truth(ys, proba: np.ndarray, classes: Sequence[object] | None) -> np.ndarray:
+def _proba_of_truth(ys: Labels, proba: Labels, classes: Sequence[object] | None) -> np.ndarray:
     if classes is None:
         raise ConfigError("classes", "the class of each probability column", None)
     cols = columns_of(ys, {c: i for i, c in enumerate(classes)})
@@ -191,7 +198,9 @@ class LogLoss(Metric):
     tasks = frozenset({"binary", "multiclass"})
     needs = "proba"
 
-    def update_many(self, ys, y_pred, classes=None):  # noqa: D102
+    def update_many(
+        self, ys: Labels, y_pred: Labels, classes: Sequence[object] | None = None
+    ) -> None:
         p = np.clip(_proba_of_truth(ys, y_pred, classes), 1e-15, 1.0)
         self._mean.add(-np.log(p))
 
@@ -203,7 +212,9 @@ class MAE(Metric):
     tasks = frozenset({"regression"})
     needs = "value"
 
-    def update_many(self, ys, y_pred, classes=None):  # noqa: D102
+    def update_many(
+        self, ys: Labels, y_pred: Labels, classes: Sequence[object] | None = None
+    ) -> None:
         d = np.asarray(ys, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)
         self._mean.add(np.abs(d))
 
@@ -215,7 +226,9 @@ class RMSE(Metric):
     tasks = frozenset({"regression"})
     needs = "value"
 
-    def update_many(self, ys, y_pred, classes=None):  # noqa: D102
+    def update_many(
+        self, ys: Labels, y_pred: Labels, classes: Sequence[object] | None = None
+    ) -> None:
         d = np.asarray(ys, dtype=np.float64) - np.asarray(y_pred, dtype=np.float64)
         self._mean.add(d * d)
 
@@ -250,7 +263,9 @@ class ROCAUC(Metric):
             self._ring_at = 0
             self._ring_n = 0
 
-    def update_many(self, ys, y_pred, classes=None):  # noqa: D102
+    def update_many(
+        self, ys: Labels, y_pred: Labels, classes: Sequence[object] | None = None
+    ) -> None:
         if classes is None:
             raise ConfigError("classes", "the class of each probability column", None)
         classes = list(classes)

@@ -148,7 +148,10 @@ class SGD(Optimizer):
             return self.lr
         return self.lr / t**self.power_t
 
-    def update(self, w, arrays, slots, g, t):  # noqa: D102
+    def update(
+        self, w: np.ndarray, arrays: dict[str, np.ndarray], slots: np.ndarray, g: np.ndarray,
+        t: int,
+    ) -> None:
         w[slots] -= self.learning_rate(t) * g
 
 
@@ -167,7 +170,10 @@ class AdaGrad(Optimizer):
     def learning_rate(self, t: int) -> float:
         return self.lr
 
-    def update(self, w, arrays, slots, g, t):  # noqa: D102
+    def update(
+        self, w: np.ndarray, arrays: dict[str, np.ndarray], slots: np.ndarray, g: np.ndarray,
+        t: int,
+    ) -> None:
         g2 = arrays["adagrad.g2"]
         acc = g2[slots] + g * g
         g2[slots] = acc
@@ -194,7 +200,10 @@ class Adam(Optimizer):
     def learning_rate(self, t: int) -> float:
         return self.lr
 
-    def update(self, w, arrays, slots, g, t):  # noqa: D102
+    def update(
+        self, w: np.ndarray, arrays: dict[str, np.ndarray], slots: np.ndarray, g: np.ndarray,
+        t: int,
+    ) -> None:
         m_all, v_all = arrays["adam.m"], arrays["adam.v"]
         m = self.beta1 * m_all[slots] + (1 - self.beta1) * g
         v = self.beta2 * v_all[slots] + (1 - self.beta2) * g * g
@@ -230,7 +239,10 @@ class FTRL(Optimizer):
     def learning_rate(self, t: int) -> float:
         return self.alpha
 
-    def update(self, w, arrays, slots, g, t):  # noqa: D102
+    def update(
+        self, w: np.ndarray, arrays: dict[str, np.ndarray], slots: np.ndarray, g: np.ndarray,
+        t: int,
+    ) -> None:
         z_all, n_all = arrays["ftrl.z"], arrays["ftrl.n"]
         n_old = n_all[slots]
         n = n_old + g * g
@@ -299,7 +311,10 @@ class Normalized(Optimizer):
     def learning_rate(self, t: int) -> float:
         return self.lr
 
-    def update(self, w, arrays, slots, g, t):  # noqa: D102
+    def update(
+        self, w: np.ndarray, arrays: dict[str, np.ndarray], slots: np.ndarray, g: np.ndarray,
+        t: int,
+    ) -> None:
         raise ConfigError(
             "update", "'event' with Normalized (its steps read each event's values)", "'batch'"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from streamlearn.errors import ValidationError
@@ -28,10 +30,10 @@ class LinearRegression(LinearModel):
     task = "regression"
     _kernel_model = 0
 
-    def _as_predictions(self, preds):
+    def _as_predictions(self, preds: np.ndarray) -> np.ndarray:
         return preds[:, 0].copy()
 
-    def _labels(self, ys, n):
+    def _labels(self, ys: Sequence[object] | np.ndarray, n: int) -> np.ndarray:
         check_labels_length(ys, n)
         if isinstance(ys, np.ndarray) and ys.dtype.kind in "fiu":
             y = ys.astype(np.float64)
@@ -46,11 +48,11 @@ class LinearRegression(LinearModel):
             raise ValidationError("label", "a finite number", repr(ys[j]), f"event {j}")
         return y
 
-    def _loss_and_gradient(self, z, y):
+    def _loss_and_gradient(self, z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         d = z - y
         return 0.5 * d * d, d
 
-    def _dloss(self, z, y):
+    def _dloss(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
         return z - y
 
     def predict_many(self, xs: Batch) -> np.ndarray:

@@ -72,19 +72,19 @@ class LogisticRegression(LinearModel):
         """The class labels, negative then positive."""
         return list(self._classes.classes)
 
-    def _as_predictions(self, preds):
+    def _as_predictions(self, preds: np.ndarray) -> np.ndarray:
         p = preds[:, 0]
         return np.column_stack([1.0 - p, p])
 
-    def _labels(self, ys, n):
+    def _labels(self, ys: Sequence[object] | np.ndarray, n: int) -> np.ndarray:
         check_labels_length(ys, n)
         codes, _ = self._classes.code(ys)
         return codes.astype(np.float64)
 
-    def _loss_and_gradient(self, z, y):
+    def _loss_and_gradient(self, z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.logaddexp(0.0, z) - y * z, sigmoid(z) - y
 
-    def _dloss(self, z, y):
+    def _dloss(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
         g = sigmoid(z)
         g -= y
         return g

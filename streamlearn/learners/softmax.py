@@ -97,17 +97,17 @@ class SoftmaxRegression(LinearModel):
             elif array.ndim == 2:
                 self._arrays[name] = np.hstack([array, np.zeros((array.shape[0], added))])
 
-    def _as_predictions(self, preds):
+    def _as_predictions(self, preds: np.ndarray) -> np.ndarray:
         return preds
 
-    def _labels(self, ys, n):
+    def _labels(self, ys: Sequence[object] | np.ndarray, n: int) -> np.ndarray:
         check_labels_length(ys, n)
         codes, added = self._classes.code(ys)
         if added:
             self._grow(len(added))
         return codes
 
-    def _loss_and_gradient(self, z, y):
+    def _loss_and_gradient(self, z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = len(y)
         p = softmax(z)
         top = z.max(axis=1)
@@ -116,7 +116,7 @@ class SoftmaxRegression(LinearModel):
         p[np.arange(n), y] -= 1.0
         return loss, p
 
-    def _dloss(self, z, y):
+    def _dloss(self, z: np.ndarray, y: np.ndarray) -> np.ndarray:
         p = softmax(z)
         p[np.arange(len(y)), y] -= 1.0
         return p
