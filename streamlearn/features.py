@@ -45,6 +45,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, compress, repeat
+from typing import NoReturn, cast
 
 import numpy as np
 
@@ -367,13 +368,15 @@ class FeatureHasher:
             raise ValidationError(
                 "xs", "a sequence of feature mappings", type(xs).__name__, "encode (use encode_one)"
             )
-        xs = xs if isinstance(xs, list) else list(xs)
-        if set(map(type, xs)) != _ONLY_DICTS:
-            xs = [self._as_dict(x, i) for i, x in enumerate(xs)]
+        given = xs if isinstance(xs, list) else list(xs)
+        if set(map(type, given)) == _ONLY_DICTS:
+            dicts = cast("list[dict]", given)  # checked just above: each one a dict
+        else:
+            dicts = [self._as_dict(x, i) for i, x in enumerate(given)]
         try:
-            return self._encode(xs)
+            return self._encode(dicts)
         except _IntegerName:  # River's streams name features by integers: their decimal text
-            return self._encode([_string_names(x) for x in xs])
+            return self._encode([_string_names(x) for x in dicts])
 
     def _encode(self, xs: list[dict]) -> FeatureBatch:
         if len(xs) <= SMALL_BATCH:
@@ -419,7 +422,7 @@ class FeatureHasher:
         offsets = np.zeros(len(lens) + 1, np.int64)
         np.cumsum(lens, out=offsets[1:])
         if keys is not None:
-            name_codes = self._name_codes(keys, offsets)
+            name_codes = self._name_codes(cast(list, keys), offsets)  # _flatten's list
         else:
             keys = _LazyKeys(xs)
             if schema is not None:
@@ -486,7 +489,7 @@ class FeatureHasher:
         except TypeError:  # a list
             return None
         values = np.empty(len(vals), np.float64)
-        if tile.numbers is not None:
+        if tile.numbers is not None and tile.pick_numbers is not None:
             picked = tile.pick_numbers(vals)
             types = list(map(type, picked))
             if types != tile.number_types:
@@ -500,7 +503,7 @@ class FeatureHasher:
             if not np.isfinite(got).all():
                 return None
             values[tile.numbers] = got * tile.number_signs
-        if tile.booleans is not None:
+        if tile.booleans is not None and tile.pick_booleans is not None:
             picked = tile.pick_booleans(vals)
             if list(map(type, picked)) != tile.boolean_types:
                 return None
@@ -619,7 +622,7 @@ class FeatureHasher:
         self._tokens[name if value is None else (name, value)] = entry
         return entry
 
-    def slot_of(self, name: str, value: str | None = None) -> tuple[int, float]:
+    def slot_of(self, name: str | int, value: str | None = None) -> tuple[int, float]:
         """The ``(slot, sign)`` this hasher gives the number or boolean ``name``
         (``value=None``) or the string ``name=value``; dense names get their
         own slot and sign 1. Remembered, so a repeated question is one
@@ -646,7 +649,7 @@ class FeatureHasher:
             return self.slot_of(str(name), value)
         return self._token(name, value, None)
 
-    def slots_of(self, name: str, values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    def slots_of(self, name: str | int, values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`slot_of` for many string values of one name, in bulk: the
         ``(slots, signs)`` arrays (int64, float64), one entry per value.
 
@@ -832,7 +835,7 @@ class _IntegerName(Exception):
     """A feature named by an integer: the batch is encoded again with names as text."""
 
 
-def _refuse_name(name: object, index: int | None) -> None:
+def _refuse_name(name: object, index: int | None) -> NoReturn:
     """Raise for a name the hasher cannot take (an integer: :class:`_IntegerName`)."""
     if type(name) is int:
         raise _IntegerName
@@ -925,9 +928,13 @@ class _Tile:
         self.offsets = layout.offsets[: n + 1]
         self.rows = layout.rows[:entries]
         self.numeric = layout.numeric[:entries]
-        self.strings = self.numbers = self.booleans = None
-        self.pick_numbers = self.pick_booleans = None
-        self.number_types = self.boolean_types = None
+        self.strings: np.ndarray | None = None
+        self.numbers: np.ndarray | None = None
+        self.booleans: np.ndarray | None = None
+        self.pick_numbers: Callable[[list], tuple] | None = None
+        self.pick_booleans: Callable[[list], tuple] | None = None
+        self.number_types: list[type] | None = None
+        self.boolean_types: list[type] | None = None
         count = layout.per_event
         if count[_STRING]:
             self.strings = layout.positions[_STRING][: n * count[_STRING]]

@@ -299,7 +299,7 @@ def _pieces(value: list | dict, comma: str, colon: str) -> Iterator[tuple[bool, 
                 yield _TEXT, comma
             yield _VALUE, item
         yield _TEXT, "]"
-    else:
+    elif type(value) is dict:
         yield _TEXT, "{"
         for i, (key, item) in enumerate(value.items()):
             if i:

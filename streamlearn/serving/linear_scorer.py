@@ -330,6 +330,7 @@ class LinearScorer:
         if self._scaled:
             return self._score_one_scaled(x)
         self._unknown = 0
+        known = 0
         try:
             shares = list(map(self._num_get, x))
             z = sum(map(mul, shares, x.values()))
@@ -404,7 +405,7 @@ class LinearScorer:
             z += c * v
         return z, len(x) - zeros - self._unknown
 
-    def _score_one_scaled(self, x: Mapping[str, Any]) -> float | None:
+    def _score_one_scaled(self, x: Mapping[str, Any]) -> tuple[float, int] | None:
         """:meth:`score_one` of a learner that standardises numbers (not booleans)."""
         num, strs = self._num, self._str
         z = 0.0
