@@ -33,12 +33,13 @@ import org.junit.jupiter.api.TestFactory;
  * reference by {@code python -m streamlearn.contract.corpus --write}) holds messages with the
  * settings they are decoded under, and what the contract makes of them: the valid events'
  * entries {@code [slot, value, numeric]} and labels, and the rejections as index, field and
- * code (and the contract's text, {@code reason}). Each case is encoded twice, by {@link
- * EventEncoder#add} (the fast scanner, handing over to the complete path at its first doubt)
- * and by {@link TreeDecoder} alone (the complete path), and both must give exactly that: the
- * same rows in the same order with the same slots, values (bit for bit), numeric flags and
- * labels, read back from the batch's wire bytes, and the same rejections in the same order
- * with the same index, field, code and text (the parser's own words inside {@code bad JSON
+ * code (and the contract's text, {@code reason}). Each case is encoded three times: by {@link
+ * EventEncoder#add} (the fast scanner, handing over to the complete path at its first doubt),
+ * by the same encoder again (with the names, values and schema guess the first time cached),
+ * and by {@link TreeDecoder} alone (the complete path). Each must give exactly what the corpus
+ * says: the same rows in the same order with the same slots, values (bit for bit), numeric
+ * flags and labels, read back from the batch's wire bytes, and the same rejections in the same
+ * order with the same index, field, code and text (the parser's own words inside {@code bad JSON
  * (...)} excepted).
  *
  * <p>What the JVM does not see, by design: the files of {@link #NOT_FOR_THE_JVM} (events given
@@ -147,6 +148,11 @@ class CorpusReplayTest {
         int valid = encoder.add(message, batch, rejected);
         String name = c.get("case").asText();
         check(name + ", encoder", c, task, valid, batch, rejected);
+        // again, with the names, values and the schema guess of the first time cached
+        batch.reset();
+        rejected.clear();
+        valid = encoder.add(message, batch, rejected);
+        check(name + ", encoder again", c, task, valid, batch, rejected);
 
         TreeDecoder tree = new TreeDecoder(EventEncoder.taskCode(task), maxFeatures,
                 new SlotCache(bits, dense, 1 << 10));
