@@ -1,7 +1,7 @@
 """The JVM encoder's copy of the event contract is the contract's, string for string.
 
-``io.streamlearn.flink.Rules`` holds every rejection code with its field, expected and got
-templates, and the limits, so that the JVM renders a rejection's text from its code in one
+``io.streamlearn.flink.ContractRules`` holds every rejection code with its field, expected
+and got templates, and the limits, from which ``Rules`` renders a rejection's text in one
 place; the conformance corpus replay (``jvm/src/test/java/.../CorpusReplayTest.java``, run by
 Maven) checks the rendered texts of the corpus's cases. This test checks the whole table at
 once against :mod:`streamlearn.contract`, so that a rule added, removed or reworded there and

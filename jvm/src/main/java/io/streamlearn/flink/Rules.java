@@ -5,17 +5,16 @@ import java.util.LinkedHashMap;
 import java.util.Map;
 
 /**
- * The event contract's rejections in the JVM: every code with its field, expected and got
- * templates, the limits, and the one place a rejection's text is rendered from its code and
- * facts.
+ * The event contract's rejections in the JVM: the one place a rejection's field and text are
+ * rendered from its code and facts, with the contract's templates ({@link ContractRules}).
  *
  * <p>Why it exists: the contract ({@code streamlearn/contract/__init__.py}, {@code RULES}) is
  * the one definition of what each rejection says; the encoder's error sites name a code and
- * the facts only ({@link Rejection#of}), and the text is made here, from templates that are the
- * contract's strings verbatim. Two checks keep this table the contract's: {@code
- * tests/test_jvm_contract.py} compares it, code by code and string by string, with {@code
- * RULES} (the tool prints it with {@code EncodeTool --rules}), and the conformance corpus
- * replay ({@code CorpusReplayTest}) compares every rendered reason with the corpus's.
+ * the facts only ({@link Rejection#of}), and the text is made here. Two checks keep {@link
+ * ContractRules} the contract's: {@code tests/test_jvm_contract.py} compares it, code by code
+ * and string by string, with the contract (the tool prints it with {@code EncodeTool
+ * --rules}), and the conformance corpus replay ({@code CorpusReplayTest}) compares every
+ * rendered reason with the corpus's.
  *
  * <p>A template names facts in braces: {@code {name}}, {@code {value}} (the offending value,
  * shown by {@link PyRepr#shortRepr}, as the contract's {@code show}), {@code {count}}, {@code
@@ -24,57 +23,23 @@ import java.util.Map;
  */
 final class Rules {
     /** The contract's {@code MAX_FEATURES}: the encoder's default {@code maxFeatures}. */
-    static final int MAX_FEATURES = 10_000;
+    static final int MAX_FEATURES = ContractRules.MAX_FEATURES;
     /** The contract's {@code EVENT_FIELDS}, sorted: an event has these fields and no other. */
-    static final String[] EVENT_FIELDS = {"features", "id", "key", "label", "ts"};
+    static final String[] EVENT_FIELDS = ContractRules.EVENT_FIELDS;
     /** The contract's {@code TASKS}, in the order of the encoder's task numbers. */
-    static final String[] TASKS = {"regression", "binary", "multiclass"};
+    static final String[] TASKS = ContractRules.TASKS;
     /** The contract's {@code LABEL_EXPECTED}, by task number. */
-    static final String[] LABEL_EXPECTED = {
-        "a finite number", "a label (0/1 or true/false)", "a class name (string) or an integer class"
-    };
+    static final String[] LABEL_EXPECTED = ContractRules.LABEL_EXPECTED;
 
     /** One rejection's templates (the contract's {@code Rule} without its doc). */
     record Rule(String field, String expected, String got) {}
-
-    private static final String NAME_EXPECTED = "string feature names (an integer is read as its"
-            + " decimal text; convert others with str())";
 
     /** Every rejection, by code, in the contract's order. */
     static final Map<String, Rule> RULES;
 
     static {
         Map<String, Rule> r = new LinkedHashMap<>();
-        r.put("message.not_json",
-                new Rule("message", "a JSON object (an event or an envelope)", "bad JSON ({detail})"));
-        r.put("events.not_list", new Rule("events", "a list of events", "{value}"));
-        r.put("events.empty", new Rule("events", "at least one event", "an empty list"));
-        r.put("events.too_many",
-                new Rule("events", "at most {max_events} events per request", "{count} events"));
-        r.put("event.not_object", new Rule("event", "a JSON object with `features`", "{value}"));
-        r.put("event.unknown_field",
-                new Rule("{name}", "only the fields " + String.join(", ", EVENT_FIELDS),
-                        "an unknown field"));
-        r.put("features.missing", new Rule("features", "an object of name → value", "nothing"));
-        r.put("features.not_object", new Rule("features", "an object of name → value", "{value}"));
-        r.put("features.empty", new Rule("features", "at least one feature", "an empty object"));
-        r.put("features.too_many",
-                new Rule("features", "at most {max_features} features", "{count}"));
-        r.put("features.empty_name", new Rule("features", "non-empty string feature names", "''"));
-        r.put("features.name_not_string", new Rule("features", NAME_EXPECTED, "{value}"));
-        r.put("features.not_finite", new Rule("features.{name}", "a finite number", "{value}"));
-        r.put("features.bad_list_item",
-                new Rule("features.{name}", "a list of strings", "an item {value}"));
-        r.put("features.bad_value", new Rule("features.{name}",
-                "a number, a string, a list of strings or true/false", "{value}"));
-        r.put("features.dense_not_number",
-                new Rule("features.{name}", "a number (it is a dense feature)", "{value}"));
-        r.put("label.missing", new Rule("label", "{label_expected}", "nothing"));
-        r.put("label.invalid", new Rule("label", "{label_expected}", "{value}"));
-        r.put("key.invalid", new Rule("key", "a string or an integer", "{value}"));
-        r.put("ts.invalid",
-                new Rule("ts", "event time in milliseconds (an integer >= 0)", "{value}"));
-        r.put("id.invalid", new Rule("id", "a string or an integer", "{value}"));
+        ContractRules.RULES.forEach((code, t) -> r.put(code, new Rule(t[0], t[1], t[2])));
         RULES = Collections.unmodifiableMap(r);
     }
 
