@@ -14,7 +14,7 @@ setup(
         Extension(
             "streamlearn.serving._native",
             sources=["streamlearn/serving/_native.c"],
-            depends=["streamlearn/serving/_native_pow5.h"],
+            depends=["streamlearn/serving/_native_pow5.h", "streamlearn/serving/_native_codes.h"],
             extra_compile_args=["-O2"],
             optional=True,
         ),

@@ -3,8 +3,8 @@
 Freshness of a message: from its append to Kafka (the broker's log-append
 timestamp) to the first answer of the prediction server by a version whose
 lineage offset for the message's partition is greater than the message's
-offset (:mod:`streamlearn.demo.freshness`). It is measured for every message
-(envelope) of a :func:`streamlearn.demo.run_demo` run: real broker, the
+offset (:mod:`streamlearn.cli.demo.freshness`). It is measured for every message
+(envelope) of a :func:`streamlearn.cli.demo.runner.run_demo` run: real broker, the
 training job in the local Flink MiniCluster, the real prediction server.
 
 Reference, same broker, same rate, same run: a bare consumer's latency, from

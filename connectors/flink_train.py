@@ -16,6 +16,7 @@ from pyflink.common import Types
 from pyflink.datastream import FlatMapFunction, KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
+from streamlearn.contract import MAX_FEATURES
 from streamlearn.training.config import TrainConfig
 
 __all__ = ["DELTA_TYPE", "BundleLearner", "Merger", "encode_bundles"]
@@ -40,10 +41,9 @@ def _as_state_text(blob: bytes) -> str:
 def _from_state_text(text: str) -> bytes:
     return text.encode("latin-1")
 
+
 #: The watermark a bounded source sends when it ends (Long.MAX_VALUE).
 END_OF_INPUT = 2**63 - 1
-
-MAX_FEATURES = 10_000  # per event, as streamlearn.events.EventDecoder's default
 
 
 def _arm_end_of_input(ctx) -> None:

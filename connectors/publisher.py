@@ -56,6 +56,7 @@ from connectors.kafka_io import (
     describe_reasons,
     list_topics,
 )
+from streamlearn.contract import Rejection, feature_name
 from streamlearn.errors import ConfigError, EventError
 from streamlearn.events import EventDecoder
 
@@ -305,9 +306,23 @@ class Publisher:
         return (murmur2(str(key).encode()) & 0x7FFFFFFF) % n
 
     # -- publishing --------------------------------------------------------------
-    def _check(self, event: Mapping[str, Any]) -> None:
+    def _check(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The event to send: validated when ``validate`` is on, else as given; either
+        way integer feature names (River's streams use them) become their decimal text,
+        as the event contract reads them, and other names that are not strings are
+        refused (``features.name_not_string``)."""
         if self._decoder is not None:
-            self._decoder.validate(_plain(event), self.events)
+            return self._decoder.validate(_plain(event), self.events)
+        features = event.get("features")
+        if isinstance(features, Mapping) and any(type(k) is not str for k in features):
+            named = {}
+            for name, value in features.items():
+                text = feature_name(name)
+                if text is None and type(name) is not str:
+                    raise Rejection("features.name_not_string", self.events, value=name)
+                named[name if text is None else text] = value
+            return {**event, "features": named}
+        return event
 
     def publish(
         self, event: Mapping[str, Any], timestamp_ms: int | None = None
@@ -324,8 +339,7 @@ class Publisher:
             raise EventError(
                 "event", "an object (a dict)", type(event).__name__, f"event {self.events}"
             )
-        self._check(event)
-        data = _dumps(event, f"event {self.events}")
+        data = _dumps(self._check(event), f"event {self.events}")
         self.events += 1
         key = event.get("key")
         if not self.envelope:

@@ -174,8 +174,8 @@ class EventDecoder:
             features = event.get("features")
             if type(features) is dict:
                 for name in features:
-                    if type(name) is not str:
-                        event["features"] = self._string_names(features, index)
+                    if type(name) is not str:  # a copy: the caller's event stays as given
+                        event = {**event, "features": self._string_names(features, index)}
                         break
         return self._checked(event, index)
 

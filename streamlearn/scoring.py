@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from streamlearn.contract import MAX_FEATURES
 from streamlearn.errors import ConfigError, StoreError
 from streamlearn.events import EventDecoder, Rejected, dead_letter
 from streamlearn.serving.model import ModelSource, Predictions, Predictor
@@ -132,7 +133,7 @@ class Scorer:
         topic: str = "",
         wait_s: float = 60.0,
         interval_s: float = 0.05,
-        max_features: int = 10_000,
+        max_features: int = MAX_FEATURES,
     ) -> None:
         if isinstance(wait_s, bool) or not isinstance(wait_s, int | float) or wait_s < 0:
             raise ConfigError("wait_s", "a number of seconds >= 0", repr(wait_s))

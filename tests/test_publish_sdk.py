@@ -82,6 +82,24 @@ def test_numpy_scalars_are_sent_as_the_numbers_they_are(kafka_broker, topic_name
 
 
 @pytest.mark.integration
+def test_integer_feature_names_are_sent_as_their_text(kafka_broker, topic_name) -> None:
+    """River's streams name features by integers: sent as the names the contract reads
+    (their decimal text), with or without validation, the caller's event left as given;
+    a name of another type is refused naming the rule."""
+    create_topics(kafka_broker.bootstrap, {topic_name: 1})
+    event = {"features": {0: 1.5, 7: "red", "b": 2}, "label": 1}
+    for options in ({}, {"validate": True}):
+        with Publisher(kafka_broker.bootstrap, topic_name, **options) as pub:
+            pub.publish(event)
+            with pytest.raises(EventError, match="convert others with str"):
+                pub.publish({"features": {1.5: 1.0}, "label": 0})
+    assert event == {"features": {0: 1.5, 7: "red", "b": 2}, "label": 1}
+    docs = [orjson.loads(r.value) for r in consume_all(kafka_broker.bootstrap, topic_name,
+                                                          expected=2)]
+    assert [d["features"] for d in docs] == [{"0": 1.5, "7": "red", "b": 2}] * 2
+
+
+@pytest.mark.integration
 def test_a_value_json_cannot_hold_is_refused_naming_the_field(kafka_broker, topic_name) -> None:
     create_topics(kafka_broker.bootstrap, {topic_name: 1})
     for envelope in (False, True):
