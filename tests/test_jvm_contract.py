@@ -1,21 +1,31 @@
 """The JVM encoder's copy of the event contract is the contract's, string for string.
 
 ``io.streamlearn.flink.ContractRules`` holds every rejection code with its field, expected
-and got templates, and the limits, from which ``Rules`` renders a rejection's text in one
-place; the conformance corpus replay (``jvm/src/test/java/.../CorpusReplayTest.java``, run by
-Maven) checks the rendered texts of the corpus's cases. This test checks the whole table at
-once against :mod:`streamlearn.contract`, so that a rule added, removed or reworded there and
-not in the JVM fails here, whether or not the corpus has a case that shows it.
+and got templates, the limits and the hashing's constants (``FeatureHash`` hashes with
+them); ``Rules`` renders a rejection's text from them in one place. The conformance corpus
+replay (``jvm/src/test/java/.../CorpusReplayTest.java``, run by Maven) checks the texts of
+the corpus's cases; this test checks the whole table at once against
+:mod:`streamlearn.contract`, so that a rule added, removed or reworded there and not in the
+JVM fails here, whether or not the corpus has a case that shows it.
 """
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 import orjson
 
-from streamlearn.contract import EVENT_FIELDS, LABEL_EXPECTED, MAX_FEATURES, RULES, TASKS
+from streamlearn.contract import (
+    EVENT_FIELDS,
+    HASH,
+    LABEL_EXPECTED,
+    MAX_BITS,
+    MAX_FEATURES,
+    RULES,
+    TASKS,
+)
 from tests import jvm_tool
 
 
@@ -25,6 +35,9 @@ def test_jvm_rules_are_the_contracts() -> None:
         jvm_tool.run(["--rules", "--out", str(out)], b"")
         jvm = orjson.loads(out.read_bytes())
     assert jvm["max_features"] == MAX_FEATURES
+    assert jvm["max_bits"] == MAX_BITS
+    hashing = {k: v.decode() if type(v) is bytes else v for k, v in asdict(HASH).items()}
+    assert jvm["hash"] == hashing
     assert tuple(jvm["tasks"]) == TASKS
     assert tuple(jvm["event_fields"]) == EVENT_FIELDS
     assert jvm["label_expected"] == LABEL_EXPECTED

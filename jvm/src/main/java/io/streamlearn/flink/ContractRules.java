@@ -8,6 +8,16 @@ import java.util.Map;
 /** The event contract's data, for {@link Rules}. */
 final class ContractRules {
     static final int MAX_FEATURES = 10000;
+    static final int MAX_BITS = 30;
+    static final String HASH_ALGORITHM = "blake2b";
+    static final int HASH_DIGEST_SIZE = 8;
+    static final String HASH_NAME_PERSON = "sl.name";
+    static final String HASH_VALUE_PERSON = "sl.value";
+    static final int HASH_BITS = 53;
+    static final long HASH_GOLDEN = 0x9E3779B97F4A7C15L;
+    static final long HASH_MIX_1 = 0xFF51AFD7ED558CCDL;
+    static final long HASH_MIX_2 = 0xC4CEB9FE1A85EC53L;
+    static final int HASH_SHIFT = 33;
     static final String[] EVENT_FIELDS = {"features", "id", "key", "label", "ts"};
     static final String[] TASKS = {"regression", "binary", "multiclass"};
     static final String[] LABEL_EXPECTED = {"a finite number", "a label (0/1 or true/false)", "a class name (string) or an integer class"};

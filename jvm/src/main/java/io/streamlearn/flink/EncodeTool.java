@@ -43,9 +43,10 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
  *     reason, base64 of the raw bytes, at_ms]; --out gets, per message, a big-endian u32
  *     length and the bytes of DeadLetter.record for those arguments.
  * --rules           --out F
- *     the contract as the encoder holds it (Rules), one JSON object: max_features, tasks,
- *     event_fields, label_expected (by task) and rules (code: [field, expected, got]
- *     templates), for the test that compares it with streamlearn.contract.
+ *     the contract as the encoder holds it (ContractRules), one JSON object: max_features,
+ *     max_bits, hash (the fields of the contract's HASH), tasks, event_fields,
+ *     label_expected (by task) and rules (code: [field, expected, got] templates), for the
+ *     test that compares it with streamlearn.contract.
  * --hash            --bits B --in F --out F
  *     each message is a JSON array [name, value or null]; one line out per message:
  *     name hash, value hash (0 for null), slot, sign, hex of the 64-byte BLAKE2b of the name
@@ -154,7 +155,19 @@ public final class EncodeTool {
     /** The --rules document (see the class comment). */
     static byte[] rules() {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
-        JsonOut.ascii(out, "{\"max_features\":" + Rules.MAX_FEATURES + ",\"tasks\":");
+        JsonOut.ascii(out, "{\"max_features\":" + ContractRules.MAX_FEATURES
+                + ",\"max_bits\":" + ContractRules.MAX_BITS + ",\"hash\":{\"algorithm\":");
+        JsonOut.string(out, ContractRules.HASH_ALGORITHM);
+        JsonOut.ascii(out, ",\"digest_size\":" + ContractRules.HASH_DIGEST_SIZE
+                + ",\"name_person\":");
+        JsonOut.string(out, ContractRules.HASH_NAME_PERSON);
+        JsonOut.ascii(out, ",\"value_person\":");
+        JsonOut.string(out, ContractRules.HASH_VALUE_PERSON);
+        JsonOut.ascii(out, ",\"bits\":" + ContractRules.HASH_BITS
+                + ",\"golden\":" + Long.toUnsignedString(ContractRules.HASH_GOLDEN)
+                + ",\"mix_1\":" + Long.toUnsignedString(ContractRules.HASH_MIX_1)
+                + ",\"mix_2\":" + Long.toUnsignedString(ContractRules.HASH_MIX_2)
+                + ",\"shift\":" + ContractRules.HASH_SHIFT + "},\"tasks\":");
         strings(out, Rules.TASKS);
         JsonOut.ascii(out, ",\"event_fields\":");
         strings(out, Rules.EVENT_FIELDS);

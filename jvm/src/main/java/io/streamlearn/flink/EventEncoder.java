@@ -100,8 +100,9 @@ public final class EventEncoder {
     /** As above, remembering at most {@code cacheSize} hashed names and values. */
     public EventEncoder(String task, int bits, String[] dense, int maxFeatures, int cacheSize) {
         this.task = taskCode(task);
-        if (bits < 1 || bits > 30) {
-            throw new IllegalArgumentException("bits: expected an integer from 1 to 30, got " + bits);
+        if (bits < 1 || bits > ContractRules.MAX_BITS) {
+            throw new IllegalArgumentException("bits: expected an integer from 1 to "
+                    + ContractRules.MAX_BITS + ", got " + bits);
         }
         if (dense == null) {
             throw new IllegalArgumentException("dense: expected a list of feature names, got null");

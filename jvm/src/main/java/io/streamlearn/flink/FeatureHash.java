@@ -3,8 +3,9 @@ package io.streamlearn.flink;
 import java.nio.charset.StandardCharsets;
 
 /**
- * Signed feature hashing exactly as {@code streamlearn/features.py} does it: the slot and sign
- * of a number or boolean {@code name}, or of a string {@code name=value}.
+ * Signed feature hashing as the event contract defines it ({@code HASH} in {@code
+ * streamlearn/contract/__init__.py}, its constants in {@link ContractRules}): the slot and
+ * sign of a number or boolean {@code name}, or of a string {@code name=value}.
  *
  * <p>Why it exists: the JVM encoder must put every feature in the same slot, with the same sign,
  * as the Python {@code FeatureHasher}, or a model trained from JVM-encoded batches would not
@@ -21,15 +22,16 @@ import java.nio.charset.StandardCharsets;
  */
 public final class FeatureHash {
     /** Hashes are cut to 53 bits (exact in a float64 on the Python side). */
-    public static final long HASH_MASK = (1L << 53) - 1;
+    public static final long HASH_MASK = (1L << ContractRules.HASH_BITS) - 1;
 
-    private static final long GOLDEN = 0x9E3779B97F4A7C15L;
-    private static final long MIX_1 = 0xFF51AFD7ED558CCDL;
-    private static final long MIX_2 = 0xC4CEB9FE1A85EC53L;
-    private static final long[] NAME_PERSON =
-            Blake2b.personWords("sl.name".getBytes(StandardCharsets.US_ASCII));
-    private static final long[] VALUE_PERSON =
-            Blake2b.personWords("sl.value".getBytes(StandardCharsets.US_ASCII));
+    private static final long GOLDEN = ContractRules.HASH_GOLDEN;
+    private static final long MIX_1 = ContractRules.HASH_MIX_1;
+    private static final long MIX_2 = ContractRules.HASH_MIX_2;
+    private static final int SHIFT = ContractRules.HASH_SHIFT;
+    private static final long[] NAME_PERSON = Blake2b.personWords(
+            ContractRules.HASH_NAME_PERSON.getBytes(StandardCharsets.US_ASCII));
+    private static final long[] VALUE_PERSON = Blake2b.personWords(
+            ContractRules.HASH_VALUE_PERSON.getBytes(StandardCharsets.US_ASCII));
 
     private FeatureHash() {}
 
@@ -60,11 +62,11 @@ public final class FeatureHash {
     public static long mix(long nameHash, long valueHash) {
         long h = nameHash * GOLDEN;
         h ^= valueHash;
-        h ^= h >>> 33;
+        h ^= h >>> SHIFT;
         h *= MIX_1;
-        h ^= h >>> 33;
+        h ^= h >>> SHIFT;
         h *= MIX_2;
-        return h ^ (h >>> 33);
+        return h ^ (h >>> SHIFT);
     }
 
     /** The slot of a mixed hash among {@code 2^bits} hashed slots. */
