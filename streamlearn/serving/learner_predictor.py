@@ -106,7 +106,7 @@ class LearnerPredictor:
     def clone(self) -> LearnerPredictor:
         """A predictor of the same version with its own copy of the learner's
         arrays (the second buffer a watcher applies deltas to). O(model)."""
-        from streamlearn.state import learner_from_state
+        from streamlearn.learners import learner_from_state
 
         learner = learner_from_state(self.learner.state(copy=False))  # load_state copies
         return LearnerPredictor(
@@ -311,7 +311,8 @@ class LearnerPredictor:
 
 def predictor_from_version(model_version: Any) -> LearnerPredictor:
     """Rebuild the learner stored in a ``ModelVersion`` of the store."""
-    from streamlearn.state import ModelState, learner_from_state
+    from streamlearn.learners import learner_from_state
+    from streamlearn.state import ModelState
 
     where = f"model {model_version.info.model!r} version {model_version.version}"
     try:
