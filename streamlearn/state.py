@@ -167,16 +167,3 @@ class ModelState:
         """A deep copy (writable arrays)."""
         arrays = {k: np.array(v) for k, v in self.arrays.items()}
         return ModelState(arrays, json.loads(json.dumps(self.meta)))
-
-
-def learner_from_state(state: ModelState, *, trust_pickle: bool = False) -> Any:
-    """Moved: call :func:`streamlearn.learners.learner_from_state`.
-
-    Learners build on ``ModelState``, so this module must not import them back;
-    this forwarder remains only until its last caller
-    (``streamlearn/serving/learner_predictor.py``) imports the learners' own,
-    and then goes (``tests/test_layout.py`` holds it to that).
-    """
-    from streamlearn.learners import learner_from_state as build
-
-    return build(state, trust_pickle=trust_pickle)

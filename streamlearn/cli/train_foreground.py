@@ -319,7 +319,7 @@ def _release(store: Any, cfg: TrainConfig) -> None:
 def _show_new(
     store: Any, cfg: TrainConfig, shown: int, prev: Any, follower: Any, out: IO[str],
     kafka: bool = True,
-):
+) -> tuple[int, Any, Any]:
     """Print a line for each version published since ``shown`` (the newest one's
     with the topic's lag and the age of its newest event, unless ``kafka`` is off)."""
     try:

@@ -175,7 +175,7 @@ def declared_sizes(body: bytes) -> Declared:
                 compressed = True
                 if size < 8:
                     raise UnreadableStream("a compressed buffer without its length")
-                full = _I64.unpack_from(data, offset)[0]  # type: ignore[arg-type]
+                full = _I64.unpack_from(data, offset)[0]
                 if full < -1:
                     raise UnreadableStream(f"a buffer of uncompressed length {full}")
                 decoded += size - 8 if full == -1 else full

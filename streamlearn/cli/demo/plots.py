@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["plot_metrics", "plot_freshness", "available", "MISSING"]
 
@@ -30,7 +31,7 @@ def available() -> bool:
     return True
 
 
-def _pyplot():
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg", force=True)

@@ -20,6 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from streamlearn.cli.demo.config import DemoConfig
 from streamlearn.cli.demo.display import LiveDisplay, Snapshot
@@ -290,8 +291,10 @@ def draw_plots(
     return drawn
 
 
-def _write_report(report_dir, cfg, svc, stream, watcher, tracker, live, warmup, dlq_messages,
-                  interrupted, t_start, display) -> tuple[dict, list[Path]]:
+def _write_report(
+    report_dir: Path, cfg: Any, svc: Any, stream: Any, watcher: Any, tracker: Any, live: Any,
+    warmup: Any, dlq_messages: Any, interrupted: bool, t_start: float, display: Any,
+) -> tuple[dict, list[Path]]:
     t0 = stream.started_at or time.time()
     versions = list(watcher.versions) if watcher else []
     rows = [_row(v) for v in versions]
