@@ -8,6 +8,8 @@
   terms), with its Bayes-optimal log-loss (:func:`interactions_optimum`).
 - :func:`river_stream`: River's SEA, Hyperplane and Agrawal generators as
   events.
+- :func:`zipf_keys`, :func:`uniform_keys`: event keys drawn Zipf-distributed
+  (a few hot keys) or uniformly over a key space, for :func:`clicks`'s ``keys``.
 
 Every stream is a generator of events in the wire format (``key``,
 ``features``, ``label``, ``id``), deterministic for a seed.
@@ -21,7 +23,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import islice
 
 import numpy as np
@@ -30,6 +32,7 @@ from streamlearn.errors import ConfigError
 
 __all__ = [
     "clicks", "interactions", "interactions_optimum", "river_stream", "GENERATORS", "make_stream",
+    "zipf_keys", "uniform_keys", "zipf_share",
 ]
 
 _CATEGORIES = {
@@ -50,13 +53,22 @@ def clicks(
     drift_at: int | None = None,
     users: int = 10_000,
     noise: float = 0.0,
+    keys: Iterable[str] | None = None,
 ) -> Iterator[dict]:
     """A click-through stream: 8 categorical features, 4 numeric ones, label 0/1.
 
     The label is drawn from a logistic model with fixed true weights, which
     change at event ``drift_at`` (a concept drift) when given. ``noise`` flips
-    that share of labels.
+    that share of labels. Each event's key is a user drawn uniformly among
+    ``users``, or the next of ``keys`` when given (:func:`zipf_keys`...): the
+    features, labels and ids stay those of the same seed either way, so two
+    streams that differ only in their keys hold the same events.
+
+    >>> hot = list(clicks(3, seed=1, keys=zipf_keys(seed=2)))
+    >>> [e["features"] for e in hot] == [e["features"] for e in clicks(3, seed=1)]
+    True
     """
+    key_iter = None if keys is None else iter(keys)
     rng = np.random.default_rng(seed)
     truth = np.random.default_rng(seed + 10_007)
     weights = {name: truth.normal(0, 1.0, size) for name, size in _CATEGORIES.items()}
@@ -91,7 +103,69 @@ def clicks(
             label = int(u[j] < 1.0 / (1.0 + np.exp(-z)))
             if flip[j]:
                 label = 1 - label
-            yield {"key": f"u{int(user[j])}", "features": feats, "label": label, "id": f"e{k}"}
+            key = f"u{int(user[j])}" if key_iter is None else next(key_iter)
+            yield {"key": key, "features": feats, "label": label, "id": f"e{k}"}
+        i += m
+
+
+def _check_keys(n_keys: object, s: object | None = None) -> None:
+    if type(n_keys) is not int or n_keys < 1:
+        raise ConfigError("n_keys", "an integer ≥ 1", repr(n_keys))
+    if s is not None and (isinstance(s, bool) or not isinstance(s, int | float) or not s > 0):
+        raise ConfigError("s", "a number > 0", repr(s))
+
+
+def zipf_share(rank: int, s: float = 1.1, n_keys: int = 1_000_000) -> float:
+    """The share of all events that key ``rank`` (1 = the hottest) has in
+    :func:`zipf_keys`'s stream: ``rank**-s / Σ_k k**-s`` over the ``n_keys`` keys.
+
+    >>> round(zipf_share(1), 3), round(zipf_share(10), 4)
+    (0.124, 0.0098)
+    """
+    _check_keys(n_keys, s)
+    weights = np.arange(1, n_keys + 1, dtype=np.float64) ** -float(s)
+    return float(rank ** -float(s) / weights.sum())
+
+
+def zipf_keys(
+    n: int | None = None, seed: int = 0, s: float = 1.1, n_keys: int = 1_000_000
+) -> Iterator[str]:
+    """Event keys ``"k1"`` … ``"k<n_keys>"``, key ``k<r>`` drawn with probability
+    proportional to ``r**-s`` (Zipf's law over a finite key space; s = 1.1 over
+    1M keys gives the hottest key 12.4% of all events, the ten hottest 33%:
+    see :func:`zipf_share`). Endless unless ``n`` is given; deterministic for a seed.
+
+    >>> from collections import Counter
+    >>> top = Counter(zipf_keys(100_000, seed=3)).most_common(2)
+    >>> [k for k, _ in top], 0.11 < top[0][1] / 100_000 < 0.14
+    (['k1', 'k2'], True)
+    """
+    _check_keys(n_keys, s)
+    cdf = np.cumsum(np.arange(1, n_keys + 1, dtype=np.float64) ** -float(s))
+    cdf /= cdf[-1]
+    rng = np.random.default_rng(seed)
+    i = 0
+    while n is None or i < n:
+        m = 4096 if n is None else min(4096, n - i)
+        ranks = np.minimum(np.searchsorted(cdf, rng.random(m), side="right"), n_keys - 1) + 1
+        yield from (f"k{r}" for r in ranks.tolist())
+        i += m
+
+
+def uniform_keys(n: int | None = None, seed: int = 0, n_keys: int = 1_000_000) -> Iterator[str]:
+    """Event keys ``"k1"`` … ``"k<n_keys>"`` drawn uniformly: :func:`zipf_keys`'s key
+    space without its hot keys. Endless unless ``n`` is given.
+
+    >>> keys = list(uniform_keys(5, seed=1, n_keys=3))
+    >>> len(keys), set(keys) <= {"k1", "k2", "k3"}
+    (5, True)
+    """
+    _check_keys(n_keys)
+    rng = np.random.default_rng(seed)
+    i = 0
+    while n is None or i < n:
+        m = 4096 if n is None else min(4096, n - i)
+        yield from (f"k{r}" for r in (rng.integers(0, n_keys, m) + 1).tolist())
         i += m
 
 
