@@ -5,7 +5,7 @@ partition and offset, the prediction and the version that made it); bad events
 go to the dead-letter topic (``<source>.dlq`` unless ``--dlq`` says otherwise)
 as bounded records with the reason (``docs/events.md``). Every parallel instance
 follows the model store and swaps to each new version (pin, else latest) without
-stopping. All of the per-message work is :class:`streamlearn.scoring.Scorer`;
+stopping. All of the per-message work is :class:`streamlearn.serving.stream_scoring.Scorer`;
 this file only wires it into Flink.
 
 In the local MiniCluster::
@@ -47,7 +47,7 @@ def _score_function(args: argparse.Namespace, dead_letters):
             self.scorer = None
 
         def open(self, runtime_context) -> None:
-            from streamlearn.scoring import Scorer
+            from streamlearn.serving.stream_scoring import Scorer
 
             self.scorer = Scorer.from_store(
                 args.store, args.model, topic=args.source, wait_s=args.wait_s,

@@ -29,7 +29,7 @@ from streamlearn.errors import ValidationError
 from streamlearn.events import EventDecoder
 from streamlearn.features import FeatureHasher, feature_slot
 from streamlearn.serving.linear_scorer import native_available
-from streamlearn.serving.payload import BadRequest, Problem, check_json, load_json
+from streamlearn.serving.request_body import BadRequest, Problem, check_json, load_json
 
 CASES = load(CORPUS)
 OBJECT_CASES = load(OBJECTS)

@@ -23,9 +23,9 @@ from streamlearn.events import (
     encode_event,
 )
 from streamlearn.learners import SoftmaxRegression
-from streamlearn.scoring import Scorer, load_predictor, task_of
 from streamlearn.serving.learner_predictor import predictor_from_version
 from streamlearn.serving.model import Predictions
+from streamlearn.serving.stream_scoring import Scorer, load_predictor, task_of
 from streamlearn.store import Lineage, ModelStore
 from tests.models import EVENTS, constant_model, trained_classifier
 

@@ -497,7 +497,7 @@ def test_metrics_come_through_prometheus_client_with_process_and_python_metrics(
 
 
 def test_metric_names_follow_the_prometheus_conventions() -> None:
-    from streamlearn.serving.metrics import METRIC_NAMES
+    from streamlearn.serving.prometheus import METRIC_NAMES
 
     _model, served = trained("binary")
     app = app_for(served)

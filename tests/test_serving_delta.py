@@ -22,11 +22,11 @@ from streamlearn.learners import (
     SoftmaxRegression,
 )
 from streamlearn.optim import AdaGrad
-from streamlearn.scoring import Scorer
 from streamlearn.serving.learner_predictor import LearnerPredictor
 from streamlearn.serving.linear_scorer import native_available
 from streamlearn.serving.model import Step
 from streamlearn.serving.store_source import StoreSource
+from streamlearn.serving.stream_scoring import Scorer
 from streamlearn.serving.watcher import ModelWatcher
 from streamlearn.state import ModelState
 from streamlearn.store import Changes, ModelStore

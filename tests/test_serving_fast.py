@@ -26,7 +26,7 @@ from streamlearn.optim import SGD
 from streamlearn.serving import ModelWatcher, PredictionApp
 from streamlearn.serving.learner_predictor import LearnerPredictor
 from streamlearn.serving.linear_scorer import LinearScorer
-from streamlearn.serving.payload import check_json, plain_features
+from streamlearn.serving.request_body import check_json, plain_features
 
 CITIES = ["Lyon", "Oslo", "Kyoto", "Lima"]
 TAGS = ["a", "b", "c"]

@@ -23,7 +23,7 @@ import pytest
 
 from streamlearn.events import EventDecoder
 from streamlearn.serving.arrow_limits import MAX_MESSAGES, declared_sizes
-from streamlearn.serving.payload import (
+from streamlearn.serving.request_body import (
     MAX_RATIO,
     NO_FEATURE_EXPECTED,
     NO_FEATURE_GOT,

@@ -1,7 +1,7 @@
 """The event contract, written once: fields, tasks, limits, label rules, hashing, rejections.
 
 Every implementation of an event (the training decoder :mod:`streamlearn.events`, serving's
-validation :mod:`streamlearn.serving.payload` and its C fast path, the feature hasher
+validation :mod:`streamlearn.serving.request_body` and its C fast path, the feature hasher
 :mod:`streamlearn.features`, and the JVM encoder) takes its rules from here, and the
 conformance corpus (:mod:`streamlearn.contract.corpus`) is generated from the executable
 reading of these rules in :mod:`streamlearn.contract.reference`. See ``docs/contract.md``.

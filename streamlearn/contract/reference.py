@@ -1,7 +1,7 @@
 """The contract as a program: a plain, slow reading of every rule, the source of the corpus.
 
 It is written for clarity, not speed, and shares no code with the implementations it checks
-(``streamlearn.events``, ``streamlearn.serving.payload``, the C fast path, the JVM encoder):
+(``streamlearn.events``, ``streamlearn.serving.request_body``, the C fast path, the JVM encoder):
 only the rules, limits, codes and texts of :mod:`streamlearn.contract`.
 
 >>> out = decode(b'{"events": [{"features": {"x": 2, "c": "a"}, "label": true}, {"features": {}}]}',

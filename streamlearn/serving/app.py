@@ -22,10 +22,10 @@ from urllib.parse import parse_qsl
 import orjson
 
 from streamlearn.errors import ConfigError, ValidationError, VersionNotFound
-from streamlearn.serving.metrics import ServiceMetrics
 from streamlearn.serving.model import FastPredictor, OneAnswer, Predictions, Predictor
 from streamlearn.serving.openapi import openapi_document
-from streamlearn.serving.payload import (
+from streamlearn.serving.prometheus import ServiceMetrics
+from streamlearn.serving.request_body import (
     ARROW_STREAM,
     BadRequest,
     check_arrow,

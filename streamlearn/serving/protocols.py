@@ -21,7 +21,7 @@ from typing import Any
 
 from streamlearn.errors import ValidationError
 from streamlearn.serving.model import Predictions
-from streamlearn.serving.payload import (
+from streamlearn.serving.request_body import (
     EMPTY_NAME_EXPECTED,
     EMPTY_NAME_GOT,
     NO_FEATURE_EXPECTED,

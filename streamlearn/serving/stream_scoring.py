@@ -341,7 +341,7 @@ class _InArrowBytes:
             return self._version.to_bytes()
         import pyarrow as pa
 
-        from streamlearn.store.payload import strip_store_metadata
+        from streamlearn.store.version_file import strip_store_metadata
 
         table = strip_store_metadata(self._version.table)
         sink = pa.BufferOutputStream()

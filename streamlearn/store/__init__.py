@@ -23,8 +23,8 @@ from streamlearn.store.lease import Lease, LeaseError, WriterBusy, WriterFenced,
 from streamlearn.store.lineage import Lineage
 from streamlearn.store.location import DEFAULT_STORE
 from streamlearn.store.model_store import DEFAULT_MODEL, ModelStore
-from streamlearn.store.payload import ToBytes
 from streamlearn.store.records import Head, ModelVersion, VersionInfo
+from streamlearn.store.version_file import ToBytes
 
 __all__ = [
     "ModelStore",

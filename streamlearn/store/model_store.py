@@ -71,14 +71,14 @@ from streamlearn.store.lease import (
 )
 from streamlearn.store.lineage import Lineage
 from streamlearn.store.location import resolve
-from streamlearn.store.payload import (
+from streamlearn.store.records import Head, ModelVersion, VersionInfo
+from streamlearn.store.version_file import (
     as_table,
     read_version,
     stamp_store_metadata,
     strip_store_metadata,
     write_version,
 )
-from streamlearn.store.records import Head, ModelVersion, VersionInfo
 
 __all__ = ["ModelStore", "DEFAULT_MODEL", "DEFAULT_SEGMENT_SIZE"]
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 from streamlearn.arrow_ipc import ipc_stream_bytes
 from streamlearn.errors import StateError
 from streamlearn.store.lineage import Lineage
-from streamlearn.store.payload import strip_store_metadata
+from streamlearn.store.version_file import strip_store_metadata
 
 __all__ = ["Head", "VersionInfo", "ModelVersion"]
 
