@@ -19,7 +19,7 @@ from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 from streamlearn.contract import MAX_FEATURES
 from streamlearn.training.config import TrainConfig
 
-__all__ = ["DELTA_TYPE", "BundleLearner", "Merger", "encode_bundles"]
+__all__ = ["DELTA_TYPE", "BundleLearner", "KafkaRange", "Merger", "encode_bundles"]
 
 #: How a learner's delta (``ModelDelta.to_bytes()``) travels to the merger: raw
 #: bytes, which thread mode hands to the JVM in one copy and Flink serialises
@@ -109,6 +109,40 @@ def _store(cfg: TrainConfig):
     return ModelStore(cfg.store.uri, cfg.store.model)
 
 
+class KafkaRange:
+    """Reads a partition's messages in an offset range again, for a learner whose
+    bundle straddles the offsets of the version it started on
+    (:meth:`~streamlearn.training.workers.LearnerWorker.learn_bundle`): at most
+    once per partition after a restore, so a plain consumer opened for it."""
+
+    def __init__(self, cfg: TrainConfig, timeout_s: float = 60.0) -> None:
+        self.bootstrap, self.topic, self.timeout_s = cfg.kafka.bootstrap, cfg.kafka.topic, timeout_s
+
+    def __call__(self, partition: int, start: int, end: int):
+        from kafka import KafkaConsumer, TopicPartition
+
+        tp = TopicPartition(self.topic, partition)
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        try:
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            deadline = time.monotonic() + self.timeout_s
+            while consumer.position(tp) < end:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"reading partition {partition} of {self.topic!r} from {start} to {end}: "
+                        f"at {consumer.position(tp)} after {self.timeout_s:.0f} s"
+                    )
+                for msg in consumer.poll(timeout_ms=500).get(tp, []):
+                    if msg.offset < end:
+                        yield msg.offset, msg.value
+        finally:
+            consumer.close()
+
+
 class BundleLearner(FlatMapFunction):
     """One parallel learner fed by :func:`encode_bundles`: learns each bundle at
     once (:meth:`~streamlearn.training.workers.LearnerWorker.learn_bundle`) and
@@ -137,15 +171,19 @@ class BundleLearner(FlatMapFunction):
         if worker is None:
             from streamlearn.training.workers import LearnerWorker
 
-            worker = self.worker = LearnerWorker(self.cfg, self.index, self.store)
+            worker = self.worker = LearnerWorker(
+                self.cfg, self.index, self.store, fetch=KafkaRange(self.cfg)
+            )
         n_before = worker.n_learned
-        partition, end_offset, messages, rejected = row[0], row[2], row[3], row[4]
-        delta = worker.learn_bundle(partition, end_offset, rejected, row[5])
+        partition, first_offset, end_offset = row[0], row[1], row[2]
+        messages, rejected = row[3], row[4]
+        delta = worker.learn_bundle(partition, end_offset, rejected, row[5], first_offset)
         self.m_bundles.inc()
         self.m_messages.inc(messages)
         self.m_rejected.inc(rejected)
         self.m_events.inc(worker.n_learned - n_before)
-        yield delta.to_bytes()
+        if delta is not None:  # None: the bundle is in the merged model already
+            yield delta.to_bytes()
 
 
 class Merger(KeyedProcessFunction):
@@ -183,6 +221,9 @@ class Merger(KeyedProcessFunction):
             snap = self.snap.value()
             pending = [_from_state_text(t) for t in (self.unpublished.get() or [])]
             self.worker.start(json.loads(snap) if snap else None, pending, self.base_version)
+            if self.worker.adopted is not None:  # it took a newer version: the state says so
+                self.snap.update(json.dumps(self.worker.snapshot()))
+                self.unpublished.clear()
             _arm_end_of_input(ctx)
         return self.worker
 

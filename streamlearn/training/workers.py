@@ -35,10 +35,10 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from streamlearn.errors import StoreError
+from streamlearn.errors import StoreError, ValidationError
 from streamlearn.events import EventDecoder, Rejected, dead_letter
 from streamlearn.store.lease import LeaseError
 from streamlearn.training.config import TrainConfig
@@ -49,6 +49,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: What reads a partition's Kafka messages again: ``fetch(partition, start, end)``
+#: yields ``(offset, value)`` for every message in ``[start, end)``, in offset order.
+Fetch = Callable[[int, int, int], Iterable[tuple[int, bytes]]]
 
 #: Retention (``store.keep_versions``) runs after at least this many publishes, and
 #: no sooner than :data:`RETAIN_SPACING` times the last pass took: the store's
@@ -160,7 +164,9 @@ class LearnerWorker:
     (1, {0: 8})
     """
 
-    def __init__(self, cfg: TrainConfig, learner_id: int, store: Any = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, learner_id: int, store: Any = None, fetch: Fetch | None = None
+    ) -> None:
         from streamlearn.merge import DeltaTracker
 
         self.cfg = cfg
@@ -168,10 +174,20 @@ class LearnerWorker:
         self.name = f"learner-{learner_id}"
         self.decoder = EventDecoder(cfg.model.task)
         self.store = store
+        #: reads the Kafka messages of a partition's offset range again, for a bundle
+        #: that straddles :attr:`skip_below` (see :meth:`learn_bundle`)
+        self.fetch = fetch
         self.learner = cfg.make_learner()
         self.base_version = 0
         self._initial = initial_key(cfg)
         self._store_down = False
+        #: partition -> the next offset the version this learner started on reflects
+        #: (its lineage offsets): every record below it is in the merged model already,
+        #: so the learner skips it (a restored job re-reads from its checkpoint, which
+        #: may be older than that version; see :meth:`MergerWorker.start`)
+        self.skip_below: dict[int, int] = {}
+        #: events and messages skipped that way
+        self.n_skipped = 0
         self._rebase_to_latest(initial=True)
         self.tracker = DeltaTracker(self.learner, base_version=self.base_version)
         self.metrics = _metrics_for(cfg.model.task)
@@ -199,10 +215,12 @@ class LearnerWorker:
         return bad
 
     def learn_bundle(
-        self, partition: int, end_offset: int, n_rejected: int, batch: bytes
+        self, partition: int, end_offset: int, n_rejected: int, batch: bytes,
+        first_offset: int | None = None,
     ) -> Any:
         """Learn one micro-batch the JVM encoder made from consecutive messages of
-        ``partition`` up to ``end_offset`` (exclusive), and return the delta.
+        ``partition`` from ``first_offset`` up to ``end_offset`` (exclusive), and
+        return the delta.
 
         The training job's fast path: ``io.streamlearn.flink.EncodeBundler``
         decodes, validates and hashes the messages next to the Kafka source and
@@ -210,9 +228,33 @@ class LearnerWorker:
         :func:`~streamlearn.training.encoded_batch.read_encoded_batch` bytes.
         Nothing is buffered here, so nothing needs Flink state: a bundle is
         learned and handed on as a delta before the checkpoint barrier behind it.
+
+        Records below :attr:`skip_below` are in the merged model already: a bundle
+        wholly below it is skipped (``None``: no delta), and of a bundle that
+        straddles it only the messages from it on are learned. A bundle does not
+        say which of its rows came from which message, so those messages are read
+        again (:attr:`fetch`) and decoded here, once per partition after a restore;
+        their rejections were dead-lettered by the encoder already.
         """
         from streamlearn.training.encoded_batch import read_encoded_batch
 
+        below = self.skip_below.get(partition)
+        if below is not None:
+            if first_offset is None:
+                raise ValidationError(
+                    "first_offset", f"the bundle's first offset (partition {partition} skips "
+                    f"records below {below})", None,
+                )
+            if end_offset <= below:  # all of it is in the merged model
+                self.n_skipped += read_encoded_batch(batch, self.learner.n_slots)[0].n_rows
+                _advance(self.offsets, partition, end_offset)
+                if end_offset == below:
+                    del self.skip_below[partition]
+                return None
+            del self.skip_below[partition]  # the source is past it now
+            if first_offset < below:
+                return self._learn_from(partition, below, first_offset, end_offset, batch,
+                                        n_rejected)
         xs, ys = read_encoded_batch(batch, self.learner.n_slots)
         n = xs.n_rows
         self._learn(xs, ys, n)
@@ -220,6 +262,52 @@ class LearnerWorker:
         self.n_learned += n
         self.n_rejected += n_rejected
         return self._take_delta(xs.indices)
+
+    def _learn_from(
+        self, partition: int, start: int, first: int, end: int, batch: bytes, n_rejected: int
+    ) -> Any:
+        """Learn the messages of ``partition`` in ``[start, end)`` of the bundle
+        ``[first, end)``, read again with :attr:`fetch` and decoded here (the
+        in-process path, which learns what the encoder's path learns). All of the
+        bundle's messages are read, to check they decode to the bundle's rows and
+        rejections: the messages seen now are the ones the encoder saw."""
+        from streamlearn.training.encoded_batch import read_encoded_batch
+
+        if self.fetch is None:
+            raise ValidationError(
+                "fetch", f"a reader of Kafka messages (partition {partition}'s bundle "
+                f"[{first}, {end}) straddles offset {start}, already in the merged model)", None,
+            )
+        n_rows = read_encoded_batch(batch, self.learner.n_slots)[0].n_rows
+        rows = bad = 0
+        for offset, value in self.fetch(partition, first, end):
+            if not first <= offset < end:
+                raise ValidationError(
+                    "fetched offset", f"in [{first}, {end}) of partition {partition}", offset
+                )
+            if offset < start:
+                good, rejected = self.decoder.decode(value)
+                rows += len(good)
+                bad += len(rejected)
+                self.n_skipped += len(good)
+            else:
+                n_before = len(self._xs)
+                rejected = self.add(partition, offset, value)
+                rows += len(self._xs) - n_before
+                bad += len(rejected)
+        if (rows, bad) != (n_rows, n_rejected):
+            raise ValidationError(
+                f"partition {partition}'s messages [{first}, {end}) read again",
+                f"{n_rows} events and {n_rejected} rejections, as the encoder's bundle",
+                f"{rows} events and {bad} rejections",
+            )
+        _advance(self._read, partition, end)
+        log.info(
+            "%s: partition %d's bundle [%d, %d) straddles offset %d, already in the merged "
+            "model: learned its %d events from there", self.name, partition, first, end, start,
+            len(self._xs),
+        )
+        return self.flush()
 
     def should_flush(self) -> bool:
         return len(self._xs) >= self.cfg.job.flush_events
@@ -308,8 +396,14 @@ class LearnerWorker:
             latest = self.store.head().latest
             if latest is None or latest <= self.base_version:
                 pass
-            elif initial:  # nothing held yet: the whole version
-                state = _stored_state(self.store, latest)
+            elif initial:  # nothing held yet: the whole version, and what it reflects
+                from streamlearn.state import ModelState
+
+                held = self.store.get(latest)
+                state = ModelState.from_arrow(held.table)
+                offsets = held.lineage.offsets.get(self.cfg.kafka.topic, {})
+                self.skip_below = {int(p): int(o) for p, o in offsets.items()}
+                del held
             else:  # at the initial state (base 0), the first snapshot's changes on it
                 update = self.store.changes(
                     since=self.base_version, upto=latest,
@@ -383,6 +477,8 @@ class MergerWorker:
         #: "delta" or "snapshot": what the last publish wrote, and why a snapshot
         self.last_kind: str | None = None
         self.last_snapshot_reason: str | None = None
+        #: the version :meth:`start` adopted (newer than the checkpoint), if any
+        self.adopted: int | None = None
 
     # -- state ------------------------------------------------------------------
     def start(
@@ -394,6 +490,15 @@ class MergerWorker:
         starts at that version's offsets, see :func:`resume_point`); a fresh start
         must not take a newer one, which may already reflect events the source
         is about to read again.
+
+        After a restart, versions published after the checkpoint (newer than the
+        snapshot's) already reflect everything the checkpoint holds and more: the
+        merger *adopts* the newest (its state, offsets and event count; the pending
+        deltas are in it) rather than publishing versions that know less, and the
+        learners skip the records below its offsets (``LearnerWorker.skip_below``),
+        so every event is still reflected once (:meth:`_adopt`). Its :meth:`snapshot`
+        and :meth:`pending` change accordingly: a caller keeping them in state
+        writes them again at once.
         """
         from streamlearn.merge import Merger
 
@@ -412,14 +517,17 @@ class MergerWorker:
             self.offsets = {
                 int(p): int(o) for p, o in lineage.offsets.get(self.cfg.kafka.topic, {}).items()
             }
+        pending = list(pending)
+        newest = self.store.head().latest or 0
+        if snapshot is not None and newest > self.version and self._adopt(newest, pending):
+            pending = []
         if self.version:
             state = _stored_state(self.store, self.version)
         else:
             state = self.cfg.make_learner().state()
-        # After a restart the store may hold versions published after the checkpoint we
-        # resume from; their content is dropped (we replay what they reflected), but learners
-        # may already be based on them, so this merger counts from the newest number.
-        newest = max(self.version, self.store.head().latest or 0)
+        # the store may hold versions newer than the one resumed from (left behind, see
+        # _adopt): learners may be based on them, so this merger counts from the newest
+        newest = max(self.version, newest)
         self.merger = Merger(
             state, newest, strategy=self.strategy, n_learners=self.cfg.job.parallelism
         )
@@ -438,6 +546,61 @@ class MergerWorker:
             )
         for blob in pending:
             self.add(blob)
+
+    def _adopt(self, newest: int, pending: list[bytes]) -> bool:
+        """Continue from version ``newest``, published after the checkpoint resumed
+        from, if it reflects all the checkpoint does; returns whether it did.
+
+        The version reflects every record below its lineage offsets exactly once
+        (what every version of this model guarantees, whichever writer published it).
+        When those offsets are at or past the checkpoint's (its snapshot's advanced
+        by the pending deltas) in every partition, the merger takes its state,
+        offsets and event count, and the learners, which start on the newest version
+        too, skip what it reflects. When they are at or below them in every partition
+        (a rollback published while the job was down), the checkpoint's content goes
+        on and the newer versions are left behind, as the learners skip nothing. Any
+        other version could be continued from neither: refused.
+        """
+        from streamlearn.merge import ModelDelta
+
+        topic = self.cfg.kafka.topic
+        covered, events = dict(self.offsets), self.events
+        deltas = [ModelDelta.from_bytes(blob) for blob in pending]
+        for delta in deltas:
+            events += delta.n_events
+            for p, o in ((delta.extra or {}).get("offsets") or {}).items():
+                _advance(covered, int(p), int(o))
+        lineage = self.store.get(newest).lineage
+        theirs = {int(p): int(o) for p, o in lineage.offsets.get(topic, {}).items()}
+        parts = sorted(set(covered) | set(theirs))
+        ahead = [p for p in parts if theirs.get(p, 0) > covered.get(p, 0)]
+        behind = [p for p in parts if theirs.get(p, 0) < covered.get(p, 0)]
+        if ahead and behind:
+            p, q = ahead[0], behind[0]
+            raise StoreError(
+                f"version {newest}, newer than the checkpoint's version {self.version}, is "
+                f"ahead of it in partition {p} of {topic!r} ({theirs.get(p, 0)} > "
+                f"{covered.get(p, 0)}) but behind in partition {q} ({theirs.get(q, 0)} < "
+                f"{covered.get(q, 0)}): neither can be continued exactly once; start the job "
+                "afresh (without --resume) to continue from the newest version"
+            )
+        if behind or lineage.events < events:
+            log.warning(
+                "version %d, newer than the checkpoint's version %d, reflects less than the "
+                "checkpoint (%d events < %d): it is left behind", newest, self.version,
+                lineage.events, events,
+            )
+            return False
+        log.info(
+            "adopting version %d (%d events), newer than the checkpoint's version %d (%d "
+            "events with its %d pending deltas): learners skip what it reflects",
+            newest, lineage.events, self.version, events, len(deltas),
+        )
+        for delta in deltas:  # their content is in the version; the learners' totals are not
+            self._count(delta)
+        self.version, self.events, self.offsets = newest, lineage.events, theirs
+        self.adopted = newest
+        return True
 
     def snapshot(self) -> dict:
         """What Flink state must hold (with :meth:`pending`) to resume exactly here."""
@@ -467,14 +630,19 @@ class MergerWorker:
         self.events += delta.n_events
         for p, o in (extra.get("offsets") or {}).items():
             _advance(self.offsets, int(p), int(o))
+        self._count(delta)
+        self._pending_blobs.append(blob)
+        self._dirty = True
+
+    def _count(self, delta: Any) -> None:
+        """The learner's running totals and metrics a delta carries."""
+        extra = delta.extra or {}
         who = delta.learner_id
         self.learners.add(who)
         if extra.get("metrics"):
             self.learner_metrics[who] = extra["metrics"]
             self.learner_counts[who] = int(extra.get("n_learned_total", 0))
         self.rejected[who] = int(extra.get("n_rejected_total", 0))
-        self._pending_blobs.append(blob)
-        self._dirty = True
 
     def metrics(self) -> dict[str, float]:
         """Prequential metrics over all learners, weighted by the events each learned."""
