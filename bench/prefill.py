@@ -21,7 +21,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 
 import orjson
@@ -87,12 +89,14 @@ class Prefilled:
     """What :func:`prefill` wrote and how long it took."""
 
     events: int
-    single_topic: str
+    single_topic: str | None
     single_messages: int
     envelope_topic: str
     envelope_messages: int
     envelope_size: int
     seconds: float
+    #: events per partition of the envelope topic, as its publisher placed them
+    partition_events: list[int] | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -101,13 +105,25 @@ class Prefilled:
 def prefill(
     bootstrap: str,
     events: int,
-    single_topic: str = "e2e-single",
+    single_topic: str | None = "e2e-single",
     envelope_topic: str = "e2e-envelopes",
     envelope_size: int = 500,
     partitions: int = 4,
     seed: int = 7,
+    stream: Iterable[dict] | None = None,
+    publisher_options: dict | None = None,
 ) -> Prefilled:
-    """Fill ``single_topic`` and ``envelope_topic`` with the same ``events`` clicks events."""
+    """Fill ``single_topic`` and ``envelope_topic`` with the same ``events`` clicks events.
+
+    ``stream``: the events to publish instead of ``clicks(events, seed=seed)`` (its
+    first ``events``; e.g. ``clicks(..., keys=zipf_keys())``). ``single_topic=None``
+    fills only the envelope topic. ``publisher_options``: more arguments of the
+    envelopes' :class:`~streamlearn.publish.Publisher` (``{"spread_hot_keys": 0.01}``).
+    """
+    options = publisher_options or {}
+    if single_topic is None:
+        return _prefill_envelopes(bootstrap, events, envelope_topic, envelope_size, partitions,
+                                  seed, stream, options)
     create_topics(bootstrap, {single_topic: partitions, envelope_topic: partitions})
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="prefill-") as tmp:
@@ -123,11 +139,11 @@ def prefill(
         )
         assert java.stdin is not None
         publisher = Publisher(
-            bootstrap, envelope_topic, envelope=True, envelope_size=envelope_size
+            bootstrap, envelope_topic, envelope=True, envelope_size=envelope_size, **options
         )
         try:
             lines = []
-            for event in clicks(events, seed=seed):
+            for event in _events(events, seed, stream):
                 publisher.publish(event)
                 lines.append(b"%s\t%s\n" % (event["key"].encode(), orjson.dumps(event)))
                 if len(lines) == 4096:
@@ -136,6 +152,7 @@ def prefill(
             java.stdin.write(b"".join(lines))
             java.stdin.close()
             publisher.flush()
+            placed = list(publisher.partition_events)
         finally:
             publisher.close()
         java.wait(timeout=300)
@@ -154,6 +171,42 @@ def prefill(
         envelope_messages=describe_topic(bootstrap, envelope_topic).messages,
         envelope_size=envelope_size,
         seconds=round(seconds, 2),
+        partition_events=placed,
+    )
+
+
+def _events(events: int, seed: int, stream: Iterable[dict] | None) -> Iterator[dict]:
+    return clicks(events, seed=seed) if stream is None else islice(stream, events)
+
+
+def _prefill_envelopes(
+    bootstrap: str,
+    events: int,
+    envelope_topic: str,
+    envelope_size: int,
+    partitions: int,
+    seed: int,
+    stream: Iterable[dict] | None,
+    options: dict,
+) -> Prefilled:
+    """:func:`prefill` of the envelope topic alone."""
+    create_topics(bootstrap, {envelope_topic: partitions})
+    t0 = time.perf_counter()
+    with Publisher(bootstrap, envelope_topic, envelope=True, envelope_size=envelope_size,
+                   **options) as pub:
+        n = pub.publish_many(_events(events, seed, stream))
+        placed = list(pub.partition_events)
+    if n != events:
+        raise RuntimeError(f"the stream ended after {n} events, {events} were asked for")
+    return Prefilled(
+        events=events,
+        single_topic=None,
+        single_messages=0,
+        envelope_topic=envelope_topic,
+        envelope_messages=describe_topic(bootstrap, envelope_topic).messages,
+        envelope_size=envelope_size,
+        seconds=round(time.perf_counter() - t0, 2),
+        partition_events=placed,
     )
 
 

@@ -18,7 +18,14 @@ values may be Python or numpy scalars (``np.float32``, ``np.int64``,
 refused with :class:`~streamlearn.errors.EventError` naming the field.
 
 Keys pick partitions exactly as any Kafka client does (murmur2 of the key), so
-every event of a key lands in one partition and is learned by one learner. With
+every event of a key lands in one partition and is learned by one learner.
+``spread_hot_keys=0.01`` spreads the keys that carry more than 1% of the events
+(found on the fly, see :class:`HotKeys`) over the partitions instead, each of
+their events to the partition this publisher has sent the fewest events so
+far: a Zipf-distributed key stream then loads every partition, and so every
+learner, evenly; the events of a hot key are learned by several learners (the
+merge sums their deltas, as for any slot learners share) and keep no order
+across partitions. With
 ``envelope=True`` events are grouped per partition into ``{"events": [...]}``
 messages of up to ``envelope_size`` events: far fewer, larger messages, the
 fast path of the training job. ``validate=True`` checks each event before it
@@ -42,6 +49,7 @@ delivers each event once::
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,7 +68,7 @@ from streamlearn.contract import Rejection, feature_name
 from streamlearn.errors import ConfigError, EventError
 from streamlearn.events import EventDecoder
 
-__all__ = ["Publisher", "Delivery", "Delivered", "DeliveryError", "DEFAULT_BOOTSTRAP",
+__all__ = ["Publisher", "HotKeys", "Delivery", "Delivered", "DeliveryError", "DEFAULT_BOOTSTRAP",
            "DEFAULT_TOPIC"]
 
 #: Where the publisher sends by default: the CLI's defaults (``streamlearn kafka start``).
@@ -117,6 +125,42 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, np.generic | np.ndarray):
         return obj.tolist()
     return obj
+
+
+class HotKeys:
+    """Which keys carry more than ``share`` of the events counted so far.
+
+    Misra–Gries counting with ``ceil(4 / share)`` counters: memory stays bounded
+    whatever the number of keys, a key whose true share is above ``1.25 * share``
+    is always found hot, one whose share is at most ``share`` never (the counts
+    only underestimate). No key is hot before ``20 / share`` events.
+
+    >>> hot = HotKeys(0.1)                     # a quarter of the events are "h"'s
+    >>> keys = [k for i in range(400) for k in (f"a{i}", f"b{i}", f"c{i}", "h")]
+    >>> hot_at = [hot.add(k) for k in keys]
+    >>> hot_at.index(True), hot_at[-1], hot.add("a1"), len(hot.counts) <= hot.capacity
+    (199, True, False, True)
+    """
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+        self.capacity = math.ceil(4 / share)
+        self.min_seen = math.ceil(20 / share)
+        self.counts: dict[object, int] = {}
+        self.seen = 0
+
+    def add(self, key: object) -> bool:
+        """Count one event of ``key``; whether ``key`` is hot now."""
+        self.seen += 1
+        counts = self.counts
+        if key in counts:
+            counts[key] += 1
+        elif len(counts) < self.capacity:
+            counts[key] = 1
+        else:  # every count down by one: O(capacity), at most once per capacity events
+            self.counts = counts = {k: c - 1 for k, c in counts.items() if c > 1}
+            return False
+        return self.seen >= self.min_seen and counts[key] > self.share * self.seen
 
 
 @dataclass(frozen=True)
@@ -228,6 +272,11 @@ class Publisher:
         ``binary``, ``multiclass`` or ``regression``; used by ``validate``.
     require_label
         With ``validate``: whether a label must be present.
+    spread_hot_keys
+        A share of events (``0 < share < 1``, e.g. ``0.01``) above which a key is
+        hot: its events go to the partition this publisher has sent the fewest
+        events so far rather than to its key's partition (see the module
+        docstring). ``None`` (default): every key to its own partition.
     **settings
         kafka-python producer settings (``linger_ms``, ``batch_size``,
         ``delivery_timeout_ms``, ...) over
@@ -247,6 +296,7 @@ class Publisher:
         validate: bool = False,
         task: str = "binary",
         require_label: bool = True,
+        spread_hot_keys: float | None = None,
         **settings: Any,
     ) -> None:
         if (
@@ -259,8 +309,22 @@ class Publisher:
             raise ConfigError("topic", "a topic name", repr(topic))
         if isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1:
             raise ConfigError("partitions", "an integer >= 1", repr(partitions))
+        if spread_hot_keys is not None and (
+            isinstance(spread_hot_keys, bool)
+            or not isinstance(spread_hot_keys, int | float)
+            or not 0 < spread_hot_keys < 1
+        ):
+            raise ConfigError(
+                "spread_hot_keys", "a share of events between 0 and 1 (e.g. 0.01) or None",
+                repr(spread_hot_keys),
+            )
         self.topic = topic
         self.envelope = envelope
+        self.spread_hot_keys = spread_hot_keys
+        self._hot = HotKeys(spread_hot_keys) if spread_hot_keys else None
+        #: events this publisher placed per partition index (sent or buffered), in
+        #: envelope mode or when spreading hot keys (else the Kafka client places them)
+        self.partition_events: list[int] = []
         self.envelope_size = envelope_size
         self._decoder = EventDecoder(task, require_label=require_label) if validate else None
         self._ensure_topic(bootstrap, topic, create_topic, partitions)
@@ -305,6 +369,20 @@ class Publisher:
             return next(self._round_robin) % n
         return (murmur2(str(key).encode()) & 0x7FFFFFFF) % n
 
+    def _place(self, key: str | int | None) -> int:
+        """The partition index of an event of ``key``, counted: its key's, or the
+        least-loaded one for a hot key (``spread_hot_keys``)."""
+        n = self._partition_count()
+        loads = self.partition_events
+        if len(loads) < n:
+            loads.extend([0] * (n - len(loads)))
+        if key is not None and self._hot is not None and self._hot.add(key):
+            partition = min(range(n), key=loads.__getitem__)
+        else:
+            partition = self.partition_of(key)
+        loads[partition] += 1
+        return partition
+
     # -- publishing --------------------------------------------------------------
     def _check(self, event: Mapping[str, Any]) -> Mapping[str, Any]:
         """The event to send: validated when ``validate`` is on, else as given; either
@@ -347,11 +425,12 @@ class Publisher:
             future = self._producer.send(
                 data,
                 key=None if key is None else str(key),
+                partition=None if self._hot is None else self._partitions[self._place(key)],
                 timestamp_ms=timestamp_ms,
                 carries=(event,),
             )
             return Delivery(future, self.topic, (event,))
-        partition = self.partition_of(key)
+        partition = self._place(key)
         buf = self._buffers.setdefault(partition, [])
         buf.append((dict(event), data))
         if len(buf) >= self.envelope_size:
