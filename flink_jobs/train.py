@@ -15,7 +15,9 @@ counts, offsets and deltas folded in but not yet published. The encoder sends
 its bundles downstream before every checkpoint barrier and learners learn
 each bundle at once, so neither holds anything across a checkpoint. Working
 models live in memory; after a restart they are rebuilt from the store's
-versions, so every event is learned exactly once. The logic lives in
+versions, so every event is learned exactly once. A restored merger continues
+from the newest version when it is newer than the checkpoint, and learners skip
+the records it reflects: no version ever knows less than one before it. The logic lives in
 :mod:`streamlearn.training` and ``jvm/src``; this file wires it.
 
 Run in the local MiniCluster::

@@ -232,11 +232,18 @@ def _wait_for(predicate, job: subprocess.Popen, log_path: Path, timeout_s: float
     pytest.fail(f"{what} within {timeout_s:.0f} s; log: {log_path.read_text()[-2000:]}")
 
 
+def _last_checkpoint_s(checkpoints: Path) -> float:
+    """When the newest complete checkpoint completed (its ``_metadata`` written), or 0."""
+    return max((m.stat().st_mtime for m in checkpoints.glob("*/chk-*/_metadata")), default=0.0)
+
+
 def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     kafka_broker, topic_name, tmp_path
 ):
-    """kill -9 the job (the MiniCluster's JVM and Python) mid-stream, restart it: it resumes
-    from its checkpoint and the versions that follow reflect every event exactly once."""
+    """kill -9 the job (the MiniCluster's JVM and Python) mid-stream, just after it published
+    a version its last checkpoint does not cover, and restart it: it resumes from the
+    checkpoint, continues from that newer version (no version ever reflects fewer events
+    than one before it) and the versions that follow reflect every event exactly once."""
     bootstrap = kafka_broker.bootstrap
     create_topics(bootstrap, {topic_name: PARTITIONS})
     events = list(clicks(60_000, seed=3))
@@ -246,15 +253,22 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     # the same writer id in both runs: the second is this job restarted, which takes over
     # the model's writer lease the killed run left (another writer would wait for it to expire)
     args = _config(
-        tmp_path, bootstrap, topic_name, parallelism=2, checkpoint_ms=500, flush_ms=50,
+        tmp_path, bootstrap, topic_name, parallelism=2, checkpoint_ms=1000, flush_ms=50,
         sync_ms=200, writer_id="train-clicks-kill9",
-    )
+    ) + ["--set", "store.keep_versions=0"]  # every version kept, to check them all
     store = ModelStore(str(tmp_path / "models"), "clicks")
     checkpoints = tmp_path / "checkpoints" / "clicks"
     job = _start_job(args, tmp_path / "run1.log")
     producer = threading.Thread(
         target=_publish_paced, args=(bootstrap, topic_name, events[30_000:])
     )
+
+    def newer_than_the_checkpoint() -> bool:  # a version published after the last checkpoint
+        latest = store.head().latest
+        return bool(latest) and store.get(latest).lineage.created_at > _last_checkpoint_s(
+            checkpoints
+        ) + 0.05
+
     try:
         _wait_for(
             lambda: store.head().latest and len(list(checkpoints.glob("*/chk-*/_metadata"))) >= 2,
@@ -264,12 +278,16 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
             "no version and checkpoints",
         )
         producer.start()  # the second half arrives over ~3 s, while the job dies and restarts
-        time.sleep(1.5)
+        time.sleep(1.0)
+        _wait_for(newer_than_the_checkpoint, job, tmp_path / "run1.log", 30, "no version")
     finally:
         _kill(job)
     killed_at = store.head().latest
-    assert store.get(killed_at).lineage.events < len(events), "killed mid-stream"
+    killed = store.get(killed_at).lineage
+    assert killed.events < len(events), "killed mid-stream"
+    assert killed.created_at > _last_checkpoint_s(checkpoints), "a version after the checkpoint"
 
+    restarted = time.time()
     job = _start_job([*args, "--resume", "auto"], tmp_path / "run2.log")
     try:
         latest = _wait_for(
@@ -293,17 +311,24 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     assert latest.version > killed_at
     assert latest.lineage.events == len(events), "every event learned, none twice"
     assert final.lineage.events == len(events)
-    # the kill left a valid chain: every version still stored materialises (the store
-    # keeps what retained deltas need), and the restarted merger began with a snapshot
+    # the kill left a valid chain: every version still stored materialises; the restarted
+    # merger went on from the newest version with a delta; no version knows less than before
     fresh = ModelStore(str(tmp_path / "models"), "clicks")
-    stored = [v for v in fresh.list() if v.available]
-    assert any(v.kind == "delta" for v in stored)
-    for v in stored:
-        assert fresh.get(v.version).lineage.events <= len(events)
+    versions = [fresh.get(v.version) for v in fresh.list()]
+    assert [v.version for v in versions] == list(range(1, final.version + 1))
+    counts = [v.lineage.events for v in versions]
+    assert counts == sorted(counts), f"a version reflects fewer events than one before: {counts}"
     after_kill = [v for v in fresh.list() if v.version > killed_at]
-    assert after_kill[0].kind == "publish" or after_kill[0].parent == killed_at
+    assert after_kill[0].kind == "delta" and after_kill[0].parent == killed_at
+    assert store.get(killed_at + 1).lineage.parents == (killed_at,)
     ends = describe_topic(bootstrap, topic_name).end_offsets
     assert {int(p): o for p, o in final.lineage.offsets[topic_name].items()} == ends
+    first_new = next(v for v in versions if v.version > killed_at)
+    print(
+        f"\nversion {killed_at} ({killed.events} events) before the kill; the first after the "
+        f"restart ({first_new.lineage.events} events) "
+        f"{first_new.lineage.created_at - restarted:.1f} s after the restart"
+    )
 
 
 def test_same_job_file_on_the_standalone_cluster(kafka_broker, flink_cluster, topic_name, tmp_path):

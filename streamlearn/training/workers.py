@@ -26,6 +26,10 @@ What must survive a crash is small and explicit: the merger's
 since (:meth:`MergerWorker.pending`). The Flink job keeps exactly that in
 Flink state; learners keep nothing, because the job hands them each bundle
 whole and takes their delta at once, so a restored job learns every event once.
+Versions published after the checkpoint are not undone: the restored merger
+adopts the newest (:meth:`MergerWorker.start`) and learners skip the records it
+reflects (:attr:`LearnerWorker.skip_below`), so no version ever reflects fewer
+events than one published before it.
 """
 
 from __future__ import annotations
@@ -591,7 +595,7 @@ class MergerWorker:
                 lineage.events, events,
             )
             return False
-        log.info(
+        log.warning(
             "adopting version %d (%d events), newer than the checkpoint's version %d (%d "
             "events with its %d pending deltas): learners skip what it reflects",
             newest, lineage.events, self.version, events, len(deltas),
