@@ -15,12 +15,17 @@ bench reports:
   published version over the time between them (the job's own clock, free of
   start-up; the last version waits for the slowest learner), beside the
   gross and marginal rates of ``bench/e2e.py`` (one tiny run subtracted);
-- per learner (source subtask, with the learner chained to it): the
-  partitions it read, the events in them (counted from the keys as the
-  partitioner places them), the deltas it sent, its busy time and when it
-  finished, from Flink's REST API polled while the job runs;
-  ``max_over_mean_events`` is the load imbalance, ``finish_spread_s`` how long
-  the first learner to finish waited for the last;
+- per learner (the source subtask that reads its partitions, with the
+  learner chained to it; Flink's Kafka source deals partitions round-robin
+  from a start the topic name picks): the events in its partitions (as the
+  publisher placed them) and, from the published versions' lineage (offsets
+  per partition, publish times), when it had learned them all and what share
+  of them it had learned when the first learner was done.
+  ``max_over_mean_events`` is the load imbalance; the busiest learner sets the
+  pace when every learner has a core of its own (``mean_over_max_events`` in
+  ``vs_uniform``: the rate that leaves). Busy time is not read: the job's
+  Python gauges, read by Flink's metrics from another thread, crash the JVM
+  in thread mode (seen twice with the REST API polled at 250 ms);
 - quality: the final version's prequential log-loss (its lineage metrics,
   every learner's weighted by its events) and its log-loss on ``--holdout``
   events of the same stream that were not published.
@@ -58,54 +63,6 @@ from streamlearn.generators import clicks, uniform_keys, zipf_keys, zipf_share  
 RESULTS = ROOT / "bench" / "results"
 SEED = 7
 
-# e2e's launcher, with the job submitted asynchronously so that Flink's REST API can be
-# polled while it runs: every subtask of the vertex holding the learners (status, times,
-# I/O metrics, busy time), kept as last seen; a finished subtask's figures are final
-_LAUNCHER = """
-import json, sys, time, urllib.request
-from pathlib import Path
-sys.path.insert(0, {root!r})
-from flink_jobs.train import build
-from streamlearn.training.cli_args import config_from_args, job_arg_parser
-cfg = config_from_args(job_arg_parser("train").parse_args(sys.argv[1:])).with_writer()
-client = build(cfg, None).execute_async("streamlearn-train-" + cfg.store.model)
-base = "http://127.0.0.1:" + cfg.flink["rest.bind-port"] + "/jobs/" + str(client.get_job_id())
-
-def get(path):
-    with urllib.request.urlopen(base + path, timeout=5) as r:
-        return json.loads(r.read())
-
-seen, vertex, names = {{}}, None, None
-result = client.get_job_execution_result()
-while not result.done():
-    try:
-        if vertex is None:
-            vertex = next(v["id"] for v in get("")["vertices"] if "learners" in v["name"])
-        path = "/vertices/" + vertex
-        for s in get(path)["subtasks"]:
-            i = s["subtask"]
-            if seen.get(i, {{}}).get("status") == "FINISHED":
-                continue
-            if names is None:  # the learners' own counters, once Flink lists them
-                names = [m["id"] for m in get(path + "/subtasks/0/metrics")
-                         if m["id"].endswith((".eventsLearned", ".bundlesIn"))] or None
-            if names:
-                got = get(path + "/subtasks/" + str(i) + "/metrics?get=" + ",".join(names))
-                s["user"] = {{m["id"].rsplit(".", 1)[1]: m["value"] for m in got}}
-                learned = int(float(s["user"].get("eventsLearned", 0)))
-                s["timeline"] = seen.get(i, {{}}).get("timeline", [])
-                if not s["timeline"] or s["timeline"][-1][1] != learned:
-                    s["timeline"].append((time.time(), learned))
-            seen[i] = s
-    except Exception as exc:  # the cluster not up yet, or gone with the job
-        seen.setdefault("errors", []).append(repr(exc)[:200])
-    time.sleep(0.25)
-runtime = result.result().get_net_runtime()
-Path(cfg.store.uri).parent.joinpath("subtasks.json").write_text(json.dumps(seen))
-print(json.dumps({{"net_runtime_ms": runtime}}), flush=True)
-"""
-
-
 def _kafka_owner(topic: str, partition: int, readers: int) -> int:
     """The source subtask Flink's Kafka source gives ``partition`` to
     (``KafkaSourceEnumerator.getSplitOwner``: a round-robin from a start the topic
@@ -133,50 +90,41 @@ def _holdout_log_loss(models: Path, holdout: list[dict]) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
-def _learners(run_dir: Path, topic: str, per_partition: list[int], p: int) -> dict:
-    """Per learner: partitions, events, deltas, busy time, finish time (see the docstring)."""
-    seen = json.loads(next(run_dir.glob("train-*/subtasks.json")).read_text())
-    errors = seen.pop("errors", [])
-    if os.environ.get("SKEW_DEBUG"):
-        print(json.dumps(seen, indent=1)[:6000], errors[:5])
-    rows = []
-    starts, dones = {}, {}
+def _learners(models: Path, topic: str, per_partition: list[int], p: int) -> dict:
+    """Per learner (the source subtask that reads its partitions): its events, and from
+    the published versions' lineage (offsets per partition, publish times) when it had
+    learned them all and how far along it was when the first learner was done."""
+    from streamlearn.store import ModelStore
+
+    listed = [v.lineage for v in ModelStore(str(models), "e2e").list() if v.kind != "compact"]
+    t0 = listed[0].created_at
+    offsets = [{int(q): int(o) for q, o in lin.offsets.get(topic, {}).items()} for lin in listed]
+    final = offsets[-1]
+    done_at: dict[int, float] = {}  # partition -> when a version first held all of it
+    for lin, held in zip(listed, offsets, strict=True):
+        for q, offset in held.items():
+            if offset >= final[q] and q not in done_at:
+                done_at[q] = lin.created_at - t0
+    rows, done = [], []
     for i in range(p):
         parts = [q for q in range(len(per_partition)) if _kafka_owner(topic, q, p) == i]
-        s = seen.get(str(i), {})
-        m = {k: float(v) for k, v in s.get("metrics", {}).items()
-             if isinstance(v, int | float | str) and str(v).replace(".", "", 1).isdigit()}
-        rows.append({
-            "subtask": i, "partitions": parts, "events": sum(per_partition[q] for q in parts),
-            "status": s.get("status"),
-            "deltas": int(m["write-records"]) if "write-records" in m else None,
-            "busy_s": round(m["accumulated-busy-time"] / 1000, 2)
-            if "accumulated-busy-time" in m else None,
-            "backpressured_s": round(m["accumulated-backpressured-time"] / 1000, 2)
-            if "accumulated-backpressured-time" in m else None,
-            "idle_s": round(m["accumulated-idle-time"] / 1000, 2)
-            if "accumulated-idle-time" in m else None,
-            "events_learned_metric": int(float(s["user"]["eventsLearned"]))
-            if "eventsLearned" in s.get("user", {}) else None,
-        })
-        line = s.get("timeline", [])
-        # when it learned its first events and, if a poll saw it, its last ones
-        starts[i] = next((t for t, n in line if n), None)
-        dones[i] = next((t for t, n in line if n == rows[-1]["events"]), None)
+        done.append(max(done_at.get(q, 0.0) for q in parts))
+        rows.append({"learner": i, "partitions": parts,
+                     "events": sum(per_partition[q] for q in parts),
+                     "done_s": round(done[-1], 2)})
+    at_first = next(held for lin, held in zip(listed, offsets, strict=True)
+                    if lin.created_at - t0 >= min(done))
+    for r in rows:  # the share of its events it had learned when the first one was done
+        learned = sum(min(at_first.get(q, 0), final[q]) for q in r["partitions"])
+        r["share_learned_when_first_done"] = round(
+            learned / max(1, sum(final[q] for q in r["partitions"])), 3)
     events = [r["events"] for r in rows]
-    busy = [r["busy_s"] for r in rows if r["busy_s"] is not None]
-    seen_done = [t for t in dones.values() if t]
-    for i, r in enumerate(rows):
-        # seconds after the first learner was done (null: not seen done before the job
-        # ended, so among the last), and its own rate over the time it was learning
-        r["done_after_first_s"] = round(dones[i] - min(seen_done), 2) if dones[i] else None
-        r["events_per_s"] = (round(r["events"] / (dones[i] - starts[i]))
-                             if dones[i] and starts[i] and dones[i] > starts[i] else None)
+    dones = [r["done_s"] for r in rows]
     return {
         "learners": rows,
         "max_over_mean_events": round(max(events) / (sum(events) / p), 3),
-        "max_over_mean_busy": round(max(busy) / (sum(busy) / len(busy)), 3) if busy else None,
-        "rest_errors": len(errors),
+        "done_spread_s": round(max(dones) - min(dones), 2),
+        "done_last_s": max(dones),
     }
 
 
@@ -192,8 +140,8 @@ def measure(bootstrap: str, name: str, topic: str, events: int, per_partition: l
     row = {"keys": name, "topic": topic, "partitions": len(per_partition),
            "partition_events": per_partition, **_rates(run, tiny, events)}
     row.pop("timeline", None)
-    row.update(_learners(run_dir, topic, per_partition, p))
     models = next(run_dir.glob("train-*/models"))
+    row.update(_learners(models, topic, per_partition, p))
     from streamlearn.store import ModelStore
 
     row["log_loss_prequential"] = ModelStore(str(models), "e2e").info().lineage.metrics["LogLoss"]
@@ -207,12 +155,12 @@ def _print(row: dict) -> None:
           f"{row['events_per_s_steady'] or 0:>9,} ev/s (marginal {row['events_per_s'] or 0:,}, "
           f"gross {row['events_per_s_gross']:,}); log-loss prequential "
           f"{row['log_loss_prequential']:.5f}, holdout {row['log_loss_holdout']:.5f}; "
-          f"events max/mean over learners {row['max_over_mean_events']}", flush=True)
+          f"events max/mean over learners {row['max_over_mean_events']}, all done "
+          f"{row['done_last_s']} s after the first version", flush=True)
     for r in row["learners"]:
-        print(f"    learner {r['subtask']}: partitions {r['partitions']}, {r['events']:>9,} events"
-              f" (metric {r['events_learned_metric']}), {r['deltas']} deltas, busy {r['busy_s']} "
-              f"s, idle {r['idle_s']} s, done +{r['done_after_first_s']} s, "
-              f"{r['events_per_s'] or 0:,} ev/s while learning", flush=True)
+        print(f"    learner {r['learner']}: partitions {r['partitions']}, {r['events']:>9,} "
+              f"events, all learned at {r['done_s']} s; {r['share_learned_when_first_done']:.0%}"
+              " of them when the first learner was done", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", help="a running broker (default: start one)")
     parser.add_argument("--out", default=str(RESULTS / "skew.json"))
     args = parser.parse_args(argv)
-    e2e._TRAIN_LAUNCHER = _LAUNCHER  # e2e's run_train, with this bench's launcher
 
     n, h = args.events, args.holdout
     known = {
@@ -287,14 +234,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"({done.envelope_messages} envelopes; per partition "
                       f"{done.partition_events})", flush=True)
             rows = {}
-            for name in names:  # a fresh port per run: a lingering cluster never answers
-                run_settings = {**settings, "flink.rest.bind-port": str(_free_port()),
-                                "flink.metrics.fetcher.update-interval": "250"}
+            for name in names:
                 tiny = run_train(bootstrap, tiny_topic, args.parallelism, args.mode,
-                                 Path(tempfile.mkdtemp(prefix="tiny-", dir=work)), run_settings)
+                                 Path(tempfile.mkdtemp(prefix="tiny-", dir=work)), settings)
                 rows[name] = measure(bootstrap, name, topics[name], n, placed[name],
-                                     args.parallelism, args.mode, tiny, holdout, work,
-                                     run_settings)
+                                     args.parallelism, args.mode, tiny, holdout, work, settings)
                 report["rows"].append(rows[name])
                 _write(args.out, report)
             u = rows["uniform"]
