@@ -5,7 +5,10 @@
 #   taskmanager     a Flink taskmanager, in the foreground (bin/taskmanager.sh)
 #   submit-train    submit flink_jobs/train.py with `streamlearn train ARGS...` unless the
 #                   model's training job already runs on the cluster (docker/submit_train.py)
-#   anything else   run as a command, e.g. `streamlearn serve ...`, `streamlearn topics ...`
+#   anything else   run as a command, e.g. `streamlearn serve ...`, `streamlearn topics ...`;
+#                   also how Flink's native Kubernetes pods (the operator's, deploy/k8s/) start:
+#                   `bash -c "kubernetes-jobmanager.sh kubernetes-application ..."`, with this
+#                   file as `kubernetes.entry.path` and $FLINK_HOME/bin on the image's PATH
 #
 # The Flink processes read /etc/streamlearn/flink/config.yaml (FLINK_CONF_DIR) and log to
 # the console, so `docker compose logs` shows them.
