@@ -84,7 +84,9 @@ class FlinkCluster:
     slots
         Task slots of each task manager.
     python
-        The Python the workers run (default: this interpreter, the project venv).
+        The Python the workers run when a job does not ship its own (default: this
+        interpreter, the project venv); ``streamlearn train --cluster`` ships one
+        (:mod:`connectors.python_env`), so the task managers need none.
     taskmanagers
         How many task managers :meth:`start` starts (more can join later).
     settings
@@ -92,6 +94,14 @@ class FlinkCluster:
         ``metrics.reporter.prom.port``); they override this class's defaults. They are
         written when the cluster starts, never while it runs: :meth:`start` on a running
         cluster whose settings differ is refused, naming the differences.
+    flink_home
+        The Flink distribution whose ``bin/``, ``lib/``, ``opt/`` and ``conf/`` the
+        cluster runs (default: the one inside the installed PyFlink wheel).
+    environment
+        The environment the cluster's processes start with (default: this process's);
+        the distribution's scripts need ``java`` on its ``PATH`` or ``JAVA_HOME``.
+    workdir
+        The working directory of the cluster's processes (default: this process's).
     """
 
     def __init__(
@@ -106,6 +116,9 @@ class FlinkCluster:
         directory: str | os.PathLike[str] | None = None,
         taskmanagers: int = 1,
         settings: Mapping[str, object] | None = None,
+        flink_home: str | os.PathLike[str] | None = None,
+        environment: Mapping[str, str] | None = None,
+        workdir: str | os.PathLike[str] | None = None,
     ) -> None:
         for name, port in (("rest_port", rest_port), ("rpc_port", rpc_port)):
             if not isinstance(port, int) or not 1 <= port <= 65535:
@@ -130,7 +143,9 @@ class FlinkCluster:
         self.python = python or sys.executable
         self.host = host
         self.dir = Path(directory) if directory else state_dir("flink", str(rest_port))
-        self.home = pyflink_home()
+        self.home = Path(flink_home) if flink_home else pyflink_home()
+        self.environment = dict(environment) if environment is not None else None
+        self.workdir = Path(workdir) if workdir else None
 
     @property
     def rest_url(self) -> str:
@@ -229,15 +244,19 @@ class FlinkCluster:
                 link.symlink_to(jar)
         return lib
 
-    def _env(self, conf: Path) -> dict[str, str]:
-        env = dict(os.environ)
+    def _env(self, conf: Path, client: bool = False) -> dict[str, str]:
+        """The scripts' environment: the cluster's own (``environment``), or this
+        process's for a client (``flink run``)."""
+        base = self.environment if self.environment is not None and not client else os.environ
+        env = dict(base)
         env["FLINK_CONF_DIR"] = str(conf)
         env["FLINK_LIB_DIR"] = str(self._lib_dir())
         env["FLINK_LOG_DIR"] = str(self.dir / "log")
         env["FLINK_PID_DIR"] = str(self.dir / "pid")
         env["PYFLINK_CLIENT_EXECUTABLE"] = self.python
         # the scripts find java through JAVA_HOME or PATH; keep the venv first on PATH
-        env["PATH"] = f"{Path(self.python).parent}{os.pathsep}{env.get('PATH', '')}"
+        if Path(self.python).is_absolute():
+            env["PATH"] = f"{Path(self.python).parent}{os.pathsep}{env.get('PATH', '')}"
         (self.dir / "log").mkdir(parents=True, exist_ok=True)
         (self.dir / "pid").mkdir(parents=True, exist_ok=True)
         return env
@@ -406,7 +425,7 @@ class FlinkCluster:
     # -- task managers -----------------------------------------------------------
     def _script_run(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
         return subprocess.Popen(
-            [*self._script(name), *args], env=env, text=True,
+            [*self._script(name), *args], env=env, text=True, cwd=self.workdir,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
 
@@ -493,11 +512,16 @@ class FlinkCluster:
         detached: bool = False,
         parallelism: int | None = None,
         timeout_s: float | None = None,
+        ship_python: bool = False,
     ) -> subprocess.CompletedProcess:
         """``flink run -py JOB_FILE [args]`` against this cluster.
 
         Attached (default) waits until the job ends; ``detached`` returns once
-        submitted (the output holds the job id).
+        submitted (the output holds the job id). With ``ship_python`` the job takes
+        its Python with it (:func:`connectors.python_env.python_env_archive`, shipped
+        with ``-pyarch``, run with ``-pyexec``): the task managers need neither this
+        machine's venv nor the project tree. The submission's own configuration goes
+        in a client directory of its own; the cluster's ``config.yaml`` is never written.
         """
         job = Path(job_file).resolve()
         if not job.is_file():
@@ -505,17 +529,25 @@ class FlinkCluster:
         if not self.status().running:
             raise ServiceError(self.not_running_message())
         cmd = [*self._script("flink"), "run", "-m", self.address, "-py", str(job)]
-        cmd += ["-pyexec", self.python, "-pyclientexec", self.python]
+        if ship_python:
+            from connectors.python_env import ARCHIVE_NAME, WORKER_PYTHON, python_env_archive
+
+            archive = python_env_archive()
+            cmd += ["-pyarch", f"{archive}#{ARCHIVE_NAME}", "-pyexec", WORKER_PYTHON,
+                    "-pyclientexec", sys.executable]
+            env = self._env(self._submit_conf_dir(), client=True)
+            # the job file (flink_jobs/*.py, run by this Python) names the workers' Python
+            env["STREAMLEARN_WORKER_PYTHON"] = WORKER_PYTHON
+        else:
+            cmd += ["-pyexec", self.python, "-pyclientexec", self.python]
+            env = self._env(self._client_conf_dir(), client=True)
         if parallelism:
             cmd += ["-p", str(parallelism)]
         if detached:
             cmd.append("-d")
         cmd += list(job_args or [])
         log.info("submitting %s to %s", job.name, self.rest_url)
-        proc = subprocess.run(
-            cmd, env=self._env(self._client_conf_dir()), capture_output=True, text=True,
-            timeout=timeout_s,
-        )
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout_s)
         if proc.returncode != 0:
             raise ServiceError(
                 f"`flink run` of {job.name} failed with code {proc.returncode}: "
@@ -523,11 +555,81 @@ class FlinkCluster:
             )
         return proc
 
+    def _submit_conf_dir(self) -> Path:
+        """A client configuration for a job that ships its Python: the REST address and
+        the JVM options, nothing of this machine's Python (written beside the cluster's
+        files, never over them)."""
+        conf = self.dir / "submit-conf"
+        conf.mkdir(parents=True, exist_ok=True)
+        for name in ("log4j-cli.properties", "log4j-console.properties", "log4j.properties"):
+            shutil.copyfile(self.home / "conf" / name, conf / name)
+        settings = {
+            "env.java.opts.all": _default_java_opts(self.home),
+            "rest.address": self.host,
+            "rest.port": self.rest_port,
+            "jobmanager.rpc.address": self.host,
+        }
+        (conf / "config.yaml").write_text(json.dumps(settings, indent=2) + "\n")
+        return conf
+
+    def check_fits(self, parallelism: int) -> ClusterStatus:
+        """The running cluster, as it is, can run a job of ``parallelism``: it answers,
+        runs this Flink version, and has that many free task slots. Else one line
+        naming the setting; nothing of the cluster is changed."""
+        from importlib.metadata import version
+
+        status = self.status()
+        if not status.running:
+            raise ServiceError(self.not_running_message())
+        ours = version("apache-flink")
+        if status.flink_version and status.flink_version != ours:
+            raise ServiceError(
+                f"the Flink cluster at {self.address} runs Flink {status.flink_version}; "
+                f"this job is built for Flink {ours} (PyFlink {ours}): submit to a "
+                f"Flink {ours} cluster"
+            )
+        if status.slots_available < parallelism:
+            raise ServiceError(
+                f"the Flink cluster at {self.address} has {status.slots_available} free task "
+                f"slots ({status.slots_total} in all on {status.taskmanagers} task managers: "
+                f"taskmanager.numberOfTaskSlots); the job needs job.parallelism={parallelism}: "
+                "start more task managers or slots, or lower --parallelism"
+            )
+        return status
+
+    def stop_with_savepoint(
+        self, job_id: str, directory: str, timeout_s: float = 120.0
+    ) -> str:
+        """Stop a job with a savepoint into ``directory``; returns the savepoint's path."""
+        body = json.dumps({"targetDirectory": directory, "drain": False}).encode()
+        request = urllib.request.Request(
+            f"{self.rest_url}/jobs/{job_id}/stop", data=body, method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            trigger = json.loads(resp.read())["request-id"]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = self._get(f"/jobs/{job_id}/savepoints/{trigger}", timeout_s=10)
+            if info.get("status", {}).get("id") == "COMPLETED":
+                operation = info.get("operation") or {}
+                if "location" in operation:
+                    return str(operation["location"])
+                cause = operation.get("failure-cause") or {}
+                text = cause.get("stack-trace") or cause.get("class") or str(operation)
+                raise ServiceError(
+                    f"the savepoint of job {job_id} failed: {text.strip().splitlines()[0]}"
+                )
+            time.sleep(0.3)
+        raise ServiceError(f"job {job_id} took no savepoint within {timeout_s:.0f} s")
+
     def jobs(self) -> list[dict]:
-        """Jobs the cluster knows: id, name, state."""
+        """Jobs the cluster knows: id, name, state, start time (ms), duration (ms)."""
         overview = self._get("/jobs/overview")
         return [
-            {"id": j["jid"], "name": j["name"], "state": j["state"]} for j in overview["jobs"]
+            {"id": j["jid"], "name": j["name"], "state": j["state"],
+             "start_ms": j.get("start-time", -1), "duration_ms": j.get("duration", -1)}
+            for j in overview["jobs"]
         ]
 
     def __enter__(self) -> FlinkCluster:

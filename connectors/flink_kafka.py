@@ -74,17 +74,23 @@ def stream_env(
     The Python workers run the interpreter that runs the job file
     (``sys.executable``): the project's venv, locally and when a standalone
     cluster on this machine runs it (``flink run -py`` uses the configured
-    ``python.client.executable``).
+    ``python.client.executable``); or, when the submitter ships the job's Python
+    (``STREAMLEARN_WORKER_PYTHON``, set by ``FlinkCluster.submit(ship_python=True)``),
+    that interpreter inside the shipped archive.
     """
     from pyflink.common import Configuration
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
     conf = Configuration()
-    conf.set_string("python.executable", sys.executable)
+    # a job submitted with its Python shipped (``-pyarch``, connectors.python_env) runs
+    # the archive's interpreter, which has every package: nothing of this machine's
+    shipped = os.environ.get("STREAMLEARN_WORKER_PYTHON")
+    conf.set_string("python.executable", shipped or sys.executable)
     conf.set_string("python.client.executable", sys.executable)
-    # thread mode embeds Python in the JVM from the base interpreter, which does not
-    # see a venv's packages by itself: name them (process mode ignores nothing here)
-    conf.set_string("python.pythonpath", os.pathsep.join(_python_path()))
+    if not shipped:
+        # thread mode embeds Python in the JVM from the base interpreter, which does not
+        # see a venv's packages by itself: name them (process mode ignores nothing here)
+        conf.set_string("python.pythonpath", os.pathsep.join(_python_path()))
     for key, value in (config or {}).items():
         conf.set_string(key, str(value))
     if checkpoint_dir:
