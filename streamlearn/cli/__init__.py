@@ -39,6 +39,7 @@ COMMANDS: tuple[str, ...] = (
     "topics",
     "publish",
     "train",
+    "jobs",
     "models",
     "serve",
     "predict",

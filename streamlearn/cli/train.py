@@ -13,6 +13,8 @@ examples:
   streamlearn train --config job.toml
   streamlearn train --topic clicks --parallelism 4 --set model.optimizer=ftrl
   streamlearn train --config job.toml --cluster 127.0.0.1:8081   submit to a standalone cluster
+  streamlearn train --config job.toml --cluster 127.0.0.1:8081 --from-savepoint \
+      /data/savepoints/savepoint-3f2a-0b1c2d3e4f5a    resume from `jobs stop`'s savepoint
   streamlearn train --check --config job.toml          validate the config and stop
   streamlearn train --flink-conf metrics.reporter.prom.port=9249 \\
       --flink-conf metrics.reporter.prom.factory.class=\\
@@ -34,6 +36,14 @@ versions (10) and the pinned one; store.keep_versions=0 keeps every version.
 A passing fault (a lost TaskManager, the broker or the model store away) does
 not end the job: it waits with exponential back-off and restarts from its last
 checkpoint by itself (job.restart_*, job.store_retry_ms).
+
+With --cluster the job takes its Python with it: this interpreter, its standard
+library, the job's dependencies and streamlearn, packed once into a zip (kept
+under .state/pyenv, rebuilt when the project or a dependency changes) and
+shipped with the job, so the task managers need neither Python nor the
+project. The cluster is used as it runs: its configuration is never written,
+and a job it cannot run (fewer free slots than --parallelism, another Flink
+version) is refused in one line naming the setting (docs/cluster.md).
 """
 
 
@@ -54,6 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="submit to this standalone Flink cluster (REST address)",
     )
     parser.add_argument("--detached", action="store_true", help="with --cluster: do not wait")
+    parser.add_argument(
+        "--from-savepoint",
+        metavar="PATH",
+        help="resume from this savepoint (`streamlearn jobs stop --savepoint`'s output); "
+        "same as --resume PATH",
+    )
     parser.add_argument("--check", action="store_true", help="validate the config, print it, stop")
     parser.set_defaults(run=run)
 
@@ -83,9 +99,10 @@ def forward_args(args: argparse.Namespace) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from streamlearn.errors import ConfigError
     from streamlearn.training.cli_args import config_from_args
 
+    if args.from_savepoint is not None:
+        args.resume = _savepoint(args.from_savepoint, args.resume)
     cfg = config_from_args(args)  # fails here, before any JVM starts, on a bad key
     if args.check:
         print(json.dumps(cfg.to_dict(), indent=2))
@@ -94,21 +111,20 @@ def run(args: argparse.Namespace) -> int:
     cfg = cfg.with_writer()
     job_args = [*forward_args(args), "--set", f"job.writer_id={json.dumps(cfg.job.writer_id)}"]
     if args.cluster:
-        from connectors.flink_cluster import FlinkCluster
+        from streamlearn.cli.jobs import cluster_of
         from streamlearn.cli.train_foreground import preflight
         from streamlearn.store import ModelStore
         from streamlearn.training.writer import HandOver
 
-        host, _, port = args.cluster.rpartition(":")
-        if not port.isdigit():
-            raise ConfigError("--cluster", "HOST:PORT of the cluster's REST endpoint", args.cluster)
+        cluster = cluster_of(args.cluster)
+        # the cluster as it runs: never reconfigured, refused if it cannot run the job
+        cluster.check_fits(cfg.job.parallelism)
         preflight(cfg)
         # held until the job's merger takes it (detached: it expires if the job never does)
         HandOver(
             ModelStore(cfg.store.uri, cfg.store.model), cfg.job.writer_id, cfg.job.lease_ms
         ).keep_alive()
-        cluster = FlinkCluster(rest_port=int(port), host=host or "127.0.0.1")
-        proc = cluster.submit(job_file(), job_args, detached=args.detached)
+        proc = cluster.submit(job_file(), job_args, detached=args.detached, ship_python=True)
         print(proc.stdout.strip())
         return 0
     from streamlearn.cli.train_foreground import run_foreground
@@ -116,3 +132,19 @@ def run(args: argparse.Namespace) -> int:
     return run_foreground(
         cfg, [str(job_file()), *job_args], args.resume, verbose=bool(getattr(args, "verbose", 0))
     )
+
+
+def _savepoint(path: str, resume: str) -> str:
+    """``--from-savepoint PATH``: a savepoint directory (with ``_metadata``), as ``--resume``."""
+    from pathlib import Path
+
+    from streamlearn.errors import ConfigError
+
+    if resume != "auto":
+        raise ConfigError("--from-savepoint", "not with --resume (one of them)", path)
+    if not (Path(path.removeprefix("file:")).expanduser() / "_metadata").is_file():
+        raise ConfigError(
+            "--from-savepoint", "a savepoint directory holding _metadata "
+            "(the path `streamlearn jobs stop --savepoint DIR` prints)", path,
+        )
+    return str(Path(path.removeprefix("file:")).expanduser().resolve())
