@@ -297,6 +297,10 @@ def test_flink_version_and_python_jar_are_the_images(
 ) -> None:
     major, minor = flink_pin.split(".")[:2]
     assert flink["spec"]["flinkVersion"] == f"v{major}_{minor}"
+    # the Kafka connector of jvm/pom.xml is released for the same Flink line ("5.0.0-2.2")
+    pom = (ROOT / "jvm" / "pom.xml").read_text()
+    connector = re.search(r"<flink.kafka.connector.version>(.+?)<", pom)
+    assert connector and connector.group(1).endswith(f"-{major}.{minor}")
     spec = importlib.util.find_spec("pyflink")
     assert spec is not None and spec.submodule_search_locations
     pyflink = Path(next(iter(spec.submodule_search_locations)))
