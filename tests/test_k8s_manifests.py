@@ -187,6 +187,12 @@ def test_core_resources_match_the_kubernetes_schema(built: list[dict], version: 
     }
     for doc in core:
         kv.validate(doc, version, strict=True)  # raises ValidationError, naming the field
+    # the FlinkDeployment's pod template is a Pod's spec, which the operator merges into the
+    # JobManager's and the TaskManagers' pods: Kubernetes' Pod schema, too
+    flink = by_kind(built, "FlinkDeployment")
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "template"},
+           "spec": flink["spec"]["podTemplate"]["spec"]}
+    kv.validate(pod, version, strict=True)
 
 
 def strict(schema: Any) -> Any:
