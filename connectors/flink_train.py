@@ -112,35 +112,40 @@ def _store(cfg: TrainConfig):
 class KafkaRange:
     """Reads a partition's messages in an offset range again, for a learner whose
     bundle straddles the offsets of the version it started on
-    (:meth:`~streamlearn.training.workers.LearnerWorker.learn_bundle`): at most
-    once per partition after a restore, so a plain consumer opened for it."""
+    (:meth:`~streamlearn.training.workers.LearnerWorker.learn_bundle`): once per
+    partition after a restore. One consumer serves a learner's partitions (its
+    start, ~0.2 s, is paid once) and is closed with :meth:`close`."""
 
     def __init__(self, cfg: TrainConfig, timeout_s: float = 60.0) -> None:
         self.bootstrap, self.topic, self.timeout_s = cfg.kafka.bootstrap, cfg.kafka.topic, timeout_s
+        self.consumer = None
 
     def __call__(self, partition: int, start: int, end: int):
         from kafka import KafkaConsumer, TopicPartition
 
-        tp = TopicPartition(self.topic, partition)
-        consumer = KafkaConsumer(
-            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-        )
-        try:
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            deadline = time.monotonic() + self.timeout_s
-            while consumer.position(tp) < end:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"reading partition {partition} of {self.topic!r} from {start} to {end}: "
-                        f"at {consumer.position(tp)} after {self.timeout_s:.0f} s"
-                    )
-                for msg in consumer.poll(timeout_ms=500).get(tp, []):
-                    if msg.offset < end:
-                        yield msg.offset, msg.value
-        finally:
-            consumer.close()
+        if self.consumer is None:
+            self.consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+                max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_wait_ms=50,
+            )
+        consumer, tp = self.consumer, TopicPartition(self.topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        deadline = time.monotonic() + self.timeout_s
+        while consumer.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"reading partition {partition} of {self.topic!r} from {start} to {end}: "
+                    f"at {consumer.position(tp)} after {self.timeout_s:.0f} s"
+                )
+            for msg in consumer.poll(timeout_ms=500).get(tp, []):
+                if msg.offset < end:
+                    yield msg.offset, msg.value
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
 
 
 class BundleLearner(FlatMapFunction):
@@ -160,6 +165,7 @@ class BundleLearner(FlatMapFunction):
         self.store = _store(self.cfg)
         self.index = _subtask_index(ctx)
         self.worker = None
+        self.fetch = KafkaRange(self.cfg)
         group = ctx.get_metrics_group()
         self.m_events = group.counter("eventsLearned")
         self.m_rejected = group.counter("eventsRejected")
@@ -172,7 +178,7 @@ class BundleLearner(FlatMapFunction):
             from streamlearn.training.workers import LearnerWorker
 
             worker = self.worker = LearnerWorker(
-                self.cfg, self.index, self.store, fetch=KafkaRange(self.cfg)
+                self.cfg, self.index, self.store, fetch=self.fetch
             )
         n_before = worker.n_learned
         partition, first_offset, end_offset = row[0], row[1], row[2]
@@ -182,8 +188,13 @@ class BundleLearner(FlatMapFunction):
         self.m_messages.inc(messages)
         self.m_rejected.inc(rejected)
         self.m_events.inc(worker.n_learned - n_before)
+        if self.fetch.consumer is not None and not worker.skip_below:
+            self.fetch.close()  # every partition is past what it might read again
         if delta is not None:  # None: the bundle is in the merged model already
             yield delta.to_bytes()
+
+    def close(self) -> None:
+        self.fetch.close()
 
 
 class Merger(KeyedProcessFunction):
