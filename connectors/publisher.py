@@ -422,10 +422,11 @@ class Publisher:
         key = event.get("key")
         if not self.envelope:
             self.messages += 1
+            placed = None if self._hot is None else self._place(key)
             future = self._producer.send(
                 data,
                 key=None if key is None else str(key),
-                partition=None if self._hot is None else self._partitions[self._place(key)],
+                partition=None if placed is None else self._partitions[placed],
                 timestamp_ms=timestamp_ms,
                 carries=(event,),
             )
