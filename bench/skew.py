@@ -151,9 +151,10 @@ def measure(bootstrap: str, name: str, topic: str, events: int, per_partition: l
 
 
 def _print(row: dict) -> None:
-    print(f"{row['keys']:>8} {row['partitions']:>2} partitions: steady "
+    print(f"{row['keys']:>11} {row['partitions']:>2} partitions: steady "
           f"{row['events_per_s_steady'] or 0:>9,} ev/s (marginal {row['events_per_s'] or 0:,}, "
-          f"gross {row['events_per_s_gross']:,}); log-loss prequential "
+          f"gross {row['events_per_s_gross']:,}; tiny run {row['tiny_net_runtime_s']:.1f} s; "
+          f"{row['versions']} versions); log-loss prequential "
           f"{row['log_loss_prequential']:.5f}, holdout {row['log_loss_holdout']:.5f}; "
           f"events max/mean over learners {row['max_over_mean_events']}, all done "
           f"{row['done_last_s']} s after the first version", flush=True)
@@ -179,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=1_000_000, help="the key space")
     parser.add_argument("--envelope-size", type=int, default=500)
     parser.add_argument("--holdout", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs of every stream, interleaved (rates: the best round's; "
+                             "log-losses: the mean)")
     parser.add_argument("--mode", default="thread", help="the job's execution mode")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a train job setting for every run, e.g. job.flush_ms=1000")
@@ -233,41 +237,66 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"pre-filled {topic}: {n:,} events in {done.seconds:.1f} s "
                       f"({done.envelope_messages} envelopes; per partition "
                       f"{done.partition_events})", flush=True)
-            rows = {}
-            for name in names:
-                tiny = run_train(bootstrap, tiny_topic, args.parallelism, args.mode,
-                                 Path(tempfile.mkdtemp(prefix="tiny-", dir=work)), settings)
-                rows[name] = measure(bootstrap, name, topics[name], n, placed[name],
-                                     args.parallelism, args.mode, tiny, holdout, work, settings)
-                report["rows"].append(rows[name])
-                _write(args.out, report)
-            u = rows["uniform"]
-            for name in names[1:]:
-                z = rows[name]
-                ratio = {
-                    "stream": name, "partitions": partitions,
-                    "steady": _ratio(z["events_per_s_steady"], u["events_per_s_steady"]),
-                    "marginal": _ratio(z["events_per_s"], u["events_per_s"]),
-                    "gross": _ratio(z["events_per_s_gross"], u["events_per_s_gross"]),
-                    "log_loss_prequential": _ratio(z["log_loss_prequential"],
-                                                   u["log_loss_prequential"], 4),
-                    "log_loss_holdout": _ratio(z["log_loss_holdout"], u["log_loss_holdout"], 4),
-                    # what a learner per core would give: the busiest learner sets the pace
-                    "mean_over_max_events": _ratio(u["max_over_mean_events"],
-                                                   z["max_over_mean_events"]),
-                }
-                report["vs_uniform"].append(ratio)
-                print(f"{name}/uniform at {partitions} partitions: events/s steady "
-                      f"{ratio['steady']}, marginal {ratio['marginal']}, gross {ratio['gross']};"
-                      f" log-loss prequential {ratio['log_loss_prequential']}, holdout "
-                      f"{ratio['log_loss_holdout']}; learner-bound pace "
-                      f"{ratio['mean_over_max_events']}", flush=True)
+            runs: dict[str, list[dict]] = {name: [] for name in names}
+            for rnd in range(args.rounds):  # interleaved: a burst of load hits every stream
+                for name in names:
+                    tiny = run_train(bootstrap, tiny_topic, args.parallelism, args.mode,
+                                     Path(tempfile.mkdtemp(prefix="tiny-", dir=work)), settings)
+                    row = measure(bootstrap, name, topics[name], n, placed[name],
+                                  args.parallelism, args.mode, tiny, holdout, work, settings)
+                    row["round"] = rnd
+                    runs[name].append(row)
+                    report["rows"].append(row)
+                    _write(args.out, report)
+                for name in names[1:]:
+                    report["vs_uniform"].append(_compare(name, partitions, f"round {rnd}",
+                                                         runs["uniform"][-1:], runs[name][-1:]))
+            if args.rounds > 1:
+                for name in names[1:]:
+                    report["vs_uniform"].append(_compare(name, partitions, "all rounds",
+                                                         runs["uniform"], runs[name]))
             _write(args.out, report)
     finally:
         if broker is not None:
             broker.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _compare(name: str, partitions: int, over: str, uniform: list[dict],
+             other: list[dict]) -> dict:
+    """``other``'s figures over ``uniform``'s: the best rates of the rounds, the mean
+    log-losses (beside uniform's own spread over its rounds)."""
+    def best(rows: list[dict], key: str) -> float | None:
+        return max((r[key] for r in rows if r[key]), default=None)
+
+    def mean(rows: list[dict], key: str) -> float:
+        return sum(r[key] for r in rows) / len(rows)
+
+    ratio = {
+        "stream": name, "partitions": partitions, "over": over,
+        "steady": _ratio(best(other, "events_per_s_steady"),
+                         best(uniform, "events_per_s_steady")),
+        "marginal": _ratio(best(other, "events_per_s"), best(uniform, "events_per_s")),
+        "gross": _ratio(best(other, "events_per_s_gross"), best(uniform, "events_per_s_gross")),
+        "log_loss_prequential": _ratio(mean(other, "log_loss_prequential"),
+                                       mean(uniform, "log_loss_prequential"), 4),
+        "log_loss_holdout": _ratio(mean(other, "log_loss_holdout"),
+                                   mean(uniform, "log_loss_holdout"), 4),
+        # what a learner per core would give: the busiest learner sets the pace
+        "mean_over_max_events": _ratio(uniform[0]["max_over_mean_events"],
+                                       other[0]["max_over_mean_events"]),
+    }
+    if len(uniform) > 1:
+        losses = [r["log_loss_prequential"] for r in uniform]
+        ratio["uniform_log_loss_max_over_min"] = round(max(losses) / min(losses), 4)
+    print(f"{name}/uniform at {partitions} partitions, {over}: events/s steady "
+          f"{ratio['steady']}, marginal {ratio['marginal']}, gross {ratio['gross']}; log-loss "
+          f"prequential {ratio['log_loss_prequential']}, holdout {ratio['log_loss_holdout']}; "
+          f"learner-bound pace {ratio['mean_over_max_events']}"
+          + (f"; uniform's own log-loss max/min {ratio['uniform_log_loss_max_over_min']}"
+             if len(uniform) > 1 else ""), flush=True)
+    return ratio
 
 
 def _ratio(a: float | None, b: float | None, digits: int = 3) -> float | None:
