@@ -171,7 +171,9 @@ def _kill_mid_stream_and_replace(two_tm_cluster, kafka_broker, topic_name, tmp_p
     with Publisher(bootstrap, topic_name, envelope=True, envelope_size=50) as pub:
         pub.publish_many(events[:10_000])
     store = ModelStore(str(tmp_path / "models"), MODEL)
-    args = _job_args(tmp_path, bootstrap, topic_name, tmp_path / "models")
+    # every version kept: none may reflect fewer events than one before it
+    args = [*_job_args(tmp_path, bootstrap, topic_name, tmp_path / "models"),
+            "--set", "store.keep_versions=0"]
     job_id = _submit_detached(cluster, args)
     producer = PacedPublisher(bootstrap, topic_name, events[10_000:], seconds=20)
     try:
@@ -205,6 +207,8 @@ def _kill_mid_stream_and_replace(two_tm_cluster, kafka_broker, topic_name, tmp_p
         producer.join()
         assert producer.error is None, producer.error
         _assert_exact_and_stays(store, bootstrap, topic_name, len(events))
+        counts = [store.get(v.version).lineage.events for v in store.list()]
+        assert counts == sorted(counts), f"a version reflects fewer events than before: {counts}"
         assert cluster.job(job_id)["state"] == "RUNNING"
         exceptions = cluster._get(f"/jobs/{job_id}/exceptions")
         assert exceptions["exceptionHistory"]["entries"], "the job did fail over"
