@@ -237,6 +237,7 @@ def _last_checkpoint_s(checkpoints: Path) -> float:
     return max((m.stat().st_mtime for m in checkpoints.glob("*/chk-*/_metadata")), default=0.0)
 
 
+@pytest.mark.slow
 def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     kafka_broker, topic_name, tmp_path
 ):
