@@ -562,8 +562,9 @@ class MergerWorker:
         offsets and event count, and the learners, which start on the newest version
         too, skip what it reflects. When they are at or below them in every partition
         (a rollback published while the job was down), the checkpoint's content goes
-        on and the newer versions are left behind, as the learners skip nothing. Any
-        other version could be continued from neither: refused.
+        on and the newer versions are left behind, as the learners skip nothing
+        (equal offsets: the one reflecting more events goes on). Any other version
+        could be continued from neither: refused.
         """
         from streamlearn.merge import ModelDelta
 
@@ -586,13 +587,15 @@ class MergerWorker:
                 f"ahead of it in partition {p} of {topic!r} ({theirs.get(p, 0)} > "
                 f"{covered.get(p, 0)}) but behind in partition {q} ({theirs.get(q, 0)} < "
                 f"{covered.get(q, 0)}): neither can be continued exactly once; start the job "
-                "afresh (without --resume) to continue from the newest version"
+                "afresh (--resume none) to continue from the newest version"
             )
-        if behind or lineage.events < events:
+        # learners skip below the version's offsets, so they decide: ahead in a partition,
+        # the version is adopted; the event count only decides between equals
+        if behind or (not ahead and lineage.events < events):
             log.warning(
                 "version %d, newer than the checkpoint's version %d, reflects less than the "
-                "checkpoint (%d events < %d): it is left behind", newest, self.version,
-                lineage.events, events,
+                "checkpoint (its offsets at or behind the checkpoint's; %d events, the "
+                "checkpoint %d): it is left behind", newest, self.version, lineage.events, events,
             )
             return False
         log.warning(
