@@ -232,7 +232,8 @@ class Merger(KeyedProcessFunction):
             snap = self.snap.value()
             pending = [_from_state_text(t) for t in (self.unpublished.get() or [])]
             self.worker.start(json.loads(snap) if snap else None, pending, self.base_version)
-            if self.worker.adopted is not None:  # it took a newer version: the state says so
+            if not self.worker.pending():  # nothing folded in: its snapshot is the whole state
+                # (it began from, or adopted, a newer version than the state says)
                 self.snap.update(json.dumps(self.worker.snapshot()))
                 self.unpublished.clear()
             _arm_end_of_input(ctx)

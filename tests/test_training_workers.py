@@ -18,7 +18,13 @@ from streamlearn.store import ModelStore
 from streamlearn.training.checkpoints import latest_checkpoint, resolve_recovery
 from streamlearn.training.cli_args import config_from_args, job_arg_parser, parse_set
 from streamlearn.training.config import TrainConfig
-from streamlearn.training.workers import LearnerWorker, MergerWorker, dlq_record, resume_point
+from streamlearn.training.workers import (
+    LearnerWorker,
+    MergerWorker,
+    dlq_record,
+    initial_key,
+    resume_point,
+)
 from tests import jvm_tool
 
 
@@ -748,6 +754,37 @@ def test_a_restart_with_versions_after_its_checkpoint_adopts_the_newest(tmp_path
     third.add(_one_delta(cfg, store, seed=5))
     assert third.publish() == 4 and third.last_kind == "delta"
     assert _events_never_decrease(store) == [400, 1200, 1600, 2000]
+
+
+def test_a_checkpoint_before_the_first_version_adopts_the_first_snapshot(tmp_path):
+    """A checkpoint taken before anything was published (version 0, one pending delta) and a
+    first snapshot published after it (carrying its changes on the initial state): the
+    restored merger continues from that snapshot, with deltas. One taken before the merger
+    began at all continues from the newest version."""
+    cfg = _cfg(tmp_path)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    snapshot = merger.snapshot()  # what the Flink merger keeps once it began
+    merger.add(_one_delta(cfg, store))
+    pending = merger.pending()
+    assert snapshot["version"] == 0
+    assert merger.publish() == 1 and merger.last_kind == "snapshot"
+    assert store.changes(since=0, upto=1, initial=initial_key(cfg)).reload is None
+    again = MergerWorker(cfg, store)
+    again.start(snapshot, pending)
+    assert again.adopted == 1 and again.events == 400 and again.pending() == []
+    again.add(_one_delta(cfg, store, seed=2))
+    assert again.publish() == 2 and again.last_kind == "delta"
+    # a checkpoint taken before the merger began (no snapshot, nothing pending), restored
+    # as a new job (no base version): it begins from the newest, which learners skip below
+    third = MergerWorker(cfg, store)
+    third.start(None, [], base_version=0)
+    assert (third.version, third.events, third.offsets) == (2, 800, {0: 400})
+    assert LearnerWorker(cfg, 0, store).skip_below == {0: 400}
+    third.add(_one_delta(cfg, store, seed=3))
+    assert third.publish() == 3 and third.last_kind == "delta"
+    assert _events_never_decrease(store) == [400, 800, 1200]
 
 
 def test_a_version_another_writer_published_on_top_is_adopted_and_the_fenced_publishes_nothing(

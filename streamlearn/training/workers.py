@@ -491,21 +491,24 @@ class MergerWorker:
         """Begin from a Flink snapshot (after a restart), else from ``base_version``.
 
         ``base_version`` is the version the job was started from (its source
-        starts at that version's offsets, see :func:`resume_point`); a fresh start
-        must not take a newer one, which may already reflect events the source
-        is about to read again.
+        starts at that version's offsets, see :func:`resume_point`).
 
         After a restart, versions published after the checkpoint (newer than the
         snapshot's) already reflect everything the checkpoint holds and more: the
         merger *adopts* the newest (its state, offsets and event count; the pending
         deltas are in it) rather than publishing versions that know less, and the
         learners skip the records below its offsets (``LearnerWorker.skip_below``),
-        so every event is still reflected once (:meth:`_adopt`). Its :meth:`snapshot`
-        and :meth:`pending` change accordingly: a caller keeping them in state
-        writes them again at once.
+        so every event is still reflected once (:meth:`_adopt`). The same holds
+        without a snapshot (a checkpoint taken before the merger began, restored as
+        a new job: ``base_version`` 0), where the newest version is adopted whole.
+        A caller keeping :meth:`snapshot` and
+        :meth:`pending` in state writes them again whenever :meth:`pending` is
+        empty after this (nothing folded in yet: the snapshot is the whole state).
         """
         from streamlearn.merge import Merger
 
+        pending = list(pending)
+        newest = self.store.head().latest or 0
         if snapshot is not None:
             self.version = int(snapshot["version"])
             self.events = int(snapshot["events"])
@@ -521,9 +524,7 @@ class MergerWorker:
             self.offsets = {
                 int(p): int(o) for p, o in lineage.offsets.get(self.cfg.kafka.topic, {}).items()
             }
-        pending = list(pending)
-        newest = self.store.head().latest or 0
-        if snapshot is not None and newest > self.version and self._adopt(newest, pending):
+        if newest > self.version and self._adopt(newest, pending):
             pending = []
         if self.version:
             state = _stored_state(self.store, self.version)
