@@ -22,9 +22,11 @@ prometheus.PrometheusReporterFactory     Prometheus metrics (docs/flink.md)
 The cluster is the Flink distribution inside the PyFlink wheel, started with its
 own bin/jobmanager.sh and bin/taskmanager.sh; jobs go in with bin/flink run -py.
 Options go before or after the action; the job's own arguments go after `--`.
-Workers run this project's Python (the .venv), and the Kafka connector jar is on
-the job classpath. The configuration (.state/flink/<port>/conf/config.yaml) is
-written when a cluster starts and never while one runs: `start` on a running
+Jobs submitted here run this project's Python (the .venv) on the workers, and
+the Kafka connector jar is on the job classpath; `streamlearn train --cluster`
+ships its own Python instead, so any cluster of this Flink version runs it.
+The configuration (.state/flink/<port>/conf/config.yaml) is written when a
+cluster starts and never while one runs: `start` on a running
 cluster with other settings is refused (stop it first).
 """
 
