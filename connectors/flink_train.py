@@ -218,10 +218,14 @@ class Merger(KeyedProcessFunction):
         self.worker = None
         self.timer_armed = False
         group = ctx.get_metrics_group()
-        self.m_version = 0
-        group.gauge("publishedVersion", lambda: int(self.m_version))
-        self.m_merge_ms = 0
-        group.gauge("mergeTimeMs", lambda: int(self.m_merge_ms))
+        # counters, not gauges: a Python gauge is called by Flink's metrics thread (a
+        # reporter, the REST API), which in thread mode enters the interpreter from outside
+        # the task and crashed the TaskManager (SIGSEGV in pemja), also after a cancel.
+        # A counter's count is pushed from the task: publishedVersion counts up to the
+        # newest version, mergeTimeMs is the merge time so far, as the gauges read.
+        self.m_version, self.m_merge_ms = group.counter("publishedVersion"), group.counter(
+            "mergeTimeMs"
+        )
         self.m_deltas = group.counter("deltasMerged")
 
     def _ensure(self, ctx):
@@ -258,13 +262,22 @@ class Merger(KeyedProcessFunction):
             # a bounded source ended and the last version is out: the writer stops cleanly
             self.lease.release()
 
+    def close(self) -> None:
+        """The task ends (stopped, cancelled, failed): give the writer lease up, or its
+        keep-alive thread would renew it for as long as the TaskManager's interpreter
+        lives and a job resumed from a savepoint would find the model's writer busy. A
+        restart of this job takes the model again under the same writer id."""
+        lease = getattr(self, "lease", None)
+        if lease is not None:
+            lease.release()
+
     def _publish(self, worker):
         version = worker.publish()
         self.snap.update(json.dumps(worker.snapshot()))
         self.unpublished.clear()
         if version is not None:
-            self.m_version = version
-            self.m_merge_ms = worker.merge_time_s * 1000
+            self.m_version.inc(version - self.m_version.get_count())
+            self.m_merge_ms.inc(int(worker.merge_time_s * 1000) - self.m_merge_ms.get_count())
             yield json.dumps(
                 {
                     "version": version,
