@@ -262,15 +262,6 @@ class Merger(KeyedProcessFunction):
             # a bounded source ended and the last version is out: the writer stops cleanly
             self.lease.release()
 
-    def close(self) -> None:
-        """The task ends (stopped, cancelled, failed): give the writer lease up, or its
-        keep-alive thread would renew it for as long as the TaskManager's interpreter
-        lives and a job resumed from a savepoint would find the model's writer busy. A
-        restart of this job takes the model again under the same writer id."""
-        lease = getattr(self, "lease", None)
-        if lease is not None:
-            lease.release()
-
     def _publish(self, worker):
         version = worker.publish()
         self.snap.update(json.dumps(worker.snapshot()))
