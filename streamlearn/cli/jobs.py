@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the client is imported when a command runs, not at --help
+    from connectors.flink_cluster import FlinkCluster
 
 __all__ = ["register", "run"]
 
@@ -50,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def cluster_of(address: str, flag: str = "--cluster"):  # noqa: ANN201 - FlinkCluster, lazily
+def cluster_of(address: str, flag: str = "--cluster") -> FlinkCluster:
     """A :class:`FlinkCluster` client for ``HOST:PORT`` (one-line error otherwise)."""
     from connectors.flink_cluster import FlinkCluster
     from streamlearn.errors import ConfigError
