@@ -36,9 +36,12 @@ $(JARS_STAMP): jvm/pom.xml $(shell find jvm/src -name '*.java') | $(VENV_STAMP)
 	$(BIN)/python -m connectors.paths
 	@touch $@
 
-# types first (the [tool.mypy] settings in pyproject.toml): a type error fails the test command
+# types first (the [tool.mypy] settings in pyproject.toml): a type error fails the test command;
+# then the JVM encoder's replay of the event contract's corpus (JUnit, by Surefire; offline:
+# `jars` fetched what it needs), on every run, not only when the jars are rebuilt; then pytest
 test: venv jars
 	$(BIN)/mypy
+	mvn --batch-mode --quiet -o -f jvm/pom.xml test
 	$(BIN)/python -m pytest
 
 demo: venv jars
