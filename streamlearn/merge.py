@@ -214,6 +214,49 @@ def _by_class(name: str) -> bool:
     return name == "intercept" or name.startswith("intercept.")
 
 
+def _additive(name: str) -> bool:
+    """Whether a delta of array ``name`` is added into the global model (its
+    rule sums or averages changes; not a maximum, not scaler statistics)."""
+    return name not in _SCALER and merge_rule(name) in _ADDITIVE
+
+
+@dataclass
+class _InFlight:
+    """A delta a tracker handed out and does not know to be in the global model
+    yet: its slots, its additive rows there, its additive small arrays, and
+    the caller's tag."""
+
+    slots: np.ndarray
+    tag: Any
+    rows: dict[str, np.ndarray]
+    small: dict[str, np.ndarray]
+    n_events: int = 0
+    n_steps: int = 0
+
+    def joined(self, newer: _InFlight) -> _InFlight:
+        """This delta and a newer one as one (known to be in with the newer)."""
+        slots, inverse = np.unique(np.concatenate([self.slots, newer.slots]),
+                                   return_inverse=True)
+        rows = {}
+        for name in self.rows.keys() | newer.rows.keys():
+            parts = [e.rows[name] for e in (self, newer) if name in e.rows]
+            trailing = parts[0].shape[1:]
+            out = np.zeros((len(slots), *trailing))
+            at = 0
+            for e in (self, newer):
+                k = len(e.slots)
+                if name in e.rows:
+                    np.add.at(out, inverse[at:at + k], e.rows[name])
+                at += k
+            rows[name] = out
+        small = dict(self.small)
+        for name, value in newer.small.items():
+            small[name] = small[name] + value if name in small else value
+        return _InFlight(slots=slots, tag=newer.tag, rows=rows, small=small,
+                         n_events=self.n_events + newer.n_events,
+                         n_steps=self.n_steps + newer.n_steps)
+
+
 def _comparable(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k != "classes"}
 
@@ -445,6 +488,16 @@ class DeltaTracker:
     copied into the new reference. :meth:`rebase_changes` rebases on the
     changes of the versions since the base (sparse); :meth:`rebase` on a
     whole global model, O(slots).
+
+    Deltas in flight: every take is remembered (its additive rows, with the
+    caller's ``tag``) until a rebase says it is ``reflected`` in the global
+    model. A rebase told how many of the oldest are keeps the others on top
+    of the new global model, so a learner whose last deltas the merger has
+    not published yet does not lose their learning and learn it again (with
+    per-event steps, a bundle's worth of a frequent feature or the intercept,
+    counted twice once both reach the merger). Told nothing (``reflected``
+    ``None``), a rebase takes every delta sent as reflected: the learner
+    becomes the global model plus what it learned since its last take.
     """
 
     def __init__(self, learner: Any, base_version: int = 0) -> None:
@@ -479,6 +532,10 @@ class DeltaTracker:
         #: the last rebase: ``(slots, {per-slot array: values})`` per take, oldest first
         self._sent: list[tuple[np.ndarray, dict[str, np.ndarray]]] = []
         self._sent_rows = 0
+        #: the deltas taken and not known to be in the global model, oldest first:
+        #: their additive rows and small arrays, which the reference holds on top of
+        #: the global model's values (see the class notes)
+        self._pending: list[_InFlight] = []
         self._ref_classes = _classes(state.meta)
         self._n_learned = int(state.meta.get("n_learned", 0))
         self._n_steps = int(state.meta.get("n_steps", 0))
@@ -500,10 +557,18 @@ class DeltaTracker:
                 "rebase the tracker on the learner's state"
             )
         added = len(classes) - len(mine)
-        for name, array in self._ref.items():
+
+        def padded(name: str, array: np.ndarray) -> np.ndarray:
             if array.ndim == 2 or (_by_class(name) and len(array) == len(mine)):
                 pad = np.zeros(array.shape[:-1] + (added,))
-                self._ref[name] = np.concatenate([array, pad], axis=-1)
+                return np.concatenate([array, pad], axis=-1)
+            return array
+
+        for name, array in self._ref.items():
+            self._ref[name] = padded(name, array)
+        for entry in self._pending:
+            entry.rows = {k: padded(k, v) for k, v in entry.rows.items()}
+            entry.small = {k: padded(k, v) for k, v in entry.small.items()}
         self._ref_classes = list(classes)
 
     def take(
@@ -511,6 +576,7 @@ class DeltaTracker:
         learner_id: str = "0",
         extra: Mapping[str, Any] | None = None,
         touched: np.ndarray | None = None,
+        tag: Any = None,
     ) -> ModelDelta:
         """The change since the last :meth:`take` (or since the reference was
         set); the reference then moves to now, so deltas never overlap.
@@ -526,6 +592,10 @@ class DeltaTracker:
             allowed), when the caller knows them: learners change no other
             slot, so only these are compared, and the take costs O(entries)
             instead of O(slots). Without it every slot is compared.
+        tag
+            Anything that later tells whether this delta is in a global
+            version (the training job: the Kafka offsets it reaches); see
+            :attr:`pending_tags`.
         """
         if not isinstance(learner_id, str) or not learner_id:
             raise ValidationError("learner_id", "a non-empty string", repr(learner_id))
@@ -584,6 +654,15 @@ class DeltaTracker:
                 ref[name] = np.array(array, dtype=np.float64)
         n_learned = int(state.meta.get("n_learned", 0))
         n_steps = int(state.meta.get("n_steps", 0))
+        self._pending.append(_InFlight(
+            slots=slots.copy(), tag=tag,
+            rows={k: v.copy() for k, v in sparse.items() if _additive(k)},
+            small={k: v.copy() for k, v in dense.items() if _additive(k)},
+            n_events=n_learned - self._n_learned, n_steps=n_steps - self._n_steps,
+        ))
+        if len(self._pending) > _SENT_CHUNKS:  # two oldest as one: reflected with the newer
+            first, second = self._pending[:2]
+            self._pending[:2] = [first.joined(second)]
         meta = {k: state.meta.get(k) for k in ("kind", "params", "classes", "bits", "n_slots")}
         delta = ModelDelta(
             learner_id=learner_id, base_version=self.base_version,
@@ -616,7 +695,10 @@ class DeltaTracker:
         at a slot's first take since the last rebase they are the global model's."""
         if not len(slots):
             return
-        self._sent.append((slots.copy(), {name: self._ref[name][slots] for name in per_slot}))
+        values = {name: self._ref[name][slots] for name in per_slot}
+        for name, rows in self._pending_at(slots, self._pending).items():
+            values[name] = values[name] - rows  # the reference holds them on the global's
+        self._sent.append((slots.copy(), values))
         self._sent_rows += len(slots)
         if len(self._sent) > _SENT_CHUNKS:
             slots, values = self._sent_union(per_slot)
@@ -635,7 +717,43 @@ class DeltaTracker:
                   for name in per_slot}
         return slots, values
 
-    def rebase_changes(self, learner: Any, changes: Any, version: int) -> bool:
+    @property
+    def pending_tags(self) -> list[Any]:
+        """The ``tag`` of every delta taken and not yet known to be in the global
+        model, oldest first (what :meth:`rebase` and :meth:`rebase_changes` count
+        with ``reflected``)."""
+        return [p.tag for p in self._pending]
+
+    @staticmethod
+    def _pending_at(slots: np.ndarray, pending: list[_InFlight]) -> dict[str, np.ndarray]:
+        """The sum of ``pending`` 's rows at ``slots`` (ascending), per array."""
+        out: dict[str, np.ndarray] = {}
+        for entry in pending:
+            if not len(entry.slots) or not len(slots):
+                continue
+            pos = np.minimum(np.searchsorted(entry.slots, slots), len(entry.slots) - 1)
+            hit = entry.slots[pos] == slots
+            if not hit.any():
+                continue
+            for name, rows in entry.rows.items():
+                acc = out.get(name)
+                if acc is None:
+                    acc = out[name] = np.zeros((len(slots), *rows.shape[1:]))
+                acc[hit] += rows[pos[hit]]
+        return out
+
+    def _split_pending(self, reflected: int | None, keep: bool) -> list[_InFlight]:
+        """The deltas still in flight after ``reflected`` of the oldest arrived
+        (all of them with ``None``, or where ``keep`` is false)."""
+        if reflected is None or not keep:
+            return []
+        if type(reflected) is not int or reflected < 0:
+            raise ValidationError("reflected", "an integer ≥ 0 or None", repr(reflected))
+        return self._pending[reflected:]
+
+    def rebase_changes(
+        self, learner: Any, changes: Any, version: int, reflected: int | None = None
+    ) -> bool:
         """:meth:`rebase` on version ``version`` of the global model, given as the
         changes since the tracker's base version (a
         :class:`~streamlearn.store.Changes`, e.g. ``ModelStore.changes(...).changes``):
@@ -648,6 +766,10 @@ class DeltaTracker:
         it). Slots neither changed nor sent keep the learner's values as they
         are (the whole-model rebase adds the learner's own change back onto the
         unchanged global value there: equal up to rounding).
+
+        ``reflected``: how many of the oldest deltas taken (:attr:`pending_tags`)
+        the global model holds; the others stay on the learner and the
+        reference (``None``: every one; see the class notes).
 
         Returns ``False``, changing nothing, where it cannot: the learner's
         classes differ from the global model's or from the tracker's, or its
@@ -686,6 +808,22 @@ class DeltaTracker:
             return False
         sent, base = self._sent_union(per_slot)
         changed = np.asarray(changes.slots, dtype=np.int64)
+        kept = self._split_pending(reflected, "scaler.count" not in cur)
+        arrived = self._pending[: len(self._pending) - len(kept)]
+        # slots of arrived deltas sent before the last rebase and not changed since: the
+        # reference holds them on the global's values (those, less every pending row)
+        gone = [e.slots for e in arrived if len(e.slots)]
+        if gone:
+            extra = np.setdiff1d(np.concatenate(gone), np.concatenate([changed, sent]))
+            if len(extra):
+                held = self._pending_at(extra, self._pending)
+                extra_base = {n: self._ref[n][extra] - held[n] if n in held
+                              else self._ref[n][extra] for n in per_slot}
+                sent = np.concatenate([sent, extra])
+                order = np.argsort(sent, kind="stable")
+                sent = sent[order]
+                base = {n: np.concatenate([base[n], extra_base[n]])[order] if n in base
+                        else extra_base[n] for n in per_slot}
         rows = {}
         for name in per_slot:
             trailing = cur[name].shape[1:]
@@ -702,6 +840,7 @@ class DeltaTracker:
         else:
             slots, g = changed, {k: pair[0] for k, pair in rows.items()}
         new: dict[str, np.ndarray] = {}
+        still = self._pending_at(slots, kept)
         for name in per_slot:
             if name in _SCALER:
                 continue
@@ -710,19 +849,25 @@ class DeltaTracker:
                 new[name] = np.maximum(g[name], mine_now)
             else:
                 new[name] = g[name] + (mine_now - ref[name][slots])
+                if name in still:
+                    new[name] += still[name]
         if "scaler.count" in cur:
             own = _new_stats(*(cur[k][slots] for k in _SCALER), *(ref[k][slots] for k in _SCALER))
             new.update(zip(_SCALER, _combine_stats(*_scaler_stats(g), *own), strict=True))
         for name in small:
             gk = g_small[name]
+            on_top = sum((e.small[name] for e in kept if name in e.small),
+                         np.zeros_like(gk, dtype=np.float64))
             new_small = (np.maximum(gk, cur[name]) if merge_rule(name) == "max"
-                         else gk + (cur[name] - ref[name]))
+                         else gk + on_top + (cur[name] - ref[name]))
             cur[name][...] = new_small
-            ref[name] = np.array(gk, dtype=np.float64)
+            ref[name] = np.array(gk + (0 if merge_rule(name) == "max" else on_top),
+                                 dtype=np.float64)
+            g_small[name] = np.array(gk, dtype=np.float64)
         for name, values in new.items():
             cur[name][slots] = values
         for name in per_slot:
-            ref[name][slots] = g[name]
+            ref[name][slots] = g[name] + still[name] if name in still else g[name]
         for target, z, n, params in _ftrl_targets(meta, cur):
             if _per_slot(target, cur[target], n_slots):
                 cur[target][slots] = _ftrl_weights(cur[z][slots], cur[n][slots], params)
@@ -730,15 +875,20 @@ class DeltaTracker:
                 cur[target][...] = _ftrl_weights(cur[z], cur[n], params)
         own_events = int(meta.get("n_learned", 0)) - self._n_learned
         own_steps = int(meta.get("n_steps", 0)) - self._n_steps
-        learner.set_counts(g_counts[0] + own_events, g_counts[1] + own_steps)
-        self._n_learned, self._n_steps = g_counts
+        in_flight = (sum(e.n_events for e in kept), sum(e.n_steps for e in kept))
+        learner.set_counts(g_counts[0] + in_flight[0] + own_events,
+                           g_counts[1] + in_flight[1] + own_steps)
+        self._n_learned, self._n_steps = g_counts[0] + in_flight[0], g_counts[1] + in_flight[1]
         self._base_counts = g_counts
-        self._base_small = {k: ref[k].copy() for k in small}
+        self._base_small = {k: g_small[k].copy() for k in small}
         self._sent, self._sent_rows = [], 0
+        self._pending = list(kept)
         self.base_version = version
         return True
 
-    def rebase(self, learner: Any, global_state: ModelState, version: int) -> None:
+    def rebase(
+        self, learner: Any, global_state: ModelState, version: int, reflected: int | None = None
+    ) -> None:
         """Make ``learner`` the global model plus its own changes since the
         last :meth:`take` (nothing it learned is lost), and make the global
         model the tracker's new reference.
@@ -752,9 +902,13 @@ class DeltaTracker:
             The newer global model (from :meth:`Merger.state` or the store).
         version
             Its version.
+        reflected
+            How many of the oldest deltas taken the global model holds; the
+            others stay on top of it (``None``: every one; see the class notes).
         """
         version = _version("version", version)
         state = self._state_of(learner)
+        same_learner = learner is self.learner
         self.learner = learner
         self._grown_reference(_classes(state.meta))
         g_meta = global_state.meta
@@ -801,13 +955,26 @@ class DeltaTracker:
             new = _new_stats(*(state.arrays[k] for k in _SCALER), *(self._ref[k] for k in _SCALER))
             merged = _combine_stats(*_scaler_stats(ref_arrays), *new)
             arrays.update(zip(_SCALER, merged, strict=True))
+        kept = self._split_pending(
+            reflected, same_learner and "scaler.count" not in state.arrays
+            and union == mine == self._ref_classes,
+        )
+        for entry in kept:  # still in flight: on top of the global model, as taken
+            for name, rows in entry.rows.items():
+                arrays[name][entry.slots] += rows
+                ref_arrays[name][entry.slots] += rows
+            for name, value in entry.small.items():
+                arrays[name] += value
+                ref_arrays[name] += value
         for target, z, n, params in _ftrl_targets(state.meta, arrays):
             arrays[target] = _ftrl_weights(arrays[z], arrays[n], params)
         meta = dict(state.meta)
         own_events = int(state.meta.get("n_learned", 0)) - self._n_learned
         own_steps = int(state.meta.get("n_steps", 0)) - self._n_steps
-        meta["n_learned"] = int(g_meta.get("n_learned", 0)) + own_events
-        meta["n_steps"] = int(g_meta.get("n_steps", 0)) + own_steps
+        g_counts = (int(g_meta.get("n_learned", 0)), int(g_meta.get("n_steps", 0)))
+        in_flight = (sum(e.n_events for e in kept), sum(e.n_steps for e in kept))
+        meta["n_learned"] = g_counts[0] + in_flight[0] + own_events
+        meta["n_steps"] = g_counts[1] + in_flight[1] + own_steps
         if union is not None:
             meta["classes"] = list(union)
         try:  # the arrays are new, made here: the learner takes them as they are
@@ -815,9 +982,16 @@ class DeltaTracker:
         except TypeError:
             learner.load_state(ModelState(arrays, meta))
         ref_meta = dict(meta)
-        ref_meta["n_learned"] = int(g_meta.get("n_learned", 0))
-        ref_meta["n_steps"] = int(g_meta.get("n_steps", 0))
+        ref_meta["n_learned"] = g_counts[0] + in_flight[0]
+        ref_meta["n_steps"] = g_counts[1] + in_flight[1]
         self._reset(ModelState(ref_arrays, ref_meta), owned=True)  # fresh copies, ours
+        self._base_counts = g_counts
+        if kept:  # the global model's small arrays, without what is in flight
+            self._base_small = {
+                k: v - sum((e.small[k] for e in kept if k in e.small), np.zeros_like(v))
+                for k, v in self._base_small.items()
+            }
+        self._pending = list(kept)
         self._n_slots = n_slots
         self.base_version = version
 

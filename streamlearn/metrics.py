@@ -315,29 +315,37 @@ def prequential(
 
     ``xs`` is a sequence of feature mappings or an encoded batch (encoded
     once here otherwise). Returns the predictions (labels or values) made
-    before learning.
+    before learning. A learner with ``predict_learn_many`` (the linear ones)
+    does both in one call: learned per event (``update="event"``), each event
+    is predicted by the model that learned every event before it.
     """
     for m in metrics:
         check_compatible(m, learner)
     if hasattr(learner, "encode") and not hasattr(xs, "indices"):
         xs = learner.encode(xs)
+    together = getattr(learner, "predict_learn_many", None)
     if learner.task == "regression":
-        preds = learner.predict_many(xs)
+        preds = together(xs, ys) if together is not None else learner.predict_many(xs)
         for m in metrics:
             m.update_many(ys, preds)
     else:
-        proba = learner.predict_proba_many(xs)
+        if together is not None:  # a per-event learner predicts each event just before it
+            proba = together(xs, ys)  # learns it; classes_ then include the batch's
+        else:
+            proba = learner.predict_proba_many(xs)
         classes = learner.classes_
+        preds = np.full(len(proba), None, dtype=object)
         if proba.shape[1]:
-            top = proba.argmax(axis=1)
             labels = np.empty(len(classes), dtype=object)
             labels[:] = classes
-            preds = labels[top]
-        else:
-            preds = np.full(len(proba), None, dtype=object)
+            # no class known before the event (every probability 0): no prediction,
+            # not the first column (the class this very event brought)
+            known = proba.any(axis=1)
+            preds[known] = labels[proba[known].argmax(axis=1)]
         for m in metrics:
             m.update_many(ys, proba if m.needs == "proba" else preds, classes)
-    learner.learn_many(xs, ys)
+    if together is None:
+        learner.learn_many(xs, ys)
     return preds
 
 

@@ -182,14 +182,14 @@ def _check_delta_versions(root: Path, store: ModelStore, versions: list) -> None
     assert deltas, [v.kind for v in versions]
     n_slots = 2**18
     snapshot_bytes = versions[0].size_bytes
-    assert snapshot_bytes > n_slots * 16, "weights and AdaGrad's g2, whole"
+    assert snapshot_bytes > n_slots * 24, "weights and the normalised steps' g2 and scale, whole"
     for info in deltas:
         table = pa.ipc.open_file(str(root / "clicks" / info.file)).read_all()
         rows = table.num_rows
-        assert table.column_names == ["slot", "weights", "adagrad.g2"]
+        assert table.column_names == ["slot", "weights", "normalized.g2", "normalized.scale"]
         assert 0 < rows < n_slots
         # 4 bytes of slot index and 8 per array and slot, plus the schema and footer
-        assert info.size_bytes <= rows * (4 + 8 + 8) + 16_384, (info.size_bytes, rows)
+        assert info.size_bytes <= rows * (4 + 3 * 8) + 16_384, (info.size_bytes, rows)
         assert info.size_bytes < snapshot_bytes / 2
     fresh = ModelStore(str(root), "clicks")
     follower = ModelState.from_bytes(fresh.get(versions[0].version).to_bytes()).copy()

@@ -6,7 +6,9 @@ naming the key, what was expected and what was given.
 
 >>> cfg = TrainConfig.from_dict({"kafka": {"topic": "clicks"}, "job": {"parallelism": 2}})
 >>> cfg.kafka.topic, cfg.kafka.dlq_topic, cfg.job.parallelism, cfg.model.optimizer
-('clicks', 'clicks.dlq', 2, 'adagrad')
+('clicks', 'clicks.dlq', 2, 'normalized')
+>>> cfg.model.update, cfg.model.learning_rate, cfg.make_learner()
+('event', 0.5, LogisticRegression(optimizer=Normalized(lr=0.5, invariant=True), ...))
 >>> TrainConfig.from_dict({"job": {"parallelism": 0}})
 Traceback (most recent call last):
 ...
@@ -23,8 +25,10 @@ A complete file, every key optional::
 
     [model]
     task = "binary"             # regression | binary | multiclass
-    optimizer = "adagrad"       # sgd | adagrad | adam | ftrl
-    learning_rate = 0.1
+    update = "event"            # event: a step per event, in order (compiled kernel)
+                                # batch: a step per job.step_events events (numpy)
+    optimizer = "normalized"    # normalized (per event only) | sgd | adagrad | adam | ftrl
+    learning_rate = 0.5         # default: 0.5 for normalized, 0.1 for the others
     l1 = 0.0
     l2 = 0.0
     classes = []                # multiclass: labels known up front (others are discovered)
@@ -38,7 +42,7 @@ A complete file, every key optional::
     parallelism = 2             # learners
     flush_events = 5000         # a learner receives a bundle every N events ...
     flush_ms = 50               # ... or every T ms, whichever first
-    step_events = 1000          # and learns it in gradient steps of N events
+    step_events = 1000          # with model.update = "batch": steps of N events
     sync_ms = 100               # the merger publishes a version at most this often
     checkpoint_ms = 5000
     checkpoint_dir = ".state/checkpoints"
@@ -96,7 +100,11 @@ __all__ = [
 ]
 
 TASKS = ("regression", "binary", "multiclass")
-OPTIMIZERS = ("sgd", "adagrad", "adam", "ftrl")
+OPTIMIZERS = ("normalized", "sgd", "adagrad", "adam", "ftrl")
+UPDATES = ("event", "batch")
+#: ``model.learning_rate`` when it is not given, per optimiser (VW's 0.5 for the
+#: normalised steps; FTRL's is its ``alpha``)
+DEFAULT_RATES = {"normalized": 0.5, "sgd": 0.1, "adagrad": 0.1, "adam": 0.1, "ftrl": 0.1}
 STARTS = ("earliest", "latest", "committed")
 MODES = ("thread", "process")
 
@@ -141,8 +149,12 @@ SCHEMA: dict[str, dict[str, _Check]] = {
     },
     "model": {
         "task": (lambda v: v in TASKS, f"one of {', '.join(TASKS)}", "binary"),
-        "optimizer": (lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}", "adagrad"),
-        "learning_rate": (lambda v: _is_num(v) and v > 0, "a number > 0", 0.1),
+        "update": (lambda v: v in UPDATES, f"one of {', '.join(UPDATES)}", "event"),
+        "optimizer": (
+            lambda v: v in OPTIMIZERS, f"one of {', '.join(OPTIMIZERS)}", "normalized"
+        ),
+        # None: the optimiser's own default (DEFAULT_RATES), filled in by from_dict
+        "learning_rate": (lambda v: v is None or (_is_num(v) and v > 0), "a number > 0", None),
         "l1": (lambda v: _is_num(v) and v >= 0, "a number >= 0", 0.0),
         "l2": (lambda v: _is_num(v) and v >= 0, "a number >= 0", 0.0),
         "classes": (lambda v: isinstance(v, list), "a list of class labels", []),
@@ -304,6 +316,7 @@ class KafkaConfig:
 @dataclass(frozen=True)
 class ModelConfig:
     task: str
+    update: str
     optimizer: str
     learning_rate: float
     l1: float
@@ -419,6 +432,9 @@ class TrainConfig:
                     raise ConfigError(f"{section}.{key}", expected, repr(value))
                 values[key] = value
             built[section] = values
+        model = built["model"]
+        if model["learning_rate"] is None:
+            model["learning_rate"] = DEFAULT_RATES[model["optimizer"]]
         if not built["kafka"]["dlq_topic"]:
             built["kafka"]["dlq_topic"] = f"{built['kafka']['topic']}.dlq"
         flink = _check_flink(data.get("flink", {}))
@@ -441,6 +457,11 @@ class TrainConfig:
 
     def _check_rules(self) -> None:
         """Rules across keys, in one place."""
+        if self.model.optimizer == "normalized" and self.model.update != "event":
+            raise ConfigError(
+                "model.update", "'event' with model.optimizer = 'normalized' (its steps read "
+                "each event's values; or choose another optimizer)", repr(self.model.update),
+            )
         if self.model.task != "multiclass" and self.model.classes and len(self.model.classes) != 2:
             raise ConfigError(
                 "model.classes", "two labels for a binary task (or none)", repr(self.model.classes)
@@ -525,7 +546,9 @@ job.restart_initial_ms (1000), got 500
         m, f = self.model, self.features
         penalty = {"l1": m.l1, "l2": m.l2}
         opt: optim.Optimizer
-        if m.optimizer == "sgd":
+        if m.optimizer == "normalized":
+            opt = optim.Normalized(m.learning_rate)
+        elif m.optimizer == "sgd":
             opt = optim.SGD(m.learning_rate)
         elif m.optimizer == "adagrad":
             opt = optim.AdaGrad(m.learning_rate)
@@ -535,8 +558,11 @@ job.restart_initial_ms (1000), got 500
             opt = optim.FTRL(alpha=m.learning_rate, l1=m.l1, l2=m.l2)
             penalty = {}
         common: dict[str, Any] = {
-            "bits": f.bits, "dense": list(f.dense), "scale": f.scale, **penalty
+            "bits": f.bits, "dense": list(f.dense), "scale": f.scale, "update": m.update,
+            **penalty,
         }
+        if m.update == "event":  # the intercept learned by the optimiser's rule, as VW does
+            common["intercept_lr"] = None
         if m.task == "regression":
             return LinearRegression(opt, **common)
         if m.task == "binary":

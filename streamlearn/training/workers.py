@@ -335,7 +335,10 @@ class LearnerWorker:
         return self._take_delta(getattr(xs, "indices", None))
 
     def _learn(self, xs: Any, ys: Any, n: int) -> None:
-        """Predict, score and learn ``n`` events (a feature batch or mappings) in
+        """Predict, score and learn ``n`` events (a feature batch or mappings).
+
+        With ``model.update = "event"`` (the default) every event is predicted,
+        scored and learned in order, in the compiled kernel. With ``"batch"``, in
         consecutive gradient steps of ``job.step_events``: a bundle is the unit
         of transfer and of deltas, a step the unit of learning, so bundles can
         grow for throughput without the learner taking fewer steps."""
@@ -343,7 +346,7 @@ class LearnerWorker:
         from streamlearn.metrics import prequential
 
         step = self.cfg.job.step_events
-        if n <= step:
+        if n <= step or self.cfg.model.update == "event":
             if n:
                 prequential(self.learner, xs, ys, self.metrics)
             return
@@ -364,6 +367,7 @@ class LearnerWorker:
                 "n_rejected_total": self.n_rejected,
             },
             touched=touched,
+            tag=dict(self.offsets),  # in a version once its offsets reach these
         )
         self._rebase_to_latest()
         return delta
@@ -396,6 +400,7 @@ class LearnerWorker:
         if self.store is None:
             return
         state = update = None
+        reflected: int | None = None
         try:
             latest = self.store.head().latest
             if latest is None or latest <= self.base_version:
@@ -409,12 +414,13 @@ class LearnerWorker:
                 self.skip_below = {int(p): int(o) for p, o in offsets.items()}
                 del held
             else:  # at the initial state (base 0), the first snapshot's changes on it
+                reflected = self._reflected(latest)
                 update = self.store.changes(
                     since=self.base_version, upto=latest,
                     initial=None if self.base_version else self._initial,
                 )
                 if update.reload is not None or not self.tracker.rebase_changes(
-                    self.learner, update.changes, latest
+                    self.learner, update.changes, latest, reflected
                 ):
                     update, state = None, _stored_state(self.store, latest)
         except STORE_FAULTS as exc:
@@ -438,10 +444,26 @@ class LearnerWorker:
         if initial:
             self.learner.load_state(state)
         else:
-            self.tracker.rebase(self.learner, state, latest)
+            self.tracker.rebase(self.learner, state, latest, reflected)
         del state
         _forget_cache(self.store)
         self.base_version = latest
+
+
+    def _reflected(self, version: int) -> int:
+        """How many of the deltas this learner sent and has not rebased past
+        ``version`` holds: those whose offsets its lineage reaches on every
+        partition (this learner alone reads its partitions, and the merger folds
+        its deltas in order). The others stay on the learner as it rebases,
+        instead of being learned again until the merger's next version."""
+        reached = self.store.info(version).lineage.offsets.get(self.cfg.kafka.topic, {})
+        reached = {int(p): int(o) for p, o in reached.items()}
+        n = 0
+        for tag in self.tracker.pending_tags:
+            if not all(reached.get(p, -1) >= o for p, o in tag.items()):
+                break
+            n += 1
+        return n
 
 
 class MergerWorker:
