@@ -143,6 +143,7 @@ def run_train(bootstrap: str, topic: str, p: int, mode: str, work: Path,
     out = _run(cmd, 900, home / "job.log")
     store = ModelStore(str(home / "models"), "e2e")
     out["events"] = store.info().lineage.events
+    out["metrics"] = dict(store.info().lineage.metrics)  # prequential, over every learner
     # the versions' own records (a compaction stores a version again: not a new one)
     listed = [v for v in store.list() if v.kind != "compact"]
     versions = [v.lineage for v in listed]

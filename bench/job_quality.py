@@ -1,0 +1,131 @@
+"""The training job's prequential quality and speed, from Kafka, against Vowpal Wabbit
+from a file, on the same events, in one run.
+
+The events: ``streamlearn.generators.clicks(--events, seed=0)``, published once in
+envelopes of ``--envelope-size`` to a topic of 4 partitions (keyed by user, as
+``streamlearn publish`` does). Then:
+
+- ``vw``: Vowpal Wabbit (pip ``vowpalwabbit``, one core) on the same events, in the
+  same order, from a text file written beforehand, ``--loss_function logistic
+  --link logistic -b 20`` and its defaults otherwise (as in ``bench/quality.py``);
+  timed from building its workspace to its last prediction, parsing included.
+- ``job``: ``flink_jobs/train.py`` bounded on the topic at each ``--parallelism``,
+  with the job's defaults (per-event learning, normalised steps, 2^20 slots) except
+  ``--set``; its prequential log-loss and accuracy are the last version's (every
+  learner's metrics over the events it learned, weighted by them). Each job is run
+  once on a tiny topic too: ``events_per_s`` is the marginal rate (the fixed cost of
+  start-up and the final publish subtracted; ``bench/e2e.py`` says how), and
+  ``steady`` the rate between the first and the last published version.
+- ``job-batch``: the same job at P=1 with ``model.update = "batch"`` and
+  ``model.optimizer = "adagrad"`` (steps of ``job.step_events``, the default before
+  per-event learning), for reference.
+
+The job reads the partitions interleaved, so at P=1 it learns the events in another
+order than VW's file; at P > 1 each learner learns its partitions and the merger sums
+their changes every ``job.sync_ms``. Ratios: each run's log-loss over VW's and over
+the job's at P=1; the job's events/s over VW's.
+
+Run: ``.venv/bin/python bench/job_quality.py [--events 3000000] [--parallelism 1,2,4]``.
+Prints a table and writes ``bench/results/job_quality.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from e2e import TINY, _best, _free_port, _rates, run_train  # noqa: E402
+from prefill import prefill  # noqa: E402
+from quality import load, run_vw  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+BATCH = {"model.update": "batch", "model.optimizer": "adagrad"}
+
+
+def _job(bootstrap: str, topic: str, tiny: str, p: int, events: int, work: Path,
+         settings: dict) -> dict:
+    tiny_run = run_train(bootstrap, tiny, p, "thread", work, settings)
+    full = run_train(bootstrap, topic, p, "thread", work, settings)
+    if full["events"] != events:
+        raise RuntimeError(f"the last version reflects {full['events']} events of {events}")
+    rates = _rates(full, tiny_run, events)
+    m = full["metrics"]
+    return {"log_loss": m["LogLoss"], "accuracy": m["Accuracy"], "events_per_s": _best(rates),
+            "events_per_s_steady": rates["events_per_s_steady"],
+            "net_runtime_s": full["net_runtime_s"], "versions": full["versions"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=3_000_000)
+    parser.add_argument("--envelope-size", type=int, default=500)
+    parser.add_argument("--parallelism", default="1,2,4", help="comma-separated P values")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a job setting for every run (JSON value), e.g. features.bits=22")
+    parser.add_argument("--no-batch", action="store_true", help="skip the job-batch run")
+    parser.add_argument("--repeats", type=int, default=1, help="VW's timed runs, best kept")
+    parser.add_argument("--out", default=str(RESULTS / "job_quality.json"))
+    args = parser.parse_args(argv)
+    base = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
+
+    from connectors.kafka_broker import LocalBroker
+
+    work = Path(tempfile.mkdtemp(prefix="job-quality-"))
+    report: dict = {"events": args.events, "envelope_size": args.envelope_size,
+                    "cpus": os.cpu_count(), "machine": platform.machine(),
+                    "load_at_start": os.getloadavg()[0], "settings": base, "rows": []}
+    broker = LocalBroker(port=_free_port(), directory=work / "kafka", heap="1g")
+    broker.start()
+    try:
+        topic, tiny = f"quality-{args.events}", "quality-tiny"
+        for n, name in ((args.events, topic), (TINY, tiny)):
+            filled = prefill(broker.bootstrap, n, None, name, args.envelope_size, seed=0)
+            print(f"published {n:,} clicks events to {name} in {filled.seconds:.1f} s",
+                  flush=True)
+        xs, y = load("clicks", args.events)  # the same events, in publishing order
+        t0 = time.perf_counter()
+        vw = run_vw(xs, y, str(work), args.repeats)
+        del xs
+        print(f"vw from its file: {time.perf_counter() - t0:.1f} s in all", flush=True)
+        rows = [{"system": "vw", **vw}]
+        runs = [(f"job P={p}", p, base) for p in (int(v) for v in args.parallelism.split(","))]
+        if not args.no_batch:
+            runs.append(("job-batch P=1", 1, {**BATCH, **base}))
+        for name, p, settings in runs:
+            rows.append({"system": name, "parallelism": p, "settings": settings,
+                         **_job(broker.bootstrap, topic, tiny, p, args.events, work, settings)})
+            print(f"{name}: done", flush=True)
+    finally:
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    p1 = next((r for r in rows if r["system"] == "job P=1"), None)
+    print(f"\n{'system':<14} {'log-loss':>9} {'accuracy':>8} {'events/s':>10} "
+          f"{'loss/vw':>8} {'loss/P=1':>8} {'speed/vw':>8}")
+    for r in rows:
+        r["log_loss_vs_vw"] = round(r["log_loss"] / vw["log_loss"], 4)
+        r["log_loss_vs_p1"] = round(r["log_loss"] / p1["log_loss"], 4) if p1 else None
+        r["speed_vs_vw"] = round(r["events_per_s"] / vw["events_per_s"], 3)
+        print(f"{r['system']:<14} {r['log_loss']:>9.6f} {r['accuracy']:>8.4f} "
+              f"{r['events_per_s']:>10,.0f} {r['log_loss_vs_vw']:>8} "
+              f"{r['log_loss_vs_p1'] if r['log_loss_vs_p1'] is not None else '':>8} "
+              f"{r['speed_vs_vw']:>8}")
+    report["rows"] = rows
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
