@@ -40,6 +40,16 @@ the same time (``1/P`` for ``P`` learners at equal rates, 1 for one learner).
     all the mean of their moves); on dense slots, by event share. Lazy L1
     bookkeeping and the step counter are summed (every learner's steps
     happened).
+``"shared"``
+    As ``"hybrid"``, but a hashed slot several learners touched lately is
+    **averaged** over them, as Adam's moments are: each delta there is divided
+    by the number of learners that touched the slot lately (owned slots, a
+    user's, still get all of their learner's learning). For learners that
+    move a lot between syncs (per-event steps, thousands of events per delta:
+    the training job), where summing the moves of P learners on a shared
+    feature overshoots by up to P; with small, frequent deltas summing learns
+    faster (``docs/merge.md`` has both measured). The training job's default
+    (``job.merge``).
 ``"average"``
     Every array moves by the delta times its event share: classic weighted
     model averaging. Simple and safe for dense models; slow to learn sparse
@@ -111,7 +121,7 @@ __all__ = [
 ]
 
 #: The merge strategies :class:`Merger` offers.
-STRATEGIES = ("hybrid", "average", "ftrl")
+STRATEGIES = ("hybrid", "shared", "average", "ftrl")
 DELTA_FORMAT_VERSION = 1
 _HEADER_KEY = b"streamlearn.delta"
 _SCALER = ("scaler.count", "scaler.mean", "scaler.var")
@@ -121,7 +131,8 @@ _SENT_CHUNKS = 32  # a tracker merges its records of sent slots past this many t
 #: What each rule does with a delta, per strategy (see the module docstring).
 RULES = {
     "learned": "hybrid: summed on hashed slots, averaged by event share on dense slots and "
-               "small arrays; average, ftrl: averaged",
+               "small arrays; shared: as hybrid, but on hashed slots divided by the learners "
+               "that touched the slot lately; average, ftrl: averaged",
     "moment": "a running mean (Adam): hybrid: on hashed slots divided by the number of "
               "learners that touched the slot lately; elsewhere averaged",
     "ftrl": "FTRL's z and n: summed under the ftrl strategy; otherwise as learned",
@@ -1111,7 +1122,7 @@ class Merger:
         # why the next version must be whole (a change of shape), if it must
         self._changed: list[np.ndarray] = []
         self._whole: str | None = None
-        if self._ema and strategy == "hybrid":
+        if (self._ema and strategy == "hybrid") or strategy == "shared":
             self._touch_now = np.zeros(self._n_slots, np.uint64)
             self._touch_before = np.zeros(self._n_slots, np.uint64)
 
@@ -1381,7 +1392,7 @@ class Merger:
             return stale
         if self.strategy == "ftrl":
             return stale if rule == "ftrl" else share
-        if rule == "moment":
+        if rule == "moment" or self.strategy == "shared":
             own = stale / contributors if contributors is not None else stale
             return np.where(hashed, own, share)
         return np.where(hashed, stale, share)

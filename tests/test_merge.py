@@ -242,6 +242,38 @@ def test_adam_moments_of_a_shared_slot_are_averaged_not_summed():
     assert merged["weights"][slot] == pytest.approx(w[0] + w[1])
 
 
+@pytest.mark.parametrize("strategy", ["shared", "hybrid"])
+def test_shared_averages_a_hashed_slot_over_its_learners_and_sums_an_owned_one(strategy):
+    """``shared``: a hashed slot two learners touched moves by the mean of their moves
+    (the second delta there counts half), a slot one learner owns by all of its move;
+    ``hybrid`` sums both."""
+    base = LogisticRegression(AdaGrad(0.1), bits=8, intercept=False)
+    merger = Merger(base.state(), version=0, strategy=strategy, n_learners=2)
+    learners = [base.clone(), base.clone()]
+    trackers = [DeltaTracker(x) for x in learners]
+    for i, learner in enumerate(learners):
+        learner.learn_many([{"shared": "x", "user": f"u{i}"}] * 3, [bool(i)] * 3)
+        merger.add(trackers[i].take(learner_id=str(i)))
+    shared = int(np.flatnonzero(learners[0].weights * learners[1].weights)[0])
+    owned = [int(np.flatnonzero(lr.weights)[np.flatnonzero(lr.weights) != shared][0])
+             for lr in learners]
+    merged = merger.state().arrays
+    w = [lr.weights[shared] for lr in learners]
+    g2 = [lr.state().arrays["adagrad.g2"][shared] for lr in learners]
+    second = 0.5 if strategy == "shared" else 1.0  # the 2nd delta found 2 contributors
+    assert merged["weights"][shared] == pytest.approx(w[0] + second * w[1])
+    assert merged["adagrad.g2"][shared] == pytest.approx(g2[0] + second * g2[1])
+    for lr, slot in zip(learners, owned, strict=True):
+        assert merged["weights"][slot] == pytest.approx(lr.weights[slot])
+
+
+def test_the_job_names_the_mergers_strategies():
+    from streamlearn.merge import STRATEGIES
+    from streamlearn.training import config
+
+    assert set(config.STRATEGIES) == set(STRATEGIES)
+
+
 def test_ftrl_weights_follow_the_merged_z_and_n():
     opt = FTRL(alpha=0.2, l1=0.05, l2=0.1)
     base = LogisticRegression(opt, bits=8)

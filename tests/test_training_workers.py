@@ -61,6 +61,8 @@ BATCH = {"update": "batch", "optimizer": "adagrad"}  # mini-batch steps of job.s
         ({"model": {"update": "online"}}, "model.update"),
         ({"model": {"update": "batch"}}, "model.update"),  # the normalised steps are per event
         ({"model": {"learning_rate": 0}}, "model.learning_rate"),
+        ({"job": {"merge": "sum"}}, "job.merge"),
+        ({"job": {"merge": "ftrl"}}, "job.merge"),  # FTRL's own (z, n) rule: FTRL learners
         ({"model": {"classes": ["a", "b", "c"]}}, "model.classes"),
         ({"job": {"restart_multiplier": 1}}, "job.restart_multiplier"),  # Flink wants > 1
         ({"job": {"restart_jitter": 1.5}}, "job.restart_jitter"),

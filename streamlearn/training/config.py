@@ -44,6 +44,8 @@ A complete file, every key optional::
     flush_ms = 50               # ... or every T ms, whichever first
     step_events = 1000          # with model.update = "batch": steps of N events
     sync_ms = 100               # the merger publishes a version at most this often
+    merge = "shared"            # how learners' deltas merge: shared | hybrid | average | ftrl
+                                # (docs/merge.md; ftrl with model.optimizer = "ftrl" only)
     checkpoint_ms = 5000
     checkpoint_dir = ".state/checkpoints"
     bounded = false             # stop at the end offsets seen at start (tests, backfills)
@@ -102,6 +104,9 @@ __all__ = [
 TASKS = ("regression", "binary", "multiclass")
 OPTIMIZERS = ("normalized", "sgd", "adagrad", "adam", "ftrl")
 UPDATES = ("event", "batch")
+#: how learners' deltas merge (``streamlearn.merge.STRATEGIES``, named here: the
+#: configuration is read without importing the merger)
+STRATEGIES = ("shared", "hybrid", "average", "ftrl")
 #: ``model.learning_rate`` when it is not given, per optimiser (VW's 0.5 for the
 #: normalised steps; FTRL's is its ``alpha``)
 DEFAULT_RATES = {"normalized": 0.5, "sgd": 0.1, "adagrad": 0.1, "adam": 0.1, "ftrl": 0.1}
@@ -170,6 +175,7 @@ SCHEMA: dict[str, dict[str, _Check]] = {
         "flush_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 50),
         "step_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1000),
         "sync_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 100),
+        "merge": (lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}", "shared"),
         "checkpoint_ms": (
             lambda v: _is_int(v) and v >= 100,
             "an integer >= 100 (milliseconds)",
@@ -338,6 +344,7 @@ class JobConfig:
     flush_ms: int
     step_events: int
     sync_ms: int
+    merge: str
     checkpoint_ms: int
     checkpoint_dir: str
     bounded: bool
@@ -457,6 +464,11 @@ class TrainConfig:
 
     def _check_rules(self) -> None:
         """Rules across keys, in one place."""
+        if self.job.merge == "ftrl" and self.model.optimizer != "ftrl":
+            raise ConfigError(
+                "job.merge", "'shared', 'hybrid' or 'average' unless model.optimizer = 'ftrl'",
+                repr(self.job.merge),
+            )
         if self.model.optimizer == "normalized" and self.model.update != "event":
             raise ConfigError(
                 "model.update", "'event' with model.optimizer = 'normalized' (its steps read "

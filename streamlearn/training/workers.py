@@ -470,11 +470,12 @@ class MergerWorker:
     """The one merger: folds learners' deltas and publishes versions (see the module docstring)."""
 
     def __init__(
-        self, cfg: TrainConfig, store: Any, strategy: str = "hybrid", lease: Any = None
+        self, cfg: TrainConfig, store: Any, strategy: str | None = None, lease: Any = None
     ) -> None:
         self.cfg = cfg
         self.store = store
-        self.strategy = strategy
+        #: how deltas merge (``streamlearn.merge.STRATEGIES``; default ``job.merge``)
+        self.strategy = strategy or cfg.job.merge
         #: the model's writer lease (``ModelStore.acquire_writer``): every version is
         #: published under it, and a fenced writer's publish fails at once
         self.lease = lease
