@@ -279,10 +279,9 @@ def test_shipped_job_learns_a_foreign_stream_survives_losing_the_merger_and_a_sa
     assert cluster.job(job_id)["state"] == "FINISHED"
     assert _events_in(store) < len(events) + len(more), "stopped mid-stream"
     # the stopped merger's writer lease is still renewed after its task ended (its embedded
-    # interpreter outlives the task): broken here as a user would, until the merger
-    # releases it when it closes
-    assert main(["models", "unlock", "--model", "clicks", "--store",
-                 str(tmp_path / "models")]) == 0
+    # interpreter outlives the task): the resumed job takes it over as the same writer
+    held = ModelStore(str(tmp_path / "models"), "clicks").writer()
+    assert held is not None and held.live()
     _two_taskmanagers(cluster)
     resumed = _train(cluster, bootstrap, topic_name, tmp_path, "--from-savepoint",
                      savepoint.removeprefix("file:"))
@@ -293,6 +292,9 @@ def test_shipped_job_learns_a_foreign_stream_survives_losing_the_merger_and_a_sa
         assert producer.error is None, producer.error
         _assert_exact(store, bootstrap, topic_name, len(events) + len(more))
         _assert_never_less(store)
+        now = ModelStore(str(tmp_path / "models"), "clicks").writer()
+        assert now is not None and (now.writer_id, now.live()) == (held.writer_id, True)
+        assert now.token > held.token  # acquired again: the old lease is fenced out
         capsys.readouterr()
         assert main(["jobs", "list", "--cluster", cluster.address]) == 0
         listed = capsys.readouterr().out

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streamlearn.training.config import TrainConfig
 
 __all__ = ["register", "run"]
 
@@ -107,16 +111,21 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         print(json.dumps(cfg.to_dict(), indent=2))
         return 0
+    cluster = None
+    if args.cluster:
+        from streamlearn.cli.jobs import cluster_of
+
+        cluster = cluster_of(args.cluster)
+        if args.from_savepoint is not None and not cfg.job.writer_id:
+            cfg = stopped_writer(cfg, cluster.jobs())
     # the model's one writer: an id for this start, carried in the job's configuration
     cfg = cfg.with_writer()
     job_args = [*forward_args(args), "--set", f"job.writer_id={json.dumps(cfg.job.writer_id)}"]
-    if args.cluster:
-        from streamlearn.cli.jobs import cluster_of
+    if cluster is not None:
         from streamlearn.cli.train_foreground import preflight
         from streamlearn.store import ModelStore
         from streamlearn.training.writer import HandOver
 
-        cluster = cluster_of(args.cluster)
         # the cluster as it runs: never reconfigured, refused if it cannot run the job
         cluster.check_fits(cfg.job.parallelism)
         preflight(cfg)
@@ -132,6 +141,53 @@ def run(args: argparse.Namespace) -> int:
     return run_foreground(
         cfg, [str(job_file()), *job_args], args.resume, verbose=bool(getattr(args, "verbose", 0))
     )
+
+
+#: Flink job states after which a job runs no more
+_ENDED = ("FINISHED", "CANCELED", "FAILED")
+
+
+def stopped_writer(cfg: TrainConfig, jobs: list[dict]) -> TrainConfig:
+    """``train --cluster --from-savepoint``: ``cfg`` as the writer of the stopped job.
+
+    A job stopped with a savepoint leaves its merger's interpreter behind on the
+    TaskManager, still renewing the model's writer lease, so a new writer would
+    be refused as busy. When the live lease is a training job's of this model
+    (``train-<model>-...``) and no job of this model runs on the cluster
+    (``jobs``: the cluster's job list), the resumed job takes that writer's id:
+    the same writer acquires at once, and its new token fences the old lease.
+
+    >>> import tempfile
+    >>> from streamlearn.store import ModelStore
+    >>> from streamlearn.training.config import TrainConfig
+    >>> cfg = TrainConfig.from_dict({"store": {"uri": tempfile.mkdtemp(), "model": "m"}})
+    >>> stopped_writer(cfg, []).job.writer_id   # no lease on the model: as it was
+    ''
+    >>> lease = ModelStore(cfg.store.uri, "m").acquire_writer("train-m-0a1b2c3d")
+    >>> running = [{"name": "streamlearn-train-m", "state": "RUNNING"}]
+    >>> stopped_writer(cfg, running).job.writer_id   # its job runs: refused as busy later
+    ''
+    >>> stopped = [{"name": "streamlearn-train-m", "state": "FINISHED"}]
+    >>> stopped_writer(cfg, stopped).job.writer_id
+    resuming as writer train-m-0a1b2c3d, the stopped job's (its lease is taken over)
+    'train-m-0a1b2c3d'
+    >>> lease.release(); stopped_writer(cfg, stopped).job.writer_id   # released: a new one
+    ''
+    """
+    from dataclasses import replace
+
+    from streamlearn.store import ModelStore
+
+    holder = ModelStore(cfg.store.uri, cfg.store.model).writer()
+    if holder is None or not holder.live():
+        return cfg
+    if not holder.writer_id.startswith(f"train-{cfg.store.model}-"):
+        return cfg  # another kind of writer: refused as busy later, naming it
+    name = f"streamlearn-train-{cfg.store.model}"
+    if any(j["name"] == name and j["state"] not in _ENDED for j in jobs):
+        return cfg  # the model's job runs: refused as busy later, naming it
+    print(f"resuming as writer {holder.writer_id}, the stopped job's (its lease is taken over)")
+    return replace(cfg, job=replace(cfg.job, writer_id=holder.writer_id))
 
 
 def _savepoint(path: str, resume: str) -> str:
