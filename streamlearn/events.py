@@ -370,6 +370,7 @@ def dead_letter(
     reason: str,
     raw: bytes,
     at_ms: int | None = None,
+    code: str | None = None,
 ) -> bytes:
     """The dead-letter record of one rejected event (or message), as JSON bytes.
 
@@ -377,7 +378,7 @@ def dead_letter(
     at most :data:`DEAD_LETTER_MAX_BYTES` long, so it always fits in a Kafka message::
 
         {"stage": "train", "topic": "events", "partition": 2, "offset": 1812, "index": 3,
-         "field": "label", "reason": "field `label` of event 3: ...",
+         "code": "label.invalid", "field": "label", "reason": "field `label` of event 3: ...",
          "size": 57, "sha256": "9f86...", "truncated": false, "value_b64": "eyJm...",
          "at_ms": 1795409682918}
 
@@ -386,7 +387,9 @@ def dead_letter(
     first :data:`DEAD_LETTER_VALUE_BYTES` and ``truncated`` true; ``size`` and ``sha256``
     are those of all the bytes, and ``topic``/``partition``/``offset`` where the whole
     message can be read again (``index``: the event's position in its envelope, null for
-    the whole message). ``field`` and ``reason`` are cut past
+    the whole message). ``code`` is the contract's stable code of the rule broken
+    (:mod:`streamlearn.contract`; null for a failure no rule names, such as the
+    model failing in the scoring job). ``field`` and ``reason`` are cut past
     :data:`DEAD_LETTER_FIELD_CHARS` and :data:`DEAD_LETTER_REASON_CHARS` characters.
     The JVM's ``io.streamlearn.flink.DeadLetter.record`` writes the same bytes for the same
     arguments.
@@ -408,6 +411,7 @@ def dead_letter(
             "partition": partition,
             "offset": offset,
             "index": index,
+            "code": code,
             "field": _cut(field, DEAD_LETTER_FIELD_CHARS),
             "reason": _cut(reason, DEAD_LETTER_REASON_CHARS),
             "size": len(raw),

@@ -115,11 +115,11 @@ def encode(
 
 def dead_letters(rows: Sequence[tuple]) -> list[bytes]:
     """``io.streamlearn.flink.DeadLetter.record`` for each row of its arguments: (stage,
-    topic, partition, offset, index or None, field, reason, raw bytes, at_ms)."""
+    topic, partition, offset, index or None, code or None, field, reason, raw bytes, at_ms)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "records.bin")
         framed = frame([
-            orjson.dumps([*row[:7], base64.b64encode(row[7]).decode(), row[8]]) for row in rows
+            orjson.dumps([*row[:8], base64.b64encode(row[8]).decode(), row[9]]) for row in rows
         ])
         run(["--dead-letters", "--in", "-", "--out", str(out)], framed)
         return unframe(out.read_bytes())

@@ -261,8 +261,8 @@ def test_a_dead_letter_keeps_one_bounded_copy_and_describes_all_of_it(size):
                          field="message", reason="r", raw=raw, at_ms=5)
     assert len(record) <= DEAD_LETTER_MAX_BYTES
     doc = orjson.loads(record)
-    assert list(doc) == ["stage", "topic", "partition", "offset", "index", "field", "reason",
-                         "size", "sha256", "truncated", "value_b64", "at_ms"]
+    assert list(doc) == ["stage", "topic", "partition", "offset", "index", "code", "field",
+                         "reason", "size", "sha256", "truncated", "value_b64", "at_ms"]
     assert base64.b64decode(doc["value_b64"]) == raw[:DEAD_LETTER_VALUE_BYTES]
     assert doc["truncated"] is (size > DEAD_LETTER_VALUE_BYTES)
     assert (doc["size"], doc["sha256"]) == (size, hashlib.sha256(raw).hexdigest())

@@ -450,8 +450,9 @@ def test_dead_letter_records_match_python(corpus_runs: dict) -> None:
             expected = dead_letter(
                 stage="train", topic=topic, partition=partition, offset=offset,
                 index=r["index"], field=r["field"], reason=r["reason"], raw=r["raw"],
-                at_ms=at_ms,
+                at_ms=at_ms, code=r["code"],
             )
+            assert orjson.loads(r["dlq"])["code"] == r["code"] and r["code"]
             assert r["dlq"] == expected, (r["dlq"][:300], expected[:300])
             try:
                 r["raw"].decode("utf-8")
@@ -472,8 +473,9 @@ def _edge_rows() -> list[tuple]:
     for i, raw in enumerate(raws):
         for j, reason in enumerate(texts):
             rows.append(("train" if (i + j) % 2 else "score", "events.v1-_x", i, 10**12 + j,
-                         None if j % 3 == 0 else j * 1000, fields[(i + j) % len(fields)],
-                         reason, raw, 1_700_000_000_000 + i))
+                         None if j % 3 == 0 else j * 1000,
+                         None if j % 4 == 1 else "features.not_finite",
+                         fields[(i + j) % len(fields)], reason, raw, 1_700_000_000_000 + i))
     return rows
 
 
@@ -484,12 +486,14 @@ def test_dead_letter_builders_agree_at_every_bound() -> None:
     got = jvm_tool.dead_letters(rows)
     assert len(got) == len(rows)
     for row, record in zip(rows, got, strict=True):
-        stage, topic, partition, offset, index, field, reason, raw, at_ms = row
+        stage, topic, partition, offset, index, code, field, reason, raw, at_ms = row
         expected = dead_letter(stage=stage, topic=topic, partition=partition, offset=offset,
-                               index=index, field=field, reason=reason, raw=raw, at_ms=at_ms)
-        assert record == expected, (row[5][:40], row[6][:40], len(raw))
+                               index=index, field=field, reason=reason, raw=raw, at_ms=at_ms,
+                               code=code)
+        assert record == expected, (row[6][:40], row[7][:40], len(raw))
         assert len(record) <= DEAD_LETTER_MAX_BYTES
         doc = orjson.loads(record)
+        assert doc["code"] == code
         kept = base64.b64decode(doc["value_b64"])
         assert kept == raw[:DEAD_LETTER_VALUE_BYTES]
         assert doc["truncated"] is (len(raw) > DEAD_LETTER_VALUE_BYTES)
@@ -505,8 +509,8 @@ def test_dead_letter_builders_agree_at_every_bound() -> None:
 def test_the_longest_record_stays_within_the_bound() -> None:
     """The worst case of every part at once (escapes cost 6 bytes a character, a Kafka topic
     name is at most 249 characters) is still under DEAD_LETTER_MAX_BYTES."""
-    worst = ("train", "t" * 249, -(2**31), -(2**63), 2**31 - 1, "\x01" * 10_000,
-             "\x01" * 10_000, b"\xff" * 1_000_000, -(2**63))
+    worst = ("train", "t" * 249, -(2**31), -(2**63), 2**31 - 1, "features.not_finite",
+             "\x01" * 10_000, "\x01" * 10_000, b"\xff" * 1_000_000, -(2**63))
     (record,) = jvm_tool.dead_letters([worst])
     assert 90_000 < len(record) <= DEAD_LETTER_MAX_BYTES
 
@@ -536,7 +540,7 @@ def test_poison_messages_are_rejected_into_bounded_records() -> None:
         assert (bad.field, bad.index) == (r["field"], r["index"]) == (field, None)
         expected = dead_letter(stage="train", topic=topic, partition=partition, offset=offset,
                                index=None, field=bad.field, reason=r["reason"], raw=message,
-                               at_ms=at_ms)
+                               at_ms=at_ms, code=bad.code)
         assert r["dlq"] == expected
         assert len(r["dlq"]) <= DEAD_LETTER_MAX_BYTES
         doc = orjson.loads(r["dlq"])

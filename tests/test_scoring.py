@@ -116,9 +116,10 @@ def test_a_huge_bad_message_is_cut_in_its_dead_letter(scorer: Scorer) -> None:
     assert letter["truncated"] is True and letter["size"] == len(message)
     assert letter["sha256"] == hashlib.sha256(message).hexdigest()
     assert base64.b64decode(letter["value_b64"]) == message[:DEAD_LETTER_VALUE_BYTES]
+    assert letter["code"] == "label.invalid"
     rebuilt = dead_letter(stage="score", topic="events", partition=2, offset=5, index=None,
                           field="label", reason=letter["reason"], raw=message,
-                          at_ms=letter["at_ms"])
+                          at_ms=letter["at_ms"], code=letter["code"])
     assert text.encode() == rebuilt
 
 

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from connectors.kafka_io import consume_all, create_topics, describe_topic
+from streamlearn.events import EventDecoder
 from streamlearn.generators import clicks
 from streamlearn.publish import Publisher
 from streamlearn.state import ModelState
@@ -160,6 +161,8 @@ def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_nam
         original = base64.b64decode(rec["value_b64"])
         assert rec["field"] == expected_fields[original], rec
         assert rec["field"] in rec["reason"]
+        (bad,) = EventDecoder("binary").decode(original)[1]  # the contract's code, as Python's
+        assert rec["code"] == bad.code and rec["code"], rec
         assert rec["partition"] in ends and rec["offset"] >= 0
 
     _check_delta_versions(tmp_path / "models", store, versions)

@@ -305,7 +305,7 @@ class Scorer:
 
     def _dead(self, rejected: Rejected, partition: int | None, offset: int | None) -> str:
         return self._dead_event(rejected.index, rejected.field, rejected.reason, partition, offset,
-                                rejected.raw)
+                                rejected.raw, rejected.code)
 
     def _dead_event(
         self,
@@ -315,10 +315,11 @@ class Scorer:
         partition: int | None,
         offset: int | None,
         raw: bytes,
+        code: str | None = None,
     ) -> str:
         return dead_letter(
             stage=STAGE, topic=self.topic, partition=partition, offset=offset, index=index,
-            field=field_name, reason=reason, raw=raw,
+            field=field_name, reason=reason, raw=raw, code=code,
         ).decode()
 
 

@@ -102,7 +102,7 @@ def dlq_record(topic: str, partition: int, offset: int, rejected: Rejected) -> b
     one shape every job writes: bounded, with reason, field, origin and the bytes)."""
     return dead_letter(
         stage="train", topic=topic, partition=partition, offset=offset, index=rejected.index,
-        field=rejected.field, reason=rejected.reason, raw=rejected.raw,
+        field=rejected.field, reason=rejected.reason, raw=rejected.raw, code=rejected.code,
     )
 
 

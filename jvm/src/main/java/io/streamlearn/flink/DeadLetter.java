@@ -17,7 +17,7 @@ import java.util.Base64;
  * #MAX_BYTES}. When the bytes were cut, {@code size} and {@code sha256} (always written) describe
  * all of them and {@code topic}, {@code partition}, {@code offset} say where to read them again.
  *
- * <p>Keys, in this order: {@code stage, topic, partition, offset, index, field, reason, size,
+ * <p>Keys, in this order: {@code stage, topic, partition, offset, index, code, field, reason, size,
  * sha256, truncated, value_b64, at_ms}. The work happens only for rejected events.
  */
 public final class DeadLetter {
@@ -44,13 +44,15 @@ public final class DeadLetter {
      * @param partition the source partition
      * @param offset the message's offset in it
      * @param index the event's position in its envelope; null for the whole message
+     * @param code the contract's code of the rule broken ({@code features.not_finite}, ...);
+     *     null for a failure no rule names
      * @param field the field the event failed on
      * @param reason why, in the words of Python's {@code str(EventError)}
      * @param raw the rejected bytes (the message, or the event as sent inside its envelope)
      * @param atMs when, in milliseconds since the epoch
      */
     public static byte[] record(String stage, String topic, int partition, long offset,
-            Integer index, String field, String reason, byte[] raw, long atMs) {
+            Integer index, String code, String field, String reason, byte[] raw, long atMs) {
         int kept = Math.min(raw.length, VALUE_BYTES);
         ByteArrayOutputStream out = new ByteArrayOutputStream(kept * 4 / 3 + 512);
         JsonOut.ascii(out, "{\"stage\":");
@@ -58,7 +60,13 @@ public final class DeadLetter {
         JsonOut.ascii(out, ",\"topic\":");
         JsonOut.string(out, topic);
         JsonOut.ascii(out, ",\"partition\":" + partition + ",\"offset\":" + offset
-                + ",\"index\":" + (index == null ? "null" : index.toString()) + ",\"field\":");
+                + ",\"index\":" + (index == null ? "null" : index.toString()) + ",\"code\":");
+        if (code == null) {
+            JsonOut.ascii(out, "null");
+        } else {
+            JsonOut.string(out, code);
+        }
+        JsonOut.ascii(out, ",\"field\":");
         JsonOut.string(out, cut(field, FIELD_CHARS));
         JsonOut.ascii(out, ",\"reason\":");
         JsonOut.string(out, cut(reason, REASON_CHARS));

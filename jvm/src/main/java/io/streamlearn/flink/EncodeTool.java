@@ -204,7 +204,7 @@ public final class EncodeTool {
     private static void deadLetters(List<byte[]> messages, Args a) throws IOException {
         try (OutputStream out = new FileOutputStream(a.out)) {
             for (byte[] msg : messages) {
-                String[] text = new String[9];
+                String[] text = new String[10];
                 try (JsonParser p = TreeDecoder.FACTORY.createParser(msg)) {
                     p.nextToken();
                     for (int i = 0; i < text.length; i++) {
@@ -214,8 +214,8 @@ public final class EncodeTool {
                 }
                 byte[] record = DeadLetter.record(text[0], text[1], Integer.parseInt(text[2]),
                         Long.parseLong(text[3]), text[4] == null ? null : Integer.valueOf(text[4]),
-                        text[5], text[6], Base64.getDecoder().decode(text[7]),
-                        Long.parseLong(text[8]));
+                        text[5], text[6], text[7], Base64.getDecoder().decode(text[8]),
+                        Long.parseLong(text[9]));
                 out.write(ByteBuffer.allocate(4).putInt(record.length).array());
                 out.write(record);
             }

@@ -86,7 +86,8 @@ public final class Rejection {
      * same bytes as Python's {@code streamlearn.events.dead_letter} writes.
      */
     public byte[] toDeadLetter(String stage, String topic, int partition, long offset, long atMs) {
-        return DeadLetter.record(stage, topic, partition, offset, index, field, reason, raw, atMs);
+        return DeadLetter.record(stage, topic, partition, offset, index, code, field, reason, raw,
+                atMs);
     }
 
     @Override
