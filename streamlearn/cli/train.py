@@ -28,6 +28,12 @@ The config is TOML with sections [kafka] [model] [features] [job] [store]
 [flink]; see docs/training.md for every key. A bad key fails before the job
 starts, naming the key and what was expected.
 
+Each learner predicts, scores and learns every event in order, with Vowpal
+Wabbit's normalised adaptive steps (model.update = "event", model.optimizer =
+"normalized"); --set model.update=batch --set model.optimizer=adagrad learns in
+mini-batch steps of job.step_events instead. Learners' changes merge every
+job.sync_ms (job.merge).
+
 Without --cluster the job runs in the local Flink MiniCluster and this command
 holds the terminal: it prints one line per published version (events, events/s,
 lag, prequential metrics, age of the newest event learned), and Ctrl-C stops the
@@ -47,7 +53,7 @@ under .state/pyenv, rebuilt when the project or a dependency changes) and
 shipped with the job, so the task managers need neither Python nor the
 project. The cluster is used as it runs: its configuration is never written,
 and a job it cannot run (fewer free slots than --parallelism, another Flink
-version) is refused in one line naming the setting (docs/cluster.md).
+version) is refused in one line naming the setting (docs/flink.md).
 """
 
 
