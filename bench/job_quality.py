@@ -20,10 +20,17 @@ envelopes of ``--envelope-size`` to a topic of 4 partitions (keyed by user, as
   ``model.optimizer = "adagrad"`` (steps of ``job.step_events``, the default before
   per-event learning), for reference.
 
+``--stream interactions`` publishes ``streamlearn.generators.interactions`` instead
+(pairs of features interact; ``interactions_optimum`` is the Bayes optimum), and
+``--fm K`` adds, at each P, the job with ``model.factors = K`` (a factorization
+machine) and VW with ``--lrq ffK`` (its low-rank quadratic model, every feature in
+namespace ``f``).
+
 The job reads the partitions interleaved, so at P=1 it learns the events in another
 order than VW's file; at P > 1 each learner learns its partitions and the merger sums
 their changes every ``job.sync_ms``. Ratios: each run's log-loss over VW's and over
-the job's at P=1; the job's events/s over VW's.
+the job's at P=1 (a factorization machine's over VW's ``--lrq`` and its own P=1); the
+job's events/s over VW's.
 
 Run: ``.venv/bin/python bench/job_quality.py [--events 3000000] [--parallelism 1,2,4]``.
 Prints a table and writes ``bench/results/job_quality.json``.
@@ -53,6 +60,14 @@ RESULTS = ROOT / "bench" / "results"
 BATCH = {"model.update": "batch", "model.optimizer": "adagrad"}
 
 
+def _value(text: str) -> object:
+    """A ``--set`` value: JSON, else the text itself (``job.merge=hybrid``)."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
 def _job(bootstrap: str, topic: str, tiny: str, p: int, events: int, work: Path,
          settings: dict) -> dict:
     tiny_run = run_train(bootstrap, tiny, p, "thread", work, settings)
@@ -72,34 +87,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envelope-size", type=int, default=500)
     parser.add_argument("--parallelism", default="1,2,4", help="comma-separated P values")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a job setting for every run (JSON value), e.g. features.bits=22")
+                        help="a job setting for every run (a JSON value or text), "
+                        "e.g. job.merge=hybrid")
     parser.add_argument("--no-batch", action="store_true", help="skip the job-batch run")
+    parser.add_argument("--stream", choices=("clicks", "interactions"), default="clicks")
+    parser.add_argument("--fm", type=int, default=0, metavar="K",
+                        help="also a factorization machine of K factors (and VW --lrq ffK)")
     parser.add_argument("--repeats", type=int, default=1, help="VW's timed runs, best kept")
     parser.add_argument("--out", default=str(RESULTS / "job_quality.json"))
     args = parser.parse_args(argv)
-    base = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
+    base = {k: _value(v) for k, _, v in (s.partition("=") for s in args.set)}
 
     from connectors.kafka_broker import LocalBroker
 
     work = Path(tempfile.mkdtemp(prefix="job-quality-"))
-    report: dict = {"events": args.events, "envelope_size": args.envelope_size,
+    report: dict = {"events": args.events, "stream": args.stream,
+                    "envelope_size": args.envelope_size,
                     "cpus": os.cpu_count(), "machine": platform.machine(),
                     "load_at_start": os.getloadavg()[0], "settings": base, "rows": []}
     broker = LocalBroker(port=_free_port(), directory=work / "kafka", heap="1g")
     broker.start()
     try:
-        topic, tiny = f"quality-{args.events}", "quality-tiny"
+        from streamlearn.generators import interactions
+
+        topic, tiny = f"quality-{args.stream}-{args.events}", f"quality-{args.stream}-tiny"
         for n, name in ((args.events, topic), (TINY, tiny)):
-            filled = prefill(broker.bootstrap, n, None, name, args.envelope_size, seed=0)
-            print(f"published {n:,} clicks events to {name} in {filled.seconds:.1f} s",
+            stream = interactions(n, seed=0) if args.stream == "interactions" else None
+            filled = prefill(broker.bootstrap, n, None, name, args.envelope_size, seed=0,
+                             stream=stream)
+            print(f"published {n:,} {args.stream} events to {name} in {filled.seconds:.1f} s",
                   flush=True)
-        xs, y = load("clicks", args.events)  # the same events, in publishing order
+        xs, y = load(args.stream, args.events)  # the same events, in publishing order
         t0 = time.perf_counter()
         vw = run_vw(xs, y, str(work), args.repeats)
+        rows = [{"system": "vw", **vw}]
+        if args.fm:
+            rows.append({"system": f"vw --lrq ff{args.fm}",
+                         **run_vw(xs, y, str(work), args.repeats, f"--lrq ff{args.fm}")})
         del xs
         print(f"vw from its file: {time.perf_counter() - t0:.1f} s in all", flush=True)
-        rows = [{"system": "vw", **vw}]
-        runs = [(f"job P={p}", p, base) for p in (int(v) for v in args.parallelism.split(","))]
+        if args.stream == "interactions":
+            from streamlearn.generators import interactions_optimum
+
+            report["optimum_log_loss"] = interactions_optimum(args.events)
+        ps = [int(v) for v in args.parallelism.split(",")]
+        runs = [(f"job P={p}", p, base) for p in ps]
+        if args.fm:
+            runs += [(f"job-fm{args.fm} P={p}", p, {"model.factors": args.fm, **base})
+                     for p in ps]
         if not args.no_batch:
             runs.append(("job-batch P=1", 1, {**BATCH, **base}))
         for name, p, settings in runs:
@@ -109,14 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         broker.stop()
         shutil.rmtree(work, ignore_errors=True)
-    p1 = next((r for r in rows if r["system"] == "job P=1"), None)
-    print(f"\n{'system':<14} {'log-loss':>9} {'accuracy':>8} {'events/s':>10} "
+    by_name = {r["system"]: r for r in rows}
+    print(f"\n{'system':<16} {'log-loss':>9} {'accuracy':>8} {'events/s':>10} "
           f"{'loss/vw':>8} {'loss/P=1':>8} {'speed/vw':>8}")
     for r in rows:
-        r["log_loss_vs_vw"] = round(r["log_loss"] / vw["log_loss"], 4)
-        r["log_loss_vs_p1"] = round(r["log_loss"] / p1["log_loss"], 4) if p1 else None
-        r["speed_vs_vw"] = round(r["events_per_s"] / vw["events_per_s"], 3)
-        print(f"{r['system']:<14} {r['log_loss']:>9.6f} {r['accuracy']:>8.4f} "
+        # a factorization machine against VW's --lrq and its own P=1; the others as named
+        fm = r["system"].startswith(("job-fm", "vw --lrq"))
+        ref = by_name.get(f"vw --lrq ff{args.fm}") if fm else vw
+        p1 = by_name.get(f"job-fm{args.fm} P=1" if fm else "job P=1")
+        r["log_loss_vs_vw"] = round(r["log_loss"] / ref["log_loss"], 4)
+        r["log_loss_vs_p1"] = (round(r["log_loss"] / p1["log_loss"], 4)
+                               if p1 and r["system"].startswith("job") else None)
+        r["speed_vs_vw"] = round(r["events_per_s"] / ref["events_per_s"], 3)
+        print(f"{r['system']:<16} {r['log_loss']:>9.6f} {r['accuracy']:>8.4f} "
               f"{r['events_per_s']:>10,.0f} {r['log_loss_vs_vw']:>8} "
               f"{r['log_loss_vs_p1'] if r['log_loss_vs_p1'] is not None else '':>8} "
               f"{r['speed_vs_vw']:>8}")

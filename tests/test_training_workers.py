@@ -62,6 +62,12 @@ BATCH = {"update": "batch", "optimizer": "adagrad"}  # mini-batch steps of job.s
         ({"model": {"update": "batch"}}, "model.update"),  # the normalised steps are per event
         ({"model": {"learning_rate": 0}}, "model.learning_rate"),
         ({"job": {"merge": "sum"}}, "job.merge"),
+        ({"model": {"factors": 4, "task": "multiclass"}}, "model.task"),
+        ({"model": {"factors": 4, "update": "batch", "optimizer": "sgd"}}, "model.update"),
+        ({"model": {"factors": 4, "optimizer": "adam"}}, "model.optimizer"),
+        ({"model": {"factors": 4, "l1": 0.1}}, "model.l1"),
+        ({"model": {"factors": 4}, "features": {"scale": True}}, "features.scale"),
+        ({"model": {"factors": -1}}, "model.factors"),
         ({"job": {"merge": "ftrl"}}, "job.merge"),  # FTRL's own (z, n) rule: FTRL learners
         ({"model": {"classes": ["a", "b", "c"]}}, "model.classes"),
         ({"job": {"restart_multiplier": 1}}, "job.restart_multiplier"),  # Flink wants > 1
@@ -255,6 +261,44 @@ def test_by_default_every_event_is_predicted_then_learned_in_order(tmp_path):
         np.testing.assert_array_equal(cut.learner.state().arrays[name], array, err_msg=name)
     for worker in (whole, cut):
         assert worker.metric_values()["LogLoss"] == pytest.approx(loss.get(), rel=1e-12)
+
+
+@pytest.mark.parametrize("task", ["binary", "regression"])
+def test_a_factorization_machine_is_trained_merged_and_published_by_the_job(tmp_path, task):
+    """``model.factors = k``: the job's learners are factorization machines, the same on
+    the JVM's bundles as on the Python path; their deltas carry the factors, the merger
+    folds them, and the published version is a factorization machine to serve."""
+    from streamlearn.generators import interactions
+    from streamlearn.learners import learner_from_state
+    from streamlearn.state import ModelState
+
+    cfg = TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "models"), "model": "m"},
+        "model": {"task": task, "factors": 3},
+        "features": {"bits": 12},
+    })
+    events = list(interactions(600, seed=2))
+    if task == "regression":
+        events = [{**e, "label": float(e["label"]) * 2 - 1} for e in events]
+    messages = [orjson.dumps(e) for e in events]
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    python, jvm = LearnerWorker(cfg, 0), LearnerWorker(cfg, 1, store)
+    for i, (batch, rejected) in enumerate(_bundles(cfg, messages, 200)):
+        for j, m in enumerate(messages[i * 200 : (i + 1) * 200]):
+            python.add(0, i * 200 + j, m)
+        a = python.flush()
+        b = jvm.learn_bundle(0, (i + 1) * 200, rejected, batch)
+        assert "factors" in a.sparse and a.n_events == b.n_events == 200
+        if i == 0:  # before any rebase, both are the same learner on the same events
+            assert a.extra["metrics"] == b.extra["metrics"]
+            np.testing.assert_array_equal(a.sparse["factors"], b.sparse["factors"])
+        merger.add(b.to_bytes())
+        assert merger.publish() == i + 1
+    served = learner_from_state(ModelState.from_arrow(store.get().table))
+    assert type(served).__name__ == ("FMRegressor" if task == "regression" else "FMClassifier")
+    assert served.factors.shape == (2**12, 3) and served.n_learned == 600
 
 
 @pytest.mark.parametrize("task", ["regression", "multiclass"])

@@ -29,6 +29,10 @@ A complete file, every key optional::
                                 # batch: a step per job.step_events events (numpy)
     optimizer = "normalized"    # normalized (per event only) | sgd | adagrad | adam | ftrl
     learning_rate = 0.5         # default: 0.5 for normalized, 0.1 for the others
+    factors = 0                 # k > 0: a factorization machine, k factors per slot
+                                # (binary or regression; learned per event)
+    factor_learning_rate = 0.1  # the factors' AdaGrad rate
+    factor_init_std = 0.1       # the factors start as normal draws of this deviation
     l1 = 0.0
     l2 = 0.0
     classes = []                # multiclass: labels known up front (others are discovered)
@@ -163,6 +167,12 @@ SCHEMA: dict[str, dict[str, _Check]] = {
         "l1": (lambda v: _is_num(v) and v >= 0, "a number >= 0", 0.0),
         "l2": (lambda v: _is_num(v) and v >= 0, "a number >= 0", 0.0),
         "classes": (lambda v: isinstance(v, list), "a list of class labels", []),
+        "factors": (
+            lambda v: _is_int(v) and 0 <= v <= 256,
+            "an integer from 0 (a linear model) to 256 (factors per slot)", 0,
+        ),
+        "factor_learning_rate": (lambda v: _is_num(v) and v > 0, "a number > 0", 0.1),
+        "factor_init_std": (lambda v: _is_num(v) and v > 0, "a number > 0", 0.1),
     },
     "features": {
         "bits": (lambda v: _is_int(v) and 1 <= v <= 28, "an integer in 1..28", 20),
@@ -328,6 +338,9 @@ class ModelConfig:
     l1: float
     l2: float
     classes: list = field(default_factory=list)
+    factors: int = 0
+    factor_learning_rate: float = 0.1
+    factor_init_std: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -469,6 +482,21 @@ class TrainConfig:
                 "job.merge", "'shared', 'hybrid' or 'average' unless model.optimizer = 'ftrl'",
                 repr(self.job.merge),
             )
+        m = self.model
+        if m.factors:  # a factorization machine
+            for key, ok, expected in (
+                ("model.task", m.task != "multiclass", "regression or binary"),
+                ("model.update", m.update == "event", "'event' (learned per event)"),
+                ("model.optimizer", m.optimizer != "adam", "normalized, sgd, adagrad or ftrl"),
+                ("model.l1", not m.l1 or m.optimizer == "ftrl", "0 (or FTRL's own l1)"),
+                ("features.scale", not self.features.scale, "false"),
+            ):
+                if not ok:
+                    value = getattr(self.features if key.startswith("features") else m,
+                                    key.split(".")[1])
+                    raise ConfigError(
+                        key, f"{expected} with model.factors = {m.factors}", repr(value)
+                    )
         if self.model.optimizer == "normalized" and self.model.update != "event":
             raise ConfigError(
                 "model.update", "'event' with model.optimizer = 'normalized' (its steps read "
@@ -553,13 +581,19 @@ job.restart_initial_ms (1000), got 500
     def make_learner(self) -> Any:
         """A fresh learner for this configuration."""
         from streamlearn import optim
-        from streamlearn.learners import LinearRegression, LogisticRegression, SoftmaxRegression
+        from streamlearn.learners import (
+            FMClassifier,
+            FMRegressor,
+            LinearRegression,
+            LogisticRegression,
+            SoftmaxRegression,
+        )
 
         m, f = self.model, self.features
         penalty = {"l1": m.l1, "l2": m.l2}
         opt: optim.Optimizer
-        if m.optimizer == "normalized":
-            opt = optim.Normalized(m.learning_rate)
+        if m.optimizer == "normalized":  # a factorization machine's: not invariant
+            opt = optim.Normalized(m.learning_rate, invariant=not m.factors)
         elif m.optimizer == "sgd":
             opt = optim.SGD(m.learning_rate)
         elif m.optimizer == "adagrad":
@@ -575,6 +609,14 @@ job.restart_initial_ms (1000), got 500
         }
         if m.update == "event":  # the intercept learned by the optimiser's rule, as VW does
             common["intercept_lr"] = None
+        if m.factors:
+            del common["update"], common["scale"]
+            common.pop("l1", None)
+            fm = {"k": m.factors, "factor_optimizer": optim.AdaGrad(m.factor_learning_rate),
+                  "init_std": m.factor_init_std, **common}
+            if m.task == "regression":
+                return FMRegressor(opt, **fm)
+            return FMClassifier(opt, classes=m.classes or None, **fm)
         if m.task == "regression":
             return LinearRegression(opt, **common)
         if m.task == "binary":
