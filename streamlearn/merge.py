@@ -1316,7 +1316,10 @@ class Merger:
 
     def _share(self, delta: ModelDelta) -> float:
         """The delta's events over the events all learners send per delta
-        (rates kept as a moving average per learner)."""
+        (rates kept as a moving average per learner); 1 for the one learner of
+        ``n_learners=1`` (its bundles' sizes vary, its share does not)."""
+        if self.n_learners == 1:
+            return 1.0
         lid = delta.learner_id
         n = float(delta.n_events)
         old = self._rates.get(lid)

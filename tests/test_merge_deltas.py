@@ -324,9 +324,10 @@ def test_a_lone_learner_whose_deltas_arrive_late_learns_as_if_it_never_merged(tm
     its learners rebase as if told nothing.)"""
     rng = np.random.default_rng(40 + sorted(MODELS).index(name))
     model = MODELS[name]()
-    # batches of one size: a lone learner's event share is then 1 at every delta (the
-    # merger takes shares from a moving average of each learner's delta sizes)
-    batches = [_events(rng, 20, users=200, label=_label(name)) for _ in range(30)]
+    # batches of varying sizes: the one learner of n_learners=1 has an event share of 1
+    # at every delta, whatever its size
+    batches = [_events(rng, int(rng.integers(5, 40)), users=200, label=_label(name))
+               for _ in range(30)]
 
     def run(tell: bool):
         store = ModelStore(str(tmp_path / f"tell-{tell}"), model="m")
