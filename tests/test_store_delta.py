@@ -455,3 +455,23 @@ def test_retention_of_a_model_with_no_version_does_nothing(tmp_path) -> None:
     empty = ModelStore(str(tmp_path / "models"), model="nothing-yet")
     assert empty.retain(keep_last=3) == []
     assert empty.list() == []
+
+
+def test_an_update_carries_its_versions_lineage_read_with_it(tmp_path):
+    """A follower learns what the version it moves to reflects from the same answer (the
+    training job's learners count their deltas in it), whether it gets changes or is told
+    to reload; nothing read, nothing given."""
+    from streamlearn.store import Lineage
+
+    state = ModelState({"weights": np.zeros(8), "intercept": np.zeros(1)}, {"n_slots": 8})
+    store = ModelStore(str(tmp_path), model="m")
+    v1 = store.publish(state, lineage=Lineage(offsets={"t": {0: 5}}, events=5))
+    state.arrays["weights"][2] = 1.0
+    v2 = store.publish_delta(Changes.gather(state, [2]), parent=v1,
+                             lineage=Lineage(offsets={"t": {0: 9}}, events=9))
+    v3 = store.publish(state, lineage=Lineage(offsets={"t": {0: 12}}, events=12))
+    for since, upto in ((v1, v2), (v1, v3), (v2, v3)):
+        update = store.changes(since=since, upto=upto)
+        assert update.lineage == store.info(upto).lineage
+    assert (update.reload is not None, update.lineage.offsets) == (True, {"t": {0: 12}})
+    assert store.changes(since=v3).lineage is None  # nothing to read

@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from streamlearn.errors import StoreError, ValidationError
 from streamlearn.state import FORMAT_VERSION, ModelState
+from streamlearn.store.lineage import Lineage
 
 __all__ = [
     "Changes",
@@ -326,13 +327,16 @@ class Update:
     :meth:`Changes.apply_to`, and you hold ``version``), or ``reload`` says why
     the follower must load ``version`` whole (``store.get(version)``): a
     snapshot, a rollback, a version that went backwards (a pin), or a held
-    version not on the chain.
+    version not on the chain. ``lineage`` is ``version`` 's, from the record
+    the store read to answer (None where it read none: ``version`` at or
+    below ``since``), so a follower need not read it again.
     """
 
     since: int
     version: int
     changes: Changes | None
     reload: str | None = None
+    lineage: Lineage | None = None
 
     @property
     def up_to_date(self) -> bool:

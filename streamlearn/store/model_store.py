@@ -1165,14 +1165,18 @@ class ModelStore:
                 f"version {upto} is older than {since}: load version {upto} whole",
             )
         path: list[VersionInfo] = []
+        lineage: Lineage | None = None  # upto's, from its record (read first)
         v = upto
         while v > since:
             record = self._read_record(v)
             if record is None:
                 if v == upto:
                     raise self._gone(upto)
-                return Update(since, upto, None, f"version {v} is gone: load version {upto} whole")
+                return Update(since, upto, None,
+                              f"version {v} is gone: load version {upto} whole", lineage)
             info = VersionInfo.from_record(record)
+            if v == upto:
+                lineage = info.lineage
             if info.kind in TOMBSTONES:
                 raise self._discarded(info)
             if info.kind == DELTA:
@@ -1192,6 +1196,7 @@ class ModelStore:
                 return Update(
                     since, upto, None,
                     f"version {v} is a snapshot ({info.kind}): load version {upto} whole",
+                    lineage,
                 )
             assert info.parent is not None
             v = info.parent
@@ -1199,10 +1204,13 @@ class ModelStore:
             return Update(
                 since, upto, None,
                 f"version {since} is not on version {upto}'s chain: load version {upto} whole",
+                lineage,
             )
         if not path:
-            return Update(since, upto, Changes(np.zeros(0, np.int64), {}, {}, None))
-        return Update(since, upto, Changes.union([self._delta_of(i, upto) for i in path]))
+            return Update(since, upto, Changes(np.zeros(0, np.int64), {}, {}, None),
+                          lineage=lineage)
+        return Update(since, upto, Changes.union([self._delta_of(i, upto) for i in path]),
+                      lineage=lineage)
 
     def _publish_table(
         self,

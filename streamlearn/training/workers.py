@@ -414,11 +414,13 @@ class LearnerWorker:
                 self.skip_below = {int(p): int(o) for p, o in offsets.items()}
                 del held
             else:  # at the initial state (base 0), the first snapshot's changes on it
-                reflected = self._reflected(latest)
                 update = self.store.changes(
                     since=self.base_version, upto=latest,
                     initial=None if self.base_version else self._initial,
                 )
+                # the version's lineage, from the record changes() read to answer
+                lineage = update.lineage or self.store.info(latest).lineage
+                reflected = self._reflected(lineage)
                 if update.reload is not None or not self.tracker.rebase_changes(
                     self.learner, update.changes, latest, reflected
                 ):
@@ -450,13 +452,13 @@ class LearnerWorker:
         self.base_version = latest
 
 
-    def _reflected(self, version: int) -> int:
-        """How many of the deltas this learner sent and has not rebased past
-        ``version`` holds: those whose offsets its lineage reaches on every
+    def _reflected(self, lineage: Any) -> int:
+        """How many of the deltas this learner sent and has not rebased past the
+        version of ``lineage`` holds: those whose offsets it reaches on every
         partition (this learner alone reads its partitions, and the merger folds
         its deltas in order). The others stay on the learner as it rebases,
         instead of being learned again until the merger's next version."""
-        reached = self.store.info(version).lineage.offsets.get(self.cfg.kafka.topic, {})
+        reached = lineage.offsets.get(self.cfg.kafka.topic, {})
         reached = {int(p): int(o) for p, o in reached.items()}
         n = 0
         for tag in self.tracker.pending_tags:
