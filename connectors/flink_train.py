@@ -80,8 +80,11 @@ def encode_bundles(rows, cfg: TrainConfig):
     dense = gateway.new_array(gateway.jvm.String, len(cfg.features.dense))
     for i, name in enumerate(cfg.features.dense):
         dense[i] = name
+    crosses = gateway.new_array(gateway.jvm.String, len(cfg.features.crosses), 2)
+    for i, (first, second) in enumerate(cfg.features.crosses):
+        crosses[i][0], crosses[i][1] = first, second
     args = [
-        cfg.kafka.topic, cfg.model.task, cfg.features.bits, dense, MAX_FEATURES,
+        cfg.kafka.topic, cfg.model.task, cfg.features.bits, dense, crosses, MAX_FEATURES,
         cfg.job.flush_events, cfg.job.flush_ms,
     ]
     j_args = gateway.new_array(gateway.jvm.Object, len(args))

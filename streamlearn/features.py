@@ -49,10 +49,18 @@ from typing import NoReturn, cast
 
 import numpy as np
 
-from streamlearn.contract import HASH, MAX_BITS, Rejection, feature_name
+from streamlearn.contract import (
+    HASH,
+    MAX_BITS,
+    MAX_FEATURES,
+    Rejection,
+    check_crosses,
+    cross_entry,
+    feature_name,
+)
 from streamlearn.errors import ValidationError
 
-__all__ = ["FeatureBatch", "FeatureHasher", "OnlineScaler", "feature_slot"]
+__all__ = ["FeatureBatch", "FeatureHasher", "OnlineScaler", "cross_batch", "feature_slot"]
 
 SMALL_BATCH = 4  # batches of at most this many events are encoded in plain Python
 # the hashing of streamlearn.contract.HASH
@@ -307,6 +315,10 @@ class FeatureHasher:
     cache_size
         How many distinct names and string values to remember before the
         cache is emptied (it only saves hashing time; results never change).
+    crosses
+        Pairs of feature names to cross, like Vowpal Wabbit's ``-q``: an
+        event with both features gets one more entry per pair of their
+        entries, after its own (``streamlearn.contract.cross_entry``).
 
     Examples
     --------
@@ -316,10 +328,14 @@ class FeatureHasher:
     >>> b = hasher.encode_one({"age": 42, "city": "Lyon"})
     >>> b.indices.tolist(), b.values.tolist(), b.numeric.tolist()
     ([256, 15], [42.0, 1.0], [True, False])
+    >>> crossed = FeatureHasher(bits=8, crosses=[("user", "item")])
+    >>> len(crossed.encode_one({"user": "u1", "item": "i7"}).indices)
+    3
     """
 
     def __init__(
-        self, bits: int = 20, dense: Sequence[str] = (), cache_size: int = 1 << 20
+        self, bits: int = 20, dense: Sequence[str] = (), cache_size: int = 1 << 20,
+        crosses: Sequence[Sequence[str]] = (),
     ) -> None:
         if type(bits) is not int or not 1 <= bits <= MAX_BITS:
             raise ValidationError("bits", f"an integer from 1 to {MAX_BITS}", repr(bits))
@@ -327,6 +343,11 @@ class FeatureHasher:
             raise ValidationError("dense", "a list of feature names", repr(dense))
         if len(set(dense)) != len(dense):
             raise ValidationError("dense", "distinct feature names", repr(list(dense)))
+        pairs = check_crosses(crosses)
+        if isinstance(pairs, str):
+            raise ValidationError("crosses", pairs, repr(crosses))
+        self.crosses = pairs
+        self._crossed_names = frozenset(name for pair in pairs for name in pair)
         self.bits = bits
         self.dense = tuple(dense)
         self.cache_size = cache_size
@@ -341,7 +362,8 @@ class FeatureHasher:
         self._reset_names()
 
     def __repr__(self) -> str:
-        return f"FeatureHasher(bits={self.bits}, dense={list(self.dense)!r})"
+        crosses = f", crosses={[list(p) for p in self.crosses]!r}" if self.crosses else ""
+        return f"FeatureHasher(bits={self.bits}, dense={list(self.dense)!r}{crosses})"
 
     def _reset_names(self) -> None:
         self._names.clear()
@@ -374,9 +396,29 @@ class FeatureHasher:
         else:
             dicts = [self._as_dict(x, i) for i, x in enumerate(given)]
         try:
-            return self._encode(dicts)
+            batch = self._encode(dicts)
         except _IntegerName:  # River's streams name features by integers: their decimal text
-            return self._encode([_string_names(x) for x in dicts])
+            dicts = [_string_names(x) for x in dicts]
+            batch = self._encode(dicts)
+        return self._crossed(batch, dicts) if self.crosses else batch
+
+    def _crossed(self, batch: FeatureBatch, xs: list[dict]) -> FeatureBatch:
+        """``batch`` with each event's crossed entries after its own. A feature's
+        entries are consecutive, in the order of the event's names."""
+        names = self._crossed_names
+        where: list[dict[str, tuple[int, int]]] = []
+        offsets = batch.offsets.tolist()
+        for i, x in enumerate(xs):
+            spans: dict[str, tuple[int, int]] = {}
+            if not names.isdisjoint(x):
+                at = offsets[i]
+                for name, value in x.items():
+                    n = len(value) if type(value) is list or type(value) is tuple else 1
+                    if name in names:
+                        spans[name] = (at, at + n)
+                    at += n
+            where.append(spans)
+        return cross_batch(batch, self.crosses, where, self.bits)
 
     def _encode(self, xs: list[dict]) -> FeatureBatch:
         if len(xs) <= SMALL_BATCH:
@@ -824,6 +866,58 @@ class FeatureHasher:
             else:
                 raise Rejection("features.bad_value", _index(offsets, j), name=keys[j], value=v)
         return value_codes
+
+
+def cross_batch(
+    batch: FeatureBatch, crosses: Sequence[tuple[str, str]],
+    where: Sequence[Mapping[str, tuple[int, int]]], bits: int,
+) -> FeatureBatch:
+    """``batch`` with each row's crossed entries (``streamlearn.contract.cross_entry``)
+    after its own, for the ``crosses`` whose two features ``where[row]`` locates (the
+    ``[start, end)`` of each feature's entries in ``batch``; an absent name: none).
+
+    Raises :class:`~streamlearn.contract.Rejection` (``features.too_many_crossed``) for
+    a row whose crosses add more than ``MAX_FEATURES`` entries.
+
+    >>> b = FeatureBatch.from_arrays([1, 2], [1.0, 3.0], [0, 2], n_slots=16)
+    >>> crossed = cross_batch(b, [("a", "b")], [{"a": (0, 1), "b": (1, 2)}], bits=4)
+    >>> crossed.offsets.tolist(), crossed.indices.tolist()[:2], crossed.values.tolist()[:2]
+    ([0, 3], [1, 2], [1.0, 3.0])
+    """
+    idx, vals = batch.indices.tolist(), batch.values.tolist()
+    extra: list[list[tuple[int, float]]] = []
+    for i, spans in enumerate(where):
+        row = [
+            cross_entry(idx[p], vals[p], idx[q], vals[q], bits)
+            for a, b in crosses if a in spans and b in spans
+            for p in range(*spans[a]) for q in range(*spans[b])
+        ] if spans else []
+        if len(row) > MAX_FEATURES:
+            raise Rejection("features.too_many_crossed", i, count=len(row))
+        extra.append(row)
+    counts = np.fromiter(map(len, extra), np.int64, len(extra))
+    if not counts.any():
+        return batch
+    own = np.diff(batch.offsets)
+    offsets = np.zeros(len(own) + 1, np.int64)
+    np.cumsum(own + counts, out=offsets[1:])
+    total = int(offsets[-1])
+    mine = np.ones(total, bool)  # True: an entry of the batch, False: a crossed one
+    mine[np.repeat(offsets[:-1] + own, counts) + _ranks(counts)] = False
+    indices = np.empty(total, np.int64)
+    values = np.empty(total, np.float64)
+    numeric = np.zeros(total, bool)
+    indices[mine], values[mine], numeric[mine] = batch.indices, batch.values, batch.numeric
+    flat = np.array([e for row in extra for e in row], np.float64).reshape(-1, 2)
+    indices[~mine] = flat[:, 0].astype(np.int64)
+    values[~mine] = flat[:, 1]
+    return FeatureBatch(indices, values, offsets, numeric, batch.n_slots)
+
+
+def _ranks(counts: np.ndarray) -> np.ndarray:
+    """0, 1, ..., counts[0]-1, 0, 1, ..., counts[1]-1, ...: each item's rank in its group."""
+    ends = np.cumsum(counts)
+    return np.arange(int(ends[-1])) - np.repeat(ends - counts, counts)
 
 
 def _index(offsets: np.ndarray, entry: int) -> int:

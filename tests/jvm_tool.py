@@ -80,6 +80,7 @@ def encode(
     dlq: tuple[str, int, int, int] | None = None,
     paths: dict | None = None,
     cache_size: int = 1 << 20,
+    crosses: Sequence[Sequence[str]] = (),
 ) -> tuple[list[bytes], list[dict]]:
     """Encode ``messages`` in one JVM: the batch bytes (one per message with ``each``,
     else one for all) and the rejections (dicts with ``message``, ``field``,
@@ -92,6 +93,7 @@ def encode(
         out, rej = Path(tmp, "out.bin"), Path(tmp, "rejections.jsonl")
         args = [
             "--task", task, "--bits", str(bits), "--dense", ",".join(dense),
+            "--crosses", ",".join(f"{a}:{b}" for a, b in crosses),
             "--max-features", str(max_features), "--cache-size", str(cache_size), "--in", "-",
             "--out", str(out), "--rejections", str(rej),
         ]

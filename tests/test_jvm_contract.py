@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 
 from streamlearn.contract import (
+    CROSS_LIMIT,
     EVENT_FIELDS,
     HASH,
     LABEL_EXPECTED,
@@ -38,6 +39,7 @@ def test_jvm_rules_are_the_contracts() -> None:
     assert jvm["max_bits"] == MAX_BITS
     hashing = {k: v.decode() if type(v) is bytes else v for k, v in asdict(HASH).items()}
     assert jvm["hash"] == hashing
+    assert jvm["cross_limit"] == CROSS_LIMIT
     assert tuple(jvm["tasks"]) == TASKS
     assert tuple(jvm["event_fields"]) == EVENT_FIELDS
     assert jvm["label_expected"] == LABEL_EXPECTED

@@ -18,6 +18,7 @@ import pytest
 
 from connectors.kafka_io import consume_all, create_topics, describe_topic
 from streamlearn.events import EventDecoder
+from streamlearn.features import FeatureHasher
 from streamlearn.generators import clicks
 from streamlearn.publish import Publisher
 from streamlearn.state import ModelState
@@ -134,6 +135,7 @@ def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_nam
     assert n_bad >= 0.047 * len(events)
 
     args = _config(tmp_path, bootstrap, topic_name, parallelism=2, bounded=True)
+    args += ["--set", f"features.crosses={json.dumps(CROSSES)}"]  # crossed in the JVM
     _run_job(args)
 
     store = ModelStore(str(tmp_path / "models"), "clicks")
@@ -167,11 +169,22 @@ def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_nam
 
     _check_delta_versions(tmp_path / "models", store, versions)
 
-    cfg = TrainConfig.from_dict({"features": {"bits": 18}, "model": {"learning_rate": 0.05}})
+    cfg = TrainConfig.from_dict({"features": {"bits": 18, "crosses": CROSSES},
+                                 "model": {"learning_rate": 0.05}})
+    from streamlearn.learners import learner_from_state
+
+    served = learner_from_state(ModelState.from_bytes(latest.to_bytes()))
+    assert served.crosses == (("site", "device"),)
+    crossed = FeatureHasher(bits=18, crosses=CROSSES).encode_one(events[0]["features"])
+    assert len(crossed.indices) == len(events[0]["features"]) + 1
+    assert served.state().arrays["weights"][crossed.indices[-1]] != 0, "the JVM crossed it"
     held_out = list(clicks(5_000, seed=99))
     ours = _held_out_accuracy(ModelState.from_bytes(latest.to_bytes()), held_out)
     sequential = _held_out_accuracy(_sequential(cfg, events), held_out)
     assert ours >= sequential - 0.01, (ours, sequential)
+
+
+CROSSES = [["site", "device"]]
 
 
 def _check_delta_versions(root: Path, store: ModelStore, versions: list) -> None:

@@ -6,6 +6,7 @@ import base64
 import errno
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 import orjson
@@ -53,6 +54,10 @@ BATCH = {"update": "batch", "optimizer": "adagrad"}  # mini-batch steps of job.s
         ({"model": {"optimizer": "rmsprop"}}, "model.optimizer"),
         ({"model": {"task": "ranking"}}, "model.task"),
         ({"features": {"bits": 40}}, "features.bits"),
+        ({"features": {"crosses": [["a", "a"]]}}, "features.crosses"),
+        ({"features": {"crosses": [["a", "b"], ["a", "b"]]}}, "features.crosses"),
+        ({"features": {"crosses": ["ab"]}}, "features.crosses"),
+        ({"features": {"crosses": [["a", "b", "c"]]}}, "features.crosses"),
         ({"kafka": {"start": "beginning"}}, "kafka.start"),
         ({"kafka": {"topik": "x"}}, "kafka.topik"),
         ({"jobs": {}}, "jobs"),
@@ -179,7 +184,8 @@ def _bundles(cfg: TrainConfig, messages: list[bytes], size: int) -> list[tuple[b
     out = []
     for chunk in chunks:
         (batch,), rejected = jvm_tool.encode(
-            chunk, cfg.model.task, cfg.features.bits, cfg.features.dense, each=False
+            chunk, cfg.model.task, cfg.features.bits, cfg.features.dense, each=False,
+            crosses=cfg.features.crosses,
         )
         out.append((batch, len(rejected)))
     return out
@@ -203,6 +209,33 @@ def test_a_bundle_from_the_jvm_is_learned_as_the_python_path_learns_it(tmp_path)
         assert (a.n_events, a.extra, a.nnz) == (b.n_events, b.extra, b.nnz)
     assert jvm.offsets == python.offsets == {2: 900}
     assert jvm.n_rejected == python.n_rejected == 2 and jvm.n_learned == 898
+    for name, array in python.learner.state().arrays.items():
+        np.testing.assert_array_equal(jvm.learner.state().arrays[name], array, err_msg=name)
+
+
+def test_crosses_are_learned_the_same_from_the_jvms_bundles_and_the_python_path(tmp_path):
+    """``features.crosses``: the JVM encoder crosses the features the Python hasher
+    crosses (the corpus proves each entry; here, the job's two paths learn one model),
+    and the learner and its published state carry the crosses."""
+    from streamlearn.generators import INTERACTION_PAIRS, interactions
+
+    cfg = TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "models"), "model": "m"},
+        "features": {"bits": 14, "crosses": [list(p) for p in INTERACTION_PAIRS]},
+    })
+    assert cfg.make_learner().crosses == INTERACTION_PAIRS
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # as it travels to the job
+    messages = [orjson.dumps(e) for e in interactions(600, seed=5)]
+    python, jvm = LearnerWorker(cfg, 0), LearnerWorker(cfg, 0)
+    plain = LearnerWorker(replace(cfg, features=replace(cfg.features, crosses=[])), 0)
+    for i, (batch, rejected) in enumerate(_bundles(cfg, messages, 200)):
+        for j, m in enumerate(messages[i * 200 : (i + 1) * 200]):
+            python.add(0, i * 200 + j, m)
+            plain.add(0, i * 200 + j, m)
+        a = python.flush()
+        b = jvm.learn_bundle(0, (i + 1) * 200, rejected, batch)
+        assert (a.n_events, a.nnz) == (b.n_events, b.nnz)
+        assert a.nnz > plain.flush().nnz + 300  # the crossed slots changed too
     for name, array in python.learner.state().arrays.items():
         np.testing.assert_array_equal(jvm.learner.state().arrays[name], array, err_msg=name)
 

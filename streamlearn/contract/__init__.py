@@ -34,6 +34,7 @@ from typing import Any
 from streamlearn.errors import EventError
 
 __all__ = [
+    "CROSS_LIMIT",
     "ENVELOPE_FIELD",
     "EVENT_FIELDS",
     "HASH",
@@ -45,6 +46,8 @@ __all__ = [
     "Rejection",
     "Rule",
     "TASKS",
+    "check_crosses",
+    "cross_entry",
     "feature_name",
     "message",
     "render",
@@ -137,9 +140,75 @@ class _Hash:
     mix_1: int = 0xFF51AFD7ED558CCD
     mix_2: int = 0xC4CEB9FE1A85EC53
     shift: int = 33
+    #: set in the first key of a cross (:func:`cross_entry`): no name hash (< 2**53) has it
+    cross_tag: int = 1 << 60
 
 
 HASH = _Hash()
+_U64 = (1 << 64) - 1
+
+# -- crosses -----------------------------------------------------------------------------------
+#
+# A cross ``(a, b)`` (a pair of distinct feature names, declared with the hashing: ``bits``,
+# ``dense``, ``crosses``) adds to an event that has both features one entry per pair of their
+# entries, like Vowpal Wabbit's ``-q``: each entry of ``a`` (in order) with each entry of ``b``
+# (in order), after all the event's own entries, cross after cross in the declared order. The
+# pair's slot and value come from the two entries alone (:func:`cross_entry`), so any encoder
+# computes them from what it has already encoded. An absent feature, or an empty list, crosses
+# to nothing. Crossed entries are not numeric (an online scaler leaves them as they are). An
+# event whose crosses would add more than ``max_features`` entries is rejected
+# (``features.too_many_crossed``).
+
+#: The most crosses a hashing layout declares.
+CROSS_LIMIT = 64
+
+
+def cross_entry(slot_a: int, value_a: float, slot_b: int, value_b: float, bits: int
+                ) -> tuple[int, float]:
+    """The ``(slot, value)`` a cross adds for the entries ``(slot_a, value_a)`` of its first
+    feature and ``(slot_b, value_b)`` of its second.
+
+    ``h = fmix64(((slot_a | cross_tag) * golden mod 2**64) ^ slot_b)`` (the feature hash's
+    finaliser); the slot is ``h & (2**bits - 1)``; the value is ``value_a * value_b``,
+    negated when bit 63 of ``h`` is set.
+
+    >>> cross_entry(3, 2.0, 7, -1.0, bits=8)
+    (186, 2.0)
+    """
+    h = (((slot_a | HASH.cross_tag) * HASH.golden) & _U64) ^ slot_b
+    h ^= h >> HASH.shift
+    h = (h * HASH.mix_1) & _U64
+    h ^= h >> HASH.shift
+    h = (h * HASH.mix_2) & _U64
+    h ^= h >> HASH.shift
+    product = value_a * value_b
+    return h & ((1 << bits) - 1), -product if h >> 63 else product
+
+
+def check_crosses(value: Any) -> tuple[tuple[str, str], ...] | str:
+    """``value`` read as crosses (pairs of distinct feature names, no pair twice, at most
+    :data:`CROSS_LIMIT`), or what was expected when it is not (the caller names the field).
+
+    >>> check_crosses([["user", "item"]])
+    (('user', 'item'),)
+    >>> check_crosses([["user", "user"]])
+    'pairs of two different feature names'
+    """
+    pairs = []
+    if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+        return "a list of [name, name] pairs"
+    for pair in value:
+        if (isinstance(pair, str | bytes) or not isinstance(pair, list | tuple) or len(pair) != 2
+                or not all(type(n) is str and n for n in pair)):
+            return "a list of [name, name] pairs (non-empty strings)"
+        if pair[0] == pair[1]:
+            return "pairs of two different feature names"
+        pairs.append((pair[0], pair[1]))
+    if len(set(pairs)) != len(pairs):
+        return "distinct pairs"
+    if len(pairs) > CROSS_LIMIT:
+        return f"at most {CROSS_LIMIT} pairs"
+    return tuple(pairs)
 
 # -- rejections --------------------------------------------------------------------------------
 
@@ -214,6 +283,10 @@ RULES: dict[str, Rule] = {
     "features.bad_value": Rule(
         "features.{name}", "a number, a string, a list of strings or true/false", "{value}",
         "a value of no feature kind (null, an object, ...)",
+    ),
+    "features.too_many_crossed": Rule(
+        "features", "at most {max_features} crossed entries", "{count}",
+        "crosses that would add more than max_features entries to one event",
     ),
     "features.dense_not_number": Rule(
         "features.{name}", "a number (it is a dense feature)", "{value}",

@@ -27,6 +27,7 @@ from streamlearn.contract import (
     HASH,
     MAX_FEATURES,
     Rejection,
+    cross_entry,
     feature_name,
 )
 
@@ -42,6 +43,7 @@ class Settings:
     ``labels``: ``"required"`` (training), ``"optional"`` (checked when given: the scoring
     job) or ``"ignored"`` (a serving request: a label is neither checked nor used).
     ``max_events``: a serving request's cap on the events of an envelope (None: no cap).
+    ``crosses``: pairs of feature names crossed after the event's own entries.
     """
 
     task: str = "binary"
@@ -50,6 +52,7 @@ class Settings:
     dense: tuple[str, ...] = ()
     max_features: int = MAX_FEATURES
     max_events: int | None = None
+    crosses: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -205,28 +208,41 @@ def _label(event: dict, index: int | None, s: Settings) -> Any:
 
 def _rows(features: dict, index: int | None, s: Settings) -> list[tuple[int, float, bool]]:
     rows: list[tuple[int, float, bool]] = []
-    n_hashed = 1 << s.bits
+    of_name: dict[str, list[tuple[int, float, bool]]] = {}
     for name, value in features.items():
-        if name in s.dense:
-            if type(value) is str or (type(value) is list and value):
-                raise Rejection("features.dense_not_number", index, name=name, value=value)
-            position = n_hashed + s.dense.index(name)
-            if type(value) is bool:
-                rows.append((position, 1.0 if value else 0.0, False))
-            elif type(value) is not list:
-                rows.append((position, float(value), True))
-            continue
-        if type(value) is str:
-            at, sign = slot(name, value, s.bits)
-            rows.append((at, float(sign), False))
-        elif type(value) is list:
-            for item in value:
-                at, sign = slot(name, item, s.bits)
-                rows.append((at, float(sign), False))
-        else:
-            at, sign = slot(name, None, s.bits)
-            if type(value) is bool:
-                rows.append((at, sign * (1.0 if value else 0.0), False))
-            else:
-                rows.append((at, sign * float(value), True))
-    return rows
+        of_name[name] = _entries(name, value, index, s)
+        rows.extend(of_name[name])
+    crossed = [
+        (*cross_entry(a_slot, a_value, b_slot, b_value, s.bits), False)
+        for a, b in s.crosses if a in of_name and b in of_name
+        for a_slot, a_value, _ in of_name[a]
+        for b_slot, b_value, _ in of_name[b]
+    ]
+    if len(crossed) > s.max_features:
+        raise Rejection(
+            "features.too_many_crossed", index, count=len(crossed), max_features=s.max_features
+        )
+    return rows + crossed
+
+
+def _entries(name: str, value: Any, index: int | None, s: Settings
+             ) -> list[tuple[int, float, bool]]:
+    """The entries ``(slot, value, numeric)`` of one feature."""
+    if name in s.dense:
+        if type(value) is str or (type(value) is list and value):
+            raise Rejection("features.dense_not_number", index, name=name, value=value)
+        position = (1 << s.bits) + s.dense.index(name)
+        if type(value) is bool:
+            return [(position, 1.0 if value else 0.0, False)]
+        if type(value) is list:
+            return []
+        return [(position, float(value), True)]
+    if type(value) is str:
+        at, sign = slot(name, value, s.bits)
+        return [(at, float(sign), False)]
+    if type(value) is list:
+        return [(at, float(sign), False) for at, sign in (slot(name, v, s.bits) for v in value)]
+    at, sign = slot(name, None, s.bits)
+    if type(value) is bool:
+        return [(at, sign * (1.0 if value else 0.0), False)]
+    return [(at, sign * float(value), True)]

@@ -127,6 +127,10 @@ class LinearModel(Learner):
         Hashed features go to ``2**bits`` slots.
     dense
         Names of numeric features with their own (never hashed) slot.
+    crosses
+        Pairs of feature names crossed like Vowpal Wabbit's ``-q`` (see
+        :class:`~streamlearn.features.FeatureHasher`): a linear model then
+        learns a weight per pair of their values.
     scale
         Standardise numeric features with running means and variances
         (updated by every learned batch, before the gradient step).
@@ -160,6 +164,7 @@ class LinearModel(Learner):
         scale: bool = False,
         clip_gradient: float = 1e12,
         update: str = "batch",
+        crosses: Sequence[Sequence[str]] = (),
     ) -> None:
         if optimizer is None:
             optimizer = SGD(0.01)
@@ -196,9 +201,10 @@ class LinearModel(Learner):
         # are scatter-added into the weights (no grouping of equal slots)
         self._additive = optimizer.additive and not l1 and not l2
         try:
-            self._hasher = FeatureHasher(bits=bits, dense=self.dense)
+            self._hasher = FeatureHasher(bits=bits, dense=self.dense, crosses=crosses)
         except ValidationError as exc:
             raise ConfigError(exc.field, exc.expected, exc.got) from exc
+        self.crosses = self._hasher.crosses
         self.n_slots = self._hasher.n_slots
         self._scratch = np.empty(self.n_slots, np.int64)
         self._small = np.empty(_SMALL_TABLE, np.int64) if self.n_slots > 4 * _SMALL_TABLE else None
@@ -221,6 +227,7 @@ class LinearModel(Learner):
             "intercept": self.intercept, "intercept_lr": self.intercept_lr,
             "bits": self.bits, "dense": list(self.dense), "scale": self.scale,
             "clip_gradient": self.clip_gradient, "update": self.update,
+            **({"crosses": [list(p) for p in self.crosses]} if self.crosses else {}),
             **self._own_params(),
         }
 

@@ -20,12 +20,13 @@
 #define SL_FEATURES_NOT_FINITE 13
 #define SL_FEATURES_NOT_OBJECT 14
 #define SL_FEATURES_TOO_MANY 15
-#define SL_ID_INVALID 16
-#define SL_KEY_INVALID 17
-#define SL_LABEL_INVALID 18
-#define SL_LABEL_MISSING 19
-#define SL_MESSAGE_NOT_JSON 20
-#define SL_TS_INVALID 21
+#define SL_FEATURES_TOO_MANY_CROSSED 16
+#define SL_ID_INVALID 17
+#define SL_KEY_INVALID 18
+#define SL_LABEL_INVALID 19
+#define SL_LABEL_MISSING 20
+#define SL_MESSAGE_NOT_JSON 21
+#define SL_TS_INVALID 22
 static const char *const SL_CODE_NAMES[] = {
     NULL,
     "event.not_object",
@@ -43,6 +44,7 @@ static const char *const SL_CODE_NAMES[] = {
     "features.not_finite",
     "features.not_object",
     "features.too_many",
+    "features.too_many_crossed",
     "id.invalid",
     "key.invalid",
     "label.invalid",

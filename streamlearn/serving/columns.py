@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from streamlearn.contract import RULES
 from streamlearn.errors import ValidationError
-from streamlearn.features import FeatureBatch, FeatureHasher, feature_slot
+from streamlearn.features import FeatureBatch, FeatureHasher, cross_batch, feature_slot
 
 __all__ = ["ColumnEncoder", "list_items"]
 
@@ -89,7 +89,11 @@ class ColumnEncoder:
         slots: list[np.ndarray] = []
         values: list[np.ndarray] = []
         numeric: list[np.ndarray] = []
+        groups: list[str] = []  # the column of each group of entries in ``rows``
+        previous = ""
         for name, column in columns.items():
+            groups.extend([previous] * (len(rows) - len(groups)))
+            previous = name
             if isinstance(column, pa.ChunkedArray):
                 column = column.combine_chunks()
             kind = column.type
@@ -122,7 +126,31 @@ class ColumnEncoder:
             slots.append(np.full(len(row_ids), slot, np.int64))
             values.append(x * sign)
             numeric.append(np.full(len(row_ids), not pa.types.is_boolean(kind)))
-        return _assemble(rows, slots, values, numeric, n_rows, self.hasher.n_slots)
+        groups.extend([previous] * (len(rows) - len(groups)))
+        batch = _assemble(rows, slots, values, numeric, n_rows, self.hasher.n_slots)
+        if not self.hasher.crosses:
+            return batch
+        return self._crossed(batch, groups, rows, n_rows)
+
+    def _crossed(
+        self, batch: FeatureBatch, groups: list[str], rows: list[np.ndarray], n_rows: int
+    ) -> FeatureBatch:
+        """The hasher's crosses: a column's entries in a row follow those of the
+        columns before it (``_assemble`` sorts entries by row, stably)."""
+        at = batch.offsets[:-1].copy()
+        spans: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        crossed = {name for pair in self.hasher.crosses for name in pair}
+        for name, row in zip(groups, rows, strict=True):
+            counts = np.bincount(row, minlength=n_rows)
+            if name in crossed:
+                spans[name] = (at.copy(), counts)
+            at += counts
+        where = [
+            {name: (int(start[i]), int(start[i] + n[i])) for name, (start, n) in spans.items()
+             if n[i]}
+            for i in range(n_rows)
+        ]
+        return cross_batch(batch, self.hasher.crosses, where, self.hasher.bits)
 
     def _strings(
         self,

@@ -113,8 +113,8 @@ class FMScorer:
         other learner."""
         from streamlearn.learners import FMClassifier, FMRegressor
 
-        if type(learner) not in (FMRegressor, FMClassifier):
-            return None
+        if type(learner) not in (FMRegressor, FMClassifier) or learner.crosses:
+            return None  # crosses: the learner's own path (its hasher crosses)
         arrays = learner.state(copy=False).arrays
         hasher = FeatureHasher(bits=learner.bits, dense=learner.dense)
         return cls(arrays["weights"], arrays["intercept"], arrays["factors"], hasher)

@@ -305,7 +305,9 @@ class LearnerPredictor:
             from streamlearn.serving.columns import ColumnEncoder
 
             learner = self.learner
-            self._columns = ColumnEncoder(FeatureHasher(bits=learner.bits, dense=learner.dense))
+            self._columns = ColumnEncoder(FeatureHasher(
+                bits=learner.bits, dense=learner.dense, crosses=getattr(learner, "crosses", ())
+            ))
         return self._predict(self._columns.encode(columns, n_rows))
 
 

@@ -174,8 +174,9 @@ class LinearScorer:
         softmax regression); ``None`` for any other learner."""
         from streamlearn.learners import LinearRegression, LogisticRegression, SoftmaxRegression
 
-        if type(learner) not in (LinearRegression, LogisticRegression, SoftmaxRegression):
-            return None
+        kinds = (LinearRegression, LogisticRegression, SoftmaxRegression)
+        if type(learner) not in kinds or learner.crosses:
+            return None  # crosses: the learner's own path (its hasher crosses)
         arrays = learner.state(copy=False).arrays
         hasher = FeatureHasher(bits=learner.bits, dense=learner.dense)
         if arrays["weights"].ndim == 2 and arrays["weights"].shape[1] == 0:

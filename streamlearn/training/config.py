@@ -40,6 +40,7 @@ A complete file, every key optional::
     [features]
     bits = 20
     dense = []                  # numeric features kept out of hashing
+    crosses = []                # pairs of features crossed, like VW's -q: [["user", "item"]]
     scale = false               # online standard scaling of numeric features
 
     [job]
@@ -90,6 +91,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from streamlearn.contract import CROSS_LIMIT, check_crosses
 from streamlearn.errors import ConfigError
 
 __all__ = [
@@ -177,6 +179,11 @@ SCHEMA: dict[str, dict[str, _Check]] = {
     "features": {
         "bits": (lambda v: _is_int(v) and 1 <= v <= 28, "an integer in 1..28", 20),
         "dense": (_str_list, "a list of feature names", []),
+        "crosses": (
+            lambda v: isinstance(v, list) and not isinstance(check_crosses(v), str),
+            f"a list of [name, name] pairs of two different feature names, each pair once, "
+            f"at most {CROSS_LIMIT}", [],
+        ),
         "scale": (lambda v: isinstance(v, bool), "true or false", False),
     },
     "job": {
@@ -347,6 +354,7 @@ class ModelConfig:
 class FeaturesConfig:
     bits: int
     dense: list = field(default_factory=list)
+    crosses: list = field(default_factory=list)
     scale: bool = False
 
 
@@ -605,7 +613,7 @@ job.restart_initial_ms (1000), got 500
             penalty = {}
         common: dict[str, Any] = {
             "bits": f.bits, "dense": list(f.dense), "scale": f.scale, "update": m.update,
-            **penalty,
+            "crosses": [tuple(pair) for pair in f.crosses], **penalty,
         }
         if m.update == "event":  # the intercept learned by the optimiser's rule, as VW does
             common["intercept_lr"] = None

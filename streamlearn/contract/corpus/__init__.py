@@ -6,7 +6,7 @@
 
     {"case": "features.not_object/number",          # a unique name: what it covers / how
      "settings": {"task": "binary", "labels": "required", "bits": 8, "dense": [],
-                  "max_features": 10000, "max_events": null},
+                  "max_features": 10000, "max_events": null, "crosses": [["u", "i"]]},
      "message": "{\\"features\\": 3, \\"label\\": 1}",  # the bytes as UTF-8 text, or
      "message_b64": null,                            # their base64 when not UTF-8
      "events": [{"index": null, "rows": [[slot, value, numeric], ...], "label": 1}],
@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from streamlearn.contract import (
+    CROSS_LIMIT,
     EVENT_FIELDS,
     HASH,
     LABEL_EXPECTED,
@@ -102,6 +103,25 @@ def _messages() -> Iterator[tuple[str, dict, bytes]]:
     yield "features.kind.dense", DENSE, one % b'{"age": 42.5, "flag": true, "none": [], "c": "x"}'
     yield "features.kind.dense-false", DENSE, one % b'{"flag": false, "age": 0}'
     yield "features.kind.many", {**B8, "max_features": 3}, one % b'{"a": 1, "b": 2, "c": 3}'
+    # -- crosses: entries of pairs of features after the event's own
+    cross = {**B8, "crosses": (("u", "i"), ("tags", "x"))}
+    crossed = {
+        "string-string": b'{"i": "b", "x": 1, "u": "a"}',
+        "list-number": b'{"tags": ["p", "q"], "x": -2.5, "u": "a", "i": "b"}',
+        "absent": b'{"u": "a", "x": 3}',
+        "empty-list": b'{"tags": [], "x": 3, "u": "a", "i": "b"}',
+        "boolean": b'{"u": false, "i": true}',
+        "collide": b'{"u": "a", "i": "a", "tags": ["a", "a"], "x": 0}',
+    }
+    for name, features in crossed.items():
+        yield f"features.cross.{name}", cross, one % features
+    yield "features.cross.dense", {**DENSE, "crosses": (("age", "c"), ("c", "flag"))}, (
+        one % b'{"c": "x", "age": 42.5, "flag": true}'
+    )
+    items = b", ".join(b'"%d"' % i for i in range(101))
+    yield "features.too_many_crossed/lists", {**B8, "crosses": (("a", "b"),)}, (
+        one % b'{"a": [%s], "b": [%s]}' % (items, items)
+    )
     # -- labels, per task
     labels = {
         "binary": [b"1", b"0", b"true", b"false", b"1.0"],
@@ -237,6 +257,8 @@ def _settings(raw: dict) -> Settings:
     raw = dict(raw)
     if "dense" in raw:
         raw["dense"] = tuple(raw["dense"])
+    if "crosses" in raw:
+        raw["crosses"] = tuple(tuple(pair) for pair in raw["crosses"])
     return Settings(**raw)
 
 
@@ -405,6 +427,8 @@ def java_rules() -> bytes:
         f"    static final long HASH_MIX_1 = 0x{HASH.mix_1:016X}L;",
         f"    static final long HASH_MIX_2 = 0x{HASH.mix_2:016X}L;",
         f"    static final int HASH_SHIFT = {HASH.shift};",
+        f"    static final long HASH_CROSS_TAG = 0x{HASH.cross_tag:016X}L;",
+        f"    static final int CROSS_LIMIT = {CROSS_LIMIT};",
         f"    static final String[] EVENT_FIELDS = {strings(EVENT_FIELDS)};",
         f"    static final String[] TASKS = {strings(TASKS)};",
         f"    static final String[] LABEL_EXPECTED = {strings(LABEL_EXPECTED[t] for t in TASKS)};",

@@ -19,6 +19,8 @@ final class ContractRules {
     static final long HASH_MIX_1 = 0xFF51AFD7ED558CCDL;
     static final long HASH_MIX_2 = 0xC4CEB9FE1A85EC53L;
     static final int HASH_SHIFT = 33;
+    static final long HASH_CROSS_TAG = 0x1000000000000000L;
+    static final int CROSS_LIMIT = 64;
     static final String[] EVENT_FIELDS = {"features", "id", "key", "label", "ts"};
     static final String[] TASKS = {"regression", "binary", "multiclass"};
     static final String[] LABEL_EXPECTED = {"a finite number", "a label (0/1 or true/false)", "a class name (string) or an integer class"};
@@ -56,6 +58,8 @@ final class ContractRules {
             "features.{name}", "a list of strings", "an item {value}"});
         RULES.put("features.bad_value", new String[] {
             "features.{name}", "a number, a string, a list of strings or true/false", "{value}"});
+        RULES.put("features.too_many_crossed", new String[] {
+            "features", "at most {max_features} crossed entries", "{count}"});
         RULES.put("features.dense_not_number", new String[] {
             "features.{name}", "a number (it is a dense feature)", "{value}"});
         RULES.put("label.missing", new String[] {

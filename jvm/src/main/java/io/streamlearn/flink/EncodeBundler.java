@@ -71,6 +71,7 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
     private final String task;
     private final int bits;
     private final String[] dense;
+    private final String[][] crosses;
     private final int maxFeatures;
     private final int flushEvents;
     private final long flushMs;
@@ -100,6 +101,7 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
             String task,
             int bits,
             String[] dense,
+            String[][] crosses,
             int maxFeatures,
             int flushEvents,
             long flushMs) {
@@ -107,6 +109,7 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
         this.task = task;
         this.bits = bits;
         this.dense = dense.clone();
+        this.crosses = crosses.clone();
         this.maxFeatures = maxFeatures;
         this.flushEvents = flushEvents;
         this.flushMs = flushMs;
@@ -115,7 +118,7 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
     @Override
     public void open() throws Exception {
         super.open();
-        encoder = new EventEncoder(task, bits, dense, maxFeatures);
+        encoder = new EventEncoder(task, bits, dense, crosses, maxFeatures, 1 << 20);
         buffers = new HashMap<>();
         rejected = new ArrayList<>();
         timerSet = false;

@@ -29,7 +29,8 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
  * that many bytes. Modes:
  *
  * <pre>
- * encode (default)  --task T --bits B [--dense a,b] [--max-features N] [--cache-size N]
+ * encode (default)  --task T --bits B [--dense a,b] [--crosses a:b,c:d] [--max-features N]
+ *                   [--cache-size N]
  *                   --in F --out F --rejections F [--each] [--dlq TOPIC,PARTITION,OFFSET,AT_MS]
  *     all messages into one batch (--out holds its bytes), or with --each one batch per
  *     message (--out holds, per message, a big-endian u32 length and the batch bytes);
@@ -51,7 +52,7 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
  *     each message is a JSON array [name, value or null]; one line out per message:
  *     name hash, value hash (0 for null), slot, sign, hex of the 64-byte BLAKE2b of the name
  *     personalised "sl.name".
- * --bench N         --task T --bits B [--dense ..] --in F [--flush ROWS]
+ * --bench N         --task T --bits B [--dense ..] [--crosses ..] --in F [--flush ROWS]
  *     encodes every message N times (a batch turned to bytes every ROWS events, default
  *     1000), alternating with a bare Jackson parse that walks every token of the same
  *     messages and does nothing else; prints both rates and their ratio (ours / bare).
@@ -107,7 +108,7 @@ public final class EncodeTool {
 
     private static void encode(List<byte[]> messages, Args a) throws IOException {
         EventEncoder encoder =
-                new EventEncoder(a.task, a.bits, a.dense, a.maxFeatures, a.cacheSize);
+                new EventEncoder(a.task, a.bits, a.dense, a.crosses, a.maxFeatures, a.cacheSize);
         EncodedBatch batch = new EncodedBatch(a.task);
         List<Rejection> rejected = new ArrayList<>();
         try (OutputStream out = new FileOutputStream(a.out);
@@ -167,7 +168,9 @@ public final class EncodeTool {
                 + ",\"golden\":" + Long.toUnsignedString(ContractRules.HASH_GOLDEN)
                 + ",\"mix_1\":" + Long.toUnsignedString(ContractRules.HASH_MIX_1)
                 + ",\"mix_2\":" + Long.toUnsignedString(ContractRules.HASH_MIX_2)
-                + ",\"shift\":" + ContractRules.HASH_SHIFT + "},\"tasks\":");
+                + ",\"shift\":" + ContractRules.HASH_SHIFT
+                + ",\"cross_tag\":" + Long.toUnsignedString(ContractRules.HASH_CROSS_TAG)
+                + "},\"cross_limit\":" + ContractRules.CROSS_LIMIT + ",\"tasks\":");
         strings(out, Rules.TASKS);
         JsonOut.ascii(out, ",\"event_fields\":");
         strings(out, Rules.EVENT_FIELDS);
@@ -251,7 +254,8 @@ public final class EncodeTool {
     // -- the benchmark ---------------------------------------------------------------------------
 
     static void bench(List<byte[]> messages, Args a, PrintStream out) throws IOException {
-        EventEncoder encoder = new EventEncoder(a.task, a.bits, a.dense, a.maxFeatures);
+        EventEncoder encoder =
+                new EventEncoder(a.task, a.bits, a.dense, a.crosses, a.maxFeatures, 1 << 20);
         EncodedBatch batch = new EncodedBatch(a.task);
         List<Rejection> rejected = new ArrayList<>();
         long events = 0;
@@ -337,6 +341,7 @@ public final class EncodeTool {
         String task = "binary";
         int bits = 20;
         String[] dense = new String[0];
+        String[][] crosses = new String[0][];
         int maxFeatures = Rules.MAX_FEATURES;
         int cacheSize = 1 << 20;
         String in = "-";
@@ -377,6 +382,7 @@ public final class EncodeTool {
                     case "--task" -> task = v;
                     case "--bits" -> bits = integer(flag, v);
                     case "--dense" -> dense = v.isEmpty() ? new String[0] : v.split(",", -1);
+                    case "--crosses" -> crosses = crossPairs(v);
                     case "--max-features" -> maxFeatures = integer(flag, v);
                     case "--cache-size" -> cacheSize = integer(flag, v);
                     case "--in" -> in = v;
@@ -392,8 +398,8 @@ public final class EncodeTool {
                         }
                     }
                     default -> throw new IllegalArgumentException(
-                            "expected one of --task --bits --dense --max-features --cache-size"
-                                    + " --in --out"
+                            "expected one of --task --bits --dense --crosses --max-features"
+                                    + " --cache-size --in --out"
                                     + " --rejections --each --dlq --dead-letters --rules --hash --bench"
                                     + " --flush, got "
                                     + flag);
@@ -408,6 +414,23 @@ public final class EncodeTool {
             if ((hash || deadLetters || rules) && out == null) {
                 throw new IllegalArgumentException("--out: expected a file name, got nothing");
             }
+        }
+
+        /** {@code a:b,c:d} as pairs (the empty text: none). */
+        private static String[][] crossPairs(String v) {
+            if (v.isEmpty()) {
+                return new String[0][];
+            }
+            String[] items = v.split(",", -1);
+            String[][] pairs = new String[items.length][];
+            for (int i = 0; i < items.length; i++) {
+                pairs[i] = items[i].split(":", -1);
+                if (pairs[i].length != 2) {
+                    throw new IllegalArgumentException(
+                            "--crosses: expected name:name pairs split by commas, got " + v);
+                }
+            }
+            return pairs;
         }
 
         private static int integer(String flag, String v) {

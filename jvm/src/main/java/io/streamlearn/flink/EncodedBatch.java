@@ -122,6 +122,16 @@ public final class EncodedBatch {
         return nnz;
     }
 
+    /** The slot of entry {@code i}. */
+    int slotAt(int i) {
+        return indices[i];
+    }
+
+    /** The value of entry {@code i}. */
+    double valueAt(int i) {
+        return values[i];
+    }
+
     /** Append one entry to the current (open) row. */
     void entry(int slot, double value, boolean isNumber) {
         if (nnz == indices.length) {

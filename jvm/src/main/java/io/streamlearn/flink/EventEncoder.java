@@ -60,6 +60,8 @@ public final class EventEncoder {
     private final int task;
     private final int maxFeatures;
     private final SlotCache cache;
+    /** The layout's crosses, or null when it has none. */
+    private final Crosses crosses;
     private final TreeDecoder tree;
     private int stamp;
     // how messages went: all by the scanner, with some items by the tree, all by the tree
@@ -99,6 +101,15 @@ public final class EventEncoder {
 
     /** As above, remembering at most {@code cacheSize} hashed names and values. */
     public EventEncoder(String task, int bits, String[] dense, int maxFeatures, int cacheSize) {
+        this(task, bits, dense, new String[0][], maxFeatures, cacheSize);
+    }
+
+    /**
+     * As above, with {@code crosses}: pairs of feature names whose entries are crossed after
+     * each event's own (the contract's {@code cross_entry}, as {@code FeatureHasher(crosses)}).
+     */
+    public EventEncoder(String task, int bits, String[] dense, String[][] crosses,
+            int maxFeatures, int cacheSize) {
         this.task = taskCode(task);
         if (bits < 1 || bits > ContractRules.MAX_BITS) {
             throw new IllegalArgumentException("bits: expected an integer from 1 to "
@@ -118,9 +129,13 @@ public final class EventEncoder {
             throw new IllegalArgumentException(
                     "maxFeatures: expected a positive integer, got " + maxFeatures);
         }
+        if (crosses == null) {
+            throw new IllegalArgumentException("crosses: expected a list of pairs, got null");
+        }
         this.maxFeatures = maxFeatures;
-        this.cache = new SlotCache(bits, dense.clone(), cacheSize);
-        this.tree = new TreeDecoder(this.task, maxFeatures, cache);
+        this.crosses = crosses.length == 0 ? null : new Crosses(crosses, bits);
+        this.cache = new SlotCache(bits, dense.clone(), cacheSize, this.crosses);
+        this.tree = new TreeDecoder(this.task, maxFeatures, cache, this.crosses);
     }
 
     static int taskCode(String task) {
@@ -287,6 +302,9 @@ public final class EventEncoder {
         }
         cache.bound();
         int ev = ++stamp;
+        if (crosses != null) {
+            crosses.begin();
+        }
         int seen = 0;
         p = ws(p + 1);
         while (true) {
@@ -332,6 +350,9 @@ public final class EventEncoder {
         }
         if ((seen & (K_FEATURES | K_LABEL)) != (K_FEATURES | K_LABEL)) {
             return -1;
+        }
+        if (crosses != null && !crosses.append(batch, maxFeatures)) {
+            return -1; // too many crossed entries: the complete path names the rejection
         }
         if (task == MULTICLASS) {
             batch.endRow(m, labelOff, labelLen);
@@ -385,6 +406,7 @@ public final class EventEncoder {
                 return -1;
             }
             p = ws(p + 1);
+            int at = batch.nnz();
             byte c = m[p];
             if (c == '"') {
                 if (n.dense) {
@@ -438,6 +460,9 @@ public final class EventEncoder {
                 p++;
             } else {
                 return -1;
+            }
+            if (n.cross >= 0) {
+                crosses.mark(n.cross, at, batch.nnz());
             }
             p = ws(p);
             if (m[p] == ',') {

@@ -69,6 +69,15 @@ public final class FeatureHash {
         return h ^ (h >>> SHIFT);
     }
 
+    /**
+     * The contract's {@code cross_entry}: the hash of the cross of the entries at {@code slotA}
+     * (of the cross's first feature) and {@code slotB}; its {@link #slot} is the crossed entry's
+     * slot, and its {@link #sign} multiplies the product of the two entries' values.
+     */
+    public static long cross(int slotA, int slotB) {
+        return mix((slotA & 0xFFFFFFFFL) | ContractRules.HASH_CROSS_TAG, slotB & 0xFFFFFFFFL);
+    }
+
     /** The slot of a mixed hash among {@code 2^bits} hashed slots. */
     public static int slot(long mixed, int bits) {
         return (int) (mixed & ((1L << bits) - 1));

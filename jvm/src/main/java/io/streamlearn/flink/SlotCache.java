@@ -27,6 +27,8 @@ final class SlotCache {
         /** Its sign (dense: +1). */
         final double numSign;
         final boolean dense;
+        /** Its index among the crossed names ({@link Crosses#indexOf}), or -1. */
+        int cross = -1;
         /** The event in which this name was last seen (duplicate detection). */
         int seen = -1;
         /** The name that followed this one in the last event (a guess for the next). */
@@ -62,6 +64,7 @@ final class SlotCache {
     }
 
     private final int bits;
+    private final Crosses crosses;
     private final Map<String, Integer> denseSlots = new HashMap<>();
     private final int limit;
     private Name[] names = new Name[256];
@@ -71,6 +74,12 @@ final class SlotCache {
     private int valueTotal;
 
     SlotCache(int bits, String[] dense, int limit) {
+        this(bits, dense, limit, null);
+    }
+
+    /** A cache whose names know their index among the crossed names of {@code crosses}. */
+    SlotCache(int bits, String[] dense, int limit, Crosses crosses) {
+        this.crosses = crosses;
         this.bits = bits;
         this.limit = limit;
         for (int i = 0; i < dense.length; i++) {
@@ -177,6 +186,9 @@ final class SlotCache {
             long mixed = FeatureHash.mix(nameHash, 0);
             n = new Name(bytes, h, nameHash, FeatureHash.slot(mixed, bits),
                     FeatureHash.sign(mixed), false);
+        }
+        if (crosses != null) {
+            n.cross = crosses.indexOf(new String(bytes, StandardCharsets.UTF_8));
         }
         if (2 * (nameCount + 1) > names.length) {
             rehashNames();

@@ -75,11 +75,13 @@ final class TreeDecoder {
     private final int task;
     private final int maxFeatures;
     private final SlotCache cache;
+    private final Crosses crosses; // null: none
 
-    TreeDecoder(int task, int maxFeatures, SlotCache cache) {
+    TreeDecoder(int task, int maxFeatures, SlotCache cache, Crosses crosses) {
         this.task = task;
         this.maxFeatures = maxFeatures;
         this.cache = cache;
+        this.crosses = crosses;
     }
 
     // -- whole messages ------------------------------------------------------------------------
@@ -399,6 +401,21 @@ final class TreeDecoder {
                 throw fail("features.dense_not_number", "name", name, "value", v);
             }
         }
+        if (crosses != null) {
+            crosses.begin();
+            for (Map.Entry<?, ?> e : fmap.entrySet()) {
+                int k = crosses.indexOf((String) e.getKey());
+                if (k >= 0) {
+                    Object v = e.getValue(); // a list: one entry per item; else one
+                    crosses.mark(k, 0, v instanceof List<?> list ? list.size() : 1);
+                }
+            }
+            long count = crosses.count();
+            if (count > maxFeatures) {
+                throw fail("features.too_many_crossed", "count", count, "max_features",
+                        maxFeatures);
+            }
+        }
         return label;
     }
 
@@ -483,31 +500,45 @@ final class TreeDecoder {
 
     private void encode(Object ev, Object label, EncodedBatch batch) {
         Map<?, ?> features = (Map<?, ?>) ((Map<?, ?>) ev).get("features");
+        if (crosses != null) {
+            crosses.begin();
+        }
         for (Map.Entry<?, ?> e : features.entrySet()) {
             byte[] name = ((String) e.getKey()).getBytes(StandardCharsets.UTF_8);
             SlotCache.Name n = cache.name(name, 0, name.length);
             Object v = e.getValue();
-            if (v instanceof Double d) {
-                batch.entry(n.numSlot, n.numSign * d, true);
-            } else if (v instanceof Long l) {
-                batch.entry(n.numSlot, n.numSign * (double) l, true);
-            } else if (v instanceof BigInteger b) {
-                batch.entry(n.numSlot, n.numSign * b.doubleValue(), true);
-            } else if (v instanceof Boolean b) {
-                batch.entry(n.numSlot, n.numSign * (b ? 1.0 : 0.0), false);
-            } else if (v instanceof String s) {
-                stringEntry(n, s, batch);
-            } else {
-                for (Object item : (List<?>) v) {
-                    stringEntry(n, (String) item, batch);
-                }
+            int at = batch.nnz();
+            entries(n, v, batch);
+            if (n.cross >= 0) {
+                crosses.mark(n.cross, at, batch.nnz());
             }
+        }
+        if (crosses != null) {
+            crosses.append(batch, Integer.MAX_VALUE); // counted when the event was checked
         }
         if (label instanceof Double d) {
             batch.endRow(d);
         } else {
             byte[] json = (byte[]) label;
             batch.endRow(json, 0, json.length);
+        }
+    }
+
+    private void entries(SlotCache.Name n, Object v, EncodedBatch batch) {
+        if (v instanceof Double d) {
+            batch.entry(n.numSlot, n.numSign * d, true);
+        } else if (v instanceof Long l) {
+            batch.entry(n.numSlot, n.numSign * (double) l, true);
+        } else if (v instanceof BigInteger b) {
+            batch.entry(n.numSlot, n.numSign * b.doubleValue(), true);
+        } else if (v instanceof Boolean b) {
+            batch.entry(n.numSlot, n.numSign * (b ? 1.0 : 0.0), false);
+        } else if (v instanceof String s) {
+            stringEntry(n, s, batch);
+        } else {
+            for (Object item : (List<?>) v) {
+                stringEntry(n, (String) item, batch);
+            }
         }
     }
 

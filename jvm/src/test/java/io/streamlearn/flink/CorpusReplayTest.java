@@ -137,12 +137,17 @@ class CorpusReplayTest {
         for (int i = 0; i < dense.length; i++) {
             dense[i] = s.get("dense").get(i).asText();
         }
+        String[][] crosses = new String[s.get("crosses").size()][];
+        for (int i = 0; i < crosses.length; i++) {
+            JsonNode pair = s.get("crosses").get(i);
+            crosses[i] = new String[] {pair.get(0).asText(), pair.get(1).asText()};
+        }
         int maxFeatures = s.get("max_features").asInt();
         byte[] message = c.get("message").isNull()
                 ? Base64.getDecoder().decode(c.get("message_b64").asText())
                 : c.get("message").asText().getBytes(StandardCharsets.UTF_8);
 
-        EventEncoder encoder = new EventEncoder(task, bits, dense, maxFeatures);
+        EventEncoder encoder = new EventEncoder(task, bits, dense, crosses, maxFeatures, 1 << 20);
         EncodedBatch batch = new EncodedBatch(task);
         List<Rejection> rejected = new ArrayList<>();
         int valid = encoder.add(message, batch, rejected);
@@ -154,8 +159,9 @@ class CorpusReplayTest {
         valid = encoder.add(message, batch, rejected);
         check(name + ", encoder again", c, task, valid, batch, rejected);
 
+        Crosses treeCrosses = crosses.length == 0 ? null : new Crosses(crosses, bits);
         TreeDecoder tree = new TreeDecoder(EventEncoder.taskCode(task), maxFeatures,
-                new SlotCache(bits, dense, 1 << 10));
+                new SlotCache(bits, dense, 1 << 10, treeCrosses), treeCrosses);
         EncodedBatch treeBatch = new EncodedBatch(task);
         List<Rejection> treeRejected = new ArrayList<>();
         int treeValid = tree.add(message, treeBatch, treeRejected);
