@@ -34,6 +34,14 @@ crosses and ours cover the same pairs):
 
 - ``vw-q``: VW with ``-q ff`` (hashed quadratic crosses of every pair of
   features, learned as linear features);
+- ``crossed-all``: our per-event learner (``event-normalized``) with
+  ``crosses`` of every pair of the 8 features (28 crosses), against ``vw-q``
+  (VW also crosses each number with itself, ``x0*x0``: the one difference);
+- ``vw-q-pairs``: VW with each feature in a namespace of its own and ``-q``
+  for the stream's four interacting pairs
+  (``streamlearn.generators.INTERACTION_PAIRS``);
+- ``crossed-pairs``: ours with ``crosses = INTERACTION_PAIRS``, against
+  ``vw-q-pairs``: the same crosses on both sides;
 - ``vw-lrq4`` / ``vw-lrq8``: VW with ``--lrq ff4`` / ``--lrq ff8`` (low-rank
   quadratic: VW's factorization machine of rank 4 / 8);
 - ``fm-k4`` / ``fm-k8``: our factorization machine,
@@ -65,11 +73,18 @@ import os
 import platform
 import tempfile
 import time
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
-from streamlearn.generators import clicks, interactions, interactions_optimum, river_stream
+from streamlearn.generators import (
+    INTERACTION_PAIRS,
+    clicks,
+    interactions,
+    interactions_optimum,
+    river_stream,
+)
 from streamlearn.learners import FMClassifier, LogisticRegression
 from streamlearn.optim import AdaGrad, Normalized
 
@@ -108,14 +123,23 @@ def vw_line(x: dict, y: float) -> str:
     return f"{1 if y > 0.5 else -1} |f {' '.join(parts)}\n"
 
 
-def run_vw(xs: list[dict], y: np.ndarray, workdir: str, repeats: int, extra: str = "") -> dict:
+def vw_line_per_feature(x: dict, y: float) -> str:
+    """Each feature in a namespace of its own, named by a letter (:data:`NAMESPACES`)."""
+    parts = [f"|{NAMESPACES[name]} {vw_line({name: value}, y).split(' |f ')[1].strip()}"
+             for name, value in x.items()]
+    return f"{1 if y > 0.5 else -1} {' '.join(parts)}\n"
+
+
+def run_vw(xs: list[dict], y: np.ndarray, workdir: str, repeats: int, extra: str = "",
+           per_feature: bool = False) -> dict:
     from vowpalwabbit import pyvw
 
-    data = os.path.join(workdir, "events.vw")
+    data = os.path.join(workdir, "per-feature.vw" if per_feature else "events.vw")
     preds = os.path.join(workdir, "preds.txt")
     if not os.path.exists(data):
+        line = vw_line_per_feature if per_feature else vw_line
         with open(data, "w") as f:
-            f.writelines(vw_line(x, label) for x, label in zip(xs, y, strict=True))
+            f.writelines(line(x, label) for x, label in zip(xs, y, strict=True))
     best, best_cpu, pv_loss = float("inf"), float("inf"), None
     args = f"--loss_function logistic --link logistic -b {BITS} {extra}".strip()
     for _ in range(repeats):
@@ -169,6 +193,23 @@ SYSTEMS = {
 }
 #: VW's crosses and low-rank quadratic models, on the interactions stream
 VW_INTERACTIONS = {"vw-q": "-q ff", "vw-lrq4": "--lrq ff4", "vw-lrq8": "--lrq ff8"}
+#: the interactions stream's features, each a VW namespace of its own (a letter)
+INTERACTION_FEATURES = ("ad", "country", "device", "hour", "segment", "site", "x0", "x1")
+NAMESPACES = {name: "abcdefgh"[i] for i, name in enumerate(INTERACTION_FEATURES)}
+#: VW's -q of the four interacting pairs, each feature in its own namespace
+VW_PAIRS = " ".join(f"-q {NAMESPACES[a]}{NAMESPACES[b]}" for a, b in INTERACTION_PAIRS)
+
+
+def _crossed(crosses: tuple) -> LogisticRegression:
+    return LogisticRegression(Normalized(0.5), bits=BITS, update="event", intercept_lr=None,
+                              crosses=crosses)
+
+
+#: our crossed learners, and the VW system each is compared with
+CROSSED = {
+    "crossed-all": (lambda: _crossed(tuple(combinations(INTERACTION_FEATURES, 2))), "vw-q"),
+    "crossed-pairs": (lambda: _crossed(INTERACTION_PAIRS), "vw-q-pairs"),
+}
 #: our factorization machines, and the VW system each is compared with
 FMS = {
     "fm-k4": (lambda: FMClassifier(Normalized(0.5, invariant=False), k=4, bits=BITS,
@@ -217,10 +258,12 @@ def main() -> None:
             if name == "interactions":
                 for system, extra in VW_INTERACTIONS.items():
                     rows[system] = run_vw(xs, y, workdir, args.repeats, extra)
+                rows["vw-q-pairs"] = run_vw(xs, y, workdir, args.repeats, VW_PAIRS,
+                                            per_feature=True)
             for system, (make, step) in SYSTEMS.items():
                 rows[system] = run_ours(make, xs, y, args.repeats, step)
             if name == "interactions":
-                for system, (make, ref) in FMS.items():
+                for system, (make, ref) in {**CROSSED, **FMS}.items():
                     rows[system] = run_ours(make, xs, y, args.repeats, None)
                     refs[system] = ref
             vw = rows["vw"]
@@ -247,7 +290,14 @@ def main() -> None:
                                "within_1pct_of_vw_lrq": rows[s]["log_loss_vs_ref"] <= 1.01}
                            for s in FMS}
                 results["goal_fm"] = fm_goal
+                results["goal_crosses"] = {
+                    s: {"vs_vw": rows[s]["log_loss_vs_ref"], "reference": ref,
+                        "at_most_vw": rows[s]["log_loss_vs_ref"] <= 1.0}
+                    for s, (_, ref) in CROSSED.items()
+                }
                 print(f"{'':<12} (the true model's log-loss, the Bayes optimum: {optimum:.4f})")
+                for s, g in results["goal_crosses"].items():
+                    print(f"{'':<12} {s}: log-loss / {g['reference']} {g['vs_vw']:.4f}")
                 for s, g in fm_goal.items():
                     print(f"{'':<12} {s}: beats the linear learner {g['beats_linear']}, "
                           f"log-loss / VW {FMS[s][1]} {g['vs_vw_lrq']:.4f}")
