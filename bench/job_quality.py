@@ -24,13 +24,16 @@ envelopes of ``--envelope-size`` to a topic of 4 partitions (keyed by user, as
 (pairs of features interact; ``interactions_optimum`` is the Bayes optimum), and
 ``--fm K`` adds, at each P, the job with ``model.factors = K`` (a factorization
 machine) and VW with ``--lrq ffK`` (its low-rank quadratic model, every feature in
-namespace ``f``).
+namespace ``f``); ``--crosses`` adds, at each P, the job with ``features.crosses``
+set to the stream's four interacting pairs (``INTERACTION_PAIRS``, crossed in the JVM
+encoder) and VW with each feature in a namespace of its own and ``-q`` for the same
+pairs (as ``bench/quality.py``'s ``vw-q-pairs``).
 
 The job reads the partitions interleaved, so at P=1 it learns the events in another
 order than VW's file; at P > 1 each learner learns its partitions and the merger sums
 their changes every ``job.sync_ms``. Ratios: each run's log-loss over VW's and over
-the job's at P=1 (a factorization machine's over VW's ``--lrq`` and its own P=1); the
-job's events/s over VW's.
+the job's at P=1 (a factorization machine's over VW's ``--lrq`` and its own P=1, a
+crossed job's over VW's ``-q`` and its own P=1); the job's events/s over that VW's.
 
 Run: ``.venv/bin/python bench/job_quality.py [--events 3000000] [--parallelism 1,2,4]``.
 Prints a table and writes ``bench/results/job_quality.json``.
@@ -54,7 +57,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from e2e import TINY, _best, _free_port, _rates, run_train  # noqa: E402
 from prefill import prefill  # noqa: E402
-from quality import load, run_vw  # noqa: E402
+from quality import VW_PAIRS, load, run_vw  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BATCH = {"model.update": "batch", "model.optimizer": "adagrad"}
@@ -93,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stream", choices=("clicks", "interactions"), default="clicks")
     parser.add_argument("--fm", type=int, default=0, metavar="K",
                         help="also a factorization machine of K factors (and VW --lrq ffK)")
+    parser.add_argument("--crosses", action="store_true",
+                        help="interactions: also the job with the stream's crosses (and VW -q)")
     parser.add_argument("--repeats", type=int, default=1, help="VW's timed runs, best kept")
     parser.add_argument("--out", default=str(RESULTS / "job_quality.json"))
     args = parser.parse_args(argv)
+    if args.crosses and args.stream != "interactions":
+        parser.error("--crosses: expected --stream interactions (its pairs are known)")
     base = {k: _value(v) for k, _, v in (s.partition("=") for s in args.set)}
 
     from connectors.kafka_broker import LocalBroker
@@ -124,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.fm:
             rows.append({"system": f"vw --lrq ff{args.fm}",
                          **run_vw(xs, y, str(work), args.repeats, f"--lrq ff{args.fm}")})
+        if args.crosses:
+            rows.append({"system": "vw -q pairs", **run_vw(xs, y, str(work), args.repeats,
+                                                           VW_PAIRS, per_feature=True)})
         del xs
         print(f"vw from its file: {time.perf_counter() - t0:.1f} s in all", flush=True)
         if args.stream == "interactions":
@@ -135,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.fm:
             runs += [(f"job-fm{args.fm} P={p}", p, {"model.factors": args.fm, **base})
                      for p in ps]
+        if args.crosses:
+            from streamlearn.generators import INTERACTION_PAIRS
+
+            crosses = [list(pair) for pair in INTERACTION_PAIRS]
+            runs += [(f"job-q P={p}", p, {"features.crosses": crosses, **base}) for p in ps]
         if not args.no_batch:
             runs.append(("job-batch P=1", 1, {**BATCH, **base}))
         for name, p, settings in runs:
@@ -148,10 +163,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{'system':<16} {'log-loss':>9} {'accuracy':>8} {'events/s':>10} "
           f"{'loss/vw':>8} {'loss/P=1':>8} {'speed/vw':>8}")
     for r in rows:
-        # a factorization machine against VW's --lrq and its own P=1; the others as named
+        # a factorization machine against VW's --lrq and its own P=1, a crossed job
+        # against VW's -q and its own P=1; the others against VW and the job at P=1
         fm = r["system"].startswith(("job-fm", "vw --lrq"))
-        ref = by_name.get(f"vw --lrq ff{args.fm}") if fm else vw
-        p1 = by_name.get(f"job-fm{args.fm} P=1" if fm else "job P=1")
+        crossed = r["system"].startswith(("job-q", "vw -q"))
+        ref = (by_name[f"vw --lrq ff{args.fm}"] if fm else by_name["vw -q pairs"] if crossed
+               else vw)
+        p1 = by_name.get(f"job-fm{args.fm} P=1" if fm else "job-q P=1" if crossed
+                         else "job P=1")
         r["log_loss_vs_vw"] = round(r["log_loss"] / ref["log_loss"], 4)
         r["log_loss_vs_p1"] = (round(r["log_loss"] / p1["log_loss"], 4)
                                if p1 and r["system"].startswith("job") else None)
