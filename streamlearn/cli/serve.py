@@ -101,6 +101,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="seconds a client has from the end of the headers to the end of the body"
         " (default: %(default)s)",
     )
+    parser.add_argument(
+        "--log-topic",
+        metavar="TOPIC",
+        help="log what is predicted for events with an `id` (its features, version and"
+        " score) to this Kafka topic, keyed by the id, for joining labels that arrive"
+        " later; off the request path: what cannot be logged is counted in /metrics"
+        " (default: no log)",
+    )
+    parser.add_argument(
+        "--log-bootstrap",
+        default="127.0.0.1:9092",
+        metavar="HOST:PORT",
+        help="the Kafka broker of --log-topic (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-queue",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="records --log-topic holds while the broker is slow or away; more are"
+        " dropped and counted (default: %(default)s)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -119,14 +141,26 @@ def run(args: argparse.Namespace) -> int:
     ):
         if not 0 < value <= 3600:
             raise ConfigError(flag, "seconds in (0, 3600]", repr(value))
+    if args.log_queue < 1:
+        raise ConfigError("--log-queue", "a positive number of records", repr(args.log_queue))
+    if args.log_topic is not None and not args.log_topic.strip():
+        raise ConfigError("--log-topic", "a Kafka topic name", repr(args.log_topic))
     source = StoreSource(args.store, args.model)
     _say_if_missing(source, args.store)
+    prediction_log = None
+    if args.log_topic:
+        from connectors.prediction_log import KafkaSink
+        from streamlearn.serving.prediction_log import PredictionLog
+
+        sink = KafkaSink(args.log_bootstrap, args.log_topic)
+        prediction_log = PredictionLog(sink, capacity=args.log_queue)
     app = build_app(
         source,
         token=args.token or None,
         poll_interval_s=args.poll_ms / 1000,
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_events=args.max_events,
+        prediction_log=prediction_log,
     )
     level = "info" if getattr(args, "verbose", False) else "warning"
     run_server(

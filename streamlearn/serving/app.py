@@ -24,6 +24,7 @@ import orjson
 from streamlearn.errors import ConfigError, ValidationError, VersionNotFound
 from streamlearn.serving.model import FastPredictor, OneAnswer, Predictions, Predictor
 from streamlearn.serving.openapi import openapi_document
+from streamlearn.serving.prediction_log import PredictionLog, records_of
 from streamlearn.serving.prometheus import ServiceMetrics
 from streamlearn.serving.request_body import (
     ARROW_STREAM,
@@ -90,6 +91,7 @@ class PredictionApp:
         max_body_bytes: int = 8 * 1024 * 1024,
         max_events: int = 10_000,
         max_decoded_bytes: int | None = None,
+        prediction_log: PredictionLog | None = None,
     ) -> None:
         if token is not None and not token.strip():
             raise ConfigError("token", "a non-empty string", repr(token))
@@ -114,6 +116,9 @@ class PredictionApp:
         self._auth = f"Bearer {token}".encode() if token is not None else None
         self._token = token.encode() if token is not None else b""
         self.metrics = ServiceMetrics(self.model, self._model_info, lambda: watcher.swaps)
+        self.prediction_log = prediction_log
+        if prediction_log is not None:
+            self.metrics.log_counts = prediction_log.counts
         self._openapi = orjson.dumps(openapi_document(self.model, auth=token is not None))
         # path -> (method, handler, needs the token, the route's label in the metrics)
         self._routes: dict[str, Route] = {
@@ -211,6 +216,8 @@ class PredictionApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await asyncio.to_thread(self.watcher.stop)
+                if self.prediction_log is not None:
+                    await asyncio.to_thread(self.prediction_log.close)
                 if self._decoder is not None:
                     self._decoder.shutdown(wait=False, cancel_futures=True)
                 await send({"type": "lifespan.shutdown.complete"})
@@ -371,13 +378,27 @@ class PredictionApp:
                 quick = fast.predict_fast(plain[0])
                 if quick is not None:
                     answer = self._render(fast, quick, plain[1], doc)
+                    if self.prediction_log is not None:
+                        self._log(self.prediction_log, doc, plain[0], quick, fast.version)
                     return 200, answer, JSON, len(quick)
         batch = check_json(doc, self.max_events)  # names every bad field
         if served is None:
             return 503, self._not_ready(), JSON, 0
         predictor = served.predictor
         result = predictor.predict_features(batch.features)
-        return 200, self._render(predictor, result, batch.single, doc), JSON, len(result)
+        answer = self._render(predictor, result, batch.single, doc)
+        if self.prediction_log is not None:
+            self._log(self.prediction_log, doc, batch.features, result, predictor.version)
+        return 200, answer, JSON, len(result)
+
+    def _log(
+        self, log: PredictionLog, doc: Any, features: Any, result: Predictions, version: int
+    ) -> None:
+        """Offer ``log`` what was answered for the request's events with an ``id``
+        (never waits: see :class:`PredictionLog`)."""
+        records = records_of(doc, features, result, self.model, version)
+        if records:
+            log.offer(records)
 
     async def _parse_arrow(self, body: bytes) -> Any:
         """An Arrow body checked from its headers, then decoded and fully

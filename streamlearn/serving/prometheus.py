@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 __all__ = ["ServiceMetrics", "LATENCY_BUCKETS_S", "METRIC_NAMES"]
@@ -102,6 +102,8 @@ class ServiceMetrics:
         # those above every bound, then the sum of latencies]: one look-up per request
         self._counts: dict[tuple[str, int], list[Any]] = {}
         self.predictions = 0
+        #: the prediction log's counts by outcome, when the server has one
+        self.log_counts: Callable[[], Mapping[str, int]] | None = None
         self._now: float | None = None  # the clock of render(now=...), for tests
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
@@ -186,6 +188,16 @@ class ServiceMetrics:
         )
         swaps.add_metric(model, self._swaps())
         yield swaps
+        if self.log_counts is not None:
+            logged = CounterMetricFamily(
+                "streamlearn_prediction_log_records",
+                "Predictions of events with an id offered to the prediction log, by outcome "
+                "(logged: sent; dropped: no room in its queue; failed: the sink refused them).",
+                labels=("model", "outcome"),
+            )
+            for outcome, count in self.log_counts().items():
+                logged.add_metric((self.model, outcome), count)
+            yield logged
         info = self._model_info()
         if info is not None:
             version, created_at = info

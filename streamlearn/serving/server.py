@@ -17,6 +17,7 @@ from typing import Any
 from streamlearn.errors import ConfigError, PortInUse
 from streamlearn.serving.app import PredictionApp
 from streamlearn.serving.model import ModelSource
+from streamlearn.serving.prediction_log import PredictionLog
 from streamlearn.serving.timeouts import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, guarded_protocol
 from streamlearn.serving.watcher import ModelWatcher
 
@@ -48,6 +49,7 @@ def build_app(
     max_body_bytes: int = 8 * 1024 * 1024,
     max_events: int = 10_000,
     max_decoded_bytes: int | None = None,
+    prediction_log: PredictionLog | None = None,
 ) -> PredictionApp:
     """The ASGI app serving ``source``, with its watcher (started by the app's lifespan).
 
@@ -61,6 +63,9 @@ def build_app(
         How often the watcher asks the source which version to serve.
     max_body_bytes, max_events, max_decoded_bytes
         Limits of one prediction request (see :class:`PredictionApp`).
+    prediction_log
+        Where what was predicted for events with an ``id`` goes (see
+        :mod:`streamlearn.serving.prediction_log`); closed when the app shuts down.
     """
     watcher = ModelWatcher(source, interval_s=poll_interval_s)
     return PredictionApp(
@@ -69,6 +74,7 @@ def build_app(
         max_body_bytes=max_body_bytes,
         max_events=max_events,
         max_decoded_bytes=max_decoded_bytes,
+        prediction_log=prediction_log,
     )
 
 
