@@ -19,7 +19,7 @@ from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 from streamlearn.contract import MAX_FEATURES
 from streamlearn.training.config import TrainConfig
 
-__all__ = ["DELTA_TYPE", "BundleLearner", "KafkaRange", "Merger", "encode_bundles"]
+__all__ = ["DELTA_TYPE", "BundleLearner", "KafkaRange", "MergeOperator", "encode_bundles"]
 
 #: How a learner's delta (``ModelDelta.to_bytes()``) travels to the merger: raw
 #: bytes, which thread mode hands to the JVM in one copy and Flink serialises
@@ -200,7 +200,7 @@ class BundleLearner(FlatMapFunction):
         self.fetch.close()
 
 
-class Merger(KeyedProcessFunction):
+class MergeOperator(KeyedProcessFunction):
     """Adapts :class:`~streamlearn.training.workers.MergerWorker` to Flink state and timers."""
 
     def __init__(self, cfg_json: str, base_version: int) -> None:

@@ -8,7 +8,7 @@
           └─ a CSR micro-batch every N events / T ms
       → BundleLearner × P (Python, one per source subtask: the partitions it reads are
           its keys) → a ModelDelta per bundle
-      → key_by(0) → Merger × 1 → ModelStore.publish(version, lineage) ──► <topic>.models
+      → key_by(0) → MergeOperator × 1 → ModelStore.publish(version, lineage) ──► <topic>.models
 
 Flink state holds only what the workers cannot rebuild: the merger's version,
 counts, offsets and deltas folded in but not yet published. The encoder sends
@@ -41,7 +41,7 @@ from connectors.flink_kafka import (
     record_with_offsets_type,
     stream_env,
 )
-from connectors.flink_train import DELTA_TYPE, BundleLearner, Merger, encode_bundles
+from connectors.flink_train import DELTA_TYPE, BundleLearner, MergeOperator, encode_bundles
 from streamlearn.training.cli_args import config_from_args, job_arg_parser
 from streamlearn.training.config import TrainConfig
 
@@ -110,7 +110,7 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
     )
     versions = (
         deltas.key_by(lambda _: 0, key_type=Types.INT())
-        .process(Merger(cfg_json, base_version), output_type=Types.STRING())
+        .process(MergeOperator(cfg_json, base_version), output_type=Types.STRING())
         .set_parallelism(1).name("merger").uid("merger")
     )
     versions.sink_to(kafka_sink(cfg.kafka.bootstrap, cfg.models_topic)).set_parallelism(1).name(
