@@ -31,8 +31,8 @@ import numpy as np
 from streamlearn.errors import ConfigError
 
 __all__ = [
-    "clicks", "interactions", "interactions_optimum", "river_stream", "GENERATORS", "make_stream",
-    "zipf_keys", "uniform_keys", "zipf_share",
+    "clicks", "delayed_clicks", "interactions", "interactions_optimum", "river_stream",
+    "GENERATORS", "make_stream", "zipf_keys", "uniform_keys", "zipf_share",
 ]
 
 _CATEGORIES = {
@@ -106,6 +106,56 @@ def clicks(
             key = f"u{int(user[j])}" if key_iter is None else next(key_iter)
             yield {"key": key, "features": feats, "label": label, "id": f"e{k}"}
         i += m
+
+
+def delayed_clicks(
+    n: int | None = None,
+    seed: int = 0,
+    rate_per_s: float = 1_000.0,
+    mean_delay_s: float = 30.0,
+    start_ms: int = 1_767_225_600_000,
+) -> Iterator[tuple[str, dict]]:
+    """:func:`clicks` as a served system sees them: each event an impression at its time,
+    and the click, when there is one, as a label that arrives later.
+
+    Yields ``("impression", {"id", "key", "ts", "features"})`` for every event (no label:
+    the click is not known when it is served), ``rate_per_s`` of them a second from
+    ``start_ms``, and ``("label", {"id", "label": 1, "ts"})`` for each event whose label
+    is 1, ``ts`` after its impression by a delay drawn from an exponential distribution
+    of mean ``mean_delay_s`` (a long tail: with a join window of ``w`` seconds, a share
+    ``exp(-w / mean_delay_s)`` of the clicks arrive after it). Both kinds in ``ts``
+    order, so a consumer sees them as they would happen. An impression without a click
+    is a 0 once its window closes. The events are those of ``clicks(n, seed)``.
+
+    >>> got = list(delayed_clicks(200, seed=1, mean_delay_s=5.0))
+    >>> impressions = [e for kind, e in got if kind == "impression"]
+    >>> labels = [e for kind, e in got if kind == "label"]
+    >>> len(impressions), sum(e["label"] for e in clicks(200, seed=1)) == len(labels)
+    (200, True)
+    >>> all(a[1]["ts"] <= b[1]["ts"] for a, b in zip(got, got[1:]))
+    True
+    """
+    import heapq
+
+    if not rate_per_s > 0:
+        raise ConfigError("rate_per_s", "a number of events per second > 0", repr(rate_per_s))
+    if not mean_delay_s > 0:
+        raise ConfigError("mean_delay_s", "seconds > 0", repr(mean_delay_s))
+    delays = np.random.default_rng(seed + 20_011)
+    pending: list[tuple[int, int, dict]] = []  # (ts, order, label) of clicks not yet due
+    order = 0
+    for i, event in enumerate(clicks(n, seed=seed)):
+        ts = start_ms + int(i * 1000 / rate_per_s)
+        while pending and pending[0][0] <= ts:
+            yield "label", heapq.heappop(pending)[2]
+        yield "impression", {"id": event["id"], "key": event["key"], "ts": ts,
+                             "features": event["features"]}
+        if event["label"]:
+            due = ts + int(delays.exponential(mean_delay_s) * 1000)
+            heapq.heappush(pending, (due, order, {"id": event["id"], "label": 1, "ts": due}))
+            order += 1
+    while pending:
+        yield "label", heapq.heappop(pending)[2]
 
 
 def _check_keys(n_keys: object, s: object | None = None) -> None:
