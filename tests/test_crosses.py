@@ -130,3 +130,33 @@ def test_a_crossed_learner_is_served_as_it_predicts(make: Any) -> None:
         np.asarray(by_columns.probabilities)[:, 1],
         np.asarray(model.predict_proba_many(ordered))[:, 1], rtol=1e-12,
     )
+
+
+def test_the_server_refuses_an_event_crossing_too_many_naming_the_rule() -> None:
+    from streamlearn.serving import ModelWatcher, PredictionApp
+    from tests.test_serving_app import call
+
+    model = LogisticRegression(bits=8, crosses=[("a", "b")])
+    model.learn_one({"a": "x", "b": "y"}, True)
+
+    class Source:
+        name = "m"
+
+        def serving_version(self) -> int:
+            return 1
+
+        def load(self, version: int) -> LearnerPredictor:
+            return LearnerPredictor(model, version=version, created_at=0.0, classes=(0, 1))
+
+        def versions(self) -> list[dict]:
+            return [{"version": 1}]
+
+    watcher = ModelWatcher(Source())
+    watcher.poll_once()
+    app = PredictionApp(watcher)
+    ok = call(app, "POST", "/v1/predict", json={"features": {"a": "x", "b": "y"}})
+    assert ok.status_code == 200, ok.text
+    many = [str(i) for i in range(101)]
+    refused = call(app, "POST", "/v1/predict", json={"features": {"a": many, "b": many}})
+    assert refused.status_code == 422
+    assert refused.json()["fields"][0]["code"] == "features.too_many_crossed"

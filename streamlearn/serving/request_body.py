@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from streamlearn.contract import EVENT_FIELDS, MAX_FEATURES, RULES, render
+from streamlearn.contract import EVENT_FIELDS, MAX_FEATURES, RULES, Rejection, render
 from streamlearn.errors import ValidationError
 from streamlearn.serving.arrow_kinds import arrow_kinds
 from streamlearn.serving.arrow_limits import Declared, UnreadableStream, declared_sizes
@@ -83,7 +83,7 @@ class BadRequest(ValidationError):
 
 def _problem_json(p: ValidationError) -> dict[str, Any]:
     out = {"field": p.field, "expected": p.expected, "got": p.got}
-    if isinstance(p, Problem):
+    if isinstance(p, Problem | Rejection):  # a Rejection: from the model's own encoder
         out["code"] = p.code
     return out
 
