@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from pyflink.common import Types
 from pyflink.datastream import FlatMapFunction, KeyedProcessFunction, RuntimeContext
 from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
-from streamlearn.contract import MAX_FEATURES
 from streamlearn.training.config import TrainConfig
 
 __all__ = ["DELTA_TYPE", "BundleLearner", "KafkaRange", "MergeOperator", "encode_bundles"]
@@ -77,24 +77,22 @@ def encode_bundles(rows, cfg: TrainConfig):
     check_dead_letter_topic(cfg.kafka.bootstrap, cfg.kafka.dlq_topic)
     gateway = get_gateway()
     cls = load_java_class("io.streamlearn.flink.EncodeBundler")
-    dense = gateway.new_array(gateway.jvm.String, len(cfg.features.dense))
-    for i, name in enumerate(cfg.features.dense):
-        dense[i] = name
-    crosses = gateway.new_array(gateway.jvm.String, len(cfg.features.crosses), 2)
-    for i, (first, second) in enumerate(cfg.features.crosses):
-        crosses[i][0], crosses[i][1] = first, second
-    args = [
-        cfg.kafka.topic, cfg.model.task, cfg.features.bits, dense, crosses, MAX_FEATURES,
-        cfg.job.flush_events, cfg.job.flush_ms,
-    ]
-    j_args = gateway.new_array(gateway.jvm.Object, len(args))
-    for i, arg in enumerate(args):
-        j_args[i] = arg
-    operator = cls.getConstructors()[0].newInstance(j_args)
+    # the JVM reads the configuration the Python operators read: TrainConfig.to_dict()
+    operator = cls.getConstructors()[0].newInstance(
+        _object_array(gateway, [json.dumps(cfg.to_dict())])
+    )
     j_type = cls.getField("TYPE").get(None)
     j_bundles = rows._j_data_stream.transform("encode", j_type, operator)
     j_dlq = j_bundles.getSideOutput(cls.getField("DLQ").get(None))
     return DataStream(j_bundles), DataStream(j_dlq)
+
+
+def _object_array(gateway: Any, items: list[Any]) -> Any:
+    """A Java ``Object[]`` of ``items`` (the arguments of a reflective constructor call)."""
+    out = gateway.new_array(gateway.jvm.Object, len(items))
+    for i, item in enumerate(items):
+        out[i] = item
+    return out
 
 
 def _subtask_index(ctx: RuntimeContext) -> int:

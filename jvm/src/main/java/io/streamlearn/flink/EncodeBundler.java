@@ -5,6 +5,9 @@ import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
 import org.apache.flink.api.common.operators.ProcessingTimeService.ProcessingTimeCallback;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonProcessingException;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.api.common.typeinfo.BasicTypeInfo;
 import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
@@ -96,23 +99,75 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
         }
     }
 
-    public EncodeBundler(
-            String topic,
-            String task,
-            int bits,
-            String[] dense,
-            String[][] crosses,
-            int maxFeatures,
-            int flushEvents,
-            long flushMs) {
-        this.topic = topic;
-        this.task = task;
-        this.bits = bits;
-        this.dense = dense.clone();
-        this.crosses = crosses.clone();
-        this.maxFeatures = maxFeatures;
-        this.flushEvents = flushEvents;
-        this.flushMs = flushMs;
+    /**
+     * The operator of a training job, from its configuration as {@code
+     * streamlearn.training.config.TrainConfig.to_dict()} writes it in JSON (the same text the
+     * job's Python operators read): {@code kafka.topic}, {@code model.task}, {@code
+     * features.bits}, {@code features.dense}, {@code features.crosses}, {@code
+     * job.flush_events} and {@code job.flush_ms}. The configuration was validated in Python;
+     * a key that is missing or of the wrong kind here is a bug, named in the exception.
+     *
+     * @throws IllegalArgumentException naming the key that is missing or wrong
+     */
+    public EncodeBundler(String configJson) {
+        JsonNode cfg;
+        try {
+            cfg = new ObjectMapper().readTree(configJson);
+        } catch (JsonProcessingException e) {
+            throw new IllegalArgumentException("configJson: expected a JSON object, got " + e);
+        }
+        this.topic = text(cfg, "kafka", "topic");
+        this.task = text(cfg, "model", "task");
+        this.bits = (int) number(cfg, "features", "bits");
+        this.dense = strings(node(cfg, "features", "dense"), "features.dense");
+        JsonNode pairs = node(cfg, "features", "crosses");
+        this.crosses = new String[pairs.size()][];
+        for (int i = 0; i < crosses.length; i++) {
+            crosses[i] = strings(pairs.get(i), "features.crosses");
+        }
+        this.maxFeatures = ContractRules.MAX_FEATURES;
+        this.flushEvents = (int) number(cfg, "job", "flush_events");
+        this.flushMs = number(cfg, "job", "flush_ms");
+    }
+
+    private static JsonNode node(JsonNode cfg, String section, String key) {
+        JsonNode n = cfg.path(section).path(key);
+        if (n.isMissingNode() || n.isNull()) {
+            throw new IllegalArgumentException(section + "." + key + ": expected a value, got none");
+        }
+        return n;
+    }
+
+    private static String text(JsonNode cfg, String section, String key) {
+        JsonNode n = node(cfg, section, key);
+        if (!n.isTextual()) {
+            throw new IllegalArgumentException(section + "." + key + ": expected a string, got " + n);
+        }
+        return n.asText();
+    }
+
+    private static long number(JsonNode cfg, String section, String key) {
+        JsonNode n = node(cfg, section, key);
+        if (!n.canConvertToLong()) {
+            throw new IllegalArgumentException(
+                    section + "." + key + ": expected an integer, got " + n);
+        }
+        return n.asLong();
+    }
+
+    private static String[] strings(JsonNode list, String field) {
+        if (!list.isArray()) {
+            throw new IllegalArgumentException(field + ": expected a list of strings, got " + list);
+        }
+        String[] out = new String[list.size()];
+        for (int i = 0; i < out.length; i++) {
+            if (!list.get(i).isTextual()) {
+                throw new IllegalArgumentException(
+                        field + ": expected a list of strings, got " + list);
+            }
+            out[i] = list.get(i).asText();
+        }
+        return out;
     }
 
     @Override
