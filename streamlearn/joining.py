@@ -1,0 +1,167 @@
+"""Delayed labels: what joining feedback to what was served means, written once.
+
+An **impression** is an event served without its label (``{"id", "ts", "features", ...}``:
+the prediction log's records, or events users publish with an ``id`` and no label). A
+**label** arrives later: ``{"id", "label", "ts"}``. They are joined by ``id`` in event
+time (``ts``, milliseconds), within a **window** of ``window_ms`` after the impression:
+
+- the first label of an id (the smallest ``ts``; among equal ``ts`` the first given) with
+  ``ts <= impression ts + window_ms`` is the impression's label: **joined**;
+- an impression whose window closes without one gets ``default`` (for clicks: 0):
+  **expired**, or, with ``default=None``, is not learned: **dropped**;
+- every other label is not learned, and each has its reason (the dead-letter topic's):
+  **duplicate** (a later label of a joined id), **late** (after its impression's window),
+  **unmatched** (no impression of that id).
+
+Each impression is learned at most once, with exactly one label. :func:`join` is the
+reference reading of these rules over whole streams (the outcome the training job's join
+must reproduce, as ``streamlearn.contract.reference`` is the encoders'); the job's join in
+event time, its watermarks and state are described in ``docs/joining.md``.
+
+>>> impressions = [{"id": "a", "ts": 0}, {"id": "b", "ts": 10}, {"id": "c", "ts": 20}]
+>>> labels = [{"id": "a", "label": 1, "ts": 5}, {"id": "a", "label": 0, "ts": 6},
+...           {"id": "b", "label": 1, "ts": 500}, {"id": "z", "label": 1, "ts": 7}]
+>>> out = join(impressions, labels, window_ms=100, default=0)
+>>> [(e["id"], e["label"], how) for e, how in out.learned]
+[('a', 1, 'joined'), ('b', 0, 'expired'), ('c', 0, 'expired')]
+>>> [(r["id"], why) for r, why in out.rejected]
+[('a', 'duplicate'), ('z', 'unmatched'), ('b', 'late')]
+>>> out.counts()
+{'joined': 1, 'expired': 2, 'dropped': 0, 'duplicate': 1, 'late': 1, 'unmatched': 1}
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamlearn.errors import ConfigError
+
+__all__ = ["IMPRESSION_OUTCOMES", "LABEL_OUTCOMES", "Joined", "delay_report", "join"]
+
+#: What becomes of an impression, and of a label that is not learned.
+IMPRESSION_OUTCOMES = ("joined", "expired", "dropped")
+LABEL_OUTCOMES = ("duplicate", "late", "unmatched")
+
+
+@dataclass
+class Joined:
+    """The outcome of :func:`join`: the events to learn (each an impression with its
+    ``label``, and how it got it), and the labels not learned with their reason."""
+
+    learned: list[tuple[dict, str]] = field(default_factory=list)
+    dropped: list[dict] = field(default_factory=list)
+    rejected: list[tuple[dict, str]] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        """Every outcome and how many times it happened."""
+        out = dict.fromkeys((*IMPRESSION_OUTCOMES, *LABEL_OUTCOMES), 0)
+        for _, how in self.learned:
+            out[how] += 1
+        out["dropped"] = len(self.dropped)
+        for _, why in self.rejected:
+            out[why] += 1
+        return out
+
+
+def _check(window_ms: Any) -> None:
+    if type(window_ms) is not int or window_ms < 0:
+        raise ConfigError("window_ms", "an integer number of milliseconds >= 0", repr(window_ms))
+
+
+def join(
+    impressions: Iterable[Mapping[str, Any]], labels: Iterable[Mapping[str, Any]], *,
+    window_ms: int, default: Any = 0,
+) -> Joined:
+    """Join ``labels`` to ``impressions`` by the rules above (whole streams, any order).
+
+    ``learned`` keeps the impressions' order; ``rejected`` the labels' (stable by
+    ``ts``). An impression id seen twice keeps its first impression (the second is a
+    duplicate event, not this module's concern: its id is taken).
+    """
+    _check(window_ms)
+    first: dict[Any, Mapping[str, Any]] = {}
+    for imp in impressions:
+        first.setdefault(imp["id"], imp)
+    by_id: dict[Any, Mapping[str, Any]] = {}
+    out = Joined()
+    for lab in sorted(labels, key=lambda r: r["ts"]):
+        served = first.get(lab["id"])
+        if served is None:
+            out.rejected.append((dict(lab), "unmatched"))
+        elif lab["ts"] > served["ts"] + window_ms:
+            out.rejected.append((dict(lab), "late"))
+        elif lab["id"] in by_id:
+            out.rejected.append((dict(lab), "duplicate"))
+        else:
+            by_id[lab["id"]] = lab
+    for imp in first.values():
+        got = by_id.get(imp["id"])
+        if got is not None:
+            out.learned.append(({**imp, "label": got["label"]}, "joined"))
+        elif default is None:
+            out.dropped.append(dict(imp))
+        else:
+            out.learned.append(({**imp, "label": default}, "expired"))
+    return out
+
+
+def _quantile(sorted_values: Sequence[float], q: float) -> float | None:
+    if not sorted_values:
+        return None
+    at = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[at]
+
+
+def delay_report(
+    predictions: Iterable[Mapping[str, Any]], labels: Iterable[Mapping[str, Any]], *,
+    window_ms: int, default: Any = 0, positive: Any = 1,
+) -> dict[str, Any]:
+    """Delay-aware quality of what was *served*: each logged prediction (the prediction
+    log's records: ``id``, ``ts`` or else ``at_ms``, ``version``, ``probabilities``) scored
+    against the label :func:`join` gives it, per model version; the delays of the labels
+    that joined; the share of positive labels that came after their window.
+
+    Log-loss is of the served probability of the label's class (classes ``[negative,
+    positive]``, as the server orders a binary model's), clipped at 1e-15; predictions
+    that got no label (``default=None``) are not scored.
+
+    >>> preds = [{"id": "a", "ts": 0, "version": 1, "probabilities": [0.2, 0.8]},
+    ...          {"id": "b", "ts": 0, "version": 2, "probabilities": [0.9, 0.1]}]
+    >>> report = delay_report(preds, [{"id": "a", "label": 1, "ts": 40}], window_ms=100)
+    >>> {v: round(m["log_loss"], 4) for v, m in report["by_version"].items()}
+    {1: 0.2231, 2: 0.1054}
+    >>> report["delay_ms"], report["positives_after_window"]
+    ({'p50': 40, 'p99': 40, 'joined': 1}, 0.0)
+    """
+    _check(window_ms)
+    served = [{**p, "ts": p.get("ts", p.get("at_ms"))} for p in predictions]
+    labels = list(labels)
+    out = join(served, labels, window_ms=window_ms, default=default)
+    when = {p["id"]: p["ts"] for p in served}
+    by_version: dict[Any, dict[str, float]] = {}
+    for event, _how in out.learned:
+        proba = event["probabilities"][1 if event["label"] == positive else 0]
+        loss = -math.log(min(max(float(proba), 1e-15), 1.0))
+        m = by_version.setdefault(event["version"], {"events": 0, "log_loss": 0.0})
+        m["events"] += 1
+        m["log_loss"] += loss
+    for m in by_version.values():
+        m["log_loss"] /= m["events"]
+    joined_ids = {e["id"] for e, how in out.learned if how == "joined"}
+    first_label: dict[Any, Mapping[str, Any]] = {}
+    for lab in sorted(labels, key=lambda r: r["ts"]):
+        first_label.setdefault(lab["id"], lab)
+    delays = sorted(first_label[i]["ts"] - when[i] for i in joined_ids)
+    positives = [lab for lab in first_label.values()
+                 if lab["label"] == positive and lab["id"] in when]
+    after = sum(lab["ts"] > when[lab["id"]] + window_ms for lab in positives)
+    return {
+        "by_version": dict(sorted(by_version.items())),
+        "delay_ms": {"p50": _quantile(delays, 0.5), "p99": _quantile(delays, 0.99),
+                     "joined": len(delays)},
+        "positives_after_window": after / len(positives) if positives else None,
+        "counts": out.counts(),
+    }
