@@ -895,9 +895,30 @@ def cross_batch(
         if len(row) > MAX_FEATURES:
             raise Rejection("features.too_many_crossed", i, count=len(row))
         extra.append(row)
-    counts = np.fromiter(map(len, extra), np.int64, len(extra))
-    if not counts.any():
+    if not any(extra):
         return batch
+    if len(extra) <= SMALL_BATCH:  # numpy's fixed costs would dominate: plain lists
+        offsets_in = batch.offsets.tolist()
+        numeric_in = batch.numeric.tolist()
+        out_idx: list[int] = []
+        out_val: list[float] = []
+        out_num: list[bool] = []
+        out_off = [0]
+        for i, row in enumerate(extra):
+            lo, hi = offsets_in[i], offsets_in[i + 1]
+            out_idx += idx[lo:hi]
+            out_val += vals[lo:hi]
+            out_num += numeric_in[lo:hi]
+            for slot, value in row:
+                out_idx.append(slot)
+                out_val.append(value)
+                out_num.append(False)
+            out_off.append(len(out_idx))
+        return FeatureBatch(
+            np.array(out_idx, np.int64), np.array(out_val, np.float64),
+            np.array(out_off, np.int64), np.array(out_num, bool), batch.n_slots,
+        )
+    counts = np.fromiter(map(len, extra), np.int64, len(extra))
     own = np.diff(batch.offsets)
     offsets = np.zeros(len(own) + 1, np.int64)
     np.cumsum(own + counts, out=offsets[1:])

@@ -58,6 +58,9 @@ def test_the_batch_path_crosses_as_the_reference_does() -> None:
             [want] = encode_event({"features": x, "label": 1}, settings).events
             assert _rows(batch, i) == [(s, v) for s, v, _ in want.rows], x
             assert _rows(hasher.encode_one(x), 0) == _rows(batch, i)
+        few = hasher.encode(events[:3])  # a small batch: assembled in plain Python
+        assert [_rows(few, i) for i in range(3)] == [_rows(batch, i) for i in range(3)]
+        np.testing.assert_array_equal(few.numeric, batch.numeric[:batch.offsets[3]])
     own = FeatureHasher(bits=10, dense=["age"]).encode(events)
     assert len(batch.indices) > len(own.indices) + 300
     assert not batch.numeric[own.offsets[1]:batch.offsets[1]].any(), "crossed: not numeric"
