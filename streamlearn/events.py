@@ -43,10 +43,12 @@ import orjson
 
 from streamlearn.contract import (
     EVENT_FIELDS,
+    FIELD_KINDS,
     MAX_FEATURES,
     TASKS,
     Rejection,
     feature_name,
+    field_ok,
     show,
     write,
 )
@@ -233,12 +235,11 @@ class EventDecoder:
 
     @staticmethod
     def _plain_extras(event: dict) -> bool:
-        key, ts, eid = event.get("key"), event.get("ts"), event.get("id")
-        return (
-            (key is None or type(key) is str or type(key) is int)
-            and (ts is None or (type(ts) is int and ts >= 0))
-            and (eid is None or type(eid) is str or type(eid) is int)
-        )
+        for name, kind in FIELD_KINDS.items():
+            value = event.get(name)
+            if value is not None and not field_ok(kind, value):
+                return False
+        return True
 
     def _validate(self, event: Any, index: int | None) -> dict:
         if not isinstance(event, dict):
@@ -263,15 +264,10 @@ class EventDecoder:
             event["label"] = self._check_label(event["label"], index)
         elif self.require_label:
             raise Rejection("label.missing", index, task=self.task)
-        key = event.get("key")
-        if key is not None and not isinstance(key, str | int):
-            raise Rejection("key.invalid", index, value=key)
-        ts = event.get("ts")
-        if ts is not None and (not isinstance(ts, int) or isinstance(ts, bool) or ts < 0):
-            raise Rejection("ts.invalid", index, value=ts)
-        eid = event.get("id")
-        if eid is not None and not isinstance(eid, str | int):
-            raise Rejection("id.invalid", index, value=eid)
+        for name, kind in FIELD_KINDS.items():
+            value = event.get(name)
+            if value is not None and not field_ok(kind, value):
+                raise Rejection(f"{name}.invalid", index, value=value)
         return event
 
     # -- checks -----------------------------------------------------------

@@ -24,11 +24,13 @@ import orjson
 from streamlearn.contract import (
     ENVELOPE_FIELD,
     EVENT_FIELDS,
+    FIELD_KINDS,
     HASH,
     MAX_FEATURES,
     Rejection,
     cross_entry,
     feature_name,
+    field_ok,
 )
 
 __all__ = ["Decoded", "Encoded", "Settings", "decode", "encode_event", "slot"]
@@ -174,15 +176,10 @@ def _event(event: Any, index: int | None, s: Settings) -> Encoded:
         elif type(value) not in (int, float, str, bool):
             raise Rejection("features.bad_value", index, name=name, value=value)
     label = _label(event, index, s)
-    for key in ("key", "ts", "id"):
-        value = event.get(key)  # null is absent
-        if value is None:
-            continue
-        if key == "ts":
-            if type(value) is not int or value < 0:
-                raise Rejection("ts.invalid", index, value=value)
-        elif type(value) not in (str, int, bool):
-            raise Rejection(f"{key}.invalid", index, value=value)
+    for name, kind in FIELD_KINDS.items():
+        value = event.get(name)  # null is absent
+        if value is not None and not field_ok(kind, value):
+            raise Rejection(f"{name}.invalid", index, value=value)
     return Encoded(index, _rows(features, index, s), label)
 
 

@@ -23,7 +23,15 @@ from typing import Any
 
 import orjson
 
-from streamlearn.contract import EVENT_FIELDS, MAX_FEATURES, RULES, Rejection, render
+from streamlearn.contract import (
+    EVENT_FIELDS,
+    FIELD_KINDS,
+    MAX_FEATURES,
+    RULES,
+    Rejection,
+    field_ok,
+    render,
+)
 from streamlearn.errors import ValidationError
 from streamlearn.serving.arrow_kinds import arrow_kinds
 from streamlearn.serving.arrow_limits import Declared, UnreadableStream, declared_sizes
@@ -173,26 +181,20 @@ def _meta_ok(event: dict) -> bool:
     """The fields besides ``features`` are those of an event, each valid (null: absent)."""
     if not EVENT_KEYS.issuperset(event):
         return False
-    key, ts, eid = event.get("key"), event.get("ts"), event.get("id")
-    return (
-        (key is None or type(key) is str or type(key) is int or type(key) is bool)
-        and (ts is None or (type(ts) is int and ts >= 0))
-        and (eid is None or type(eid) is str or type(eid) is int or type(eid) is bool)
-    )
+    for name, kind in FIELD_KINDS.items():
+        value = event.get(name)
+        if value is not None and not field_ok(kind, value):
+            return False
+    return True
 
 
 def _check_meta(event: dict, path: str, index: int | None, problems: list[ValidationError]) -> None:
     """Check an event's fields besides ``features`` (a label is ignored), in the
-    contract's order: key, ts, id."""
-    for key in ("key", "ts", "id"):
-        value = event.get(key)
-        if value is None:
-            continue
-        if key == "ts":
-            if type(value) is not int or value < 0:
-                problems.append(Problem("ts.invalid", path, index, value=value))
-        elif type(value) not in (str, int, bool):
-            problems.append(Problem(f"{key}.invalid", path, index, value=value))
+    contract's order (``FIELD_KINDS``)."""
+    for name, kind in FIELD_KINDS.items():
+        value = event.get(name)
+        if value is not None and not field_ok(kind, value):
+            problems.append(Problem(f"{name}.invalid", path, index, value=value))
 
 
 def _check_event(

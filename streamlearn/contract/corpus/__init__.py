@@ -42,6 +42,7 @@ import orjson
 from streamlearn.contract import (
     CROSS_LIMIT,
     EVENT_FIELDS,
+    FIELD_KINDS,
     HASH,
     LABEL_EXPECTED,
     MAX_BITS,
@@ -430,6 +431,9 @@ def java_rules() -> bytes:
         f"    static final long HASH_CROSS_TAG = 0x{HASH.cross_tag:016X}L;",
         f"    static final int CROSS_LIMIT = {CROSS_LIMIT};",
         f"    static final String[] EVENT_FIELDS = {strings(EVENT_FIELDS)};",
+        "    /** The optional fields checked by kind alone (the contract's FIELD_KINDS). */",
+        "    static final String[][] FIELD_KINDS = {"
+        + ", ".join(f"{{{q(n)}, {q(k)}}}" for n, k in FIELD_KINDS.items()) + "};",
         f"    static final String[] TASKS = {strings(TASKS)};",
         f"    static final String[] LABEL_EXPECTED = {strings(LABEL_EXPECTED[t] for t in TASKS)};",
         "    /** code -> {field, expected, got} templates. */",

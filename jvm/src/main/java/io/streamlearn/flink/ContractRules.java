@@ -22,6 +22,8 @@ final class ContractRules {
     static final long HASH_CROSS_TAG = 0x1000000000000000L;
     static final int CROSS_LIMIT = 64;
     static final String[] EVENT_FIELDS = {"features", "id", "key", "label", "ts"};
+    /** The optional fields checked by kind alone (the contract's FIELD_KINDS). */
+    static final String[][] FIELD_KINDS = {{"key", "name"}, {"ts", "time"}, {"id", "name"}};
     static final String[] TASKS = {"regression", "binary", "multiclass"};
     static final String[] LABEL_EXPECTED = {"a finite number", "a label (0/1 or true/false)", "a class name (string) or an integer class"};
     /** code -> {field, expected, got} templates. */

@@ -378,17 +378,11 @@ final class TreeDecoder {
         } else {
             throw fail("label.missing", "task", Rules.TASKS[task]);
         }
-        Object key = event.get("key");
-        if (key != null && !(key instanceof String || isInt(key) || key instanceof Boolean)) {
-            throw fail("key.invalid", "value", key);
-        }
-        Object ts = event.get("ts");
-        if (ts != null && (!isInt(ts) || (ts instanceof Long l && l < 0))) {
-            throw fail("ts.invalid", "value", ts);
-        }
-        Object id = event.get("id");
-        if (id != null && !(id instanceof String || isInt(id) || id instanceof Boolean)) {
-            throw fail("id.invalid", "value", id);
+        for (String[] field : ContractRules.FIELD_KINDS) { // key, ts, id: the contract's table
+            Object value = event.get(field[0]);
+            if (value != null && !fieldOk(field[1], value)) {
+                throw fail(field[0] + ".invalid", "value", value);
+            }
         }
         // what FeatureHasher.encode_one would refuse, as a rejection of this event
         for (Map.Entry<?, ?> e : fmap.entrySet()) {
@@ -417,6 +411,16 @@ final class TreeDecoder {
             }
         }
         return label;
+    }
+
+    /** The contract's {@code field_ok}: whether {@code value} (not null) is of {@code kind}. */
+    static boolean fieldOk(String kind, Object value) {
+        return switch (kind) {
+            case "name" -> value instanceof String || isInt(value) || value instanceof Boolean;
+            case "time" -> isInt(value) && !(value instanceof Long l && l < 0)
+                    && !(value instanceof BigInteger b && b.signum() < 0);
+            default -> throw new IllegalArgumentException("no field kind " + kind);
+        };
     }
 
     private static boolean isInt(Object v) {
