@@ -171,8 +171,11 @@ def _kill_mid_stream_and_replace(two_tm_cluster, kafka_broker, topic_name, tmp_p
     with Publisher(bootstrap, topic_name, envelope=True, envelope_size=50) as pub:
         pub.publish_many(events[:10_000])
     store = ModelStore(str(tmp_path / "models"), MODEL)
-    # every version kept: none may reflect fewer events than one before it
-    args = [*_job_args(tmp_path, bootstrap, topic_name, tmp_path / "models"),
+    # every version kept: none may reflect fewer events than one before it; restarts that
+    # land before the replacement registers wait at most 5 s (the default doubles to 60 s,
+    # which made this test's length the luck of where the doubling stood)
+    args = [*_job_args(tmp_path, bootstrap, topic_name, tmp_path / "models",
+                       restart_max_ms=5000),
             "--set", "store.keep_versions=0"]
     job_id = _submit_detached(cluster, args)
     producer = PacedPublisher(bootstrap, topic_name, events[10_000:], seconds=20)
