@@ -887,14 +887,17 @@ def cross_batch(
     idx, vals = batch.indices.tolist(), batch.values.tolist()
     extra: list[list[tuple[int, float]]] = []
     for i, spans in enumerate(where):
-        row = [
+        if not spans:
+            extra.append([])
+            continue
+        pairs = [(spans[a], spans[b]) for a, b in crosses if a in spans and b in spans]
+        count = sum((a[1] - a[0]) * (b[1] - b[0]) for a, b in pairs)
+        if count > MAX_FEATURES:  # counted first: two long lists cross to their product
+            raise Rejection("features.too_many_crossed", i, count=count)
+        extra.append([
             cross_entry(idx[p], vals[p], idx[q], vals[q], bits)
-            for a, b in crosses if a in spans and b in spans
-            for p in range(*spans[a]) for q in range(*spans[b])
-        ] if spans else []
-        if len(row) > MAX_FEATURES:
-            raise Rejection("features.too_many_crossed", i, count=len(row))
-        extra.append(row)
+            for span_a, span_b in pairs for p in range(*span_a) for q in range(*span_b)
+        ])
     if not any(extra):
         return batch
     if len(extra) <= SMALL_BATCH:  # numpy's fixed costs would dominate: plain lists

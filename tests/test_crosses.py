@@ -163,3 +163,19 @@ def test_the_server_refuses_an_event_crossing_too_many_naming_the_rule() -> None
     refused = call(app, "POST", "/v1/predict", json={"features": {"a": many, "b": many}})
     assert refused.status_code == 422
     assert refused.json()["fields"][0]["code"] == "features.too_many_crossed"
+
+
+def test_an_event_crossing_two_huge_lists_is_refused_before_any_pair_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each list is one feature (within max_features); their cross would be 10^10
+    entries: counted first, refused before one pair is made."""
+    import streamlearn.features as features
+
+    def no_pair(*_args: Any) -> tuple[int, float]:
+        raise AssertionError("a crossed entry was made before the count was checked")
+
+    monkeypatch.setattr(features, "cross_entry", no_pair)
+    many = [str(i) for i in range(100_000)]
+    with pytest.raises(Rejection, match="10000000000"):
+        FeatureHasher(bits=8, crosses=[("a", "b")]).encode_one({"a": many, "b": many})

@@ -209,16 +209,18 @@ def _rows(features: dict, index: int | None, s: Settings) -> list[tuple[int, flo
     for name, value in features.items():
         of_name[name] = _entries(name, value, index, s)
         rows.extend(of_name[name])
+    pairs = [(of_name[a], of_name[b]) for a, b in s.crosses if a in of_name and b in of_name]
+    count = sum(len(a) * len(b) for a, b in pairs)
+    if count > s.max_features:
+        raise Rejection(
+            "features.too_many_crossed", index, count=count, max_features=s.max_features
+        )
     crossed = [
         (*cross_entry(a_slot, a_value, b_slot, b_value, s.bits), False)
-        for a, b in s.crosses if a in of_name and b in of_name
-        for a_slot, a_value, _ in of_name[a]
-        for b_slot, b_value, _ in of_name[b]
+        for entries_a, entries_b in pairs
+        for a_slot, a_value, _ in entries_a
+        for b_slot, b_value, _ in entries_b
     ]
-    if len(crossed) > s.max_features:
-        raise Rejection(
-            "features.too_many_crossed", index, count=len(crossed), max_features=s.max_features
-        )
     return rows + crossed
 
 
