@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import errno
+import json
 import logging
 import time
 from dataclasses import replace
@@ -131,6 +132,23 @@ def test_toml_file_flags_and_overrides(tmp_path):
     path.write_text("[kafka\n")
     with pytest.raises(ConfigError, match="valid TOML"):
         TrainConfig.from_toml(path)
+
+
+def test_the_job_takes_the_whole_config_as_json_once_and_alone():
+    """``streamlearn train`` hands the job its validated configuration as JSON (the text
+    the operators read), not flags to parse again."""
+    cfg = TrainConfig.from_dict({
+        "kafka": {"topic": "clicks"}, "features": {"crosses": [["a", "b"]]},
+        "job": {"parallelism": 3, "writer_id": "train-m-1"}, "flink": {"a.b": "c"},
+    })
+    text = json.dumps(cfg.to_dict())
+    assert config_from_args(job_arg_parser("t").parse_args(["--config-json", text])) == cfg
+    for extra in (["--parallelism", "4"], ["--set", "job.parallelism=4"], ["--bounded"]):
+        args = job_arg_parser("t").parse_args(["--config-json", text, *extra])
+        with pytest.raises(ConfigError, match="--config-json"):
+            config_from_args(args)
+    with pytest.raises(ConfigError, match="a JSON object"):
+        config_from_args(job_arg_parser("t").parse_args(["--config-json", "{nope"]))
 
 
 def test_every_task_builds_its_learner():

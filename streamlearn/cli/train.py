@@ -90,22 +90,6 @@ def job_file() -> Path:
     return project_root() / "flink_jobs" / "train.py"
 
 
-def forward_args(args: argparse.Namespace) -> list[str]:
-    """The job's own flags, as given (validated again inside the job)."""
-    out: list[str] = []
-    for flag in ("config", "bootstrap", "topic", "store", "model", "parallelism", "resume"):
-        value = getattr(args, flag)
-        if value is not None:
-            out += [f"--{flag}", str(value)]
-    for item in args.set:
-        out += ["--set", item]
-    for item in getattr(args, "flink_conf", None) or []:
-        out += ["--flink-conf", item]
-    if args.bounded:
-        out.append("--bounded")
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     import json
 
@@ -126,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
             cfg = stopped_writer(cfg, cluster.jobs())
     # the model's one writer: an id for this start, carried in the job's configuration
     cfg = cfg.with_writer()
-    job_args = [*forward_args(args), "--set", f"job.writer_id={json.dumps(cfg.job.writer_id)}"]
+    # the configuration crosses to the job once, validated, as the job's operators read it
+    job_args = ["--config-json", json.dumps(cfg.to_dict()), "--resume", args.resume]
     if cluster is not None:
         from streamlearn.cli.train_foreground import preflight
         from streamlearn.store import ModelStore

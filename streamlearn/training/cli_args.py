@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import tomllib
 from typing import Any
 
@@ -47,8 +48,16 @@ def add_job_args(parser: argparse.ArgumentParser) -> None:
 
 
 def job_arg_parser(description: str) -> argparse.ArgumentParser:
+    """The job file's flags: those of ``streamlearn train``, and ``--config-json``."""
     parser = argparse.ArgumentParser(description=description)
     add_job_args(parser)
+    parser.add_argument(
+        "--config-json",
+        metavar="JSON",
+        help="the whole configuration, validated, as TrainConfig.to_dict() writes it (what "
+        "`streamlearn train` passes the job: read once, not rebuilt from flags); no other "
+        "configuration flag with it",
+    )
     return parser
 
 
@@ -81,6 +90,22 @@ def parse_flink_conf(item: str) -> tuple[str, str]:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    given = getattr(args, "config_json", None)
+    if given is not None:
+        others = [flag for flag in ("config", "bootstrap", "topic", "store", "model",
+                                    "parallelism") if getattr(args, flag, None) is not None]
+        others += ["set"] * bool(args.set) + ["flink-conf"] * bool(getattr(args, "flink_conf", []))
+        others += ["bounded"] * bool(getattr(args, "bounded", False))
+        if others:
+            raise ConfigError(
+                "--config-json", "the whole configuration, alone",
+                f"also --{others[0]}",
+            )
+        try:
+            data = json.loads(given)
+        except json.JSONDecodeError as exc:
+            raise ConfigError("--config-json", "a JSON object", str(exc)) from exc
+        return TrainConfig.from_dict(data)
     overrides: dict[str, Any] = dict(parse_set(s) for s in args.set)
     overrides.update(parse_flink_conf(s) for s in getattr(args, "flink_conf", None) or [])
     for flag, key in (
