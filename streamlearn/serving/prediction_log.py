@@ -91,11 +91,14 @@ class PredictionLog:
         """Queue ``records`` without waiting; returns how many were taken (the rest,
         beyond ``capacity`` or after :meth:`close`, count as dropped)."""
         with self._ready:
-            room = 0 if self._closing else self.capacity - len(self._queue)
+            queued = len(self._queue)
+            room = 0 if self._closing else self.capacity - queued
             taken = records if len(records) <= room else records[:max(room, 0)]
             self._queue.extend(taken)
             self.dropped += len(records) - len(taken)
-            if taken:
+            # wake the thread only when it waits for a first record or a full batch is
+            # here: one wake-up per batch, not one per request (each costs the server the GIL)
+            if taken and (queued == 0 or queued < self.batch_size <= len(self._queue)):
                 self._ready.notify()
         return len(taken)
 
@@ -122,10 +125,14 @@ class PredictionLog:
     def _run(self) -> None:
         while True:
             with self._ready:
-                if not self._queue and not self._closing:
+                while not self._queue and not self._closing:
                     self._ready.wait()
-                if len(self._queue) < self.batch_size and not self._closing:
-                    self._ready.wait(self.linger_s)  # a moment for the batch to fill
+                deadline = time.monotonic() + self.linger_s  # a moment for the batch to fill
+                while len(self._queue) < self.batch_size and not self._closing:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._ready.wait(left)
                 n = min(len(self._queue), self.batch_size)
                 batch = [self._queue.popleft() for _ in range(n)]
                 done = self._closing and not self._queue
