@@ -89,32 +89,22 @@ def parse_flink_conf(item: str) -> tuple[str, str]:
     return f"flink.{key.strip()}", value.strip()
 
 
+#: The flags that stand for one key each (``--topic X`` is ``--set kafka.topic=X``).
+_SHORTCUTS = {
+    "bootstrap": "kafka.bootstrap",
+    "topic": "kafka.topic",
+    "store": "store.uri",
+    "model": "store.model",
+    "parallelism": "job.parallelism",
+}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    given = getattr(args, "config_json", None)
-    if given is not None:
-        others = [flag for flag in ("config", "bootstrap", "topic", "store", "model",
-                                    "parallelism") if getattr(args, flag, None) is not None]
-        others += ["set"] * bool(args.set) + ["flink-conf"] * bool(getattr(args, "flink_conf", []))
-        others += ["bounded"] * bool(getattr(args, "bounded", False))
-        if others:
-            raise ConfigError(
-                "--config-json", "the whole configuration, alone",
-                f"also --{others[0]}",
-            )
-        try:
-            data = json.loads(given)
-        except json.JSONDecodeError as exc:
-            raise ConfigError("--config-json", "a JSON object", str(exc)) from exc
-        return TrainConfig.from_dict(data)
+    if getattr(args, "config_json", None) is not None:
+        return _from_json(args)
     overrides: dict[str, Any] = dict(parse_set(s) for s in args.set)
     overrides.update(parse_flink_conf(s) for s in getattr(args, "flink_conf", None) or [])
-    for flag, key in (
-        ("bootstrap", "kafka.bootstrap"),
-        ("topic", "kafka.topic"),
-        ("store", "store.uri"),
-        ("model", "store.model"),
-        ("parallelism", "job.parallelism"),
-    ):
+    for flag, key in _SHORTCUTS.items():
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
@@ -123,3 +113,22 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.config:
         return TrainConfig.from_toml(args.config, overrides)
     return TrainConfig.from_dict(apply_overrides({}, overrides))
+
+
+def _from_json(args: argparse.Namespace) -> TrainConfig:
+    """``--config-json``: the whole configuration, refused beside any other of its flags."""
+    given = {
+        "config": args.config,
+        **{flag: getattr(args, flag, None) for flag in _SHORTCUTS},
+        "set": args.set or None,
+        "flink-conf": getattr(args, "flink_conf", None) or None,
+        "bounded": getattr(args, "bounded", False) or None,
+    }
+    others = [flag for flag, value in given.items() if value is not None]
+    if others:
+        raise ConfigError("--config-json", "the whole configuration, alone", f"also --{others[0]}")
+    try:
+        data = json.loads(args.config_json)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("--config-json", "a JSON object", str(exc)) from exc
+    return TrainConfig.from_dict(data)
