@@ -171,6 +171,7 @@ def kafka_source(
     value_schema: Any = None,
     properties: dict[str, str] | None = None,
     with_offsets: bool = False,
+    deserializer: Any = None,
 ) -> Any:
     """A Flink ``KafkaSource`` reading ``topic`` (values as UTF-8 strings unless told).
 
@@ -179,7 +180,8 @@ def kafka_source(
     ``start`` is a position (``earliest``, ``latest``, ``committed``) or exact
     offsets per partition (partitions left out start at the earliest).
     ``with_offsets=True`` yields rows ``(partition, offset, timestamp, key,
-    value)`` (see :func:`record_with_offsets_type`) instead of values alone.
+    value)`` (see :func:`record_with_offsets_type`) instead of values alone;
+    ``deserializer`` (a Java ``KafkaRecordDeserializationSchema``) yields what it makes.
     """
     from pyflink.common.serialization import SimpleStringSchema
     from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
@@ -199,6 +201,7 @@ def kafka_source(
         from pyflink.util.java_utils import load_java_class
 
         deserializer = load_java_class("io.streamlearn.flink.KafkaRecordWithOffsets").newInstance()
+    if deserializer is not None:
         builder._j_builder.setDeserializer(deserializer)
     if bounded:
         builder = builder.set_bounded(KafkaOffsetsInitializer.latest())

@@ -79,7 +79,7 @@ def encode_bundles(rows, cfg: TrainConfig):
     cls = load_java_class("io.streamlearn.flink.EncodeBundler")
     # the JVM reads the configuration the Python operators read: TrainConfig.to_dict()
     operator = cls.getConstructors()[0].newInstance(
-        _object_array(gateway, [json.dumps(cfg.to_dict())])
+        object_array(gateway, [json.dumps(cfg.to_dict())])
     )
     j_type = cls.getField("TYPE").get(None)
     j_bundles = rows._j_data_stream.transform("encode", j_type, operator)
@@ -87,7 +87,7 @@ def encode_bundles(rows, cfg: TrainConfig):
     return DataStream(j_bundles), DataStream(j_dlq)
 
 
-def _object_array(gateway: Any, items: list[Any]) -> Any:
+def object_array(gateway: Any, items: list[Any]) -> Any:
     """A Java ``Object[]`` of ``items`` (the arguments of a reflective constructor call)."""
     out = gateway.new_array(gateway.jvm.Object, len(items))
     for i, item in enumerate(items):
@@ -119,6 +119,8 @@ class KafkaRange:
 
     def __init__(self, cfg: TrainConfig, timeout_s: float = 60.0) -> None:
         self.bootstrap, self.topic, self.timeout_s = cfg.kafka.bootstrap, cfg.kafka.topic, timeout_s
+        # as the job's source reads: only committed records when the join writes the topic
+        self.isolation = "read_committed" if cfg.join.on else "read_uncommitted"
         self.consumer = None
 
     def __call__(self, partition: int, start: int, end: int):
@@ -128,6 +130,7 @@ class KafkaRange:
             self.consumer = KafkaConsumer(
                 bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
                 max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_wait_ms=50,
+                isolation_level=self.isolation,
             )
         consumer, tp = self.consumer, TopicPartition(self.topic, partition)
         consumer.assign([tp])

@@ -538,8 +538,10 @@ def consume(
     from_beginning: bool = True,
     idle_timeout_s: float = 5.0,
     max_records: int | None = None,
+    read_committed: bool = False,
 ) -> Iterator[Record]:
-    """Yield records until ``max_records`` or ``idle_timeout_s`` without a new one."""
+    """Yield records until ``max_records`` or ``idle_timeout_s`` without a new one
+    (``read_committed``: only those of committed transactions)."""
     from kafka import KafkaConsumer
 
     check_reachable(bootstrap)
@@ -551,6 +553,7 @@ def consume(
         enable_auto_commit=group_id is not None,
         consumer_timeout_ms=int(idle_timeout_s * 1000),
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        isolation_level="read_committed" if read_committed else "read_uncommitted",
     )
     n = 0
     try:

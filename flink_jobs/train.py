@@ -2,6 +2,7 @@
 
 ::
 
+    [join: impressions + labels → Join (JVM, keyed by id) ──► <topic>, exactly once]
     KafkaSource (partition, offset, value)
       → EncodeBundler (JVM, chained)     decode + validate + hash per Kafka partition
           ├─ bad events ──► <topic>.dlq
@@ -34,6 +35,7 @@ import sys
 
 from pyflink.common import Types, WatermarkStrategy
 
+from connectors.flink_join import READ_COMMITTED, add_join, ensure_joined_topic
 from connectors.flink_kafka import (
     dead_letter_sink,
     kafka_sink,
@@ -60,6 +62,8 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
     from streamlearn.training.workers import resume_point
 
     base_version, start = 0, cfg.kafka.start
+    if cfg.join.on:
+        ensure_joined_topic(cfg)
     if not recovery_path:
         base_version, offsets = resume_point(cfg, ModelStore(cfg.store.uri, cfg.store.model))
         if offsets is not None:
@@ -91,9 +95,12 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
     env.set_max_parallelism(MAX_PARALLELISM)
     cfg_json = json.dumps(cfg.to_dict())
 
+    if cfg.join.on:  # delayed labels: the joined events are the training topic's (exactly once)
+        add_join(env, cfg)
     source = kafka_source(
         cfg.kafka.bootstrap, cfg.kafka.topic, cfg.kafka.group, start=start,
         bounded=cfg.job.bounded, with_offsets=True,
+        properties=READ_COMMITTED if cfg.join.on else None,
     )
     rows = env.from_source(
         source, WatermarkStrategy.no_watermarks(), "kafka-source",

@@ -6,17 +6,23 @@ the prediction log's records, or events users publish with an ``id`` and no labe
 time (``ts``, milliseconds), within a **window** of ``window_ms`` after the impression:
 
 - the first label of an id (the smallest ``ts``; among equal ``ts`` the first given) with
-  ``ts <= impression ts + window_ms`` is the impression's label: **joined**;
+  ``impression ts <= ts <= impression ts + window_ms`` is the impression's label:
+  **joined**;
 - an impression whose window closes without one gets ``default`` (for clicks: 0):
   **expired**, or, with ``default=None``, is not learned: **dropped**;
 - every other label is not learned, and each has its reason (the dead-letter topic's):
-  **duplicate** (a later label of a joined id), **late** (after its impression's window),
-  **unmatched** (no impression of that id).
+  **duplicate** (a later label of a joined id), **late** (after its impression's window,
+  by at most ``remember_ms`` when that is given), **unmatched** (no impression of that id
+  at or before the label; or later than ``remember_ms`` after the window);
+- a second impression of an id is not learned either: **impression_duplicate** (the first
+  one is the id's).
 
-Each impression is learned at most once, with exactly one label. :func:`join` is the
-reference reading of these rules over whole streams (the outcome the training job's join
-must reproduce, as ``streamlearn.contract.reference`` is the encoders'); the job's join in
-event time, its watermarks and state are described in ``docs/joining.md``.
+An impression's time is its ``ts``, or else the prediction log's ``at_ms``. Each impression
+is learned at most once, with exactly one label. :func:`join` is the reference reading of
+these rules over whole streams: the training job's join (``io.streamlearn.flink.JoinLogic``,
+in event time) reproduces it on every case of :mod:`streamlearn.joining_corpus`, as the
+encoders reproduce ``streamlearn.contract.reference``. The job's watermarks and state are
+described in ``docs/joining.md``.
 
 >>> impressions = [{"id": "a", "ts": 0}, {"id": "b", "ts": 10}, {"id": "c", "ts": 20}]
 >>> labels = [{"id": "a", "label": 1, "ts": 5}, {"id": "a", "label": 0, "ts": 6},
@@ -27,7 +33,8 @@ event time, its watermarks and state are described in ``docs/joining.md``.
 >>> [(r["id"], why) for r, why in out.rejected]
 [('a', 'duplicate'), ('z', 'unmatched'), ('b', 'late')]
 >>> out.counts()
-{'joined': 1, 'expired': 2, 'dropped': 0, 'duplicate': 1, 'late': 1, 'unmatched': 1}
+{'joined': 1, 'expired': 2, 'dropped': 0, 'duplicate': 1, 'late': 1, 'unmatched': 1, \
+'impression_duplicate': 0}
 """
 
 from __future__ import annotations
@@ -39,11 +46,14 @@ from typing import Any
 
 from streamlearn.errors import ConfigError
 
-__all__ = ["IMPRESSION_OUTCOMES", "LABEL_OUTCOMES", "Joined", "delay_report", "join"]
+__all__ = [
+    "IMPRESSION_OUTCOMES", "LABEL_OUTCOMES", "Joined", "delay_report", "event_time", "join",
+]
 
-#: What becomes of an impression, and of a label that is not learned.
+#: What becomes of an impression, and why a record is not learned (the dead-letter code of
+#: the training job's join is ``join.<reason>``).
 IMPRESSION_OUTCOMES = ("joined", "expired", "dropped")
-LABEL_OUTCOMES = ("duplicate", "late", "unmatched")
+LABEL_OUTCOMES = ("duplicate", "late", "unmatched", "impression_duplicate")
 
 
 @dataclass
@@ -66,32 +76,42 @@ class Joined:
         return out
 
 
-def _check(window_ms: Any) -> None:
+def _check(window_ms: Any, name: str = "window_ms") -> None:
     if type(window_ms) is not int or window_ms < 0:
-        raise ConfigError("window_ms", "an integer number of milliseconds >= 0", repr(window_ms))
+        raise ConfigError(name, "an integer number of milliseconds >= 0", repr(window_ms))
+
+
+def event_time(record: Mapping[str, Any]) -> Any:
+    """A record's time: its ``ts``, or else the prediction log's ``at_ms``."""
+    return record["ts"] if "ts" in record else record["at_ms"]
 
 
 def join(
     impressions: Iterable[Mapping[str, Any]], labels: Iterable[Mapping[str, Any]], *,
-    window_ms: int, default: Any = 0,
+    window_ms: int, default: Any = 0, remember_ms: int | None = None,
 ) -> Joined:
     """Join ``labels`` to ``impressions`` by the rules above (whole streams, any order).
 
-    ``learned`` keeps the impressions' order; ``rejected`` the labels' (stable by
-    ``ts``). An impression id seen twice keeps its first impression (the second is a
-    duplicate event, not this module's concern: its id is taken).
+    ``learned`` keeps the impressions' order; ``rejected`` the second impressions of an id
+    first, then the labels (stable by ``ts``). ``remember_ms=None``: ids are remembered
+    for ever (a label any time after the window is late).
     """
     _check(window_ms)
+    if remember_ms is not None:
+        _check(remember_ms, "remember_ms")
     first: dict[Any, Mapping[str, Any]] = {}
+    out = Joined()
     for imp in impressions:
+        if imp["id"] in first:
+            out.rejected.append((dict(imp), "impression_duplicate"))
         first.setdefault(imp["id"], imp)
     by_id: dict[Any, Mapping[str, Any]] = {}
-    out = Joined()
+    forgotten = float("inf") if remember_ms is None else window_ms + remember_ms
     for lab in sorted(labels, key=lambda r: r["ts"]):
         served = first.get(lab["id"])
-        if served is None:
+        if served is None or not 0 <= lab["ts"] - event_time(served) <= forgotten:
             out.rejected.append((dict(lab), "unmatched"))
-        elif lab["ts"] > served["ts"] + window_ms:
+        elif lab["ts"] > event_time(served) + window_ms:
             out.rejected.append((dict(lab), "late"))
         elif lab["id"] in by_id:
             out.rejected.append((dict(lab), "duplicate"))

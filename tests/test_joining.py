@@ -44,7 +44,7 @@ def test_each_impression_and_each_label_has_exactly_one_outcome() -> None:
     assert counts == {"joined": len(in_time), "expired": len(served) - len(in_time),
                       "dropped": 0, "duplicate": sum(t["id"] in in_time for t in twice),
                       "late": late + sum(t["id"] not in in_time for t in twice),
-                      "unmatched": 20}
+                      "unmatched": 20, "impression_duplicate": 0}
     assert len(out.rejected) + len(in_time) == len(labels), "every label once"
     assert late / len(clicks) == pytest.approx(math.exp(-2), abs=0.03)
     dropped = join(impressions, labels, window_ms=WINDOW_MS, default=None)
@@ -61,6 +61,26 @@ def test_the_first_label_in_event_time_wins() -> None:
     assert edge.counts()["joined"] == 1, "the window's last millisecond is in it"
     with pytest.raises(ConfigError, match="window_ms"):
         join(impressions, labels, window_ms=-1)
+
+
+def test_unmatched_is_no_impression_at_or_before_the_label_nor_remembered() -> None:
+    impressions = [{"id": "a", "ts": 100}, {"id": "b", "at_ms": 100}, {"id": "a", "ts": 120}]
+    labels = [
+        {"id": "a", "label": 1, "ts": 99},  # before its impression
+        {"id": "b", "label": 1, "ts": 150},  # the prediction log's time joins it
+        {"id": "a", "label": 1, "ts": 260},  # past the window, remembered: late
+        {"id": "a", "label": 1, "ts": 301},  # past the window and the memory
+    ]
+    out = join(impressions, labels, window_ms=100, remember_ms=100)
+    assert [(e["id"], how) for e, how in out.learned] == [("a", "expired"), ("b", "joined")]
+    assert [(r["id"], r["ts"], why) for r, why in out.rejected] == [
+        ("a", 120, "impression_duplicate"), ("a", 99, "unmatched"), ("a", 260, "late"),
+        ("a", 301, "unmatched"),
+    ]
+    forever = join(impressions, labels, window_ms=100)
+    assert [why for _, why in forever.rejected][-1] == "late"
+    with pytest.raises(ConfigError, match="remember_ms"):
+        join(impressions, labels, window_ms=1, remember_ms=-1)
 
 
 def test_delay_report_scores_what_was_served_per_version() -> None:
@@ -84,3 +104,39 @@ def test_delay_report_scores_what_was_served_per_version() -> None:
     assert report["delay_ms"]["p50"] == delays[math.ceil(0.5 * len(delays)) - 1]
     late = sum(c["ts"] - logged[int(c["id"][1:])]["ts"] > WINDOW_MS for c in clicks)
     assert report["positives_after_window"] == late / len(clicks)
+
+
+def test_the_join_corpus_is_what_the_reference_gives() -> None:
+    """The JVM's join replays ``streamlearn/joining_corpus.jsonl`` (JoinCorpusTest, by
+    Maven); the file must be the reference's reading of its cases."""
+    from streamlearn import joining_corpus
+
+    assert joining_corpus.main([]) == 0, "stale: python -m streamlearn.joining_corpus --write"
+    cases = joining_corpus.generate()
+    seen = {how for c in cases for *_, how in c["learned"]}
+    seen |= {row[3] for c in cases for row in c["rejected"]}
+    seen |= {"dropped"} if any(c["dropped"] for c in cases) else set()
+    assert seen == {"joined", "expired", "dropped", "duplicate", "late", "unmatched",
+                    "impression_duplicate"}
+
+
+@pytest.mark.parametrize(("join", "field"), [
+    ({"impressions": "imp"}, "join.labels"),
+    ({"impressions": "events", "labels": "lab"}, "join.impressions"),
+    ({"impressions": "imp", "labels": "imp"}, "join.labels"),
+    ({"impressions": "imp", "labels": "lab", "default": "yes"}, "join.default"),
+    ({"impressions": "imp", "labels": "lab", "window_ms": -1}, "join.window_ms"),
+    ({"impressions": "imp", "labels": "lab", "expire": "never"}, "join.expire"),
+])
+def test_the_join_section_is_checked_before_the_job_starts(join: dict, field: str) -> None:
+    from streamlearn.training.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=f"`{field}`"):
+        TrainConfig.from_dict({"kafka": {"topic": "events"}, "join": join})
+    ok = TrainConfig.from_dict({"join": {"impressions": "imp", "labels": "lab",
+                                         "default": "yes"}, "model": {"task": "multiclass"}})
+    assert ok.join.on and ok.join.default == "yes"
+    with pytest.raises(ConfigError, match="`job.bounded`"):
+        TrainConfig.from_dict({"join": {"impressions": "i", "labels": "l"},
+                               "job": {"bounded": True}})
+    assert not TrainConfig.from_dict({}).join.on

@@ -76,6 +76,16 @@ A complete file, every key optional::
     snapshot_max_delta_ratio = 0.5  # ... or once the deltas' bytes reach this share of it (0: off)
     snapshot_max_age_s = 600    # ... or once the last snapshot is this old (0: off)
 
+    [join]                      # delayed labels (docs/joining.md); off while impressions = ""
+    impressions = ""            # the topic of impressions: events with an id, no label
+    labels = ""                 # the topic of labels: {"id": ..., "label": ..., "ts": ...}
+    window_ms = 3600000         # a label counts if at most this long after its impression
+    expire = "default"          # an impression unlabelled when its window closes: default | drop
+    default = 0                 # ... is learned with this label (expire = "default")
+    disorder_ms = 5000          # how far out of event-time order records may arrive
+    idle_ms = 30000             # a partition silent this long is left out of event time
+    remember_ms = 3600000       # a joined id is remembered this long after its window
+
     [flink]                     # Flink settings, passed to the job's configuration as they are
     "metrics.reporter.prom.factory.class" = "...PrometheusReporterFactory"  # see docs/training.md
     "metrics.reporter.prom.port" = "9249"
@@ -83,6 +93,7 @@ A complete file, every key optional::
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 import uuid
@@ -102,6 +113,7 @@ __all__ = [
     "FeaturesConfig",
     "JobConfig",
     "StoreConfig",
+    "JoinConfig",
     "apply_overrides",
     "new_writer_id",
     "RESERVED_FLINK_KEYS",
@@ -118,6 +130,8 @@ STRATEGIES = ("shared", "hybrid", "average", "ftrl")
 DEFAULT_RATES = {"normalized": 0.5, "sgd": 0.1, "adagrad": 0.1, "adam": 0.1, "ftrl": 0.1}
 STARTS = ("earliest", "latest", "committed")
 MODES = ("thread", "process")
+#: what becomes of an impression whose join window closes without a label
+EXPIRES = ("default", "drop")
 
 
 def _is_int(v: Any) -> bool:
@@ -133,6 +147,14 @@ def _writer_id(v: Any) -> bool:
 
 
 _WRITER_ID = re.compile(r"[A-Za-z0-9._:@/-]{1,200}")  # as streamlearn.store.lease accepts
+
+
+def _label_value(v: Any) -> bool:
+    return isinstance(v, bool | int | float | str)
+
+
+def _topic_or_off(v: Any) -> bool:
+    return isinstance(v, str)
 
 
 def _str_list(v: Any) -> bool:
@@ -241,6 +263,18 @@ SCHEMA: dict[str, dict[str, _Check]] = {
             lambda v: _is_int(v) and v >= 1000,
             "an integer >= 1000 (milliseconds)",
             30000,
+        ),
+    },
+    "join": {
+        "impressions": (_topic_or_off, "a topic name ('' for no join)", ""),
+        "labels": (_topic_or_off, "a topic name", ""),
+        "window_ms": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (milliseconds)", 3600000),
+        "expire": (lambda v: v in EXPIRES, f"one of {', '.join(EXPIRES)}", "default"),
+        "default": (_label_value, "a label (a number, true/false or a class name)", 0),
+        "disorder_ms": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (milliseconds)", 5000),
+        "idle_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 30000),
+        "remember_ms": (
+            lambda v: _is_int(v) and v >= 0, "an integer >= 0 (milliseconds)", 3600000
         ),
     },
     "store": {
@@ -382,6 +416,23 @@ class JobConfig:
 
 
 @dataclass(frozen=True)
+class JoinConfig:
+    impressions: str = ""
+    labels: str = ""
+    window_ms: int = 3600000
+    expire: str = "default"
+    default: Any = 0
+    disorder_ms: int = 5000
+    idle_ms: int = 30000
+    remember_ms: int = 3600000
+
+    @property
+    def on(self) -> bool:
+        """Whether the job joins labels to impressions (``impressions`` names a topic)."""
+        return bool(self.impressions)
+
+
+@dataclass(frozen=True)
 class StoreConfig:
     uri: str
     model: str
@@ -414,6 +465,7 @@ _SECTIONS = {
     "features": FeaturesConfig,
     "job": JobConfig,
     "store": StoreConfig,
+    "join": JoinConfig,
 }
 
 
@@ -426,6 +478,7 @@ class TrainConfig:
     features: FeaturesConfig
     job: JobConfig
     store: StoreConfig
+    join: JoinConfig = field(default_factory=JoinConfig)
     #: Flink settings passed to the job's configuration as they are (``[flink]``)
     flink: Mapping[str, str] = field(default_factory=dict)
 
@@ -518,12 +571,47 @@ class TrainConfig:
             raise ConfigError(
                 "job.flush_ms", f"at most job.sync_ms ({self.job.sync_ms})", self.job.flush_ms
             )
+        self._check_join()
         if self.job.restart_max_ms < self.job.restart_initial_ms:
             raise ConfigError(
                 "job.restart_max_ms",
                 f"at least job.restart_initial_ms ({self.job.restart_initial_ms})",
                 self.job.restart_max_ms,
             )
+
+    def _check_join(self) -> None:
+        j = self.join
+        if not j.on:
+            return
+        if self.job.bounded:
+            raise ConfigError(
+                "job.bounded", "false with a join (the joined events are written to "
+                "kafka.topic while the job reads it)", "true",
+            )
+        if not j.labels:
+            raise ConfigError("join.labels", "the topic of labels (join.impressions is set)", "''")
+        for key, topic in (("join.impressions", j.impressions), ("join.labels", j.labels)):
+            if topic == self.kafka.topic:
+                raise ConfigError(
+                    key, f"another topic than kafka.topic ({topic!r}: the job writes the "
+                    "joined events there)", repr(topic),
+                )
+        if j.impressions == j.labels:
+            raise ConfigError("join.labels", "another topic than join.impressions", repr(j.labels))
+        if j.expire == "default":
+            from streamlearn.errors import EventError
+            from streamlearn.events import EventDecoder
+
+            try:
+                ok = not EventDecoder(self.model.task).decode(
+                    json.dumps({"features": {"x": 1}, "label": j.default})
+                )[1]
+            except EventError:
+                ok = False
+            if not ok:
+                raise ConfigError(
+                    "join.default", f"a label of a {self.model.task} model", repr(j.default)
+                )
 
     # -- using --------------------------------------------------------------
     def restart_strategy(self) -> dict[str, str]:
