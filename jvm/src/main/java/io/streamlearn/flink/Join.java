@@ -17,7 +17,12 @@ import org.apache.flink.api.common.typeinfo.BasicTypeInfo;
 import org.apache.flink.api.common.typeinfo.PrimitiveArrayTypeInfo;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.connector.source.Source;
+import org.apache.flink.api.common.typeutils.SimpleTypeSerializerSnapshot;
+import org.apache.flink.api.common.typeutils.TypeSerializerSnapshot;
+import org.apache.flink.api.common.typeutils.base.TypeSerializerSingleton;
 import org.apache.flink.api.java.typeutils.RowTypeInfo;
+import org.apache.flink.core.memory.DataInputView;
+import org.apache.flink.core.memory.DataOutputView;
 import org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDeserializationSchema;
 import org.apache.flink.kafka.shaded.org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.flink.metrics.Counter;
@@ -27,7 +32,6 @@ import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.datastream.SingleOutputStreamOperator;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.streaming.api.functions.KeyedProcessFunction;
-import org.apache.flink.streaming.api.functions.ProcessFunction;
 import org.apache.flink.types.Row;
 import org.apache.flink.util.Collector;
 import org.apache.flink.util.OutputTag;
@@ -39,8 +43,8 @@ import org.apache.flink.util.OutputTag;
  *
  * <p>{@link #build} wires: each topic's source (its records parsed in the deserializer, event
  * time from {@code ts}, a watermark of {@code join.disorder_ms} bounded disorder per Kafka
- * partition, idle partitions skipped after {@code join.idle_ms}) → union → split off the records
- * the join cannot key or time → key by id → {@link Joiner}. It returns the events to learn (JSON
+ * partition, idle partitions skipped after {@code join.idle_ms}) → union → key by id →
+ * {@link Joiner} (a record the join cannot key or time goes to the dead letters from there). It returns the events to learn (JSON
  * text: the impression's event with its label) and the dead-letter records (stage {@code join}).
  * Python writes the first to the training topic with Kafka transactions, so the learners read
  * each joined event once, committed with the checkpoint that covers the join's state.
@@ -108,14 +112,12 @@ public final class Join {
         DataStream<Row> a = env.fromSource(impressions, time, "join-impressions", ITEM)
                 .uid("join-impressions");
         DataStream<Row> b = env.fromSource(labels, time, "join-labels", ITEM).uid("join-labels");
-        SingleOutputStreamOperator<Row> items =
-                a.union(b).process(new Split(), ITEM).name("join-parse-errors").uid("join-split");
+        // a record the join cannot key has the id "" and goes to the dead letters from there
         SingleOutputStreamOperator<String> joined =
-                items.keyBy(row -> (String) row.getField(1), BasicTypeInfo.STRING_TYPE_INFO)
+                a.union(b).keyBy(row -> (String) row.getField(1), BasicTypeInfo.STRING_TYPE_INFO)
                         .process(new Joiner(settings), BasicTypeInfo.STRING_TYPE_INFO)
                         .name("join").uid("join");
-        DataStream<String> dlq = items.getSideOutput(DLQ).union(joined.getSideOutput(DLQ));
-        return List.of(joined, dlq);
+        return List.of(joined, joined.getSideOutput(DLQ));
     }
 
     /**
@@ -165,15 +167,18 @@ public final class Join {
             "not_json", "message", "id_missing", "id", "ts_missing", "ts",
             "label_missing", "label", JoinLogic.IMPRESSION_DUPLICATE, "id");
 
+    /** An item as a row; a good item carries its {@link JoinLogic.Item#extra} where a bad one
+     * has its text. */
     static Row row(JoinLogic.Item it, String reason, String text) {
         return Row.of(it.label, it.id, it.ts, it.topic, it.partition, it.offset, it.index,
-                it.raw(), reason, text);
+                it.raw(), reason, reason == null ? it.extra() : text);
     }
 
     static JoinLogic.Item item(Row row) {
-        return new JoinLogic.Item((Boolean) row.getField(0), (String) row.getField(1),
+        return JoinLogic.Item.of((Boolean) row.getField(0), (String) row.getField(1),
                 (Long) row.getField(2), (String) row.getField(3), (Integer) row.getField(4),
-                (Long) row.getField(5), (Integer) row.getField(6), (byte[]) row.getField(7));
+                (Long) row.getField(5), (Integer) row.getField(6), (byte[]) row.getField(7),
+                (String) row.getField(9));
     }
 
     /** A Kafka record → its items ({@link JoinLogic#parse}); what cannot be parsed, as a row
@@ -218,24 +223,70 @@ public final class Join {
         }
     }
 
-    /** Sends the records the join cannot key or time to the dead-letter output. */
-    static final class Split extends ProcessFunction<Row, Row> {
+    /**
+     * A {@link JoinLogic.Slot} in Flink state, by its own bytes ({@link JoinLogic.Slot#write}).
+     * On the heap backend a slot is kept as the object (read and written per record without
+     * bytes; copied only while a checkpoint holds it); on RocksDB every access is these bytes.
+     */
+    public static final class SlotSerializer extends TypeSerializerSingleton<JoinLogic.Slot> {
         private static final long serialVersionUID = 1L;
-        private transient Counter bad;
+        public static final SlotSerializer INSTANCE = new SlotSerializer();
 
         @Override
-        public void open(OpenContext context) {
-            bad = getRuntimeContext().getMetricGroup().addGroup("join").counter("bad");
+        public boolean isImmutableType() {
+            return false;
         }
 
         @Override
-        public void processElement(Row row, Context ctx, Collector<Row> out) {
-            String reason = (String) row.getField(8);
-            if (reason == null) {
-                out.collect(row);
-            } else {
-                bad.inc();
-                ctx.output(DLQ, deadLetter(row, reason, (String) row.getField(9)));
+        public JoinLogic.Slot createInstance() {
+            return new JoinLogic.Slot();
+        }
+
+        @Override
+        public JoinLogic.Slot copy(JoinLogic.Slot from) {
+            return JoinLogic.Slot.fromBytes(from.toBytes());
+        }
+
+        @Override
+        public JoinLogic.Slot copy(JoinLogic.Slot from, JoinLogic.Slot reuse) {
+            return copy(from);
+        }
+
+        @Override
+        public int getLength() {
+            return -1;
+        }
+
+        @Override
+        public void serialize(JoinLogic.Slot record, DataOutputView target) throws IOException {
+            record.write(target);
+        }
+
+        @Override
+        public JoinLogic.Slot deserialize(DataInputView source) throws IOException {
+            return JoinLogic.Slot.read(source);
+        }
+
+        @Override
+        public JoinLogic.Slot deserialize(JoinLogic.Slot reuse, DataInputView source)
+                throws IOException {
+            return deserialize(source);
+        }
+
+        @Override
+        public void copy(DataInputView source, DataOutputView target) throws IOException {
+            serialize(deserialize(source), target);
+        }
+
+        @Override
+        public TypeSerializerSnapshot<JoinLogic.Slot> snapshotConfiguration() {
+            return new Snapshot();
+        }
+
+        /** The serializer's snapshot in a checkpoint: this class, no parameters. */
+        public static final class Snapshot extends SimpleTypeSerializerSnapshot<JoinLogic.Slot> {
+            public Snapshot() {
+                super(() -> INSTANCE);
             }
         }
     }
@@ -248,8 +299,9 @@ public final class Join {
             JoinLogic.LATE, JoinLogic.UNMATCHED, JoinLogic.IMPRESSION_DUPLICATE
         };
         private final JoinLogic.Settings settings;
-        private transient ValueState<byte[]> slot;
+        private transient ValueState<JoinLogic.Slot> slot;
         private transient Map<String, Counter> counts;
+        private transient Counter bad;
 
         Joiner(JoinLogic.Settings settings) {
             this.settings = settings;
@@ -257,30 +309,34 @@ public final class Join {
 
         @Override
         public void open(OpenContext context) {
-            slot = getRuntimeContext().getState(new ValueStateDescriptor<>(
-                    "slot", PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO));
+            slot = getRuntimeContext().getState(
+                    new ValueStateDescriptor<>("slot", SlotSerializer.INSTANCE));
             counts = new HashMap<>();
             for (String outcome : OUTCOMES) {
                 counts.put(outcome,
                         getRuntimeContext().getMetricGroup().addGroup("join").counter(outcome));
             }
+            bad = getRuntimeContext().getMetricGroup().addGroup("join").counter("bad");
         }
 
         @Override
         public void processElement(Row row, Context ctx, Collector<String> out)
                 throws IOException {
-            byte[] held = slot.value();
-            JoinLogic.Slot s = held == null ? null : JoinLogic.Slot.fromBytes(held);
-            save(JoinLogic.onRecord(s, item(row), settings, outcomes(ctx, out)));
+            String reason = (String) row.getField(8);
+            if (reason != null) {  // not keyed nor timed: a dead letter at once
+                bad.inc();
+                ctx.output(DLQ, deadLetter(row, reason, (String) row.getField(9)));
+                return;
+            }
+            save(JoinLogic.onRecord(slot.value(), item(row), settings, outcomes(ctx, out)));
         }
 
         @Override
         public void onTimer(long at, OnTimerContext ctx, Collector<String> out)
                 throws IOException {
-            byte[] held = slot.value();
+            JoinLogic.Slot held = slot.value();
             if (held != null) {
-                save(JoinLogic.onTimer(JoinLogic.Slot.fromBytes(held), at, settings,
-                        outcomes(ctx, out)));
+                save(JoinLogic.onTimer(held, at, settings, outcomes(ctx, out)));
             }
         }
 
@@ -288,7 +344,7 @@ public final class Join {
             if (s == null) {
                 slot.clear();
             } else {
-                slot.update(s.toBytes());
+                slot.update(s);
             }
         }
 

@@ -2,14 +2,19 @@ package io.streamlearn.flink;
 
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
+import java.io.DataInput;
 import java.io.DataInputStream;
+import java.io.DataOutput;
 import java.io.DataOutputStream;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.Comparator;
 import java.util.List;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonParser;
+import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.ObjectNode;
@@ -87,6 +92,11 @@ public final class JoinLogic {
         public final int index;
         /** The record's bytes (an impression's kept until its window closes). */
         byte[] raw;
+        /** A label's value, as JSON text. */
+        String labelJson = "";
+        /** An impression whose bytes are its joined event but the label: only the fields a
+         * joined event keeps, {@code ts} among them (the event is spliced, not rebuilt). */
+        boolean plain;
 
         public Item(boolean label, String id, long ts, String topic, int partition, long offset,
                 int index, byte[] raw) {
@@ -104,7 +114,22 @@ public final class JoinLogic {
             return raw;
         }
 
-        void write(DataOutputStream out) throws IOException {
+        /** What travels with the item besides its fields: a label's JSON text, or "+" for a
+         * plain impression ({@link #plain}), "" otherwise. */
+        public String extra() {
+            return label ? labelJson : plain ? "+" : "";
+        }
+
+        /** An item from its fields and {@link #extra}. */
+        public static Item of(boolean label, String id, long ts, String topic, int partition,
+                long offset, int index, byte[] raw, String extra) {
+            Item it = new Item(label, id, ts, topic, partition, offset, index, raw);
+            it.labelJson = label ? extra : "";
+            it.plain = !label && "+".equals(extra);
+            return it;
+        }
+
+        void write(DataOutput out) throws IOException {
             out.writeBoolean(label);
             writeText(out, id);
             out.writeLong(ts);
@@ -115,9 +140,11 @@ public final class JoinLogic {
             out.writeInt(index);
             out.writeInt(raw.length);
             out.write(raw);
+            writeText(out, labelJson);
+            out.writeBoolean(plain);
         }
 
-        static Item read(DataInputStream in) throws IOException {
+        static Item read(DataInput in) throws IOException {
             boolean label = in.readBoolean();
             String id = readText(in);
             long ts = in.readLong();
@@ -126,17 +153,19 @@ public final class JoinLogic {
                     in.readInt(), new byte[in.readInt()]);
             in.readFully(it.raw);
             it.seq = seq;
+            it.labelJson = readText(in);
+            it.plain = in.readBoolean();
             return it;
         }
     }
 
-    private static void writeText(DataOutputStream out, String text) throws IOException {
+    private static void writeText(DataOutput out, String text) throws IOException {
         byte[] bytes = text.getBytes(StandardCharsets.UTF_8);
         out.writeInt(bytes.length);
         out.write(bytes);
     }
 
-    private static String readText(DataInputStream in) throws IOException {
+    private static String readText(DataInput in) throws IOException {
         byte[] bytes = new byte[in.readInt()];
         in.readFully(bytes);
         return new String(bytes, StandardCharsets.UTF_8);
@@ -165,20 +194,40 @@ public final class JoinLogic {
         long nextSeq;
         final List<Item> pending = new ArrayList<>();
 
+        /** The slot's bytes (Flink's state serializer writes these; see {@code Join}). */
+        public void write(DataOutput out) throws IOException {
+            out.writeBoolean(impression != null);
+            if (impression != null) {
+                impression.write(out);
+            }
+            out.writeBoolean(joined);
+            out.writeBoolean(closed);
+            out.writeLong(nextSeq);
+            out.writeInt(pending.size());
+            for (Item it : pending) {
+                it.write(out);
+            }
+        }
+
+        public static Slot read(DataInput in) throws IOException {
+            Slot s = new Slot();
+            if (in.readBoolean()) {
+                s.impression = Item.read(in);
+            }
+            s.joined = in.readBoolean();
+            s.closed = in.readBoolean();
+            s.nextSeq = in.readLong();
+            int n = in.readInt();
+            for (int i = 0; i < n; i++) {
+                s.pending.add(Item.read(in));
+            }
+            return s;
+        }
+
         public byte[] toBytes() {
             ByteArrayOutputStream bytes = new ByteArrayOutputStream();
             try (DataOutputStream out = new DataOutputStream(bytes)) {
-                out.writeBoolean(impression != null);
-                if (impression != null) {
-                    impression.write(out);
-                }
-                out.writeBoolean(joined);
-                out.writeBoolean(closed);
-                out.writeLong(nextSeq);
-                out.writeInt(pending.size());
-                for (Item it : pending) {
-                    it.write(out);
-                }
+                write(out);
             } catch (IOException e) {
                 throw new UncheckedIOException(e);
             }
@@ -186,22 +235,11 @@ public final class JoinLogic {
         }
 
         public static Slot fromBytes(byte[] data) {
-            Slot s = new Slot();
             try (DataInputStream in = new DataInputStream(new ByteArrayInputStream(data))) {
-                if (in.readBoolean()) {
-                    s.impression = Item.read(in);
-                }
-                s.joined = in.readBoolean();
-                s.closed = in.readBoolean();
-                s.nextSeq = in.readLong();
-                int n = in.readInt();
-                for (int i = 0; i < n; i++) {
-                    s.pending.add(Item.read(in));
-                }
+                return read(in);
             } catch (IOException e) {
                 throw new UncheckedIOException(e);
             }
-            return s;
         }
     }
 
@@ -295,7 +333,7 @@ public final class JoinLogic {
                     + "watermark; raise join.disorder_ms)");
         } else {
             s.joined = true;
-            out.learn(imp, event(imp, labelText(it)), JOINED);
+            out.learn(imp, event(imp, it.labelJson), JOINED);
         }
     }
 
@@ -308,20 +346,22 @@ public final class JoinLogic {
         return "'" + id + "'";
     }
 
-    /** The label's JSON text from a label record. */
-    static String labelText(Item label) {
-        try {
-            return JSON.readTree(label.raw).get("label").toString();
-        } catch (IOException e) {
-            throw new UncheckedIOException(e);
-        }
-    }
-
     /**
      * The event to learn: the impression's {@link #KEPT} fields ({@code ts} its event time) and
      * {@code label}, as JSON bytes.
      */
     static byte[] event(Item impression, String labelJson) {
+        if (impression.plain) {  // its bytes with the label before the closing brace
+            byte[] raw = impression.raw;
+            int end = raw.length - 1;
+            while (raw[end] != '}') {
+                end--;
+            }
+            byte[] label = (",\"label\":" + labelJson + "}").getBytes(StandardCharsets.UTF_8);
+            byte[] out = Arrays.copyOf(raw, end + label.length);
+            System.arraycopy(label, 0, out, end, label.length);
+            return out;
+        }
         try {
             JsonNode given = JSON.readTree(impression.raw);
             ObjectNode out = JSON.createObjectNode();
@@ -344,6 +384,93 @@ public final class JoinLogic {
      * {@code not_json}, {@code id_missing}, {@code ts_missing}, {@code label_missing}).
      */
     public static List<Item> parse(byte[] value, boolean label, String topic, int partition,
+            long offset, Out out) {
+        Item fast = single(value, label, topic, partition, offset);
+        if (fast != null) {
+            return List.of(fast);
+        }
+        return parseTree(value, label, topic, partition, offset, out);
+    }
+
+    /**
+     * A well-formed single-event message read by streaming through its tokens (no tree): the
+     * common case, read at a fraction of the tree's cost. Null for anything else (an envelope,
+     * a record to reject), which {@link #parseTree} reads and words the rejections of.
+     */
+    static Item single(byte[] value, boolean label, String topic, int partition, long offset) {
+        String id = null;
+        String labelJson = null;
+        long ts = -1;
+        long atMs = -1;
+        boolean plain = true;
+        try (JsonParser p = JSON.getFactory().createParser(value)) {
+            if (p.nextToken() != JsonToken.START_OBJECT) {
+                return null;
+            }
+            JsonToken t;
+            while ((t = p.nextToken()) == JsonToken.FIELD_NAME) {
+                String name = p.currentName();
+                t = p.nextToken();
+                switch (name) {
+                    case "id":
+                        if (t != JsonToken.VALUE_STRING && t != JsonToken.VALUE_NUMBER_INT) {
+                            return null;
+                        }
+                        // as the tree reads it: an integer by its value (-0 is 0)
+                        id = t == JsonToken.VALUE_STRING ? p.getText()
+                                : p.getNumberValue().toString();
+                        break;
+                    case "ts":
+                    case "at_ms":
+                        if (t != JsonToken.VALUE_NUMBER_INT
+                                || p.getNumberType() == JsonParser.NumberType.BIG_INTEGER
+                                || p.getLongValue() < 0) {
+                            return null;
+                        }
+                        if (name.equals("ts")) {
+                            ts = p.getLongValue();
+                        } else {
+                            atMs = p.getLongValue();
+                            plain = false;
+                        }
+                        break;
+                    case "label":
+                        plain = false;
+                        labelJson = t == JsonToken.VALUE_STRING
+                                ? JSON.writeValueAsString(p.getText())
+                                : t.isScalarValue() ? p.getText() : JSON.readTree(p).toString();
+                        break;
+                    case "features":
+                    case "key":
+                        p.skipChildren();
+                        break;
+                    default:  // an envelope, or fields a joined event does not keep
+                        if (name.equals("events")) {
+                            return null;
+                        }
+                        plain = false;
+                        p.skipChildren();
+                }
+            }
+            if (t != JsonToken.END_OBJECT || p.nextToken() != null) {
+                return null;
+            }
+        } catch (IOException e) {
+            return null;
+        }
+        long time = ts >= 0 ? ts : label ? -1 : atMs;
+        if (id == null || time < 0 || (label && labelJson == null)) {
+            return null;
+        }
+        Item it = new Item(label, id, time, topic, partition, offset, -1, value);
+        it.plain = !label && plain && ts >= 0;
+        it.labelJson = label ? labelJson : "";
+        return it;
+    }
+
+    /** {@link #parse} of any message, through a tree: envelopes, and the words of every
+     * rejection. */
+    static List<Item> parseTree(byte[] value, boolean label, String topic, int partition,
             long offset, Out out) {
         List<Item> items = new ArrayList<>();
         JsonNode root;
@@ -399,6 +526,8 @@ public final class JoinLogic {
                     + id.asText() + ", got none");
             return null;
         }
-        return new Item(label, id.asText(), ts.asLong(), topic, partition, offset, index, raw);
+        Item it = new Item(label, id.asText(), ts.asLong(), topic, partition, offset, index, raw);
+        it.labelJson = label ? node.get("label").toString() : "";
+        return it;
     }
 }

@@ -77,13 +77,63 @@ class JoinCorpusTest {
         JoinLogic.Settings cfg = new JoinLogic.Settings(100, 50, "0");
         byte[] imp = "{\"id\":\"a\",\"ts\":5,\"features\":{\"x\":1}}".getBytes(StandardCharsets.UTF_8);
         byte[] lab = "{\"id\":\"a\",\"label\":1,\"ts\":9}".getBytes(StandardCharsets.UTF_8);
-        s = JoinLogic.onRecord(s, new JoinLogic.Item(false, "a", 5, "imp", 1, 7, -1, imp), cfg, out);
-        s = JoinLogic.onRecord(s, new JoinLogic.Item(true, "a", 9, "lab", 0, 3, 2, lab), cfg, out);
+        s = JoinLogic.onRecord(s, JoinLogic.Item.of(false, "a", 5, "imp", 1, 7, -1, imp, "+"),
+                cfg, out);
+        s = JoinLogic.onRecord(s, JoinLogic.Item.of(true, "a", 9, "lab", 0, 3, 2, lab, "1"),
+                cfg, out);
         JoinLogic.Slot back = JoinLogic.Slot.fromBytes(s.toBytes());
         assertEquals(java.util.Arrays.toString(s.toBytes()), java.util.Arrays.toString(back.toBytes()));
         JoinLogic.onTimer(back, 9, cfg, out);
         assertEquals(List.of("a|1|joined"), out.learned);
         assertTrue(new String(out.events.get(0), StandardCharsets.UTF_8).contains("\"label\":1"));
+    }
+
+    /** The streaming read of a single event and the tree read agree wherever the streaming
+     * one answers: the same id, time and label, and the same joined event. */
+    @Test
+    void theStreamingReadAgreesWithTheTree() throws IOException {
+        String[][] cases = {
+            {"false", "{\"id\":\"a\",\"ts\":5,\"features\":{\"x\":1,\"s\":[\"u\"]},\"key\":\"k\"}"},
+            {"false", "{\"id\":7,\"at_ms\":9,\"features\":{\"x\":1},\"model\":\"m\",\"version\":3,\"prediction\":0.2}"},
+            {"false", "{\"id\":-0,\"ts\":5,\"features\":{}}"},
+            {"false", "{\"id\":\"a\",\"ts\":5,\"at_ms\":\"soon\",\"features\":{}}"},
+            {"false", "{\"id\":123456789012345678901234567890,\"ts\":5,\"features\":{}}"},
+            {"false", "{\"features\":{\"x\":1},\"ts\":5,\"label\":0,\"id\":\"b\"}  "},
+            {"false", "{\"id\":\"a\",\"ts\":5,\"ts\":-1,\"features\":{}}"},
+            {"false", "{\"id\":\"a\",\"ts\":99999999999999999999,\"features\":{}}"},
+            {"false", "{\"events\":[{\"id\":\"a\",\"ts\":5,\"features\":{}}]}"},
+            {"false", "{\"id\":true,\"ts\":5}"},
+            {"true", "{\"id\":\"a\",\"label\":\"buy \\\"now\\\"\",\"ts\":5}"},
+            {"true", "{\"id\":\"a\",\"label\":{\"y\":[1,2]},\"ts\":5}"},
+            {"true", "{\"id\":\"a\",\"label\":1.50,\"ts\":5}"},
+            {"true", "{\"id\":\"a\",\"ts\":5}"},
+            {"true", "{\"id\":\"a\",\"label\":1,\"at_ms\":5}"},
+            {"true", "[1]"},
+            {"true", "{\"id\":\"a\",\"label\":1,\"ts\":5"},
+        };
+        int fastOnes = 0;
+        for (String[] c : cases) {
+            boolean label = Boolean.parseBoolean(c[0]);
+            byte[] raw = c[1].getBytes(StandardCharsets.UTF_8);
+            JoinLogic.Item fast = JoinLogic.single(raw, label, "t", 0, 0);
+            Recorder rejected = new Recorder();
+            List<JoinLogic.Item> tree = JoinLogic.parseTree(raw, label, "t", 0, 0, rejected);
+            if (fast == null) {
+                continue;
+            }
+            fastOnes++;
+            assertEquals(1, tree.size(), c[1]);
+            JoinLogic.Item slow = tree.get(0);
+            assertEquals(slow.id, fast.id, c[1]);
+            assertEquals(slow.ts, fast.ts, c[1]);
+            assertEquals(JSON.readTree(slow.labelJson.isEmpty() ? "null" : slow.labelJson),
+                    JSON.readTree(fast.labelJson.isEmpty() ? "null" : fast.labelJson), c[1]);
+            if (!label) {
+                assertEquals(JSON.readTree(JoinLogic.event(slow, "1")),
+                        JSON.readTree(JoinLogic.event(fast, "1")), c[1]);
+            }
+        }
+        assertEquals(8, fastOnes, "the cases the streaming read takes");
     }
 
     /** What the rules told, and the timers asked for per id. */
