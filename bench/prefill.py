@@ -37,7 +37,7 @@ from connectors.paths import jar_dir  # noqa: E402
 from streamlearn.generators import clicks  # noqa: E402
 from streamlearn.publish import Publisher  # noqa: E402
 
-__all__ = ["Prefilled", "prefill"]
+__all__ = ["Prefilled", "prefill", "send_lines"]
 
 _JAVA = """\
 import java.io.BufferedReader;
@@ -126,39 +126,21 @@ def prefill(
                                   seed, stream, options)
     create_topics(bootstrap, {single_topic: partitions, envelope_topic: partitions})
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="prefill-") as tmp:
-        source = Path(tmp) / "LinesProducer.java"
-        source.write_text(_JAVA)
-        log_path = Path(tmp) / "producer.log"
-        log = log_path.open("wb")
-        java = subprocess.Popen(
-            ["java", "-cp", f"{jar_dir('kafka')}/*", str(source), bootstrap, single_topic],
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        assert java.stdin is not None
-        publisher = Publisher(
-            bootstrap, envelope_topic, envelope=True, envelope_size=envelope_size, **options
-        )
-        try:
-            lines = []
+    publisher = Publisher(
+        bootstrap, envelope_topic, envelope=True, envelope_size=envelope_size, **options
+    )
+    try:
+
+        def lines() -> Iterator[bytes]:
             for event in _events(events, seed, stream):
                 publisher.publish(event)
-                lines.append(b"%s\t%s\n" % (event["key"].encode(), orjson.dumps(event)))
-                if len(lines) == 4096:
-                    java.stdin.write(b"".join(lines))
-                    lines = []
-            java.stdin.write(b"".join(lines))
-            java.stdin.close()
-            publisher.flush()
-            placed = list(publisher.partition_events)
-        finally:
-            publisher.close()
-        java.wait(timeout=300)
-        log.close()
-        if java.returncode != 0:
-            raise RuntimeError(f"the Java producer failed: {log_path.read_text()[-2000:]}")
+                yield b"%s\t%s\n" % (event["key"].encode(), orjson.dumps(event))
+
+        send_lines(bootstrap, single_topic, lines())
+        publisher.flush()
+        placed = list(publisher.partition_events)
+    finally:
+        publisher.close()
     seconds = time.perf_counter() - t0
     single = describe_topic(bootstrap, single_topic).messages
     if single != events:
@@ -173,6 +155,34 @@ def prefill(
         seconds=round(seconds, 2),
         partition_events=placed,
     )
+
+
+def send_lines(bootstrap: str, topic: str, lines: Iterable[bytes]) -> None:
+    """Send ``key<TAB>value\\n`` lines to ``topic`` with the official Java client (each
+    value keyed by its key; Kafka's default partitioner)."""
+    with tempfile.TemporaryDirectory(prefix="prefill-") as tmp:
+        source = Path(tmp) / "LinesProducer.java"
+        source.write_text(_JAVA)
+        log_path = Path(tmp) / "producer.log"
+        with log_path.open("wb") as log:
+            java = subprocess.Popen(
+                ["java", "-cp", f"{jar_dir('kafka')}/*", str(source), bootstrap, topic],
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+            )
+            assert java.stdin is not None
+            try:
+                chunk = []
+                for line in lines:
+                    chunk.append(line)
+                    if len(chunk) == 4096:
+                        java.stdin.write(b"".join(chunk))
+                        chunk = []
+                java.stdin.write(b"".join(chunk))
+            finally:
+                java.stdin.close()
+                java.wait(timeout=300)
+        if java.returncode != 0:
+            raise RuntimeError(f"the Java producer failed: {log_path.read_text()[-2000:]}")
 
 
 def _events(events: int, seed: int, stream: Iterable[dict] | None) -> Iterator[dict]:
