@@ -44,6 +44,7 @@ COMMANDS: tuple[str, ...] = (
     "serve",
     "predict",
     "score",
+    "delays",
 )
 
 #: Loggers of the project itself: INFO by default; every other logger says

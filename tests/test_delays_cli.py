@@ -1,0 +1,79 @@
+"""``streamlearn delays`` on the real broker: the delay-aware report of the logged
+predictions equals a recomputation here from the same records."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import orjson
+import pytest
+
+from connectors.kafka_io import create_topics
+from streamlearn.cli import main
+from streamlearn.generators import delayed_clicks
+
+pytestmark = pytest.mark.integration
+
+WINDOW_MS = 60_000
+
+
+def test_delays_scores_what_was_served_against_the_labels_that_came(
+    kafka_broker, topic_name, capsys
+):
+    from kafka import KafkaProducer
+
+    rng = random.Random(3)
+    served, clicks = [], []
+    for kind, e in delayed_clicks(3_000, seed=8, rate_per_s=100.0, mean_delay_s=30.0):
+        if kind == "impression":  # as the prediction log writes it: at_ms, no ts
+            p = rng.uniform(0.05, 0.95)
+            served.append({"id": e["id"], "features": e["features"], "model": "m",
+                           "version": 1 + len(served) % 3, "prediction": int(p > 0.5),
+                           "probabilities": [1 - p, p], "at_ms": e["ts"]})
+        else:
+            clicks.append(e)
+    bootstrap = kafka_broker.bootstrap
+    create_topics(bootstrap, {f"{topic_name}.served": 2, f"{topic_name}.labels": 2})
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    for rec in served:
+        producer.send(f"{topic_name}.served", orjson.dumps(rec), key=rec["id"].encode())
+    producer.send(f"{topic_name}.served", b"not json")  # skipped, as any foreign record
+    for rec in clicks:
+        producer.send(f"{topic_name}.labels", orjson.dumps(rec), key=rec["id"].encode())
+    producer.flush()
+    producer.close()
+
+    assert main(["delays", "--bootstrap", bootstrap, "--predictions", f"{topic_name}.served",
+                 "--labels", f"{topic_name}.labels", "--window-ms", str(WINDOW_MS),
+                 "--idle-s", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["read"] == {"predictions": len(served), "labels": len(clicks)}
+
+    # the same, recomputed here: the first click within the window, else 0
+    first = {}
+    for c in sorted(clicks, key=lambda c: c["ts"]):
+        first.setdefault(c["id"], c)
+    for version in (1, 2, 3):
+        mine = [r for r in served if r["version"] == version]
+        losses = []
+        for r in mine:
+            c = first.get(r["id"])
+            clicked = c is not None and 0 <= c["ts"] - r["at_ms"] <= WINDOW_MS
+            losses.append(-math.log(r["probabilities"][1 if clicked else 0]))
+        got = report["by_version"][str(version)]
+        assert got["events"] == len(mine)
+        assert got["log_loss"] == pytest.approx(sum(losses) / len(losses), rel=1e-12)
+    delays = sorted(first[r["id"]]["ts"] - r["at_ms"] for r in served
+                    if r["id"] in first and first[r["id"]]["ts"] - r["at_ms"] <= WINDOW_MS)
+    assert report["delay_ms"]["joined"] == len(delays)
+    assert report["delay_ms"]["p50"] == delays[math.ceil(0.5 * len(delays)) - 1]
+    late = sum(first[i]["ts"] - r["at_ms"] > WINDOW_MS for r in served if (i := r["id"]) in first)
+    assert report["positives_after_window"] == pytest.approx(late / len(first))
+
+
+def test_delays_refuses_a_default_that_is_not_json(capsys) -> None:
+    assert main(["delays", "--predictions", "p", "--labels", "l", "--window-ms", "5",
+                 "--default", "zero"]) != 0
+    assert "--default" in capsys.readouterr().err
