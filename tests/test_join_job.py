@@ -204,3 +204,21 @@ def test_kill_minus_9_mid_stream_and_resume_joins_and_learns_nothing_twice(
         _kill(job)
     assert "resuming from checkpoint" in (tmp_path / "run2.log").read_text()
     _check(bootstrap, topic_name, store, impressions, labels)
+
+
+def test_train_checks_the_join_topics_not_the_one_the_job_writes(kafka_broker, topic_name):
+    from streamlearn.cli.train_foreground import preflight
+    from streamlearn.errors import ConfigError
+    from streamlearn.training.config import TrainConfig
+
+    cfg = TrainConfig.from_dict({
+        "kafka": {"bootstrap": kafka_broker.bootstrap, "topic": f"{topic_name}.joined"},
+        "join": {"impressions": f"{topic_name}.impressions", "labels": f"{topic_name}.labels"},
+    })
+    with pytest.raises(ConfigError, match="`join.impressions`"):
+        preflight(cfg)
+    create_topics(kafka_broker.bootstrap, {f"{topic_name}.impressions": 1})
+    with pytest.raises(ConfigError, match="`join.labels`"):
+        preflight(cfg)
+    create_topics(kafka_broker.bootstrap, {f"{topic_name}.labels": 1})
+    preflight(cfg)  # the training topic is the job's to create

@@ -42,19 +42,25 @@ _METRIC_NAMES = {"Accuracy": "accuracy", "LogLoss": "log-loss", "MAE": "mae", "R
 
 def preflight(cfg: TrainConfig) -> None:
     """What would fail in the JVM after seconds, refused here at once in one line:
-    no broker at ``kafka.bootstrap``, a ``kafka.topic`` that does not exist."""
+    no broker at ``kafka.bootstrap``, a ``kafka.topic`` that does not exist (with a join:
+    an impressions or labels topic; the job creates ``kafka.topic``, which it writes)."""
     from connectors.kafka_io import check_reachable, list_topics
 
     check_reachable(cfg.kafka.bootstrap)
     topics = list_topics(cfg.kafka.bootstrap)
-    if cfg.kafka.topic not in topics:
-        there = ", ".join(t for t in topics if not t.endswith((".dlq", ".models"))) or "none"
-        raise ConfigError(
-            "kafka.topic",
-            f"a topic that exists on {cfg.kafka.bootstrap} (there: {there}; create it with "
-            f"`streamlearn topics create {cfg.kafka.topic}`)",
-            repr(cfg.kafka.topic),
-        )
+    wanted = (
+        {"join.impressions": cfg.join.impressions, "join.labels": cfg.join.labels}
+        if cfg.join.on else {"kafka.topic": cfg.kafka.topic}
+    )
+    for key, topic in wanted.items():
+        if topic not in topics:
+            there = ", ".join(t for t in topics if not t.endswith((".dlq", ".models"))) or "none"
+            raise ConfigError(
+                key,
+                f"a topic that exists on {cfg.kafka.bootstrap} (there: {there}; create it with "
+                f"`streamlearn topics create {topic}`)",
+                repr(topic),
+            )
 
 
 def _count(n: float) -> str:
@@ -222,8 +228,10 @@ def run_foreground(
     where = f"checkpoint {recovery}" if recovery else (
         f"version {start_version}" if start_version else f"{cfg.kafka.start} offsets"
     )
+    joined = (f" (joined there from {cfg.join.impressions!r} and {cfg.join.labels!r})"
+              if cfg.join.on else "")
     print(
-        f"training model {cfg.store.model!r} from topic {cfg.kafka.topic!r} "
+        f"training model {cfg.store.model!r} from topic {cfg.kafka.topic!r}{joined} "
         f"(writer {cfg.job.writer_id}, from {where}); the job's log: {log_path}; "
         "Ctrl-C stops it",
         file=out, flush=True,
