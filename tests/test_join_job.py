@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,8 +24,10 @@ import orjson
 import pytest
 
 from connectors.kafka_io import consume, create_topics
-from streamlearn.joining import join
+from streamlearn.joining import IMPRESSION_OUTCOMES, LABEL_OUTCOMES, join
 from streamlearn.store import ModelStore
+from tests.conftest import free_port
+from tests.test_train_cli import PROM, _scrape
 from tests.test_train_job import _config, _kill, _last_checkpoint_s, _start_job, _wait_for
 
 pytestmark = pytest.mark.integration
@@ -93,6 +96,16 @@ def _tick(bootstrap: str, impressions: str, labels: str, after_ms: int) -> None:
     producer.close()
 
 
+def _join_counts(text: str) -> dict[str, int]:
+    """The join's counters in a Prometheus scrape, summed over the subtasks."""
+    names = (*IMPRESSION_OUTCOMES, *LABEL_OUTCOMES, "bad")
+    out: dict[str, int] = {}
+    for name, value in re.findall(r"^flink_\w+_join_(\w+)\{[^}]*\} (\S+)$", text, re.M):
+        if name in names:
+            out[name] = out.get(name, 0) + int(float(value))
+    return out
+
+
 def _join_args(tmp_path: Path, bootstrap: str, topic: str, **job) -> list[str]:
     args = _config(tmp_path, bootstrap, topic, parallelism=2, checkpoint_ms=1000,
                    flush_ms=50, sync_ms=200, **job)
@@ -150,12 +163,22 @@ def test_the_job_joins_delayed_labels_and_learns_each_impression_once(
     _tick(bootstrap, f"{topic_name}.impressions", f"{topic_name}.labels",
           max(r["ts"] for r in impressions + labels))
     store = ModelStore(str(tmp_path / "models"), "clicks")
-    want = len(_expected(impressions, labels).learned)
-    job = _start_job(_join_args(tmp_path, bootstrap, topic_name), tmp_path / "run.log")
+    reference = _expected(impressions, labels)
+    want = len(reference.learned)
+    port = free_port()
+    args = _join_args(tmp_path, bootstrap, topic_name) + [
+        "--flink-conf", f"metrics.reporter.prom.factory.class={PROM}",
+        "--flink-conf", f"metrics.reporter.prom.port={port}",
+    ]
+    job = _start_job(args, tmp_path / "run.log")
     try:
         _wait_for(lambda: store.head().latest and store.get().lineage.events >= want,
                   job, tmp_path / "run.log", 180, "every impression learned")
         time.sleep(2.5)  # more checkpoints and versions: nothing more may come
+        # every outcome counted in the job's metrics, as the reference counts them
+        counts = {**reference.counts(), "bad": 2 * len(BAD)}
+        _wait_for(lambda: _join_counts(_scrape(port)) == counts, job, tmp_path / "run.log", 30,
+                  f"the join's counters at {counts}")
     finally:
         _kill(job)
     _check(bootstrap, topic_name, store, impressions, labels)
