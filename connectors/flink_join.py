@@ -47,6 +47,8 @@ def add_join(env: Any, cfg: TrainConfig) -> None:
     # the JVM reads the configuration the Python operators read: TrainConfig.to_dict()
     config = object_array(get_gateway(), [json.dumps(cfg.to_dict())])
     join = cls.getConstructors()[0].newInstance(config)
+    # restored from a checkpoint, the sources read on from its offsets; a start without one
+    # reads from the beginning, which check_fresh_start allows only while nothing is joined
     impressions, labels = (
         kafka_source(
             cfg.kafka.bootstrap, topic, join_group(cfg), start="earliest",
@@ -66,6 +68,22 @@ def add_join(env: Any, cfg: TrainConfig) -> None:
                          txn_prefix=f"{prefix}-dlq")
     ).name("join-dead-letters").uid("join-dead-letters")
 
+
+
+def check_fresh_start(cfg: TrainConfig) -> None:
+    """Refuse, in one line, a join started without its checkpoint over a training topic
+    that already holds joined events: it would join both topics again from the beginning
+    and learn every impression a second time."""
+    from connectors.kafka_io import describe_topic
+    from streamlearn.errors import ConfigError
+
+    if describe_topic(cfg.kafka.bootstrap, cfg.kafka.topic).messages:
+        raise ConfigError(
+            "--resume", f"a checkpoint of the join: {cfg.kafka.topic!r} holds joined events "
+            "already, and a join started without its checkpoint (its windows and offsets) "
+            "would join its topics again from the beginning; resume (--resume auto or a "
+            "checkpoint path), or start a new model on a new kafka.topic", "no checkpoint",
+        )
 
 
 def ensure_joined_topic(cfg: TrainConfig) -> None:

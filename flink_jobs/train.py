@@ -35,7 +35,12 @@ import sys
 
 from pyflink.common import Types, WatermarkStrategy
 
-from connectors.flink_join import READ_COMMITTED, add_join, ensure_joined_topic
+from connectors.flink_join import (
+    READ_COMMITTED,
+    add_join,
+    check_fresh_start,
+    ensure_joined_topic,
+)
 from connectors.flink_kafka import (
     dead_letter_sink,
     kafka_sink,
@@ -64,6 +69,8 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
     base_version, start = 0, cfg.kafka.start
     if cfg.join.on:
         ensure_joined_topic(cfg)
+        if not recovery_path:
+            check_fresh_start(cfg)
     if not recovery_path:
         base_version, offsets = resume_point(cfg, ModelStore(cfg.store.uri, cfg.store.model))
         if offsets is not None:

@@ -16,6 +16,8 @@ import base64
 import json
 import random
 import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -28,7 +30,14 @@ from streamlearn.joining import IMPRESSION_OUTCOMES, LABEL_OUTCOMES, join
 from streamlearn.store import ModelStore
 from tests.conftest import free_port
 from tests.test_train_cli import PROM, _scrape
-from tests.test_train_job import _config, _kill, _last_checkpoint_s, _start_job, _wait_for
+from tests.test_train_job import (
+    JOB,
+    _config,
+    _kill,
+    _last_checkpoint_s,
+    _start_job,
+    _wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -166,11 +175,10 @@ def test_the_job_joins_delayed_labels_and_learns_each_impression_once(
     reference = _expected(impressions, labels)
     want = len(reference.learned)
     port = free_port()
-    args = _join_args(tmp_path, bootstrap, topic_name) + [
-        "--flink-conf", f"metrics.reporter.prom.factory.class={PROM}",
-        "--flink-conf", f"metrics.reporter.prom.port={port}",
-    ]
-    job = _start_job(args, tmp_path / "run.log")
+    args = _join_args(tmp_path, bootstrap, topic_name, writer_id="train-clicks-join1")
+    metrics = ["--flink-conf", f"metrics.reporter.prom.factory.class={PROM}",
+               "--flink-conf", f"metrics.reporter.prom.port={port}"]
+    job = _start_job(args + metrics, tmp_path / "run.log")
     try:
         _wait_for(lambda: store.head().latest and store.get().lineage.events >= want,
                   job, tmp_path / "run.log", 180, "every impression learned")
@@ -181,6 +189,13 @@ def test_the_job_joins_delayed_labels_and_learns_each_impression_once(
                   f"the join's counters at {counts}")
     finally:
         _kill(job)
+    _check(bootstrap, topic_name, store, impressions, labels)
+
+    # started again without its checkpoint: refused in one line, nothing joined twice
+    again = subprocess.run([sys.executable, str(JOB), *args, "--resume", "none"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1, again.stderr[-2000:]
+    assert "field `--resume`: expected a checkpoint of the join" in again.stderr
     _check(bootstrap, topic_name, store, impressions, labels)
 
 
