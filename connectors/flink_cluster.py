@@ -185,6 +185,10 @@ class FlinkCluster:
             "taskmanager.host": self.host,
             "taskmanager.numberOfTaskSlots": self.slots,
             "taskmanager.memory.process.size": self.tm_memory,
+            # the task managers' working directories (tm_<resource id>) inside the cluster's
+            # own: under /tmp, two clusters on one host with the same ids shared them, and
+            # the second one's task managers hung creating their blob caches
+            "process.working-dir": str((self.dir / "work").resolve()),
             "parallelism.default": 1,
             "rest.address": self.host,
             "rest.bind-address": self.host,
