@@ -69,7 +69,6 @@ def add_join(env: Any, cfg: TrainConfig) -> None:
     ).name("join-dead-letters").uid("join-dead-letters")
 
 
-
 def check_fresh_start(cfg: TrainConfig) -> None:
     """Refuse, in one line, a join started without its checkpoint over a training topic
     that already holds joined events: it would join both topics again from the beginning

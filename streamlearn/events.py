@@ -370,7 +370,8 @@ def dead_letter(
 ) -> bytes:
     """The dead-letter record of one rejected event (or message), as JSON bytes.
 
-    One shape for every job (``stage`` says which: ``"train"`` or ``"score"``), always
+    One shape for every job (``stage`` says which: ``"train"``, ``"score"``, or ``"join"``
+    for the training job's join of delayed labels), always
     at most :data:`DEAD_LETTER_MAX_BYTES` long, so it always fits in a Kafka message::
 
         {"stage": "train", "topic": "events", "partition": 2, "offset": 1812, "index": 3,
