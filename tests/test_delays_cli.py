@@ -72,8 +72,18 @@ def test_delays_scores_what_was_served_against_the_labels_that_came(
     late = sum(first[i]["ts"] - r["at_ms"] > WINDOW_MS for r in served if (i := r["id"]) in first)
     assert report["positives_after_window"] == pytest.approx(late / len(first))
 
+    # bounded: at most --limit records of each topic are read (and held)
+    assert main(["delays", "--bootstrap", bootstrap, "--predictions", f"{topic_name}.served",
+                 "--labels", f"{topic_name}.labels", "--window-ms", str(WINDOW_MS),
+                 "--idle-s", "2", "--limit", "500", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["read"] == {"predictions": 500, "labels": 500}
 
-def test_delays_refuses_a_default_that_is_not_json(capsys) -> None:
-    assert main(["delays", "--predictions", "p", "--labels", "l", "--window-ms", "5",
-                 "--default", "zero"]) != 0
-    assert "--default" in capsys.readouterr().err
+
+@pytest.mark.parametrize(("flag", "value"), [("--default", "zero"), ("--limit", "0"),
+                                            ("--window-ms", "-1")])
+def test_delays_refuses_a_bad_flag_before_reading_anything(flag, value, capsys) -> None:
+    argv = ["delays", "--predictions", "p", "--labels", "l", "--window-ms", "5",
+            "--bootstrap", "127.0.0.1:1", flag, value]
+    assert main(argv) != 0
+    err = capsys.readouterr().err
+    assert f"`{flag}`" in err and err.count("\n") == 1

@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="broker (host:port)")
     parser.add_argument("--idle-s", type=float, default=3.0,
                         help="stop reading a topic after this long without a record (default 3)")
+    parser.add_argument("--limit", type=int, default=1_000_000,
+                        help="read at most this many records of each topic, the first ones "
+                        "(default 1,000,000: the report holds them in memory)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(run=run)
 
@@ -60,13 +63,15 @@ def _json_flag(name: str, text: str) -> Any:
         raise ConfigError(name, "a JSON value (0, 1, \"buy\") or none", repr(text)) from None
 
 
-def _read(bootstrap: str, topic: str, idle_s: float, what: tuple[str, ...]) -> list[dict]:
+def _read(bootstrap: str, topic: str, idle_s: float, what: tuple[str, ...],
+          limit: int) -> list[dict]:
     import orjson
 
     from connectors.kafka_io import consume
 
     out = []
-    for record in consume(bootstrap, topic, idle_timeout_s=idle_s, read_committed=True):
+    for record in consume(bootstrap, topic, idle_timeout_s=idle_s, read_committed=True,
+                          max_records=limit):
         try:
             value = orjson.loads(record.value)
         except orjson.JSONDecodeError:
@@ -82,11 +87,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.window_ms < 0:
         raise ConfigError("--window-ms", "an integer number of milliseconds >= 0", args.window_ms)
+    if args.limit < 1:
+        raise ConfigError("--limit", "an integer >= 1", args.limit)
     default = _json_flag("--default", args.default)
     positive = _json_flag("--positive", args.positive)
     predictions = _read(args.bootstrap, args.predictions, args.idle_s,
-                        ("version", "probabilities"))
-    labels = _read(args.bootstrap, args.labels, args.idle_s, ("label", "ts"))
+                        ("version", "probabilities"), args.limit)
+    labels = _read(args.bootstrap, args.labels, args.idle_s, ("label", "ts"), args.limit)
     predictions = [p for p in predictions if "ts" in p or "at_ms" in p]
     report = delay_report(predictions, labels, window_ms=args.window_ms, default=default,
                           positive=positive)
