@@ -25,6 +25,12 @@ throughput ratio, the ratio of CPU time per request (user + system, all
 threads, from ``/proc``) of the bare hello to the service's, which other
 processes disturb less than throughput.
 
+With ``--prediction-log`` a local Kafka broker is started and a third server of the same
+model runs with ``--log-topic``: every saturation round also sends a single event with an
+``id`` to it and to the service without the log, and reports their ratio (the issue's goal:
+the log costs at most 10% of the single-event throughput) and, at the end, the records in
+the topic against the requests the logging server answered.
+
 With ``--baseline DIR`` (a source tree holding another version of the
 ``streamlearn`` package, e.g. ``git archive <rev> streamlearn | tar -x -C DIR``)
 a second service runs from that tree and takes its turn in every saturation
@@ -33,7 +39,7 @@ round, so two versions of the code are compared under the same load.
 Usage::
 
     .venv/bin/python bench/serving.py [--seconds 5] [--connections 32] [--rounds 3]
-                                      [--baseline DIR]
+                                      [--baseline DIR] [--prediction-log]
 
 Prints a table and writes ``bench/results/serving.json``.
 """
@@ -366,6 +372,10 @@ def main() -> int:
         metavar="DIR",
         help="also run the service from the streamlearn package in DIR, in the same rounds",
     )
+    parser.add_argument(
+        "--prediction-log", action="store_true",
+        help="also run the service with --log-topic on a local broker, in the same rounds",
+    )
     args = parser.parse_args()
     if args.baseline is not None and not (args.baseline / "streamlearn" / "__init__.py").is_file():
         print(f"--baseline: expected a directory holding streamlearn/, got {args.baseline}",
@@ -406,6 +416,8 @@ def main() -> int:
         one.write_bytes(json.dumps({"features": events[0]}).encode())
         batch_json = Path(tmp) / "batch.json"
         batch_json.write_bytes(json.dumps({"events": [{"features": e} for e in events]}).encode())
+        one_id = Path(tmp) / "one_id.json"  # the same event with an id: what the log logs
+        one_id.write_bytes(json.dumps({"id": "e-1", "features": events[0]}).encode())
         batch_arrow = Path(tmp) / "batch.arrow"
         batch_arrow.write_bytes(arrow_body(events))
         port = free_port()
@@ -435,6 +447,21 @@ def main() -> int:
                 base = running.enter_context(
                     Server(base_argv, base_port, "/readyz", env, cwd=base_dir)
                 )
+            logged, bootstrap = None, None
+            if args.prediction_log:
+                from connectors.kafka_broker import LocalBroker
+                from connectors.kafka_io import create_topics
+
+                broker = LocalBroker(port=free_port(), directory=Path(tmp) / "kafka", heap="512m")
+                broker.start()
+                running.callback(broker.stop)
+                bootstrap = broker.bootstrap
+                create_topics(bootstrap, {"bench.served": 2})
+                log_port = free_port()
+                log_argv = argv[:-4] + ["--port", str(log_port), "--max-body-mb", "64",
+                                        "--log-topic", "bench.served",
+                                        "--log-bootstrap", bootstrap]
+                logged = running.enter_context(Server(log_argv, log_port, "/readyz"))
             url = server.url + "/v1/predict"
             # bare and predict alternate, so each pair shares the machine's load of the moment
             rounds = []
@@ -446,6 +473,14 @@ def main() -> int:
                 if base is not None:
                     pair["baseline"] = saturate(
                         base, base.url + "/v1/predict", secs, conns, body_file=one
+                    )
+                if logged is not None:
+                    pair["predict_id"] = saturate(server, url, secs, conns, body_file=one_id)
+                    pair["logged"] = saturate(
+                        logged, logged.url + "/v1/predict", secs, conns, body_file=one_id
+                    )
+                    pair["logged_ratio"] = round(
+                        pair["logged"]["req_per_s"] / pair["predict_id"]["req_per_s"], 3
                     )
                 for key, suffix in (("predict", ""), ("baseline", "baseline_")):
                     if key not in pair:
@@ -466,6 +501,15 @@ def main() -> int:
                     }
                 )
             results["predict_one"] = {"saturation_rounds": rounds, "at_1k_rounds": latency}
+            if logged is not None:
+                from connectors.kafka_io import describe_topic
+
+                time.sleep(2.0)  # the log's last batch
+                answered = sum(r["logged"]["requests"] for r in rounds)
+                results["prediction_log"] = {
+                    "records_in_topic": describe_topic(bootstrap, "bench.served").messages,
+                    "requests_answered_by_wrk": answered,
+                }
             results["predict_batch"] = {
                 "json": wrk(url, seconds=secs, connections=4, body_file=batch_json),
                 "arrow": wrk(
@@ -513,6 +557,11 @@ def main() -> int:
         "batch_json_predictions_per_s": results["predict_batch"]["json"]["req_per_s"] * BATCH,
         "batch_arrow_predictions_per_s": results["predict_batch"]["arrow"]["req_per_s"] * BATCH,
     }
+    logged_ratios = [r["logged_ratio"] for r in rounds if "logged_ratio" in r]
+    if logged_ratios:
+        results["summary"]["logged_vs_predict"] = statistics.median(logged_ratios)
+        results["summary"]["logged_vs_predict_rounds"] = logged_ratios
+        results["summary"].update(results["prediction_log"])
     summary = results["summary"]
     results["goals"] = {
         "predict_one_vs_bare >= 0.5": ratio >= 0.5,
@@ -522,6 +571,10 @@ def main() -> int:
         )
         >= 500_000,
     }
+    if logged_ratios:
+        results["goals"]["prediction log costs <= 10% (logged/predict >= 0.9)"] = (
+            statistics.median(logged_ratios) >= 0.9
+        )
     print("hello, req/s:", {k: v["req_per_s"] for k, v in stacks.items()})
     print("service code:", results["service_code"])
     if "baseline_code" in results:
