@@ -44,8 +44,9 @@ import org.apache.flink.util.OutputTag;
  * <p>{@link #build} wires: each topic's source (its records parsed in the deserializer, event
  * time from {@code ts}, a watermark of {@code join.disorder_ms} bounded disorder per Kafka
  * partition, idle partitions skipped after {@code join.idle_ms}) → union → key by id →
- * {@link Joiner} (a record the join cannot key or time goes to the dead letters from there). It returns the events to learn (JSON
- * text: the impression's event with its label) and the dead-letter records (stage {@code join}).
+ * {@link Joiner} (a record the join cannot key or time goes to the dead letters from there).
+ * It returns the events to learn (JSON text: the impression's event with its label) and the
+ * dead-letter records (stage {@code join}).
  * Python writes the first to the training topic with Kafka transactions, so the learners read
  * each joined event once, committed with the checkpoint that covers the join's state.
  *
