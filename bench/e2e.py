@@ -61,7 +61,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -75,6 +74,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from prefill import prefill  # noqa: E402
 
 from connectors.kafka_io import describe_topic  # noqa: E402
+from connectors.ports import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TINY = 2_000
@@ -89,12 +89,6 @@ cfg = config_from_args(job_arg_parser("train").parse_args(sys.argv[1:])).with_wr
 result = build(cfg, None).execute("streamlearn-train-" + cfg.store.model)
 print(json.dumps({{"net_runtime_ms": result.get_net_runtime()}}), flush=True)
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _run(cmd: list[str], timeout: float, log: Path) -> dict:
@@ -377,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if not bootstrap:
         from connectors.kafka_broker import LocalBroker
 
-        broker = LocalBroker(port=_free_port(), directory=work / "kafka", heap="1g")
+        broker = LocalBroker(port=free_port(), directory=work / "kafka", heap="1g")
         broker.start()
         bootstrap = broker.bootstrap
     try:

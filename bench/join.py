@@ -35,7 +35,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -47,15 +46,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from connectors.ports import free_port  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 PARTITIONS = 2
 WINDOW_MS = 3_600_000
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fill(bootstrap: str, prefix: str, impressions: int, clicks: bool) -> dict:
@@ -261,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     from connectors.kafka_broker import LocalBroker
 
     work = Path(tempfile.mkdtemp(prefix="bench-join-"))
-    broker = LocalBroker(port=_free_port(), directory=work / "kafka", heap="1g")
+    broker = LocalBroker(port=free_port(), directory=work / "kafka", heap="1g")
     broker.start()
     rows = []
     try:

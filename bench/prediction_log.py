@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -31,18 +30,14 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from connectors.ports import free_port  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 CLI = "import sys, streamlearn.cli as cli; sys.exit(cli.main())"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _serve(store: Path, *extra: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-c", CLI, "serve", "--store", str(store), "--port", str(port),
          *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -94,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     from streamlearn.store import Lineage, ModelStore
 
     work = Path(tempfile.mkdtemp(prefix="prediction-log-"))
-    broker = LocalBroker(port=_free_port(), directory=work / "kafka", heap="512m")
+    broker = LocalBroker(port=free_port(), directory=work / "kafka", heap="512m")
     broker.start()
     procs: list[subprocess.Popen] = []
     try:

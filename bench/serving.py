@@ -53,7 +53,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,6 +63,7 @@ from pathlib import Path
 
 import httpx
 
+from connectors.ports import free_port
 from streamlearn.serving.server import UVICORN_OPTIONS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,12 +134,6 @@ def served_code(cwd: Path | None) -> dict[str, object]:
     ).stdout
     where, native = json.loads(out)
     return {"streamlearn": where, "native_one_event": native}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import socket
 
-__all__ = ["LOOPBACK", "port_is_free"]
+__all__ = ["LOOPBACK", "free_port", "port_is_free"]
 
 #: The address local services bind by default.
 LOOPBACK = "127.0.0.1"
@@ -25,3 +25,11 @@ def port_is_free(port: int, host: str = LOOPBACK) -> bool:
         except OSError:
             return False
     return True
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port free on ``host`` right now (the system's choice; another process may take it
+    before it is bound: fine for benchmarks, which start one service at a time)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
