@@ -12,7 +12,11 @@ The joined events are written to the training topic in Kafka transactions commit
 each checkpoint, and the learners read that topic ``read_committed``: the join's state, its
 sources' offsets and what it wrote are one checkpoint, so after a restore nothing is joined
 or learned twice, and the learners' lineage (offsets of the training topic) stays the
-account of what a version reflects. The cost is freshness: a joined event is learned after
+account of what a version reflects. Every record the join writes there names its outcome in
+the header :data:`streamlearn.joining.HEADER`; each outcome that is not learned (a duplicate
+label, a dropped impression, ...) is written too, as an empty tally record, so the learners
+count every outcome into the lineage of the version that reflects it
+(``join.<outcome>`` in its metrics). The cost is freshness: a joined event is learned after
 the checkpoint that covers it (``job.checkpoint_ms``). The rules are
 :mod:`streamlearn.joining`'s; ``docs/joining.md`` has the semantics.
 """
@@ -61,7 +65,7 @@ def add_join(env: Any, cfg: TrainConfig) -> None:
     prefix = f"streamlearn-join-{cfg.store.model}"
     joined.sink_to(
         kafka_sink(cfg.kafka.bootstrap, cfg.kafka.topic, exactly_once=True,
-                   txn_prefix=f"{prefix}-events")
+                   txn_prefix=f"{prefix}-events", serializer=join.output(cfg.kafka.topic))
     ).name("joined-events").uid("joined-events")
     dead.sink_to(
         dead_letter_sink(cfg.kafka.bootstrap, cfg.kafka.dlq_topic, exactly_once=True,

@@ -180,7 +180,7 @@ def kafka_source(
     ``start`` is a position (``earliest``, ``latest``, ``committed``) or exact
     offsets per partition (partitions left out start at the earliest).
     ``with_offsets=True`` yields rows ``(partition, offset, timestamp, key,
-    value)`` (see :func:`record_with_offsets_type`) instead of values alone;
+    value, join)`` (see :func:`record_with_offsets_type`) instead of values alone;
     ``deserializer`` (a Java ``KafkaRecordDeserializationSchema``) yields what it makes.
     """
     from pyflink.common.serialization import SimpleStringSchema
@@ -209,17 +209,20 @@ def kafka_source(
 
 
 def record_with_offsets_type() -> Any:
-    """The row type :func:`kafka_source` yields with ``with_offsets=True``."""
+    """The row type :func:`kafka_source` yields with ``with_offsets=True``
+    (``io.streamlearn.flink.KafkaRecordWithOffsets``; ``join``: the record's
+    :data:`streamlearn.joining.HEADER`, or ``None``)."""
     from pyflink.common import Types
 
     return Types.ROW_NAMED(
-        ["partition", "offset", "timestamp", "key", "value"],
+        ["partition", "offset", "timestamp", "key", "value", "join"],
         [
             Types.INT(),
             Types.LONG(),
             Types.LONG(),
             Types.PRIMITIVE_ARRAY(Types.BYTE()),
             Types.PRIMITIVE_ARRAY(Types.BYTE()),
+            Types.STRING(),
         ],
     )
 
@@ -230,8 +233,10 @@ def kafka_sink(
     exactly_once: bool = False,
     txn_prefix: str = "",
     properties: dict[str, str] | None = None,
+    serializer: Any = None,
 ) -> Any:
-    """A Flink ``KafkaSink`` writing UTF-8 strings to ``topic``.
+    """A Flink ``KafkaSink`` writing UTF-8 strings to ``topic``, or what the Java
+    ``KafkaRecordSerializationSchema`` ``serializer`` makes of its stream's records.
 
     ``exactly_once`` uses Kafka transactions committed on checkpoints
     (needs checkpointing and a ``txn_prefix`` unique per job). The producer gets
@@ -241,16 +246,16 @@ def kafka_sink(
     from pyflink.datastream.connectors import DeliveryGuarantee
     from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
 
-    builder = (
-        KafkaSink.builder()
-        .set_bootstrap_servers(bootstrap)
-        .set_record_serializer(
+    builder = KafkaSink.builder().set_bootstrap_servers(bootstrap)
+    if serializer is None:
+        builder = builder.set_record_serializer(
             KafkaRecordSerializationSchema.builder()
             .set_topic(topic)
             .set_value_serialization_schema(SimpleStringSchema())
             .build()
         )
-    )
+    else:  # PyFlink's setter inspects a builder-made schema's topic selector: set it in Java
+        builder._j_builder.setRecordSerializer(serializer)
     for key, value in {**SINK_PRODUCER, **(properties or {})}.items():
         builder = builder.set_property(key, value)
     if exactly_once:

@@ -61,7 +61,7 @@ def encode_bundles(rows, cfg: TrainConfig):
     """Chain ``io.streamlearn.flink.EncodeBundler`` to the Kafka source's ``rows``.
 
     Returns ``(bundles, dead_letters)``: a stream of bundle rows (partition,
-    first offset, end offset, messages, rejected, batch bytes), one per
+    first offset, end offset, messages, rejected, batch bytes, the join's outcomes), one per
     partition every ``job.flush_events`` events or ``job.flush_ms``; and the
     dead-letter records (JSON text, bounded: see ``streamlearn.events.dead_letter``)
     the encoder wrote for rejected events. Both stay in the JVM until a bundle
@@ -144,12 +144,27 @@ class KafkaRange:
                 )
             for msg in consumer.poll(timeout_ms=500).get(tp, []):
                 if msg.offset < end:
-                    yield msg.offset, msg.value
+                    yield msg.offset, msg.value, _join_header(msg.headers)
 
     def close(self) -> None:
         if self.consumer is not None:
             self.consumer.close()
             self.consumer = None
+
+
+def _join_header(headers) -> str | None:
+    """The value of a Kafka record's header :data:`streamlearn.joining.HEADER` (the join's
+    outcome), or ``None``.
+
+    >>> _join_header([("streamlearn.join", b"late")]), _join_header([])
+    ('late', None)
+    """
+    from streamlearn.joining import HEADER
+
+    for key, value in headers or ():
+        if key == HEADER:
+            return value.decode("utf-8", "replace") if value is not None else None
+    return None
 
 
 class BundleLearner(FlatMapFunction):
@@ -187,7 +202,9 @@ class BundleLearner(FlatMapFunction):
         n_before = worker.n_learned
         partition, first_offset, end_offset = row[0], row[1], row[2]
         messages, rejected = row[3], row[4]
-        delta = worker.learn_bundle(partition, end_offset, rejected, row[5], first_offset)
+        outcomes = json.loads(row[6]) if row[6] else None  # the join's, counted by the encoder
+        delta = worker.learn_bundle(partition, end_offset, rejected, row[5], first_offset,
+                                    outcomes)
         self.m_bundles.inc()
         self.m_messages.inc(messages)
         self.m_rejected.inc(rejected)

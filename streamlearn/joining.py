@@ -47,13 +47,22 @@ from typing import Any
 from streamlearn.errors import ConfigError
 
 __all__ = [
-    "IMPRESSION_OUTCOMES", "LABEL_OUTCOMES", "Joined", "delay_report", "event_time", "join",
+    "HEADER", "IMPRESSION_OUTCOMES", "LABEL_OUTCOMES", "OUTCOMES", "Joined", "delay_report",
+    "event_time", "join", "lineage_counts",
 ]
 
 #: What becomes of an impression, and why a record is not learned (the dead-letter code of
 #: the training job's join is ``join.<reason>``).
 IMPRESSION_OUTCOMES = ("joined", "expired", "dropped")
 LABEL_OUTCOMES = ("duplicate", "late", "unmatched", "impression_duplicate")
+#: Every outcome the training job's join counts: those above, and ``bad`` (a record it could
+#: not key or time: not JSON, no ``id``, no ``ts``, no ``label``).
+OUTCOMES = (*IMPRESSION_OUTCOMES, *LABEL_OUTCOMES, "bad")
+#: The Kafka header naming the outcome of each record the training job's join writes to the
+#: training topic: a joined event (``joined``, ``expired``), or an empty *tally* record for
+#: an outcome that is not learned. The learners count them into each version's lineage, as
+#: metrics ``join.<outcome>`` (:func:`lineage_counts`).
+HEADER = "streamlearn.join"
 
 
 @dataclass
@@ -74,6 +83,16 @@ class Joined:
         for _, why in self.rejected:
             out[why] += 1
         return out
+
+
+def lineage_counts(metrics: Mapping[str, float]) -> dict[str, int]:
+    """The join's outcomes a version reflects, from its lineage's ``metrics``.
+
+    >>> lineage_counts({"log_loss": 0.4, "join.joined": 3.0, "join.late": 1.0})
+    {'joined': 3, 'expired': 0, 'dropped': 0, 'duplicate': 0, 'late': 1, 'unmatched': 0, \
+'impression_duplicate': 0, 'bad': 0}
+    """
+    return {name: int(metrics.get(f"join.{name}", 0)) for name in OUTCOMES}
 
 
 def _check(window_ms: Any, name: str = "window_ms") -> None:

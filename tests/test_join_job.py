@@ -4,10 +4,11 @@ Impressions and labels with random delays (some after the window, some twice, so
 never served, some impressions served twice, some records malformed) go to two topics; the
 job joins them (``[join]``), writes the joined events to its training topic in Kafka
 transactions, learns them, and dead-letters every record it does not learn. After the
-stream, the newest version's lineage counts every impression exactly once, the training
-topic holds each with the label the reference join (:func:`streamlearn.joining.join`,
-computed here on the same records) gives it, and every other record is in the dead-letter
-topic with its reason. The same after a ``kill -9`` of the job mid-stream and a restart.
+stream, the newest version's lineage counts every impression exactly once and every
+outcome as the reference join (:func:`streamlearn.joining.join`, computed here on the same
+records) counts it, the training topic holds each impression with the label the reference
+gives it, and every other record is in the dead-letter topic with its reason. The same
+after a ``kill -9`` of the job mid-stream and a restart.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import orjson
 import pytest
 
 from connectors.kafka_io import consume, create_topics
-from streamlearn.joining import IMPRESSION_OUTCOMES, LABEL_OUTCOMES, join
+from streamlearn.joining import OUTCOMES, join, lineage_counts
 from streamlearn.store import ModelStore
 from tests.conftest import free_port
 from tests.test_train_cli import PROM, _scrape
@@ -107,10 +108,9 @@ def _tick(bootstrap: str, impressions: str, labels: str, after_ms: int) -> None:
 
 def _join_counts(text: str) -> dict[str, int]:
     """The join's counters in a Prometheus scrape, summed over the subtasks."""
-    names = (*IMPRESSION_OUTCOMES, *LABEL_OUTCOMES, "bad")
     out: dict[str, int] = {}
     for name, value in re.findall(r"^flink_\w+_join_(\w+)\{[^}]*\} (\S+)$", text, re.M):
-        if name in names:
+        if name in OUTCOMES:
             out[name] = out.get(name, 0) + int(float(value))
     return out
 
@@ -129,17 +129,31 @@ def _expected(impressions: list[dict], labels: list[dict]):
     return join(impressions, labels, window_ms=WINDOW_MS, default=0, remember_ms=REMEMBER_MS)
 
 
+def _counted(store: ModelStore) -> dict[str, int]:
+    """The join's outcomes the newest version's lineage reflects."""
+    return lineage_counts(store.get().lineage.metrics) if store.head().latest else {}
+
+
+def _outcomes(reference) -> dict[str, int]:
+    """Every outcome the job counts for the records published: the reference's, and the
+    malformed records of both topics."""
+    return {**reference.counts(), "bad": 2 * len(BAD)}
+
+
 def _check(bootstrap: str, topic: str, store: ModelStore, impressions, labels) -> None:
     """The job's outcome against the reference's on the same records."""
     want = _expected(impressions, labels)
-    learned = [orjson.loads(r.value) for r in consume(bootstrap, topic, idle_timeout_s=3,
-                                                      read_committed=True)]
+    # the training topic: the joined events, and an empty tally record per other outcome
+    records = list(consume(bootstrap, topic, idle_timeout_s=3, read_committed=True))
+    learned = [orjson.loads(r.value) for r in records if r.value]
+    assert len(records) - len(learned) == sum(_outcomes(want).values()) - len(want.learned)
     ids = Counter(e["id"] for e in learned)
     assert max(ids.values()) == 1, "an impression learned twice"
     assert {e["id"]: e["label"] for e in learned} == {
         e["id"]: e["label"] for e, _ in want.learned
     }, "each impression once, with the reference's label"
     assert store.get().lineage.events == len(want.learned)
+    assert _counted(store) == _outcomes(want), "every outcome once in the lineage"
 
     dead = [orjson.loads(r.value) for r in consume(bootstrap, f"{topic}.dlq", idle_timeout_s=3,
                                                    read_committed=True)]
@@ -173,18 +187,17 @@ def test_the_job_joins_delayed_labels_and_learns_each_impression_once(
           max(r["ts"] for r in impressions + labels))
     store = ModelStore(str(tmp_path / "models"), "clicks")
     reference = _expected(impressions, labels)
-    want = len(reference.learned)
     port = free_port()
     args = _join_args(tmp_path, bootstrap, topic_name, writer_id="train-clicks-join1")
     metrics = ["--flink-conf", f"metrics.reporter.prom.factory.class={PROM}",
                "--flink-conf", f"metrics.reporter.prom.port={port}"]
     job = _start_job(args + metrics, tmp_path / "run.log")
     try:
-        _wait_for(lambda: store.head().latest and store.get().lineage.events >= want,
-                  job, tmp_path / "run.log", 180, "every impression learned")
+        counts = _outcomes(reference)
+        _wait_for(lambda: _counted(store) == counts, job, tmp_path / "run.log", 180,
+                  "every outcome in the lineage")
         time.sleep(2.5)  # more checkpoints and versions: nothing more may come
-        # every outcome counted in the job's metrics, as the reference counts them
-        counts = {**reference.counts(), "bad": 2 * len(BAD)}
+        # every outcome counted in the job's metrics too
         _wait_for(lambda: _join_counts(_scrape(port)) == counts, job, tmp_path / "run.log", 30,
                   f"the join's counters at {counts}")
     finally:
@@ -232,11 +245,11 @@ def test_kill_minus_9_mid_stream_and_resume_joins_and_learns_nothing_twice(
     _publish(bootstrap, imp_topic, [r for r in impressions if r["ts"] >= half + 2000])
     _publish(bootstrap, lab_topic, [r for r in labels if r["ts"] >= half + 2000])
     _tick(bootstrap, imp_topic, lab_topic, max(r["ts"] for r in impressions + labels))
-    want = len(_expected(impressions, labels).learned)
+    want = _outcomes(_expected(impressions, labels))
     job = _start_job([*args, "--resume", "auto"], tmp_path / "run2.log")
     try:
-        _wait_for(lambda: store.get().lineage.events >= want, job, tmp_path / "run2.log", 180,
-                  "every impression learned after the restart")
+        _wait_for(lambda: _counted(store) == want, job, tmp_path / "run2.log", 180,
+                  "every outcome in the lineage after the restart")
         time.sleep(2.5)
     finally:
         _kill(job)

@@ -1089,7 +1089,7 @@ def test_a_restore_behind_the_newest_version_ends_as_a_run_without_the_failure(t
 
             def fetch(p, a, b):
                 fetched.append((p, a, b))
-                return [(o, msgs[p][o]) for o in range(a, b)]
+                return [(o, msgs[p][o], None) for o in range(a, b)]
 
             learner = LearnerWorker(cfg, 0, store, fetch=fetch)
             assert learner.skip_below == {0: 600, 1: 600}
@@ -1121,6 +1121,74 @@ def test_a_restore_behind_the_newest_version_ends_as_a_run_without_the_failure(t
         # merger's moving average of delta sizes, which no checkpoint keeps (the
         # restored merger starts it afresh): close only
         np.testing.assert_allclose(ours[name], theirs[name], rtol=0.01, err_msg=name)
+
+
+def test_join_outcomes_reach_the_lineage_once_across_a_restore(tmp_path):
+    """With a join, each record of the training topic names its outcome in a header and
+    an outcome that is not learned is an empty tally record. The learners count them into
+    their deltas and the merger into each version's lineage (``join.<outcome>``): after a
+    restore behind the newest version, the straddling bundle read again counts only its
+    messages from the version's offsets on, tallies included, and the final lineage counts
+    every record's outcome once."""
+    from streamlearn.joining import OUTCOMES, lineage_counts
+
+    rng = np.random.default_rng(4)
+    events = iter(clicks(1000, seed=40))
+    msgs: list[tuple[bytes, str]] = []
+    for _ in range(1000):
+        outcome = OUTCOMES[int(rng.integers(len(OUTCOMES)))]
+        learned = outcome in ("joined", "expired")
+        msgs.append((orjson.dumps(next(events)) if learned else b"", outcome))
+    want = dict.fromkeys(OUTCOMES, 0)
+    for _, outcome in msgs:
+        want[outcome] += 1
+    cfg = TrainConfig.from_dict({
+        "store": {"uri": str(tmp_path / "models"), "model": "m"}, "features": {"bits": 12},
+        "job": {"parallelism": 1},
+        "join": {"impressions": "served", "labels": "clicked"},
+    })
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+
+    def feed(worker, merger, a, b):
+        part = msgs[a:b]
+        batch, rejected = _sle1(cfg, [v for v, _ in part if v])
+        counts: dict[str, int] = {}
+        for _, outcome in part:
+            counts[outcome] = counts.get(outcome, 0) + 1
+        delta = worker.learn_bundle(0, b, rejected, batch, a, counts)
+        if delta is not None:
+            merger.add(delta.to_bytes())
+
+    learner, merger = LearnerWorker(cfg, 0, store), MergerWorker(cfg, store)
+    merger.start()
+    feed(learner, merger, 0, 200)
+    merger.publish()
+    snapshot = json.loads(json.dumps(merger.snapshot()))  # as Flink state keeps it
+    feed(learner, merger, 200, 400)
+    pending = merger.pending()  # the checkpoint: the source at 400
+    feed(learner, merger, 400, 600)
+    assert merger.publish() == 2  # reflects offsets up to 600; the job fails
+    merger = MergerWorker(cfg, store)
+    merger.start(snapshot, pending)
+    assert merger.adopted == 2
+
+    def fetch(p, a, b):
+        return [(o, msgs[o][0], msgs[o][1]) for o in range(a, b)]
+
+    learner = LearnerWorker(cfg, 0, store, fetch=fetch)
+    for a, b in [(400, 500), (500, 700), (700, 1000)]:  # read again from the checkpoint
+        feed(learner, merger, a, b)
+    merger.publish()
+    lineages = [store.get(i.version).lineage for i in store.list()]
+    counted = [sum(lineage_counts(lin.metrics).values()) for lin in lineages]
+    assert counted == sorted(counted) and counted[1] == 600, counted
+    final = lineages[-1]
+    assert lineage_counts(final.metrics) == want
+    assert final.events == want["joined"] + want["expired"]
+    # a job without a join ignores the header and reports no join counts
+    plain = LearnerWorker(_cfg(tmp_path / "plain"), 0, None)
+    plain._count_outcomes({"joined": 3})
+    assert plain.outcomes == {}
 
 
 def test_retention_keeps_every_retained_version_materialisable(tmp_path):

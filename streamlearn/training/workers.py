@@ -39,11 +39,12 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from streamlearn.errors import StoreError, ValidationError
 from streamlearn.events import EventDecoder, Rejected, dead_letter
+from streamlearn.joining import OUTCOMES, lineage_counts
 from streamlearn.store.lease import LeaseError
 from streamlearn.training.config import TrainConfig
 
@@ -55,8 +56,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: What reads a partition's Kafka messages again: ``fetch(partition, start, end)``
-#: yields ``(offset, value)`` for every message in ``[start, end)``, in offset order.
-Fetch = Callable[[int, int, int], Iterable[tuple[int, bytes]]]
+#: yields ``(offset, value, join)`` for every message in ``[start, end)``, in offset order
+#: (``join``: the value of its header :data:`streamlearn.joining.HEADER`, or ``None``).
+Fetch = Callable[[int, int, int], Iterable[tuple[int, bytes, str | None]]]
 
 #: Retention (``store.keep_versions``) runs after at least this many publishes, and
 #: no sooner than :data:`RETAIN_SPACING` times the last pass took: the store's
@@ -202,6 +204,18 @@ class LearnerWorker:
         self.offsets: dict[int, int] = {}
         self.n_learned = 0
         self.n_rejected = 0
+        #: the join's outcomes (``streamlearn.joining.OUTCOMES``) read since the last delta,
+        #: which carries them to the merger (``extra["join"]``), when the job joins
+        self.outcomes: dict[str, int] = {}
+
+    def _outcome(self, join: str | None) -> str | None:
+        """The join outcome a record's header names, when this job joins (else ignored)."""
+        return join if self.cfg.join.on and join in OUTCOMES else None
+
+    def _count_outcomes(self, counts: Mapping[str, int]) -> None:
+        for name, n in counts.items():
+            if self._outcome(name) is not None:
+                self.outcomes[name] = self.outcomes.get(name, 0) + int(n)
 
     # -- input ---------------------------------------------------------------
     @property
@@ -220,7 +234,7 @@ class LearnerWorker:
 
     def learn_bundle(
         self, partition: int, end_offset: int, n_rejected: int, batch: bytes,
-        first_offset: int | None = None,
+        first_offset: int | None = None, outcomes: Mapping[str, int] | None = None,
     ) -> Any:
         """Learn one micro-batch the JVM encoder made from consecutive messages of
         ``partition`` from ``first_offset`` up to ``end_offset`` (exclusive), and
@@ -239,6 +253,10 @@ class LearnerWorker:
         say which of its rows came from which message, so those messages are read
         again (:attr:`fetch`) and decoded here, once per partition after a restore;
         their rejections were dead-lettered by the encoder already.
+
+        ``outcomes``: the delayed-label join's outcomes among the bundle's messages
+        (the encoder counts their headers, :data:`streamlearn.joining.HEADER`), carried
+        by the delta to the lineage; those of skipped messages are in the version already.
         """
         from streamlearn.training.encoded_batch import read_encoded_batch
 
@@ -265,6 +283,7 @@ class LearnerWorker:
         _advance(self.offsets, partition, end_offset)
         self.n_learned += n
         self.n_rejected += n_rejected
+        self._count_outcomes(outcomes or {})
         return self._take_delta(xs.indices)
 
     def _learn_from(
@@ -284,11 +303,16 @@ class LearnerWorker:
             )
         n_rows = read_encoded_batch(batch, self.learner.n_slots)[0].n_rows
         rows = bad = 0
-        for offset, value in self.fetch(partition, first, end):
+        for offset, value, join in self.fetch(partition, first, end):
             if not first <= offset < end:
                 raise ValidationError(
                     "fetched offset", f"in [{first}, {end}) of partition {partition}", offset
                 )
+            outcome = self._outcome(join)
+            if outcome is not None and offset >= start:
+                self._count_outcomes({outcome: 1})
+            if outcome is not None and not value:  # a tally: counted, nothing to learn
+                continue
             if offset < start:
                 good, rejected = self.decoder.decode(value)
                 rows += len(good)
@@ -365,10 +389,12 @@ class LearnerWorker:
                 "metrics": self.metric_values(),
                 "n_learned_total": self.n_learned,
                 "n_rejected_total": self.n_rejected,
+                **({"join": self.outcomes} if self.outcomes else {}),
             },
             touched=touched,
             tag=dict(self.offsets),  # in a version once its offsets reach these
         )
+        self.outcomes = {}
         self._rebase_to_latest()
         return delta
 
@@ -490,6 +516,9 @@ class MergerWorker:
         self.learner_metrics: dict[str, dict[str, float]] = {}
         self.learner_counts: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
+        #: the delayed-label join's outcomes the merged model reflects (``join.<outcome>`` in
+        #: each version's lineage metrics), summed from the deltas as the events are
+        self.join_counts: dict[str, int] = {}
         self.learners: set[str] = set()
         self._dirty = False
         self._pending_blobs: list[bytes] = []
@@ -541,11 +570,13 @@ class MergerWorker:
             self.learner_metrics = snapshot.get("learner_metrics", {})
             self.learner_counts = snapshot.get("learner_counts", {})
             self.rejected = snapshot.get("rejected", {})
+            self.join_counts = dict(snapshot.get("join", {}))
             self.learners = set(snapshot.get("learners", []))
         elif base_version:
             lineage = self.store.get(base_version).lineage
             self.version = base_version
             self.events = lineage.events
+            self.join_counts = lineage_counts(lineage.metrics)
             self.offsets = {
                 int(p): int(o) for p, o in lineage.offsets.get(self.cfg.kafka.topic, {}).items()
             }
@@ -632,6 +663,7 @@ class MergerWorker:
         for delta in deltas:  # their content is in the version; the learners' totals are not
             self._count(delta)
         self.version, self.events, self.offsets = newest, lineage.events, theirs
+        self.join_counts = lineage_counts(lineage.metrics)
         self.adopted = newest
         return True
 
@@ -644,6 +676,7 @@ class MergerWorker:
             "learner_metrics": self.learner_metrics,
             "learner_counts": self.learner_counts,
             "rejected": self.rejected,
+            "join": dict(self.join_counts),
             "learners": sorted(self.learners),
         }
 
@@ -663,6 +696,8 @@ class MergerWorker:
         self.events += delta.n_events
         for p, o in (extra.get("offsets") or {}).items():
             _advance(self.offsets, int(p), int(o))
+        for name, n in (extra.get("join") or {}).items():
+            self.join_counts[name] = self.join_counts.get(name, 0) + int(n)
         self._count(delta)
         self._pending_blobs.append(blob)
         self._dirty = True
@@ -707,7 +742,8 @@ class MergerWorker:
             events=self.events,
             parents=(self.version,) if self.version else (),
             learners=tuple(sorted(self.learners)),
-            metrics={**self.metrics(), "rejected": float(sum(self.rejected.values()))},
+            metrics={**self.metrics(), "rejected": float(sum(self.rejected.values())),
+                     **self._join_metrics()},
         )
         self.version = self._publish_waiting(lineage)
         self.merger.commit(self.version)
@@ -722,6 +758,12 @@ class MergerWorker:
         ):
             self.retain()
         return self.version
+
+    def _join_metrics(self) -> dict[str, float]:
+        """Every join outcome the version reflects, as lineage metrics, when the job joins."""
+        if not self.cfg.join.on:
+            return {}
+        return {f"join.{name}": float(self.join_counts.get(name, 0)) for name in OUTCOMES}
 
     def retain(self) -> list[int]:
         """Delete stored versions but the newest ``store.keep_versions`` and the pinned one.

@@ -30,11 +30,16 @@ import org.apache.flink.util.OutputTag;
  * learners can do. Chained to the Kafka source, this operator turns thousands of records
  * into one Python element: Python only learns.
  *
- * <p>Input: {@link KafkaRecordWithOffsets} rows (partition, offset, timestamp, key, value).
- * Output: {@link #TYPE} rows (partition, first offset, end offset = last offset + 1,
- * messages, rejected events, batch bytes). A bundle covers consecutive offsets of one
- * partition; bundles of a partition leave in offset order. A bundle whose messages were all
- * rejected still leaves (with zero rows), so its offsets are accounted for.
+ * <p>Input: {@link KafkaRecordWithOffsets} rows (partition, offset, timestamp, key, value,
+ * join). Output: {@link #TYPE} rows (partition, first offset, end offset = last offset + 1,
+ * messages, rejected events, batch bytes, join outcomes). A bundle covers consecutive offsets
+ * of one partition; bundles of a partition leave in offset order. A bundle whose messages were
+ * all rejected still leaves (with zero rows), so its offsets are accounted for.
+ *
+ * <p>When the job joins delayed labels ({@code join.impressions} set), the join writes the
+ * training topic and names each record's outcome in its header ({@link JoinLogic#HEADER}):
+ * the bundle counts them ({@code join outcomes}: JSON {@code {"joined": 812, ...}}, "" when
+ * none) and learns nothing from a tally record (an empty value). Other jobs ignore the header.
  *
  * <p>Rejected events go to the side output {@code dlq} at once, each as its bounded dead-letter
  * record ({@link DeadLetter}, stage {@code train}: JSON text, the same bytes as Python's {@code
@@ -57,10 +62,12 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
                         BasicTypeInfo.LONG_TYPE_INFO,
                         BasicTypeInfo.INT_TYPE_INFO,
                         BasicTypeInfo.INT_TYPE_INFO,
-                        PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO
+                        PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO,
+                        BasicTypeInfo.STRING_TYPE_INFO
                     },
                     new String[] {
-                        "partition", "first_offset", "end_offset", "messages", "rejected", "batch"
+                        "partition", "first_offset", "end_offset", "messages", "rejected", "batch",
+                        "join"
                     });
 
     /** The dead-letter side output: the tag Python's {@code OutputTag("dlq", Types.STRING())} makes. */
@@ -78,6 +85,7 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
     private final int maxFeatures;
     private final int flushEvents;
     private final long flushMs;
+    private final boolean join;
 
     private transient EventEncoder encoder;
     private transient Map<Integer, Buffer> buffers;
@@ -92,6 +100,8 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
         long endOffset = -1;
         int messages;
         int rejected;
+        /** Join outcomes in this bundle, by name (insertion order), or null while none. */
+        Map<String, Integer> outcomes;
 
         Buffer(int partition, String task) {
             this.partition = partition;
@@ -128,6 +138,8 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
         this.maxFeatures = ContractRules.MAX_FEATURES;
         this.flushEvents = (int) number(cfg, "job", "flush_events");
         this.flushMs = number(cfg, "job", "flush_ms");
+        JsonNode impressions = cfg.path("join").path("impressions");
+        this.join = impressions.isTextual() && !impressions.asText().isEmpty();
     }
 
     private static JsonNode node(JsonNode cfg, String section, String key) {
@@ -193,8 +205,20 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
         if (buf.messages == 0) {
             buf.firstOffset = offset;
         }
+        String outcome = join ? (String) row.getField(5) : null;
+        if (outcome != null && JoinLogic.OUTCOMES.contains(outcome)) {
+            if (buf.outcomes == null) {
+                buf.outcomes = new java.util.LinkedHashMap<>();
+            }
+            buf.outcomes.merge(outcome, 1, Integer::sum);
+            if (value.length == 0) {  // a tally: counted, nothing to learn
+                value = null;
+            }
+        }
         rejected.clear();
-        encoder.add(value, buf.batch, rejected);
+        if (value != null) {
+            encoder.add(value, buf.batch, rejected);
+        }
         if (!rejected.isEmpty()) {
             long now = getProcessingTimeService().getCurrentProcessingTime();
             for (Rejection r : rejected) {
@@ -251,6 +275,21 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
         }
     }
 
+    /** {@code {"joined": 812, "late": 3}}, or "" for none. */
+    static String outcomes(Map<String, Integer> counts) {
+        if (counts == null) {
+            return "";
+        }
+        StringBuilder out = new StringBuilder("{");
+        for (Map.Entry<String, Integer> e : counts.entrySet()) {
+            if (out.length() > 1) {
+                out.append(',');
+            }
+            out.append('"').append(e.getKey()).append("\":").append(e.getValue());
+        }
+        return out.append('}').toString();
+    }
+
     private void emit(Buffer buf) {
         output.collect(
                 new StreamRecord<>(
@@ -260,7 +299,9 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
                                 buf.endOffset,
                                 buf.messages,
                                 buf.rejected,
-                                buf.batch.toBytes())));
+                                buf.batch.toBytes(),
+                                outcomes(buf.outcomes))));
+        buf.outcomes = null;
         buf.batch.reset();
         buf.messages = 0;
         buf.rejected = 0;

@@ -23,8 +23,12 @@ import org.apache.flink.api.common.typeutils.base.TypeSerializerSingleton;
 import org.apache.flink.api.java.typeutils.RowTypeInfo;
 import org.apache.flink.core.memory.DataInputView;
 import org.apache.flink.core.memory.DataOutputView;
+import org.apache.flink.connector.kafka.sink.KafkaRecordSerializationSchema;
 import org.apache.flink.connector.kafka.source.reader.deserializer.KafkaRecordDeserializationSchema;
 import org.apache.flink.kafka.shaded.org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.flink.kafka.shaded.org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.flink.kafka.shaded.org.apache.kafka.common.header.Header;
+import org.apache.flink.kafka.shaded.org.apache.kafka.common.header.internals.RecordHeader;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.JsonNode;
 import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.ObjectMapper;
@@ -45,10 +49,12 @@ import org.apache.flink.util.OutputTag;
  * time from {@code ts}, a watermark of {@code join.disorder_ms} bounded disorder per Kafka
  * partition, idle partitions skipped after {@code join.idle_ms}) → union → key by id →
  * {@link Joiner} (a record the join cannot key or time goes to the dead letters from there).
- * It returns the events to learn (JSON text: the impression's event with its label) and the
- * dead-letter records (stage {@code join}).
- * Python writes the first to the training topic with Kafka transactions, so the learners read
- * each joined event once, committed with the checkpoint that covers the join's state.
+ * It returns the records for the training topic ({@link #OUT}: each outcome, and for a learned
+ * one its event, JSON: the impression's event with its label; written by {@link Output} with
+ * the outcome in the header {@link JoinLogic#HEADER}) and the dead-letter records (stage
+ * {@code join}). Python writes the first to the training topic with Kafka transactions, so the
+ * learners read each joined event and each outcome once, committed with the checkpoint that
+ * covers the join's state, and count the outcomes into the version lineage.
  *
  * <p>Flink metrics, group {@code join}: a counter per outcome ({@code joined}, {@code expired},
  * {@code dropped}, {@code duplicate}, {@code late}, {@code unmatched},
@@ -75,6 +81,16 @@ public final class Join {
                         "reason", "text"
                     });
 
+    /** A record for the training topic: (outcome, event), the event null for an outcome
+     * that is not learned (a tally). */
+    public static final RowTypeInfo OUT =
+            new RowTypeInfo(
+                    new TypeInformation<?>[] {
+                        BasicTypeInfo.STRING_TYPE_INFO,
+                        PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO
+                    },
+                    new String[] {"outcome", "event"});
+
     /** The dead-letter side output of the join's operators. */
     public static final OutputTag<String> DLQ =
             new OutputTag<>("join-dlq", BasicTypeInfo.STRING_TYPE_INFO);
@@ -100,9 +116,9 @@ public final class Join {
      *
      * @param impressions the impressions topic's source (deserializer {@code records(false)})
      * @param labels the labels topic's source ({@code records(true)})
-     * @return the events to learn, and the dead-letter records
+     * @return the records for the training topic ({@link #OUT}), and the dead-letter records
      */
-    public List<DataStream<String>> build(StreamExecutionEnvironment env,
+    public List<DataStream<?>> build(StreamExecutionEnvironment env,
             Source<Row, ?, ?> impressions, Source<Row, ?, ?> labels) {
         JoinLogic.Settings settings = JoinLogic.Settings.of(join);
         long disorder = join.get("disorder_ms").asLong();
@@ -114,9 +130,9 @@ public final class Join {
                 .uid("join-impressions");
         DataStream<Row> b = env.fromSource(labels, time, "join-labels", ITEM).uid("join-labels");
         // a record the join cannot key has the id "" and goes to the dead letters from there
-        SingleOutputStreamOperator<String> joined =
+        SingleOutputStreamOperator<Row> joined =
                 a.union(b).keyBy(row -> (String) row.getField(1), BasicTypeInfo.STRING_TYPE_INFO)
-                        .process(new Joiner(settings), BasicTypeInfo.STRING_TYPE_INFO)
+                        .process(new Joiner(settings), OUT)
                         .name("join").uid("join");
         return List.of(joined, joined.getSideOutput(DLQ));
     }
@@ -292,17 +308,46 @@ public final class Join {
         }
     }
 
-    /** {@link JoinLogic} per id, its {@link JoinLogic.Slot} in Flink state. */
-    static final class Joiner extends KeyedProcessFunction<String, Row, String> {
+    /** The serializer of {@link #OUT} records to {@code topic}: the event (empty for a tally)
+     * with its outcome in the header {@link JoinLogic#HEADER}, at the record's event time. */
+    public Output output(String topic) {
+        return new Output(topic);
+    }
+
+    /** See {@link #output}. */
+    public static final class Output implements KafkaRecordSerializationSchema<Row> {
         private static final long serialVersionUID = 1L;
-        private static final String[] OUTCOMES = {
-            JoinLogic.JOINED, JoinLogic.EXPIRED, JoinLogic.DROPPED, JoinLogic.DUPLICATE,
-            JoinLogic.LATE, JoinLogic.UNMATCHED, JoinLogic.IMPRESSION_DUPLICATE
-        };
+        private static final byte[] EMPTY = new byte[0];
+        private final String topic;
+        private transient Map<String, List<Header>> headers;
+
+        Output(String topic) {
+            this.topic = topic;
+        }
+
+        @Override
+        public ProducerRecord<byte[], byte[]> serialize(Row row, KafkaSinkContext context,
+                Long timestamp) {
+            if (headers == null) {
+                headers = new HashMap<>();
+                for (String outcome : JoinLogic.OUTCOMES) {
+                    headers.put(outcome, List.of(new RecordHeader(JoinLogic.HEADER,
+                            outcome.getBytes(StandardCharsets.UTF_8))));
+                }
+            }
+            byte[] event = (byte[]) row.getField(1);
+            return new ProducerRecord<>(topic, null,
+                    timestamp == null || timestamp < 0 ? null : timestamp, null,
+                    event == null ? EMPTY : event, headers.get((String) row.getField(0)));
+        }
+    }
+
+    /** {@link JoinLogic} per id, its {@link JoinLogic.Slot} in Flink state. */
+    static final class Joiner extends KeyedProcessFunction<String, Row, Row> {
+        private static final long serialVersionUID = 1L;
         private final JoinLogic.Settings settings;
         private transient ValueState<JoinLogic.Slot> slot;
         private transient Map<String, Counter> counts;
-        private transient Counter bad;
 
         Joiner(JoinLogic.Settings settings) {
             this.settings = settings;
@@ -313,19 +358,24 @@ public final class Join {
             slot = getRuntimeContext().getState(
                     new ValueStateDescriptor<>("slot", SlotSerializer.INSTANCE));
             counts = new HashMap<>();
-            for (String outcome : OUTCOMES) {
+            for (String outcome : JoinLogic.OUTCOMES) {
                 counts.put(outcome,
                         getRuntimeContext().getMetricGroup().addGroup("join").counter(outcome));
             }
-            bad = getRuntimeContext().getMetricGroup().addGroup("join").counter("bad");
+        }
+
+        /** Count {@code outcome} and tell the learners: a tally record, or the event. */
+        private void tell(String outcome, byte[] event, Collector<Row> out) {
+            counts.get(outcome).inc();
+            out.collect(Row.of(outcome, event));
         }
 
         @Override
-        public void processElement(Row row, Context ctx, Collector<String> out)
+        public void processElement(Row row, Context ctx, Collector<Row> out)
                 throws IOException {
             String reason = (String) row.getField(8);
             if (reason != null) {  // not keyed nor timed: a dead letter at once
-                bad.inc();
+                tell(JoinLogic.BAD, null, out);
                 ctx.output(DLQ, deadLetter(row, reason, (String) row.getField(9)));
                 return;
             }
@@ -333,7 +383,7 @@ public final class Join {
         }
 
         @Override
-        public void onTimer(long at, OnTimerContext ctx, Collector<String> out)
+        public void onTimer(long at, OnTimerContext ctx, Collector<Row> out)
                 throws IOException {
             JoinLogic.Slot held = slot.value();
             if (held != null) {
@@ -349,22 +399,21 @@ public final class Join {
             }
         }
 
-        private JoinLogic.Out outcomes(Context ctx, Collector<String> out) {
+        private JoinLogic.Out outcomes(Context ctx, Collector<Row> out) {
             return new JoinLogic.Out() {
                 @Override
                 public void learn(JoinLogic.Item impression, byte[] event, String how) {
-                    counts.get(how).inc();
-                    out.collect(new String(event, StandardCharsets.UTF_8));
+                    tell(how, event, out);
                 }
 
                 @Override
                 public void dropped(JoinLogic.Item impression) {
-                    counts.get(JoinLogic.DROPPED).inc();
+                    tell(JoinLogic.DROPPED, null, out);
                 }
 
                 @Override
                 public void reject(JoinLogic.Item it, String reason, String text) {
-                    counts.get(reason).inc();
+                    tell(reason, null, out);
                     ctx.output(DLQ, deadLetter(it.topic, it.partition, it.offset, it.index,
                             it.raw(), it.label, reason, text));
                 }

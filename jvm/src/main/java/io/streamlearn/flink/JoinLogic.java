@@ -22,7 +22,7 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.databind.node.Obje
 /**
  * The delayed-label join's rules for one id, in event time, without Flink: the JVM reading of
  * Python's {@code streamlearn.joining.join} (the reference; the join corpus,
- * {@code streamlearn/joining_corpus.jsonl}, proves them equal). {@link JoinOperator} keeps a
+ * {@code streamlearn/joining_corpus.jsonl}, proves them equal). {@code Join.Joiner} keeps a
  * {@link Slot} per id in Flink state and calls {@link #onRecord} and {@link #onTimer}.
  *
  * <p>An impression ({@code id}, {@code ts} or the prediction log's {@code at_ms}, the event's
@@ -49,6 +49,19 @@ public final class JoinLogic {
     public static final String LATE = "late";
     public static final String UNMATCHED = "unmatched";
     public static final String IMPRESSION_DUPLICATE = "impression_duplicate";
+    /** A record the join could not key or time (not JSON, no id, no ts, no label). */
+    public static final String BAD = "bad";
+    /** Every outcome a record of the join has, in the order reports list them. */
+    public static final List<String> OUTCOMES = List.of(JOINED, EXPIRED, DROPPED, DUPLICATE,
+            LATE, UNMATCHED, IMPRESSION_DUPLICATE, BAD);
+    /**
+     * The Kafka header of every record the join writes to the training topic: its outcome.
+     * A joined event carries {@code joined} or {@code expired}; every other outcome is a
+     * <em>tally</em> record, an empty value with the header, so the learners count each
+     * outcome in the version lineage exactly once, committed with the checkpoint that covers
+     * the join's state (Python's {@code streamlearn.joining.HEADER}).
+     */
+    public static final String HEADER = "streamlearn.join";
     /** The fields of an impression a joined event keeps (the label is the join's). */
     static final String[] KEPT = {"features", "id", "key", "ts"};
 
