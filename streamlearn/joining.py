@@ -7,13 +7,15 @@ time (``ts``, milliseconds), within a **window** of ``window_ms`` after the impr
 
 - the first label of an id (the smallest ``ts``; among equal ``ts`` the first given) with
   ``impression ts <= ts <= impression ts + window_ms`` is the impression's label:
-  **joined**;
+  **joined**; with ``keep="last"``, the last one (the largest ``ts``; among equal ``ts``
+  the last given), learned when the window closes;
 - an impression whose window closes without one gets ``default`` (for clicks: 0):
   **expired**, or, with ``default=None``, is not learned: **dropped**;
 - every other label is not learned, and each has its reason (the dead-letter topic's):
-  **duplicate** (a later label of a joined id), **late** (after its impression's window,
-  by at most ``remember_ms`` when that is given), **unmatched** (no impression of that id
-  at or before the label; or later than ``remember_ms`` after the window);
+  **duplicate** (another label of the impression's window than the one kept), **late**
+  (after its impression's window, by at most ``remember_ms`` when that is given),
+  **unmatched** (no impression of that id at or before the label; or later than
+  ``remember_ms`` after the window);
 - a second impression of an id is not learned either: **impression_duplicate** (the first
   one is the id's).
 
@@ -47,8 +49,8 @@ from typing import Any
 from streamlearn.errors import ConfigError
 
 __all__ = [
-    "HEADER", "IMPRESSION_OUTCOMES", "LABEL_OUTCOMES", "OUTCOMES", "Joined", "delay_report",
-    "event_time", "join", "lineage_counts",
+    "HEADER", "IMPRESSION_OUTCOMES", "KEEPS", "LABEL_OUTCOMES", "OUTCOMES", "Joined",
+    "delay_report", "event_time", "join", "lineage_counts",
 ]
 
 #: What becomes of an impression, and why a record is not learned (the dead-letter code of
@@ -63,6 +65,8 @@ OUTCOMES = (*IMPRESSION_OUTCOMES, *LABEL_OUTCOMES, "bad")
 #: an outcome that is not learned. The learners count them into each version's lineage, as
 #: metrics ``join.<outcome>`` (:func:`lineage_counts`).
 HEADER = "streamlearn.join"
+#: Which label of an impression's window is its label (``join.keep``).
+KEEPS = ("first", "last")
 
 
 @dataclass
@@ -107,15 +111,24 @@ def event_time(record: Mapping[str, Any]) -> Any:
 
 def join(
     impressions: Iterable[Mapping[str, Any]], labels: Iterable[Mapping[str, Any]], *,
-    window_ms: int, default: Any = 0, remember_ms: int | None = None,
+    window_ms: int, default: Any = 0, remember_ms: int | None = None, keep: str = "first",
 ) -> Joined:
     """Join ``labels`` to ``impressions`` by the rules above (whole streams, any order).
 
     ``learned`` keeps the impressions' order; ``rejected`` the second impressions of an id
     first, then the labels (stable by ``ts``). ``remember_ms=None``: ids are remembered
-    for ever (a label any time after the window is late).
+    for ever (a label any time after the window is late). ``keep``: which label of the
+    window is the impression's, ``"first"`` or ``"last"``.
+
+    >>> labels = [{"id": "a", "label": 1, "ts": 5}, {"id": "a", "label": 0, "ts": 9}]
+    >>> out = join([{"id": "a", "ts": 0}], labels, window_ms=10, keep="last")
+    >>> out.learned, out.rejected
+    ([({'id': 'a', 'ts': 0, 'label': 0}, 'joined')], [({'id': 'a', 'label': 1, 'ts': 5}, \
+'duplicate')])
     """
     _check(window_ms)
+    if keep not in KEEPS:
+        raise ConfigError("keep", f"one of {', '.join(KEEPS)}", repr(keep))
     if remember_ms is not None:
         _check(remember_ms, "remember_ms")
     first: dict[Any, Mapping[str, Any]] = {}
@@ -132,9 +145,12 @@ def join(
             out.rejected.append((dict(lab), "unmatched"))
         elif lab["ts"] > event_time(served) + window_ms:
             out.rejected.append((dict(lab), "late"))
-        elif lab["id"] in by_id:
+        elif lab["id"] not in by_id:
+            by_id[lab["id"]] = lab
+        elif keep == "first":
             out.rejected.append((dict(lab), "duplicate"))
-        else:
+        else:  # the later label replaces the one kept so far
+            out.rejected.append((dict(by_id[lab["id"]]), "duplicate"))
             by_id[lab["id"]] = lab
     for imp in first.values():
         got = by_id.get(imp["id"])

@@ -11,7 +11,7 @@ behind it (checked here), which is where the two readings must agree.
 One case per line::
 
     {"name": ..., "settings": {"window_ms", "remember_ms", "default" (null: drop),
-     "disorder_ms"}, "records": [{"label": false, "record": {...}}, ...],
+     "disorder_ms", "keep"}, "records": [{"label": false, "record": {...}}, ...],
      "learned": [[id, label, how], ...], "dropped": [id, ...],
      "rejected": [[label, id, ts, reason], ...]}
 
@@ -45,17 +45,17 @@ def _lab(id_: Any, ts: int, label: Any = 1) -> dict:
 
 
 def _settings(window_ms: int = 100, remember_ms: int = 100, default: Any = 0,
-              disorder_ms: int = 10) -> dict:
+              disorder_ms: int = 10, keep: str = "first") -> dict:
     return {"window_ms": window_ms, "remember_ms": remember_ms, "default": default,
-            "disorder_ms": disorder_ms}
+            "disorder_ms": disorder_ms, "keep": keep}
 
 
-def _random(seed: int, n: int, default: Any) -> tuple[dict, list[dict]]:
+def _random(seed: int, n: int, default: Any, keep: str = "first") -> tuple[dict, list[dict]]:
     """``n`` impressions a few ms apart, clicks after random delays (some after the window,
     some twice, some before their impression), labels of ids never served; arrival order
     is event time jittered within half the disorder."""
     rng = random.Random(seed)
-    s = _settings(window_ms=200, remember_ms=150, default=default, disorder_ms=40)
+    s = _settings(window_ms=200, remember_ms=150, default=default, disorder_ms=40, keep=keep)
     records, ts = [], 0
     for i in range(n):
         ts += rng.randint(0, 6)
@@ -107,9 +107,22 @@ def cases() -> list[tuple[str, dict, list[dict]]]:
         ("integer ids", _settings(), [_imp(7, 0), _lab(7, 10), _lab(8, 10)]),
         ("a class name as the default label", _settings(default="none"),
          [_imp("a", 0), _imp("b", 0), _lab("b", 5, "buy")]),
+        ("keep last: the later label in the window wins", _settings(keep="last"),
+         [_imp("a", 0), _lab("a", 40, 1), _lab("a", 60, 0)]),
+        ("keep last: the later label wins though it arrives first", _settings(keep="last"),
+         [_imp("a", 0), _lab("a", 60, 0), _lab("a", 55, 1)]),
+        ("keep last: equal times, the last to arrive wins", _settings(keep="last"),
+         [_imp("a", 0), _lab("a", 40, 0), _lab("a", 40, 1)]),
+        ("keep last: the window's last label, not the one after it", _settings(keep="last"),
+         [_imp("a", 0), _lab("a", 50, 1), _lab("a", 100, 0), _lab("a", 101, 1)]),
+        ("keep last: no label, the default", _settings(keep="last"), [_imp("a", 0)]),
+        ("keep last, expire = drop: the last label joins, no label drops",
+         _settings(keep="last", default=None),
+         [_imp("a", 0), _imp("b", 0), _lab("a", 30), _lab("a", 31, 0)]),
     ]
-    for seed, n, default in ((1, 400, 0), (2, 400, None), (3, 800, 0)):
-        out.append((f"random stream {seed}", *_random(seed, n, default)))
+    for seed, n, default, keep in ((1, 400, 0, "first"), (2, 400, None, "first"),
+                                   (3, 800, 0, "first"), (4, 600, 0, "last")):
+        out.append((f"random stream {seed}", *_random(seed, n, default, keep)))
     return out
 
 
@@ -131,7 +144,8 @@ def generate() -> list[dict]:
         impressions = [r["record"] for r in records if not r["label"]]
         labels = [r["record"] for r in records if r["label"]]
         got = join(impressions, labels, window_ms=settings["window_ms"],
-                   default=settings["default"], remember_ms=settings["remember_ms"])
+                   default=settings["default"], remember_ms=settings["remember_ms"],
+                   keep=settings["keep"])
         rejected = []
         for rec, why in got.rejected:
             rejected.append([why != "impression_duplicate", rec["id"], event_time(rec), why])

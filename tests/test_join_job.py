@@ -115,18 +115,20 @@ def _join_counts(text: str) -> dict[str, int]:
     return out
 
 
-def _join_args(tmp_path: Path, bootstrap: str, topic: str, **job) -> list[str]:
+def _join_args(tmp_path: Path, bootstrap: str, topic: str, keep: str = "first",
+               **job) -> list[str]:
     args = _config(tmp_path, bootstrap, topic, parallelism=2, checkpoint_ms=1000,
                    flush_ms=50, sync_ms=200, **job)
     for key, value in {"impressions": f"{topic}.impressions", "labels": f"{topic}.labels",
                        "window_ms": WINDOW_MS, "remember_ms": REMEMBER_MS,
-                       "disorder_ms": DISORDER_MS, "idle_ms": 60_000}.items():
+                       "disorder_ms": DISORDER_MS, "idle_ms": 60_000, "keep": keep}.items():
         args += ["--set", f"join.{key}={json.dumps(value)}"]
     return args + ["--set", "store.keep_versions=0"]
 
 
-def _expected(impressions: list[dict], labels: list[dict]):
-    return join(impressions, labels, window_ms=WINDOW_MS, default=0, remember_ms=REMEMBER_MS)
+def _expected(impressions: list[dict], labels: list[dict], keep: str = "first"):
+    return join(impressions, labels, window_ms=WINDOW_MS, default=0, remember_ms=REMEMBER_MS,
+                keep=keep)
 
 
 def _counted(store: ModelStore) -> dict[str, int]:
@@ -140,9 +142,10 @@ def _outcomes(reference) -> dict[str, int]:
     return {**reference.counts(), "bad": 2 * len(BAD)}
 
 
-def _check(bootstrap: str, topic: str, store: ModelStore, impressions, labels) -> None:
+def _check(bootstrap: str, topic: str, store: ModelStore, impressions, labels,
+           keep: str = "first") -> None:
     """The job's outcome against the reference's on the same records."""
-    want = _expected(impressions, labels)
+    want = _expected(impressions, labels, keep)
     # the training topic: the joined events, and an empty tally record per other outcome
     records = list(consume(bootstrap, topic, idle_timeout_s=3, read_committed=True))
     learned = [orjson.loads(r.value) for r in records if r.value]
@@ -225,7 +228,10 @@ def test_kill_minus_9_mid_stream_and_resume_joins_and_learns_nothing_twice(
     _publish(bootstrap, lab_topic, [r for r in labels if r["ts"] < half], bad=True)
     store = ModelStore(str(tmp_path / "models"), "clicks")
     checkpoints = tmp_path / "checkpoints" / "clicks"
-    args = _join_args(tmp_path, bootstrap, topic_name, writer_id="train-clicks-join9")
+    # the window's last label (join.keep = "last"): its slots hold a kept label across
+    # the checkpoint the restart resumes from
+    args = _join_args(tmp_path, bootstrap, topic_name, keep="last",
+                      writer_id="train-clicks-join9")
     job = _start_job(args, tmp_path / "run1.log")
     try:
         _wait_for(lambda: store.head().latest and len(list(checkpoints.glob("*/chk-*/_metadata")))
@@ -240,12 +246,12 @@ def test_kill_minus_9_mid_stream_and_resume_joins_and_learns_nothing_twice(
     finally:
         _kill(job)
     before = store.get().lineage.events
-    assert 0 < before < len(_expected(impressions, labels).learned), "killed mid-stream"
+    assert 0 < before < len(_expected(impressions, labels, "last").learned), "killed mid-stream"
 
     _publish(bootstrap, imp_topic, [r for r in impressions if r["ts"] >= half + 2000])
     _publish(bootstrap, lab_topic, [r for r in labels if r["ts"] >= half + 2000])
     _tick(bootstrap, imp_topic, lab_topic, max(r["ts"] for r in impressions + labels))
-    want = _outcomes(_expected(impressions, labels))
+    want = _outcomes(_expected(impressions, labels, "last"))
     job = _start_job([*args, "--resume", "auto"], tmp_path / "run2.log")
     try:
         _wait_for(lambda: _counted(store) == want, job, tmp_path / "run2.log", 180,
@@ -254,7 +260,7 @@ def test_kill_minus_9_mid_stream_and_resume_joins_and_learns_nothing_twice(
     finally:
         _kill(job)
     assert "resuming from checkpoint" in (tmp_path / "run2.log").read_text()
-    _check(bootstrap, topic_name, store, impressions, labels)
+    _check(bootstrap, topic_name, store, impressions, labels, keep="last")
 
 
 def test_train_checks_the_join_topics_not_the_one_the_job_writes(kafka_broker, topic_name):

@@ -63,6 +63,22 @@ def test_the_first_label_in_event_time_wins() -> None:
         join(impressions, labels, window_ms=-1)
 
 
+def test_keep_last_takes_the_windows_last_label_and_rejects_the_others() -> None:
+    impressions = [{"id": "a", "ts": 100}, {"id": "b", "ts": 100}]
+    labels = [{"id": "a", "label": 0, "ts": 180}, {"id": "a", "label": 1, "ts": 150},
+              {"id": "a", "label": 1, "ts": 201},  # after the window: late, never kept
+              {"id": "b", "label": 1, "ts": 130}, {"id": "b", "label": 0, "ts": 130}]
+    out = join(impressions, labels, window_ms=100, keep="last")
+    assert [(e["id"], e["label"], how) for e, how in out.learned] == [
+        ("a", 0, "joined"), ("b", 0, "joined")]  # b: equal times, the last given
+    assert sorted((r["id"], r["ts"], r["label"], why) for r, why in out.rejected) == [
+        ("a", 150, 1, "duplicate"), ("a", 201, 1, "late"), ("b", 130, 1, "duplicate")]
+    first = join(impressions, labels, window_ms=100)
+    assert [e["label"] for e, _ in first.learned] == [1, 1]
+    with pytest.raises(ConfigError, match="keep"):
+        join(impressions, labels, window_ms=100, keep="middle")
+
+
 def test_unmatched_is_no_impression_at_or_before_the_label_nor_remembered() -> None:
     impressions = [{"id": "a", "ts": 100}, {"id": "b", "at_ms": 100}, {"id": "a", "ts": 120}]
     labels = [
@@ -127,6 +143,7 @@ def test_the_join_corpus_is_what_the_reference_gives() -> None:
     ({"impressions": "imp", "labels": "lab", "default": "yes"}, "join.default"),
     ({"impressions": "imp", "labels": "lab", "window_ms": -1}, "join.window_ms"),
     ({"impressions": "imp", "labels": "lab", "expire": "never"}, "join.expire"),
+    ({"impressions": "imp", "labels": "lab", "keep": "middle"}, "join.keep"),
 ])
 def test_the_join_section_is_checked_before_the_job_starts(join: dict, field: str) -> None:
     from streamlearn.training.config import TrainConfig

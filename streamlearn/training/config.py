@@ -82,6 +82,7 @@ A complete file, every key optional::
     window_ms = 3600000         # a label counts if at most this long after its impression
     expire = "default"          # an impression unlabelled when its window closes: default | drop
     default = 0                 # ... is learned with this label (expire = "default")
+    keep = "first"              # of several labels in the window: first | last (at its close)
     disorder_ms = 5000          # how far out of event-time order records may arrive
     idle_ms = 30000             # a partition silent this long is left out of event time
     remember_ms = 3600000       # a joined id is remembered this long after its window
@@ -104,6 +105,7 @@ from typing import Any
 
 from streamlearn.contract import CROSS_LIMIT, check_crosses
 from streamlearn.errors import ConfigError
+from streamlearn.joining import KEEPS
 
 __all__ = [
     "TrainConfig",
@@ -271,6 +273,7 @@ SCHEMA: dict[str, dict[str, _Check]] = {
         "window_ms": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (milliseconds)", 3600000),
         "expire": (lambda v: v in EXPIRES, f"one of {', '.join(EXPIRES)}", "default"),
         "default": (_label_value, "a label (a number, true/false or a class name)", 0),
+        "keep": (lambda v: v in KEEPS, f"one of {', '.join(KEEPS)}", "first"),
         "disorder_ms": (lambda v: _is_int(v) and v >= 0, "an integer >= 0 (milliseconds)", 5000),
         "idle_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 30000),
         "remember_ms": (
@@ -422,6 +425,7 @@ class JoinConfig:
     window_ms: int = 3600000
     expire: str = "default"
     default: Any = 0
+    keep: str = "first"
     disorder_ms: int = 5000
     idle_ms: int = 30000
     remember_ms: int = 3600000

@@ -76,18 +76,23 @@ public final class JoinLogic {
         final long rememberMs;
         /** The default label's JSON text; null: an unlabelled impression is dropped. */
         final String defaultLabel;
+        /** {@code join.keep = "last"}: the window's last label is the impression's, learned
+         * when the window closes; else the first, learned when it is decided. */
+        final boolean keepLast;
 
-        public Settings(long windowMs, long rememberMs, String defaultLabel) {
+        public Settings(long windowMs, long rememberMs, String defaultLabel, boolean keepLast) {
             this.windowMs = windowMs;
             this.rememberMs = rememberMs;
             this.defaultLabel = defaultLabel;
+            this.keepLast = keepLast;
         }
 
         /** From the configuration's {@code join} object (validated by Python's TrainConfig). */
         public static Settings of(JsonNode join) {
             boolean drop = "drop".equals(join.path("expire").asText());
             return new Settings(join.path("window_ms").asLong(), join.path("remember_ms").asLong(),
-                    drop ? null : join.path("default").toString());
+                    drop ? null : join.path("default").toString(),
+                    "last".equals(join.path("keep").asText()));
         }
     }
 
@@ -206,6 +211,8 @@ public final class JoinLogic {
         boolean closed;
         long nextSeq;
         final List<Item> pending = new ArrayList<>();
+        /** With {@code keepLast}: the window's label so far, learned when the window closes. */
+        Item kept;
 
         /** The slot's bytes (Flink's state serializer writes these; see {@code Join}). */
         public void write(DataOutput out) throws IOException {
@@ -220,6 +227,10 @@ public final class JoinLogic {
             for (Item it : pending) {
                 it.write(out);
             }
+            out.writeBoolean(kept != null);
+            if (kept != null) {
+                kept.write(out);
+            }
         }
 
         public static Slot read(DataInput in) throws IOException {
@@ -233,6 +244,9 @@ public final class JoinLogic {
             int n = in.readInt();
             for (int i = 0; i < n; i++) {
                 s.pending.add(Item.read(in));
+            }
+            if (in.readBoolean()) {
+                s.kept = Item.read(in);
             }
             return s;
         }
@@ -299,7 +313,11 @@ public final class JoinLogic {
         }
         Item imp = s.impression;
         if (imp != null && !s.closed && at >= imp.ts + cfg.windowMs) {
-            if (!s.joined) {
+            if (s.kept != null) {  // keepLast: the window's last label
+                s.joined = true;
+                out.learn(imp, event(imp, s.kept.labelJson), JOINED);
+                s.kept = null;
+            } else if (!s.joined) {
                 if (cfg.defaultLabel == null) {
                     out.dropped(imp);
                 } else {
@@ -337,13 +355,20 @@ public final class JoinLogic {
             out.reject(it, LATE, "label of id " + quote(it.id) + " at " + it.ts
                     + " ms: after its impression's window (impression at " + imp.ts
                     + " ms, window " + cfg.windowMs + " ms)");
-        } else if (s.joined) {
+        } else if (s.joined && !cfg.keepLast) {
             out.reject(it, DUPLICATE, "label of id " + quote(it.id) + " at " + it.ts
                     + " ms: the impression already has its label (the first within the window)");
         } else if (s.closed) {  // behind the watermark: the window closed before it came
             out.reject(it, LATE, "label of id " + quote(it.id) + " at " + it.ts
                     + " ms: arrived after its impression's window had closed (behind the "
                     + "watermark; raise join.disorder_ms)");
+        } else if (cfg.keepLast) {  // kept until the window closes, unless a later one comes
+            if (s.kept != null) {
+                out.reject(s.kept, DUPLICATE, "label of id " + quote(it.id) + " at "
+                        + s.kept.ts + " ms: a later label within the window replaced it (at "
+                        + it.ts + " ms; join.keep = \"last\")");
+            }
+            s.kept = it;
         } else {
             s.joined = true;
             out.learn(imp, event(imp, it.labelJson), JOINED);

@@ -74,7 +74,7 @@ class JoinCorpusTest {
     void aSlotSurvivesItsBytes() {
         JoinLogic.Slot s = new JoinLogic.Slot();
         Recorder out = new Recorder();
-        JoinLogic.Settings cfg = new JoinLogic.Settings(100, 50, "0");
+        JoinLogic.Settings cfg = new JoinLogic.Settings(100, 50, "0", false);
         byte[] imp = "{\"id\":\"a\",\"ts\":5,\"features\":{\"x\":1}}".getBytes(StandardCharsets.UTF_8);
         byte[] lab = "{\"id\":\"a\",\"label\":1,\"ts\":9}".getBytes(StandardCharsets.UTF_8);
         s = JoinLogic.onRecord(s, JoinLogic.Item.of(false, "a", 5, "imp", 1, 7, -1, imp, "+"),
@@ -176,7 +176,8 @@ class JoinCorpusTest {
         JsonNode s = c.get("settings");
         JsonNode dflt = s.get("default");
         JoinLogic.Settings cfg = new JoinLogic.Settings(s.get("window_ms").asLong(),
-                s.get("remember_ms").asLong(), dflt.isNull() ? null : dflt.toString());
+                s.get("remember_ms").asLong(), dflt.isNull() ? null : dflt.toString(),
+                "last".equals(s.get("keep").asText()));
         long disorder = s.get("disorder_ms").asLong();
         Map<String, JoinLogic.Slot> slots = new HashMap<>();
         // the timers Flink would hold: time -> ids (one timer per id and time)
