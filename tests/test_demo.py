@@ -35,6 +35,9 @@ def test_help_has_examples(capsys):
         (["--parallelism", "40"], "--parallelism"),
         (["--bad-share", "0.9"], "--bad-share"),
         (["--bits", "29"], "--bits"),
+        (["--window-ms", "500"], "--window-ms"),  # only with --delayed-labels
+        (["--delayed-labels", "--window-ms", "50"], "--window-ms"),
+        (["--delayed-labels", "--mean-delay-ms", "0"], "--mean-delay-ms"),
     ],
 )
 def test_a_wrong_value_is_one_line_naming_the_flag(argv, field, capsys, tmp_path):
@@ -117,3 +120,51 @@ def test_demo_end_to_end_writes_a_report(tmp_path):
 
     assert port_is_free(kafka_port) and port_is_free(serve_port), "everything started is stopped"
     assert not list(Path(env["STREAMLEARN_STATE_DIR"], "demo").glob("*")), "run state removed"
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_delayed_labels_demo_serves_logs_joins_learns_and_serves_again(tmp_path):
+    """``--delayed-labels`` from nothing: the users' events are served by the server once
+    the job has a version (logged by the users before), every served event is in the
+    prediction log, every click on the labels topic; the newest version's lineage counts
+    the join's outcomes (its events the joined and expired ones, few still in a window);
+    later versions serve better than chance; everything started is stopped."""
+    from connectors.ports import port_is_free
+
+    kafka_port, serve_port = free_port(2), free_port()
+    report = tmp_path / "report"
+    env = {**os.environ, "STREAMLEARN_STATE_DIR": str(tmp_path / "state")}
+    cmd = [sys.executable, "-c", CLI, "demo", "--delayed-labels", "--duration", "20",
+           "--rate", "300", "--kafka-port", str(kafka_port), "--serve-port", str(serve_port),
+           "--report-dir", str(report)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"the demo did not finish in time:\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-3000:]
+
+    summary = json.loads((report / "summary.json").read_text())
+    users, training, quality = summary["users"], summary["training"], summary["served_quality"]
+    assert users["impressions"] == 20 * 300
+    assert users["served"] > 0 and users["self_logged"] > 0, users
+    assert quality["predictions_logged"] == users["served"], "every served event logged"
+    assert quality["clicks_read"] == users["clicks"] > 0
+    join = training["join"]
+    assert training["events_learned"] == join["joined"] + join["expired"]
+    assert join["joined"] > 0 and join["expired"] > 0 and join["duplicate"] > 0, join
+    assert 0 <= training["in_a_window"] < 300 * 3, "only the last seconds' windows are open"
+    # clicks after an exponential delay of mean 500 ms: p50 about 350 ms, 1.8% after 2 s
+    assert 200 < quality["delay_ms"]["p50"] < 550, quality["delay_ms"]
+    assert quality["positives_after_window"] < 0.06
+    by_version = sorted((int(v), m) for v, m in quality["by_version"].items())
+    later = by_version[len(by_version) // 2:]
+    served_loss = sum(m["log_loss"] * m["events"] for _, m in later) / sum(
+        m["events"] for _, m in later)
+    assert served_loss < 0.6, by_version  # chance: 0.693
+    assert "served log-loss" in out and str(report) in out
+    assert port_is_free(kafka_port) and port_is_free(serve_port), "everything started is stopped"

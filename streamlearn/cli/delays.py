@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-__all__ = ["register", "run"]
+__all__ = ["read_topic", "register", "run"]
 
 EPILOG = """\
 examples:
@@ -63,8 +63,11 @@ def _json_flag(name: str, text: str) -> Any:
         raise ConfigError(name, "a JSON value (0, 1, \"buy\") or none", repr(text)) from None
 
 
-def _read(bootstrap: str, topic: str, idle_s: float, what: tuple[str, ...],
-          limit: int) -> list[dict]:
+def read_topic(bootstrap: str, topic: str, idle_s: float, what: tuple[str, ...],
+               limit: int) -> list[dict]:
+    """The JSON objects of ``topic`` (committed records, at most ``limit``; the events
+    of an envelope ``{"events": [...]}`` each) with an ``id`` and every field of
+    ``what``; others are skipped."""
     import orjson
 
     from connectors.kafka_io import consume
@@ -76,8 +79,10 @@ def _read(bootstrap: str, topic: str, idle_s: float, what: tuple[str, ...],
             value = orjson.loads(record.value)
         except orjson.JSONDecodeError:
             continue
-        if isinstance(value, dict) and "id" in value and all(k in value for k in what):
-            out.append(value)
+        items = value.get("events") if isinstance(value, dict) and "id" not in value else None
+        for item in items if isinstance(items, list) else [value]:
+            if isinstance(item, dict) and "id" in item and all(k in item for k in what):
+                out.append(item)
     return out
 
 
@@ -91,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--limit", "an integer >= 1", args.limit)
     default = _json_flag("--default", args.default)
     positive = _json_flag("--positive", args.positive)
-    predictions = _read(args.bootstrap, args.predictions, args.idle_s,
+    predictions = read_topic(args.bootstrap, args.predictions, args.idle_s,
                         ("version", "probabilities"), args.limit)
-    labels = _read(args.bootstrap, args.labels, args.idle_s, ("label", "ts"), args.limit)
+    labels = read_topic(args.bootstrap, args.labels, args.idle_s, ("label", "ts"), args.limit)
     predictions = [p for p in predictions if "ts" in p or "at_ms" in p]
     report = delay_report(predictions, labels, window_ms=args.window_ms, default=default,
                           positive=positive)

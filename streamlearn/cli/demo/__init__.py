@@ -15,7 +15,9 @@ the command line does:
   the report's JSON figures and PNG plots (the plots need matplotlib, the
   ``demo`` extra; without it the report is written without them);
 - :mod:`~streamlearn.cli.demo.runner`: :func:`~streamlearn.cli.demo.runner.run_demo`,
-  which ties them together.
+  which ties them together;
+- :mod:`~streamlearn.cli.demo.delayed`: ``--delayed-labels``, the loop with labels
+  that come later (serve → log → feedback → join → learn → serve).
 
 Only this module is imported to build the command line: the rest loads when
 the demo runs.
@@ -24,6 +26,11 @@ the demo runs.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streamlearn.cli.demo.config import DemoConfig
+    from streamlearn.cli.demo.display import LiveDisplay
 
 __all__ = ["register", "run"]
 
@@ -45,6 +52,17 @@ examples:
   streamlearn demo --parallelism 4              four learners (and topic partitions)
   streamlearn demo --kafka-port 19092 --serve-port 8100 --report-dir /tmp/demo
   streamlearn demo --bootstrap kafka:9092       use an existing broker (never stopped)
+  streamlearn demo --delayed-labels --rate 2000 --duration 60
+                                                clicks that come later: served with an id and
+                                                logged, clicked later, joined, learned, served
+
+With --delayed-labels the users ask the prediction server, which logs what it
+serves (streamlearn serve --log-topic); a click comes --mean-delay-ms later on
+average on a labels topic (some after the window); the training job joins them
+within --window-ms ([join]: an unclicked impression is learned as 0), learns,
+and the server swaps each version in. The report (summary.json) has the join's
+outcomes from the newest version's lineage and what was served, scored against
+the clicks that came, per version (as streamlearn delays computes it).
 
 A broker already answering on --kafka-port is reused and left running; one
 the demo starts is stopped at the end. Each run uses fresh topics
@@ -88,6 +106,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="share of malformed events, for the dead-letter topic "
                              "(default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="stream seed (default: %(default)s)")
+    parser.add_argument("--delayed-labels", action="store_true",
+                        help="the loop with clicks that come later: serve, log, click, join, "
+                             "learn (see below)")
+    parser.add_argument("--window-ms", type=int, default=None, metavar="MS",
+                        help="with --delayed-labels: a click counts this long after what was "
+                             "served (default: 2000)")
+    parser.add_argument("--mean-delay-ms", type=int, default=None, metavar="MS",
+                        help="with --delayed-labels: the mean delay of a click, exponential "
+                             "(default: 500)")
     parser.set_defaults(run=run)
 
 
@@ -99,7 +126,14 @@ def run(args: argparse.Namespace) -> int:
     from streamlearn.cli.demo.config import DemoConfig
     from streamlearn.cli.demo.display import LiveDisplay
     from streamlearn.cli.demo.runner import run_demo
+    from streamlearn.errors import ConfigError
 
+    for flag, value in (("--window-ms", args.window_ms), ("--mean-delay-ms", args.mean_delay_ms)):
+        if value is not None and not args.delayed_labels:
+            raise ConfigError(flag, "only with --delayed-labels", value)
+    delayed = {"delayed_labels": args.delayed_labels,
+               **({} if args.window_ms is None else {"window_ms": args.window_ms}),
+               **({} if args.mean_delay_ms is None else {"mean_delay_ms": args.mean_delay_ms})}
     cfg = DemoConfig(
         duration_s=args.duration, rate=args.rate, parallelism=args.parallelism,
         kafka_port=args.kafka_port, bootstrap=args.bootstrap, serve_port=args.serve_port,
@@ -107,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         envelope_size=args.envelope_size, bad_share=args.bad_share, seed=args.seed,
         **({} if args.bits is None else {"bits": args.bits}),
         **({} if args.sync_ms is None else {"sync_ms": args.sync_ms}),
+        **delayed,
     )
 
     def _terminate(signum: int, frame: object) -> None:  # `kill` stops the run like Ctrl-C
@@ -119,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)
     display = LiveDisplay()
     try:
+        if cfg.delayed_labels:
+            return _delayed(cfg, display)
         result = run_demo(cfg, display)
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -138,5 +175,35 @@ def run(args: argparse.Namespace) -> int:
         f"report    {result.report_dir}  ("
         + ", ".join(["summary.json", *s["plots"]]) + ")",
     ]
+    display.message("\n".join(lines))
+    return 130 if result.interrupted else 0
+
+
+def _delayed(cfg: DemoConfig, display: LiveDisplay) -> int:
+    """``--delayed-labels``: run it, then its figures in a few lines."""
+    from streamlearn.cli.demo.delayed import run_delayed
+
+    result = run_delayed(cfg, display)
+    s = result.summary
+    users, training, quality = s["users"], s["training"], s["served_quality"]
+    join = training["join"]
+    by_version = quality["by_version"]
+    first, last = (by_version[min(by_version, key=int)], by_version[max(by_version, key=int)]) \
+        if by_version else (None, None)
+    delay = quality["delay_ms"]
+    lines = [
+        f"served    {users['served']:,} events by the server ({users['self_logged']:,} logged "
+        f"by the users before the first version), {users['clicks']:,} clicks",
+        f"joined    version {training['version']}: {training['events_learned']:,} learned: "
+        + ", ".join(f"{k} {v:,}" for k, v in join.items())
+        + f"; {training['in_a_window']:,} still in their window",
+        f"clicks    delay p50 {delay['p50']} ms, p99 {delay['p99']} ms; positives after the "
+        f"window {quality['positives_after_window'] or 0:.1%}",
+    ]
+    if first is not None and last is not None:
+        lines.append(f"served log-loss, first version {first['log_loss']:.4f} "
+                     f"({first['events']:,} events), last {last['log_loss']:.4f} "
+                     f"({last['events']:,}), over {len(by_version)} versions")
+    lines.append(f"report    {result.report_dir}  (summary.json, timeline.txt, logs/)")
     display.message("\n".join(lines))
     return 130 if result.interrupted else 0

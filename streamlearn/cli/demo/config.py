@@ -60,6 +60,13 @@ class DemoConfig:
         Share of deliberately malformed events, to show the dead-letter topic.
     seed
         Seed of the event stream.
+    delayed_labels
+        Run the delayed-labels loop instead (``streamlearn.cli.demo.delayed``): events
+        served with an ``id`` and logged, clicks later on a labels topic, joined by the job.
+    window_ms
+        With ``delayed_labels``: the join's window (a click counts this long after).
+    mean_delay_ms
+        With ``delayed_labels``: the mean delay of a click (exponential).
     """
 
     duration_s: float = 90.0
@@ -75,6 +82,9 @@ class DemoConfig:
     bad_share: float = 0.001
     seed: int = 0
     warmup_timeout_s: float = 180.0
+    delayed_labels: bool = False
+    window_ms: int = 2000
+    mean_delay_ms: int = 500
 
     def __post_init__(self) -> None:
         checks = (
@@ -96,6 +106,12 @@ class DemoConfig:
             ("--bits", self.bits, _BITS_CHECK(self.bits), _BITS_EXPECTED),
             ("--bad-share", self.bad_share, 0.0 <= self.bad_share < 0.5,
              "a share in [0, 0.5)"),
+            ("--window-ms", self.window_ms,
+             _is_int(self.window_ms) and 100 <= self.window_ms <= 3_600_000,
+             "milliseconds, an integer in 100..3600000"),
+            ("--mean-delay-ms", self.mean_delay_ms,
+             _is_int(self.mean_delay_ms) and 1 <= self.mean_delay_ms <= 3_600_000,
+             "milliseconds, an integer in 1..3600000"),
         )
         for flag, value, ok, expected in checks:
             if not ok:

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -105,8 +106,9 @@ class Services:
         self.started.append("broker")
         return self.bootstrap
 
-    def create_topics(self) -> None:
-        """The run's events topic (one partition per learner), its DLQ and models topics.
+    def create_topics(self, more: Mapping[str, int] | None = None) -> None:
+        """The run's events topic (one partition per learner), its DLQ and models topics,
+        and ``more`` (name: partitions); all deleted at the end from a reused broker.
 
         The events topic stamps records with the broker's append time, which the
         producer's acknowledgement then reports: the ``t0`` of freshness.
@@ -117,7 +119,7 @@ class Services:
         from connectors.kafka_io import create_topics
 
         names = {self.topic: self.cfg.parallelism, f"{self.topic}.dlq": 1,
-                 f"{self.topic}.models": 1}
+                 f"{self.topic}.models": 1, **(more or {})}
         create_topics(self.bootstrap, names)
         self.topics = list(names)
         admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10_000)
@@ -130,8 +132,9 @@ class Services:
             admin.close()
 
     # -- prediction server ---------------------------------------------------------
-    def start_server(self, timeout_s: float = 60.0) -> str:
-        """Start ``streamlearn serve`` on the run's store; returns its URL once it answers."""
+    def start_server(self, timeout_s: float = 60.0, log_topic: str | None = None) -> str:
+        """Start ``streamlearn serve`` on the run's store (logging what it serves to
+        ``log_topic``, when given); returns its URL once it answers."""
         import httpx
 
         from connectors.ports import port_is_free
@@ -143,6 +146,8 @@ class Services:
             )
         cmd = [sys.executable, "-c", _CLI, "serve", "--store", self.store_uri,
                "--model", self.model, "--host", "127.0.0.1", "--port", str(self.cfg.serve_port)]
+        if log_topic:
+            cmd += ["--log-topic", log_topic, "--log-bootstrap", self.bootstrap]
         self._server = self._spawn("prediction server", cmd, self.log_dir / "server.log")
         self.started.append("server")
         deadline = time.monotonic() + timeout_s
@@ -160,8 +165,9 @@ class Services:
         )
 
     # -- training job ------------------------------------------------------------------
-    def start_job(self) -> None:
-        """Start the training job (local Flink MiniCluster) as a child process."""
+    def start_job(self, settings: Sequence[str] = ()) -> None:
+        """Start the training job (local Flink MiniCluster) as a child process; each of
+        ``settings`` (``section.key=JSON``) is passed as a ``--set``."""
         from connectors.paths import flink_job_jars, project_root
 
         flink_job_jars()  # fails now, with what to do, when the jars are missing
@@ -177,6 +183,8 @@ class Services:
             "--set", f"features.bits={self.cfg.bits}",
             "--resume", "none",
         ]
+        for setting in settings:
+            cmd += ["--set", setting]
         self._job = self._spawn("training job", cmd, self.log_dir / "job.log", cwd=project_root())
         self.started.append("job")
 
