@@ -150,8 +150,8 @@ def test_delayed_labels_demo_serves_logs_joins_learns_and_serves_again(tmp_path)
 
     summary = json.loads((report / "summary.json").read_text())
     users, training, quality = summary["users"], summary["training"], summary["served_quality"]
-    assert users["impressions"] == 20 * 300
-    assert users["served"] > 0 and users["self_logged"] > 0, users
+    assert users["served"] >= 20 * 300 and users["self_logged"] > 0, users
+    assert users["impressions"] == users["served"] + users["self_logged"]
     assert quality["predictions_logged"] == users["served"], "every served event logged"
     assert quality["clicks_read"] == users["clicks"] > 0
     join = training["join"]

@@ -80,7 +80,8 @@ class Users:
     rate
         Events a second.
     total
-        Events to serve before stopping (their clicks still come after).
+        Events the server serves before the users stop (those they logged themselves
+        before the first version come on top; their clicks still come after).
     window_ms, mean_delay_ms
         The join's window and the mean click delay (clicks are sent until the last
         event's window has passed).
@@ -136,24 +137,28 @@ class Users:
         try:
             start = self.started_ms = int(time.time() * 1000)
             rng = np.random.default_rng(self.seed + 3)
-            schedule = delayed_clicks(self.total, seed=self.seed, rate_per_s=self.rate,
+            schedule = delayed_clicks(None, seed=self.seed, rate_per_s=self.rate,
                                       mean_delay_s=self.mean_delay_ms / 1000, start_ms=start)
-            # clicks come until the last event's window (and the join's disorder) has passed
-            last_ms = start + int(self.total * 1000 / self.rate) + self.window_ms + DISORDER_MS
+            taken = 0  # the events shown so far: ids e0 .. e<taken - 1>, in schedule order
+            # once the server has served `total`: clicks come until the last event's window
+            # (and the join's disorder) has passed, and no more events are shown
+            last_ms: int | None = None
             doubles: list[tuple[int, int, dict]] = []
             with httpx.Client(timeout=10.0) as client:
-                pending = next(schedule, None)
+                pending: tuple[str, dict] | None = next(schedule)
                 while not self._stop.is_set():
                     now = int(time.time() * 1000)
                     due: list[dict] = []
                     while pending is not None and pending[1]["ts"] <= now:
                         kind, event = pending
                         if kind == "label":
-                            self._click(event, rng, doubles)
-                        else:
+                            if _index(event["id"]) < taken:  # a click on an event shown
+                                self._click(event, rng, doubles)
+                        elif last_ms is None:
                             due.append(event)
-                        pending = next(schedule, None)
-                        if pending is not None and pending[1]["ts"] > last_ms:
+                            taken += 1
+                        pending = next(schedule)
+                        if last_ms is not None and pending[1]["ts"] > last_ms:
                             pending = None
                     while doubles and doubles[0][0] <= now:
                         self._labels.publish(heapq.heappop(doubles)[2])
@@ -162,6 +167,8 @@ class Users:
                         self._serve(client, due[i:i + _MAX_REQUEST])
                     for publisher in (self._impressions, self._labels):
                         publisher.flush(30)
+                    if last_ms is None and self.served >= self.total:
+                        last_ms = now + self.window_ms + DISORDER_MS
                     if pending is None and not doubles:
                         break
                     time.sleep(_TICK_S)
@@ -189,6 +196,12 @@ class Users:
         for event in events:
             self._impressions.publish(event)
         self.self_logged += len(events)
+
+
+def _index(event_id: str) -> int:
+    """An event's place in :func:`~streamlearn.generators.clicks`'s stream (its id
+    ``e<k>``)."""
+    return int(event_id[1:])
 
 
 def _counts(store: Any) -> tuple[int | None, int, dict[str, int]]:
@@ -255,13 +268,17 @@ def run_delayed(cfg: DemoConfig, display: LiveDisplay | None = None) -> DelayedR
         users = Users(url, bootstrap, served, labels, rate=cfg.rate, total=cfg.total_events,
                       window_ms=cfg.window_ms, mean_delay_ms=cfg.mean_delay_ms, seed=cfg.seed)
         store = ModelStore(svc.store_uri, model)
-        display.message(f"users: {cfg.rate:,} events/s for {cfg.duration_s:.0f} s, clicks "
+        display.message(f"users: {cfg.rate:,} events/s, {cfg.total_events:,} served, clicks "
                         f"{cfg.mean_delay_ms} ms later on average (the job takes 10-30 s to "
                         "start: until its first version, the users log what they are shown)")
         users.start()
         try:
             while users.running:
                 svc.check_alive()
+                if not users.served and time.time() - t_start > cfg.warmup_timeout_s:
+                    raise ServiceError(
+                        f"no model version was served within {cfg.warmup_timeout_s:.0f} s of "
+                        f"starting the training job; see {svc.log_dir / 'job.log'}")
                 time.sleep(1.0)
                 line = _line(time.time() - t_start, users, *_counts(store))
                 lines.append(line)
