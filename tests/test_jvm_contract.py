@@ -30,11 +30,25 @@ from streamlearn.contract import (
 from tests import jvm_tool
 
 
-def test_jvm_rules_are_the_contracts() -> None:
+def _jvm_rules() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp, "rules.json")
         jvm_tool.run(["--rules", "--out", str(out)], b"")
-        jvm = orjson.loads(out.read_bytes())
+        return orjson.loads(out.read_bytes())
+
+
+def test_the_joins_outcome_header_is_the_references() -> None:
+    """The join writes each outcome in a header the learners read (the JVM encoder, and
+    Python when a restored learner reads messages again): one name, one set of outcomes."""
+    from streamlearn.joining import HEADER, OUTCOMES
+
+    jvm = _jvm_rules()["join"]
+    assert jvm["header"] == HEADER
+    assert tuple(jvm["outcomes"]) == OUTCOMES
+
+
+def test_jvm_rules_are_the_contracts() -> None:
+    jvm = _jvm_rules()
     assert jvm["max_features"] == MAX_FEATURES
     assert jvm["max_bits"] == MAX_BITS
     hashing = {k: v.decode() if type(v) is bytes else v for k, v in asdict(HASH).items()}

@@ -46,8 +46,9 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.JsonToken;
  * --rules           --out F
  *     the contract as the encoder holds it (ContractRules), one JSON object: max_features,
  *     max_bits, hash (the fields of the contract's HASH), tasks, event_fields,
- *     label_expected (by task) and rules (code: [field, expected, got] templates), for the
- *     test that compares it with streamlearn.contract.
+ *     label_expected (by task), rules (code: [field, expected, got] templates) and join
+ *     (the delayed-label join's outcome header and outcomes, JoinLogic's), for the tests
+ *     that compare it with streamlearn.contract and streamlearn.joining.
  * --hash            --bits B --in F --out F
  *     each message is a JSON array [name, value or null]; one line out per message:
  *     name hash, value hash (0 for null), slot, sign, hex of the 64-byte BLAKE2b of the name
@@ -191,6 +192,10 @@ public final class EncodeTool {
             Rules.Rule r = e.getValue();
             strings(out, new String[] {r.field(), r.expected(), r.got()});
         }
+        JsonOut.ascii(out, "},\"join\":{\"header\":");
+        JsonOut.string(out, JoinLogic.HEADER);
+        JsonOut.ascii(out, ",\"outcomes\":");
+        strings(out, JoinLogic.OUTCOMES.toArray(new String[0]));
         JsonOut.ascii(out, "}}\n");
         return out.toByteArray();
     }
