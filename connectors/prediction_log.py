@@ -40,7 +40,7 @@ class KafkaSink:
                 "queue.buffering.max.messages": 1_000_000,
                 # the delivery callback (Python, under the interpreter lock) for failures
                 # only: one per record would contend with the server's event loop
-                "delivery.report.only.error": True,
+                "delivery.report.only.error": True, "on_delivery": self._delivered,
                 # librdkafka's own log lines (a broker away) go nowhere: the loss is counted
                 "log_level": 0}
 
@@ -54,10 +54,10 @@ class KafkaSink:
         if self._producer is None:
             self._producer = Producer(self._settings())
         producer, self._lost = self._producer, 0
-        refused = 0
-        for key, value in records:
+        refused, produce, topic = 0, producer.produce, self.topic
+        for key, value in records:  # the failures' callback is the producer's (_settings)
             try:
-                producer.produce(self.topic, value, key, on_delivery=self._delivered)
+                produce(topic, value, key)
             except BufferError:  # its queue is full: the broker has been away a while
                 refused += 1
         left = producer.flush(3 * self.timeout_s)

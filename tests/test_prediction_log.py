@@ -92,6 +92,28 @@ def test_the_app_logs_events_with_an_id_and_counts_in_metrics() -> None:
     log.close()
 
 
+@pytest.mark.parametrize("body", [
+    b'{"id": "e-1", "key": "u-1", "ts": 5, "features": {"a": 1, "b": "x"}}',
+    b'{"features":{"caf\\u00e9":"na\xc3\xafve","n":-1.5e3},"id":42}\r\n  ',
+    b'  {"ts": 1764900000000, "id": {"s": 1}, "features": {"a": [1, 2]}}',
+    b'{"id": "e-2", "key": null, "features": {"a": 1}}',  # null: absent, as records_of
+    b'{"id": "e-3", "label": 1, "features": {"a": 1}}',  # a label is not logged
+])
+def test_a_single_events_record_is_its_body_with_the_answer_the_same_json(body: bytes) -> None:
+    """The server logs a single plain event from its body's bytes (``record_of_body``): the
+    record reads as the object :func:`records_of` builds, key included."""
+    from streamlearn.serving.model import Predictions
+    from streamlearn.serving.prediction_log import record_of_body, records_of
+
+    doc = orjson.loads(body)
+    for answer in (Predictions([True], None, [[0.25, 0.75]], None),
+                   Predictions([2.5], None, None, None)):
+        fast = record_of_body(body, doc, answer, "ctr", 3, now=2.0)
+        built = records_of(doc, [doc["features"]], answer, "ctr", 3, now=2.0)
+        assert [(k, orjson.loads(v)) for k, v in fast] == [
+            (k, orjson.loads(v)) for k, v in built]
+
+
 def _store_with_a_model(tmp_path: Path) -> Path:
     store = tmp_path / "models"
     ModelStore(str(store), "default").publish(constant_model(1.5), Lineage(events=1))

@@ -24,7 +24,7 @@ import orjson
 from streamlearn.errors import ConfigError, ValidationError, VersionNotFound
 from streamlearn.serving.model import FastPredictor, OneAnswer, Predictions, Predictor
 from streamlearn.serving.openapi import openapi_document
-from streamlearn.serving.prediction_log import PredictionLog, records_of
+from streamlearn.serving.prediction_log import PredictionLog, record_of_body, records_of
 from streamlearn.serving.prometheus import ServiceMetrics
 from streamlearn.serving.request_body import (
     ARROW_STREAM,
@@ -379,7 +379,8 @@ class PredictionApp:
                 if quick is not None:
                     answer = self._render(fast, quick, plain[1], doc)
                     if self.prediction_log is not None:
-                        self._log(self.prediction_log, doc, plain[0], quick, fast.version)
+                        self._log(self.prediction_log, doc, plain[0], quick, fast.version,
+                                  body if plain[1] else None)
                     return 200, answer, JSON, len(quick)
         batch = check_json(doc, self.max_events)  # names every bad field
         if served is None:
@@ -392,11 +393,16 @@ class PredictionApp:
         return 200, answer, JSON, len(result)
 
     def _log(
-        self, log: PredictionLog, doc: Any, features: Any, result: Predictions, version: int
+        self, log: PredictionLog, doc: Any, features: Any, result: Predictions, version: int,
+        body: bytes | None = None,
     ) -> None:
         """Offer ``log`` what was answered for the request's events with an ``id``
-        (never waits: see :class:`PredictionLog`)."""
-        records = records_of(doc, features, result, self.model, version)
+        (never waits: see :class:`PredictionLog`); ``body``: the raw body of a single
+        plain event, which the record can be made of (:func:`record_of_body`)."""
+        if body is not None:
+            records = record_of_body(body, doc, result, self.model, version)
+        else:
+            records = records_of(doc, features, result, self.model, version)
         if records:
             log.offer(records)
 

@@ -39,7 +39,7 @@ import orjson
 
 from streamlearn.errors import ConfigError
 
-__all__ = ["PredictionLog", "Record", "records_of"]
+__all__ = ["PredictionLog", "Record", "record_of_body", "records_of"]
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +89,21 @@ class PredictionLog:
 
     def offer(self, records: Sequence[Record]) -> int:
         """Queue ``records`` without waiting; returns how many were taken (the rest,
-        beyond ``capacity`` or after :meth:`close`, count as dropped)."""
-        with self._ready:
-            queued = len(self._queue)
-            room = 0 if self._closing else self.capacity - queued
-            taken = records if len(records) <= room else records[:max(room, 0)]
-            self._queue.extend(taken)
-            self.dropped += len(records) - len(taken)
-            # wake the thread only when it waits for a first record or a full batch is
-            # here: one wake-up per batch, not one per request (each costs the server the GIL)
-            if taken and (queued == 0 or queued < self.batch_size <= len(self._queue)):
+        beyond ``capacity`` or after :meth:`close`, count as dropped).
+
+        Called by the server for each request (from one thread, its event loop): the
+        queue (a deque, safe to extend while the log's thread pops) is taken without the
+        lock, which only wakes the thread: when it may be waiting for a first record, or
+        a full batch is here. One wake-up per batch, not one per request.
+        """
+        queue = self._queue
+        queued = len(queue)
+        room = 0 if self._closing else self.capacity - queued
+        taken = records if len(records) <= room else records[:max(room, 0)]
+        queue.extend(taken)
+        self.dropped += len(records) - len(taken)
+        if taken and (queued == 0 or queued < self.batch_size <= queued + len(taken)):
+            with self._ready:
                 self._ready.notify()
         return len(taken)
 
@@ -158,6 +163,42 @@ class PredictionLog:
                     except Exception as exc:
                         log.warning("closing the prediction log's sink: %s", exc)
                 return
+
+
+#: The fields of a single-event body the log keeps as they came (:func:`record_of_body`).
+_AS_SENT = frozenset(("id", "key", "ts", "features"))
+
+
+def record_of_body(
+    body: bytes, doc: dict, result: Any, model: str, version: int, now: float | None = None,
+) -> list[Record]:
+    """:func:`records_of` for a JSON ``body`` that is one event (decoded: ``doc``), cheaper
+    when it holds an ``id`` and nothing besides ``key``, ``ts`` and ``features``: the
+    record is the body's own bytes with the answer written in before its closing brace
+    (no object built, the features not written again); it reads as the same JSON object.
+    Any other body is :func:`records_of`'s.
+
+    >>> from streamlearn.serving.model import Predictions
+    >>> body = b'{"id": 7, "features": {"x": 1}}\\n'
+    >>> answer = Predictions([2.5], None, None, None)
+    >>> [(key, orjson.loads(value)) for key, value in
+    ...  record_of_body(body, orjson.loads(body), answer, "m", 3, now=1.0)]
+    [(b'7', {'id': 7, 'features': {'x': 1}, 'model': 'm', 'version': 3, 'prediction': 2.5, \
+'at_ms': 1000})]
+    """
+    event_id = doc.get("id")
+    if event_id is None or not _AS_SENT.issuperset(doc) or doc.get("key", 0) is None \
+            or doc.get("ts", 0) is None:
+        return records_of(doc, [doc.get("features")], result, model, version, now)
+    answer: dict[str, Any] = {"model": model, "version": version,
+                              "prediction": result.values[0]}
+    if result.probabilities is not None:
+        answer["probabilities"] = result.probabilities[0]
+    answer["at_ms"] = int((time.time() if now is None else now) * 1000)
+    tail = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    value = b"".join((body[:body.rindex(b"}")], b",", tail[1:]))
+    key = event_id if type(event_id) is str else orjson.dumps(event_id).decode()
+    return [(key.encode(), value)]
 
 
 def records_of(
