@@ -72,11 +72,13 @@ KEEPS = ("first", "last")
 @dataclass
 class Joined:
     """The outcome of :func:`join`: the events to learn (each an impression with its
-    ``label``, and how it got it), and the labels not learned with their reason."""
+    ``label``, and how it got it), the labels not learned with their reason, and the
+    label record each joined impression got, by id."""
 
     learned: list[tuple[dict, str]] = field(default_factory=list)
     dropped: list[dict] = field(default_factory=list)
     rejected: list[tuple[dict, str]] = field(default_factory=list)
+    labels: dict[Any, Mapping[str, Any]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         """Every outcome and how many times it happened."""
@@ -152,6 +154,7 @@ def join(
         else:  # the later label replaces the one kept so far
             out.rejected.append((dict(by_id[lab["id"]]), "duplicate"))
             by_id[lab["id"]] = lab
+    out.labels = by_id
     for imp in first.values():
         got = by_id.get(imp["id"])
         if got is not None:
@@ -172,12 +175,13 @@ def _quantile(sorted_values: Sequence[float], q: float) -> float | None:
 
 def delay_report(
     predictions: Iterable[Mapping[str, Any]], labels: Iterable[Mapping[str, Any]], *,
-    window_ms: int, default: Any = 0, positive: Any = 1,
+    window_ms: int, default: Any = 0, positive: Any = 1, keep: str = "first",
 ) -> dict[str, Any]:
     """Delay-aware quality of what was *served*: each logged prediction (the prediction
     log's records: ``id``, ``ts`` or else ``at_ms``, ``version``, ``probabilities``) scored
-    against the label :func:`join` gives it, per model version; the delays of the labels
-    that joined; the share of positive labels that came after their window.
+    against the label :func:`join` gives it (``keep`` as the job's ``join.keep``), per
+    model version; the delays of the labels that joined (the label each impression got);
+    the share of positive labels that came after their window (each id's first).
 
     Log-loss is of the served probability of the label's class (classes ``[negative,
     positive]``, as the server orders a binary model's), clipped at 1e-15; predictions
@@ -194,8 +198,10 @@ def delay_report(
     _check(window_ms)
     served = [{**p, "ts": p.get("ts", p.get("at_ms"))} for p in predictions]
     labels = list(labels)
-    out = join(served, labels, window_ms=window_ms, default=default)
-    when = {p["id"]: p["ts"] for p in served}
+    out = join(served, labels, window_ms=window_ms, default=default, keep=keep)
+    when: dict[Any, Any] = {}
+    for p in served:  # an id's first impression is the one joined
+        when.setdefault(p["id"], p["ts"])
     by_version: dict[Any, dict[str, float]] = {}
     for event, _how in out.learned:
         proba = event["probabilities"][1 if event["label"] == positive else 0]
@@ -205,11 +211,10 @@ def delay_report(
         m["log_loss"] += loss
     for m in by_version.values():
         m["log_loss"] /= m["events"]
-    joined_ids = {e["id"] for e, how in out.learned if how == "joined"}
+    delays = sorted(lab["ts"] - when[i] for i, lab in out.labels.items())
     first_label: dict[Any, Mapping[str, Any]] = {}
     for lab in sorted(labels, key=lambda r: r["ts"]):
         first_label.setdefault(lab["id"], lab)
-    delays = sorted(first_label[i]["ts"] - when[i] for i in joined_ids)
     positives = [lab for lab in first_label.values()
                  if lab["label"] == positive and lab["id"] in when]
     after = sum(lab["ts"] > when[lab["id"]] + window_ms for lab in positives)

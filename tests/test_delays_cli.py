@@ -13,6 +13,7 @@ import pytest
 from connectors.kafka_io import create_topics
 from streamlearn.cli import main
 from streamlearn.generators import delayed_clicks
+from streamlearn.joining import delay_report
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +35,9 @@ def test_delays_scores_what_was_served_against_the_labels_that_came(
                            "probabilities": [1 - p, p], "at_ms": e["ts"]})
         else:
             clicks.append(e)
+    # one click in ten taken back half a second later: --keep last joins the correction
+    clicks = sorted(clicks + [{**c, "label": 0, "ts": c["ts"] + 500} for c in clicks[::10]],
+                    key=lambda c: c["ts"])
     bootstrap = kafka_broker.bootstrap
     create_topics(bootstrap, {f"{topic_name}.served": 2, f"{topic_name}.labels": 2})
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
@@ -74,6 +78,19 @@ def test_delays_scores_what_was_served_against_the_labels_that_came(
     assert report["delay_ms"]["p50"] == delays[math.ceil(0.5 * len(delays)) - 1]
     late = sum(first[i]["ts"] - r["at_ms"] > WINDOW_MS for r in served if (i := r["id"]) in first)
     assert report["positives_after_window"] == pytest.approx(late / len(first))
+
+    # --keep last: the window's last click, as the job's join.keep = "last" joins
+    assert main(["delays", "--bootstrap", bootstrap, "--predictions", f"{topic_name}.served",
+                 "--labels", f"{topic_name}.labels", "--window-ms", str(WINDOW_MS),
+                 "--idle-s", "2", "--keep", "last", "--json"]) == 0
+    last = json.loads(capsys.readouterr().out)
+    want = delay_report(served, clicks, window_ms=WINDOW_MS, keep="last")
+    assert last["delay_ms"] == want["delay_ms"] != report["delay_ms"]
+    for version, m in want["by_version"].items():  # summed in another order: to rounding
+        got = last["by_version"][str(version)]
+        assert got["events"] == m["events"]
+        assert got["log_loss"] == pytest.approx(m["log_loss"], rel=1e-12)
+        assert got["log_loss"] != pytest.approx(report["by_version"][str(version)]["log_loss"])
 
     # bounded: at most --limit records of each topic are read (and held)
     assert main(["delays", "--bootstrap", bootstrap, "--predictions", f"{topic_name}.served",

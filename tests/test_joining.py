@@ -63,6 +63,20 @@ def test_the_first_label_in_event_time_wins() -> None:
         join(impressions, labels, window_ms=-1)
 
 
+def test_the_delay_report_measures_the_label_each_impression_got() -> None:
+    """With ``keep="last"`` the delay is the window's last label's; a label before its
+    impression (unmatched) is never a delay."""
+    preds = [{"id": "a", "ts": 100, "version": 1, "probabilities": [0.5, 0.5]},
+             {"id": "b", "at_ms": 100, "version": 1, "probabilities": [0.5, 0.5]}]
+    labels = [{"id": "a", "label": 1, "ts": 120}, {"id": "a", "label": 1, "ts": 170},
+              {"id": "b", "label": 1, "ts": 90}, {"id": "b", "label": 1, "ts": 130}]
+    first = delay_report(preds, labels, window_ms=100)
+    last = delay_report(preds, labels, window_ms=100, keep="last")
+    assert (first["delay_ms"]["p50"], first["delay_ms"]["p99"]) == (20, 30)
+    assert (last["delay_ms"]["p50"], last["delay_ms"]["p99"]) == (30, 70)
+    assert first["delay_ms"]["joined"] == last["delay_ms"]["joined"] == 2
+
+
 def test_keep_last_takes_the_windows_last_label_and_rejects_the_others() -> None:
     impressions = [{"id": "a", "ts": 100}, {"id": "b", "ts": 100}]
     labels = [{"id": "a", "label": 0, "ts": 180}, {"id": "a", "label": 1, "ts": 150},

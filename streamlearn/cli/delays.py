@@ -42,6 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "'none': not scored")
     parser.add_argument("--positive", default="1",
                         help="the positive class, as JSON (default 1)")
+    parser.add_argument("--keep", choices=("first", "last"), default="first",
+                        help="of several labels in a window, the one a prediction gets, as "
+                        "the training job's join.keep (default first)")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="broker (host:port)")
     parser.add_argument("--idle-s", type=float, default=3.0,
                         help="stop reading a topic after this long without a record (default 3)")
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     labels = read_topic(args.bootstrap, args.labels, args.idle_s, ("label", "ts"), args.limit)
     predictions = [p for p in predictions if "ts" in p or "at_ms" in p]
     report = delay_report(predictions, labels, window_ms=args.window_ms, default=default,
-                          positive=positive)
+                          positive=positive, keep=args.keep)
     report["read"] = {"predictions": len(predictions), "labels": len(labels)}
     if args.json:
         print(json.dumps(report, default=str))
