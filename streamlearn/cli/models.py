@@ -143,9 +143,21 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _metric(value: float, digits: int) -> str:
+    """A lineage metric: a count (``rejected``, the join's ``join.*``) whole, else to
+    ``digits`` significant digits.
+
+    >>> _metric(141411.0, 4), _metric(0.38214, 4)
+    ('141411', '0.3821')
+    """
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.{digits}g}"
+
+
 def _row(info: Any) -> list[str]:
     lin = info.lineage
-    metrics = " ".join(f"{k}={v:.4g}" for k, v in sorted(lin.metrics.items())) or "-"
+    metrics = " ".join(f"{k}={_metric(v, 4)}" for k, v in sorted(lin.metrics.items())) or "-"
     kind = f"rollback→{info.rollback_of}" if info.kind == "rollback" else info.kind
     return [
         str(info.version),
@@ -191,7 +203,8 @@ def _show(info: Any) -> str:
     if lin.watermark_ms is not None:
         lines.append(f"watermark   {lin.watermark_ms} ms")
     lines.append(
-        "metrics     " + (", ".join(f"{k}={v:.6g}" for k, v in sorted(lin.metrics.items())) or "-")
+        "metrics     "
+        + (", ".join(f"{k}={_metric(v, 6)}" for k, v in sorted(lin.metrics.items())) or "-")
     )
     if not lin.offsets:
         lines.append("offsets     -")

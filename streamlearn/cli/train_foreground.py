@@ -80,6 +80,13 @@ def version_line(
     >>> version_line(b, a, lag=1200, newest_age_s=0.84)
     'version 5: 19,500 events, 9,500 events/s, lag 1,200 messages, accuracy 0.8125, \
 log-loss 0.4012, rejected 3, newest event 0.8 s old'
+
+    A job that joins delayed labels counts the join's outcomes (those that happened):
+
+    >>> c = VersionInfo("m", 6, Lineage(events=20, metrics={"join.joined": 8.0,
+    ...                 "join.expired": 12.0, "join.dropped": 0.0, "join.late": 2.0}))
+    >>> version_line(c)
+    'version 6: 20 events, join: joined 8; expired 12; late 2'
     """
     lin = info.lineage
     parts = [f"version {info.version}: {_count(lin.events)} events"]
@@ -91,10 +98,13 @@ log-loss 0.4012, rejected 3, newest event 0.8 s old'
         parts.append(f"lag {_count(lag)} messages")
     metrics = dict(lin.metrics)
     rejected = metrics.pop("rejected", None)
+    join = {name[5:]: metrics.pop(name) for name in list(metrics) if name.startswith("join.")}
     for name, value in metrics.items():
         parts.append(f"{_METRIC_NAMES.get(name, name)} {value:.4f}")
     if rejected:
         parts.append(f"rejected {_count(rejected)}")
+    if any(join.values()):
+        parts.append("join: " + "; ".join(f"{k} {_count(v)}" for k, v in join.items() if v))
     if newest_age_s is not None:
         parts.append(f"newest event {max(0.0, newest_age_s):.1f} s old")
     return ", ".join(parts)
