@@ -63,6 +63,20 @@ def test_a_missing_broker_is_one_line_saying_what_to_do(capsys, tmp_path):
     assert f"127.0.0.1:{port}" in err[0] and "streamlearn kafka start" in err[0]
 
 
+def _run(cmd: list[str], env: dict) -> str:
+    """Run a demo to its end (4 minutes at most); its output, once it exited 0."""
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # the demo stops what it started on SIGTERM
+        out, _ = proc.communicate(timeout=60)
+        pytest.fail(f"the demo did not finish in time:\n{out[-3000:]}")
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
 @pytest.mark.integration
 def test_demo_end_to_end_writes_a_report(tmp_path):
     """A short demo from nothing: versions served, metrics beat chance after the warm-up and
@@ -73,15 +87,7 @@ def test_demo_end_to_end_writes_a_report(tmp_path):
     cmd = [sys.executable, "-c", CLI, "demo", "--duration", "15", "--rate", "3000",
            "--kafka-port", str(kafka_port), "--serve-port", str(serve_port),
            "--report-dir", str(report)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)  # the demo stops what it started on SIGTERM
-        out, _ = proc.communicate(timeout=60)
-        pytest.fail(f"the demo did not finish in time:\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-3000:]
+    out = _run(cmd, env)
 
     summary = json.loads((report / "summary.json").read_text())
     assert summary["interrupted"] is False
@@ -138,15 +144,7 @@ def test_delayed_labels_demo_serves_logs_joins_learns_and_serves_again(tmp_path)
     cmd = [sys.executable, "-c", CLI, "demo", "--delayed-labels", "--duration", "20",
            "--rate", "300", "--kafka-port", str(kafka_port), "--serve-port", str(serve_port),
            "--report-dir", str(report)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        pytest.fail(f"the demo did not finish in time:\n{out[-3000:]}")
-    assert proc.returncode == 0, out[-3000:]
+    out = _run(cmd, env)
 
     summary = json.loads((report / "summary.json").read_text())
     users, training, quality = summary["users"], summary["training"], summary["served_quality"]

@@ -26,10 +26,8 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-import shutil
 import threading
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,16 +230,12 @@ def run_delayed(cfg: DemoConfig, display: LiveDisplay | None = None) -> DelayedR
     Everything the run started is stopped before this returns, also when it
     fails or is interrupted.
     """
-    from connectors.paths import state_dir
-    from streamlearn.cli.demo.runner import default_report_dir
+    from streamlearn.cli.demo.runner import run_places, wind_down
     from streamlearn.store import ModelStore
 
     display = display or LiveDisplay()
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    report_dir = Path(cfg.report_dir) if cfg.report_dir else default_report_dir()
-    report_dir.mkdir(parents=True, exist_ok=True)
-    work_dir = state_dir("demo", run_id)
-    topic, model = f"demo-{run_id}", "demo"
+    report_dir, work_dir, topic = run_places(cfg)
+    model = "demo"
     served, labels = f"{topic}.served", f"{topic}.labels"
     svc = Services(cfg, topic, model, work_dir, report_dir / "logs")
     users: Users | None = None
@@ -294,14 +288,7 @@ def run_delayed(cfg: DemoConfig, display: LiveDisplay | None = None) -> DelayedR
         summary = _summary(cfg, svc, users, store, bootstrap, served, labels, interrupted,
                            t_start)
     finally:
-        if users is not None:
-            users.stop()
-            users.join(10)
-            users.close()
-        stopped = svc.stop()
-        if stopped:
-            display.message(f"stopped what this run started: {', '.join(stopped)}")
-        shutil.rmtree(work_dir, ignore_errors=True)
+        wind_down(svc, display, work_dir, users)
     write_json(report_dir / "summary.json", summary)
     (report_dir / "timeline.txt").write_text("\n".join(lines) + "\n")
     return DelayedResult(report_dir, summary, interrupted)

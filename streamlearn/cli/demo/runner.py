@@ -31,7 +31,7 @@ from streamlearn.cli.demo.stream import PacedStream
 from streamlearn.cli.demo.watch import ServedVersion, ServedVersions
 from streamlearn.errors import ServiceError
 
-__all__ = ["run_demo", "DemoResult", "default_report_dir"]
+__all__ = ["run_demo", "DemoResult", "default_report_dir", "run_places", "wind_down"]
 
 log = logging.getLogger(__name__)
 
@@ -114,15 +114,11 @@ def run_demo(cfg: DemoConfig, display: LiveDisplay | None = None) -> DemoResult:
     fails or is interrupted (Ctrl-C ends the stream early and still writes
     the report).
     """
-    from connectors.paths import state_dir
     from streamlearn.generators import clicks
 
     display = display or LiveDisplay()
-    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    report_dir = Path(cfg.report_dir) if cfg.report_dir else default_report_dir()
-    report_dir.mkdir(parents=True, exist_ok=True)
-    work_dir = state_dir("demo", run_id)
-    topic, model = f"demo-{run_id}", "demo"
+    report_dir, work_dir, topic = run_places(cfg)
+    model = "demo"
     warmup = min(cfg.rate, 2_000)
     window = max(2_000, cfg.rate * 5)  # the live metrics' window: about five seconds of stream
     tracker = FreshnessTracker()
@@ -190,20 +186,40 @@ def run_demo(cfg: DemoConfig, display: LiveDisplay | None = None) -> DemoResult:
     finally:
         if watcher is not None:
             watcher.stop()
-        if stream is not None:
-            stream.stop()
-            stream.join(10)
-            stream.close()
-        stopped = svc.stop()
-        if stopped:
-            display.message(f"stopped what this run started: {', '.join(stopped)}")
-        shutil.rmtree(work_dir, ignore_errors=True)
+        wind_down(svc, display, work_dir, stream)
 
     summary, plots = _write_report(
         report_dir, cfg, svc, stream, watcher, tracker, live, warmup, dlq_messages,
         interrupted, t_start, display,
     )
     return DemoResult(report_dir, summary, plots, interrupted)
+
+
+def run_places(cfg: DemoConfig) -> tuple[Path, Path, str]:
+    """A new run's report directory (made: ``cfg.report_dir`` or
+    :func:`default_report_dir`), its state directory and its topic, both named
+    ``demo-<timestamp>-<random>``: each run is independent of the others."""
+    from connectors.paths import state_dir
+
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    report_dir = Path(cfg.report_dir) if cfg.report_dir else default_report_dir()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    return report_dir, state_dir("demo", run_id), f"demo-{run_id}"
+
+
+def wind_down(svc: Services, display: LiveDisplay, work_dir: Path, *threads: Any) -> None:
+    """Stop what a run started, also after a failure or Ctrl-C: its ``threads`` (each
+    stopped, joined for up to 10 s and closed; ``None``: never started), then its
+    services; and remove the run's state."""
+    for thread in threads:
+        if thread is not None:
+            thread.stop()
+            thread.join(10)
+            thread.close()
+    stopped = svc.stop()
+    if stopped:
+        display.message(f"stopped what this run started: {', '.join(stopped)}")
+    shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def _sleep_while(stream: PacedStream, seconds: float) -> None:
