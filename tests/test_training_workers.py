@@ -1129,16 +1129,20 @@ def test_join_outcomes_reach_the_lineage_once_across_a_restore(tmp_path):
     their deltas and the merger into each version's lineage (``join.<outcome>``): after a
     restore behind the newest version, the straddling bundle read again counts only its
     messages from the version's offsets on, tallies included, and the final lineage counts
-    every record's outcome once."""
+    every record's outcome once; and the rejected events as well, though the learner
+    restarts (its own running totals start again)."""
     from streamlearn.joining import OUTCOMES, lineage_counts
 
     rng = np.random.default_rng(4)
     events = iter(clicks(1000, seed=40))
     msgs: list[tuple[bytes, str]] = []
-    for _ in range(1000):
+    bad = b'{"features": {"x": 1}, "label": "maybe"}'  # counted, dead-lettered, not learned
+    for i in range(1000):
         outcome = OUTCOMES[int(rng.integers(len(OUTCOMES)))]
         learned = outcome in ("joined", "expired")
-        msgs.append((orjson.dumps(next(events)) if learned else b"", outcome))
+        msgs.append(((bad if i % 37 == 0 else orjson.dumps(next(events))) if learned else b"",
+                     outcome))
+    n_bad = sum(v == bad for v, _ in msgs)
     want = dict.fromkeys(OUTCOMES, 0)
     for _, outcome in msgs:
         want[outcome] += 1
@@ -1184,7 +1188,10 @@ def test_join_outcomes_reach_the_lineage_once_across_a_restore(tmp_path):
     assert counted == sorted(counted) and counted[1] == 600, counted
     final = lineages[-1]
     assert lineage_counts(final.metrics) == want
-    assert final.events == want["joined"] + want["expired"]
+    assert final.events == want["joined"] + want["expired"] - n_bad
+    assert final.metrics["rejected"] == n_bad > 0
+    assert [lin.metrics["rejected"] for lin in lineages] == sorted(
+        lin.metrics["rejected"] for lin in lineages), "rejections never counted back"
     # a job without a join ignores the header and reports no join counts
     plain = LearnerWorker(_cfg(tmp_path / "plain"), 0, None)
     plain._count_outcomes({"joined": 3})

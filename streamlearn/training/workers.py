@@ -204,6 +204,8 @@ class LearnerWorker:
         self.offsets: dict[int, int] = {}
         self.n_learned = 0
         self.n_rejected = 0
+        #: events rejected since the last delta, which carries them to the merger
+        self._rejected_since = 0
         #: the join's outcomes (``streamlearn.joining.OUTCOMES``) read since the last delta,
         #: which carries them to the merger (``extra["join"]``), when the job joins
         self.outcomes: dict[str, int] = {}
@@ -230,6 +232,7 @@ class LearnerWorker:
             self._ys.append(event["label"])
         _advance(self._read, partition, offset + 1)
         self.n_rejected += len(bad)
+        self._rejected_since += len(bad)
         return bad
 
     def learn_bundle(
@@ -283,6 +286,7 @@ class LearnerWorker:
         _advance(self.offsets, partition, end_offset)
         self.n_learned += n
         self.n_rejected += n_rejected
+        self._rejected_since += n_rejected
         self._count_outcomes(outcomes or {})
         return self._take_delta(xs.indices)
 
@@ -388,13 +392,13 @@ class LearnerWorker:
                 "offsets": {str(p): o for p, o in self.offsets.items()},
                 "metrics": self.metric_values(),
                 "n_learned_total": self.n_learned,
-                "n_rejected_total": self.n_rejected,
+                "n_rejected": self._rejected_since,
                 **({"join": self.outcomes} if self.outcomes else {}),
             },
             touched=touched,
             tag=dict(self.offsets),  # in a version once its offsets reach these
         )
-        self.outcomes = {}
+        self.outcomes, self._rejected_since = {}, 0
         self._rebase_to_latest()
         return delta
 
@@ -515,7 +519,9 @@ class MergerWorker:
         self.offsets: dict[int, int] = {}
         self.learner_metrics: dict[str, dict[str, float]] = {}
         self.learner_counts: dict[str, int] = {}
-        self.rejected: dict[str, int] = {}
+        #: events rejected that the merged model's records hold (the lineage's ``rejected``),
+        #: summed from the deltas as the events are: exact across restarts, as they are
+        self.rejected = 0
         #: the delayed-label join's outcomes the merged model reflects (``join.<outcome>`` in
         #: each version's lineage metrics), summed from the deltas as the events are
         self.join_counts: dict[str, int] = {}
@@ -569,13 +575,15 @@ class MergerWorker:
             self.offsets = {int(p): int(o) for p, o in snapshot["offsets"].items()}
             self.learner_metrics = snapshot.get("learner_metrics", {})
             self.learner_counts = snapshot.get("learner_counts", {})
-            self.rejected = snapshot.get("rejected", {})
+            rejected = snapshot.get("rejected", 0)  # per learner in earlier jobs' snapshots
+            self.rejected = sum(rejected.values()) if isinstance(rejected, dict) else rejected
             self.join_counts = dict(snapshot.get("join", {}))
             self.learners = set(snapshot.get("learners", []))
         elif base_version:
             lineage = self.store.get(base_version).lineage
             self.version = base_version
             self.events = lineage.events
+            self.rejected = int(lineage.metrics.get("rejected", 0))
             self.join_counts = lineage_counts(lineage.metrics)
             self.offsets = {
                 int(p): int(o) for p, o in lineage.offsets.get(self.cfg.kafka.topic, {}).items()
@@ -663,6 +671,7 @@ class MergerWorker:
         for delta in deltas:  # their content is in the version; the learners' totals are not
             self._count(delta)
         self.version, self.events, self.offsets = newest, lineage.events, theirs
+        self.rejected = int(lineage.metrics.get("rejected", 0))
         self.join_counts = lineage_counts(lineage.metrics)
         self.adopted = newest
         return True
@@ -696,6 +705,7 @@ class MergerWorker:
         self.events += delta.n_events
         for p, o in (extra.get("offsets") or {}).items():
             _advance(self.offsets, int(p), int(o))
+        self.rejected += int(extra.get("n_rejected", 0))
         for name, n in (extra.get("join") or {}).items():
             self.join_counts[name] = self.join_counts.get(name, 0) + int(n)
         self._count(delta)
@@ -710,7 +720,6 @@ class MergerWorker:
         if extra.get("metrics"):
             self.learner_metrics[who] = extra["metrics"]
             self.learner_counts[who] = int(extra.get("n_learned_total", 0))
-        self.rejected[who] = int(extra.get("n_rejected_total", 0))
 
     def metrics(self) -> dict[str, float]:
         """Prequential metrics over all learners, weighted by the events each learned."""
@@ -742,7 +751,7 @@ class MergerWorker:
             events=self.events,
             parents=(self.version,) if self.version else (),
             learners=tuple(sorted(self.learners)),
-            metrics={**self.metrics(), "rejected": float(sum(self.rejected.values())),
+            metrics={**self.metrics(), "rejected": float(self.rejected),
                      **self._join_metrics()},
         )
         self.version = self._publish_waiting(lineage)
