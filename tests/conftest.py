@@ -8,6 +8,7 @@ finaliser, also when a test fails.
 
 from __future__ import annotations
 
+import random
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,16 +17,28 @@ from pathlib import Path
 import pytest
 
 
+def _ephemeral_low() -> int:
+    """The lowest port the system hands out to outgoing connections (Linux's
+    ``ip_local_port_range``; 32768 where that cannot be read)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(span: int = 1) -> int:
-    """A loopback port p such that p .. p+span-1 are all free right now."""
+    """A loopback port p such that p .. p+span-1 are all free right now.
+
+    Drawn below the system's ephemeral range: a port from that range (what binding port
+    0 returns) can be taken by any outgoing connection, the suite's many Kafka clients'
+    included, between this choice and a server's bind, or while a broker restarts on it.
+    """
+    rng = random.Random()
+    high = _ephemeral_low() - span
     for _ in range(200):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port + span > 65535:
-            continue
+        port = rng.randrange(10_000, high) if high > 10_000 else rng.randrange(1024, 65536 - span)
         ok = True
-        for extra in range(1, span):
+        for extra in range(span):
             with socket.socket() as probe:
                 try:
                     probe.bind(("127.0.0.1", port + extra))
