@@ -26,8 +26,13 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+#: every port :func:`free_port` handed out in this process: never handed out twice
+_GIVEN: set[int] = set()
+
+
 def free_port(span: int = 1) -> int:
-    """A loopback port p such that p .. p+span-1 are all free right now.
+    """A loopback port p such that p .. p+span-1 are all free right now, and none of them
+    handed out before by this process (a test takes several before binding any).
 
     Drawn below the system's ephemeral range: a port from that range (what binding port
     0 returns) can be taken by any outgoing connection, the suite's many Kafka clients'
@@ -37,8 +42,8 @@ def free_port(span: int = 1) -> int:
     high = _ephemeral_low() - span
     for _ in range(200):
         port = rng.randrange(10_000, high) if high > 10_000 else rng.randrange(1024, 65536 - span)
-        ok = True
-        for extra in range(span):
+        ok = _GIVEN.isdisjoint(range(port, port + span))
+        for extra in range(span if ok else 0):
             with socket.socket() as probe:
                 try:
                     probe.bind(("127.0.0.1", port + extra))
@@ -46,6 +51,7 @@ def free_port(span: int = 1) -> int:
                     ok = False
                     break
         if ok:
+            _GIVEN.update(range(port, port + span))
             return port
     raise RuntimeError("no free loopback port range found")
 
