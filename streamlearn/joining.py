@@ -50,7 +50,7 @@ from streamlearn.errors import ConfigError
 
 __all__ = [
     "HEADER", "IMPRESSION_OUTCOMES", "KEEPS", "LABEL_OUTCOMES", "OUTCOMES", "Joined",
-    "delay_report", "event_time", "join", "lineage_counts",
+    "METRIC_PREFIX", "delay_report", "event_time", "join", "lineage_counts", "lineage_metrics",
 ]
 
 #: What becomes of an impression, and why a record is not learned (the dead-letter code of
@@ -65,6 +65,8 @@ OUTCOMES = (*IMPRESSION_OUTCOMES, *LABEL_OUTCOMES, "bad")
 #: an outcome that is not learned. The learners count them into each version's lineage, as
 #: metrics ``join.<outcome>`` (:func:`lineage_counts`).
 HEADER = "streamlearn.join"
+#: What the names of those lineage metrics begin with.
+METRIC_PREFIX = "join."
 #: Which label of an impression's window is its label (``join.keep``).
 KEEPS = ("first", "last")
 
@@ -91,6 +93,16 @@ class Joined:
         return out
 
 
+def lineage_metrics(counts: Mapping[str, int]) -> dict[str, float]:
+    """Every outcome's count as the lineage metrics of a version (``join.<outcome>``),
+    which :func:`lineage_counts` reads back.
+
+    >>> lineage_counts(lineage_metrics({"joined": 3}))["joined"]
+    3
+    """
+    return {METRIC_PREFIX + name: float(counts.get(name, 0)) for name in OUTCOMES}
+
+
 def lineage_counts(metrics: Mapping[str, float]) -> dict[str, int]:
     """The join's outcomes a version reflects, from its lineage's ``metrics``.
 
@@ -98,7 +110,7 @@ def lineage_counts(metrics: Mapping[str, float]) -> dict[str, int]:
     {'joined': 3, 'expired': 0, 'dropped': 0, 'duplicate': 0, 'late': 1, 'unmatched': 0, \
 'impression_duplicate': 0, 'bad': 0}
     """
-    return {name: int(metrics.get(f"join.{name}", 0)) for name in OUTCOMES}
+    return {name: int(metrics.get(METRIC_PREFIX + name, 0)) for name in OUTCOMES}
 
 
 def _check(window_ms: Any, name: str = "window_ms") -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from streamlearn.errors import ConfigError, ServiceError, StreamlearnError, VersionNotFound
+from streamlearn.joining import METRIC_PREFIX
 from streamlearn.training.config import TrainConfig
 
 __all__ = ["preflight", "run_foreground", "version_line", "Follower"]
@@ -98,7 +99,8 @@ log-loss 0.4012, rejected 3, newest event 0.8 s old'
         parts.append(f"lag {_count(lag)} messages")
     metrics = dict(lin.metrics)
     rejected = metrics.pop("rejected", None)
-    join = {name[5:]: metrics.pop(name) for name in list(metrics) if name.startswith("join.")}
+    join = {name.removeprefix(METRIC_PREFIX): metrics.pop(name) for name in list(metrics)
+            if name.startswith(METRIC_PREFIX)}
     for name, value in metrics.items():
         parts.append(f"{_METRIC_NAMES.get(name, name)} {value:.4f}")
     if rejected:

@@ -44,7 +44,7 @@ from typing import Any
 
 from streamlearn.errors import StoreError, ValidationError
 from streamlearn.events import EventDecoder, Rejected, dead_letter
-from streamlearn.joining import OUTCOMES, lineage_counts
+from streamlearn.joining import OUTCOMES, lineage_counts, lineage_metrics
 from streamlearn.store.lease import LeaseError
 from streamlearn.training.config import TrainConfig
 
@@ -772,7 +772,7 @@ class MergerWorker:
         """Every join outcome the version reflects, as lineage metrics, when the job joins."""
         if not self.cfg.join.on:
             return {}
-        return {f"join.{name}": float(self.join_counts.get(name, 0)) for name in OUTCOMES}
+        return lineage_metrics(self.join_counts)
 
     def retain(self) -> list[int]:
         """Delete stored versions but the newest ``store.keep_versions`` and the pinned one.
