@@ -137,12 +137,12 @@ def _nested_object(depth: int) -> bytes:
         (b'{"features": {"x": 1}, "label": ' + _nested(DEPTH) + b"}", "label", "[" * 57),
         (b'{"features": {"x": 1}, "label": 1, "ts": ' + _nested(DEPTH) + b"}", "ts", "[" * 57),
         (b'{"features": {"x": ' + _nested_object(DEPTH) + b'}, "label": 1}', "features.x",
-         "{'a': " * 9 + "{'a"),
+         '{"a":' * 11 + '{"'),
         (b'{"features": {"x": ["a", ' + _nested(DEPTH) + b']}, "label": 1}', "features.x",
          None),
         (b'{"features": ' + _nested(DEPTH) + b', "label": 1}', "features", "[" * 57),
         (_nested(DEPTH), "event", "[" * 57),
-        (b'{"events": ' + _nested_object(DEPTH) + b"}", "events", "{'a': " * 9 + "{'a"),
+        (b'{"events": ' + _nested_object(DEPTH) + b"}", "events", '{"a":' * 11 + '{"'),
     ],
 )
 def test_a_deeply_nested_value_is_a_rejection_naming_its_field(message, field, got):
@@ -172,9 +172,10 @@ def test_a_deeply_nested_envelope_item_keeps_its_bytes():
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_a_short_value_is_repr_cut_to_sixty_characters(seed):
-    """For any JSON value, what the rejection quotes is ``repr`` cut at 60 characters; and a
-    rejected envelope item's bytes are orjson's."""
+def test_a_short_value_is_json_cut_to_sixty_characters(seed):
+    """For any JSON value, what the rejection quotes is the value written as JSON (the
+    contract's ``show``: no spaces, RFC 8785's escapes) cut at 60 characters; and a rejected
+    envelope item's bytes are orjson's."""
     import random
 
     rng = random.Random(seed)
@@ -193,7 +194,7 @@ def test_a_short_value_is_repr_cut_to_sixty_characters(seed):
     decoder = EventDecoder("binary")
     for _ in range(500):
         v = value(0)
-        text = repr(v)
+        text = _json(v)
         expected = text if len(text) <= 60 else text[:57] + "..."
         cut += len(text) > 60
         event = {"features": {"x": 1}, "label": 1, "id": v}
@@ -206,6 +207,39 @@ def test_a_short_value_is_repr_cut_to_sixty_characters(seed):
         assert [r.reason for r in bad] == [reason]
         assert bad[0].raw == orjson.dumps(event)
     assert cut > 50  # long values were cut
+
+
+def _json(value) -> str:
+    """JSON as the contract shows it, written independently: the standard library's writer
+    (its escapes are RFC 8785's), no spaces, and ECMAScript's float layout with ".0" kept."""
+    import json
+
+    def number(x: float) -> str:
+        if x == 0:
+            return "-0.0" if str(x).startswith("-") else "0.0"
+        text = json.dumps(x)  # repr: the shortest digits, in Python's layout
+        mantissa, _, exp = text.partition("e")
+        digits = mantissa.lstrip("-").replace(".", "")
+        point = len(mantissa.lstrip("-").split(".")[0]) + int(exp or 0)  # 0.DIGITS * 10**point
+        point -= len(digits) - len(digits.lstrip("0"))
+        digits = digits.strip("0")
+        sign = "-" if x < 0 else ""
+        if len(digits) <= point <= 21:
+            return sign + digits + "0" * (point - len(digits)) + ".0"
+        if 0 < point <= 21:
+            return sign + digits[:point] + "." + digits[point:]
+        if -6 < point <= 0:
+            return sign + "0." + "0" * -point + digits
+        rest = "." + digits[1:] if len(digits) > 1 else ""
+        return f"{sign}{digits[0]}{rest}e{point - 1:+d}"
+
+    if isinstance(value, float):
+        return number(value)
+    if isinstance(value, list):
+        return "[" + ",".join(map(_json, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(_json(k) + ":" + _json(v) for k, v in value.items()) + "}"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def test_a_value_repr_cannot_render_is_named_as_deeply_nested():
@@ -241,7 +275,7 @@ def test_an_empty_feature_name_is_refused_before_its_value(features):
         decoder.validate({"features": dict(features), "label": 1}, 2)
     assert info.value.field == "features"
     assert str(info.value) == (
-        "field `features` of event 2: expected non-empty string feature names, got ''"
+        "field `features` of event 2: expected non-empty string feature names, got \"\""
     )
     good, bad = decoder.decode(encode_envelope([{"features": {"x": 1}, "label": 0},
                                                 {"features": features, "label": 1}]))

@@ -11,7 +11,7 @@ A rejection has a stable **code** (``features.not_finite``, ``label.missing``, .
 in one place, :func:`message`:
 
 >>> message("features.not_finite", name="age", value=float("nan"), index=2)
-'field `features.age` of event 2: expected a finite number, got nan'
+'field `features.age` of event 2: expected a finite number, got NaN'
 >>> message("label.missing", task="binary")
 'field `label`: expected a label (0/1 or true/false), got nothing'
 >>> sorted(RULES)[:3]
@@ -27,6 +27,9 @@ in one place, :func:`message`:
 
 from __future__ import annotations
 
+import decimal
+import json
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +57,7 @@ __all__ = [
     "message",
     "render",
     "show",
+    "show_float",
 ]
 
 # -- the event ---------------------------------------------------------------------------------
@@ -290,7 +294,7 @@ RULES: dict[str, Rule] = {
         "more than max_features features (MAX_FEATURES by default)",
     ),
     "features.empty_name": Rule(
-        "features", "non-empty string feature names", "''", "a feature named by the empty string"
+        "features", "non-empty string feature names", '""', "a feature named by the empty string"
     ),
     "features.name_not_string": Rule(
         "features", _NAME_EXPECTED, "{value}",
@@ -433,19 +437,74 @@ def write(value: Any, scalar: Callable[[Any], str], comma: str, colon: str, limi
 
 
 def show(value: Any) -> str:
-    """A value as a message shows it: its ``repr``, cut to 57 characters and "..." past 60.
+    """A value as a message shows it: written as JSON, cut to 57 characters and "..." past 60
+    (characters: code points).
 
-    Lists and dicts are rendered only as far as the cut, without recursion, so that a value
-    nested hundreds deep reads as its first brackets instead of raising RecursionError; a
-    value of another type that ``repr`` cannot render is "a deeply nested value".
+    The writing is JSON's own, so that every implementation writes it from this rule, not by
+    imitating another language: no spaces; ``true``, ``false``, ``null``; strings in double
+    quotes with JSON's escapes only (``\\"``, ``\\\\``, ``\\b``, ``\\f``, ``\\n``,
+    ``\\r``, ``\\t``, other characters below U+0020 as ``\\u00xx``, everything else as it
+    is: RFC 8785's escaping); integers in decimal, whole; floats by :func:`show_float`; object
+    members in the order they came. Lists and objects are written only as far as the cut,
+    without recursion, so a value nested hundreds deep reads as its first brackets. A
+    Python value JSON has no word for (a tuple, given to the SDK) is shown by ``repr``; a
+    value that ``repr`` cannot render is "a deeply nested value".
 
     >>> show("x" * 100)
-    "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx..."
-    >>> show([[[1]]])
-    '[[[1]]]'
+    '"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'
+    >>> show([[[1]], {"a": None, "b": 'say "hi"'}])
+    '[[[1]],{"a":null,"b":"say \\\\"hi\\\\""}]'
     """
     try:
-        text = write(value, repr, ", ", ": ", _SHORT + 1)
+        text = write(value, _json_scalar, ",", ":", _SHORT + 1)
     except RecursionError:
         return "a deeply nested value"
     return text if len(text) <= _SHORT else text[: _SHORT - 3] + "..."
+
+
+def _json_scalar(value: Any) -> str:
+    if type(value) is str:
+        return json.dumps(value, ensure_ascii=False)  # RFC 8785's escapes, and only those
+    if value is True or value is False or value is None:
+        return "true" if value is True else "false" if value is False else "null"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return show_float(float(value))
+    return repr(value)
+
+
+def show_float(x: float) -> str:
+    """A float as :func:`show` writes it: the fewest significant digits that read back to the
+    same double, laid out as ECMAScript's ``Number::toString`` lays them out (the numbers of
+    RFC 8785), except that a whole value written without an exponent keeps a ``.0`` (so a
+    float is never read as an integer: ``1.0`` is not a valid ``ts``) and that the sign of a
+    zero is kept; NaN and the infinities, which JSON cannot hold, as ECMAScript writes them.
+
+    >>> [show_float(x) for x in (1.0, -2.5, 0.1, 1e-6, 1e-7, 1e20, 1e21, 123456.789, -0.0)]
+    ['1.0', '-2.5', '0.1', '0.000001', '1e-7', '100000000000000000000.0', '1e+21', \
+'123456.789', '-0.0']
+    >>> show_float(float("nan")), show_float(float("-inf"))
+    ('NaN', '-Infinity')
+    """
+    if x != x:
+        return "NaN"
+    if x in (math.inf, -math.inf):
+        return "Infinity" if x > 0 else "-Infinity"
+    sign = "-" if math.copysign(1.0, x) < 0 else ""
+    if x == 0:
+        return sign + "0.0"
+    # the shortest digits that read back to x (repr's), as d1 d2 ... dk times 10**(n - k)
+    _, digit_tuple, exponent = decimal.Decimal(repr(abs(x))).normalize().as_tuple()
+    digits = "".join(map(str, digit_tuple))
+    k = len(digits)
+    n = k + int(exponent)
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k) + ".0"
+    if 0 < n <= 21:
+        return sign + digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return sign + "0." + "0" * -n + digits
+    e = n - 1
+    mantissa = digits if k == 1 else digits[0] + "." + digits[1:]
+    return sign + mantissa + "e" + ("+" if e >= 0 else "-") + str(abs(e))

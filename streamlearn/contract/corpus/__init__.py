@@ -202,6 +202,28 @@ def _messages() -> Iterator[tuple[str, dict, bytes]]:
         "ts.invalid/bool": b'{"features": {"x": 1}, "label": 1, "ts": true}',
         "id.invalid/float": b'{"features": {"x": 1}, "label": 1, "id": 2.5}',
         "id.invalid/object": b'{"features": {"x": 1}, "label": 1, "id": {"a": 1}}',
+        # -- how a value is shown (the contract's show): JSON's escapes, and floats' layout
+        "label.invalid/escapes": (
+            b'{"features": {"x": 1}, "label": '
+            b'"q\\"b\\\\s\\u0001\\u001f\\u007f\\n\\t\\u00e9\\u2028"}'
+        ),
+        "label.invalid/cut-astral": (
+            '{"features": {"x": 1}, "label": "%s"}' % ("\U0001F600" * 70)
+        ).encode(),
+        "label.invalid/cut-list": (
+            b'{"features": {"x": 1}, "label": [' + b", ".join([b'"abcdefghij"'] * 9) + b"]}"
+        ),
+        "id.invalid/float-tiny": b'{"features": {"x": 1}, "label": 1, "id": 1e-7}',
+        "id.invalid/float-small": b'{"features": {"x": 1}, "label": 1, "id": 0.000001}',
+        "id.invalid/float-whole": b'{"features": {"x": 1}, "label": 1, "id": 1e20}',
+        "id.invalid/float-big": b'{"features": {"x": 1}, "label": 1, "id": 1e21}',
+        "key.invalid/float-2e23": b'{"features": {"x": 1}, "label": 1, "key": 2e23}',
+        "key.invalid/float-min": b'{"features": {"x": 1}, "label": 1, "key": 5e-324}',
+        "key.invalid/float-max": (
+            b'{"features": {"x": 1}, "label": 1, "key": -1.7976931348623157e308}'
+        ),
+        "key.invalid/float-negative-zero": b'{"features": {"x": 1}, "label": 1, "key": -0.0}',
+        "key.invalid/float-digits": b'{"features": {"x": 1}, "label": 1, "key": 123456.789}',
     }
     for name, message in bad.items():
         yield name, B8, message

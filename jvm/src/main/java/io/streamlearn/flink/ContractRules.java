@@ -51,7 +51,7 @@ final class ContractRules {
         RULES.put("features.too_many", new String[] {
             "features", "at most {max_features} features", "{count}"});
         RULES.put("features.empty_name", new String[] {
-            "features", "non-empty string feature names", "''"});
+            "features", "non-empty string feature names", "\"\""});
         RULES.put("features.name_not_string", new String[] {
             "features", "string feature names (an integer is read as its decimal text; convert others with str())", "{value}"});
         RULES.put("features.not_finite", new String[] {

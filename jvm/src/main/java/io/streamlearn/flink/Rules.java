@@ -17,7 +17,7 @@ import java.util.Map;
  * rendered reason with the corpus's.
  *
  * <p>A template names facts in braces: {@code {name}}, {@code {value}} (the offending value,
- * shown by {@link PyRepr#shortRepr}, as the contract's {@code show}), {@code {count}}, {@code
+ * shown by {@link JsonText#show}, as the contract's {@code show}), {@code {count}}, {@code
  * {detail}}, {@code {label_expected}} (from the fact {@code task}), {@code {max_features}}
  * (default {@link #MAX_FEATURES}) and {@code {max_events}}.
  */
@@ -92,7 +92,7 @@ final class Rules {
     private static String fact(String key, Map<String, Object> facts) {
         switch (key) {
             case "value" -> {
-                return PyRepr.shortRepr(need(key, facts));
+                return JsonText.show(need(key, facts));
             }
             case "label_expected" -> {
                 return LABEL_EXPECTED[EventEncoder.taskCode((String) need("task", facts))];
