@@ -14,8 +14,8 @@ envelopes of ``--envelope-size`` to a topic of 4 partitions (keyed by user, as
   ``--set``; its prequential log-loss and accuracy are the last version's (every
   learner's metrics over the events it learned, weighted by them). Each job is run
   once on a tiny topic too: ``events_per_s`` is the marginal rate (the fixed cost of
-  start-up and the final publish subtracted; ``bench/e2e.py`` says how), and
-  ``steady`` the rate between the first and the last published version.
+  start-up and the final commit subtracted; ``bench/e2e.py`` says how), and
+  ``steady`` the rate between the first and the last committed version.
 - ``job-batch``: the same job at P=1 with ``model.update = "batch"`` and
   ``model.optimizer = "adagrad"`` (steps of ``job.step_events``, the default before
   per-event learning), for reference.
@@ -55,9 +55,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from e2e import TINY, _best, _free_port, _rates, run_train  # noqa: E402
+from e2e import TINY, _best, _rates, run_train  # noqa: E402
 from prefill import prefill  # noqa: E402
 from quality import VW_PAIRS, load, run_vw  # noqa: E402
+
+from connectors.ports import free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 BATCH = {"model.update": "batch", "model.optimizer": "adagrad"}
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                     "envelope_size": args.envelope_size,
                     "cpus": os.cpu_count(), "machine": platform.machine(),
                     "load_at_start": os.getloadavg()[0], "settings": base, "rows": []}
-    broker = LocalBroker(port=_free_port(), directory=work / "kafka", heap="1g")
+    broker = LocalBroker(port=free_port(), directory=work / "kafka", heap="1g")
     broker.start()
     try:
         from streamlearn.generators import interactions

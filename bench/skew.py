@@ -12,14 +12,14 @@ envelopes of ``--envelope-size`` events) runs at ``--parallelism`` and the
 bench reports:
 
 - ``events_per_s_steady``: events reflected between the first and the last
-  published version over the time between them (the job's own clock, free of
+  committed version over the time between them (the job's own clock, free of
   start-up; the last version waits for the slowest learner), beside the
   gross and marginal rates of ``bench/e2e.py`` (one tiny run subtracted);
 - per learner (the source subtask that reads its partitions, with the
   learner chained to it; Flink's Kafka source deals partitions round-robin
   from a start the topic name picks): the events in its partitions (as the
   publisher placed them) and, from the published versions' lineage (offsets
-  per partition, publish times), when it had learned them all and what share
+  per partition, commit times), when it had learned them all and what share
   of them it had learned when the first learner was done.
   ``max_over_mean_events`` is the load imbalance; the busiest learner sets the
   pace when every learner has a core of its own (``mean_over_max_events`` in
@@ -55,9 +55,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import e2e  # noqa: E402
-from e2e import _free_port, _rates, _write, run_train  # noqa: E402
+from e2e import _rates, _write, run_train  # noqa: E402
 from prefill import prefill  # noqa: E402
 
+from connectors.ports import free_port  # noqa: E402
 from streamlearn.generators import clicks, uniform_keys, zipf_keys, zipf_share  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -92,7 +93,7 @@ def _holdout_log_loss(models: Path, holdout: list[dict]) -> float:
 
 def _learners(models: Path, topic: str, per_partition: list[int], p: int) -> dict:
     """Per learner (the source subtask that reads its partitions): its events, and from
-    the published versions' lineage (offsets per partition, publish times) when it had
+    the committed versions' lineage (offsets per partition, commit times) when it had
     learned them all and how far along it was when the first learner was done."""
     from streamlearn.store import ModelStore
 
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if not bootstrap:
         from connectors.kafka_broker import LocalBroker
 
-        broker = LocalBroker(port=_free_port(), directory=work / "kafka", heap="1g")
+        broker = LocalBroker(port=free_port(), directory=work / "kafka", heap="1g")
         broker.start()
         bootstrap = broker.bootstrap
     settings = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
