@@ -14,7 +14,7 @@ events) and each parallelism P, the same run measures:
 Time is the job's net runtime as Flink reports it (``JobExecutionResult``,
 from job start to job end: no JVM or MiniCluster start-up, no job
 compilation). That still holds a fixed cost (task deployment, Python
-worker start, operators' ``open``, the final publish), so each job is also
+worker start, operators' ``open``, the final commit), so each job is also
 run once on a tiny topic of the same shape and its runtime subtracted:
 ``events / (runtime - tiny runtime)`` is the marginal rate reported as
 ``events_per_s`` (null, printed 0, when the difference is under a quarter of
@@ -25,7 +25,7 @@ both exist, else on gross rates (``ratio_on`` says which).
 The marginal rate is noisy on a shared machine (two runtimes of several
 seconds, subtracted), so each run also reports a steady rate measured inside
 the job, free of start-up: for training, the events reflected between the
-first and the last published version over the time between their publishes;
+first and the last committed version over the time between their commits;
 for the count job, the records between the first and the last one counted
 over that time. ``train_vs_count_steady`` is their ratio. For training, the
 median of the rates between consecutive versions is reported too

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         model.learn_many([e["features"] for e in events[:20_000]],
                          [e["label"] for e in events[:20_000]])
         store = work / "models"
-        ModelStore(str(store), "default").publish(model.state(), Lineage(events=20_000))
+        ModelStore(str(store), "default").commit(model.state(), Lineage(events=20_000))
         plain, plain_url = _serve(store)
         logged, logged_url = _serve(store, "--log-topic", "predictions", "--log-bootstrap",
                                     broker.bootstrap)

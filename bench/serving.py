@@ -318,7 +318,7 @@ def make_store(root: Path) -> tuple[Path, list[dict]]:
     model = LogisticRegression(bits=18)
     model.learn_many(events, [e["n0"] > 0 for e in events])
     store = root / "models"
-    ModelStore(str(store), "bench").publish(model.state(), Lineage(events=len(events)))
+    ModelStore(str(store), "bench").commit(model.state(), Lineage(events=len(events)))
     return store, events
 
 

@@ -1,7 +1,7 @@
 """Hot swap of delta versions in the prediction service, against a whole reload.
 
 A logistic regression with AdaGrad (``weights`` and ``g2``, float64) of
-2^``--bits`` slots (default 24: 128 MiB per array) is published as a snapshot
+2^``--bits`` slots (default 24: 128 MiB per array) is committed as a snapshot
 and served by a :class:`~streamlearn.serving.ModelWatcher` on a
 :class:`~streamlearn.serving.StoreSource`, on the local disk. Then, measured in
 the same run:
@@ -19,16 +19,16 @@ the same run:
   service (``streamlearn serve``, its own process) answering single-event
   ``POST /v1/predict`` at about ``--rate`` requests/s (``wrk``, as
   ``bench/serving.py`` measures latency at a rate) while another process
-  publishes ``--versions-per-s`` deltas a second: latency p50/p99, non-2xx
+  commits ``--versions-per-s`` deltas a second: latency p50/p99, non-2xx
   answers and socket errors, and the swaps the server made (its
   ``streamlearn_model_swaps_total``), beside the same figures of the same
-  server, in the same run, while nothing is published and while the same
+  server, in the same run, while nothing is committed and while the same
   publishing goes to another model (the publisher's own CPU on a shared
   machine, without the server following anything); ``--rounds`` runs the
   three in turn several times and reports the median p99 of each;
 * **in process under load** (``--seconds``, 0 to skip): a thread predicting single events
   (the native body path, then the Python one, as the server does) at
-  ``--rate`` requests/s while another process publishes ``--versions-per-s``
+  ``--rate`` requests/s while another process commits ``--versions-per-s``
   deltas of ``--load-slots`` slots a second; the latency of each prediction
   from the time it was due (in process: no HTTP; waiting for the interpreter
   lock while the watcher thread applies a delta counts), failures (an
@@ -118,7 +118,7 @@ def publisher(
             {"intercept": np.array([rng.normal()])},
             meta,
         )
-        v = store.publish_delta(changes, parent=v)
+        v = store.commit_delta(changes, parent=v)
         i += 1
         time.sleep(max(0.0, start + i / per_s - time.monotonic()))
 
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         store = ModelStore(tmp, "ctr")
         state = model_state(args.bits)
-        v = store.publish(state)
+        v = store.commit(state)
         store.drop_cache()
         source = StoreSource(store, "ctr")
         watcher = ModelWatcher(source)
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             poll, apply, replay, nbytes = [], [], [], []
             for _ in range(args.repeat):
                 slots = np.sort(rng.choice(n, min(size, n), replace=False))
-                v = store.publish_delta(delta(state, slots, rng), parent=v)
+                v = store.commit_delta(delta(state, slots, rng), parent=v)
                 nbytes.append(store.info(v).size_bytes)
                 t0 = time.perf_counter()
                 assert watcher.poll_once()
@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.versions_per_s:.0f} versions/s of {args.load_slots} slots:")
         for n, r in enumerate(h["rounds"]):
             for label, key in (
-                ("nothing published", "nothing_published"),
-                ("publishing another model", "publishing_another_model"),
+                ("nothing committed", "nothing_committed"),
+                ("committing another model", "committing_another_model"),
                 ("following the deltas", "following"),
             ):
                 w = r[key]
@@ -226,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
                       f"{w['req_per_s']:>5.0f}/s, p50 {w.get('p50_ms', float('nan')):.2f} ms, "
                       f"p99 {w.get('p99_ms', float('nan')):.2f} ms, non-2xx {w['non_2xx']:.0f},"
                       f" socket errors {w['socket_errors'] or 'none'}")
-            print(f"  round {n + 1}: {r['versions_published']} versions published, {r['swaps']} "
+            print(f"  round {n + 1}: {r['versions_committed']} versions committed, {r['swaps']} "
                   f"swaps, served version {r['served_version']} of {r['latest']}")
         m = h["median_p99_ms"]
-        print(f"  median p99: nothing published {m['nothing_published']:.2f} ms, publishing "
-              f"another model {m['publishing_another_model']:.2f} ms, following "
+        print(f"  median p99: nothing committed {m['nothing_committed']:.2f} ms, committing "
+              f"another model {m['committing_another_model']:.2f} ms, following "
               f"{m['following']:.2f} ms")
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def under_load(args: argparse.Namespace, root: str, watcher: ModelWatcher, body: bytes) -> dict:
-    """Predictions at ``args.rate``/s while another process publishes deltas."""
+    """Predictions at ``args.rate``/s while another process commits deltas."""
     swaps: list[float] = []
     applies: list[float] = []
     served: set[int] = set()
@@ -312,7 +312,7 @@ def under_load(args: argparse.Namespace, root: str, watcher: ModelWatcher, body:
 
 
 def http_under_load(args: argparse.Namespace, root: str) -> dict:
-    """The real server answering at ``args.rate``/s while deltas are published."""
+    """The real server answering at ``args.rate``/s while deltas are committed."""
     import re
     import sys
 
@@ -335,7 +335,7 @@ def http_under_load(args: argparse.Namespace, root: str) -> dict:
     other = ModelStore(root, "other")
     from streamlearn.state import ModelState
 
-    other.publish(ModelState.from_arrow(store.get().table))  # the control's model, as big
+    other.commit(ModelState.from_arrow(store.get().table))  # the control's model, as big
     other.drop_cache()
     store.drop_cache()
     with Server(argv, port, "/readyz", log_path=Path(root) / "server.log", ready_s=60) as server:
@@ -345,7 +345,7 @@ def http_under_load(args: argparse.Namespace, root: str) -> dict:
             m = re.search(r"^streamlearn_model_swaps_total\S*\s+([\d.]+)", text, re.M)
             return int(float(m.group(1))) if m else -1
 
-        def publishing(model: str) -> dict:
+        def committing(model: str) -> dict:
             ready = context.Event()
             proc = context.Process(
                 target=publisher,
@@ -367,16 +367,16 @@ def http_under_load(args: argparse.Namespace, root: str) -> dict:
                             body_file=one)
             # the same publishing load on another model: what the publisher's own CPU
             # costs this shared machine, without the server following anything
-            elsewhere = publishing("other")
+            elsewhere = committing("other")
             swaps0, latest0 = swaps(), store.latest()
-            follow = publishing("ctr")
+            follow = committing("ctr")
             time.sleep(0.5)
             served = httpx.get(server.url + "/v1/models/current").json()["version"]
             rounds.append({
-                "nothing_published": quiet,
-                "publishing_another_model": elsewhere,
+                "nothing_committed": quiet,
+                "committing_another_model": elsewhere,
                 "following": follow,
-                "versions_published": store.latest() - latest0,
+                "versions_committed": store.latest() - latest0,
                 "swaps": swaps() - swaps0,
                 "served_version": served,
                 "latest": store.latest(),
@@ -385,7 +385,7 @@ def http_under_load(args: argparse.Namespace, root: str) -> dict:
             "rounds": rounds,
             "median_p99_ms": {
                 key: float(np.median([r[key].get("p99_ms", np.nan) for r in rounds]))
-                for key in ("nothing_published", "publishing_another_model", "following")
+                for key in ("nothing_committed", "committing_another_model", "following")
             },
             "seconds_each": args.http_seconds,
             "versions_per_s": args.versions_per_s,

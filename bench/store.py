@@ -3,7 +3,7 @@
 For a model of 2^20 float64 weights (8 MiB) this prints, on the local
 filesystem and on a moto S3 server on loopback:
 
-- ``publish`` against a bare ``pyarrow.ipc`` write of the same table to a new file;
+- ``commit`` against a bare ``pyarrow.ipc`` write of the same table to a new file;
 - ``latest() + get()`` against a bare read of that file (memory map locally,
   one stream read on S3);
 - ``head()`` (what a prediction server polls);
@@ -13,7 +13,7 @@ store / bare pyarrow. Results go to ``bench/results/store.json``.
 
 Delta versions (``--delta-bits 20 24``, local disk): a model of ``weights`` and
 AdaGrad's ``g2`` (float64) of 2^bits slots, ``--delta-slots`` changed slots per
-version: bytes and time of a snapshot and of a delta publish, a follower's
+version: bytes and time of a snapshot and of a delta commit, a follower's
 ``changes()`` + ``apply_to``, and ``get()`` of the next version by a reader
 following the chain (in place), beside a bare copy of the model's arrays (what
 any per-version full copy would cost).
@@ -73,7 +73,7 @@ def bench_backend(name: str, store: ModelStore, open_out, open_in, repeat: int) 
     path = f"{store.root}/bare-{name}.arrow"
     written = [0]
 
-    def bare_write() -> None:  # a new file each time, as a publish must
+    def bare_write() -> None:  # a new file each time, as a commit must
         written[0] += 1
         with open_out(f"{path}.{written[0]}") as sink, ipc.new_file(sink, table.schema) as w:
             w.write_table(table)
@@ -81,21 +81,21 @@ def bench_backend(name: str, store: ModelStore, open_out, open_in, repeat: int) 
     def bare_read() -> None:
         ipc.open_file(open_in(f"{path}.{written[0]}")).read_all()
 
-    def publish() -> None:
-        store.publish(table, lineage())
+    def commit() -> None:
+        store.commit(table, lineage())
 
     def latest_get() -> None:
         store.get(store.latest())
 
-    publish()  # create directories, warm caches
+    commit()  # create directories, warm caches
     out = {
         "bare_write_ms": median_ms(bare_write, repeat),
-        "publish_ms": median_ms(publish, repeat),
+        "commit_ms": median_ms(commit, repeat),
         "bare_read_ms": median_ms(bare_read, repeat),
         "latest_get_ms": median_ms(latest_get, repeat),
         "head_ms": median_ms(store.head, repeat * 5),
     }
-    out["publish_ratio"] = out["publish_ms"] / out["bare_write_ms"]
+    out["commit_ratio"] = out["commit_ms"] / out["bare_write_ms"]
     out["latest_get_ratio"] = out["latest_get_ms"] / out["bare_read_ms"]
     return out
 
@@ -105,14 +105,14 @@ def bench_list(directory: str, versions: int) -> dict:
     tiny = pa.table({"w": [0.0]})
     t0 = time.perf_counter()
     for _ in range(versions):
-        store.publish(tiny, lineage())
-    publish_each = (time.perf_counter() - t0) / versions * 1e3
+        store.commit(tiny, lineage())
+    commit_each = (time.perf_counter() - t0) / versions * 1e3
     infos = store.list()
     assert len(infos) == versions
     return {
         "versions": versions,
         "list_ms": median_ms(store.list, 5),
-        "tiny_publish_ms": publish_each,
+        "tiny_commit_ms": commit_each,
     }
 
 
@@ -128,21 +128,21 @@ def bench_deltas(directory: str, bits: int, slots: int, versions: int) -> dict:
     )
     store = ModelStore(directory, model=f"delta{bits}")
     t0 = time.perf_counter()
-    v = store.publish(state.to_arrow(), lineage())
+    v = store.commit(state.to_arrow(), lineage())
     snapshot_ms = (time.perf_counter() - t0) * 1e3
     snapshot_bytes = store.info(v).size_bytes
     reader = ModelStore(directory, model=f"delta{bits}")
     reader.get(v)
     follower = ModelState.from_arrow(store.get(v).table).copy()
     held = v
-    publish, changes, apply, follow, sizes = [], [], [], [], []
+    commit, changes, apply, follow, sizes = [], [], [], [], []
     for i in range(versions + 1):
         touched = np.sort(rng.choice(n, slots, replace=False))
         state.arrays["weights"][touched] += 0.01
         state.arrays["adagrad.g2"][touched] += 0.001
         t0 = time.perf_counter()
-        v = store.publish_delta(Changes.gather(state, touched), lineage(), parent=v)
-        publish.append(time.perf_counter() - t0)
+        v = store.commit_delta(Changes.gather(state, touched), lineage(), parent=v)
+        commit.append(time.perf_counter() - t0)
         sizes.append(store.info(v).size_bytes)
         t0 = time.perf_counter()
         update = store.changes(since=held)
@@ -156,7 +156,7 @@ def bench_deltas(directory: str, bits: int, slots: int, versions: int) -> dict:
         follow.append(time.perf_counter() - t0)
         del model
         if i == 0:  # the first delta after a snapshot copies the arrays once
-            publish, changes, apply, follow, sizes = [], [], [], [], []
+            commit, changes, apply, follow, sizes = [], [], [], [], []
     assert (follower.arrays["weights"] == state.arrays["weights"]).all()
 
     def copy() -> None:
@@ -167,10 +167,10 @@ def bench_deltas(directory: str, bits: int, slots: int, versions: int) -> dict:
         "bits": bits,
         "slots_per_version": slots,
         "snapshot_bytes": snapshot_bytes,
-        "snapshot_publish_ms": snapshot_ms,
+        "snapshot_commit_ms": snapshot_ms,
         "delta_bytes": statistics.median(sizes),
         "delta_bytes_per_slot": statistics.median(sizes) / slots,
-        "delta_publish_ms": ms(publish),
+        "delta_commit_ms": ms(commit),
         "changes_ms": ms(changes),
         "apply_ms": ms(apply),
         "follow_get_ms": ms(follow),
@@ -198,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in results["deltas"]:
         print(
             f"2^{r['bits']} slots, {r['slots_per_version']} changed per version: snapshot "
-            f"{r['snapshot_bytes'] / 2**20:.1f} MiB in {r['snapshot_publish_ms']:.0f} ms; delta "
+            f"{r['snapshot_bytes'] / 2**20:.1f} MiB in {r['snapshot_commit_ms']:.0f} ms; delta "
             f"{r['delta_bytes'] / 1024:.1f} KiB ({r['delta_bytes_per_slot']:.1f} B/slot) in "
-            f"{r['delta_publish_ms']:.2f} ms; follower changes() {r['changes_ms']:.2f} ms + apply "
+            f"{r['delta_commit_ms']:.2f} ms; follower changes() {r['changes_ms']:.2f} ms + apply "
             f"{r['apply_ms']:.3f} ms; reader get(next) {r['follow_get_ms']:.2f} ms "
             f"(a bare copy of the arrays: {r['full_copy_ms']:.1f} ms)"
         )
@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         r = results[key]
         print(
-            f"{key:>5}: publish {r['publish_ms']:7.2f} ms (bare write {r['bare_write_ms']:7.2f} ms,"
-            f" x{r['publish_ratio']:.2f})  latest+get {r['latest_get_ms']:7.2f} ms"
+            f"{key:>5}: commit {r['commit_ms']:7.2f} ms (bare write {r['bare_write_ms']:7.2f} ms,"
+            f" x{r['commit_ratio']:.2f})  latest+get {r['latest_get_ms']:7.2f} ms"
             f" (bare read {r['bare_read_ms']:7.2f} ms, x{r['latest_get_ratio']:.2f})"
             f"  head {r['head_ms'] * 1e3:7.0f} us"
         )
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         r = results["local_list"]
         print(
             f" list: {r['versions']} versions in {r['list_ms']:.1f} ms"
-            f" (tiny publishes took {r['tiny_publish_ms']:.2f} ms each)"
+            f" (tiny commits took {r['tiny_commit_ms']:.2f} ms each)"
         )
     out_dir = Path(__file__).resolve().parent / "results"
     out_dir.mkdir(exist_ok=True)

@@ -231,7 +231,7 @@ class MergeOperator(KeyedProcessFunction):
         # the model's one writer: the same id at every restart of this job (it is in the
         # job's configuration), so a restart takes the lease over from its own last run;
         # another writer's live lease refuses it (WriterBusy), and a writer that took over
-        # fences this one out (WriterFenced at the next publish), never waited out
+        # fences this one out (WriterFenced at the next commit), never waited out
         self.lease = self.store.acquire_writer(self.cfg.job.writer_id, self.cfg.job.lease_ms)
         self.lease.keep_alive()
         self.snap = ctx.get_state(ValueStateDescriptor("merger", Types.STRING()))
@@ -270,7 +270,7 @@ class MergeOperator(KeyedProcessFunction):
         self.unpublished.add(_as_state_text(blob))
         self.m_deltas.inc()
         if worker.due():
-            yield from self._publish(worker)
+            yield from self._commit(worker)
         elif not self.timer_armed:
             now = ctx.timer_service().current_processing_time()
             ctx.timer_service().register_processing_time_timer(now + self.cfg.job.sync_ms)
@@ -278,13 +278,13 @@ class MergeOperator(KeyedProcessFunction):
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
         self.timer_armed = False
-        yield from self._publish(self._ensure(ctx))
+        yield from self._commit(self._ensure(ctx))
         if ctx.timer_service().current_watermark() >= END_OF_INPUT:
             # a bounded source ended and the last version is out: the writer stops cleanly
             self.lease.release()
 
-    def _publish(self, worker):
-        version = worker.publish()
+    def _commit(self, worker):
+        version = worker.commit()
         self.snap.update(json.dumps(worker.snapshot()))
         self.unpublished.clear()
         if version is not None:

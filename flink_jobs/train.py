@@ -9,10 +9,10 @@
           └─ a CSR micro-batch every N events / T ms
       → BundleLearner × P (Python, one per source subtask: the partitions it reads are
           its keys) → a ModelDelta per bundle
-      → key_by(0) → MergeOperator × 1 → ModelStore.publish(version, lineage) ──► <topic>.models
+      → key_by(0) → MergeOperator × 1 → ModelStore.commit(version, lineage) ──► <topic>.models
 
 Flink state holds only what the workers cannot rebuild: the merger's version,
-counts, offsets and deltas folded in but not yet published. The encoder sends
+counts, offsets and deltas folded in but not yet committed. The encoder sends
 its bundles downstream before every checkpoint barrier and learners learn
 each bundle at once, so neither holds anything across a checkpoint. Working
 models live in memory; after a restart they are rebuilt from the store's

@@ -504,7 +504,7 @@ class DeltaTracker:
     caller's ``tag``) until a rebase says it is ``reflected`` in the global
     model. A rebase told how many of the oldest are keeps the others on top
     of the new global model, so a learner whose last deltas the merger has
-    not published yet does not lose their learning and learn it again (with
+    not committed yet does not lose their learning and learn it again (with
     per-event steps, a bundle's worth of a frequent feature or the intercept,
     counted twice once both reach the merger). Told nothing (``reflected``
     ``None``), a rebase takes every delta sent as reflected: the learner
@@ -1185,7 +1185,7 @@ class Merger:
 
     def commit(self, version: int | None = None) -> int:
         """Mark the current global model as a new version (the one just
-        published) and return it: ``version`` if given (a store's number,
+        committed) and return it: ``version`` if given (a store's number,
         greater than the current one), else the current one plus 1. Deltas
         based on older versions count as stale from now on."""
         if version is None:

@@ -1,6 +1,6 @@
 """Versions that cost what changed: the merger's delta versions and the learners' sparse rebase.
 
-The merger publishes the slots its deltas touched since the last version
+The merger commits the slots its deltas touched since the last version
 (``Merger.changes``); a learner rebases on the union of the versions' changes
 (``DeltaTracker.rebase_changes``). Both must give exactly what the whole-model
 design gives: every version materialised from its snapshot and deltas equals
@@ -66,7 +66,7 @@ def _assert_equal(a: ModelState, b: ModelState, rtol: float = 0.0) -> None:
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_a_chain_of_merger_deltas_materialises_as_the_snapshots_would(tmp_path, name):
-    """Random rounds of three learners' deltas, published as deltas (a snapshot now and
+    """Random rounds of three learners' deltas, committed as deltas (a snapshot now and
     then): every version, read back from a fresh handle, equals the merger's whole model
     at that version, array for array; so after retention, compaction and a rollback."""
     rng = np.random.default_rng(sorted(MODELS).index(name))
@@ -76,7 +76,7 @@ def test_a_chain_of_merger_deltas_materialises_as_the_snapshots_would(tmp_path, 
     trackers = [DeltaTracker(lr, 0) for lr in learners]
     store = ModelStore(str(tmp_path), model="m")
     expected: dict[int, ModelState] = {}
-    version = store.publish(merger.view().to_arrow())
+    version = store.commit(merger.view().to_arrow())
     merger.commit(version)
     expected[version] = merger.state()
     kinds = []
@@ -87,11 +87,11 @@ def test_a_chain_of_merger_deltas_materialises_as_the_snapshots_would(tmp_path, 
             merger.add(trackers[i].take(learner_id=str(i)))
         assert merger.whole_reason() is None
         if round_ in (4, 8):
-            version = store.publish(merger.view().to_arrow())
+            version = store.commit(merger.view().to_arrow())
         else:
             changes = merger.changes()
             assert set(changes.slots) <= set(range(learners[0].n_slots))
-            version = store.publish_delta(changes, parent=version)
+            version = store.commit_delta(changes, parent=version)
         kinds.append(store.info(version).kind)
         merger.commit(version)
         expected[version] = merger.state()
@@ -106,7 +106,7 @@ def test_a_chain_of_merger_deltas_materialises_as_the_snapshots_would(tmp_path, 
     assert max(sizes) < fresh.info(1).size_bytes / 2
 
     snapshot = version - 5  # round 8's
-    assert store.info(snapshot).kind == "publish"
+    assert store.info(snapshot).kind == "snapshot"
     deleted = store.retain(keep_last=3)
     assert deleted == list(range(1, snapshot)), "the chain of the newest 3 is kept whole"
     latest = store.latest()
@@ -176,9 +176,9 @@ def _rebase_both(full, sparse, store, version, reflected=None):
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_a_sparse_rebase_equals_the_rebase_on_the_whole_model(tmp_path, name, mode):
     """Two copies of one learner learn the same events; a second learner feeds the merger
-    too; versions are published as deltas (a snapshot now and then). One copy rebases on
+    too; versions are committed as deltas (a snapshot now and then). One copy rebases on
     the whole stored model, the other on the changes since its base: their arrays stay
-    equal. Sent but not yet published slots go back to the global model's values, as
+    equal. Sent but not yet committed slots go back to the global model's values, as
     the whole-model rebase does, and changes not taken yet are kept.
 
     Exact when every change was taken before the rebase (the job's case) and no scaler
@@ -192,7 +192,7 @@ def test_a_sparse_rebase_equals_the_rebase_on_the_whole_model(tmp_path, name, mo
     model = MODELS[name]()
     merger = Merger(model.state(), version=0, n_learners=2)
     store = ModelStore(str(tmp_path), model="m")
-    version = store.publish(merger.view().to_arrow())
+    version = store.commit(merger.view().to_arrow())
     merger.commit(version)
     base = _as_state(store, version)
     a, b, other = model.clone(), model.clone(), model.clone()
@@ -202,7 +202,7 @@ def test_a_sparse_rebase_equals_the_rebase_on_the_whole_model(tmp_path, name, mo
     exact = mode == "take-then-rebase" and name != "AdaGrad+scale"
     sparse_rebases = 0
     queue: list = []  # in flight: taken, not yet at the merger
-    taken = merged = published = 0  # of a's deltas: taken, folded, in a version
+    taken = merged = committed = 0  # of a's deltas: taken, folded, in a version
     for _ in range(40):
         xs, ys = _events(rng, int(rng.integers(1, 30)), users=300, label=_label(name))
         a.learn_many(xs, ys)
@@ -221,11 +221,11 @@ def test_a_sparse_rebase_equals_the_rebase_on_the_whole_model(tmp_path, name, mo
         merger.add(to.take(learner_id="o"))
         if rng.random() < 0.5:  # a version
             if rng.random() < 0.1:
-                version = store.publish(merger.view().to_arrow())
+                version = store.commit(merger.view().to_arrow())
             else:
-                version = store.publish_delta(merger.changes(), parent=version)
+                version = store.commit_delta(merger.changes(), parent=version)
             merger.commit(version)
-            published = merged
+            committed = merged
         if rng.random() < 0.6 and version > ta.base_version:  # the learners rebase
             if untaken and rng.random() < 0.5:  # learned, not taken yet
                 xs, ys = _events(rng, 5, users=300, label=_label(name))
@@ -233,7 +233,7 @@ def test_a_sparse_rebase_equals_the_rebase_on_the_whole_model(tmp_path, name, mo
                 b.learn_many(xs, ys)
             assert ta.pending_tags == tb.pending_tags
             # the oldest deltas taken and not rebased past, which the version holds
-            reflected = sum(t < published for t in ta.pending_tags) if in_flight else None
+            reflected = sum(t < committed for t in ta.pending_tags) if in_flight else None
             sparse_rebases += _rebase_both((a, ta), (b, tb), store, version, reflected)
             to.rebase(other, _as_state(store, version), version)
             sa, sb = a.state(), b.state()
@@ -244,14 +244,14 @@ def test_a_sparse_rebase_equals_the_rebase_on_the_whole_model(tmp_path, name, mo
     assert sparse_rebases >= 5
 
 
-def test_sent_slots_not_yet_published_go_back_to_the_global_values(tmp_path):
+def test_sent_slots_not_yet_committed_go_back_to_the_global_values(tmp_path):
     """The learner's own sent delta is not in the version it rebases on: the whole-model
     rebase resets those slots to the global model (the delta comes back with the
     version that merges it), and so does the sparse one."""
     model = LogisticRegression(SGD(0.5), bits=8, intercept=False)
     store = ModelStore(str(tmp_path), model="m")
     merger = Merger(model.state(), version=0)
-    v1 = store.publish(merger.view().to_arrow())
+    v1 = store.commit(merger.view().to_arrow())
     merger.commit(v1)
     learner, other = model.clone(), model.clone()
     tracker, tracker_o = DeltaTracker(learner, v1), DeltaTracker(other, v1)
@@ -259,7 +259,7 @@ def test_sent_slots_not_yet_published_go_back_to_the_global_values(tmp_path):
     tracker.take()  # sent, but the merger has not folded it yet
     other.learn_many([{"u": "theirs"}] * 3, [False] * 3)
     merger.add(tracker_o.take(learner_id="o"))
-    v2 = store.publish_delta(merger.changes(), parent=v1)
+    v2 = store.commit_delta(merger.changes(), parent=v1)
     mine = int(np.flatnonzero(learner.weights)[0])
     assert learner.weights[mine] != 0
     update = store.changes(since=v1)
@@ -274,7 +274,7 @@ def test_rebase_changes_declines_what_it_cannot_do_sparsely(tmp_path):
     model = SoftmaxRegression(AdaGrad(0.1), bits=8)
     model.learn_many([{"x": "a"}], ["cat"])
     store = ModelStore(str(tmp_path), model="m")
-    v1 = store.publish(model.state())
+    v1 = store.commit(model.state())
     learner = model.clone()
     learner.load_state(_as_state(store, v1))
     tracker = DeltaTracker(learner, v1)
@@ -283,7 +283,7 @@ def test_rebase_changes_declines_what_it_cannot_do_sparsely(tmp_path):
     state.arrays["weights"][3] += 1.0
     from streamlearn.store import Changes
 
-    v2 = store.publish_delta(Changes.gather(state, [3]), parent=v1)
+    v2 = store.commit_delta(Changes.gather(state, [3]), parent=v1)
     before = learner.state()
     assert not tracker.rebase_changes(learner, store.changes(since=v1).changes, v2)
     _assert_equal(learner.state(), before)
@@ -332,11 +332,11 @@ def test_a_lone_learner_whose_deltas_arrive_late_learns_as_if_it_never_merged(tm
     def run(tell: bool):
         store = ModelStore(str(tmp_path / f"tell-{tell}"), model="m")
         merger = Merger(model.state(), version=0, n_learners=1)
-        version = store.publish(merger.view().to_arrow())
+        version = store.commit(merger.view().to_arrow())
         merger.commit(version)
         alone, learner = model.clone(), model.clone()
         tracker = DeltaTracker(learner, version)
-        queue, taken, published = [], 0, 0
+        queue, taken, committed = [], 0, 0
         for i, (xs, ys) in enumerate(batches):
             alone.learn_many(xs, ys)
             learner.learn_many(xs, ys)
@@ -345,10 +345,10 @@ def test_a_lone_learner_whose_deltas_arrive_late_learns_as_if_it_never_merged(tm
             lag = 1 + i % 2  # the newest one or two stay in flight
             while len(queue) > lag:
                 merger.add(queue.pop(0))
-            version = store.publish_delta(merger.changes(), parent=version)
+            version = store.commit_delta(merger.changes(), parent=version)
             merger.commit(version)
-            published = taken - len(queue)
-            reflected = sum(t < published for t in tracker.pending_tags) if tell else None
+            committed = taken - len(queue)
+            reflected = sum(t < committed for t in tracker.pending_tags) if tell else None
             update = store.changes(since=tracker.base_version, upto=version)
             assert tracker.rebase_changes(learner, update.changes, version, reflected)
         return alone.state(), learner.state()

@@ -116,7 +116,7 @@ def test_a_single_events_record_is_its_body_with_the_answer_the_same_json(body: 
 
 def _store_with_a_model(tmp_path: Path) -> Path:
     store = tmp_path / "models"
-    ModelStore(str(store), "default").publish(constant_model(1.5), Lineage(events=1))
+    ModelStore(str(store), "default").commit(constant_model(1.5), Lineage(events=1))
     return store
 
 

@@ -39,7 +39,7 @@ def store(tmp_path: Path) -> ModelStore:
 
 @pytest.fixture()
 def scorer(store: ModelStore):
-    store.publish(constant_model(1.0), Lineage())
+    store.commit(constant_model(1.0), Lineage())
     with Scorer.from_store(store, MODEL, topic="events") as s:
         yield s
 
@@ -127,7 +127,7 @@ def test_a_classifier_record_has_classes_probabilities_and_its_best_class(
     store: ModelStore,
 ) -> None:
     model = trained_classifier()
-    store.publish(model.state(), Lineage())
+    store.commit(model.state(), Lineage())
     sample = EVENTS[:12]
     with Scorer.from_store(store, MODEL) as scorer:
         out = scorer.score(encode_envelope([{"features": f, "label": i % 2}
@@ -155,7 +155,7 @@ def test_a_factorization_machine_is_scored_as_its_learner_predicts(
     model = cls(k=4, bits=10, init_std=0.1)
     ys = [(e["age"] > 4) != (e["country"] == "FR") for e in EVENTS]
     model.learn_many(EVENTS, ys if kind == "binary" else [float(y) for y in ys])
-    store.publish(model.state(), Lineage())
+    store.commit(model.state(), Lineage())
     sample = EVENTS[:20]
     with Scorer.from_store(store, MODEL) as scorer:
         assert type(scorer.watcher.current._scorer) is FMScorer  # the factors are served
@@ -189,7 +189,7 @@ def test_a_single_event_of_a_binary_classifier_gets_its_probabilities(
 ) -> None:
     # one event of a one-output model is answered in plain Python: probabilities as lists
     model = trained_classifier()
-    store.publish(model.state(), Lineage())
+    store.commit(model.state(), Lineage())
     with Scorer.from_store(store, MODEL) as scorer:
         (rec,) = records(scorer.score(encode_event({"features": EVENTS[5], "id": "e"})))
     assert rec["classes"] == [False, True]
@@ -198,7 +198,7 @@ def test_a_single_event_of_a_binary_classifier_gets_its_probabilities(
 
 def test_the_label_a_model_accepts_follows_its_classes(store: ModelStore) -> None:
     softmax = SoftmaxRegression(classes=["cat", "dog", "eel"], bits=6)
-    store.publish(softmax.state(), Lineage())
+    store.commit(softmax.state(), Lineage())
     with Scorer.from_store(store, MODEL) as scorer:
         assert task_of(scorer.watcher.current) == "multiclass"
         (rec,) = records(scorer.score(encode_event({"features": {"w": 1}, "label": "dog"})))
@@ -207,11 +207,11 @@ def test_the_label_a_model_accepts_follows_its_classes(store: ModelStore) -> Non
 
 
 def test_new_versions_and_pins_are_followed_without_a_restart(store: ModelStore) -> None:
-    store.publish(constant_model(1.0), Lineage())
+    store.commit(constant_model(1.0), Lineage())
     scorer = Scorer.from_store(store, MODEL)  # not started: polls are driven by the test
     event = encode_event({"features": {"x": 1}})
     assert records(scorer.score(event))[0]["version"] == 1
-    store.publish(constant_model(2.0), Lineage())
+    store.commit(constant_model(2.0), Lineage())
     assert records(scorer.score(event))[0]["version"] == 1  # not polled yet
     assert scorer.watcher.poll_once()
     assert records(scorer.score(event))[0]["prediction"] == 2.0
@@ -225,12 +225,12 @@ def test_new_versions_and_pins_are_followed_without_a_restart(store: ModelStore)
 def test_every_message_is_scored_by_one_version_while_versions_race_in(
     store: ModelStore,
 ) -> None:
-    store.publish(constant_model(1.0), Lineage())
+    store.commit(constant_model(1.0), Lineage())
     last = 15
 
     def publisher() -> None:
         for value in range(2, last + 1):
-            store.publish(constant_model(float(value)), Lineage())
+            store.commit(constant_model(float(value)), Lineage())
 
     envelope = encode_envelope([{"features": {"x": i}} for i in range(50)])
     seen: list[int] = []
@@ -254,9 +254,9 @@ def test_every_message_is_scored_by_one_version_while_versions_race_in(
 
 def test_scoring_waits_for_a_first_version_then_names_the_way_out(store: ModelStore) -> None:
     scorer = Scorer.from_store(store, MODEL, wait_s=0.05)
-    with pytest.raises(StoreError, match=r"no version of model 'm'.*publish one"):
+    with pytest.raises(StoreError, match=r"no version of model 'm'.*commit one"):
         scorer.score(encode_event({"features": {"x": 1}}))
-    store.publish(constant_model(4.0), Lineage())
+    store.commit(constant_model(4.0), Lineage())
     assert records(scorer.score(encode_event({"features": {"x": 1}})))[0]["prediction"] == 4.0
 
 
@@ -308,7 +308,7 @@ def test_scorer_settings_are_checked(store: ModelStore, options: dict, field: st
 
 
 def test_load_predictor_predicts_like_the_serving_loader(store: ModelStore) -> None:
-    store.publish(trained_classifier().state(), Lineage(events=200))
+    store.commit(trained_classifier().state(), Lineage(events=200))
     version = store.get()
     ours, theirs = load_predictor(version), predictor_from_version(version)
     a, b = ours.predict_features(EVENTS), theirs.predict_features(EVENTS)

@@ -98,7 +98,7 @@ def test_minicluster_job_scores_every_event_once_and_follows_new_versions(
     dlq = f"{source}.dlq"
     create_topics(bootstrap, {source: 2, sink: 2, dlq: 1})
     store = ModelStore(str(tmp_path / "models"), MODEL)
-    store.publish(constant_model(1.0), Lineage())
+    store.commit(constant_model(1.0), Lineage())
     command = [
         sys.executable, "-c", "import sys; from streamlearn.cli import main; sys.exit(main())",
         "score", "--bootstrap", bootstrap, "--source", source, "--sink", sink,
@@ -114,7 +114,7 @@ def test_minicluster_job_scores_every_event_once_and_follows_new_versions(
             waves = Waves(producer)
             for version in range(1, VERSIONS + 1):
                 if version > 1:
-                    assert store.publish(constant_model(float(version)), Lineage()) == version
+                    assert store.commit(constant_model(float(version)), Lineage()) == version
                 deadline = time.monotonic() + 90
                 # keep events coming until this version shows up in the output
                 while not any(r["version"] == version for r in tail.poll()):
@@ -168,7 +168,7 @@ def test_cli_submits_a_bounded_classifier_job_to_a_standalone_cluster(
         k=4, bits=10, init_std=0.1
     )
     model.learn_many(events, [(e["age"] > 4) != (e["country"] == "FR") for e in events])
-    ModelStore(str(tmp_path / "models"), MODEL).publish(model.state(), Lineage(events=300))
+    ModelStore(str(tmp_path / "models"), MODEL).commit(model.state(), Lineage(events=300))
     with KeyedProducer(bootstrap, source) as producer:
         for i in range(0, 300, 30):
             producer.send({"events": [{"features": f, "id": i + j}

@@ -394,7 +394,7 @@ def test_store_source_sees_every_change_of_the_head_at_once(tmp_path: Any) -> No
     source = StoreSource(store, "ctr")
     assert source.serving_version() is None
     for version in range(1, 13):  # heads of one size, written within a few milliseconds
-        assert store.publish(pa.table({"w": [float(version)]}), Lineage(events=version)) == version
+        assert store.commit(pa.table({"w": [float(version)]}), Lineage(events=version)) == version
         assert source.serving_version() == version
         assert source.serving_version() == version  # from the stat, unchanged
     store.pin(4)

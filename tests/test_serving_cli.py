@@ -71,8 +71,8 @@ def test_serve_names_a_model_that_is_not_in_the_store_and_the_models_that_are(
     tmp_path: Path,
 ) -> None:
     store = tmp_path / "models"
-    ModelStore(str(store), "clicks").publish(constant_model(1.0), Lineage(events=1))
-    ModelStore(str(store), "default").publish(constant_model(2.0), Lineage(events=1))
+    ModelStore(str(store), "clicks").commit(constant_model(1.0), Lineage(events=1))
+    ModelStore(str(store), "default").commit(constant_model(2.0), Lineage(events=1))
     proc, url = start(tmp_path, "--store", str(store), "--model", "typo")
     try:
         r = httpx.post(url + "/v1/predict", json={"features": {"a": 1}})
@@ -84,7 +84,7 @@ def test_serve_names_a_model_that_is_not_in_the_store_and_the_models_that_are(
         ready = httpx.get(url + "/readyz")
         assert ready.status_code == 503 and ready.headers["retry-after"] == "1"
         # the model appears: served, as before
-        ModelStore(str(store), "typo").publish(constant_model(3.0), Lineage(events=1))
+        ModelStore(str(store), "typo").commit(constant_model(3.0), Lineage(events=1))
         wait_ready(url)
         assert httpx.post(url + "/v1/predict", json={"features": {"a": 1}}).json()[
             "prediction"
@@ -100,7 +100,7 @@ def test_serve_names_a_model_that_is_not_in_the_store_and_the_models_that_are(
 def test_serve_without_flags_serves_the_default_model_of_the_default_store(
     tmp_path: Path,
 ) -> None:
-    ModelStore(str(tmp_path / ".streamlearn" / "models"), "default").publish(
+    ModelStore(str(tmp_path / ".streamlearn" / "models"), "default").commit(
         constant_model(4.0), Lineage(events=1)
     )
     proc, url = start(tmp_path)  # only --port, so that the test takes a free one
@@ -129,7 +129,7 @@ def run_predict(url: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_predict_prints_what_the_http_api_returns(tmp_path: Path) -> None:
     store = tmp_path / "models"
-    ModelStore(str(store), "ctr").publish(constant_model(5.0), Lineage(events=1))
+    ModelStore(str(store), "ctr").commit(constant_model(5.0), Lineage(events=1))
     proc, url = start(tmp_path, "--store", str(store), "--model", "ctr")
     try:
         wait_ready(url)

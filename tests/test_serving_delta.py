@@ -138,7 +138,7 @@ def test_a_chain_of_random_deltas_serves_what_a_fresh_load_serves(
     model = trained(kind)
     store = ModelStore(str(tmp_path), "m")
     state = model.state()
-    v = store.publish(state)
+    v = store.commit(state)
     watcher = ModelWatcher(StoreSource(store, "m"))
     assert watcher.poll_once()
     events = make_events(30, seed=2)
@@ -148,7 +148,7 @@ def test_a_chain_of_random_deltas_serves_what_a_fresh_load_serves(
     rng = np.random.default_rng(abs(hash(kind)) % 1000)
     for step in range(8):
         for _ in range(int(rng.integers(1, 3))):  # one or two deltas per poll
-            v = store.publish_delta(random_delta(state, rng, hot), parent=v)
+            v = store.commit_delta(random_delta(state, rng, hot), parent=v)
         assert watcher.poll_once()
         current = watcher.current
         assert current.version == v
@@ -171,7 +171,7 @@ def test_a_chain_of_random_deltas_serves_what_a_fresh_load_serves(
 
 
 def test_a_held_predictor_is_never_changed_and_each_answer_is_one_version(tmp_path: Path) -> None:
-    """Requests on many threads while versions are published: every answer's
+    """Requests on many threads while versions are committed: every answer's
     score is the one its version gives, and a predictor a request holds (here
     for the time of several versions) is never written."""
     import threading
@@ -190,7 +190,7 @@ def test_a_held_predictor_is_never_changed_and_each_answer_is_one_version(tmp_pa
         state.arrays["weights"][c_slot] = 2 * version * c_sign
         return state
 
-    v = store.publish(at(1))
+    v = store.commit(at(1))
     # a generous wait for a held spare: a loaded machine must not turn a delta into a load
     watcher = ModelWatcher(StoreSource(store, "m"), interval_s=0.01, spare_wait_s=30.0)
     watcher.start()
@@ -234,7 +234,7 @@ def test_a_held_predictor_is_never_changed_and_each_answer_is_one_version(tmp_pa
         for t in threads:
             t.start()
         for version in range(2, 41):
-            v = store.publish_delta(Changes.gather(at(version), sorted({a_slot, c_slot})), parent=v)
+            v = store.commit_delta(Changes.gather(at(version), sorted({a_slot, c_slot})), parent=v)
             time.sleep(0.03)
         deadline = time.monotonic() + 30
         while watcher.current.version != v and time.monotonic() < deadline:
@@ -261,13 +261,13 @@ def test_a_broken_delta_keeps_the_last_good_version_served(
     rng = np.random.default_rng(3)
     events = make_events(10, seed=4)
     hot = hot_slots(model, events)
-    v1 = store.publish(state)
+    v1 = store.commit(state)
     watcher = ModelWatcher(StoreSource(store, "ctr"))
     watcher.poll_once()
-    v2 = store.publish_delta(random_delta(state, rng, hot), parent=v1)
+    v2 = store.commit_delta(random_delta(state, rng, hot), parent=v1)
     watcher.poll_once()
     good = answers(watcher.current, events)
-    v3 = store.publish_delta(random_delta(state, rng, hot), parent=v2)
+    v3 = store.commit_delta(random_delta(state, rng, hot), parent=v2)
     path = tmp_path / "ctr" / store.info(v3).file
     if damage == "missing":
         path.unlink()
@@ -283,8 +283,8 @@ def test_a_broken_delta_keeps_the_last_good_version_served(
     assert "model 'ctr'" in lines[0] and f"version {v3}" in lines[0], lines[0]
     assert "still serving version 2" in lines[0]
     assert watcher.last_error is not None and "BrokenChain" in watcher.last_error
-    # the writer's next publish is a snapshot: served again, as a fresh load
-    v4 = store.publish(state)
+    # the writer's next commit is a snapshot: served again, as a fresh load
+    v4 = store.commit(state)
     assert watcher.poll_once() and watcher.current.version == v4
     assert answers(watcher.current, events) == answers(StoreSource(store, "ctr").load(v4), events)
     assert watcher.last_error is None
@@ -297,11 +297,11 @@ def test_pins_and_rollbacks_are_honoured_between_deltas(tmp_path: Path) -> None:
     rng = np.random.default_rng(5)
     events = make_events(10, seed=6)
     hot = hot_slots(model, events)
-    v = store.publish(state)
+    v = store.commit(state)
     watcher = ModelWatcher(StoreSource(store, "m"))
     watcher.poll_once()
     for _ in range(3):
-        v = store.publish_delta(random_delta(state, rng, hot), parent=v)
+        v = store.commit_delta(random_delta(state, rng, hot), parent=v)
         watcher.poll_once()
     assert watcher.current.version == 4 and watcher.applied == 3
 
@@ -330,7 +330,7 @@ def test_pins_and_rollbacks_are_honoured_between_deltas(tmp_path: Path) -> None:
     assert watcher.poll_once() and watcher.current.version == r
     assert watcher.loaded == loaded + 1
     same_as_fresh()
-    v = store.publish_delta(random_delta(state, rng, hot), parent=r)
+    v = store.commit_delta(random_delta(state, rng, hot), parent=r)
     assert watcher.poll_once() and watcher.current.version == v
     same_as_fresh()
 
@@ -365,11 +365,11 @@ def test_a_delta_that_cannot_be_applied_is_loaded_whole(
     model = trained("logistic")
     state = model.state()
     events = make_events(10, seed=7)
-    v = store.publish(state)
+    v = store.commit(state)
     watcher = ModelWatcher(_BadChanges(StoreSource(store, "m")))
     watcher.poll_once()
     watcher.poll_once()
-    v = store.publish_delta(random_delta(state, np.random.default_rng(8), hot_slots(model, events)),
+    v = store.commit_delta(random_delta(state, np.random.default_rng(8), hot_slots(model, events)),
                             parent=v)
     with caplog.at_level(logging.WARNING, logger="streamlearn.serving.watcher"):
         assert watcher.poll_once()
@@ -383,12 +383,12 @@ def test_the_scoring_job_follows_deltas_with_the_same_mechanism(tmp_path: Path) 
     model = trained("linear")
     state = model.state()
     events = make_events(5, seed=9)
-    v = store.publish(state)
+    v = store.commit(state)
     message = orjson.dumps({"events": [{"features": x} for x in events]})
     with Scorer.from_store(store, "price", topic="t") as scorer:
         scorer.score(message)
         for _ in range(3):
-            v = store.publish_delta(
+            v = store.commit_delta(
                 random_delta(state, np.random.default_rng(v), hot_slots(model, events)), parent=v
             )
             assert scorer.watcher.poll_once()
@@ -409,7 +409,7 @@ def test_the_native_table_is_rewritten_at_the_changed_slots_only(tmp_path: Path)
     slot_a, sign_a = model._hasher.slot_of("a")
     slot_b, sign_b = model._hasher.slot_of("b")
     state.arrays["weights"][slot_a] = 2.0 * sign_a
-    v = store.publish(state)
+    v = store.commit(state)
     watcher = ModelWatcher(StoreSource(store, "m"))
     watcher.poll_once()
     watcher.poll_once()
@@ -423,11 +423,11 @@ def test_the_native_table_is_rewritten_at_the_changed_slots_only(tmp_path: Path)
     del p
     state.arrays["weights"][slot_a] = 7.0 * sign_a
     state.arrays["intercept"][:] = 0.5
-    v = store.publish_delta(Changes.gather(state, [slot_a]), parent=v)
+    v = store.commit_delta(Changes.gather(state, [slot_a]), parent=v)
     watcher.poll_once()  # onto the spare, which never saw the body
     watcher.poll_once()  # the old current catches up, its table rewritten in place
     state.arrays["weights"][slot_b] = 0.25 * sign_b
-    v = store.publish_delta(Changes.gather(state, [slot_b]), parent=v)
+    v = store.commit_delta(Changes.gather(state, [slot_b]), parent=v)
     assert watcher.poll_once()
     p = watcher.current
     assert p.native_hits == hits + 1  # the table that learned the body serves again
@@ -446,17 +446,17 @@ def test_without_memory_for_the_spare_versions_are_loaded_whole(
     model = trained("logistic")
     state = model.state()
     events = make_events(10, seed=11)
-    v = store.publish(state)
+    v = store.commit(state)
     watcher = ModelWatcher(StoreSource(store, "m"))
     with caplog.at_level(logging.WARNING, logger="streamlearn.serving.watcher"):
         for _ in range(4):
             watcher.poll_once()
-        v = store.publish_delta(
+        v = store.commit_delta(
             random_delta(state, np.random.default_rng(12), hot_slots(model, events)), parent=v
         )
         assert watcher.poll_once()  # loaded whole, the copy not tried again for version 1
         for _ in range(3):
-            v = store.publish_delta(
+            v = store.commit_delta(
                 random_delta(state, np.random.default_rng(v), hot_slots(model, events)), parent=v
             )
             assert watcher.poll_once()
@@ -471,7 +471,7 @@ def test_without_memory_for_the_spare_versions_are_loaded_whole(
 def test_the_training_mergers_deltas_are_followed_without_reloading(
     tmp_path: Path, kind: str
 ) -> None:
-    """The training job publishes ``Merger.changes()``: its metadata must let
+    """The training job commits ``Merger.changes()``: its metadata must let
     the server follow every such version by a delta, answering as a fresh load."""
     from streamlearn.merge import DeltaTracker, Merger
 
@@ -481,7 +481,7 @@ def test_the_training_mergers_deltas_are_followed_without_reloading(
     learners = [model.clone() for _ in range(2)]
     trackers = [DeltaTracker(lr, 0) for lr in learners]
     store = ModelStore(str(tmp_path), "m")
-    v = store.publish(merger.view().to_arrow())
+    v = store.commit(merger.view().to_arrow())
     merger.commit(v)
     watcher = ModelWatcher(StoreSource(store, "m"))
     watcher.poll_once()
@@ -499,7 +499,7 @@ def test_the_training_mergers_deltas_are_followed_without_reloading(
                 ys = [x["age"] > 40 for x in xs]
             learners[i].learn_many(xs, ys)
             merger.add(trackers[i].take(learner_id=str(i)))
-        v = store.publish_delta(merger.changes(), parent=v)
+        v = store.commit_delta(merger.changes(), parent=v)
         merger.commit(v)
         assert watcher.poll_once() and watcher.current.version == v
         assert answers(watcher.current, events) == answers(StoreSource(store, "m").load(v), events)

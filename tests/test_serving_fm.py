@@ -311,13 +311,13 @@ def test_every_route_serves_stored_fm_versions_with_hot_swap(tmp_path: Any) -> N
     app = PredictionApp(watcher)
     asked = make_events(12, seed=42)
 
-    store.publish(linear.state())  # version 1: a linear model, natively scored
+    store.commit(linear.state())  # version 1: a linear model, natively scored
     watcher.poll_once()
     lin = answers_of(app, asked)
     np.testing.assert_allclose(lin["one"][0], reference(linear, asked), rtol=0, atol=1e-12)
 
     for version, model in ((2, first), (3, second)):
-        assert store.publish(model.state()) == version
+        assert store.commit(model.state()) == version
         watcher.poll_once()
         current = watcher.current
         assert current.version == version and type(current._scorer) is FMScorer
@@ -347,7 +347,7 @@ def test_every_route_serves_stored_fm_versions_with_hot_swap(tmp_path: Any) -> N
 def test_a_regression_fm_answers_its_value_on_the_native_route(tmp_path: Any) -> None:
     store = ModelStore(str(tmp_path), "ctr")
     model = trained_fm("regression")
-    store.publish(model.state())
+    store.commit(model.state())
     watcher = ModelWatcher(StoreSource(store, "ctr"))
     watcher.poll_once()
     app = PredictionApp(watcher)

@@ -34,7 +34,7 @@ from tests.test_serving_live import MODEL, ServerProcess, trained_classifier, wa
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, httpx.Client]]:
     store_dir = tmp_path_factory.mktemp("fuzz") / "models"
-    ModelStore(str(store_dir), MODEL).publish(trained_classifier().state(), Lineage())
+    ModelStore(str(store_dir), MODEL).commit(trained_classifier().state(), Lineage())
     proc = ServerProcess(store_dir, "--max-events", "50", "--max-body-mb", "0.05")
     client = httpx.Client(base_url=proc.url, timeout=10)
     try:
@@ -693,7 +693,7 @@ def run_fuzz(proc: ServerProcess, total: int, seed: int, max_seconds: float) -> 
 @pytest.fixture(scope="module")
 def fuzz_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     store_dir = tmp_path_factory.mktemp("mutations") / "models"
-    ModelStore(str(store_dir), MODEL).publish(trained_classifier().state(), Lineage())
+    ModelStore(str(store_dir), MODEL).commit(trained_classifier().state(), Lineage())
     proc = ServerProcess(
         store_dir,
         "--max-events",

@@ -136,7 +136,7 @@ def test_readiness_before_and_after_the_first_model(server: ServerProcess, store
         with pytest.raises(ServiceError) as err:
             client.predict({"age": 1.0})
         assert err.value.retriable
-        ModelStore(str(store_dir), MODEL).publish(constant_model(7.0), Lineage(events=1))
+        ModelStore(str(store_dir), MODEL).commit(constant_model(7.0), Lineage(events=1))
         wait_for(client.ready)
         assert client.predict({"age": 1.0}).value == 7.0
 
@@ -157,7 +157,7 @@ def test_predictions_match_the_learner_in_process(
     model = trained_classifier() if learner == "logistic" else fm_classifier()
     # linear models to the last bits; a factorization machine to 1e-9 (sums in other orders)
     close = {"rtol": 1e-12} if learner == "logistic" else {"rtol": 0, "atol": 1e-9}
-    version = store.publish(model.state(), Lineage(events=len(EVENTS), metrics={"log_loss": 0.5}))
+    version = store.commit(model.state(), Lineage(events=len(EVENTS), metrics={"log_loss": 0.5}))
     reference = learner_from_state(ModelState.from_bytes(store.get(version).to_bytes()))
     expected = reference.predict_proba_many(EVENTS[:50])
     with Client(server.url) as client:
@@ -190,7 +190,7 @@ def test_predictions_match_the_learner_in_process(
 def test_version_query_pins_and_rollbacks(server: ServerProcess, store_dir: Path) -> None:
     store = ModelStore(str(store_dir), MODEL)
     for value in (1.0, 2.0, 3.0):
-        store.publish(constant_model(value), Lineage())
+        store.commit(constant_model(value), Lineage())
     with Client(server.url) as client:
         wait_for(lambda: served_version(client) == 3)
         assert client.predict({"x": 1.0}).value == 3.0
@@ -202,7 +202,7 @@ def test_version_query_pins_and_rollbacks(server: ServerProcess, store_dir: Path
         store.pin(2)
         wait_for(lambda: served_version(client) == 2)
         assert client.predict({"x": 1.0}).value == 2.0
-        store.publish(constant_model(4.0), Lineage())  # pinned: still 2
+        store.commit(constant_model(4.0), Lineage())  # pinned: still 2
         time.sleep(0.3)
         assert client.predict({"x": 1.0}).version == 2
         store.unpin()
@@ -219,7 +219,7 @@ def test_version_query_pins_and_rollbacks(server: ServerProcess, store_dir: Path
 def test_bad_requests_get_named_fields_and_the_cli_works(
     server: ServerProcess, store_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    ModelStore(str(store_dir), MODEL).publish(constant_model(5.0), Lineage())
+    ModelStore(str(store_dir), MODEL).commit(constant_model(5.0), Lineage())
     with Client(server.url) as client:
         wait_for(client.ready)
         with pytest.raises(ValidationError) as err:
@@ -241,7 +241,7 @@ def test_bad_requests_get_named_fields_and_the_cli_works(
 
 
 def test_token_is_required_when_set(store_dir: Path) -> None:
-    ModelStore(str(store_dir), MODEL).publish(constant_model(1.0), Lineage())
+    ModelStore(str(store_dir), MODEL).commit(constant_model(1.0), Lineage())
     proc = ServerProcess(store_dir, "--token", "s3cret")
     try:
         with Client(proc.url) as anonymous:
@@ -297,7 +297,7 @@ async def _load(
 
 def test_hot_swap_under_load_loses_no_request(server: ServerProcess, store_dir: Path) -> None:
     store = ModelStore(str(store_dir), MODEL)
-    store.publish(constant_model(1.0), Lineage())
+    store.commit(constant_model(1.0), Lineage())
     with Client(server.url) as client:
         wait_for(client.ready)
     stop = threading.Event()
@@ -307,7 +307,7 @@ def test_hot_swap_under_load_loses_no_request(server: ServerProcess, store_dir: 
     def writer() -> None:
         next_at = time.monotonic()
         while not stop.is_set():
-            version = store.publish(constant_model(float(len(published) + 1)), Lineage())
+            version = store.commit(constant_model(float(len(published) + 1)), Lineage())
             published.append(version)
             next_at += 0.1
             stop.wait(max(next_at - time.monotonic(), 0.0))

@@ -31,7 +31,7 @@ HEAD = (
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     store_dir = tmp_path_factory.mktemp("timeouts") / "models"
-    ModelStore(str(store_dir), MODEL).publish(trained_classifier().state(), Lineage())
+    ModelStore(str(store_dir), MODEL).commit(trained_classifier().state(), Lineage())
     proc = ServerProcess(
         store_dir, "--header-timeout-s", str(HEADER_S), "--body-timeout-s", str(BODY_S)
     )

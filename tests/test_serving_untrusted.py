@@ -347,7 +347,7 @@ def rss_bytes(pid: int) -> int:
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, httpx.Client]]:
     store_dir = tmp_path_factory.mktemp("untrusted") / "models"
-    ModelStore(str(store_dir), MODEL).publish(trained_classifier().state(), Lineage())
+    ModelStore(str(store_dir), MODEL).commit(trained_classifier().state(), Lineage())
     proc = ServerProcess(store_dir)
     client = httpx.Client(base_url=proc.url, timeout=30)
     try:

@@ -56,11 +56,11 @@ def test_payload_forms_round_trip(store: ModelStore) -> None:
     table = pa.table(
         {"w": np.arange(5, dtype=np.float64), "i": np.arange(5, dtype=np.int32)}
     ).replace_schema_metadata({b"learner": b"logistic"})
-    v_stream = store.publish(stream_bytes(table))
-    v_file = store.publish(file_bytes(table))
-    v_obj = store.publish(FakeState(table))
-    v_batch = store.publish(table.to_batches()[0])
-    v_opaque = store.publish(b"\x00not arrow at all\xff")
+    v_stream = store.commit(stream_bytes(table))
+    v_file = store.commit(file_bytes(table))
+    v_obj = store.commit(FakeState(table))
+    v_batch = store.commit(table.to_batches()[0])
+    v_opaque = store.commit(b"\x00not arrow at all\xff")
     for v in (v_stream, v_file, v_obj, v_batch):
         got = store.get(v)
         assert got.payload_kind == "arrow"
@@ -69,10 +69,10 @@ def test_payload_forms_round_trip(store: ModelStore) -> None:
         assert back.equals(table) and back.schema.metadata == table.schema.metadata
     opaque = store.get(v_opaque)
     assert opaque.payload_kind == "opaque" and opaque.to_bytes() == b"\x00not arrow at all\xff"
-    with pytest.raises(ValidationError, match="field `state` of publish"):
-        store.publish(12345)
+    with pytest.raises(ValidationError, match="field `state` of commit"):
+        store.commit(12345)
     with pytest.raises(ValidationError, match="field `lineage`"):
-        store.publish(table, {"events": 3})
+        store.commit(table, {"events": 3})
 
 
 def test_lineage_validation_names_the_field() -> None:
@@ -127,7 +127,7 @@ def test_s3_settings_fall_back_to_environment(monkeypatch: pytest.MonkeyPatch) -
 def test_list_reads_sealed_segments(tmp_path) -> None:
     store = ModelStore(str(tmp_path), model="m", segment_size=8)
     for i in range(1, 30):
-        store.publish(pa.table({"w": [float(i)]}), Lineage(events=i))
+        store.commit(pa.table({"w": [float(i)]}), Lineage(events=i))
     segments = sorted(os.listdir(tmp_path / "m" / "index"))
     assert segments[:3] == [
         "000000000001-000000000008.json",
@@ -150,32 +150,32 @@ def test_list_reads_sealed_segments(tmp_path) -> None:
         store.get(3)
 
 
-def test_recovers_from_a_publisher_that_died_mid_commit(store: ModelStore, tmp_path) -> None:
+def test_recovers_from_a_writer_that_died_mid_commit(store: ModelStore, tmp_path) -> None:
     for i in range(1, 4):
-        store.publish(pa.table({"w": [float(i)]}))
+        store.commit(pa.table({"w": [float(i)]}))
     model_dir = tmp_path / "models" / "m"
-    # as if the publisher of version 3 died after its commit record, before HEAD and the index
+    # as if the writer of version 3 died after its commit record, before HEAD and the index
     (model_dir / "HEAD.json").write_bytes(Head(latest=2).to_json())
     (model_dir / "index" / "tail.json").unlink()
     assert [i.version for i in store.list()] == [1, 2, 3]  # found by probing commit records
-    assert store.publish(pa.table({"w": [4.0]})) == 4  # number 3 is not reused
+    assert store.commit(pa.table({"w": [4.0]})) == 4  # number 3 is not reused
     assert store.get(3).table.column("w").to_pylist() == [3.0]
     assert store.get(4).lineage.parents == (3,)
     assert store.latest() == 4
 
 
 def test_a_loaded_version_survives_retention(store: ModelStore) -> None:
-    store.publish(pa.table({"w": np.ones(1000)}))
+    store.commit(pa.table({"w": np.ones(1000)}))
     held = store.get(1)
     for i in range(3):
-        store.publish(pa.table({"w": np.zeros(10) + i}))
+        store.commit(pa.table({"w": np.zeros(10) + i}))
     assert store.retain(keep_last=1) == [1, 2, 3]
     assert held.table.column("w").to_numpy().sum() == 1000.0  # memory map outlives the unlink
 
 
 def test_grace_period_keeps_recently_superseded(store: ModelStore) -> None:
     for i in range(3):
-        store.publish(pa.table({"w": [float(i)]}))
+        store.commit(pa.table({"w": [float(i)]}))
     assert store.retain(keep_last=1, grace_s=3600) == []
     assert store.retain(keep_last=1) == [1, 2]
 
@@ -183,8 +183,23 @@ def test_grace_period_keeps_recently_superseded(store: ModelStore) -> None:
 def test_injected_filesystem(tmp_path) -> None:
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
     store = ModelStore("stores/x", model="m", filesystem=fs)  # generic pyarrow path
-    assert store.publish(pa.table({"w": [1.0]})) == 1
-    assert store.publish(pa.table({"w": [2.0]})) == 2
+    assert store.commit(pa.table({"w": [1.0]})) == 1
+    assert store.commit(pa.table({"w": [2.0]})) == 2
     assert store.get().table.column("w").to_pylist() == [2.0]
     assert (tmp_path / "stores" / "x" / "m" / "HEAD.json").exists()
     assert store.retain(keep_last=1) == [1]
+
+
+def test_a_store_written_when_snapshots_were_kind_publish_reads_them_as_snapshots(tmp_path):
+    """Earlier releases named a whole-model version's kind "publish" in its commit record;
+    such a store still reads, and lists those versions as snapshots."""
+    old = ModelStore(str(tmp_path), "m")
+    old.commit(pa.table({"w": [1.0]}), Lineage(events=1))
+    old.commit(pa.table({"w": [2.0]}), Lineage(events=2))
+    for record in (tmp_path / "m").rglob("*.json"):
+        text = record.read_text()
+        record.write_text(text.replace('"kind":"snapshot"', '"kind":"publish"'))
+    assert '"kind":"publish"' in (tmp_path / "m" / "commits" / "000000000001.json").read_text()
+    store = ModelStore(str(tmp_path), "m")
+    assert [(i.version, i.kind) for i in store.list()] == [(1, "snapshot"), (2, "snapshot")]
+    assert store.get().table.column("w").to_pylist() == [2.0]

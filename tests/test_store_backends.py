@@ -33,12 +33,12 @@ def lineage(i: int) -> Lineage:
     )
 
 
-def test_publish_get_latest_list(store_uri: str) -> None:
+def test_commit_get_latest_list(store_uri: str) -> None:
     store = ModelStore(store_uri, model="ctr")
     with pytest.raises(VersionNotFound, match="no versions"):
         store.latest()
     assert store.list() == []
-    versions = [store.publish(weights(i), lineage(i)) for i in range(1, 6)]
+    versions = [store.commit(weights(i), lineage(i)) for i in range(1, 6)]
     assert versions == [1, 2, 3, 4, 5]
     assert store.latest() == store.current() == 5
     for i in (1, 3, 5):
@@ -61,7 +61,7 @@ def test_publish_get_latest_list(store_uri: str) -> None:
 def test_pin_rollback_retain(store_uri: str) -> None:
     store = ModelStore(store_uri, model="ctr")
     for i in range(1, 7):
-        store.publish(weights(i), lineage(i))
+        store.commit(weights(i), lineage(i))
     store.pin(2)
     assert store.head().pinned == 2 and store.current() == 2 and store.latest() == 6
     assert store.get().version == 2
@@ -94,7 +94,7 @@ def test_pin_rollback_retain(store_uri: str) -> None:
 
 def test_stored_file_is_plain_arrow_with_lineage_in_schema(store_uri: str) -> None:
     store = ModelStore(store_uri, model="ctr")
-    store.publish(weights(1), lineage(1))
+    store.commit(weights(1), lineage(1))
     info = store.info(1)
     path = f"{store.root}/ctr/{info.file}"
     with store.filesystem.open_input_file(path) as f:  # pyarrow only, no project code
@@ -110,9 +110,9 @@ def test_stored_file_is_plain_arrow_with_lineage_in_schema(store_uri: str) -> No
 def test_several_models_in_one_store(store_uri: str) -> None:
     a = ModelStore(store_uri, model="a")
     b = a.with_model("b")
-    a.publish(weights(1))
-    a.publish(weights(2))
-    b.publish(weights(3))
+    a.commit(weights(1))
+    a.commit(weights(2))
+    b.commit(weights(3))
     assert a.latest() == 2 and b.latest() == 1
     assert b.get(1).table.select(["w", "n"]).equals(weights(3))
     assert a.models() == ["a", "b"]

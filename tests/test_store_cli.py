@@ -15,7 +15,7 @@ from streamlearn.store import Lineage, ModelStore
 def store_dir(tmp_path) -> str:
     store = ModelStore(str(tmp_path / "models"), model="ctr")
     for i in range(1, 5):
-        store.publish(
+        store.commit(
             pa.table({"w": [float(i)] * 3}),
             Lineage(
                 offsets={"events": {0: 10 * i, 1: 11 * i}},

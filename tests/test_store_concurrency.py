@@ -1,6 +1,6 @@
-"""Racing publishers and polling readers in separate processes.
+"""Racing writers and polling readers in separate processes.
 
-Two writers publish 100 versions each into one model while four reader
+Two writers commit 100 versions each into one model while four reader
 processes loop over ``latest()`` + ``get()`` and the test process prunes with
 ``retain()``. Every version a reader loads must decode and match its commit
 record, the latest version a reader sees must never go down, and no version
@@ -34,7 +34,7 @@ def writer(uri: str, writer_id: int, count: int, out: mp.Queue) -> None:
         tag = writer_id * 10_000 + i
         table = pa.table({"w": np.full(2048, float(tag)), "i": np.arange(2048, dtype=np.int64)})
         lineage = Lineage(events=i, learners=(f"writer-{writer_id}",), metrics={"tag": tag})
-        versions.append(store.publish(table, lineage))
+        versions.append(store.commit(table, lineage))
     out.put(("writer", writer_id, versions))
 
 
@@ -46,7 +46,7 @@ def reader(uri: str, reader_id: int, stop: mp.Event, out: mp.Queue) -> None:
     while not stop.is_set():
         try:
             latest = store.latest()
-        except VersionNotFound:  # nothing published yet
+        except VersionNotFound:  # nothing committed yet
             continue
         if latest < seen:
             errors.append(f"latest went down from {seen} to {latest}")

@@ -92,19 +92,19 @@ def run_ops(uri: str, ops: list[tuple[str, list[int], int]], check_each: bool) -
     caching handle, a fresh handle, and a follower's changes."""
     store = ModelStore(uri, model="m")
     ref: dict[int, ModelState] = {}
-    v = store.publish(base_state())
+    v = store.commit(base_state())
     ref[v] = base_state()
     for op, slots, seed in ops:
         latest = store.latest()
         if op == "delta":
             new = stepped(ref[latest], sorted(slots), seed)
-            v = store.publish_delta(
+            v = store.commit_delta(
                 Changes.gather(new, sorted(slots)), Lineage(events=seed), parent=latest
             )
             ref[v] = new
         elif op == "snapshot":
             new = stepped(ref[latest], sorted(slots), seed)
-            v = store.publish(new)
+            v = store.commit(new)
             ref[v] = new
         elif op == "compact":
             v = store.compact()
@@ -169,17 +169,17 @@ def store(tmp_path) -> ModelStore:
 
 def test_delta_file_is_plain_arrow_and_small(store: ModelStore) -> None:
     state = base_state(n=2**20)
-    v1 = store.publish(state)
+    v1 = store.commit(state)
     slots = np.sort(np.random.default_rng(1).choice(2**20, 1000, replace=False))
     new = stepped(state, slots.tolist(), 3)
-    v2 = store.publish_delta(Changes.gather(new, slots), Lineage(events=5000), parent=v1)
+    v2 = store.commit_delta(Changes.gather(new, slots), Lineage(events=5000), parent=v1)
     info, snap = store.info(v2), store.info(v1)
     assert (info.kind, info.parent, info.base, info.chain["deltas"]) == ("delta", v1, v1, 1)
     # 1,000 slots of a 2^20-slot model: the delta is tens of KB (40 bytes a slot: the slot
     # and four per-slot arrays, plus a few KB of schema), the snapshot tens of MB
     assert info.size_bytes < 1000 * 40 + 8_000 < 30_000_000 < snap.size_bytes
     big = np.sort(np.random.default_rng(2).choice(2**20, 10_000, replace=False))
-    v3 = store.publish_delta(Changes.gather(stepped(new, big.tolist(), 4), big), parent=v2)
+    v3 = store.commit_delta(Changes.gather(stepped(new, big.tolist(), 4), big), parent=v2)
     assert 7 < store.info(v3).size_bytes / info.size_bytes < 11  # proportional to the slots
     # pyarrow alone reads it: one row per changed slot, small arrays in the schema
     with open(os.path.join(store.root, "ctr", info.file), "rb") as f:
@@ -201,11 +201,11 @@ def test_following_a_chain_writes_in_place_and_never_changes_a_loaded_version(
     store: ModelStore,
 ) -> None:
     state = base_state(n=4096)
-    v = store.publish(state)
+    v = store.commit(state)
     states = {v: state}
     for i in range(6):
         new = stepped(states[v], [i, 100 + i], i + 1)
-        v = store.publish_delta(Changes.gather(new, [i, 100 + i]), parent=v)
+        v = store.commit_delta(Changes.gather(new, [i, 100 + i]), parent=v)
         states[v] = new
     reader = ModelStore(store.root, model="ctr")
     held = reader.get(3)  # kept by the caller: later versions must not change it
@@ -233,44 +233,44 @@ def test_following_a_chain_writes_in_place_and_never_changes_a_loaded_version(
 
 def test_delta_arguments_are_checked(store: ModelStore) -> None:
     state = base_state()
-    v1 = store.publish(state)
+    v1 = store.commit(state)
     good = Changes.gather(stepped(state, [1, 2], 1), [1, 2])
     with pytest.raises(ValidationError, match="field `slots`.*ascending distinct"):
         Changes([2, 1], {"weights": np.zeros(2)})
     with pytest.raises(ValidationError, match=r"field `rows\['weights'\]`.*2 rows"):
         Changes([1, 2], {"weights": np.zeros(3)})
     with pytest.raises(ValidationError, match="field `changes.slots`.*64 slots"):
-        store.publish_delta(Changes.gather(base_state(n=128), [100]), parent=v1)
+        store.commit_delta(Changes.gather(base_state(n=128), [100]), parent=v1)
     rows = dict(good.rows)
     rows["weights"] = rows["weights"].astype(np.float32)
     with pytest.raises(ValidationError, match=r"changes.rows\['weights'\].*<f8"):
-        store.publish_delta(Changes(good.slots, rows, good.small, good.meta), parent=v1)
+        store.commit_delta(Changes(good.slots, rows, good.small, good.meta), parent=v1)
     del rows["weights"]
     with pytest.raises(ValidationError, match="field `changes.rows`.*per-slot arrays"):
-        store.publish_delta(Changes(good.slots, rows, good.small, good.meta), parent=v1)
+        store.commit_delta(Changes(good.slots, rows, good.small, good.meta), parent=v1)
     small = dict(good.small, intercept=np.zeros(3))
     with pytest.raises(ValidationError, match=r"changes.small\['intercept'\].*shape \(2,\)"):
-        store.publish_delta(Changes(good.slots, good.rows, small, good.meta), parent=v1)
+        store.commit_delta(Changes(good.slots, good.rows, small, good.meta), parent=v1)
     with pytest.raises(ValidationError, match="changes.meta"):
-        store.publish_delta(Changes(good.slots, good.rows, good.small, None), parent=v1)
+        store.commit_delta(Changes(good.slots, good.rows, good.small, None), parent=v1)
     with pytest.raises(ValidationError, match="lineage.parents"):
-        store.publish_delta(good, Lineage(parents=(7,)), parent=v1)
-    v2 = store.publish_delta(good, parent=v1)
+        store.commit_delta(good, Lineage(parents=(7,)), parent=v1)
+    v2 = store.commit_delta(good, parent=v1)
     with pytest.raises(StaleParent, match="latest version is 2"):
-        store.publish_delta(good, parent=v1)
+        store.commit_delta(good, parent=v1)
     other = store.with_model("plain")
-    p = other.publish(pa.table({"w": [1.0, 2.0]}))
+    p = other.commit(pa.table({"w": [1.0, 2.0]}))
     with pytest.raises(StoreError, match="not a model state"):
-        other.publish_delta(good, parent=p)
+        other.commit_delta(good, parent=p)
     assert store.latest() == v2 and store.info(v2).kind == "delta"
 
 
 def test_missing_or_damaged_delta_is_a_clear_error(store: ModelStore) -> None:
     state = base_state()
-    v = store.publish(state)
+    v = store.commit(state)
     for i in range(4):
         state = stepped(state, [i], i)
-        v = store.publish_delta(Changes.gather(state, [i]), parent=v)
+        v = store.commit_delta(Changes.gather(state, [i]), parent=v)
     follower = ModelStore(store.root, model="ctr")
     served = follower.get(5)  # the last good version, still served
     d3 = os.path.join(store.root, "ctr", store.info(3).file)
@@ -289,33 +289,33 @@ def test_missing_or_damaged_delta_is_a_clear_error(store: ModelStore) -> None:
     with pytest.raises(BrokenChain, match="model 'ctr' version 3: its delta file .* is missing"):
         ModelStore(store.root, model="ctr").get(4)
     assert_same(served.table, state, "served")  # the follower's version is unaffected
-    # the writer's next publish is a snapshot, and the chain is whole again after it
+    # the writer's next commit is a snapshot, and the chain is whole again after it
     policy = SnapshotPolicy(max_delta_bytes_ratio=None)
     assert policy.due(store.chain()) is None
     policy.request_snapshot("version 3 unreadable")
     assert policy.due(store.chain()) == "requested: version 3 unreadable"
-    v6 = store.publish(state)
+    v6 = store.commit(state)
     assert_same(ModelStore(store.root, model="ctr").get(v6).table, state, "after snapshot")
-    # the latest version's own file missing: a delta on it is refused (publish a snapshot)
+    # the latest version's own file missing: a delta on it is refused (commit a snapshot)
     os.unlink(os.path.join(store.root, "ctr", store.info(v6).file))
     with pytest.raises(BrokenChain, match="version 6: its snapshot file .* is missing"):
-        store.publish_delta(Changes.gather(state, [1]), parent=v6)
+        store.commit_delta(Changes.gather(state, [1]), parent=v6)
 
 
 def test_retention_keeps_chains_and_compaction_frees_them(store: ModelStore) -> None:
     state = base_state()
-    v = store.publish(state)
+    v = store.commit(state)
     states = {v: state}
     for i in range(8):
         states[v + 1] = stepped(states[v], [i, i + 9], i)
-        v = store.publish_delta(Changes.gather(states[v + 1], [i, i + 9]), parent=v)
+        v = store.commit_delta(Changes.gather(states[v + 1], [i, i + 9]), parent=v)
     assert store.retain(keep_last=2) == []  # 8 and 9 need every delta back to snapshot 1
     assert store.rollback(5) == 10  # rollback to a delta version: a snapshot equal to it
     assert_same(store.get(10).table, states[5], "rollback")
     assert store.info(10).kind == "rollback" and store.chain().deltas == 0
     states[10] = states[5]
     states[11] = stepped(states[10], [3], 11)
-    store.publish_delta(Changes.gather(states[11], [3]), parent=10)
+    store.commit_delta(Changes.gather(states[11], [3]), parent=10)
     assert store.retain(keep_last=2) == list(range(1, 10))
     assert store.compact() == 12 and store.info(12).kind == "compact"
     states[12] = states[11]
@@ -323,7 +323,7 @@ def test_retention_keeps_chains_and_compaction_frees_them(store: ModelStore) -> 
     update = store.changes(since=11)  # a follower at 11 needs no reload across a compaction
     assert update.reload is None and update.version == 12 and len(update.changes) == 0
     states[13] = stepped(states[11], [5, 6], 13)
-    store.publish_delta(Changes.gather(states[13], [5, 6]), parent=12)
+    store.commit_delta(Changes.gather(states[13], [5, 6]), parent=12)
     update = store.changes(since=11)
     assert update.reload is None and update.changes.slots.tolist() == [5, 6]
     assert store.retain(keep_last=1) == [10, 11]
@@ -338,16 +338,16 @@ def test_snapshot_policy_reads_the_chain(store: ModelStore) -> None:
     state = base_state()
     policy = SnapshotPolicy(max_deltas=3, max_delta_bytes_ratio=None, max_age_s=None)
     assert policy.due(store.chain()) == "no version yet"
-    v = store.publish(state)
+    v = store.commit(state)
     kinds = []
     for i in range(7):
         state = stepped(state, [i], i)
         if policy.due(store.chain()):
-            v = store.publish(state)
+            v = store.commit(state)
         else:
-            v = store.publish_delta(Changes.gather(state, [i]), parent=v)
+            v = store.commit_delta(Changes.gather(state, [i]), parent=v)
         kinds.append(store.info(v).kind)
-    assert kinds == ["delta"] * 3 + ["publish"] + ["delta"] * 3
+    assert kinds == ["delta"] * 3 + ["snapshot"] + ["delta"] * 3
     chain = store.chain()
     assert (chain.base, chain.deltas) == (5, 3)
     assert chain.delta_bytes == sum(store.info(x).size_bytes for x in (6, 7, 8))
@@ -377,41 +377,41 @@ def test_deltas_under_the_writer_lease(store: ModelStore) -> None:
 
     state = base_state()
     lease = store.acquire_writer("trainer-1")
-    v1 = store.publish(state, lease=lease)
+    v1 = store.commit(state, lease=lease)
     state = stepped(state, [1], 1)
-    v2 = store.publish_delta(Changes.gather(state, [1]), parent=v1, lease=lease)
+    v2 = store.commit_delta(Changes.gather(state, [1]), parent=v1, lease=lease)
     assert store.info(v2).writer_token == lease.token
     with pytest.raises(WriterBusy):
-        store.publish_delta(Changes.gather(state, [1]), parent=v2)
+        store.commit_delta(Changes.gather(state, [1]), parent=v2)
     again = store.acquire_writer("trainer-1")  # restarted: the old lease is fenced out
     with pytest.raises(WriterFenced):
-        store.publish_delta(Changes.gather(state, [1]), parent=v2, lease=lease)
+        store.commit_delta(Changes.gather(state, [1]), parent=v2, lease=lease)
     assert store.latest() == v2
     state = stepped(state, [2], 2)
-    v3 = store.publish_delta(Changes.gather(state, [2]), parent=v2, lease=again)
+    v3 = store.commit_delta(Changes.gather(state, [2]), parent=v2, lease=again)
     assert_same(ModelStore(store.root, model="ctr").get(v3).table, state, "v3")
 
 
-def test_a_version_published_meanwhile_refuses_the_delta(store: ModelStore, monkeypatch) -> None:
+def test_a_version_committed_meanwhile_refuses_the_delta(store: ModelStore, monkeypatch) -> None:
     state = base_state()
-    v1 = store.publish(state)
+    v1 = store.commit(state)
     rival = ModelStore(store.root, model="ctr")
     check = store._check_changes
 
-    def check_then_race(*args):  # another publisher wins a number after our parent check
+    def check_then_race(*args):  # another writer wins a number after our parent check
         check(*args)
-        rival.publish(state)
+        rival.commit(state)
 
     monkeypatch.setattr(store, "_check_changes", check_then_race)
-    with pytest.raises(StaleParent, match="version 3 was refused: .* version 2 was published"):
-        store.publish_delta(Changes.gather(stepped(state, [1], 1), [1]), parent=v1)
+    with pytest.raises(StaleParent, match="version 3 was refused: .* version 2 was committed"):
+        store.commit_delta(Changes.gather(stepped(state, [1], 1), [1]), parent=v1)
     assert store.latest() == 2
     assert [(i.version, i.kind, i.available) for i in store.list()] == [
-        (1, "publish", True), (2, "publish", True), (3, "refused", False)]
+        (1, "snapshot", True), (2, "snapshot", True), (3, "refused", False)]
     with pytest.raises(VersionNotFound, match="version 3 was discarded"):
         store.get(3)
     monkeypatch.undo()
-    assert store.publish_delta(Changes.gather(state, [1]), parent=2) == 4
+    assert store.commit_delta(Changes.gather(state, [1]), parent=2) == 4
 
 
 def test_a_first_snapshot_with_its_changes_on_the_initial_state(store: ModelStore) -> None:
@@ -420,16 +420,16 @@ def test_a_first_snapshot_with_its_changes_on_the_initial_state(store: ModelStor
     initial = base_state(seed=3, n=4096)
     first = stepped(initial, [2, 40], 1)
     with pytest.raises(ValidationError, match="from_initial"):
-        store.publish(first, from_initial=("", Changes.gather(first, [2, 40])))
+        store.commit(first, from_initial=("", Changes.gather(first, [2, 40])))
     with pytest.raises(ValidationError, match="changes.rows"):
-        store.publish(first, from_initial=("cfg-a", Changes(np.array([2]), {}, {}, first.meta)))
+        store.commit(first, from_initial=("cfg-a", Changes(np.array([2]), {}, {}, first.meta)))
     with pytest.raises(ValidationError, match="from_initial"):
-        store.publish(b"opaque", from_initial=("cfg-a", Changes.gather(first, [2, 40])))
-    v1 = store.publish(first, from_initial=("cfg-a", Changes.gather(first, [2, 40])))
+        store.commit(b"opaque", from_initial=("cfg-a", Changes.gather(first, [2, 40])))
+    v1 = store.commit(first, from_initial=("cfg-a", Changes.gather(first, [2, 40])))
     second = stepped(first, [5], 2)
-    v2 = store.publish_delta(Changes.gather(second, [5]), parent=v1)
+    v2 = store.commit_delta(Changes.gather(second, [5]), parent=v1)
     info = store.info(v1)
-    assert info.kind == "publish" and info.from_initial is not None
+    assert info.kind == "snapshot" and info.from_initial is not None
     assert info.from_initial["initial"] == "cfg-a"
     assert info.from_initial["size_bytes"] < info.size_bytes / 4  # the changes, not the model
     update = store.changes(since=0, initial="cfg-a")
@@ -442,7 +442,7 @@ def test_a_first_snapshot_with_its_changes_on_the_initial_state(store: ModelStor
     assert store.changes(since=0, initial="cfg-b").reload.startswith("version 1 is a snapshot")
     assert store.changes(since=0).reload.startswith("version 1 is a snapshot")
     # a later snapshot has none: a follower at 0 reloads past it
-    store.publish(second)
+    store.commit(second)
     assert store.changes(since=0, initial="cfg-a").reload.startswith("version 3 is a snapshot")
     # retention deletes the second file with its version
     versions = os.path.join(store.root, "ctr", "versions")
@@ -465,11 +465,11 @@ def test_an_update_carries_its_versions_lineage_read_with_it(tmp_path):
 
     state = ModelState({"weights": np.zeros(8), "intercept": np.zeros(1)}, {"n_slots": 8})
     store = ModelStore(str(tmp_path), model="m")
-    v1 = store.publish(state, lineage=Lineage(offsets={"t": {0: 5}}, events=5))
+    v1 = store.commit(state, lineage=Lineage(offsets={"t": {0: 5}}, events=5))
     state.arrays["weights"][2] = 1.0
-    v2 = store.publish_delta(Changes.gather(state, [2]), parent=v1,
+    v2 = store.commit_delta(Changes.gather(state, [2]), parent=v1,
                              lineage=Lineage(offsets={"t": {0: 9}}, events=9))
-    v3 = store.publish(state, lineage=Lineage(offsets={"t": {0: 12}}, events=12))
+    v3 = store.commit(state, lineage=Lineage(offsets={"t": {0: 12}}, events=12))
     for since, upto in ((v1, v2), (v1, v3), (v2, v3)):
         update = store.changes(since=since, upto=upto)
         assert update.lineage == store.info(upto).lineage

@@ -45,10 +45,10 @@ def test_a_second_writer_is_refused_naming_the_first(store_uri: str) -> None:
         assert part in text, (part, text)
     assert re.search(r"lease expires in (5\d|60)\.\d s", text), text
     assert err.value.holder.writer_id == "trainer-a"
-    # nor may anyone publish without the lease while it is live
-    with pytest.raises(WriterBusy, match="cannot publish"):
-        store.publish(table(0))
-    v = store.publish(table(1), Lineage(events=10), lease=first)
+    # nor may anyone commit without the lease while it is live
+    with pytest.raises(WriterBusy, match="cannot commit"):
+        store.commit(table(0))
+    v = store.commit(table(1), Lineage(events=10), lease=first)
     info = store.info(v)
     assert (info.writer_id, info.writer_token) == ("trainer-a", first.token)
     record = orjson.loads(store._files.read(store._path(store._commit_rel(v))))
@@ -61,7 +61,7 @@ def test_a_second_writer_is_refused_naming_the_first(store_uri: str) -> None:
 def test_expiry_lets_another_writer_in_and_fences_the_old_one(store_uri: str) -> None:
     store = ModelStore(store_uri, model="m")
     old = store.acquire_writer("old", lease_ms=3000)
-    v1 = store.publish(table(1), Lineage(events=100), lease=old)
+    v1 = store.commit(table(1), Lineage(events=100), lease=old)
     old.renew()
     with pytest.raises(WriterBusy):
         store.acquire_writer("new", lease_ms=3000)
@@ -70,10 +70,10 @@ def test_expiry_lets_another_writer_in_and_fences_the_old_one(store_uri: str) ->
         time.sleep(0.1)
     new = store.acquire_writer("new", lease_ms=60_000)
     assert new.token > old.token
-    v2 = store.publish(table(2), Lineage(events=150), lease=new)
+    v2 = store.commit(table(2), Lineage(events=150), lease=new)
     # the zombie wakes up with an older, smaller model: refused, and it cannot renew
     with pytest.raises(WriterFenced, match=r"writer 'old' \(token 1\) was fenced out.*'new'"):
-        store.publish(table(3), Lineage(events=120), lease=old)
+        store.commit(table(3), Lineage(events=120), lease=old)
     with pytest.raises(WriterFenced):
         old.renew()
     old.release()  # a no-op for a fenced writer: the new lease is untouched
@@ -87,12 +87,12 @@ def test_expiry_lets_another_writer_in_and_fences_the_old_one(store_uri: str) ->
 def test_the_same_writer_reacquires_at_once_and_fences_its_former_self(store_uri: str) -> None:
     store = ModelStore(store_uri, model="m")
     before = store.acquire_writer("job-7", lease_ms=60_000)
-    store.publish(table(1), lease=before)
+    store.commit(table(1), lease=before)
     after = ModelStore(store_uri, model="m").acquire_writer("job-7", lease_ms=60_000)
     assert after.token == before.token + 1
     with pytest.raises(WriterFenced):
-        store.publish(table(2), lease=before)
-    assert store.publish(table(3), lease=after) == 2
+        store.commit(table(2), lease=before)
+    assert store.commit(table(3), lease=after) == 2
 
 
 def test_renewal_keeps_a_short_lease_alive(store_uri: str) -> None:
@@ -113,7 +113,7 @@ def test_a_writer_fenced_between_its_checks_leaves_a_tombstone_not_a_version(
     """The authoritative check runs after the commit record: a takeover in between is caught."""
     store = ModelStore(store_uri, model="m")
     zombie = store.acquire_writer("zombie", lease_ms=60_000)
-    store.publish(table(1), Lineage(events=50), lease=zombie)
+    store.commit(table(1), Lineage(events=50), lease=zombie)
     check = zombie.check
 
     def check_then_lose() -> None:  # the takeover lands right after the early check
@@ -122,18 +122,18 @@ def test_a_writer_fenced_between_its_checks_leaves_a_tombstone_not_a_version(
 
     monkeypatch.setattr(zombie, "check", check_then_lose)
     with pytest.raises(WriterFenced):
-        store.publish(table(2), Lineage(events=40), lease=zombie)
+        store.commit(table(2), Lineage(events=40), lease=zombie)
     monkeypatch.undo()
     assert store.latest() == 1  # HEAD never moved to the fenced version
     infos = store.list()
     assert [(i.version, i.kind, i.available) for i in infos] == [
-        (1, "publish", True),
+        (1, "snapshot", True),
         (2, "fenced", False),
     ]
     with pytest.raises(VersionNotFound, match="version 2 was discarded.*'zombie'"):
         store.get(2)
     taker = store.acquire_writer("taker", lease_ms=60_000)
-    assert store.publish(table(3), Lineage(events=60), lease=taker) == 3
+    assert store.commit(table(3), Lineage(events=60), lease=taker) == 3
 
 
 def test_unlock_breaks_a_dead_writers_lease(store_uri: str) -> None:
@@ -155,7 +155,7 @@ def test_bad_arguments_name_the_field(tmp_path) -> None:
         store.acquire_writer("w", lease_ms=5)
     lease = store.acquire_writer("w")
     with pytest.raises(StoreError, match="the lease given is for"):
-        store.with_model("other").publish(table(1), lease=lease)
+        store.with_model("other").commit(table(1), lease=lease)
 
 
 def _race(uri: str, writer: str, start_at: float, out) -> None:

@@ -36,7 +36,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 def test_a_dead_writer_is_named_then_unlocked(tmp_path) -> None:
     store_dir = str(tmp_path / "models")
-    ModelStore(store_dir, model="ctr").publish(pa.table({"w": [1.0]}), Lineage(events=5))
+    ModelStore(store_dir, model="ctr").commit(pa.table({"w": [1.0]}), Lineage(events=5))
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, store_dir], stdout=subprocess.PIPE, text=True
     )
@@ -84,11 +84,11 @@ events = 0
 while True:
     events += 100
     try:
-        v = store.publish(pa.table({"w": [1.0]}), Lineage(events=events), lease=lease)
+        v = store.commit(pa.table({"w": [1.0]}), Lineage(events=events), lease=lease)
     except WriterFenced as exc:
         print("fenced", str(exc), flush=True)
         sys.exit(3)
-    print("published", v, flush=True)
+    print("committed", v, flush=True)
     time.sleep(0.05)
 """
 
@@ -96,7 +96,7 @@ while True:
 @pytest.mark.parametrize("backend", ["local", "s3"])
 def test_a_paused_writer_is_fenced_out_when_it_wakes(backend, tmp_path, request) -> None:
     """A writer process frozen (SIGSTOP) past its lease, as a long GC pause or a
-    partition would, while another takes over: when it wakes, its publishes are
+    partition would, while another takes over: when it wakes, its commits are
     refused, and the model never goes back in events reflected."""
     uri = str(tmp_path / "models") if backend == "local" else request.getfixturevalue("s3_uri")
     with subprocess.Popen(
@@ -104,7 +104,7 @@ def test_a_paused_writer_is_fenced_out_when_it_wakes(backend, tmp_path, request)
     ) as old:
         try:
             for _ in range(3):
-                assert old.stdout.readline().startswith("published")
+                assert old.stdout.readline().startswith("committed")
             old.send_signal(signal.SIGSTOP)
             store = ModelStore(uri, model="ctr")
             deadline = time.time() + 60
@@ -113,7 +113,7 @@ def test_a_paused_writer_is_fenced_out_when_it_wakes(backend, tmp_path, request)
             new = store.acquire_writer("trainer-new", lease_ms=60_000)
             base = store.info(store.latest()).lineage.events
             for i in range(1, 4):
-                store.publish(pa.table({"w": [2.0]}), Lineage(events=base + i * 1000), lease=new)
+                store.commit(pa.table({"w": [2.0]}), Lineage(events=base + i * 1000), lease=new)
             old.send_signal(signal.SIGCONT)
             rest, _ = old.communicate(timeout=60)  # it must stop on its own
             assert old.returncode == 3, rest
@@ -136,7 +136,7 @@ def test_list_and_show_name_the_writer_and_discarded_versions(tmp_path, monkeypa
     store_dir = str(tmp_path / "models")
     store = ModelStore(store_dir, model="ctr")
     zombie = store.acquire_writer("trainer-1")
-    store.publish(pa.table({"w": [1.0]}), Lineage(events=5), lease=zombie)
+    store.commit(pa.table({"w": [1.0]}), Lineage(events=5), lease=zombie)
     check = zombie.check
 
     def taken_over_meanwhile() -> None:
@@ -145,7 +145,7 @@ def test_list_and_show_name_the_writer_and_discarded_versions(tmp_path, monkeypa
 
     monkeypatch.setattr(zombie, "check", taken_over_meanwhile)
     with pytest.raises(WriterFenced):
-        store.publish(pa.table({"w": [0.0]}), Lineage(events=3), lease=zombie)
+        store.commit(pa.table({"w": [0.0]}), Lineage(events=3), lease=zombie)
     common = ["--store", store_dir, "--model", "ctr"]
     shown = run("models", "show", "1", *common)
     assert "writer      trainer-1 (token 1)" in shown.stdout, shown.stdout

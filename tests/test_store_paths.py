@@ -41,8 +41,8 @@ def _exists(store: ModelStore, path: str) -> bool:
 
 
 def test_a_tampered_file_name_is_refused_not_followed(store: ModelStore) -> None:
-    store.publish(pa.table({"w": [1.0]}))
-    store.publish(pa.table({"w": [2.0]}))
+    store.commit(pa.table({"w": [1.0]}))
+    store.commit(pa.table({"w": [2.0]}))
     # A valid copy of version 2 outside the store root: following the name would
     # load it without complaint, so only the check stands between.
     outside = posixpath.normpath(f"{store.root}/ctr/{BAD}")
@@ -76,7 +76,7 @@ def test_a_tampered_file_name_is_refused_not_followed(store: ModelStore) -> None
 )
 def test_every_escaping_or_foreign_name_is_refused(tmp_path, name: object) -> None:
     store = ModelStore(str(tmp_path), model="ctr")
-    store.publish(pa.table({"w": [1.0]}))
+    store.commit(pa.table({"w": [1.0]}))
     _rewrite(store, "commits/000000000001.json", lambda r: {**r, "file": name})
     with pytest.raises(StoreError, match=f"version 1: the commit record's `file`.*got {name!r}"):
         store.get(1)
@@ -84,7 +84,7 @@ def test_every_escaping_or_foreign_name_is_refused(tmp_path, name: object) -> No
 
 def test_a_tampered_head_or_record_number_is_refused(tmp_path) -> None:
     store = ModelStore(str(tmp_path), model="ctr")
-    store.publish(pa.table({"w": [1.0]}))
+    store.commit(pa.table({"w": [1.0]}))
     _rewrite(store, "HEAD.json", lambda h: {**h, "pinned": "../../x"})
     with pytest.raises(StoreError, match=r"model 'ctr': HEAD.json `pinned` .*got '\.\./\.\./x'"):
         store.get()

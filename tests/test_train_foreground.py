@@ -25,9 +25,9 @@ class _Follower:
 def test_a_compaction_is_one_line_naming_the_version_it_stores_whole(tmp_path):
     store = ModelStore(str(tmp_path / "models"), "m")
     state = ModelState({"weights": np.zeros(8), "intercept": np.zeros(1)}, {"n_slots": 8})
-    store.publish(state, Lineage(events=100))
+    store.commit(state, Lineage(events=100))
     state.arrays["weights"][3] = 0.5
-    store.publish_delta(Changes.gather(state, [3]), Lineage(events=250), parent=1)
+    store.commit_delta(Changes.gather(state, [3]), Lineage(events=250), parent=1)
     store.compact()
     out = io.StringIO()
     shown, prev, _ = _show_new(store, TrainConfig.from_dict({}), 0, None, _Follower(), out)
@@ -47,7 +47,7 @@ def test_without_kafka_the_lines_come_without_lag_and_age(tmp_path):
 
     store = ModelStore(str(tmp_path / "models"), "m")
     state = ModelState({"weights": np.zeros(8), "intercept": np.zeros(1)}, {"n_slots": 8})
-    store.publish(state, Lineage(events=100))
+    store.commit(state, Lineage(events=100))
     out = io.StringIO()
     shown, _, _ = _show_new(store, TrainConfig.from_dict({}), 0, None, _Refuses(), out,
                             kafka=False)

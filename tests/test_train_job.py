@@ -193,7 +193,7 @@ def _check_delta_versions(root: Path, store: ModelStore, versions: list) -> None
     the model a follower holds by applying each version's changes to the snapshot."""
     import pyarrow as pa
 
-    assert versions[0].kind == "publish"
+    assert versions[0].kind == "snapshot"
     deltas = [v for v in versions if v.kind == "delta"]
     assert deltas, [v.kind for v in versions]
     n_slots = 2**18

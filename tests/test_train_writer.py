@@ -46,7 +46,7 @@ def test_versions_carry_the_writers_token_and_a_fenced_merger_fails_at_once(tmp_
     merger = MergerWorker(cfg, store, lease=lease)
     merger.start()
     merger.add(_delta(cfg, store))
-    assert merger.publish() == 1
+    assert merger.commit() == 1
     info = store.info(1)
     assert (info.writer_id, info.writer_token) == (cfg.job.writer_id, lease.token)
 
@@ -54,7 +54,7 @@ def test_versions_carry_the_writers_token_and_a_fenced_merger_fails_at_once(tmp_
     merger.add(_delta(cfg, store, seed=2, start=200))
     started = time.monotonic()
     with pytest.raises(WriterFenced):
-        merger.publish()
+        merger.commit()
     assert time.monotonic() - started < 2, "a fence is not waited out like a full disk"
     assert store.head().latest == 1 and merger.pending(), "nothing published, nothing lost"
 
@@ -67,7 +67,7 @@ def test_without_a_lease_the_merger_is_refused_while_another_writer_is_live(tmp_
     merger.start()
     merger.add(_delta(cfg, store))
     with pytest.raises(WriterBusy, match="train-m-first"):
-        merger.publish()
+        merger.commit()
 
 
 def test_a_second_trainer_is_refused_naming_the_first_and_a_hand_over_is_no_release(tmp_path):
@@ -90,7 +90,7 @@ def _publish_n(cfg, store, n):
     merger.start()
     for i in range(n):
         merger.add(_delta(cfg, store, n=50, seed=i, start=50 * i))
-        merger.publish()
+        merger.commit()
     return merger
 
 
@@ -113,7 +113,7 @@ def test_retention_is_on_by_default_and_keeps_the_pinned_version(tmp_path, monke
     store.pin(1)
     for i in range(2, 24):
         merger.add(_delta(cfg, store, n=50, seed=i, start=50 * i))
-        merger.publish()
+        merger.commit()
         stored = _stored(store)
         assert len(stored) <= 3 + RETAIN_EVERY - 1 + 1, stored  # the bound, the pin
         assert 1 in stored and stored[-1] == i + 1

@@ -234,7 +234,7 @@ def test_a_bundle_from_the_jvm_is_learned_as_the_python_path_learns_it(tmp_path)
 def test_crosses_are_learned_the_same_from_the_jvms_bundles_and_the_python_path(tmp_path):
     """``features.crosses``: the JVM encoder crosses the features the Python hasher
     crosses (the corpus proves each entry; here, the job's two paths learn one model),
-    and the learner and its published state carry the crosses."""
+    and the learner and its committed state carry the crosses."""
     from streamlearn.generators import INTERACTION_PAIRS, interactions
 
     cfg = TrainConfig.from_dict({
@@ -315,10 +315,10 @@ def test_by_default_every_event_is_predicted_then_learned_in_order(tmp_path):
 
 
 @pytest.mark.parametrize("task", ["binary", "regression"])
-def test_a_factorization_machine_is_trained_merged_and_published_by_the_job(tmp_path, task):
+def test_a_factorization_machine_is_trained_merged_and_committed_by_the_job(tmp_path, task):
     """``model.factors = k``: the job's learners are factorization machines, the same on
     the JVM's bundles as on the Python path; their deltas carry the factors, the merger
-    folds them, and the published version is a factorization machine to serve."""
+    folds them, and the committed version is a factorization machine to serve."""
     from streamlearn.generators import interactions
     from streamlearn.learners import learner_from_state
     from streamlearn.state import ModelState
@@ -346,7 +346,7 @@ def test_a_factorization_machine_is_trained_merged_and_published_by_the_job(tmp_
             assert a.extra["metrics"] == b.extra["metrics"]
             np.testing.assert_array_equal(a.sparse["factors"], b.sparse["factors"])
         merger.add(b.to_bytes())
-        assert merger.publish() == i + 1
+        assert merger.commit() == i + 1
     served = learner_from_state(ModelState.from_arrow(store.get().table))
     assert type(served).__name__ == ("FMRegressor" if task == "regression" else "FMClassifier")
     assert served.factors.shape == (2**12, 3) and served.n_learned == 600
@@ -379,9 +379,9 @@ def test_regression_and_discovered_classes_learn_the_same_on_both_paths(tmp_path
 
 
 def test_merger_counts_every_event_once_across_a_restart(tmp_path):
-    """The merger's snapshot and unpublished deltas are all a checkpoint needs: learners
+    """The merger's snapshot and uncommitted deltas are all a checkpoint needs: learners
     learn each bundle as it comes, so nothing they read is lost with them. Versions
-    published after the checkpoint are continued from, and what they reflect is skipped."""
+    committed after the checkpoint are continued from, and what they reflect is skipped."""
     cfg = _cfg(tmp_path)
     store = ModelStore(cfg.store.uri, cfg.store.model)
     parts = {p: [orjson.dumps(e) for e in clicks(2000, seed=5 + p)] for p in (0, 1)}
@@ -398,26 +398,26 @@ def test_merger_counts_every_event_once_across_a_restart(tmp_path):
     merger = MergerWorker(cfg, store)
     merger.start()
     learn(learners, merger, 0)
-    merger.publish()
-    snapshot = merger.snapshot()  # the Flink merger keeps it in state at every publish
+    merger.commit()
+    snapshot = merger.snapshot()  # the Flink merger keeps it in state at every commit
     learn(learners, merger, 1)
-    # checkpoint: that snapshot and the deltas folded in since the publish
-    unpublished = merger.pending()
-    # more work after the checkpoint, published, then a crash
+    # checkpoint: that snapshot and the deltas folded in since the commit
+    uncommitted = merger.pending()
+    # more work after the checkpoint, committed, then a crash
     learn(learners, merger, 2)
-    newest = merger.publish()
+    newest = merger.commit()
 
     # restart from the checkpoint: the source re-reads from the checkpointed offsets (bundle
     # 2); the merger continues from the newest version, the learners skip what it reflects
     merger2 = MergerWorker(cfg, store)
-    merger2.start(snapshot, unpublished)
+    merger2.start(snapshot, uncommitted)
     assert merger2.adopted == newest
     learners2 = [LearnerWorker(cfg, i, store) for i in range(2)]
     assert [w.skip_below for w in learners2] == [{0: 1500, 1: 1500}] * 2
     for k in (2, 3):
         learn(learners2, merger2, k)
     assert [w.n_skipped for w in learners2] == [500, 500]
-    final = merger2.publish()
+    final = merger2.commit()
     assert final == newest + 1
     lineage = store.get(final).lineage
     assert lineage.events == 4000
@@ -434,7 +434,7 @@ def test_a_fresh_start_continues_from_the_newest_version(tmp_path):
     merger.start()
     _feed(worker, clicks(600, seed=2), partition=1)
     merger.add(worker.flush().to_bytes())
-    version = merger.publish()
+    version = merger.commit()
     assert resume_point(cfg, store) == (version, {1: 600})
     again = MergerWorker(cfg, store)
     again.start(base_version=version)
@@ -479,16 +479,16 @@ def test_restart_settings_become_flinks_exponential_delay_strategy(tmp_path):
 class FlakyStore:
     """A real ModelStore whose writes (or reads) fail like a full disk ``fail`` times."""
 
-    def __init__(self, store: ModelStore, fail_publish: int = 0, fail_reads: int = 0) -> None:
-        self.store, self.fail_publish, self.fail_reads = store, fail_publish, fail_reads
-        self.publish_calls: list[float] = []
+    def __init__(self, store: ModelStore, fail_commit: int = 0, fail_reads: int = 0) -> None:
+        self.store, self.fail_commit, self.fail_reads = store, fail_commit, fail_reads
+        self.commit_calls: list[float] = []
 
-    def publish(self, *args, **kwargs):
-        self.publish_calls.append(time.monotonic())
-        if self.fail_publish:
-            self.fail_publish -= 1
+    def commit(self, *args, **kwargs):
+        self.commit_calls.append(time.monotonic())
+        if self.fail_commit:
+            self.fail_commit -= 1
             raise OSError(errno.ENOSPC, "Error writing bytes to file. Detail: [errno 28] ...")
-        return self.store.publish(*args, **kwargs)
+        return self.store.commit(*args, **kwargs)
 
     def head(self):
         if self.fail_reads:
@@ -508,39 +508,39 @@ def _one_delta(cfg, store, seed=4):
 
 def test_the_merger_waits_out_a_full_store_in_place_logging_each_wait(tmp_path, caplog):
     cfg = _cfg(tmp_path, restart_initial_ms=40, restart_multiplier=2, store_retry_ms=5000)
-    store = FlakyStore(ModelStore(cfg.store.uri, cfg.store.model), fail_publish=3)
+    store = FlakyStore(ModelStore(cfg.store.uri, cfg.store.model), fail_commit=3)
     merger = MergerWorker(cfg, store)
     merger.start()
     merger.add(_one_delta(cfg, store))
     with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
-        version = merger.publish()
+        version = merger.commit()
     assert version == 1 and store.store.get(1).lineage.events == 400
     waits = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
     assert waits == [
         f"model store unavailable (No space left on device); retrying in {s} s"
         for s in ("0.0", "0.1", "0.2")  # 40, 80, 160 ms: the restart back-off
     ]
-    gaps = np.diff(store.publish_calls)
+    gaps = np.diff(store.commit_calls)
     assert gaps[0] >= 0.04 and gaps[1] >= 0.08 and gaps[2] >= 0.16, gaps
-    assert "available again: published version 1" in caplog.records[-1].getMessage()
+    assert "available again: committed version 1" in caplog.records[-1].getMessage()
 
 
 def test_past_store_retry_ms_the_fault_fails_the_task_and_nothing_is_lost(tmp_path, caplog):
     """The merger gives up to Flink's restart (from its checkpoint) with its state intact."""
     cfg = _cfg(tmp_path, restart_initial_ms=50, store_retry_ms=300)
-    store = FlakyStore(ModelStore(cfg.store.uri, cfg.store.model), fail_publish=10**6)
+    store = FlakyStore(ModelStore(cfg.store.uri, cfg.store.model), fail_commit=10**6)
     merger = MergerWorker(cfg, store)
     merger.start()
     blob = _one_delta(cfg, store)
     merger.add(blob)
     started = time.monotonic()
     with caplog.at_level(logging.WARNING), pytest.raises(OSError):
-        merger.publish()
+        merger.commit()
     assert 0.3 <= time.monotonic() - started < 2.0
     assert "giving up after" in caplog.records[-1].getMessage()
     assert merger.pending() == [blob] and merger.version == 0 and store.store.head().latest is None
-    store.fail_publish = 0
-    assert merger.publish() == 1 and store.store.get(1).lineage.events == 400
+    store.fail_commit = 0
+    assert merger.commit() == 1 and store.store.get(1).lineage.events == 400
 
 
 @pytest.mark.parametrize(
@@ -550,8 +550,8 @@ def test_a_bug_or_a_refusal_is_not_waited_out(tmp_path, error):
     cfg = _cfg(tmp_path, store_retry_ms=60_000)
 
     class Broken(FlakyStore):
-        def publish(self, *args, **kwargs):
-            self.publish_calls.append(time.monotonic())
+        def commit(self, *args, **kwargs):
+            self.commit_calls.append(time.monotonic())
             raise error
 
     store = Broken(ModelStore(cfg.store.uri, cfg.store.model))
@@ -559,8 +559,8 @@ def test_a_bug_or_a_refusal_is_not_waited_out(tmp_path, error):
     merger.start()
     merger.add(_one_delta(cfg, store))
     with pytest.raises(type(error)):
-        merger.publish()
-    assert len(store.publish_calls) == 1
+        merger.commit()
+    assert len(store.commit_calls) == 1
 
 
 def test_a_learner_learns_on_while_the_store_cannot_be_read(tmp_path, caplog):
@@ -569,12 +569,12 @@ def test_a_learner_learns_on_while_the_store_cannot_be_read(tmp_path, caplog):
     merger = MergerWorker(cfg, real)
     merger.start()
     merger.add(_one_delta(cfg, real))
-    merger.publish()
+    merger.commit()
     store = FlakyStore(real)
     worker = LearnerWorker(cfg, 1, store)
     assert worker.base_version == 1
     merger.add(_one_delta(cfg, real, seed=6))
-    merger.publish()  # version 2, which the learner cannot see for two bundles
+    merger.commit()  # version 2, which the learner cannot see for two bundles
     store.fail_reads = 2
     with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
         for i in range(3):
@@ -591,7 +591,7 @@ def test_a_learner_learns_on_while_the_store_cannot_be_read(tmp_path, caplog):
     assert worker.n_learned == 300 and worker.offsets == {1: 300}
 
 
-# -- delta versions: the merger publishes what changed, learners rebase on it ------------------
+# -- delta versions: the merger commits what changed, learners rebase on it ------------------
 
 
 def _kinds(store: ModelStore) -> list[str]:
@@ -615,7 +615,7 @@ def _pipeline(cfg: TrainConfig, rounds: int = 6) -> tuple[ModelStore, list[int]]
         for p, w in enumerate(learners):
             _feed(w, clicks(150, seed=100 * k + p), partition=p, start=150 * k)
             merger.add(w.flush().to_bytes())
-        versions.append(merger.publish())
+        versions.append(merger.commit())
     return store, versions
 
 
@@ -633,9 +633,9 @@ def test_the_job_with_delta_versions_stores_what_the_snapshot_design_stored(tmp_
         "store": {"uri": str(tmp_path / "deltas"), "model": "m", "snapshot_every_deltas": 3},
         "features": {"bits": 16}, "job": {"flush_events": 500},
     }))
-    assert _kinds(whole) == ["publish"] * 6 and whole_versions == [1, 2, 3, 4, 5, 6]
+    assert _kinds(whole) == ["snapshot"] * 6 and whole_versions == [1, 2, 3, 4, 5, 6]
     # the snapshot due after 3 deltas is a compaction of the 4th: followers pass over it
-    assert _kinds(deltas) == ["publish", "delta", "delta", "delta", "delta", "compact", "delta"]
+    assert _kinds(deltas) == ["snapshot", "delta", "delta", "delta", "delta", "compact", "delta"]
     assert delta_versions == [1, 2, 3, 4, 6, 7]
     fresh = ModelStore(str(tmp_path / "deltas"), "m")
     for k, (v, w) in enumerate(zip(delta_versions, whole_versions, strict=True)):
@@ -661,11 +661,11 @@ class SpyStore(FlakyStore):
         self.gets += 1
         return self.store.get(*args, **kwargs)
 
-    def publish_delta(self, *args, **kwargs):
+    def commit_delta(self, *args, **kwargs):
         if self.fail_delta:
             self.fail_delta -= 1
             raise OSError(errno.ENOSPC, "No space left on device")
-        return self.store.publish_delta(*args, **kwargs)
+        return self.store.commit_delta(*args, **kwargs)
 
 
 def _assert_version_and_in_flight(worker, version, delta):
@@ -691,7 +691,7 @@ def test_a_learner_rebases_on_the_changes_never_reading_the_whole_model(tmp_path
     merger = MergerWorker(cfg, real)
     merger.start()
     merger.add(_one_delta(cfg, real))
-    merger.publish()  # version 1, a snapshot
+    merger.commit()  # version 1, a snapshot
     store = SpyStore(real)
     worker = LearnerWorker(cfg, 1, store)
     assert worker.base_version == 1 and store.gets == 1  # the first read is whole
@@ -705,7 +705,7 @@ def test_a_learner_rebases_on_the_changes_never_reading_the_whole_model(tmp_path
     worker.tracker.take = spy
     for i in range(3):
         merger.add(_one_delta(cfg, real, seed=30 + i))
-        assert merger.publish() == 2 + i and real.info(2 + i).kind == "delta"
+        assert merger.commit() == 2 + i and real.info(2 + i).kind == "delta"
         _feed(worker, clicks(100, seed=20 + i), partition=1, start=100 * i)
         delta = worker.flush()
         merger.add(delta.to_bytes())
@@ -741,7 +741,7 @@ def test_a_learner_at_the_initial_state_takes_the_first_version_as_changes(tmp_p
     merger = MergerWorker(cfg, real)
     merger.start()
     merger.add(_one_delta(cfg, real))
-    assert merger.publish() == 1
+    assert merger.commit() == 1
     assert real.info(1).from_initial["initial"] == initial_key(cfg)
     _feed(worker, clicks(100, seed=20), partition=1)
     delta = worker.flush()
@@ -769,15 +769,15 @@ def test_the_policys_snapshot_is_a_compaction_learners_pass_over(tmp_path):
     merger = MergerWorker(cfg, real)
     merger.start()
     merger.add(_one_delta(cfg, real))
-    merger.publish()
+    merger.commit()
     store = SpyStore(real)
     worker = LearnerWorker(cfg, 1, store)
     for i in range(2):  # a delta; then a delta and its compaction (one delta since the last)
         merger.add(_one_delta(cfg, real, seed=40 + i))
-        merger.publish()
+        merger.commit()
         _feed(worker, clicks(50, seed=50 + i), partition=1, start=50 * i)
         worker.flush()
-    assert _kinds(real) == ["publish", "delta", "delta", "compact"]
+    assert _kinds(real) == ["snapshot", "delta", "delta", "compact"]
     assert merger.last_kind == "compact" and "1 deltas since snapshot 1" in (
         merger.last_snapshot_reason)
     assert store.gets == 1 and worker.base_version == 4
@@ -785,7 +785,7 @@ def test_the_policys_snapshot_is_a_compaction_learners_pass_over(tmp_path):
                                   _stored(real, 3).arrays["weights"])
     other = ModelState.from_arrow(real.get(4).table).copy()
     other.arrays["weights"][:3] = 0.5
-    real.publish(other)  # a snapshot not on the chain
+    real.commit(other)  # a snapshot not on the chain
     store.gets = 0
     _feed(worker, clicks(50, seed=60), partition=1, start=100)
     worker.flush()
@@ -793,7 +793,7 @@ def test_the_policys_snapshot_is_a_compaction_learners_pass_over(tmp_path):
     assert worker.learner.state().arrays["weights"][0] == 0.5
 
 
-def test_a_compaction_that_fails_leaves_the_delta_published(tmp_path, caplog):
+def test_a_compaction_that_fails_leaves_the_delta_committed(tmp_path, caplog):
     cfg = TrainConfig.from_dict({
         "store": {"uri": str(tmp_path / "models"), "model": "m", "snapshot_every_deltas": 1},
         "features": {"bits": 12},
@@ -809,14 +809,14 @@ def test_a_compaction_that_fails_leaves_the_delta_published(tmp_path, caplog):
     for seed in (1, 2, 3):
         merger.add(_one_delta(cfg, real, seed=seed))
         with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
-            merger.publish()
-    assert _kinds(real) == ["publish", "delta", "delta"]
-    assert "version 3 published, its compaction failed (No space left on device)" in caplog.text
+            merger.commit()
+    assert _kinds(real) == ["snapshot", "delta", "delta"]
+    assert "version 3 committed, its compaction failed (No space left on device)" in caplog.text
     assert merger.version == 3 and not merger.pending()
 
 
-def test_a_refused_delta_is_published_as_a_snapshot_and_deltas_resume(tmp_path, caplog):
-    """Another version on top of the merger's (a stale parent): the merger's publish is
+def test_a_refused_delta_is_committed_as_a_snapshot_and_deltas_resume(tmp_path, caplog):
+    """Another version on top of the merger's (a stale parent): the merger's commit is
     a snapshot of its own model at once, logged; the next version is a delta again."""
     from streamlearn.state import ModelState
 
@@ -825,23 +825,23 @@ def test_a_refused_delta_is_published_as_a_snapshot_and_deltas_resume(tmp_path, 
     merger = MergerWorker(cfg, store)
     merger.start()
     merger.add(_one_delta(cfg, store))
-    merger.publish()
+    merger.commit()
     merger.add(_one_delta(cfg, store, seed=5))
-    assert merger.publish() == 2 and merger.last_kind == "delta"
+    assert merger.commit() == 2 and merger.last_kind == "delta"
     blobs = [_one_delta(cfg, store, seed=seed) for seed in (6, 7)]  # learners on version 2
     other = ModelState.from_arrow(store.get(2).table).copy()
     other.arrays["weights"][:] = 7.0
-    store.publish(other)  # version 3, not the merger's
+    store.commit(other)  # version 3, not the merger's
     merger.add(blobs[0])
     with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
-        assert merger.publish() == 4
+        assert merger.commit() == 4
     assert merger.last_kind == "snapshot" and "refused" in merger.last_snapshot_reason
     assert "a delta on version 2 was refused" in caplog.text
-    assert "publishing a snapshot instead" in caplog.text
-    assert _kinds(store) == ["publish", "delta", "publish", "publish"]
+    assert "committing a snapshot instead" in caplog.text
+    assert _kinds(store) == ["snapshot", "delta", "snapshot", "snapshot"]
     assert (_stored(store, 4).arrays["weights"] != 7.0).any(), "the merger's own model"
     merger.add(blobs[1])
-    assert merger.publish() == 5 and store.info(5).kind == "delta" and store.info(5).parent == 4
+    assert merger.commit() == 5 and store.info(5).kind == "delta" and store.info(5).parent == 4
 
 
 def test_a_broken_chain_under_the_merger_makes_its_next_version_a_snapshot(tmp_path, caplog):
@@ -851,37 +851,37 @@ def test_a_broken_chain_under_the_merger_makes_its_next_version_a_snapshot(tmp_p
     merger.start()
     for seed in (1, 2):
         merger.add(_one_delta(cfg, store, seed=seed))
-        merger.publish()
+        merger.commit()
     info = store.info(2)
     assert info.kind == "delta"
     blob = _one_delta(cfg, store, seed=3)
     (tmp_path / "models" / "m" / info.file).unlink()  # the parent's delta file is lost
     merger.add(blob)
     with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
-        assert merger.publish() == 3
-    assert store.info(3).kind == "publish" and "version 2" in merger.last_snapshot_reason
+        assert merger.commit() == 3
+    assert store.info(3).kind == "snapshot" and "version 2" in merger.last_snapshot_reason
     fresh = ModelStore(cfg.store.uri, cfg.store.model)
     assert _stored(fresh, 3).meta["n_learned"] == 1200, "the whole model again"
 
 
 def test_a_delta_that_failed_is_retried_as_a_snapshot(tmp_path, caplog):
-    """A publish that failed may have left anything behind; the retry starts a new chain."""
+    """A commit that failed may have left anything behind; the retry starts a new chain."""
     cfg = _cfg(tmp_path, restart_initial_ms=10, store_retry_ms=5000)
     real = ModelStore(cfg.store.uri, cfg.store.model)
     store = SpyStore(real, fail_delta=1)
     merger = MergerWorker(cfg, store)
     merger.start()
     merger.add(_one_delta(cfg, real))
-    merger.publish()
+    merger.commit()
     merger.add(_one_delta(cfg, real, seed=8))
     with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
-        assert merger.publish() == 2
+        assert merger.commit() == 2
     assert "retrying in" in caplog.text
-    assert merger.last_kind == "snapshot" and "publishing a delta failed" in (
+    assert merger.last_kind == "snapshot" and "committing a delta failed" in (
         merger.last_snapshot_reason)
     merger.add(_one_delta(cfg, real, seed=9))
-    merger.publish()
-    assert _kinds(real) == ["publish", "publish", "delta"]
+    merger.commit()
+    assert _kinds(real) == ["snapshot", "snapshot", "delta"]
 
 
 def _events_never_decrease(store: ModelStore) -> list[int]:
@@ -893,43 +893,43 @@ def _events_never_decrease(store: ModelStore) -> list[int]:
 
 def test_a_restart_with_versions_after_its_checkpoint_adopts_the_newest(tmp_path):
     """The versions after the checkpoint reflect all it holds and more: the restarted
-    merger continues from the newest (a delta on it), never publishing one that knows less."""
+    merger continues from the newest (a delta on it), never committing one that knows less."""
     cfg = _cfg(tmp_path)
     store = ModelStore(cfg.store.uri, cfg.store.model)
     merger = MergerWorker(cfg, store)
     merger.start()
     merger.add(_one_delta(cfg, store))
-    merger.publish()
+    merger.commit()
     snapshot = merger.snapshot()
     merger.add(_one_delta(cfg, store, seed=2))
     pending = merger.pending()  # the checkpoint: version 1 and one delta folded in since
     merger.add(_one_delta(cfg, store, seed=3))
-    assert merger.publish() == 2  # a delta holding both, then a crash
+    assert merger.commit() == 2  # a delta holding both, then a crash
     again = MergerWorker(cfg, store)
     again.start(snapshot, pending)
     assert again.adopted == 2 and again.version == 2 and again.events == 1200
     assert again.pending() == [] and again.snapshot()["version"] == 2
     new = _one_delta(cfg, store, seed=4)
     again.add(new)
-    assert again.publish() == 3 and again.last_kind == "delta"
+    assert again.commit() == 3 and again.last_kind == "delta"
     assert store.get(3).lineage.parents == (2,) and store.get(3).lineage.events == 1600
     # version 2's content plus the new delta's: the checkpoint's pending delta not twice
     expected = Merger(_stored(store, 2), 2, n_learners=cfg.job.parallelism)
     expected.add(ModelDelta.from_bytes(new))
     for name, array in expected.view().arrays.items():
         np.testing.assert_allclose(_stored(store, 3).arrays[name], array, atol=1e-12, err_msg=name)
-    # restarted with nothing published after its checkpoint: nothing to adopt, deltas go on
+    # restarted with nothing committed after its checkpoint: nothing to adopt, deltas go on
     third = MergerWorker(cfg, store)
     third.start(again.snapshot(), [])
     assert third.adopted is None
     third.add(_one_delta(cfg, store, seed=5))
-    assert third.publish() == 4 and third.last_kind == "delta"
+    assert third.commit() == 4 and third.last_kind == "delta"
     assert _events_never_decrease(store) == [400, 1200, 1600, 2000]
 
 
 def test_a_checkpoint_before_the_first_version_adopts_the_first_snapshot(tmp_path):
-    """A checkpoint taken before anything was published (version 0, one pending delta) and a
-    first snapshot published after it (carrying its changes on the initial state): the
+    """A checkpoint taken before anything was committed (version 0, one pending delta) and a
+    first snapshot committed after it (carrying its changes on the initial state): the
     restored merger continues from that snapshot, with deltas. One taken before the merger
     began at all continues from the newest version."""
     cfg = _cfg(tmp_path)
@@ -940,13 +940,13 @@ def test_a_checkpoint_before_the_first_version_adopts_the_first_snapshot(tmp_pat
     merger.add(_one_delta(cfg, store))
     pending = merger.pending()
     assert snapshot["version"] == 0
-    assert merger.publish() == 1 and merger.last_kind == "snapshot"
+    assert merger.commit() == 1 and merger.last_kind == "snapshot"
     assert store.changes(since=0, upto=1, initial=initial_key(cfg)).reload is None
     again = MergerWorker(cfg, store)
     again.start(snapshot, pending)
     assert again.adopted == 1 and again.events == 400 and again.pending() == []
     again.add(_one_delta(cfg, store, seed=2))
-    assert again.publish() == 2 and again.last_kind == "delta"
+    assert again.commit() == 2 and again.last_kind == "delta"
     # a checkpoint taken before the merger began (no snapshot, nothing pending), restored
     # as a new job (no base version): it begins from the newest, which learners skip below
     third = MergerWorker(cfg, store)
@@ -954,15 +954,15 @@ def test_a_checkpoint_before_the_first_version_adopts_the_first_snapshot(tmp_pat
     assert (third.version, third.events, third.offsets) == (2, 800, {0: 400})
     assert LearnerWorker(cfg, 0, store).skip_below == {0: 400}
     third.add(_one_delta(cfg, store, seed=3))
-    assert third.publish() == 3 and third.last_kind == "delta"
+    assert third.commit() == 3 and third.last_kind == "delta"
     assert _events_never_decrease(store) == [400, 800, 1200]
 
 
-def test_a_version_another_writer_published_on_top_is_adopted_and_the_fenced_publishes_nothing(
+def test_a_version_another_writer_committed_on_top_is_adopted_and_the_fenced_commits_nothing(
     tmp_path,
 ):
     """Another writer took the model over while the job was down (fencing it: its merger
-    publishes nothing more) and continued from the job's newest version, then let go. The
+    commits nothing more) and continued from the job's newest version, then let go. The
     restarted job takes the lease again and continues from that writer's version."""
     from streamlearn.store.lease import WriterFenced
 
@@ -971,28 +971,28 @@ def test_a_version_another_writer_published_on_top_is_adopted_and_the_fenced_pub
     merger = MergerWorker(cfg, store, lease=store.acquire_writer("job"))
     merger.start()
     merger.add(_one_delta(cfg, store))
-    merger.publish()
+    merger.commit()
     snapshot, pending = merger.snapshot(), merger.pending()
-    merger.add(_one_delta(cfg, store, seed=3))  # learned on, not published yet
+    merger.add(_one_delta(cfg, store, seed=3))  # learned on, not committed yet
     other = store.acquire_writer("other", force=True)
     theirs = MergerWorker(cfg, store, lease=other)
     theirs.start(base_version=resume_point(cfg, store)[0])
     theirs.add(_one_delta(cfg, store, seed=2))
-    assert theirs.publish() == 2
+    assert theirs.commit() == 2
     with pytest.raises(WriterFenced):
-        merger.publish()
+        merger.commit()
     assert store.head().latest == 2
     other.release()
     again = MergerWorker(cfg, store, lease=store.acquire_writer("job"))
     again.start(snapshot, pending)
     assert again.adopted == 2 and again.events == 800
     again.add(_one_delta(cfg, store, seed=4))
-    assert again.publish() == 3 and store.get(3).lineage.parents == (2,)
+    assert again.commit() == 3 and store.get(3).lineage.parents == (2,)
     assert _events_never_decrease(store) == [400, 800, 1200]
 
 
 def test_a_newer_version_that_reflects_less_is_left_behind_one_that_is_neither_refused(tmp_path):
-    """A rollback published while the job was down reflects less than the checkpoint: the
+    """A rollback committed while the job was down reflects less than the checkpoint: the
     learners skip nothing below it, so the checkpoint's content goes on (as before). A version
     ahead of the checkpoint in one partition and behind in another can be continued from by
     neither the merger nor the learners exactly once: refused, naming both partitions."""
@@ -1003,9 +1003,9 @@ def test_a_newer_version_that_reflects_less_is_left_behind_one_that_is_neither_r
     merger = MergerWorker(cfg, store)
     merger.start()
     merger.add(_one_delta(cfg, store))
-    merger.publish()
+    merger.commit()
     merger.add(_one_delta(cfg, store, seed=2))
-    merger.publish()
+    merger.commit()
     snapshot = merger.snapshot()  # version 2, 800 events, partition 0 at 400
     assert store.rollback(1) == 3  # an operator serves version 1 again (400 events)
     again = MergerWorker(cfg, store)
@@ -1013,11 +1013,11 @@ def test_a_newer_version_that_reflects_less_is_left_behind_one_that_is_neither_r
     assert again.adopted is None and again.version == 2 and again.events == 800
     assert LearnerWorker(cfg, 0, store).skip_below == {0: 400}  # at the checkpoint: no skip
     again.add(_one_delta(cfg, store, seed=3))
-    assert again.publish() == 4 and "left behind" in again.last_snapshot_reason
+    assert again.commit() == 4 and "left behind" in again.last_snapshot_reason
     assert store.get(4).lineage.events == 1200
 
     odd = Lineage(offsets={"events": {0: 10_000, 1: 5}}, events=99_999)
-    store.publish(_stored(store, 4), odd)  # version 5: ahead in partition 0, not in 1
+    store.commit(_stored(store, 4), odd)  # version 5: ahead in partition 0, not in 1
     snapshot = {**again.snapshot(), "offsets": {"0": 400, "1": 300}}
     with pytest.raises(StoreError, match=r"partition 0 .*10000 > 400.* partition 1 \(5 < 300\)"):
         MergerWorker(cfg, store).start(snapshot, [])
@@ -1046,7 +1046,7 @@ def _sle1(cfg: TrainConfig, messages: list[bytes]) -> tuple[bytes, int]:
 
 
 def test_a_restore_behind_the_newest_version_ends_as_a_run_without_the_failure(tmp_path):
-    """One learner reading two partitions; the job fails after publishing a version newer
+    """One learner reading two partitions; the job fails after committing a version newer
     than its checkpoint, and the source re-reads from the checkpoint in other bundles. The
     learner skips the bundles the adopted version reflects, learns a straddling bundle's
     messages from its offsets on (read again), and the final version equals, array for
@@ -1072,11 +1072,11 @@ def test_a_restore_behind_the_newest_version_ends_as_a_run_without_the_failure(t
             for p in (0, 1):
                 feed(learner, merger, p, 200 * k, 200 * (k + 1))
             if k == 0:
-                merger.publish()
+                merger.commit()
                 snapshot = merger.snapshot()
             elif k == 1:
                 pending = merger.pending()  # the checkpoint: sources at 400
-        assert merger.publish() == 2  # reflects offsets up to 600; then (maybe) the crash
+        assert merger.commit() == 2  # reflects offsets up to 600; then (maybe) the crash
         fetched: list = []
         if not fail:
             learner = LearnerWorker(cfg, 0, store)
@@ -1098,7 +1098,7 @@ def test_a_restore_behind_the_newest_version_ends_as_a_run_without_the_failure(t
                 feed(learner, merger, p, a, b)
             assert learner.n_skipped == 100 + 199 + 100  # p1 [400, 500), p0 [400, 600)...
             # ... and p1 [500, 600)
-        merger.publish()
+        merger.commit()
         return store, fetched
 
     plain, _ = run("plain", fail=False)
@@ -1166,12 +1166,12 @@ def test_join_outcomes_reach_the_lineage_once_across_a_restore(tmp_path):
     learner, merger = LearnerWorker(cfg, 0, store), MergerWorker(cfg, store)
     merger.start()
     feed(learner, merger, 0, 200)
-    merger.publish()
+    merger.commit()
     snapshot = json.loads(json.dumps(merger.snapshot()))  # as Flink state keeps it
     feed(learner, merger, 200, 400)
     pending = merger.pending()  # the checkpoint: the source at 400
     feed(learner, merger, 400, 600)
-    assert merger.publish() == 2  # reflects offsets up to 600; the job fails
+    assert merger.commit() == 2  # reflects offsets up to 600; the job fails
     merger = MergerWorker(cfg, store)
     merger.start(snapshot, pending)
     assert merger.adopted == 2
@@ -1182,7 +1182,7 @@ def test_join_outcomes_reach_the_lineage_once_across_a_restore(tmp_path):
     learner = LearnerWorker(cfg, 0, store, fetch=fetch)
     for a, b in [(400, 500), (500, 700), (700, 1000)]:  # read again from the checkpoint
         feed(learner, merger, a, b)
-    merger.publish()
+    merger.commit()
     lineages = [store.get(i.version).lineage for i in store.list()]
     counted = [sum(lineage_counts(lin.metrics).values()) for lin in lineages]
     assert counted == sorted(counted) and counted[1] == 600, counted
@@ -1214,11 +1214,11 @@ def test_retention_keeps_every_retained_version_materialisable(tmp_path):
     expected = {}
     for i in range(2 * RETAIN_EVERY):
         merger.add(_one_delta(cfg, store, seed=60 + i))
-        version = merger.publish()
+        version = merger.commit()
         expected[version] = merger.merger.state()
     # a snapshot (1), 4 deltas, a 5th and its compaction (7), 4 deltas (retained: the
     # newest 2, 10 and 11, and the chain from 7 they need); the chain from 1 is gone
-    assert [i.version for i in store.list() if i.kind in ("publish", "compact")] == [1, 7]
+    assert [i.version for i in store.list() if i.kind in ("snapshot", "compact")] == [1, 7]
     available = [i.version for i in store.list() if i.available]
     assert available == [7, 8, 9, 10, 11]
     fresh = ModelStore(cfg.store.uri, cfg.store.model)
@@ -1241,7 +1241,7 @@ def test_retention_keeps_the_snapshot_a_retained_delta_needs(tmp_path):
     merger.start()
     for i in range(RETAIN_EVERY):
         merger.add(_one_delta(cfg, store, seed=70 + i))
-        merger.publish()
+        merger.commit()
     # the newest two are deltas on a chain from version 1: all of it stays
     assert [i.version for i in store.list() if i.available] == list(range(1, RETAIN_EVERY + 1))
     fresh = ModelStore(cfg.store.uri, cfg.store.model)
@@ -1257,16 +1257,16 @@ def test_a_version_that_changed_half_the_slots_or_more_is_a_snapshot(tmp_path):
     merger = MergerWorker(cfg, store)
     merger.start()
     merger.add(_one_delta(cfg, store))
-    merger.publish()
+    merger.commit()
     merger.add(_one_delta(cfg, store, seed=2))  # 400 events on 16 slots: most of them
-    merger.publish()
-    assert _kinds(store) == ["publish", "publish"]
+    merger.commit()
+    assert _kinds(store) == ["snapshot", "snapshot"]
     assert "slots changed: a delta would be as big" in merger.last_snapshot_reason
 
 
 def test_a_damaged_delta_under_the_chain_makes_the_next_version_a_snapshot(tmp_path, caplog):
     """The policy's compaction reads the chain; a delta file under it that is damaged
-    fails it, and the merger starts a new chain from its own arrays at the next publish,
+    fails it, and the merger starts a new chain from its own arrays at the next commit,
     so that learners and servers stuck on the broken chain get a whole version again."""
     cfg = TrainConfig.from_dict({
         "store": {"uri": str(tmp_path / "models"), "model": "m", "snapshot_every_deltas": 2},
@@ -1278,14 +1278,14 @@ def test_a_damaged_delta_under_the_chain_makes_the_next_version_a_snapshot(tmp_p
     blobs = [_one_delta(cfg, store, seed=seed) for seed in range(4)]
     for blob in blobs[:3]:
         merger.add(blob)
-        merger.publish()
-    assert _kinds(store) == ["publish", "delta", "delta"]
+        merger.commit()
+    assert _kinds(store) == ["snapshot", "delta", "delta"]
     (tmp_path / "models" / "m" / store.info(2).file).write_bytes(b"not an arrow file")
     merger.add(blobs[3])
     with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
-        assert merger.publish() == 4  # the delta; its compaction fails on version 2
-    assert "version 4 published, its compaction failed" in caplog.text
+        assert merger.commit() == 4  # the delta; its compaction fails on version 2
+    assert "version 4 committed, its compaction failed" in caplog.text
     assert "the next version is a snapshot" in caplog.text
     merger.add(blobs[0])
-    assert merger.publish() == 5 and store.info(5).kind == "publish"
+    assert merger.commit() == 5 and store.info(5).kind == "snapshot"
     assert "broken" in merger.last_snapshot_reason

@@ -80,7 +80,7 @@ def register(subparsers: Any) -> None:
     p = actions.add_parser("unpin", help="serve the latest version again")
     _common(p)
 
-    p = actions.add_parser("rollback", help="publish a new version equal to an older one")
+    p = actions.add_parser("rollback", help="commit a new version equal to an older one")
     _common(p)
     p.add_argument("to", type=_positive, metavar="VERSION")
 
@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             out.write(
                 f"model {args.model!r}: broke the lease of {broken.describe()}; "
-                "if that writer is alive, its next publish is refused\n"
+                "if that writer is alive, its next commit is refused\n"
             )
         return 0
     if args.action == "list":

@@ -35,7 +35,7 @@ mini-batch steps of job.step_events instead. Learners' changes merge every
 job.sync_ms (job.merge).
 
 Without --cluster the job runs in the local Flink MiniCluster and this command
-holds the terminal: it prints one line per published version (events, events/s,
+holds the terminal: it prints one line per committed version (events, events/s,
 lag, prequential metrics, age of the newest event learned), and Ctrl-C stops the
 job; the next start resumes from its latest checkpoint (unless --resume none).
 The job's own output goes to a log file (named on the first line); -v shows it.
@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "train",
         help="run the training job (Kafka → parallel learners → merged versions)",
-        description="Train parallel learners on a Kafka topic and publish merged model versions.",
+        description="Train parallel learners on a Kafka topic and commit merged model versions.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

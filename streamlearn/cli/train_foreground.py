@@ -71,7 +71,7 @@ def _count(n: float) -> str:
 def version_line(
     info: Any, prev: Any = None, lag: int | None = None, newest_age_s: float | None = None
 ) -> str:
-    """One line for a published version (``info`` a ``VersionInfo``).
+    """One line for a committed version (``info`` a ``VersionInfo``).
 
     >>> from streamlearn.store import Lineage
     >>> from streamlearn.store.records import VersionInfo
@@ -280,7 +280,7 @@ def run_foreground(
                     output.text(), topic=cfg.kafka.topic, bootstrap=cfg.kafka.bootstrap
                 )
                 # the job's whole session is gone, so no process of this writer id can
-                # publish any more: give the lease up rather than make a retry wait for it
+                # commit any more: give the lease up rather than make a retry wait for it
                 _stop_job(proc)
                 holder.stop()
                 _release(store, cfg)
@@ -295,14 +295,14 @@ def run_foreground(
                     other = holder.taken_by
                     raise ServiceError(
                         f"stopped the job: model {cfg.store.model!r} was taken over by writer "
-                        f"{other.describe() if other else '?'}; this job's publishes are "
+                        f"{other.describe() if other else '?'}; this job's commits are "
                         "refused (fenced out), so it would only restart to be refused again"
                     )
             time.sleep(POLL_S)
     except (KeyboardInterrupt, _Stop):
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: no traceback either
         _stop_job(proc)
-        # a version published since the last look (the job ran until now) gets its line
+        # a version committed since the last look (the job ran until now) gets its line
         # (without Kafka's lag and age: the follower may be what was interrupted)
         with contextlib.suppress(Exception):
             shown, prev, _ = _show_new(store, cfg, shown, prev, None, out, kafka=False)
@@ -340,7 +340,7 @@ def _show_new(
     store: Any, cfg: TrainConfig, shown: int, prev: Any, follower: Any, out: IO[str],
     kafka: bool = True,
 ) -> tuple[int, Any, Any]:
-    """Print a line for each version published since ``shown`` (the newest one's
+    """Print a line for each version committed since ``shown`` (the newest one's
     with the topic's lag and the age of its newest event, unless ``kafka`` is off)."""
     try:
         latest = store.head().latest or 0

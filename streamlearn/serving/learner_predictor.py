@@ -40,7 +40,7 @@ class LearnerPredictor:
         A streamlearn learner (``predict_many``; classifiers also
         ``predict_proba_many``) that nothing else will train.
     version, created_at, lineage
-        Which store version it is, when it was published, and its lineage.
+        Which store version it is, when it was committed, and its lineage.
     classes
         Class labels in the column order of ``predict_proba_many``; ``None``
         for a regressor.

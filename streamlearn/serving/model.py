@@ -106,7 +106,7 @@ class Predictor(Protocol):
 
     @property
     def created_at(self) -> float:
-        """When the version was published, in seconds since the epoch."""
+        """When the version was committed, in seconds since the epoch."""
 
     @property
     def lineage(self) -> Mapping[str, Any]:
@@ -216,7 +216,7 @@ class Step:
     says about going from version ``since`` to ``version``.
 
     Either ``changes`` (a :class:`~streamlearn.store.Changes`: apply it to a
-    predictor holding ``since`` and it holds ``version``, published at
+    predictor holding ``since`` and it holds ``version``, committed at
     ``created_at`` with ``lineage``), or ``reload`` says why ``version`` must be
     loaded whole (a snapshot, a rollback, a pin going backwards...).
 

@@ -82,11 +82,11 @@ class StoreSource:
         >>> source = StoreSource(store, "ctr")
         >>> source.serving_version() is None
         True
-        >>> store.publish(pa.table({"w": [0.0]}), Lineage(events=0))
+        >>> store.commit(pa.table({"w": [0.0]}), Lineage(events=0))
         1
         >>> source.serving_version(), source.serving_version()
         (1, 1)
-        >>> store.pin(1); store.publish(pa.table({"w": [1.0]}), Lineage(events=1))
+        >>> store.pin(1); store.commit(pa.table({"w": [1.0]}), Lineage(events=1))
         2
         >>> source.serving_version()
         1
@@ -97,7 +97,7 @@ class StoreSource:
         try:
             st = os.stat(path)
             key: tuple[int, ...] | None = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        except OSError:  # not published yet, or being replaced: read it as before
+        except OSError:  # not committed yet, or being replaced: read it as before
             key = None
         now = time.monotonic()
         if key is not None and key == self._head_stat and now - self._head_read_at < _REREAD_S:
@@ -121,7 +121,7 @@ class StoreSource:
     def advance(self, since: int, upto: int) -> Step:
         """What a predictor holding ``since`` needs to serve ``upto``: the
         union of the deltas between them (read from the deltas alone,
-        O(changes)) with ``upto``'s publish time and lineage, or a reason to
+        O(changes)) with ``upto``'s commit time and lineage, or a reason to
         load ``upto`` whole (:meth:`ModelStore.changes`). A delta file missing
         or damaged raises :class:`~streamlearn.store.BrokenChain` naming the
         model and version.
@@ -131,9 +131,9 @@ class StoreSource:
         >>> from streamlearn.store import Changes, ModelStore
         >>> store = ModelStore(tempfile.mkdtemp(), "price")
         >>> state = LinearRegression(bits=4).state()
-        >>> v1 = store.publish(state)
+        >>> v1 = store.commit(state)
         >>> state.arrays["weights"][3] = 0.5
-        >>> v2 = store.publish_delta(Changes.gather(state, [3]), parent=v1)
+        >>> v2 = store.commit_delta(Changes.gather(state, [3]), parent=v1)
         >>> step = StoreSource(store, "price").advance(v1, v2)
         >>> step.version, step.reload, step.changes.slots.tolist()
         (2, None, [3])

@@ -32,7 +32,7 @@ the bounded shape every job writes (:func:`streamlearn.events.dead_letter`,
 >>> store = ModelStore(tempfile.mkdtemp(), model="price")
 >>> state = LinearRegression(bits=4).state()
 >>> state.arrays["intercept"][:] = 2.5      # a model that always predicts 2.5
->>> store.publish(state)
+>>> store.commit(state)
 1
 >>> with Scorer.from_store(store, "price", topic="sales") as scorer:
 ...     out = scorer.score(b'{"events": [{"features": {"m2": 40}, "id": "a"}, {"features": 7}]}',
@@ -119,7 +119,7 @@ class Scorer:
         The source topic's name, written into dead-letter records.
     wait_s
         How long :meth:`score` waits for a first version when none is
-        published yet before it raises :class:`~streamlearn.errors.StoreError`.
+        committed yet before it raises :class:`~streamlearn.errors.StoreError`.
     interval_s
         Seconds between two polls of the store's head, in (0, 0.2].
     max_features
@@ -200,8 +200,8 @@ class Scorer:
                 problem = f" (last error: {error})" if error else ""
                 raise StoreError(
                     f"no version of model {self.source.name!r} to score with after "
-                    f"{self.wait_s:.0f} s{problem}; publish one (a training job, or "
-                    "ModelStore.publish) or wait longer (--wait-s)"
+                    f"{self.wait_s:.0f} s{problem}; commit one (a training job, or "
+                    "ModelStore.commit) or wait longer (--wait-s)"
                 )
             time.sleep(self.watcher.interval_s)
 

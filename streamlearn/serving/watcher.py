@@ -2,7 +2,7 @@
 
 A :class:`ModelWatcher` polls its :class:`~streamlearn.serving.model.ModelSource`
 from a background thread (every 20 ms by default), loads a new version there,
-off the request path, and publishes it with one attribute assignment. A
+off the request path, and swaps it in with one attribute assignment. A
 request reads :attr:`ModelWatcher.served` (or :attr:`ModelWatcher.current`)
 once and uses that predictor for all of its events, so it is answered
 entirely by one version. Whether a predictor has the optional fast paths
@@ -64,9 +64,9 @@ def not_serving_message(model: str, models: list[str] | None) -> str:
 
     >>> not_serving_message("typo", ["ctr", "default"])
     "model 'typo' is not in the store, which holds 'ctr', 'default'; pass --model with one \
-of those, or publish a version of 'typo'"
+of those, or commit a version of 'typo'"
     >>> not_serving_message("ctr", [])
-    "model 'ctr' is not in the store, which holds no model yet; publish a version of 'ctr'"
+    "model 'ctr' is not in the store, which holds no model yet; commit a version of 'ctr'"
     >>> not_serving_message("ctr", ["ctr"])
     "no version of model 'ctr' loaded yet; retry shortly"
     """
@@ -75,12 +75,12 @@ of those, or publish a version of 'typo'"
     if not models:
         return (
             f"model {model!r} is not in the store, which holds no model yet;"
-            f" publish a version of {model!r}"
+            f" commit a version of {model!r}"
         )
     held = ", ".join(repr(m) for m in models[:20]) + (", ..." if len(models) > 20 else "")
     return (
         f"model {model!r} is not in the store, which holds {held}; pass --model with one of"
-        f" those, or publish a version of {model!r}"
+        f" those, or commit a version of {model!r}"
     )
 
 

@@ -3,7 +3,7 @@
 >>> import tempfile, pyarrow as pa
 >>> from streamlearn.store import ModelStore, Lineage
 >>> store = ModelStore(tempfile.mkdtemp(), model="demo")
->>> store.publish(pa.table({"w": [1.0, 2.0]}), Lineage(events=10, learners=("l0",)))
+>>> store.commit(pa.table({"w": [1.0, 2.0]}), Lineage(events=10, learners=("l0",)))
 1
 >>> store.get(1).lineage.learners
 ('l0',)

@@ -62,7 +62,7 @@ class BrokenChain(StoreError):
     """A version cannot be materialised: a file of its delta chain is missing or damaged.
 
     ``model`` and ``version`` name the version whose file is bad. A server
-    keeps serving its last good version; the writer's next publish should be
+    keeps serving its last good version; the writer's next commit should be
     a snapshot (:meth:`SnapshotPolicy.request_snapshot`).
     """
 
@@ -366,10 +366,10 @@ class Chain:
 
 
 class SnapshotPolicy:
-    """When a writer should publish a snapshot instead of a delta.
+    """When a writer should commit a snapshot instead of a delta.
 
     A snapshot is due when any of these holds since the last snapshot:
-    ``max_deltas`` deltas were published, their bytes reach
+    ``max_deltas`` deltas were committed, their bytes reach
     ``max_delta_bytes_ratio`` times the snapshot's, or the snapshot is
     ``max_age_s`` old; or a snapshot was requested (:meth:`request_snapshot`,
     e.g. after a reader found a broken chain or a delta was refused). ``None``
@@ -418,7 +418,7 @@ class SnapshotPolicy:
         """The reason a snapshot is due now, or ``None`` if a delta will do.
 
         ``chain`` is :meth:`ModelStore.chain` (``None`` when nothing is
-        published: a snapshot is due). A requested snapshot is reported once.
+        committed: a snapshot is due). A requested snapshot is reported once.
         """
         if self._requested is not None:
             reason, self._requested = self._requested, None

@@ -3,10 +3,10 @@
 A writer (the training job's merger) takes the model's lease with
 :meth:`ModelStore.acquire_writer <streamlearn.store.ModelStore.acquire_writer>`,
 renews it while it runs and releases it when it stops. Each acquisition gets a
-*token* one higher than any before it, and every version the writer publishes
-carries that token in its commit record. A publish with a token lower than the
+*token* one higher than any before it, and every version the writer commits
+carries that token in its commit record. A commit with a token lower than the
 newest one is refused (:class:`WriterFenced`): a writer that was paused or cut
-off while another took over (a "zombie") cannot publish any more.
+off while another took over (a "zombie") cannot commit any more.
 
 The lease is a set of small JSON files, one per acquisition, named
 ``writer/<token, 12 digits>-<nonce>.json``, each written only by the process
@@ -190,7 +190,7 @@ class ClaimStore(Protocol):
 class Lease:
     """A held writer lease on one model (from :meth:`ModelStore.acquire_writer`).
 
-    Pass it to :meth:`ModelStore.publish` (``lease=``); call :meth:`renew`
+    Pass it to :meth:`ModelStore.commit` (``lease=``); call :meth:`renew`
     more often than ``lease_ms`` (or :meth:`keep_alive` for a background
     thread) and :meth:`release` on a clean stop. Use as a context manager to
     release on exit.
@@ -248,7 +248,7 @@ class Lease:
         """Renew from a daemon thread every ``every_s`` (default a third of the lease).
 
         If a renewal finds the writer fenced, the thread stops and the next
-        :meth:`check`, :meth:`renew` or publish raises :class:`WriterFenced`.
+        :meth:`check`, :meth:`renew` or commit raises :class:`WriterFenced`.
         Other failures (the store briefly away) are logged and retried.
         """
         if self._thread is not None:

@@ -1,6 +1,6 @@
 """What a model version reflects: the :class:`Lineage` record.
 
-A lineage travels with every published version, inside the stored Arrow file's
+A lineage travels with every committed version, inside the stored Arrow file's
 schema metadata (as JSON) and in the store's small commit record, so that both
 ``pyarrow`` alone and :class:`~streamlearn.store.ModelStore` can read it.
 """
@@ -39,15 +39,15 @@ class Lineage:
         How many events the version reflects, in total.
     parents
         The version(s) it was derived from (the base of a merge, the target of
-        a rollback). Left empty, :meth:`ModelStore.publish` fills in the
-        version that was the latest when publishing.
+        a rollback). Left empty, :meth:`ModelStore.commit` fills in the
+        version that was the latest when committing.
     learners
         Names of the learners whose deltas went into it.
     created_at
         Creation time in seconds since the epoch; ``None`` lets the store stamp
-        the publish time.
+        the commit time.
     metrics
-        Prequential metrics at publish time, by name (``{"log_loss": 0.31}``).
+        Prequential metrics at commit time, by name (``{"log_loss": 0.31}``).
     watermark_ms
         Event-time watermark in milliseconds, when the producer has one.
 
@@ -198,7 +198,7 @@ class Lineage:
 
     @classmethod
     def _from_stored(cls, data: Mapping[str, Any]) -> Lineage:
-        """Rebuild from a record the store wrote (validated when published), skipping checks.
+        """Rebuild from a record the store wrote (validated when committed), skipping checks.
 
         This is what keeps :meth:`ModelStore.list` fast over many thousand versions.
         """

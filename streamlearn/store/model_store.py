@@ -10,15 +10,15 @@ Layout of one model under the store's root (``<root>/<model>/``)::
     index/tail.json                      the commit records after the last sealed segment
     .lock                                local filesystems only: guards HEAD and index updates
 
-Publishing writes the Arrow file first, under a name no one reads yet, then
-creates the commit record for the next number *exclusively*; a publisher that
+Committing writes the Arrow file first, under a name no one reads yet, then
+creates the commit record for the next number *exclusively*; a writer that
 loses the race for a number rewrites its file under the next one. Only then is
 ``HEAD.json`` advanced (never backwards) and the index updated. So a version is
 visible only once fully written, numbers are never used twice, and the head only
 goes up. ``docs/store.md`` says what holds on S3, where pyarrow offers no
 conditional write.
 
-A delta version (:meth:`ModelStore.publish_delta`) holds only the changed slots;
+A delta version (:meth:`ModelStore.commit_delta`) holds only the changed slots;
 :meth:`ModelStore.get` materialises it from the nearest snapshot and the deltas
 after it (advancing a cached copy in place), :meth:`ModelStore.changes` gives a
 follower the union of the deltas since the version it holds.
@@ -152,8 +152,8 @@ class ModelStore:
     --------
     >>> import tempfile, pyarrow as pa
     >>> store = ModelStore(tempfile.mkdtemp(), model="ctr")
-    >>> v1 = store.publish(pa.table({"w": [0.0, 0.0]}), Lineage(events=0))
-    >>> v2 = store.publish(pa.table({"w": [0.3, -0.1]}),
+    >>> v1 = store.commit(pa.table({"w": [0.0, 0.0]}), Lineage(events=0))
+    >>> v2 = store.commit(pa.table({"w": [0.3, -0.1]}),
     ...                    Lineage(offsets={"events": {0: 1000}}, events=1000,
     ...                            metrics={"log_loss": 0.52}))
     >>> store.latest(), store.current()
@@ -164,7 +164,7 @@ class ModelStore:
     >>> store.rollback(1)
     3
     >>> [(i.version, i.kind, i.rollback_of) for i in store.list()]
-    [(1, 'publish', None), (2, 'publish', None), (3, 'rollback', 1)]
+    [(1, 'snapshot', None), (2, 'snapshot', None), (3, 'rollback', 1)]
     >>> store.pin(2); store.current()
     2
     >>> store.retain(keep_last=1)
@@ -328,9 +328,9 @@ class ModelStore:
             "was it edited by hand? Restore it from the commit records or delete it"
         )
 
-    def _nothing_published(self) -> VersionNotFound:
+    def _nothing_committed(self) -> VersionNotFound:
         return VersionNotFound(
-            f"model {self.model!r} has no versions in {self.root!r}; publish one first"
+            f"model {self.model!r} has no versions in {self.root!r}; commit one first"
             + (f" (models here: {', '.join(self.models())})" if self.models() else "")
         )
 
@@ -338,14 +338,14 @@ class ModelStore:
         """The newest version number; :class:`VersionNotFound` if none."""
         latest = self.head().latest
         if latest is None:
-            raise self._nothing_published()
+            raise self._nothing_committed()
         return latest
 
     def current(self) -> int:
         """The version to serve: the pinned one if pinned, else the latest."""
         current = self.head().current
         if current is None:
-            raise self._nothing_published()
+            raise self._nothing_committed()
         return current
 
     def _read_record(self, version: int) -> dict[str, Any] | None:
@@ -358,7 +358,7 @@ class ModelStore:
     def _gone(self, version: int) -> VersionNotFound:
         head = self.head()
         if head.latest is None:
-            return self._nothing_published()
+            return self._nothing_committed()
         if version > head.latest:
             return VersionNotFound(
                 f"model {self.model!r}: version {version} does not exist yet; "
@@ -375,7 +375,7 @@ class ModelStore:
         head = self.head()
         if version is None:
             if head.current is None:
-                raise self._nothing_published()
+                raise self._nothing_committed()
             version = head.current
         version = _check_version(version)
         record = self._read_record(version)
@@ -491,7 +491,7 @@ class ModelStore:
         self._files.write_atomic(self._path("index/tail.json"), orjson.dumps(tail))
 
     def list(self) -> list[VersionInfo]:
-        """Every version ever published, oldest first, with status flags.
+        """Every version ever committed, oldest first, with status flags.
 
         Reads one file per sealed segment (``segment_size`` versions), the tail
         of the index and the directory listing of the stored files: for 10,000
@@ -577,7 +577,7 @@ class ModelStore:
     def acquire_writer(
         self, writer_id: str, lease_ms: int = DEFAULT_LEASE_MS, *, force: bool = False
     ) -> Lease:
-        """Become the model's one writer; returns the :class:`Lease` to publish with.
+        """Become the model's one writer; returns the :class:`Lease` to commit with.
 
         Refused with :class:`WriterBusy` (naming the other writer, its host,
         pid, last renewal and expiry) while a *different* writer holds a live
@@ -594,7 +594,7 @@ class ModelStore:
         >>> import tempfile, pyarrow as pa
         >>> store = ModelStore(tempfile.mkdtemp(), model="ctr")
         >>> lease = store.acquire_writer("trainer-1")
-        >>> store.publish(pa.table({"w": [0.5]}), lease=lease), store.info(1).writer_token
+        >>> store.commit(pa.table({"w": [0.5]}), lease=lease), store.info(1).writer_token
         (1, 1)
         >>> try:
         ...     store.acquire_writer("trainer-2")
@@ -603,7 +603,7 @@ class ModelStore:
         trainer-1 1
         >>> again = store.acquire_writer("trainer-1")   # the same writer, restarted
         >>> try:
-        ...     store.publish(pa.table({"w": [0.4]}), lease=lease)
+        ...     store.commit(pa.table({"w": [0.4]}), lease=lease)
         ... except WriterFenced as exc:
         ...     print(str(exc)[:60])
         model 'ctr': writer 'trainer-1' (token 1) was fenced out: an
@@ -624,9 +624,9 @@ class ModelStore:
                         raise self._busy(info, f"acquire it for writer {writer_id!r}")
             token = (claims[-1][0] if claims else 0) + 1
             mine = new_claim(token, writer_id, lease_ms)
-            # On a local disk the lease file is written inside the lock a publish
+            # On a local disk the lease file is written inside the lock a commit
             # holds while it checks its token and moves HEAD, so a takeover falls
-            # wholly before or wholly after a publish. (No lock on S3: see docs.)
+            # wholly before or wholly after a commit. (No lock on S3: see docs.)
             with self._files.locked(self._path(".lock")):
                 self._write_claim(mine)
             rivals = [n for t, n in self._claims() if t >= token and n != mine.name]
@@ -653,7 +653,7 @@ class ModelStore:
         """Take the lease from whoever holds it and release it at once.
 
         For a writer that died holding its lease (rather than wait for it to
-        expire). A writer that is in fact alive is fenced out: its next publish
+        expire). A writer that is in fact alive is fenced out: its next commit
         or renewal fails with :class:`WriterFenced`. Returns the lease that
         was broken, if it was live.
         """
@@ -676,7 +676,7 @@ class ModelStore:
             raise WriterFenced(
                 f"model {self.model!r}: writer {lease.writer_id!r} (token {lease.token}) was "
                 f"fenced out: another writer took the lease since ({who}); this writer must "
-                "stop, its publishes are refused",
+                "stop, its commits are refused",
                 other,
             )
 
@@ -705,7 +705,7 @@ class ModelStore:
         if info.kind == REFUSED:
             return VersionNotFound(
                 f"model {self.model!r}: version {info.version} was discarded: another version "
-                f"was published after its parent {info.parent} first"
+                f"was committed after its parent {info.parent} first"
             )
         return VersionNotFound(
             f"model {self.model!r}: version {info.version} was discarded: its writer "
@@ -714,7 +714,7 @@ class ModelStore:
 
     # -- writing -----------------------------------------------------------------
 
-    def publish(
+    def commit(
         self,
         state: object,
         lineage: Lineage | None = None,
@@ -732,13 +732,13 @@ class ModelStore:
             verbatim, see :meth:`ModelVersion.to_bytes`).
         lineage
             What it reflects; empty ``parents`` become the previous latest version,
-            an empty ``created_at`` the publish time.
+            an empty ``created_at`` the commit time.
         lease
-            The writer lease (:meth:`acquire_writer`) this version is published
-            under; its token goes into the commit record, and the publish is
+            The writer lease (:meth:`acquire_writer`) this version is committed
+            under; its token goes into the commit record, and the commit is
             refused with :class:`WriterFenced` if a newer writer took over
             (checked again after the commit record is written, see
-            ``docs/store.md``). Without a lease, a publish is refused with
+            ``docs/store.md``). Without a lease, a commit is refused with
             :class:`WriterBusy` while another writer holds a live lease.
         from_initial
             ``(initial, changes)``: the same model as the changes on the
@@ -757,8 +757,8 @@ class ModelStore:
         table, payload_kind = as_table(state)
         if from_initial is not None:
             from_initial = self._check_from_initial(from_initial, table, payload_kind)
-        return self._publish_table(
-            table, payload_kind, lineage, kind="publish", rollback_of=None, lease=lease,
+        return self._commit_table(
+            table, payload_kind, lineage, kind="snapshot", rollback_of=None, lease=lease,
             from_initial=from_initial,
         )
 
@@ -779,7 +779,7 @@ class ModelStore:
         layout = _layout_of(table) if payload_kind == "arrow" else None
         if layout is None:
             raise ValidationError(
-                "from_initial", "a model state to publish (ModelState.to_arrow/to_bytes)",
+                "from_initial", "a model state to commit (ModelState.to_arrow/to_bytes)",
                 "another payload",
             )
         changes = from_initial[1]
@@ -788,7 +788,7 @@ class ModelStore:
         self._check_changes(changes, layout, None)
         return from_initial
 
-    def publish_delta(
+    def commit_delta(
         self,
         changes: Changes,
         lineage: Lineage | None = None,
@@ -805,17 +805,17 @@ class ModelStore:
             per-slot array there, every small array whole and the model's
             metadata (:class:`Changes`, e.g. :meth:`Changes.gather`).
         lineage
-            As for :meth:`publish`; its ``parents``, if given, must be ``(parent,)``.
+            As for :meth:`commit`; its ``parents``, if given, must be ``(parent,)``.
         parent
             The version these changes apply to: it must be the latest version
             (:class:`StaleParent` otherwise, also when another version is
-            published meanwhile), a version of a model state.
+            committed meanwhile), a version of a model state.
         lease
-            As for :meth:`publish`.
+            As for :meth:`commit`.
 
         The file holds only the changed rows (see ``docs/store.md``), so its
         size grows with ``len(changes)``, not with the model. A parent whose
-        own file is missing gives :class:`BrokenChain`: publish a snapshot.
+        own file is missing gives :class:`BrokenChain`: commit a snapshot.
         """
         if not isinstance(changes, Changes):
             raise ValidationError("changes", "a streamlearn.store.Changes", type(changes).__name__)
@@ -836,13 +836,13 @@ class ModelStore:
         if latest != parent:
             raise StaleParent(
                 f"model {self.model!r}: a delta on version {parent} was refused: the latest "
-                f"version is {latest}; publish a snapshot, or a delta on {latest}"
+                f"version is {latest}; commit a snapshot, or a delta on {latest}"
             )
         record = self._read_record(parent)
         if record is None:
             raise BrokenChain(
                 f"model {self.model!r} version {parent}: its commit record is missing; "
-                "publish a snapshot", self.model, parent,
+                "commit a snapshot", self.model, parent,
             )
         info = VersionInfo.from_record(record)
         if info.kind in TOMBSTONES:
@@ -852,7 +852,7 @@ class ModelStore:
             raise StoreError(
                 f"model {self.model!r}: version {parent} is not a model state (a table "
                 "written by ModelState.to_arrow/to_bytes), so a delta cannot apply to it; "
-                "publish a snapshot"
+                "commit a snapshot"
             )
         self._check_changes(changes, layout, parent)
         if not self._files.exists(self._path(info.file)):
@@ -884,7 +884,7 @@ class ModelStore:
         self, changes: Changes, layout: dict[str, Any], parent: int | None
     ) -> None:
         """Refuse changes that do not fit version ``parent``'s arrays (the model
-        published with them when ``None``), naming what is wrong."""
+        committed with them when ``None``), naming what is wrong."""
         of = "the model" if parent is None else f"version {parent}"
         shapes, n_slots = layout["shapes"], int(layout["n_slots"])
         per_slot = per_slot_names(shapes, n_slots)
@@ -916,7 +916,7 @@ class ModelStore:
                 )
 
     def _layout_from_file(self, info: VersionInfo) -> dict[str, Any] | None:
-        """The layout of a snapshot published before commit records carried it (its schema)."""
+        """The layout of a snapshot committed before commit records carried it (its schema)."""
         try:
             with self.filesystem.open_input_file(self._path(info.file)) as f:
                 schema = ipc.open_file(f).schema
@@ -928,7 +928,7 @@ class ModelStore:
         """Write the latest version, materialised, as a new snapshot; returns its number.
 
         The new version (``kind="compact"``) equals the latest one, has it as
-        its parent and keeps its lineage; deltas published after it start a
+        its parent and keeps its lineage; deltas committed after it start a
         new chain on it, and a follower holding the latest needs no reload
         (:meth:`changes` passes over a compaction). If the latest version is
         already a snapshot, nothing is written and its number is returned.
@@ -940,7 +940,7 @@ class ModelStore:
         model = self.get(latest)
         table = strip_store_metadata(model.table)
         lineage = replace(model.lineage, parents=(latest,), created_at=None)
-        version = self._publish_table(
+        version = self._commit_table(
             table, "arrow", lineage, kind=COMPACT, rollback_of=None, lease=lease, parent=latest
         )
         logger.info("model %r: version %d compacted into snapshot %d", self.model, latest, version)
@@ -948,7 +948,7 @@ class ModelStore:
 
     def chain(self) -> Chain | None:
         """The latest version's chain: deltas and bytes since its snapshot (``None``
-        while nothing is published). One small read; what
+        while nothing is committed). One small read; what
         :meth:`SnapshotPolicy.due <streamlearn.store.SnapshotPolicy.due>` takes."""
         latest = self.head().latest
         if latest is None:
@@ -978,7 +978,7 @@ class ModelStore:
         who = f"; version {needed_by} is materialised from it" if needed_by else ""
         return BrokenChain(
             f"model {self.model!r} version {info.version}: its {what} file {info.file} is "
-            f"missing{who}. Keep serving the last good version; the writer's next publish "
+            f"missing{who}. Keep serving the last good version; the writer's next commit "
             "should be a snapshot",
             self.model,
             info.version,
@@ -1014,7 +1014,7 @@ class ModelStore:
             raise BrokenChain(
                 f"model {self.model!r} version {info.version}: its delta file {info.file} is "
                 f"damaged ({exc}){who}. Keep serving the last good version; the writer's next "
-                "publish should be a snapshot",
+                "commit should be a snapshot",
                 self.model,
                 info.version,
             ) from None
@@ -1124,7 +1124,7 @@ class ModelStore:
         damaged gives :class:`BrokenChain`, naming the model and version.
 
         ``since=0`` is the model's initial state: with ``initial``, the key its
-        writer gave that state (:meth:`publish`'s ``from_initial``), a snapshot
+        writer gave that state (:meth:`commit`'s ``from_initial``), a snapshot
         on the way that was stored with its changes on that state counts as a
         delta on it, so a follower that has held nothing but the initial state
         updates at the cost of the changes too.
@@ -1135,11 +1135,11 @@ class ModelStore:
         >>> from streamlearn.state import ModelState
         >>> store = ModelStore(tempfile.mkdtemp(), model="ctr")
         >>> state = ModelState({"weights": np.zeros(8), "intercept": np.zeros(1)}, {"n_slots": 8})
-        >>> v1 = store.publish(state)
+        >>> v1 = store.commit(state)
         >>> state.arrays["weights"][3] = 0.5
-        >>> v2 = store.publish_delta(Changes.gather(state, [3]), parent=v1)
+        >>> v2 = store.commit_delta(Changes.gather(state, [3]), parent=v1)
         >>> state.arrays["weights"][[3, 6]] = [0.7, -0.2]
-        >>> v3 = store.publish_delta(Changes.gather(state, [3, 6]), parent=v2)
+        >>> v3 = store.commit_delta(Changes.gather(state, [3, 6]), parent=v2)
         >>> update = store.changes(since=v1)
         >>> update.version, update.reload, update.changes.slots.tolist()
         (3, None, [3, 6])
@@ -1154,7 +1154,7 @@ class ModelStore:
         since = _check_version(since, "since", lowest=0)
         head = self.head()
         if head.latest is None:
-            raise self._nothing_published()
+            raise self._nothing_committed()
         upto = head.current if upto is None else _check_version(upto, "upto")
         assert upto is not None
         if upto == since:
@@ -1212,7 +1212,7 @@ class ModelStore:
         return Update(since, upto, Changes.union([self._delta_of(i, upto) for i in path]),
                       lineage=lineage)
 
-    def _publish_table(
+    def _commit_table(
         self,
         table: pa.Table,
         payload_kind: str,
@@ -1224,7 +1224,7 @@ class ModelStore:
         parent: int | None = None,
         from_initial: tuple[str, Changes] | None = None,
     ) -> int:
-        """Publish ``table`` as a snapshot. ``parent`` (a compaction) must stay the latest."""
+        """Commit ``table`` as a snapshot. ``parent`` (a compaction) must stay the latest."""
         layout = _layout_of(table) if payload_kind == "arrow" else None
         initial: dict[str, Any] = {}
 
@@ -1276,13 +1276,13 @@ class ModelStore:
         if lease is not None:
             lease.check()  # early: a fenced writer does not even write its file
         else:
-            self._refuse_if_held("publish")
+            self._refuse_if_held("commit")
         lineage = lineage.stamped()
         latest = self.head().latest
         version = (latest or 0) + 1
         for _ in range(_MAX_CLAIM_ATTEMPTS):
             while self._files.exists(self._path(self._commit_rel(version))):
-                version += 1  # HEAD lags behind a publisher that has not updated it yet
+                version += 1  # HEAD lags behind a writer that has not updated it yet
             this = (
                 lineage
                 if lineage.parents or version == 1
@@ -1337,7 +1337,7 @@ class ModelStore:
                 )
             self._index_add(record)
         logger.info(
-            "published model %r version %d (%s, %d bytes, %d events)",
+            "committed model %r version %d (%s, %d bytes, %d events)",
             self.model,
             version,
             kind,
@@ -1359,7 +1359,7 @@ class ModelStore:
             self._index_add(tomb)
             raise StaleParent(
                 f"model {self.model!r}: version {version} was refused: it was made on version "
-                f"{parent}, but version {v} was published after {parent} first; publish a "
+                f"{parent}, but version {v} was committed after {parent} first; commit a "
                 f"snapshot, or a delta on the latest version"
             )
 
@@ -1380,12 +1380,12 @@ class ModelStore:
     def unpin(self) -> None:
         """Serve the latest version again."""
         if self.head().latest is None:
-            raise self._nothing_published()
+            raise self._nothing_committed()
         self._set_pin(None)
         logger.info("unpinned model %r", self.model)
 
     def rollback(self, to: int, *, lease: Lease | None = None) -> int:
-        """Publish a new version equal to version ``to``; returns the new number.
+        """Commit a new version equal to version ``to``; returns the new number.
 
         The new version keeps ``to``'s weights and lineage (offsets, events,
         metrics), has ``to`` as its parent and is recorded as a rollback. A pin,
@@ -1395,7 +1395,7 @@ class ModelStore:
         old = self.get(to)
         table = strip_store_metadata(old.table)
         lineage = replace(old.lineage, parents=(to,), created_at=None)
-        version = self._publish_table(
+        version = self._commit_table(
             table, old.payload_kind, lineage, kind="rollback", rollback_of=to, lease=lease
         )
         if self.head().pinned is not None:
@@ -1441,7 +1441,7 @@ class ModelStore:
             raise ValidationError("keep_last", "an integer >= 1", repr(keep_last))
         if isinstance(grace_s, bool) or not isinstance(grace_s, int | float) or grace_s < 0:
             raise ValidationError("grace_s", "a number of seconds >= 0", repr(grace_s))
-        if self.head().latest is None:  # nothing published: nothing to delete (and no lock file)
+        if self.head().latest is None:  # nothing committed: nothing to delete (and no lock file)
             return []
         with self._files.locked(self._path(".lock")):
             head = self.head()

@@ -16,12 +16,15 @@ from streamlearn.store.version_file import strip_store_metadata
 __all__ = ["Head", "VersionInfo", "ModelVersion"]
 
 
+#: Kinds as stores written by earlier releases name them: a snapshot was "publish".
+_KIND_NAMES = {"publish": "snapshot"}
+
 @dataclass(frozen=True)
 class Head:
     """The model's pointer file: newest version and the pin, read in one small read.
 
     ``current`` is what a prediction server should serve: the pin if any, else
-    the latest (``None`` while nothing is published).
+    the latest (``None`` while nothing is committed).
     """
 
     latest: int | None
@@ -54,10 +57,10 @@ class VersionInfo:
     lineage
         Offsets, event count, parents, learners, creation time, metrics.
     kind
-        ``"publish"`` (a snapshot), ``"delta"`` (the changes on its parent),
+        ``"snapshot"`` (the whole model), ``"delta"`` (the changes on its parent),
         ``"rollback"`` (a snapshot equal to an older version), ``"compact"``
         (a snapshot equal to its parent, a delta) or ``"fenced"``/``"refused"``
-        (a tombstone: a publish discarded after its number was taken).
+        (a tombstone: a commit discarded after its number was taken).
     rollback_of
         For a rollback, the version it restored.
     file
@@ -70,12 +73,12 @@ class VersionInfo:
         Whether it is the pinned version / the one the server should serve
         (filled by :meth:`ModelStore.list` and :meth:`ModelStore.info`).
     writer_id, writer_token
-        The writer lease it was published under (``None`` without one); a
-        ``kind="fenced"`` record is a publish refused because a newer token
+        The writer lease it was committed under (``None`` without one); a
+        ``kind="fenced"`` record is a commit refused because a newer token
         took over after it was written (no file, never served).
     parent, base
-        The version it was published on (``None`` for the first, and for
-        versions published before deltas existed) and the snapshot it is
+        The version it was committed on (``None`` for the first, and for
+        versions committed before deltas existed) and the snapshot it is
         materialised from (itself for a snapshot).
     chain
         ``{"deltas", "bytes", "snapshot_bytes", "snapshot_at"}``: deltas and
@@ -86,7 +89,7 @@ class VersionInfo:
         every array), what a delta on it is checked against; ``None`` for
         other payloads.
     from_initial
-        For a snapshot published by a writer that began from the model's
+        For a snapshot committed by a writer that began from the model's
         initial state: ``{"file", "size_bytes", "initial"}``, a second file
         holding the same version as the changes on that initial state (the
         initial state named by the writer's key ``initial``), so a follower
@@ -97,7 +100,7 @@ class VersionInfo:
     model: str
     version: int
     lineage: Lineage
-    kind: str = "publish"
+    kind: str = "snapshot"
     rollback_of: int | None = None
     file: str = ""
     size_bytes: int = 0
@@ -161,11 +164,12 @@ class VersionInfo:
             writer = {}
         token = writer.get("token")
         parent, base = record.get("parent"), record.get("base")
+        kind = record.get("kind", "snapshot")
         return cls(
             model=record["model"],
             version=int(record["version"]),
             lineage=Lineage._from_stored(record["lineage"]),
-            kind=record.get("kind", "publish"),
+            kind=_KIND_NAMES.get(kind, kind),
             rollback_of=record.get("rollback_of"),
             file=record.get("file", ""),
             size_bytes=int(record.get("size_bytes", 0)),
@@ -201,7 +205,7 @@ class ModelVersion:
     ``table`` is the stored table (zero-copy over the file's memory map when the
     store is local); its schema metadata holds the ``streamlearn.store.*``
     keys next to the payload's own. :meth:`to_bytes` gives back the payload as
-    it was published, for ``ModelState.from_bytes``.
+    it was committed, for ``ModelState.from_bytes``.
     """
 
     info: VersionInfo
@@ -217,7 +221,7 @@ class ModelVersion:
         return self.info.lineage
 
     def to_bytes(self) -> bytes:
-        """The payload as published: Arrow IPC stream bytes, or the opaque bytes."""
+        """The payload as committed: Arrow IPC stream bytes, or the opaque bytes."""
         if self.payload_kind == "opaque":
             try:
                 return self.table.column("payload")[0].as_py()

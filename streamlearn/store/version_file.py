@@ -47,7 +47,7 @@ StatePayload = bytes | bytearray | memoryview | pa.Buffer | pa.Table | pa.Record
 
 
 def as_table(state: object) -> tuple[pa.Table, str]:
-    """Turn what :meth:`ModelStore.publish` accepts into ``(table, payload_kind)``.
+    """Turn what :meth:`ModelStore.commit` accepts into ``(table, payload_kind)``.
 
     Arrow IPC bytes (stream or file format) are opened without copying; any
     other bytes are kept verbatim in a one-row ``payload`` binary column
@@ -80,7 +80,7 @@ def as_table(state: object) -> tuple[pa.Table, str]:
             "state",
             "Arrow IPC bytes, a pyarrow Table/RecordBatch or an object with to_bytes()",
             type(state).__name__,
-            "publish",
+            "commit",
         )
     if buf.size >= 6 and buf[:6].to_pybytes() == _ARROW_FILE_MAGIC:
         try:
@@ -145,6 +145,6 @@ def read_version(buf: pa.Buffer, where: str) -> tuple[pa.Table, dict[str, Any]]:
 
 
 def strip_store_metadata(table: pa.Table) -> pa.Table:
-    """``table`` with the keys this module added removed (the payload as published)."""
+    """``table`` with the keys this module added removed (the payload as committed)."""
     meta = {k: v for k, v in (table.schema.metadata or {}).items() if not k.startswith(META_PREFIX)}
     return table.replace_schema_metadata(meta or None)

@@ -48,7 +48,7 @@ A complete file, every key optional::
     flush_events = 5000         # a learner receives a bundle every N events ...
     flush_ms = 50               # ... or every T ms, whichever first
     step_events = 1000          # with model.update = "batch": steps of N events
-    sync_ms = 100               # the merger publishes a version at most this often
+    sync_ms = 100               # the merger commits a version at most this often
     merge = "shared"            # how learners' deltas merge: shared | hybrid | average | ftrl
                                 # (docs/merge.md; ftrl with model.optimizer = "ftrl" only)
     checkpoint_ms = 5000
@@ -63,7 +63,7 @@ A complete file, every key optional::
     restart_jitter = 0.1        # each wait varies by up to this fraction of itself
     restart_reset_ms = 600000   # running this long without a fault resets wait and count
     restart_attempts = -1       # restarts before the job fails for good; -1: no limit, 0: none
-    store_retry_ms = 10000      # the merger retries a failing publish in place this long
+    store_retry_ms = 10000      # the merger retries a failing commit in place this long
     writer_id = ""              # the model's one writer; "": generated once per start
     lease_ms = 30000            # the writer lease expires this long after its last renewal
 
@@ -446,7 +446,7 @@ class StoreConfig:
     snapshot_max_age_s: float = 600
 
     def snapshot_policy(self) -> Any:
-        """When the merger publishes a snapshot instead of a delta
+        """When the merger commits a snapshot instead of a delta
         (:class:`~streamlearn.store.SnapshotPolicy`); ``None`` when every version is one.
 
         >>> TrainConfig.from_dict({"store": {"snapshot_max_age_s": 0}}).store.snapshot_policy()
@@ -655,7 +655,7 @@ job.restart_initial_ms (1000), got 500
 
     @property
     def models_topic(self) -> str:
-        """Where the job announces each published version (``<topic>.models``)."""
+        """Where the job announces each committed version (``<topic>.models``)."""
         return f"{self.kafka.topic}.models"
 
     def to_dict(self) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,7 @@
   then rebases on the newest merged version it finds in the store, keeping
   its own unsent changes.
 - :class:`MergerWorker`: the one merger. It folds deltas into the global model as
-  they arrive and publishes a version to the store with lineage (offsets per
+  they arrive and commits a version to the store with lineage (offsets per
   partition, events reflected, learners, metrics) at most every sync interval:
   a *delta* version (the slots its deltas touched since the last version) or,
   when the store's snapshot policy says so, a snapshot (the whole model).
@@ -22,14 +22,14 @@ versions since its base (``ModelStore.changes``), reading the whole model only
 after a snapshot broke the chain.
 
 What must survive a crash is small and explicit: the merger's
-:meth:`MergerWorker.snapshot` at its last publish and the deltas folded in
+:meth:`MergerWorker.snapshot` at its last commit and the deltas folded in
 since (:meth:`MergerWorker.pending`). The Flink job keeps exactly that in
 Flink state; learners keep nothing, because the job hands them each bundle
 whole and takes their delta at once, so a restored job learns every event once.
-Versions published after the checkpoint are not undone: the restored merger
+Versions committed after the checkpoint are not undone: the restored merger
 adopts the newest (:meth:`MergerWorker.start`) and learners skip the records it
 reflects (:attr:`LearnerWorker.skip_below`), so no version ever reflects fewer
-events than one published before it.
+events than one committed before it.
 """
 
 from __future__ import annotations
@@ -60,12 +60,12 @@ log = logging.getLogger(__name__)
 #: (``join``: the value of its header :data:`streamlearn.joining.HEADER`, or ``None``).
 Fetch = Callable[[int, int, int], Iterable[tuple[int, bytes, str | None]]]
 
-#: Retention (``store.keep_versions``) runs after at least this many publishes, and
+#: Retention (``store.keep_versions``) runs after at least this many commits, and
 #: no sooner than :data:`RETAIN_SPACING` times the last pass took: the store's
 #: ``retain`` lists the model's whole index, which costs more as versions accumulate
-#: (on a local disk, retention every 5 publishes, measured: 1.3 ms a pass with 100
-#: versions ever published, 25 ms with 1,000, 91 ms with 5,000), so it is not paid
-#: on every publish and never takes more than about a tenth of the merger's time.
+#: (on a local disk, retention every 5 commits, measured: 1.3 ms a pass with 100
+#: versions ever committed, 25 ms with 1,000, 91 ms with 5,000), so it is not paid
+#: on every commit and never takes more than about a tenth of the merger's time.
 RETAIN_EVERY = 5
 RETAIN_SPACING = 10
 
@@ -134,7 +134,7 @@ def initial_key(cfg: TrainConfig) -> str:
     """What names the model's initial state: a digest of the configuration
     sections that build it (``model``, ``features``). The merger's first
     snapshot carries its changes on that state under this key
-    (``ModelStore.publish``'s ``from_initial``), and a learner still at that
+    (``ModelStore.commit``'s ``from_initial``), and a learner still at that
     state asks for them by it, so it never applies them to another one.
 
     >>> from streamlearn.training.config import TrainConfig
@@ -499,7 +499,7 @@ class LearnerWorker:
 
 
 class MergerWorker:
-    """The one merger: folds learners' deltas and publishes versions (see the module docstring)."""
+    """The one merger: folds learners' deltas and commits versions (see the module docstring)."""
 
     def __init__(
         self, cfg: TrainConfig, store: Any, strategy: str | None = None, lease: Any = None
@@ -509,7 +509,7 @@ class MergerWorker:
         #: how deltas merge (``streamlearn.merge.STRATEGIES``; default ``job.merge``)
         self.strategy = strategy or cfg.job.merge
         #: the model's writer lease (``ModelStore.acquire_writer``): every version is
-        #: published under it, and a fenced writer's publish fails at once
+        #: committed under it, and a fenced writer's commit fails at once
         self.lease = lease
         self._since_retain = 0
         self._initial: str | None = None
@@ -529,16 +529,16 @@ class MergerWorker:
         self._dirty = False
         self._pending_blobs: list[bytes] = []
         self.merger: Any = None
-        self.last_publish_s = 0.0
+        self.last_commit_s = 0.0
         self.merge_time_s = 0.0
         #: when a version is a snapshot rather than a delta (``store.snapshot_*``);
         #: ``None``: every version is one
         self.policy = cfg.store.snapshot_policy()
         # the version the merger's arrays equal, outside the slots it changed since
-        # (what a delta is published on), or None and why the next version is whole
+        # (what a delta is committed on), or None and why the next version is whole
         self._delta_base: int | None = None
         self._whole_why = "the first version of this merger"
-        #: "delta" or "snapshot": what the last publish wrote, and why a snapshot
+        #: "delta" or "snapshot": what the last commit wrote, and why a snapshot
         self.last_kind: str | None = None
         self.last_snapshot_reason: str | None = None
         #: the version :meth:`start` adopted (newer than the checkpoint), if any
@@ -553,10 +553,10 @@ class MergerWorker:
         ``base_version`` is the version the job was started from (its source
         starts at that version's offsets, see :func:`resume_point`).
 
-        After a restart, versions published after the checkpoint (newer than the
+        After a restart, versions committed after the checkpoint (newer than the
         snapshot's) already reflect everything the checkpoint holds and more: the
         merger *adopts* the newest (its state, offsets and event count; the pending
-        deltas are in it) rather than publishing versions that know less, and the
+        deltas are in it) rather than committing versions that know less, and the
         learners skip the records below its offsets (``LearnerWorker.skip_below``),
         so every event is still reflected once (:meth:`_adopt`). The same holds
         without a snapshot (a checkpoint taken before the merger began, restored as
@@ -603,7 +603,7 @@ class MergerWorker:
         del state
         _forget_cache(self.store)
         #: the initial state's key while the merger holds it plus what it folded in since
-        #: (nothing published yet): its first snapshot then carries those changes
+        #: (nothing committed yet): its first snapshot then carries those changes
         self._initial = initial_key(self.cfg) if not newest else None
         if self.version and newest == self.version:
             self._delta_base = self.version  # the merger holds that version exactly
@@ -617,16 +617,16 @@ class MergerWorker:
             self.add(blob)
 
     def _adopt(self, newest: int, pending: list[bytes]) -> bool:
-        """Continue from version ``newest``, published after the checkpoint resumed
+        """Continue from version ``newest``, committed after the checkpoint resumed
         from, if it reflects all the checkpoint does; returns whether it did.
 
         The version reflects every record below its lineage offsets exactly once
-        (what every version of this model guarantees, whichever writer published it).
+        (what every version of this model guarantees, whichever writer committed it).
         When those offsets are at or past the checkpoint's (its snapshot's advanced
         by the pending deltas) in every partition, the merger takes its state,
         offsets and event count, and the learners, which start on the newest version
         too, skip what it reflects. When they are at or below them in every partition
-        (a rollback published while the job was down), the checkpoint's content goes
+        (a rollback committed while the job was down), the checkpoint's content goes
         on and the newer versions are left behind, as the learners skip nothing
         (equal offsets: the one reflecting more events goes on). Any other version
         could be continued from neither: refused.
@@ -690,7 +690,7 @@ class MergerWorker:
         }
 
     def pending(self) -> list[bytes]:
-        """Deltas folded in but not yet published."""
+        """Deltas folded in but not yet committed."""
         return list(self._pending_blobs)
 
     # -- merging ----------------------------------------------------------------
@@ -738,10 +738,10 @@ class MergerWorker:
 
     def due(self, now_s: float | None = None) -> bool:
         now = time.monotonic() if now_s is None else now_s
-        return self._dirty and (now - self.last_publish_s) * 1000 >= self.cfg.job.sync_ms
+        return self._dirty and (now - self.last_commit_s) * 1000 >= self.cfg.job.sync_ms
 
-    def publish(self) -> int | None:
-        """Publish the merged model as a new version; ``None`` when nothing changed."""
+    def commit(self) -> int | None:
+        """Commit the merged model as a new version; ``None`` when nothing changed."""
         from streamlearn.store import Lineage
 
         if not self._dirty:
@@ -754,11 +754,11 @@ class MergerWorker:
             metrics={**self.metrics(), "rejected": float(self.rejected),
                      **self._join_metrics()},
         )
-        self.version = self._publish_waiting(lineage)
+        self.version = self._commit_waiting(lineage)
         self.merger.commit(self.version)
         self._pending_blobs = []
         self._dirty = False
-        self.last_publish_s = time.monotonic()
+        self.last_commit_s = time.monotonic()
         self._since_retain += 1
         if (
             self.cfg.store.keep_versions
@@ -808,7 +808,7 @@ class MergerWorker:
         (``ModelStore.compact``): the snapshot the policy asked for, which
         followers holding the delta pass over instead of reading the model again.
         Returns the compaction's number, or the delta's if the store failed (logged;
-        the policy asks again at the next publish)."""
+        the policy asks again at the next commit)."""
         from streamlearn.store import BrokenChain
 
         try:
@@ -819,14 +819,14 @@ class MergerWorker:
             self._delta_base = None
             self._whole_why = f"the chain under version {delta_version} is broken"
             log.warning(
-                "version %d published, its compaction failed (%s); the next version is a "
+                "version %d committed, its compaction failed (%s); the next version is a "
                 "snapshot", delta_version, store_fault(exc),
             )
             return delta_version
         except STORE_FAULTS as exc:
             log.warning(
-                "version %d published, its compaction failed (%s); trying again at the next "
-                "publish", delta_version, store_fault(exc),
+                "version %d committed, its compaction failed (%s); trying again at the next "
+                "commit", delta_version, store_fault(exc),
             )
             return delta_version
         finally:
@@ -835,16 +835,16 @@ class MergerWorker:
         self._delta_base = version
         return version
 
-    def _publish_once(self, lineage: Any) -> int:
+    def _commit_once(self, lineage: Any) -> int:
         """One try: a delta on the last version, or a snapshot when one is due.
 
         A snapshot the policy asks for (``store.snapshot_*``) is a compaction
-        of the delta just published: the same model, which followers pass over.
+        of the delta just committed: the same model, which followers pass over.
         The other snapshots (:meth:`_snapshot_reason`) change the chain's
         content and are written from the merger's arrays.
 
         A delta the store refuses (its parent is not the latest version, or the
-        chain under it is broken) is published as a snapshot at once; any other
+        chain under it is broken) is committed as a snapshot at once; any other
         failure of a delta makes the next try a snapshot, which starts a whole
         chain again whatever the failure left behind.
         """
@@ -855,16 +855,16 @@ class MergerWorker:
             assert self._delta_base is not None
             due = self.policy.due(self.store.chain()) if self.policy is not None else None
             try:
-                version = self.store.publish_delta(
+                version = self.store.commit_delta(
                     self.merger.changes(), lineage, parent=self._delta_base, lease=self.lease
                 )
             except (StaleParent, BrokenChain) as exc:
                 why = f"a delta on version {self._delta_base} was refused: {store_fault(exc)}"
                 self._delta_base, self._whole_why = None, why
-                log.warning("%s; publishing a snapshot instead", why)
+                log.warning("%s; committing a snapshot instead", why)
             except BaseException as exc:
                 self._delta_base = None
-                self._whole_why = f"publishing a delta failed: {store_fault(exc)}"
+                self._whole_why = f"committing a delta failed: {store_fault(exc)}"
                 raise
             else:
                 self.last_kind, self.last_snapshot_reason = "delta", None
@@ -875,7 +875,7 @@ class MergerWorker:
             changes = self.merger.changes()
             if 2 * len(changes.slots) < self.merger.n_slots:
                 from_initial = (self._initial, changes)
-        version = self.store.publish(
+        version = self.store.commit(
             self.merger.view().to_arrow(), lineage, lease=self.lease, from_initial=from_initial
         )
         self._initial = None
@@ -883,8 +883,8 @@ class MergerWorker:
         self._delta_base = version
         return version
 
-    def _publish_waiting(self, lineage: Any) -> int:
-        """:meth:`_publish_once`, retried in place while the store is away (a full disk,
+    def _commit_waiting(self, lineage: Any) -> int:
+        """:meth:`_commit_once`, retried in place while the store is away (a full disk,
         an object store not answering) for up to ``job.store_retry_ms``, with the
         job's restart back-off between tries and one log line per wait.
 
@@ -900,7 +900,7 @@ class MergerWorker:
         failed = 0
         while True:
             try:
-                version = self._publish_once(lineage)
+                version = self._commit_once(lineage)
             except LeaseError:
                 raise  # fenced or released: another writer owns the model; never waited out
             except STORE_FAULTS as exc:
@@ -924,7 +924,7 @@ class MergerWorker:
                 continue
             if failed:
                 log.warning(
-                    "model store available again: published version %d after %d failed tries "
+                    "model store available again: committed version %d after %d failed tries "
                     "in %.1f s",
                     version, failed, time.monotonic() - started,
                 )

@@ -7,7 +7,7 @@ before it reads where to resume, and the job's merger takes it once more when it
 opens (at every restart too): each acquisition by the same id gets a newer token,
 which fences out the one before. So the lease is held from the moment the command
 starts, a second trainer on the model is refused up front (``WriterBusy``, naming
-this one), and a writer that another took over from cannot publish any more.
+this one), and a writer that another took over from cannot commit any more.
 
 :class:`HandOver` holds a lease until the next holder of the same id takes over:
 it renews the lease while no newer token exists, and steps aside (without
