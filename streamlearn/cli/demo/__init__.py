@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--report-dir", metavar="DIR",
                         help="where to write the report (default: reports/demo-<timestamp>)")
     parser.add_argument("--sync-ms", type=int, default=None, metavar="MS",
-                        help="the job publishes a version at most this often "
+                        help="the job commits a version at most this often "
                              "(default: the training job's job.sync_ms)")
     parser.add_argument("--bits", type=int, default=None, metavar="N",
                         help="model size, 2^N hashed slots (default: the training job's, "

@@ -21,7 +21,7 @@ __all__ = ["DemoConfig", "SYNC_MS", "FLUSH_MS"]
 
 # the model size is the training job's: its default and its rule (``features.bits``)
 _BITS_CHECK, _BITS_EXPECTED, _BITS_DEFAULT = SCHEMA["features"]["bits"]
-# how often the job publishes, and its learners send their changes: the job's defaults
+# how often the job commits a version, and its learners send their changes: the job's defaults
 SYNC_MS = SCHEMA["job"]["sync_ms"][2]
 FLUSH_MS = SCHEMA["job"]["flush_ms"][2]
 
@@ -50,7 +50,7 @@ class DemoConfig:
     envelope_size
         Events per Kafka message (the job's fast path).
     sync_ms
-        How often the training job publishes a merged version, at most (the
+        How often the training job commits a merged version, at most (the
         job's ``job.sync_ms`` unless given; its learners send their changes
         every ``job.flush_ms``, or as often as a version when that is sooner).
     bits

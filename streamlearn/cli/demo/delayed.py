@@ -13,7 +13,7 @@ serve → log → feedback → join → learn → serve, each part the real one:
    ``{"id", "label": 1, "ts"}``; one click in fifty is sent twice.
 3. The training job joins them (``[join]``: window ``window_ms``, unclicked
    impressions expire into 0) into ``<topic>``, learns each joined event once and
-   publishes versions, whose lineage counts every outcome of the join.
+   commits versions, whose lineage counts every outcome of the join.
 4. The server swaps each version in; the users' next predictions come from it.
 
 At the end the run reads the logged predictions and the labels back and scores

@@ -4,7 +4,7 @@ matplotlib is an optional extra (``demo``): it is imported only when a plot is
 drawn, and :func:`available` says whether it can be.
 
 - ``metrics.png``: prequential accuracy and log-loss over time, windowed and
-  cumulative, with each version's publish marked and the drift point drawn.
+  cumulative, with each version's commit marked and the drift point drawn.
 - ``freshness.png``: the distribution of freshness with p50/p95/p99 and the
   goals, and freshness over the run.
 """
