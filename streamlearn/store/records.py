@@ -19,6 +19,7 @@ __all__ = ["Head", "VersionInfo", "ModelVersion"]
 #: Kinds as stores written by earlier releases name them: a snapshot was "publish".
 _KIND_NAMES = {"publish": "snapshot"}
 
+
 @dataclass(frozen=True)
 class Head:
     """The model's pointer file: newest version and the pin, read in one small read.
