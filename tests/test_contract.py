@@ -411,3 +411,14 @@ def test_events_written_with_integer_names_read_back_as_their_text() -> None:
     with pytest.raises(Rejection) as err:
         encode_event({"features": {(1, 2): 1.0}, "label": 1})
     assert err.value.code == "features.name_not_string" and "str()" in str(err.value)
+
+
+def test_a_float_is_shown_with_all_its_digits_whatever_the_callers_decimal_context():
+    import decimal
+
+    from streamlearn.contract import show_float
+
+    with decimal.localcontext() as ctx:
+        ctx.prec = 3  # a caller's own setting must not round what a message quotes
+        assert show_float(123456.789) == "123456.789"
+        assert show_float(-1.7976931348623157e308) == "-1.7976931348623157e+308"

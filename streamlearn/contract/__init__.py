@@ -388,6 +388,7 @@ def message(code: str, index: int | None = None, **facts: Any) -> str:
 # -- how values are shown in messages ----------------------------------------------------------
 
 _SHORT = 60  # the longest value shown; a longer one is cut to 57 characters and "..."
+_DIGITS = decimal.Context(prec=20)  # repr's at most 17 digits, whatever the caller's context
 _TEXT, _VALUE = True, False  # the pieces of a container: its own text, or an item to render
 
 
@@ -495,7 +496,7 @@ def show_float(x: float) -> str:
     if x == 0:
         return sign + "0.0"
     # the shortest digits that read back to x (repr's), as d1 d2 ... dk times 10**(n - k)
-    _, digit_tuple, exponent = decimal.Decimal(repr(abs(x))).normalize().as_tuple()
+    _, digit_tuple, exponent = decimal.Decimal(repr(abs(x))).normalize(_DIGITS).as_tuple()
     digits = "".join(map(str, digit_tuple))
     k = len(digits)
     n = k + int(exponent)
