@@ -1,9 +1,11 @@
 package io.streamlearn.flink;
 
+import java.io.ByteArrayOutputStream;
 import java.math.BigDecimal;
 import java.math.BigInteger;
 import java.math.MathContext;
 import java.math.RoundingMode;
+import java.nio.charset.StandardCharsets;
 import java.util.List;
 import java.util.Map;
 
@@ -111,32 +113,21 @@ final class JsonText {
         }
     }
 
-    /** A JSON string with RFC 8785's escapes: quote, backslash and the characters below U+0020. */
+    /**
+     * A JSON string as {@link JsonOut#string} escapes it (RFC 8785's escapes: quote, backslash
+     * and the characters below U+0020), of its first {@code LIMIT + 1} code points only when it
+     * is longer: escapes only lengthen, so the cut text is the same and a long string costs no
+     * more than a short one.
+     */
     static void string(String s, StringBuilder sb) {
-        sb.append('"');
-        for (int i = 0; i < s.length(); i++) {
-            char c = s.charAt(i);
-            switch (c) {
-                case '"' -> sb.append("\\\"");
-                case '\\' -> sb.append("\\\\");
-                case '\b' -> sb.append("\\b");
-                case '\f' -> sb.append("\\f");
-                case '\n' -> sb.append("\\n");
-                case '\r' -> sb.append("\\r");
-                case '\t' -> sb.append("\\t");
-                default -> {
-                    if (c < 0x20) {
-                        sb.append(String.format("\\u%04x", (int) c));
-                    } else {
-                        sb.append(c);
-                    }
-                }
-            }
-            if (sb.length() > RENDER_CHARS + 16) {
-                throw new Full();
-            }
+        int points = s.codePointCount(0, Math.min(s.length(), 2 * (LIMIT + 1)));
+        String head = points > LIMIT ? s.substring(0, s.offsetByCodePoints(0, LIMIT + 1)) : s;
+        ByteArrayOutputStream out = new ByteArrayOutputStream(head.length() + 8);
+        JsonOut.string(out, head);
+        sb.append(out.toString(StandardCharsets.UTF_8));
+        if (head.length() < s.length()) {
+            throw new Full(); // long enough to be cut
         }
-        sb.append('"');
     }
 
     /**
