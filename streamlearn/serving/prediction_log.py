@@ -190,15 +190,10 @@ def record_of_body(
     if event_id is None or not _AS_SENT.issuperset(doc) or doc.get("key", 0) is None \
             or doc.get("ts", 0) is None:
         return records_of(doc, [doc.get("features")], result, model, version, now)
-    answer: dict[str, Any] = {"model": model, "version": version,
-                              "prediction": result.values[0]}
-    if result.probabilities is not None:
-        answer["probabilities"] = result.probabilities[0]
-    answer["at_ms"] = int((time.time() if now is None else now) * 1000)
-    tail = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
-    value = b"".join((body[:body.rindex(b"}")], b",", tail[1:]))
-    key = event_id if type(event_id) is str else orjson.dumps(event_id).decode()
-    return [(key.encode(), value)]
+    at_ms = int((time.time() if now is None else now) * 1000)
+    tail = orjson.dumps(_answer(result, 0, model, version, at_ms),
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+    return [(_key(event_id), b"".join((body[:body.rindex(b"}")], b",", tail[1:])))]
 
 
 def records_of(
@@ -220,7 +215,6 @@ def records_of(
     if type(events) is not list:
         return []
     at_ms = int((time.time() if now is None else now) * 1000)
-    proba = result.probabilities
     out: list[Record] = []
     for i, (event, x) in enumerate(zip(events, features, strict=False)):
         if type(event) is not dict or event.get("id") is None:
@@ -229,10 +223,22 @@ def records_of(
         for name in ("key", "ts"):
             if event.get(name) is not None:
                 rec[name] = event[name]
-        rec.update(features=x, model=model, version=version, prediction=result.values[i])
-        if proba is not None:
-            rec["probabilities"] = proba[i]
-        rec["at_ms"] = at_ms
-        key = event["id"] if type(event["id"]) is str else orjson.dumps(event["id"]).decode()
-        out.append((key.encode(), orjson.dumps(rec, option=orjson.OPT_SERIALIZE_NUMPY)))
+        rec["features"] = x
+        rec.update(_answer(result, i, model, version, at_ms))
+        out.append((_key(event["id"]), orjson.dumps(rec, option=orjson.OPT_SERIALIZE_NUMPY)))
     return out
+
+
+def _answer(result: Any, i: int, model: str, version: int, at_ms: int) -> dict[str, Any]:
+    """What a record says was served for the ``i``-th event, in the record's order."""
+    answer: dict[str, Any] = {"model": model, "version": version,
+                              "prediction": result.values[i]}
+    if result.probabilities is not None:
+        answer["probabilities"] = result.probabilities[i]
+    answer["at_ms"] = at_ms
+    return answer
+
+
+def _key(event_id: Any) -> bytes:
+    """A record's Kafka key: the event's id, a string as it is, else its JSON."""
+    return (event_id if type(event_id) is str else orjson.dumps(event_id).decode()).encode()
