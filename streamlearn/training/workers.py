@@ -580,14 +580,7 @@ class MergerWorker:
             self.join_counts = dict(snapshot.get("join", {}))
             self.learners = set(snapshot.get("learners", []))
         elif base_version:
-            lineage = self.store.get(base_version).lineage
-            self.version = base_version
-            self.events = lineage.events
-            self.rejected = int(lineage.metrics.get("rejected", 0))
-            self.join_counts = lineage_counts(lineage.metrics)
-            self.offsets = {
-                int(p): int(o) for p, o in lineage.offsets.get(self.cfg.kafka.topic, {}).items()
-            }
+            self._count_from(base_version, self.store.get(base_version).lineage)
         if newest > self.version and self._adopt(newest, pending):
             pending = []
         if self.version:
@@ -670,11 +663,18 @@ class MergerWorker:
         )
         for delta in deltas:  # their content is in the version; the learners' totals are not
             self._count(delta)
-        self.version, self.events, self.offsets = newest, lineage.events, theirs
-        self.rejected = int(lineage.metrics.get("rejected", 0))
-        self.join_counts = lineage_counts(lineage.metrics)
+        self._count_from(newest, lineage)
         self.adopted = newest
         return True
+
+    def _count_from(self, version: int, lineage: Any) -> None:
+        """Count on from ``version`` as its ``lineage`` says: its events, its offsets in the
+        job's topic, its rejected events and its join's outcomes."""
+        topic = self.cfg.kafka.topic
+        self.version, self.events = version, lineage.events
+        self.offsets = {int(p): int(o) for p, o in lineage.offsets.get(topic, {}).items()}
+        self.rejected = int(lineage.metrics.get("rejected", 0))
+        self.join_counts = lineage_counts(lineage.metrics)
 
     def snapshot(self) -> dict:
         """What Flink state must hold (with :meth:`pending`) to resume exactly here."""
