@@ -20,7 +20,7 @@ help:
 	@echo "make bench-tools  the benchmarks' outside tools (wrk, kcat) from Debian's packages"
 
 venv: $(VENV_STAMP)
-$(VENV_STAMP): pyproject.toml setup.py streamlearn/serving/_native.c streamlearn/learners/_kernel.c
+$(VENV_STAMP): pyproject.toml setup.py $(wildcard streamlearn/serving/_native*.[ch]) $(wildcard streamlearn/learners/_kernel*.[ch])
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "streamlearn needs Python >= 3.11, found " + sys.version' 
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
