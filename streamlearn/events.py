@@ -8,7 +8,8 @@ One Kafka message holds one event or an envelope of events::
     {"events": [{...}, {...}]}
 
 An event is returned as a plain ``dict`` with ``features`` always present and
-``key``, ``label``, ``ts``, ``id`` when given. A rejection is a
+the contract's other fields (:data:`~streamlearn.contract.EVENT_FIELDS`: ``label``,
+``key``, ``ts``, ``id``, ``weight``) when given. A rejection is a
 :class:`Rejected` carrying the :class:`~streamlearn.errors.EventError` (which
 names the field), the index inside an envelope, and the original bytes.
 

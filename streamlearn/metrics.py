@@ -309,9 +309,13 @@ def prequential(
     xs: Any,
     ys: Sequence[object] | np.ndarray,
     metrics: Sequence[Metric] = (),
+    weights: Sequence[float] | np.ndarray | None = None,
 ) -> np.ndarray:
     """One prequential step over a micro-batch: predict every event with the
-    current model, update ``metrics``, then learn from the batch.
+    current model, update ``metrics``, then learn from the batch, each event
+    with its importance ``weights`` (None: all 1). The metrics count every
+    event once, whatever its weight: they say how the model did on the stream
+    as it came.
 
     ``xs`` is a sequence of feature mappings or an encoded batch (encoded
     once here otherwise). Returns the predictions (labels or values) made
@@ -324,13 +328,15 @@ def prequential(
     if hasattr(learner, "encode") and not hasattr(xs, "indices"):
         xs = learner.encode(xs)
     together = getattr(learner, "predict_learn_many", None)
+    learn_with = {} if weights is None else {"weights": weights}
     if learner.task == "regression":
-        preds = together(xs, ys) if together is not None else learner.predict_many(xs)
+        preds = (together(xs, ys, **learn_with) if together is not None
+                 else learner.predict_many(xs))
         for m in metrics:
             m.update_many(ys, preds)
     else:
         if together is not None:  # a per-event learner predicts each event just before it
-            proba = together(xs, ys)  # learns it; classes_ then include the batch's
+            proba = together(xs, ys, **learn_with)  # learns it; classes_ then the batch's
         else:
             proba = learner.predict_proba_many(xs)
         classes = learner.classes_
@@ -345,7 +351,7 @@ def prequential(
         for m in metrics:
             m.update_many(ys, proba if m.needs == "proba" else preds, classes)
     if together is None:
-        learner.learn_many(xs, ys)
+        learner.learn_many(xs, ys, **learn_with)
     return preds
 
 

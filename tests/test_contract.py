@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import base64
 import math
+import struct
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
 
-from streamlearn.contract import LABEL_CODES, MAX_FEATURES, RULES, Rejection, message
+from streamlearn.contract import (
+    LABEL_CODES,
+    MAX_FEATURES,
+    RULES,
+    Rejection,
+    event_weight,
+    message,
+)
 from streamlearn.contract.corpus import (
     C_HEADER,
     CORPUS,
@@ -73,6 +81,12 @@ def _check_events(got: list[dict], case: dict) -> None:
     for g, w in zip(got, want, strict=True):
         assert _same(g["rows"], w["rows"]), (case["case"], g["rows"], w["rows"])
         assert type(g["label"]) is type(w["label"]) and g["label"] == w["label"], case["case"]
+        if "weight" in g:  # the paths that learn (serving ignores a weight)
+            assert _bits(g["weight"]) == _bits(w["weight"]), (case["case"], g["weight"])
+
+
+def _bits(x: float) -> bytes:
+    return struct.pack("<d", x)
 
 
 # -- the corpus itself ------------------------------------------------------------------------
@@ -149,7 +163,8 @@ def _training(case: dict) -> tuple[list[dict], list[dict]]:
             rejections.append({"index": index, "field": err.field, "code": err.code,
                                "reason": None})
             continue
-        events.append({"index": index, "rows": _rows(batch), "label": event.get("label")})
+        events.append({"index": index, "rows": _rows(batch), "label": event.get("label"),
+                       "weight": event_weight(event)})
     rejections.sort(key=lambda r: -1 if r["index"] is None else r["index"])
     return events, rejections
 

@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 import pytest
 
+from streamlearn.contract import event_weight
 from streamlearn.errors import EventError, ValidationError
 from streamlearn.events import (
     DEAD_LETTER_FIELD_CHARS,
@@ -69,7 +70,7 @@ def _hasher_refusal(features: dict, dense: tuple[str, ...], index: int | None) -
 
 
 def reference(message: bytes, task: str, bits: int, dense: tuple[str, ...], max_features: int):
-    """Python's result for one message: rows (indices, values, numeric, label) and
+    """Python's result for one message: rows (indices, values, numeric, label, weight) and
     rejections (field, index, reason), in the JVM's order."""
     decoder = EventDecoder(task, max_features=max_features)
     hasher = FeatureHasher(bits, dense)
@@ -93,7 +94,7 @@ def reference(message: bytes, task: str, bits: int, dense: tuple[str, ...], max_
             rejections.append((refusal.field, index, str(refusal)))
             continue
         b = hasher.encode_one(event["features"])
-        rows.append((b.indices, b.values, b.numeric, event["label"]))
+        rows.append((b.indices, b.values, b.numeric, event["label"], event_weight(event)))
     rejections.sort(key=lambda r: -1 if r[1] is None else r[1])
     return rows, rejections
 
@@ -109,11 +110,15 @@ def check_message(
 ) -> None:
     """The JVM's result for one message equals the reference, or fail naming the message."""
     rows, expected_rej = reference(message, task, bits, dense, max_features)
-    batch, labels = read_encoded_batch(batch_bytes, (1 << bits) + len(dense))
+    batch, labels, weights = read_encoded_batch(batch_bytes, (1 << bits) + len(dense))
     where = f"task {task}, message {message[:200]!r}"
     assert batch.n_rows == len(rows), where
     assert len(labels) == len(rows), where
-    for r, (indices, values, numeric, label) in enumerate(rows):
+    # weights only where some event weighs other than 1 (a batch without carries none)
+    assert (weights is None) == all(r[4] == 1.0 for r in rows), (where, weights)
+    if weights is not None:
+        assert _same_bits(weights, np.array([r[4] for r in rows])), (where, weights)
+    for r, (indices, values, numeric, label, _) in enumerate(rows):
         lo, hi = batch.offsets[r], batch.offsets[r + 1]
         assert batch.indices[lo:hi].tolist() == indices.tolist(), where
         assert _same_bits(batch.values[lo:hi], values), (where, batch.values[lo:hi], values)
@@ -206,6 +211,10 @@ CORPUS: list[bytes] = [
     )],
     b'{"features": {"x": 1}, "label": 1, "id": [1]}',
     b'{"features": {"x": 1}, "label": 1, "id": 2.5}',
+    *[b'{"features": {"x": 1}, "label": 1, "weight": ' + w + b"}" for w in (
+        b"-1", b"-0", b"-0.0", b"0", b"2.5", b"1e308", b"1e309", b'"2"', b"false",
+        b"18446744073709551615", b"1.7976931348623157e308", b"-1e-300", b"null",
+    )],
     b'{"features": {"x": 1}, "label": 7, "ts": -1}',
     b'{"features": {"x": null}, "label": 7}',
     b'{"zz": 1, "features": 5}',
@@ -377,7 +386,8 @@ def test_corpus_covers_every_rejection_reason(corpus_runs: dict) -> None:
         "expected a JSON object (an event or an envelope), got bad JSON (",
         "expected a list of events",
         "expected a JSON object with `features`",
-        "expected only the fields features, id, key, label, ts, got an unknown field",
+        "expected only the fields features, id, key, label, ts, weight, got an unknown field",
+        "expected a number >= 0 (the event's importance; 1 when absent), got -1",
         "expected an object of name → value, got nothing",
         "expected an object of name → value, got [1,2]",
         "expected at least one feature, got an empty object",
@@ -404,9 +414,11 @@ def test_one_batch_for_many_messages_holds_every_row() -> None:
     for task in ("multiclass", "regression"):
         messages = CORPUS[:30] + random_messages(random.Random(7), task, 300)
         (batch_bytes,), _ = jvm_tool.encode(messages, task, BITS, DENSE, MAX_FEATURES, each=False)
-        batch, labels = read_encoded_batch(batch_bytes, (1 << BITS) + len(DENSE))
+        batch, labels, weights = read_encoded_batch(batch_bytes, (1 << BITS) + len(DENSE))
         rows = [row for m in messages for row in reference(m, task, BITS, DENSE, MAX_FEATURES)[0]]
         assert batch.n_rows == len(rows) == len(labels)
+        assert weights is not None  # some events of the stream give a weight
+        assert _same_bits(weights, np.array([r[4] for r in rows]))
         assert batch.indices.tolist() == [i for r in rows for i in r[0].tolist()]
         assert _same_bits(batch.values, np.concatenate([r[1] for r in rows]))
         if task == "multiclass":
@@ -592,9 +604,26 @@ def _one_batch() -> bytes:
 
 
 def test_reader_reads_a_hand_built_batch() -> None:
-    batch, labels = read_encoded_batch(_one_batch(), n_slots=16)
+    batch, labels, weights = read_encoded_batch(_one_batch(), n_slots=16)
     assert batch.indices.tolist() == [5, 9] and batch.values.tolist() == [1.0, -2.0]
-    assert labels.tolist() == [1.0]
+    assert labels.tolist() == [1.0] and weights is None
+
+
+def _weighted(weight: float) -> bytes:
+    """The batch of :func:`_one_batch` with its row's weight (kind bit 1)."""
+    good = _one_batch()
+    head = good[:12] + struct.pack("<I", 2)
+    return head + good[16:16 + 24] + struct.pack("<d", weight) + good[16 + 24:]
+
+
+def test_reader_reads_weights_after_the_labels() -> None:
+    batch, labels, weights = read_encoded_batch(_weighted(2.5), n_slots=16)
+    assert batch.indices.tolist() == [5, 9] and labels.tolist() == [1.0]
+    assert weights is not None and weights.tolist() == [2.5]
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValidationError) as err:
+            read_encoded_batch(_weighted(bad), n_slots=16)
+        assert err.value.field == "weights"
 
 
 @pytest.mark.parametrize(
@@ -604,7 +633,8 @@ def test_reader_reads_a_hand_built_batch() -> None:
         (lambda b: b + b"\x00", "encoded batch"),
         (lambda b: b[:10], "encoded batch"),
         (lambda b: b"SLE2" + b[4:], "magic"),
-        (lambda b: b[:12] + struct.pack("<I", 2) + b[16:], "label_kind"),
+        (lambda b: b[:12] + struct.pack("<I", 4) + b[16:], "kind"),
+        (lambda b: b[:12] + struct.pack("<I", 2) + b[16:], "encoded batch"),  # no weights
         (lambda b: b[:-1] + b"\x02", "numeric"),
         (lambda b: b[:4] + struct.pack("<I", 3) + b[8:], "encoded batch"),
         (lambda b: b[:16 + 24 + 4] + struct.pack("<i", 1) + b[16 + 24 + 8:], "offsets"),
@@ -726,6 +756,10 @@ def _event(rng: random.Random, task: str, clean: bool):
             good = rng.choice(["k1", 7, None, _Raw(str(rng.randint(0, 2**45)))])
             bad = rng.choice([True, _Raw("1.5"), -3, ["x"]])
             fields.append((key, bad if not clean and rng.random() < 0.15 else good))
+    if rng.random() < 0.2:
+        good = rng.choice([_Raw(_number(rng).lstrip("-")), 2, 0, None, _Raw("-0.0")])
+        bad = rng.choice([True, _Raw("-1.5"), -3, "2", [1], _Raw(str(2**64))])
+        fields.append(("weight", bad if not clean and rng.random() < 0.15 else good))
     if not clean and rng.random() < 0.02:
         fields.append((rng.choice(["extra", "Label", "features "]), 1))
     if not clean and rng.random() < 0.01:

@@ -523,7 +523,7 @@ def test_kernel_learns_the_jvm_encoders_bundles_as_they_come():
     raw = b"SLE1" + struct.pack("<3I", n, nnz, 0) + batch.values.astype("<f8").tobytes()
     raw += labels.astype("<f8").tobytes() + batch.offsets.astype("<i4").tobytes()
     raw += batch.indices.astype("<i4").tobytes() + batch.numeric.astype(np.uint8).tobytes()
-    bundle, ys = read_encoded_batch(raw, model.n_slots)
+    bundle, ys, _ = read_encoded_batch(raw, model.n_slots)
     assert not bundle.values.flags.writeable
     twin = model.clone()
     got = model.predict_learn_many(bundle, ys)

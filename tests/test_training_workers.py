@@ -258,6 +258,47 @@ def test_crosses_are_learned_the_same_from_the_jvms_bundles_and_the_python_path(
         np.testing.assert_array_equal(jvm.learner.state().arrays[name], array, err_msg=name)
 
 
+@pytest.mark.parametrize("model", [None, BATCH], ids=["per-event", "batch-steps"])
+def test_an_events_weight_is_learned_with_on_both_paths(tmp_path, model):
+    """``weight`` (the event contract's importance) multiplies the event's gradient,
+    from the JVM's bundles as from the in-process path: both learn what the learner
+    learns given the same weights, and not what it learns without them. The metrics
+    count every event once. A bundle none of whose events weighs other than 1 is
+    learned as events without weights are."""
+    from streamlearn.events import EventDecoder
+
+    cfg = _cfg(tmp_path, model, flush_events=600, step_events=150)
+    events = list(clicks(1200, seed=6))
+    for i, event in enumerate(events[:600]):  # the second bundle: no weight at all
+        event["weight"] = [0, 0.5, 3, None, 1, 2.25][i % 6]
+    messages = [orjson.dumps(e) for e in events]
+    python, jvm = LearnerWorker(cfg, 0), LearnerWorker(cfg, 0)
+    direct, unweighted = cfg.make_learner(), cfg.make_learner()
+    from streamlearn.metrics import prequential
+
+    for i, (batch, rejected) in enumerate(_bundles(cfg, messages, 600)):
+        part = events[i * 600 : (i + 1) * 600]
+        for j, m in enumerate(messages[i * 600 : (i + 1) * 600]):
+            python.add(0, i * 600 + j, m)
+        python.flush()
+        jvm.learn_bundle(0, (i + 1) * 600, rejected, batch)
+        weights = [1.0 if e.get("weight") is None else e["weight"] for e in part]
+        xs, ys = [e["features"] for e in part], [e["label"] for e in part]
+        for start in range(0, 600, 150 if model else 600):
+            stop = start + (150 if model else 600)
+            prequential(direct, direct.encode(xs[start:stop]), ys[start:stop], (),
+                        weights[start:stop])
+            prequential(unweighted, unweighted.encode(xs[start:stop]), ys[start:stop], ())
+    assert jvm.n_learned == python.n_learned == 1200
+    assert jvm.metric_values() == python.metric_values()
+    for name, array in direct.state().arrays.items():
+        np.testing.assert_array_equal(python.learner.state().arrays[name], array, err_msg=name)
+        np.testing.assert_array_equal(jvm.learner.state().arrays[name], array, err_msg=name)
+    assert not np.array_equal(direct.weights, unweighted.weights)
+    assert EventDecoder("binary").decode(b'{"features": {"x": 1}, "label": 1, "weight": -1}')[
+        1][0].code == "weight.invalid"
+
+
 def test_a_bundle_is_learned_in_gradient_steps_of_step_events(tmp_path):
     """One bundle of 900 messages learned in steps of 250 events is the same model, with
     the same metrics, as steps of 250 events each flushed as a bundle of its own."""

@@ -23,7 +23,7 @@ examples:
   streamlearn publish --csv data.csv --label clicked --key user_id
   streamlearn publish --generator sea --count 100000
 
-JSONL lines are events ({"key", "features", "label", "ts", "id"}) or envelopes
+JSONL lines are events ({"key", "features", "label", "ts", "id", "weight"}) or envelopes
 ({"events": [...]}). CSV: --label names the label column, --key the key column,
 every other column is a feature (numbers become numbers, the rest categories);
 --features a,b,c keeps only those. A progress bar shows events/s; a summary

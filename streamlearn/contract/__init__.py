@@ -30,6 +30,7 @@ from __future__ import annotations
 import decimal
 import json
 import math
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
     "LABEL_EXPECTED",
     "MAX_BITS",
     "MAX_FEATURES",
+    "MAX_WEIGHT",
     "OPTIONAL_FIELDS",
     "RULES",
     "Rejection",
@@ -52,6 +54,7 @@ __all__ = [
     "TASKS",
     "check_crosses",
     "cross_entry",
+    "event_weight",
     "feature_name",
     "field_ok",
     "message",
@@ -63,13 +66,15 @@ __all__ = [
 # -- the event ---------------------------------------------------------------------------------
 
 #: An event is a JSON object with these fields and no other; ``features`` is required.
-EVENT_FIELDS = ("features", "id", "key", "label", "ts")
+EVENT_FIELDS = ("features", "id", "key", "label", "ts", "weight")
 #: The optional ones, and what each holds (the check is the rule of the same name below).
 OPTIONAL_FIELDS = {
     "label": "the target; required by training, ignored when scoring (see LABEL_EXPECTED)",
     "key": "a string or an integer (true/false read as one): the entity the event is about",
     "ts": "event time in milliseconds since the epoch, an integer >= 0",
     "id": "a string or an integer (true/false read as one) naming the event",
+    "weight": "the event's importance, a finite number >= 0 (default 1) that multiplies its "
+    "gradient when learned (0: scored, not learned); scoring and serving ignore it",
 }
 # A null optional field is an absent one.
 #: The optional fields checked by their kind alone (the label has the task's rules), in the
@@ -77,22 +82,42 @@ OPTIONAL_FIELDS = {
 #: A new such field is one line here and its rule in RULES: every decoder loops over this
 #: table (the JVM's copy is generated), and the JVM's scanner leaves a field it does not
 #: know to its complete path.
-FIELD_KINDS = {"key": "name", "ts": "time", "id": "name"}
+FIELD_KINDS = {"key": "name", "ts": "time", "id": "name", "weight": "weight"}
+#: The largest weight: the largest double (an integer beyond it has no float to multiply by).
+MAX_WEIGHT = sys.float_info.max
 
 
 def field_ok(kind: str, value: Any) -> bool:
     """Whether ``value`` (not null) is of the field kind ``kind``: ``"name"`` a string or
-    an integer (true/false read as one), ``"time"`` an integer >= 0.
+    an integer (true/false read as one), ``"time"`` an integer >= 0, ``"weight"`` a number
+    (not true/false) from 0 to :data:`MAX_WEIGHT` (so finite).
 
     >>> field_ok("name", "u-1"), field_ok("name", 2.5), field_ok("time", -1)
     (True, False, False)
+    >>> field_ok("weight", 0), field_ok("weight", 2.5), field_ok("weight", True)
+    (True, True, False)
+    >>> field_ok("weight", -0.5), field_ok("weight", float("nan")), field_ok("weight", 10**400)
+    (False, False, False)
     """
     kind_of = type(value)
     if kind == "name":
         return kind_of is str or kind_of is int or kind_of is bool
     if kind == "time":
         return kind_of is int and value >= 0
+    if kind == "weight":  # NaN compares false: refused
+        return (kind_of is int or kind_of is float) and 0 <= value <= MAX_WEIGHT
     raise KeyError(f"no field kind {kind!r}")
+
+
+def event_weight(event: dict) -> float:
+    """The weight an event (already checked) learns with: its ``weight``, 1 when absent or
+    null.
+
+    >>> event_weight({"features": {"x": 1}}), event_weight({"features": {}, "weight": 3})
+    (1.0, 3.0)
+    """
+    weight = event.get("weight")
+    return 1.0 if weight is None else float(weight)
 
 #: A message is one event, or an envelope: an object with ``events`` (a non-empty list of
 #: events) and without ``features``. An envelope's other fields are ignored.
@@ -332,6 +357,10 @@ RULES: dict[str, Rule] = {
         "a ts that is not an integer >= 0",
     ),
     "id.invalid": Rule("id", "a string or an integer", "{value}", "an id of another type"),
+    "weight.invalid": Rule(
+        "weight", "a number >= 0 (the event's importance; 1 when absent)", "{value}",
+        "a weight that is negative, not a number, or beyond the largest double",
+    ),
 }
 
 #: Codes checked only where labels are used: a scoring request's label is ignored.

@@ -7,7 +7,7 @@ only the rules, limits, codes and texts of :mod:`streamlearn.contract`.
 >>> out = decode(b'{"events": [{"features": {"x": 2, "c": "a"}, "label": true}, {"features": {}}]}',
 ...              Settings(task="binary", bits=4))
 >>> out.events
-[Encoded(index=0, rows=[(2, 2.0, True), (12, -1.0, False)], label=1)]
+[Encoded(index=0, rows=[(2, 2.0, True), (12, -1.0, False)], label=1, weight=1.0)]
 >>> [(r.index, r.field, r.code) for r in out.rejections]
 [(1, 'features', 'features.empty')]
 """
@@ -29,6 +29,7 @@ from streamlearn.contract import (
     MAX_FEATURES,
     Rejection,
     cross_entry,
+    event_weight,
     feature_name,
     field_ok,
 )
@@ -60,11 +61,13 @@ class Settings:
 @dataclass(frozen=True)
 class Encoded:
     """One valid event: its index in its envelope (None: a single event), its entries
-    ``(slot, value, numeric)`` in the order of its features, and its label (None: none)."""
+    ``(slot, value, numeric)`` in the order of its features, its label (None: none) and the
+    weight it learns with (1.0 when it gives none)."""
 
     index: int | None
     rows: list[tuple[int, float, bool]]
     label: Any
+    weight: float = 1.0
 
 
 @dataclass
@@ -180,7 +183,7 @@ def _event(event: Any, index: int | None, s: Settings) -> Encoded:
         value = event.get(name)  # null is absent
         if value is not None and not field_ok(kind, value):
             raise Rejection(f"{name}.invalid", index, value=value)
-    return Encoded(index, _rows(features, index, s), label)
+    return Encoded(index, _rows(features, index, s), label, event_weight(event))
 
 
 def _label(event: dict, index: int | None, s: Settings) -> Any:

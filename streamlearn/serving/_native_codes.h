@@ -27,6 +27,7 @@
 #define SL_LABEL_MISSING 20
 #define SL_MESSAGE_NOT_JSON 21
 #define SL_TS_INVALID 22
+#define SL_WEIGHT_INVALID 23
 static const char *const SL_CODE_NAMES[] = {
     NULL,
     "event.not_object",
@@ -51,6 +52,7 @@ static const char *const SL_CODE_NAMES[] = {
     "label.missing",
     "message.not_json",
     "ts.invalid",
+    "weight.invalid",
 };
 
 #endif

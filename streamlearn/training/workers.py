@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from streamlearn.contract import event_weight
 from streamlearn.errors import StoreError, ValidationError
 from streamlearn.events import EventDecoder, Rejected, dead_letter
 from streamlearn.joining import OUTCOMES, lineage_counts, lineage_metrics
@@ -199,6 +200,9 @@ class LearnerWorker:
         self.metrics = _metrics_for(cfg.model.task)
         self._xs: list[dict] = []
         self._ys: list[Any] = []
+        #: the buffered events' weights, from the first one that gives a weight (before it,
+        #: every event weighed 1; None: none has given one)
+        self._ws: list[float] | None = None
         self._read: dict[int, int] = {}  # partition -> next offset, for what is buffered
         #: partition -> next offset to read, for everything learned (or rejected) so far
         self.offsets: dict[int, int] = {}
@@ -228,6 +232,11 @@ class LearnerWorker:
         """Decode one Kafka message into the buffer; returns its rejected events."""
         good, bad = self.decoder.decode(value)
         for event in good:
+            weight = event.get("weight")
+            if weight is not None and self._ws is None:
+                self._ws = [1.0] * len(self._xs)
+            if self._ws is not None:
+                self._ws.append(event_weight(event))
             self._xs.append(event["features"])
             self._ys.append(event["label"])
         _advance(self._read, partition, offset + 1)
@@ -280,9 +289,9 @@ class LearnerWorker:
             if first_offset < below:
                 return self._learn_from(partition, below, first_offset, end_offset, batch,
                                         n_rejected)
-        xs, ys = read_encoded_batch(batch, self.learner.n_slots)
+        xs, ys, weights = read_encoded_batch(batch, self.learner.n_slots)
         n = xs.n_rows
-        self._learn(xs, ys, n)
+        self._learn(xs, ys, n, weights)
         _advance(self.offsets, partition, end_offset)
         self.n_learned += n
         self.n_rejected += n_rejected
@@ -355,15 +364,16 @@ class LearnerWorker:
         n = len(self._xs)
         encode = getattr(self.learner, "encode", None)
         xs = encode(self._xs) if encode is not None else self._xs
-        self._learn(xs, self._ys, n)
+        self._learn(xs, self._ys, n, self._ws)
         for partition, end in self._read.items():
             _advance(self.offsets, partition, end)
-        self._xs, self._ys, self._read = [], [], {}
+        self._xs, self._ys, self._ws, self._read = [], [], None, {}
         self.n_learned += n
         return self._take_delta(getattr(xs, "indices", None))
 
-    def _learn(self, xs: Any, ys: Any, n: int) -> None:
-        """Predict, score and learn ``n`` events (a feature batch or mappings).
+    def _learn(self, xs: Any, ys: Any, n: int, weights: Any = None) -> None:
+        """Predict, score and learn ``n`` events (a feature batch or mappings), each with
+        its importance ``weights`` (None: every one 1; the metrics count each event once).
 
         With ``model.update = "event"`` (the default) every event is predicted,
         scored and learned in order, in the compiled kernel. With ``"batch"``, in
@@ -376,12 +386,13 @@ class LearnerWorker:
         step = self.cfg.job.step_events
         if n <= step or self.cfg.model.update == "event":
             if n:
-                prequential(self.learner, xs, ys, self.metrics)
+                prequential(self.learner, xs, ys, self.metrics, weights)
             return
         for start in range(0, n, step):
             stop = min(start + step, n)
             part = xs.row_range(start, stop) if isinstance(xs, FeatureBatch) else xs[start:stop]
-            prequential(self.learner, part, ys[start:stop], self.metrics)
+            prequential(self.learner, part, ys[start:stop], self.metrics,
+                        None if weights is None else weights[start:stop])
 
     def _take_delta(self, touched: Any = None) -> Any:
         """The delta since the last one; ``touched``: the slots of the events learned

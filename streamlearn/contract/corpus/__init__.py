@@ -9,14 +9,16 @@
                   "max_features": 10000, "max_events": null, "crosses": [["u", "i"]]},
      "message": "{\\"features\\": 3, \\"label\\": 1}",  # the bytes as UTF-8 text, or
      "message_b64": null,                            # their base64 when not UTF-8
-     "events": [{"index": null, "rows": [[slot, value, numeric], ...], "label": 1}],
+     "events": [{"index": null, "rows": [[slot, value, numeric], ...], "label": 1,
+                 "weight": 1.0}],
      "rejections": [{"index": null, "field": "features", "code": "features.not_object",
                      "reason": "field `features`: expected ..., got 3"}]}
 
 ``events`` are the valid events in order: ``index`` in the envelope (null: a single event),
 their entries ``[slot, value, numeric]`` in the order of the features (a value is a JSON
-number written exactly: compare bits), and the label as the decoder gives it (null when
-labels are ignored or absent). ``rejections`` are in message order. ``labels``:
+number written exactly: compare bits), the label as the decoder gives it (null when
+labels are ignored or absent), and the weight the event learns with (1.0 when it gives none;
+serving, which ignores it, does not compare it). ``rejections`` are in message order. ``labels``:
 ``"required"`` is training (the Flink job, the JVM encoder), ``"optional"`` the scoring job,
 ``"ignored"`` the serving API. ``reason`` is the contract's rendering; implementations
 compare ``code``, ``field`` and ``index`` (the detail inside ``message.not_json`` is the
@@ -146,6 +148,17 @@ def _messages() -> Iterator[tuple[str, dict, bytes]]:
     yield "fields.null", B8, b'{"key": null, "features": {"x": 1}, "label": 0, "ts": null}'
     yield "fields.int-key", B8, b'{"key": 42, "features": {"x": 1}, "label": 0, "id": "e"}'
     yield "fields.bool-key", B8, b'{"key": true, "features": {"x": 1}, "label": 0, "id": false}'
+    yield "fields.weight", B8, b'{"features": {"x": 1}, "label": 1, "weight": 2.5}'
+    yield "fields.weight-integer", B8, b'{"weight": 3, "features": {"x": 1}, "label": 1}'
+    yield "fields.weight-zero", B8, b'{"features": {"x": 1}, "label": 0, "weight": 0}'
+    yield "fields.weight-negative-zero", B8, b'{"features": {"x": 1}, "label": 0, "weight": -0.0}'
+    yield "fields.weight-null", B8, b'{"features": {"x": 1}, "label": 0, "weight": null}'
+    yield "fields.weight-exponent", B8, b'{"features": {"x": 1}, "label": 0, "weight": 1.5e-3}'
+    yield "envelope.weights", B8, (
+        b'{"events": [{"features": {"x": 1}, "label": 1, "weight": 0.5},'
+        b' {"features": {"x": 2}, "label": 0}, {"features": {"x": 3}, "label": 1, "weight": -1},'
+        b' {"features": {"c": "v"}, "label": 0, "weight": 4}]}'
+    )
     # -- envelopes
     yield "envelope.two", B8, (
         b'{"events": [{"features": {"x": 1}, "label": 1}, {"features": {"c": "v"}, "label": 0}]}'
@@ -174,7 +187,7 @@ def _messages() -> Iterator[tuple[str, dict, bytes]]:
         "event.not_object/number": b"5",
         "event.not_object/list": b'[{"features": {"x": 1}}]',
         "event.not_object/string": b'"features"',
-        "event.unknown_field/one": b'{"features": {"x": 1}, "label": 1, "weight": 2}',
+        "event.unknown_field/one": b'{"features": {"x": 1}, "label": 1, "score": 2}',
         "event.unknown_field/first-sorted": b'{"zz": 1, "features": {"x": 1}, "label": 1, "aa": 2}',
         "features.missing/absent": b'{"label": 1}',
         "features.missing/null": b'{"features": null, "label": 1}',
@@ -202,6 +215,11 @@ def _messages() -> Iterator[tuple[str, dict, bytes]]:
         "ts.invalid/bool": b'{"features": {"x": 1}, "label": 1, "ts": true}',
         "id.invalid/float": b'{"features": {"x": 1}, "label": 1, "id": 2.5}',
         "id.invalid/object": b'{"features": {"x": 1}, "label": 1, "id": {"a": 1}}',
+        "weight.invalid/negative": b'{"features": {"x": 1}, "label": 1, "weight": -0.5}',
+        "weight.invalid/string": b'{"features": {"x": 1}, "label": 1, "weight": "2"}',
+        "weight.invalid/bool": b'{"features": {"x": 1}, "label": 1, "weight": true}',
+        "weight.invalid/list": b'{"features": {"x": 1}, "label": 1, "weight": [1]}',
+        "weight.invalid/negative-integer": b'{"weight": -3, "features": {"x": 1}, "label": 1}',
         # -- how a value is shown (the contract's show): JSON's escapes, and floats' layout
         "label.invalid/escapes": (
             b'{"features": {"x": 1}, "label": '
@@ -255,6 +273,8 @@ def _serving_messages() -> Iterator[tuple[str, dict, bytes]]:
             yield f"{name}/bare", {**settings, "labels": "ignored"}, bare
     yield "serve.plain", serve, b'{"features": {"age": 31, "c": "FR", "t": ["a"], "v": true}}'
     yield "serve.label-ignored", serve, b'{"features": {"x": 1}, "label": "anything"}'
+    yield "serve.weight", serve, b'{"features": {"x": 1}, "weight": 2}'
+    yield "weight.invalid/serve", serve, b'{"features": {"x": 1}, "weight": -2}'
     yield "serve.envelope", serve, b'{"events": [{"features": {"x": 1}}, {"features": {"c": "v"}}]}'
     yield "events.too_many/serve", serve, (
         b'{"events": [' + b", ".join([b'{"features": {"x": 1}}'] * 4) + b"]}"
@@ -265,7 +285,8 @@ def _serving_messages() -> Iterator[tuple[str, dict, bytes]]:
 def _outcome(result: Decoded) -> dict[str, Any]:
     return {
         "events": [
-            {"index": e.index, "rows": [list(r) for r in e.rows], "label": e.label}
+            {"index": e.index, "rows": [list(r) for r in e.rows], "label": e.label,
+             "weight": e.weight}
             for e in result.events
         ],
         "rejections": [_rejection(r) for r in result.rejections],

@@ -21,9 +21,9 @@ final class ContractRules {
     static final int HASH_SHIFT = 33;
     static final long HASH_CROSS_TAG = 0x1000000000000000L;
     static final int CROSS_LIMIT = 64;
-    static final String[] EVENT_FIELDS = {"features", "id", "key", "label", "ts"};
+    static final String[] EVENT_FIELDS = {"features", "id", "key", "label", "ts", "weight"};
     /** The optional fields checked by kind alone (the contract's FIELD_KINDS). */
-    static final String[][] FIELD_KINDS = {{"key", "name"}, {"ts", "time"}, {"id", "name"}};
+    static final String[][] FIELD_KINDS = {{"key", "name"}, {"ts", "time"}, {"id", "name"}, {"weight", "weight"}};
     static final String[] TASKS = {"regression", "binary", "multiclass"};
     static final String[] LABEL_EXPECTED = {"a finite number", "a label (0/1 or true/false)", "a class name (string) or an integer class"};
     /** code -> {field, expected, got} templates. */
@@ -41,7 +41,7 @@ final class ContractRules {
         RULES.put("event.not_object", new String[] {
             "event", "a JSON object with `features`", "{value}"});
         RULES.put("event.unknown_field", new String[] {
-            "{name}", "only the fields features, id, key, label, ts", "an unknown field"});
+            "{name}", "only the fields features, id, key, label, ts, weight", "an unknown field"});
         RULES.put("features.missing", new String[] {
             "features", "an object of name → value", "nothing"});
         RULES.put("features.not_object", new String[] {
@@ -74,6 +74,8 @@ final class ContractRules {
             "ts", "event time in milliseconds (an integer >= 0)", "{value}"});
         RULES.put("id.invalid", new String[] {
             "id", "a string or an integer", "{value}"});
+        RULES.put("weight.invalid", new String[] {
+            "weight", "a number >= 0 (the event's importance; 1 when absent)", "{value}"});
     }
 
     private ContractRules() {}

@@ -16,21 +16,27 @@ import java.util.Arrays;
  *
  * <pre>
  * bytes 0-3   magic "SLE1"
- * u32 n_rows, u32 nnz, u32 label_kind (0: float64 per row; 1: UTF-8 JSON array of labels)
+ * u32 n_rows, u32 nnz, u32 kind (bit 0, the label kind: 0 float64 per row, 1 UTF-8 JSON
+ *                               array; bit 1 (2): the rows' weights follow the labels)
  * f64 values[nnz]
- * f64 labels[n_rows]            (label_kind 0 only)
+ * f64 labels[n_rows]            (label kind 0 only)
+ * f64 weights[n_rows]           (kind bit 1 only: some row weighs other than 1)
  * i32 offsets[n_rows + 1]
  * i32 indices[nnz]
  * u8  numeric[nnz]              (1: a number, 0: a string, list item or boolean)
- * UTF-8 JSON array of labels    (label_kind 1 only; runs to the end)
+ * UTF-8 JSON array of labels    (label kind 1 only; runs to the end)
  * </pre>
  *
  * <p>Labels: binary tasks give 0.0/1.0, regression the number (label kind 0); multiclass gives
- * the class as sent, a string or an integer (label kind 1). Not thread-safe: one per operator.
+ * the class as sent, a string or an integer (label kind 1). A row's weight is its event's
+ * {@code weight} (1 when absent); a batch whose rows all weigh 1 carries none, so events
+ * without weights cost nothing more. Not thread-safe: one per operator.
  */
 public final class EncodedBatch {
     static final byte[] MAGIC = {'S', 'L', 'E', '1'};
     static final int HEADER = 16;
+    static final int JSON_LABELS = 1;
+    static final int WEIGHTS = 2;
 
     final int task;
     private int rows;
@@ -40,6 +46,7 @@ public final class EncodedBatch {
     private double[] values = new double[1024];
     private byte[] numeric = new byte[1024];
     private double[] labels = new double[64];
+    private double[] weights = new double[64];
     // multiclass: the labels' JSON texts back to back, each row's end offset in labelEnds
     private byte[] labelJson;
     private int[] labelEnds;
@@ -78,18 +85,25 @@ public final class EncodedBatch {
     /** The batch in the wire format described on the class. */
     public byte[] toBytes() {
         boolean json = task == EventEncoder.MULTICLASS;
-        int size = HEADER + 8 * nnz + (json ? 0 : 8 * rows) + 4 * (rows + 1) + 4 * nnz + nnz;
+        boolean weighted = weighted();
+        int size = HEADER + 8 * nnz + (json ? 0 : 8 * rows) + (weighted ? 8 * rows : 0)
+                + 4 * (rows + 1) + 4 * nnz + nnz;
         int labelStart = size;
         if (json) {
             size += 2 + labelLen + Math.max(0, rows - 1);
         }
         byte[] out = new byte[size];
         ByteBuffer buf = ByteBuffer.wrap(out).order(ByteOrder.LITTLE_ENDIAN);
-        buf.put(MAGIC).putInt(rows).putInt(nnz).putInt(json ? 1 : 0);
+        buf.put(MAGIC).putInt(rows).putInt(nnz)
+                .putInt((json ? JSON_LABELS : 0) | (weighted ? WEIGHTS : 0));
         buf.asDoubleBuffer().put(values, 0, nnz);
         buf.position(buf.position() + 8 * nnz);
         if (!json) {
             buf.asDoubleBuffer().put(labels, 0, rows);
+            buf.position(buf.position() + 8 * rows);
+        }
+        if (weighted) {
+            buf.asDoubleBuffer().put(weights, 0, rows);
             buf.position(buf.position() + 8 * rows);
         }
         offsets[0] = 0;
@@ -114,6 +128,17 @@ public final class EncodedBatch {
             out[at] = ']';
         }
         return out;
+    }
+
+    /** Whether some row weighs other than 1 (its bits: -0.0 and NaN count as other). */
+    private boolean weighted() {
+        long one = Double.doubleToRawLongBits(1.0);
+        for (int r = 0; r < rows; r++) {
+            if (Double.doubleToRawLongBits(weights[r]) != one) {
+                return true;
+            }
+        }
+        return false;
     }
 
     // -- filling (the encoder's side) --------------------------------------------------------
@@ -146,17 +171,19 @@ public final class EncodedBatch {
         nnz++;
     }
 
-    /** Close the current row with a numeric label (binary, regression). */
-    void endRow(double label) {
+    /** Close the current row with a numeric label (binary, regression) and its weight. */
+    void endRow(double label, double weight) {
         growRows();
         labels[rows] = label;
+        weights[rows] = weight;
         rows++;
         offsets[rows] = nnz;
     }
 
-    /** Close the current row with a label given as its JSON text (multiclass). */
-    void endRow(byte[] json, int off, int len) {
+    /** Close the current row with a label given as its JSON text (multiclass), and its weight. */
+    void endRow(byte[] json, int off, int len, double weight) {
         growRows();
+        weights[rows] = weight;
         if (labelLen + len > labelJson.length) {
             labelJson = Arrays.copyOf(labelJson, Math.max(2 * labelJson.length, labelLen + len));
         }
@@ -182,6 +209,7 @@ public final class EncodedBatch {
         }
         if (rows + 1 > labels.length) {
             labels = Arrays.copyOf(labels, 2 * labels.length);
+            weights = Arrays.copyOf(weights, labels.length);
             if (labelEnds != null) {
                 labelEnds = Arrays.copyOf(labelEnds, labels.length);
             }

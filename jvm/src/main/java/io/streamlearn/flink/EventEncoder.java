@@ -30,9 +30,10 @@ import org.apache.flink.shaded.jackson2.com.fasterxml.jackson.core.io.NumberInpu
  * one event ({@code features.dense_not_number}), as the contract says.
  *
  * <p>How: a hand-written scanner reads the usual shapes (one event, or an envelope {@code
- * {"events": [...]}} of events, with keys among {@code features, label, key, ts, id}, plain
- * strings, numbers, booleans and lists of strings) straight from the bytes, validating the JSON
- * as strictly as orjson and looking names and values up by their bytes in a {@link SlotCache}.
+ * {"events": [...]}} of events, with keys among {@code features, label, key, ts, id,
+ * weight}, plain strings, numbers, booleans and lists of strings) straight from the bytes,
+ * validating the JSON as strictly as orjson and looking names and values up by their bytes in
+ * a {@link SlotCache}.
  * At the first doubt (anything unusual, any error) it hands over: an envelope item to {@link
  * TreeDecoder} alone, once a strict skip has found where the item ends; anything else the whole
  * message. {@link TreeDecoder} is the complete, line-for-line port of the Python rules, so the
@@ -51,6 +52,7 @@ public final class EventEncoder {
     private static final int K_KEY = 4;
     private static final int K_TS = 8;
     private static final int K_ID = 16;
+    private static final int K_WEIGHT = 32;
     private static final int MAX_SKIP_DEPTH = 64;
     private static final double[] POW10 = {
         1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
@@ -80,8 +82,9 @@ public final class EventEncoder {
     private int numExp10;
     private long numInt;
     private char[] chars = new char[64];
-    // the label of the event being scanned
+    // the label and weight of the event being scanned
     private double label;
+    private double weight;
     private int labelOff;
     private int labelLen;
 
@@ -262,6 +265,7 @@ public final class EventEncoder {
     private static final byte[] KEY = ascii("\"key\"");
     private static final byte[] TS = ascii("\"ts\"");
     private static final byte[] ID = ascii("\"id\"");
+    private static final byte[] WEIGHT = ascii("\"weight\"");
     private static final byte[] TRUE = ascii("true");
     private static final byte[] FALSE = ascii("false");
     private static final byte[] NULL = ascii("null");
@@ -306,6 +310,7 @@ public final class EventEncoder {
             crosses.begin();
         }
         int seen = 0;
+        weight = 1.0;
         p = ws(p + 1);
         while (true) {
             int bit;
@@ -319,6 +324,7 @@ public final class EventEncoder {
                 case 'k' -> { bit = K_KEY; key = KEY; }
                 case 't' -> { bit = K_TS; key = TS; }
                 case 'i' -> { bit = K_ID; key = ID; }
+                case 'w' -> { bit = K_WEIGHT; key = WEIGHT; }
                 default -> { return -1; }
             }
             if ((seen & bit) != 0 || !word(p, key)) {
@@ -334,6 +340,7 @@ public final class EventEncoder {
                 case K_FEATURES -> p = features(p, batch, ev);
                 case K_LABEL -> p = label(p);
                 case K_TS -> p = ts(p);
+                case K_WEIGHT -> p = weight(p);
                 default -> p = keyOrId(p);
             }
             if (p < 0) {
@@ -355,9 +362,9 @@ public final class EventEncoder {
             return -1; // too many crossed entries: the complete path names the rejection
         }
         if (task == MULTICLASS) {
-            batch.endRow(m, labelOff, labelLen);
+            batch.endRow(m, labelOff, labelLen, weight);
         } else {
-            batch.endRow(label);
+            batch.endRow(label, weight);
         }
         return p + 1;
     }
@@ -588,6 +595,27 @@ public final class EventEncoder {
         }
         int e = number(p);
         return e < 0 || numFloat || numBig || numInt < 0 ? -1 : e;
+    }
+
+    /** A weight: null (1), or a number >= 0 read exactly; anything else is left to the tree. */
+    private int weight(int p) {
+        byte c = m[p];
+        if (c == 'n') {
+            return word(p, NULL) ? p + 4 : -1;
+        }
+        if (c != '-' && (c < '0' || c > '9')) {
+            return -1;
+        }
+        int e = number(p);
+        if (e < 0) {
+            return -1;
+        }
+        double v = numValue();
+        if (!(v >= 0.0)) { // negative, or NaN: where the complete path decides
+            return -1;
+        }
+        weight = v;
+        return e;
     }
 
     private int keyOrId(int p) {

@@ -62,8 +62,18 @@ public final class JoinLogic {
      * the join's state (Python's {@code streamlearn.joining.HEADER}).
      */
     public static final String HEADER = "streamlearn.join";
-    /** The fields of an impression a joined event keeps (the label is the join's). */
-    static final String[] KEPT = {"features", "id", "key", "ts"};
+    /**
+     * The fields of an impression a joined event keeps: every field of the event contract
+     * but the label, which is the join's ({@code weight} included: an impression's importance
+     * is the joined event's).
+     */
+    static final String[] KEPT = Arrays.stream(ContractRules.EVENT_FIELDS)
+            .filter(name -> !name.equals("label")).toArray(String[]::new);
+
+    /** The kept fields a plain impression's bytes carry unchanged (id and ts are read). */
+    private static final java.util.Set<String> KEPT_AS_IS = java.util.Set.of(
+            Arrays.stream(KEPT).filter(n -> !n.equals("id") && !n.equals("ts"))
+                    .toArray(String[]::new));
 
     private static final ObjectMapper JSON = new ObjectMapper();
 
@@ -478,15 +488,13 @@ public final class JoinLogic {
                                 ? JSON.writeValueAsString(p.getText())
                                 : t.isScalarValue() ? p.getText() : JSON.readTree(p).toString();
                         break;
-                    case "features":
-                    case "key":
-                        p.skipChildren();
-                        break;
-                    default:  // an envelope, or fields a joined event does not keep
+                    default:  // an envelope, fields a joined event keeps as they are, or others
                         if (name.equals("events")) {
                             return null;
                         }
-                        plain = false;
+                        if (!KEPT_AS_IS.contains(name)) {
+                            plain = false;
+                        }
                         p.skipChildren();
                 }
             }

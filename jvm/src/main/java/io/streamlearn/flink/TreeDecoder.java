@@ -378,7 +378,7 @@ final class TreeDecoder {
         } else {
             throw fail("label.missing", "task", Rules.TASKS[task]);
         }
-        for (String[] field : ContractRules.FIELD_KINDS) { // key, ts, id: the contract's table
+        for (String[] field : ContractRules.FIELD_KINDS) { // the contract's table
             Object value = event.get(field[0]);
             if (value != null && !fieldOk(field[1], value)) {
                 throw fail(field[0] + ".invalid", "value", value);
@@ -419,8 +419,23 @@ final class TreeDecoder {
             case "name" -> value instanceof String || isInt(value) || value instanceof Boolean;
             case "time" -> isInt(value) && !(value instanceof Long l && l < 0)
                     && !(value instanceof BigInteger b && b.signum() < 0);
+            case "weight" -> value instanceof Long l ? l >= 0
+                    : value instanceof BigInteger b ? b.signum() >= 0 && b.compareTo(MAX_WEIGHT) <= 0
+                    : value instanceof Double d && d >= 0 && d <= Double.MAX_VALUE; // NaN: no
             default -> throw new IllegalArgumentException("no field kind " + kind);
         };
+    }
+
+    /** The contract's largest weight, the largest double, as an integer. */
+    private static final BigInteger MAX_WEIGHT =
+            new java.math.BigDecimal(Double.MAX_VALUE).toBigInteger();
+
+    /** The contract's {@code event_weight}: a checked weight as a double, 1 when absent. */
+    static double weight(Object value) {
+        if (value == null) {
+            return 1.0;
+        }
+        return value instanceof BigInteger b ? b.doubleValue() : ((Number) value).doubleValue();
     }
 
     private static boolean isInt(Object v) {
@@ -520,11 +535,12 @@ final class TreeDecoder {
         if (crosses != null) {
             crosses.append(batch, Integer.MAX_VALUE); // counted when the event was checked
         }
+        double weight = weight(((Map<?, ?>) ev).get("weight"));
         if (label instanceof Double d) {
-            batch.endRow(d);
+            batch.endRow(d, weight);
         } else {
             byte[] json = (byte[]) label;
-            batch.endRow(json, 0, json.length);
+            batch.endRow(json, 0, json.length, weight);
         }
     }
 

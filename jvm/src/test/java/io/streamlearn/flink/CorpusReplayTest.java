@@ -180,6 +180,8 @@ class CorpusReplayTest {
             String at = path + ": event " + i + " (index " + event.get("index") + ")";
             assertEquals(expectedRows(event.get("rows")), got.rows.get(i), at + ": entries");
             assertEquals(label(task, event.get("label")), got.labels.get(i), at + ": label");
+            assertEquals(bits(Double.parseDouble(event.get("weight").asText())),
+                    bits(got.weights.get(i)), at + ": weight");
         }
         // a rejection's text is the contract's; only the parser's detail is its own
         for (int i = 0; i < rejected.size(); i++) {
@@ -231,6 +233,11 @@ class CorpusReplayTest {
                 + "), " + (numeric ? "numeric" : "not numeric") + "]";
     }
 
+    /** A double's exact bits, with the double (so that -0.0 is not 0.0). */
+    private static String bits(double x) {
+        return x + " (0x" + Long.toHexString(Double.doubleToRawLongBits(x)) + ")";
+    }
+
     /** A label as the batch holds it: binary and regression a double, multiclass JSON text. */
     private static String label(String task, JsonNode label) throws IOException {
         if (task.equals("multiclass")) {
@@ -240,7 +247,7 @@ class CorpusReplayTest {
     }
 
     /** A batch read back from its wire bytes (EncodedBatch's layout), as the tests compare it. */
-    record Decoded(List<List<String>> rows, List<String> labels) {
+    record Decoded(List<List<String>> rows, List<String> labels, List<Double> weights) {
         static Decoded read(byte[] bytes) throws IOException {
             ByteBuffer b = ByteBuffer.wrap(bytes).order(ByteOrder.LITTLE_ENDIAN);
             byte[] magic = new byte[4];
@@ -248,7 +255,8 @@ class CorpusReplayTest {
             assertEquals("SLE1", new String(magic, StandardCharsets.US_ASCII), "batch magic");
             int rows = b.getInt();
             int nnz = b.getInt();
-            int labelKind = b.getInt();
+            int kind = b.getInt();
+            int labelKind = kind & EncodedBatch.JSON_LABELS;
             double[] values = new double[nnz];
             b.asDoubleBuffer().get(values);
             b.position(b.position() + 8 * nnz);
@@ -257,6 +265,10 @@ class CorpusReplayTest {
                 for (int i = 0; i < rows; i++) {
                     labels.add(Double.toString(b.getDouble()));
                 }
+            }
+            List<Double> weights = new ArrayList<>();
+            for (int i = 0; i < rows; i++) { // none in the batch: every row weighs 1
+                weights.add((kind & EncodedBatch.WEIGHTS) != 0 ? b.getDouble() : 1.0);
             }
             int[] offsets = new int[rows + 1];
             b.asIntBuffer().get(offsets);
@@ -282,7 +294,7 @@ class CorpusReplayTest {
                 }
                 out.add(entries);
             }
-            return new Decoded(out, labels);
+            return new Decoded(out, labels, weights);
         }
     }
 }

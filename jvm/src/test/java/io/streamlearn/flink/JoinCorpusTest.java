@@ -96,6 +96,8 @@ class JoinCorpusTest {
             {"false", "{\"id\":\"a\",\"ts\":5,\"features\":{\"x\":1,\"s\":[\"u\"]},\"key\":\"k\"}"},
             {"false", "{\"id\":7,\"at_ms\":9,\"features\":{\"x\":1},\"model\":\"m\",\"version\":3,\"prediction\":0.2}"},
             {"false", "{\"id\":-0,\"ts\":5,\"features\":{}}"},
+            {"false", "{\"id\":\"w\",\"ts\":5,\"features\":{\"x\":1},\"weight\":2.5}"},
+            {"false", "{\"id\":\"v\",\"at_ms\":5,\"features\":{},\"weight\":0,\"model\":\"m\"}"},
             {"false", "{\"id\":\"a\",\"ts\":5,\"at_ms\":\"soon\",\"features\":{}}"},
             {"false", "{\"id\":123456789012345678901234567890,\"ts\":5,\"features\":{}}"},
             {"false", "{\"features\":{\"x\":1},\"ts\":5,\"label\":0,\"id\":\"b\"}  "},
@@ -133,7 +135,16 @@ class JoinCorpusTest {
                         JSON.readTree(JoinLogic.event(fast, "1")), c[1]);
             }
         }
-        assertEquals(8, fastOnes, "the cases the streaming read takes");
+        assertEquals(10, fastOnes, "the cases the streaming read takes");
+        // an impression's weight is the joined event's, whichever way it was read
+        for (int i = 3; i <= 4; i++) {
+            byte[] raw = cases[i][1].getBytes(StandardCharsets.UTF_8);
+            JoinLogic.Item it = JoinLogic.single(raw, false, "t", 0, 0);
+            assertEquals(i == 3, it.plain, cases[i][1]);
+            JsonNode joined = JSON.readTree(JoinLogic.event(it, "1"));
+            assertEquals(i == 3 ? 2.5 : 0.0, joined.get("weight").asDouble(), cases[i][1]);
+            assertEquals(1, joined.get("label").asInt(), cases[i][1]);
+        }
     }
 
     /** What the rules told, and the timers asked for per id. */
