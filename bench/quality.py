@@ -6,7 +6,10 @@ Streams (binary labels): ``clicks`` (``streamlearn.generators.clicks``, seed 0;
 features whose categorical values interact in pairs; its Bayes-optimal
 log-loss, ``interactions_optimum``, is printed with it) and River's ``sea``,
 ``hyperplane`` and ``agrawal`` generators (``streamlearn.generators.river_stream``,
-seed 0).
+seed 0). ``clicks-weighted`` is the clicks stream with its negatives downsampled
+(each kept with probability 1/4, seed 0) and the kept ones given the importance weight
+4, as a user keeping one negative in four would send them (the event's ``weight``):
+VW reads the same weights (``label weight |f ...``).
 
 Systems, each learning every event once, in order, predicting it first:
 
@@ -59,7 +62,9 @@ text file: its own fastest input path. The whole process is pinned to one
 core; ``ev/cpu-s`` divides by the process's CPU time instead of the wall
 clock (VW parses in a second thread: its CPU time counts both), the fairer
 figure on a machine shared with other work; ``speed/vw`` is the ratio of
-those. Log-loss is clipped at 1e-15 like ``streamlearn.metrics.LogLoss``.
+those. Log-loss is clipped at 1e-15 like ``streamlearn.metrics.LogLoss``; on a
+weighted stream it counts every event once, as the training job's metrics do
+(``weighted_log_loss``, in the JSON, weighs them).
 
 Run: ``.venv/bin/python bench/quality.py [--clicks 300000] [--river 100000]``.
 Prints a table and ratios, and writes ``bench/results/quality.json``.
@@ -93,25 +98,50 @@ STEP = 1_000
 BITS = 20
 
 
-def load(name: str, n: int) -> tuple[list[dict], np.ndarray]:
-    if name == "clicks":
+#: clicks-weighted: a negative is kept with this probability, and weighs its inverse
+KEEP_NEGATIVE = 0.25
+
+
+def downsampled(n: int) -> list[dict]:
+    """``n`` clicks events, negatives downsampled and weighted (seed 0)."""
+    rng = np.random.default_rng(0)
+    out: list[dict] = []
+    for event in clicks(8 * n, seed=0):
+        if event["label"]:
+            out.append(event)
+        elif rng.random() < KEEP_NEGATIVE:
+            out.append({**event, "weight": 1 / KEEP_NEGATIVE})
+        if len(out) == n:
+            return out
+    raise ValueError(f"clicks gave fewer than {n} events after downsampling")
+
+
+def load(name: str, n: int) -> tuple[list[dict], np.ndarray, np.ndarray | None]:
+    """Features, labels and the events' weights (None: all 1)."""
+    weights = None
+    if name == "clicks-weighted":
+        events = downsampled(n)
+        weights = np.array([e.get("weight", 1.0) for e in events])
+    elif name == "clicks":
         events = list(clicks(n, seed=0))
     elif name == "interactions":
         events = list(interactions(n, seed=0))
     else:
         events = list(river_stream(name, n, seed=0))
-    return [e["features"] for e in events], np.array([float(e["label"]) for e in events])
+    ys = np.array([float(e["label"]) for e in events])
+    return [e["features"] for e in events], ys, weights
 
 
-def scores(p: np.ndarray, y: np.ndarray) -> dict[str, float]:
+def scores(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
     q = np.clip(p, 1e-15, 1 - 1e-15)
-    return {
-        "log_loss": float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))),
-        "accuracy": float(((p > 0.5) == (y > 0.5)).mean()),
-    }
+    losses = -(y * np.log(q) + (1 - y) * np.log(1 - q))
+    out = {"log_loss": float(losses.mean()), "accuracy": float(((p > 0.5) == (y > 0.5)).mean())}
+    if weights is not None:
+        out["weighted_log_loss"] = float((losses * weights).sum() / weights.sum())
+    return out
 
 
-def vw_line(x: dict, y: float) -> str:
+def vw_line(x: dict, y: float, weight: float = 1.0) -> str:
     parts = []
     for name, value in x.items():
         if isinstance(value, str):
@@ -120,7 +150,8 @@ def vw_line(x: dict, y: float) -> str:
             parts.extend(f"{name}={v}" for v in value)
         else:
             parts.append(f"{name}:{float(value)!r}")
-    return f"{1 if y > 0.5 else -1} |f {' '.join(parts)}\n"
+    label = f"{1 if y > 0.5 else -1}" + ("" if weight == 1.0 else f" {weight!r}")
+    return f"{label} |f {' '.join(parts)}\n"
 
 
 def vw_line_per_feature(x: dict, y: float) -> str:
@@ -131,15 +162,19 @@ def vw_line_per_feature(x: dict, y: float) -> str:
 
 
 def run_vw(xs: list[dict], y: np.ndarray, workdir: str, repeats: int, extra: str = "",
-           per_feature: bool = False) -> dict:
+           per_feature: bool = False, weights: np.ndarray | None = None) -> dict:
     from vowpalwabbit import pyvw
 
     data = os.path.join(workdir, "per-feature.vw" if per_feature else "events.vw")
     preds = os.path.join(workdir, "preds.txt")
     if not os.path.exists(data):
-        line = vw_line_per_feature if per_feature else vw_line
         with open(data, "w") as f:
-            f.writelines(line(x, label) for x, label in zip(xs, y, strict=True))
+            if per_feature:
+                f.writelines(vw_line_per_feature(x, label) for x, label in zip(xs, y, strict=True))
+            else:
+                w = np.ones(len(y)) if weights is None else weights
+                f.writelines(vw_line(x, label, float(h))
+                             for x, label, h in zip(xs, y, w, strict=True))
     best, best_cpu, pv_loss = float("inf"), float("inf"), None
     args = f"--loss_function logistic --link logistic -b {BITS} {extra}".strip()
     for _ in range(repeats):
@@ -151,34 +186,37 @@ def run_vw(xs: list[dict], y: np.ndarray, workdir: str, repeats: int, extra: str
         best_cpu = min(best_cpu, time.process_time() - start_cpu)
         pv_loss = vw.get_sum_loss() / vw.get_weighted_examples()
     p = np.loadtxt(preds, ndmin=1)
-    return {**scores(p, y), "events_per_s": len(y) / best, "events_per_cpu_s": len(y) / best_cpu,
-            "vw_pv_loss": pv_loss, "args": args}
+    return {**scores(p, y, weights), "events_per_s": len(y) / best,
+            "events_per_cpu_s": len(y) / best_cpu, "vw_pv_loss": pv_loss, "args": args}
 
 
-def run_ours(make, xs: list[dict], y: np.ndarray, repeats: int, step: int | None) -> dict:
+def run_ours(make, xs: list[dict], y: np.ndarray, repeats: int, step: int | None,
+             weights: np.ndarray | None = None) -> dict:
     encoder = make()
     start = time.perf_counter()
     batch = encoder.encode(xs)
     hash_s = time.perf_counter() - start
     n = len(y)
-    bundles = [(batch.row_range(i, min(i + BUNDLE, n)), y[i:i + BUNDLE])
+    h = np.ones(n) if weights is None else weights
+    bundles = [(batch.row_range(i, min(i + BUNDLE, n)), y[i:i + BUNDLE], h[i:i + BUNDLE])
                for i in range(0, n, BUNDLE)]
     best, best_cpu, p = float("inf"), float("inf"), None
     for _ in range(repeats):
         model = make()
         out = []
         start, start_cpu = time.perf_counter(), time.process_time()
-        for b, labels in bundles:
+        for b, labels, hs in bundles:
             if step is None:
-                out.append(model.predict_learn_many(b, labels))
+                out.append(model.predict_learn_many(b, labels, hs))
             else:  # the training job's mini-batch steps inside a bundle
                 for j in range(0, b.n_rows, step):
                     out.append(model.predict_learn_many(
-                        b.row_range(j, min(j + step, b.n_rows)), labels[j:j + step]))
+                        b.row_range(j, min(j + step, b.n_rows)), labels[j:j + step],
+                        hs[j:j + step]))
         best = min(best, time.perf_counter() - start)
         best_cpu = min(best_cpu, time.process_time() - start_cpu)
         p = np.concatenate(out)[:, 1]
-    return {**scores(p, y), "events_per_s": n / best, "events_per_cpu_s": n / best_cpu,
+    return {**scores(p, y, weights), "events_per_s": n / best, "events_per_cpu_s": n / best_cpu,
             "events_per_s_with_hashing": n / (best + hash_s), "learner": repr(make())}
 
 
@@ -228,7 +266,8 @@ def main() -> None:
                         help="events of each River stream")
     parser.add_argument("--interactions", type=int, default=300_000,
                         help="events of the interactions stream")
-    parser.add_argument("--streams", default="clicks,interactions,sea,hyperplane,agrawal")
+    parser.add_argument("--streams",
+                        default="clicks,clicks-weighted,interactions,sea,hyperplane,agrawal")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "quality.json"))
     args = parser.parse_args()
@@ -243,17 +282,18 @@ def main() -> None:
         "load_average_at_start": os.getloadavg(),
         "streams": {},
     }
-    header = (f"{'stream':<12} {'system':<22} {'log-loss':>9} {'accuracy':>9} "
+    header = (f"{'stream':<15} {'system':<22} {'log-loss':>9} {'accuracy':>9} "
               f"{'ev/s':>11} {'ev/cpu-s':>11} {'ev/s+hash':>10} {'loss/ref':>8} {'speed/vw':>9}")
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.streams.split(","):
-            n = {"clicks": args.clicks, "interactions": args.interactions}.get(name, args.river)
-            xs, y = load(name, n)
+            n = {"clicks": args.clicks, "clicks-weighted": args.clicks,
+                 "interactions": args.interactions}.get(name, args.river)
+            xs, y, weights = load(name, n)
             for old in Path(workdir).glob("*"):
                 old.unlink()
-            rows = {"vw": run_vw(xs, y, workdir, args.repeats)}
+            rows = {"vw": run_vw(xs, y, workdir, args.repeats, weights=weights)}
             refs = {}
             if name == "interactions":
                 for system, extra in VW_INTERACTIONS.items():
@@ -261,7 +301,7 @@ def main() -> None:
                 rows["vw-q-pairs"] = run_vw(xs, y, workdir, args.repeats, VW_PAIRS,
                                             per_feature=True)
             for system, (make, step) in SYSTEMS.items():
-                rows[system] = run_ours(make, xs, y, args.repeats, step)
+                rows[system] = run_ours(make, xs, y, args.repeats, step, weights)
             if name == "interactions":
                 for system, (make, ref) in {**CROSSED, **FMS}.items():
                     rows[system] = run_ours(make, xs, y, args.repeats, None)
@@ -275,7 +315,7 @@ def main() -> None:
                 row["speed_vs_vw"] = row["events_per_cpu_s"] / vw["events_per_cpu_s"]
                 row["wall_speed_vs_vw"] = row["events_per_s"] / vw["events_per_s"]
                 with_hash = row.get("events_per_s_with_hashing")
-                print(f"{name:<12} {system:<22} {row['log_loss']:>9.4f} {row['accuracy']:>9.4f} "
+                print(f"{name:<15} {system:<22} {row['log_loss']:>9.4f} {row['accuracy']:>9.4f} "
                       f"{row['events_per_s']:>11,.0f} {row['events_per_cpu_s']:>11,.0f} "
                       f"{'' if with_hash is None else f'{with_hash:,.0f}':>10} "
                       f"{row['log_loss_vs_ref']:>8.4f} {row['speed_vs_vw']:>9.2f}")
