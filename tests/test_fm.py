@@ -75,9 +75,12 @@ def _rate(opt, t, mutate):
     return opt.alpha if isinstance(opt, FTRL) else opt.lr
 
 
-def _step(opt, arrays, prefix, at, wi, gi, rate, nscale, smax, penalised, mutate):
+def _step(opt, arrays, prefix, at, wi, gi, rate, nscale, smax, penalised, mutate,
+          weight=1.0, gi1=None):
     """One optimiser update of ``wi`` with gradient ``gi``; its accumulators
-    at ``at`` of the arrays named ``prefix + <name>``. Returns the new value."""
+    at ``at`` of the arrays named ``prefix + <name>``; ``gi1`` the gradient at
+    weight 1 of an event of weight ``weight`` (the normalised optimiser counts it
+    as that many events). Returns the new value."""
     if isinstance(opt, SGD):
         return wi - rate * gi
     if isinstance(opt, AdaGrad):
@@ -98,7 +101,7 @@ def _step(opt, arrays, prefix, at, wi, gi, rate, nscale, smax, penalised, mutate
         shrunk = math.copysign(max(abs(z[at]) - l1, 0.0), z[at])
         return -shrunk / ((opt.beta + math.sqrt(n_new)) / opt.alpha + l2)
     g2 = arrays[prefix + "normalized.g2"]  # Normalized, plain steps
-    g2[at] += gi * gi
+    g2[at] += gi * gi if mutate == "normalized-weight" else weight * gi1 * gi1
     if g2[at] > 0 and smax > 0:
         return wi - nscale * gi / (smax * math.sqrt(g2[at]))
     return wi
@@ -154,6 +157,7 @@ def fm_reference_event(model, arrays, entries, y, weight, t, mutate=None):
     g = (_sigmoid(z) if binary else z) - y
     if model.clip_gradient < 1e12 and mutate != "clip":
         g = min(max(g, -model.clip_gradient), model.clip_gradient)
+    g1 = g  # at weight 1
     if mutate != "weight":
         g *= weight
     rate, frate = _rate(opt, t, mutate), _rate(fopt, t, mutate)
@@ -164,7 +168,7 @@ def fm_reference_event(model, arrays, entries, y, weight, t, mutate=None):
     for s, x in xs.items():
         smax = arrays["normalized.scale"][s] if isinstance(opt, Normalized) else 0.0
         w[s] = _step(opt, arrays, "", s, w[s], g * x + l2 * w[s], rate, nscale, smax,
-                     pen_lin, mutate)
+                     pen_lin, mutate, weight, g1 * x + l2 * w[s])
         for f in range(k):
             vf = v[s, f]
             self_term = 0.0 if mutate == "factor-gradient" else vf * x2[s]
@@ -173,7 +177,9 @@ def fm_reference_event(model, arrays, entries, y, weight, t, mutate=None):
                             pen_fac, mutate if mutate != "adagrad" else None)
     if model.intercept and model.intercept_lr is None:
         gb = g * (1.01 if mutate == "intercept" else 1.0)
-        b[0] = _step(opt, arrays, "intercept.", 0, b[0], gb, rate, nscale, 1.0, False, None)
+        b[0] = _step(opt, arrays, "intercept.", 0, b[0], gb, rate, nscale, 1.0, False,
+                     "normalized-weight" if mutate == "normalized-weight" else None, weight,
+                     g1 * (1.01 if mutate == "intercept" else 1.0))
     elif model.intercept:
         b[0] -= model.intercept_lr * g * (1.01 if mutate == "intercept" else 1.0)
     return prediction
@@ -251,6 +257,7 @@ MUTATIONS = {
     "ftrl": (FMClassifier, "ftrl", "adagrad", True, False),
     "normalized": (FMClassifier, "normalized", "adagrad", False, True),
     "normalized-rescale": (FMRegressor, "normalized", "sgd", False, False),
+    "normalized-weight": (FMClassifier, "normalized", "adagrad", False, True),
     "factor-gradient": (FMClassifier, "adagrad", "adagrad", False, False),
     "collision": (FMRegressor, "sgd", "sgd", False, False),
     "factor-l2": (FMRegressor, "sgd", "adagrad", True, False),

@@ -205,8 +205,13 @@ def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
     c_max = model.clip_gradient
     if c_max < 1e12 and mutate != "clip":
         g = [min(max(v, -c_max), c_max) for v in g]
+    g1 = list(g)  # at weight 1: the normalised sums count the event as `weight` events
     if mutate != "weight":
         g = [v * weight for v in g]
+    # what the normalised optimiser adds to a slot's sum of squared gradients, for a
+    # gradient gi1 at weight 1 (gi, the step's, where the rule is changed)
+    def g2_add(gi1, gi):
+        return gi * gi if mutate == "normalized-weight" else weight * gi1 * gi1
 
     if isinstance(opt, SGD):
         lr_t = opt.lr / t**opt.power_t if opt.schedule == "invscaling" else opt.lr
@@ -221,9 +226,10 @@ def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
     u = arrays["l1.total"][0] if model.l1 else 0.0
     l2 = 0.0 if mutate == "l2" else model.l2
 
-    def step(wi, prefix, at, gi, smax, f_l1, f_l2):
+    def step(wi, prefix, at, gi, smax, f_l1, f_l2, gi1):
         """One optimiser update of the weight ``wi`` (its accumulators at ``at``
-        in the arrays named ``prefix + <name>``); returns the new weight."""
+        in the arrays named ``prefix + <name>``; ``gi1``: the gradient at weight 1);
+        returns the new weight."""
         if isinstance(opt, SGD):
             return wi - lr_t * gi
         if isinstance(opt, AdaGrad):
@@ -249,7 +255,7 @@ def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
             return -shrunk / ((opt.beta + math.sqrt(n_new)) / opt.alpha + f_l2)
         # Normalized
         g2 = arrays[prefix + "normalized.g2"]
-        g2[at] += gi * gi
+        g2[at] += g2_add(gi1, gi)
         if g2[at] > 0 and smax > 0:
             return wi - nscale * gi / (smax * math.sqrt(g2[at]))
         return wi
@@ -260,7 +266,7 @@ def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
         for s, v in pairs:
             pen = l2 * w[s]
             g2 = arrays["normalized.g2"]
-            g2[s] += (g[0] * v + pen) ** 2
+            g2[s] += g2_add(g1[0] * v + pen, g[0] * v + pen)
             smax = arrays["normalized.scale"][s]
             r = nscale / (smax * math.sqrt(g2[s])) if g2[s] > 0 and smax > 0 else 0.0
             steps.append((s, v, r, pen))
@@ -268,7 +274,7 @@ def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
         rb = 0.0
         if model.intercept and model.intercept_lr is None:
             gb = arrays["intercept.normalized.g2"]
-            gb[0] += g[0] ** 2
+            gb[0] += g2_add(g1[0], g[0])
             rb = nscale / math.sqrt(gb[0]) if gb[0] > 0 else 0.0
         elif model.intercept:
             rb = model.intercept_lr
@@ -293,9 +299,10 @@ def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
     for s, v in pairs:
         for c in range(len(g)):
             gi = g[c] * v + l2 * weight_at(s, c)
+            gi1 = g1[c] * v + l2 * weight_at(s, c)
             at = s if flat else (s, c)
             smax = arrays["normalized.scale"][s] if isinstance(opt, Normalized) else 0.0
-            wi = step(weight_at(s, c), "", at, gi, smax, f_l1, f_l2)
+            wi = step(weight_at(s, c), "", at, gi, smax, f_l1, f_l2, gi1)
             if model.l1 and mutate != "l1":
                 cum = arrays["l1.cum"]
                 q = cum[at]
@@ -312,7 +319,7 @@ def reference_event(model, arrays, entries, y, weight, t, known, mutate=None):
         # the optimiser's rule, as a feature of value 1; never penalised
         for c in range(len(g)):
             gi = g[c] * (1.01 if mutate == "intercept" else 1.0)
-            b[c] = step(b[c], "intercept.", c, gi, 1.0, 0.0, 0.0)
+            b[c] = step(b[c], "intercept.", c, gi, 1.0, 0.0, 0.0, g1[c])
     elif model.intercept:
         lr_b = model.intercept_lr * (1.01 if mutate == "intercept" else 1.0)
         for c in range(len(g)):
@@ -437,6 +444,8 @@ MUTATIONS = {
     "ftrl": (LogisticRegression, "ftrl", "l1", "raw"),
     "normalized": (LogisticRegression, "normalized", "none", "raw"),
     "normalized-rescale": (LinearRegression, "normalized-plain", "none", "raw"),
+    "normalized-weight": (LogisticRegression, "normalized-plain", "none", "raw"),
+    "invariant-weight": (LinearRegression, "normalized", "none", "raw"),
     "invariant": (LogisticRegression, "normalized", "none", "raw"),
     "invariant-squared": (LinearRegression, "normalized", "none", "raw"),
     "l1": (LogisticRegression, "adagrad", "l1", "raw"),
@@ -455,7 +464,8 @@ def test_a_changed_rule_breaks_the_comparison(rule):
     cls, opt_name, penalty, variant = MUTATIONS[rule]
     data = _events(cls.task, 60, seed=11)
     weights = np.array([0.5 + (i % 4) * 0.5 for i in range(len(data))])
-    mutated = {"own-intercept": "intercept", "invariant-squared": "invariant"}.get(rule, rule)
+    mutated = {"own-intercept": "intercept", "invariant-squared": "invariant",
+               "invariant-weight": "normalized-weight"}.get(rule, rule)
     preds, states = _replay(_make(cls, opt_name, penalty, variant), data, weights, mutated)
     with pytest.raises(AssertionError):
         _compare(_make(cls, opt_name, penalty, variant), data, weights, preds, states)

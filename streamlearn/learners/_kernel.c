@@ -15,7 +15,10 @@
  *      value so far has its weights rescaled by old/new, and its largest
  *      value raised;
  *   4. raw outputs z = intercept + sum_s w_s x_s, the loss gradient
- *      g = dloss/dz, clipped to [-clip, clip], times the event's weight;
+ *      g = dloss/dz, clipped to [-clip, clip], times the event's weight h
+ *      (the normalised optimiser counts the event as h events in its sums,
+ *      as Vowpal Wabbit does: N and T grow by h times the event's, and each
+ *      slot's sum of squared gradients by h times its gradient at weight 1);
  *   5. for each distinct slot: gradient g x_s + l2 w_s, one optimiser update;
  *      lazy cumulative L1; with the normalised optimiser's invariant updates
  *      (linear and logistic models), the loss's share of every step is scaled
@@ -164,6 +167,7 @@ typedef struct {
     int64_t *slot;  /* distinct slots */
     double *xs;     /* their summed values */
     double *z, *p;  /* outputs, probabilities (K) */
+    double *g1;     /* the loss gradient at weight 1 (K) */
     double *r, *pen; /* invariant updates: each slot's rate and L2 share */
 } Scratch;
 
@@ -179,10 +183,12 @@ learning_rate(const Settings *s, double t)
     return s->lr;
 }
 
-/* one optimiser update of weight *w with gradient g; a, b, c: its accumulators */
+/* one optimiser update of weight *w with gradient g; a, b, c: its accumulators;
+ * h, g1: the event's weight and the gradient at weight 1 (the normalised sums') */
 static inline void
 update(const Settings *s, double *w, double *a, double *bb, double g, double lr_t,
-       double bc1, double bc2, double nscale, double smax, double f_l1, double f_l2)
+       double bc1, double bc2, double nscale, double smax, double f_l1, double f_l2,
+       double h, double g1)
 {
     switch (s->opt) {
     case SGD:
@@ -218,9 +224,9 @@ update(const Settings *s, double *w, double *a, double *bb, double g, double lr_
         break;
     }
     case NORMALIZED: {
-        /* a: sum of squared gradients; smax: the slot's largest |x|;
-           nscale: lr * sqrt(t / N) for this event */
-        double acc = *a + g * g;
+        /* a: sum of squared gradients (an event of weight h counts h times);
+           smax: the slot's largest |x|; nscale: lr * sqrt(t / N) for this event */
+        double acc = *a + h * g1 * g1;
         *a = acc;
         if (acc > 0.0 && smax > 0.0) {
             *w -= nscale * g / (smax * sqrt(acc));
@@ -414,7 +420,7 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
             nscale = A->a3[0] > 0.0 ? s->lr * sqrt(A->a3[1] / A->a3[0]) : 0.0;
         }
         /* raw outputs from the distinct slots, then the loss gradient */
-        double *z = S->z, *g = S->p;
+        double *z = S->z, *g = S->p, *g1 = S->g1;
         if (K == 1 && z_known && m == n) {
             /* no scaler, no rescaling, no slot twice: the sum the prediction
                just made, in the same order */
@@ -450,7 +456,8 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
         }
         double h = weights != NULL ? weights[i] : 1.0;
         for (int c = 0; c < kg; c++) {
-            g[c] = clip(g[c], s->clip) * h;
+            g1[c] = clip(g[c], s->clip); /* at weight 1 */
+            g[c] = g1[c] * h;
         }
         double lr_t = learning_rate(s, t);
         double bc1 = 1.0, bc2 = 1.0;
@@ -471,15 +478,15 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
                 int64_t q = S->slot[d];
                 double xv = S->xs[d], smax = A->a2[q];
                 S->pen[d] = s->l2 * A->w[q];
-                double gi = g[0] * xv + S->pen[d];
-                double acc = A->a1[q] + gi * gi;
+                double gi = g1[0] * xv + S->pen[d];
+                double acc = A->a1[q] + h * gi * gi;
                 A->a1[q] = acc;
                 S->r[d] = acc > 0.0 && smax > 0.0 ? nscale / (smax * sqrt(acc)) : 0.0;
                 X += S->r[d] * xv * xv;
             }
             double rb = 0.0;
             if (s->intercept && s->intercept_opt) {
-                double acc = A->ib1[0] + g[0] * g[0];
+                double acc = A->ib1[0] + h * g1[0] * g1[0];
                 A->ib1[0] = acc;
                 rb = acc > 0.0 ? nscale / sqrt(acc) : 0.0;
             } else if (s->intercept) {
@@ -508,13 +515,14 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
             double smax = s->opt == NORMALIZED ? A->a2[q] : 0.0;
             for (int c = 0; c < kg; c++) {
                 Py_ssize_t at = q * K + c;
-                double gi = g[c] * xv;
+                double gi = g[c] * xv, gi1 = g1[c] * xv;
                 if (s->l2 > 0.0) {
                     gi += s->l2 * A->w[at];
+                    gi1 += s->l2 * A->w[at];
                 }
                 update(s, A->w + at, A->a1 ? A->a1 + at : NULL,
                        (s->opt == ADAM || s->opt == FTRL) ? A->a2 + at : NULL,
-                       gi, lr_t, bc1, bc2, nscale, smax, s->f_l1, s->f_l2);
+                       gi, lr_t, bc1, bc2, nscale, smax, s->f_l1, s->f_l2, h, gi1);
                 if (s->l1 > 0.0) {
                     apply_l1(A->w + at, A->l1cum + at, u);
                 }
@@ -524,7 +532,7 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
             for (int c = 0; c < kg; c++) {
                 update(s, A->b + c, A->ib1 ? A->ib1 + c : NULL,
                        (s->opt == ADAM || s->opt == FTRL) ? A->ib2 + c : NULL, g[c], lr_t,
-                       bc1, bc2, nscale, 1.0, 0.0, 0.0);
+                       bc1, bc2, nscale, 1.0, 0.0, 0.0, h, g1[c]);
             }
         } else if (s->intercept) {
             for (int c = 0; c < kg; c++) {
@@ -654,10 +662,12 @@ learn_bundle(PyObject *self, PyObject *args)
     S.xs = malloc(cap * sizeof(double));
     S.z = malloc(kk * sizeof(double));
     S.p = malloc(kk * sizeof(double));
+    S.g1 = malloc(kk * sizeof(double));
     S.r = malloc(cap * sizeof(double));
     S.pen = malloc(cap * sizeof(double));
-    if (!S.x || !S.slot || !S.xs || !S.z || !S.p || !S.r || !S.pen) {
-        free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p), free(S.r), free(S.pen);
+    if (!S.x || !S.slot || !S.xs || !S.z || !S.p || !S.g1 || !S.r || !S.pen) {
+        free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p), free(S.g1), free(S.r),
+            free(S.pen);
         release(b, 19);
         return PyErr_NoMemory();
     }
@@ -669,7 +679,8 @@ learn_bundle(PyObject *self, PyObject *args)
         PTR(13, uint8_t), PTR(14, double), PTR(15, double), PTR(16, double),
         s.model == SOFTMAX ? s.K : 1, t0, &S);
     Py_END_ALLOW_THREADS
-    free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p), free(S.r), free(S.pen);
+    free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p), free(S.g1), free(S.r),
+        free(S.pen);
     release(b, 19);
 #undef LEN
 #undef PTR
@@ -782,30 +793,32 @@ run_fm(const Settings *s, const Settings *fs, int k, double factor_l2, FMArrays 
                 z = fm_raw(A, k, slot, xs, x2, m, S);
             }
         }
-        double g = s->model == LOGISTIC ? sigmoid(z) - labels[i] : z - labels[i];
-        g = clip(g, s->clip) * h;
+        double g1 = clip(s->model == LOGISTIC ? sigmoid(z) - labels[i] : z - labels[i],
+                         s->clip); /* at weight 1 */
+        double g = g1 * h;
         double lr_t = learning_rate(s, t), flr_t = learning_rate(fs, t);
         for (Py_ssize_t d = 0; d < m; d++) {
             int64_t q = slot[d];
-            double gi = g * xs[d];
+            double gi = g * xs[d], gi1 = g1 * xs[d];
             if (s->l2 > 0.0) {
                 gi += s->l2 * A->w[q];
+                gi1 += s->l2 * A->w[q];
             }
             update(s, A->w + q, A->a1 ? A->a1 + q : NULL,
                    s->opt == FTRL ? A->a2 + q : NULL, gi, lr_t, 1.0, 1.0, nscale,
-                   s->opt == NORMALIZED ? A->a2[q] : 0.0, s->f_l1, s->f_l2);
+                   s->opt == NORMALIZED ? A->a2[q] : 0.0, s->f_l1, s->f_l2, h, gi1);
             for (int f = 0; f < k; f++) {
                 Py_ssize_t at = q * k + f;
                 double vf = A->v[at];
                 double gv = g * (xs[d] * S[f] - vf * x2[d]) + factor_l2 * vf;
                 update(fs, A->v + at, A->fa1 ? A->fa1 + at : NULL,
                        fs->opt == FTRL ? A->fa2 + at : NULL, gv, flr_t, 1.0, 1.0, 0.0, 0.0,
-                       fs->f_l1, fs->f_l2);
+                       fs->f_l1, fs->f_l2, 1.0, gv);
             }
         }
         if (s->intercept && s->intercept_opt) {
             update(s, A->b, A->ib1, s->opt == FTRL ? A->ib2 : NULL, g, lr_t, 1.0, 1.0, nscale,
-                   1.0, 0.0, 0.0);
+                   1.0, 0.0, 0.0, h, g1);
         } else if (s->intercept) {
             A->b[0] -= s->intercept_lr * g;
         }
