@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                              stream=stream)
             print(f"published {n:,} {args.stream} events to {name} in {filled.seconds:.1f} s",
                   flush=True)
-        xs, y = load(args.stream, args.events)  # the same events, in publishing order
+        xs, y, _ = load(args.stream, args.events)  # the same events, in publishing order
         t0 = time.perf_counter()
         vw = run_vw(xs, y, str(work), args.repeats)
         rows = [{"system": "vw", **vw}]
