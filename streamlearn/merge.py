@@ -50,6 +50,14 @@ the same time (``1/P`` for ``P`` learners at equal rates, 1 for one learner).
     feature overshoots by up to P; with small, frequent deltas summing learns
     faster (``docs/merge.md`` has both measured). The training job's default
     (``job.merge``).
+``"progress"``
+    As ``"shared"``, but a hashed slot's delta counts between all of it (a
+    sum) and ``1/P`` of it (a mean) by how far the learner got on that slot
+    since its last delta, read from its optimiser's accumulators: small steps
+    add up, moves that each went most of the way do not
+    (:mod:`streamlearn.merge_progress`). For the weights and a factorization
+    machine's factors learned with the normalised optimiser, AdaGrad or FTRL;
+    others merge as under ``"shared"``.
 ``"average"``
     Every array moves by the delta times its event share: classic weighted
     model averaging. Simple and safe for dense models; slow to learn sparse
@@ -113,6 +121,7 @@ import pyarrow as pa
 
 from streamlearn.arrow_ipc import ipc_stream_bytes
 from streamlearn.errors import ConfigError, StateError, ValidationError
+from streamlearn.merge_progress import merge_factor, progress, sources
 from streamlearn.state import ModelState
 
 __all__ = [
@@ -121,7 +130,7 @@ __all__ = [
 ]
 
 #: The merge strategies :class:`Merger` offers.
-STRATEGIES = ("hybrid", "shared", "average", "ftrl")
+STRATEGIES = ("hybrid", "shared", "progress", "average", "ftrl")
 DELTA_FORMAT_VERSION = 1
 _HEADER_KEY = b"streamlearn.delta"
 _SCALER = ("scaler.count", "scaler.mean", "scaler.var")
@@ -132,7 +141,9 @@ _SENT_CHUNKS = 32  # a tracker merges its records of sent slots past this many t
 RULES = {
     "learned": "hybrid: summed on hashed slots, averaged by event share on dense slots and "
                "small arrays; shared: as hybrid, but on hashed slots divided by the learners "
-               "that touched the slot lately; average, ftrl: averaged",
+               "that touched the slot lately; progress: as hybrid, but on hashed slots "
+               "between summed and averaged by how far the learner got on the slot "
+               "(streamlearn.merge_progress); average, ftrl: averaged",
     "moment": "a running mean (Adam): hybrid: on hashed slots divided by the number of "
               "learners that touched the slot lately; elsewhere averaged",
     "ftrl": "FTRL's z and n: summed under the ftrl strategy; otherwise as learned",
@@ -217,6 +228,16 @@ def _classes(meta: Mapping[str, Any]) -> list[Any] | None:
 
 def _per_slot(name: str, array: np.ndarray, n_slots: int) -> bool:
     return array.ndim >= 1 and array.shape[0] == n_slots and not _by_class(name)
+
+
+def _family(name: str) -> str:
+    """The prefix of the parameters an array belongs to: ``factors.`` for a factorization
+    machine's factors and their accumulators, ``intercept.`` for the intercept's, else
+    ``""`` (the weights and theirs)."""
+    for prefix in _FAMILIES:
+        if name == prefix[:-1] or name.startswith(prefix):
+            return prefix
+    return ""
 
 
 def _by_class(name: str) -> bool:
@@ -1122,7 +1143,9 @@ class Merger:
         # why the next version must be whole (a change of shape), if it must
         self._changed: list[np.ndarray] = []
         self._whole: str | None = None
-        if (self._ema and strategy == "hybrid") or strategy == "shared":
+        #: the families whose progress a delta shows (the "progress" strategy)
+        self._progress = sources(meta, self._arrays) if strategy == "progress" else {}
+        if (self._ema and strategy == "hybrid") or strategy in ("shared", "progress"):
             self._touch_now = np.zeros(self._n_slots, np.uint64)
             self._touch_before = np.zeros(self._n_slots, np.uint64)
 
@@ -1235,6 +1258,7 @@ class Merger:
         else:
             contributors = None
         hashed = slots < self._hashed
+        counted = self._progress_factors(delta, slots, cols) if self._progress else {}
         for name, values in delta.sparse.items():
             rule = self._rules[name]
             if rule == "stats" or name in self._recomputed:
@@ -1242,7 +1266,12 @@ class Merger:
             if rule == "max":
                 self._max_rows(name, slots, values, cols)
                 continue
-            factor = self._factor(rule, hashed, share, stale, contributors)
+            family = _family(name)
+            factor: np.ndarray | float
+            if family in counted and rule in ("learned", "ftrl"):
+                factor = np.where(hashed, stale * counted[family], share)
+            else:
+                factor = self._factor(rule, hashed, share, stale, contributors)
             self._add_rows(name, slots, values, factor, cols)
         if "scaler.count" in delta.sparse and len(slots):
             self._add_scaler(slots, delta)
@@ -1382,6 +1411,27 @@ class Merger:
             self._touch_adds = 0
         return count
 
+    def _progress_factors(
+        self, delta: ModelDelta, slots: np.ndarray, cols: np.ndarray | None
+    ) -> dict[str, np.ndarray]:
+        """What each row of the delta counts for, per family of arrays whose progress it
+        shows (``streamlearn.merge_progress``), read before any of it is folded in. ``k``,
+        the learners that move a slot, is all of them: counting only those that touched
+        it lately, or treating a slot no other learner touched lately as owned, measured
+        worse in the job (``docs/merge.md``)."""
+        if not len(slots):
+            return {}
+        k = float(self.n_learners or max(len(self._rates), 1))
+        out = {}
+        for family, source in self._progress.items():
+            change = delta.sparse.get(source.accumulator)
+            if change is None:
+                continue
+            f = progress(source, self._arrays, slots, change, cols,
+                         delta.sparse.get(family + "normalized.scale"))
+            out[family] = merge_factor(f, k)
+        return out
+
     def _factor(
         self, rule: str, hashed: np.ndarray | np.bool_, share: float, stale: float,
         contributors: np.ndarray | None,
@@ -1395,7 +1445,7 @@ class Merger:
             return stale
         if self.strategy == "ftrl":
             return stale if rule == "ftrl" else share
-        if rule == "moment" or self.strategy == "shared":
+        if rule == "moment" or self.strategy in ("shared", "progress"):
             own = stale / contributors if contributors is not None else stale
             return np.where(hashed, own, share)
         return np.where(hashed, stale, share)

@@ -81,13 +81,17 @@ def make_stream(n: int = 200_000, n_users: int = 5_000, seed: int = 7) -> Stream
     return Stream(users, indices, values, numeric, labels)
 
 
-def interactions_stream(n: int = 200_000, seed: int = 0) -> Stream:
-    """The interactions generator's first ``n`` events, hashed (``BITS``)."""
+def interactions_stream(n: int = 200_000, seed: int = 0, crossed: bool = False) -> Stream:
+    """The interactions generator's first ``n`` events, hashed (``BITS``); ``crossed``:
+    with the crosses of its interacting pairs (``INTERACTION_PAIRS``) after each event's
+    own entries, as a learner with those ``crosses`` encodes them."""
     from streamlearn.features import FeatureHasher
-    from streamlearn.generators import interactions
+    from streamlearn.generators import INTERACTION_PAIRS, interactions
 
     events = list(interactions(n, seed=seed))
-    batch = FeatureHasher(bits=BITS, dense=DENSE).encode([e["features"] for e in events])
+    hasher = FeatureHasher(bits=BITS, dense=DENSE,
+                           crosses=INTERACTION_PAIRS if crossed else ())
+    batch = hasher.encode([e["features"] for e in events])
     f = int(batch.offsets[1])
     assert (np.diff(batch.offsets) == f).all()  # every event has the same features
     keys = np.array([int(e["key"][1:]) for e in events])

@@ -14,7 +14,7 @@ from streamlearn.learners import (
     learner_from_state,
 )
 from streamlearn.merge import DeltaTracker, Merger, ModelDelta
-from streamlearn.optim import FTRL, SGD, AdaGrad, Adam
+from streamlearn.optim import FTRL, SGD, AdaGrad, Adam, Normalized
 from streamlearn.state import ModelState
 
 
@@ -272,6 +272,45 @@ def test_the_job_names_the_mergers_strategies():
     from streamlearn.training import config
 
     assert set(config.STRATEGIES) == set(STRATEGIES)
+
+
+@pytest.mark.parametrize(
+    "opt", [AdaGrad(0.1), Normalized(0.5), FTRL(alpha=0.1)], ids=lambda o: type(o).__name__
+)
+def test_progress_sums_small_steps_and_averages_moves_that_went_the_way(opt):
+    """``strategy="progress"``, 4 learners that all touch two slots, after a first round of
+    deltas: of the next delta, the slot one event moved (a small step) counts nearly
+    whole, as a sum would count it; the slot 3,000 events took to its optimum counts a
+    quarter, as the mean of four such moves would (``shared`` and ``hybrid`` would count
+    this learner's first move there whole)."""
+    rng = np.random.default_rng(3)
+    base = LogisticRegression(opt, bits=10, update="event", intercept=False)
+    merger = Merger(base.state(), version=0, strategy="progress", n_learners=4)
+    learners = [base.clone() for _ in range(4)]
+    trackers = [DeltaTracker(lr) for lr in learners]
+
+    def learn(i):
+        learners[i].learn_many([{"busy": "x"}] * 3000, rng.random(3000) < 0.7)
+        learners[i].learn_many([{"rare": "y"}], [True])
+        return trackers[i].take(learner_id=str(i))
+
+    for i in range(4):  # the first round: every learner touched busy and rare
+        merger.add(learn(i))
+    delta = learn(0)
+    name = "ftrl.z" if isinstance(opt, FTRL) else "weights"  # FTRL's weights follow (z, n)
+    before = merger.state().arrays
+    merger.add(delta)
+    got = merger.state().arrays[name] - before[name]
+    busy, rare = (int(base.encode([{key: value}]).indices[0])
+                  for key, value in (("busy", "x"), ("rare", "y")))
+    rows = {int(s): r for r, s in enumerate(delta.slots)}
+    moved = delta.sparse[name]
+    assert got[busy] == pytest.approx(moved[rows[busy]] / 4, rel=0.05)
+    assert 0.6 < got[rare] / moved[rows[rare]] < 1.0
+    if isinstance(opt, AdaGrad):  # the rule, written out: f = lr * dG / sqrt(G)
+        dg = delta.sparse["adagrad.g2"][rows[rare]]
+        f = 0.1 * dg / (np.sqrt(before["adagrad.g2"][rare] + dg) + 1e-8)
+        assert got[rare] == pytest.approx(moved[rows[rare]] * (1 - (1 - f) ** 4) / (4 * f))
 
 
 def test_ftrl_weights_follow_the_merged_z_and_n():

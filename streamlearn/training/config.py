@@ -49,8 +49,9 @@ A complete file, every key optional::
     flush_ms = 50               # ... or every T ms, whichever first
     step_events = 1000          # with model.update = "batch": steps of N events
     sync_ms = 100               # the merger commits a version at most this often
-    merge = "shared"            # how learners' deltas merge: shared | hybrid | average | ftrl
-                                # (docs/merge.md; ftrl with model.optimizer = "ftrl" only)
+    merge = "shared"            # how learners' deltas merge: shared | progress | hybrid |
+                                # average | ftrl (docs/merge.md; ftrl with
+                                # model.optimizer = "ftrl" only)
     checkpoint_ms = 5000
     checkpoint_dir = ".state/checkpoints"
     bounded = false             # stop at the end offsets seen at start (tests, backfills)
@@ -126,7 +127,7 @@ OPTIMIZERS = ("normalized", "sgd", "adagrad", "adam", "ftrl")
 UPDATES = ("event", "batch")
 #: how learners' deltas merge (``streamlearn.merge.STRATEGIES``, named here: the
 #: configuration is read without importing the merger)
-STRATEGIES = ("shared", "hybrid", "average", "ftrl")
+STRATEGIES = ("shared", "progress", "hybrid", "average", "ftrl")
 #: ``model.learning_rate`` when it is not given, per optimiser (VW's 0.5 for the
 #: normalised steps; FTRL's is its ``alpha``)
 DEFAULT_RATES = {"normalized": 0.5, "sgd": 0.1, "adagrad": 0.1, "adam": 0.1, "ftrl": 0.1}
@@ -544,7 +545,8 @@ class TrainConfig:
         """Rules across keys, in one place."""
         if self.job.merge == "ftrl" and self.model.optimizer != "ftrl":
             raise ConfigError(
-                "job.merge", "'shared', 'hybrid' or 'average' unless model.optimizer = 'ftrl'",
+                "job.merge", "'shared', 'progress', 'hybrid' or 'average' unless model.optimizer "
+                "= 'ftrl'",
                 repr(self.job.merge),
             )
         m = self.model
