@@ -48,16 +48,17 @@ the same time (``1/P`` for ``P`` learners at equal rates, 1 for one learner).
     move a lot between syncs (per-event steps, thousands of events per delta:
     the training job), where summing the moves of P learners on a shared
     feature overshoots by up to P; with small, frequent deltas summing learns
-    faster (``docs/merge.md`` has both measured). The training job's default
-    (``job.merge``).
+    faster (``docs/merge.md`` has both measured).
 ``"progress"``
-    As ``"shared"``, but a hashed slot's delta counts between all of it (a
-    sum) and ``1/P`` of it (a mean) by how far the learner got on that slot
-    since its last delta, read from its optimiser's accumulators: small steps
-    add up, moves that each went most of the way do not
+    A hashed slot's delta counts between all of it (a sum) and ``1/P`` of it
+    (a mean) by how far its learner got on that slot since it last saw the
+    others' learning, read from its optimiser's accumulators: small steps add
+    up, moves that each went most of the way do not
     (:mod:`streamlearn.merge_progress`). For the weights and a factorization
     machine's factors learned with the normalised optimiser, AdaGrad or FTRL;
-    others merge as under ``"shared"``.
+    others merge as under ``"shared"``. The training job's default
+    (``job.merge``): of the rules measured, the one closest to one learner on
+    linear, crossed and factorization models alike.
 ``"average"``
     Every array moves by the delta times its event share: classic weighted
     model averaging. Simple and safe for dense models; slow to learn sparse
@@ -121,7 +122,7 @@ import pyarrow as pa
 
 from streamlearn.arrow_ipc import ipc_stream_bytes
 from streamlearn.errors import ConfigError, StateError, ValidationError
-from streamlearn.merge_progress import merge_factor, progress, sources
+from streamlearn.merge_progress import SinceBase, merge_factor, progress, sources
 from streamlearn.state import ModelState
 
 __all__ = [
@@ -1145,6 +1146,7 @@ class Merger:
         self._whole: str | None = None
         #: the families whose progress a delta shows (the "progress" strategy)
         self._progress = sources(meta, self._arrays) if strategy == "progress" else {}
+        self._since_base = SinceBase()
         if (self._ema and strategy == "hybrid") or strategy in ("shared", "progress"):
             self._touch_now = np.zeros(self._n_slots, np.uint64)
             self._touch_before = np.zeros(self._n_slots, np.uint64)
@@ -1429,7 +1431,8 @@ class Merger:
                 continue
             f = progress(source, self._arrays, slots, change, cols,
                          delta.sparse.get(family + "normalized.scale"))
-            out[family] = merge_factor(f, k)
+            f = self._since_base.add(delta.learner_id, family, delta.base_version, slots, f)
+            out[family] = merge_factor(np.minimum(f, 1.0), k)
         return out
 
     def _factor(

@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FAMILIES", "Source", "merge_factor", "progress", "sources"]
+__all__ = ["FAMILIES", "SinceBase", "Source", "merge_factor", "progress", "sources"]
 
 #: The per-slot parameters a strategy weighs, by the prefix of their arrays: the weights
 #: (and their accumulators) and a factorization machine's factors (``factors.*``), each
@@ -137,3 +137,42 @@ def merge_factor(f: np.ndarray, k: float | np.ndarray) -> np.ndarray:
     f = np.clip(f, _TINY, 1.0)
     covered = -np.expm1(k * np.log1p(-np.minimum(f, 1.0 - 1e-16)))
     return np.where(f >= 1.0, 1.0 / k, covered / (k * f))
+
+
+class SinceBase:
+    """Each learner's progress per slot since the version it learns from.
+
+    A learner in the training job sends several deltas (a bundle each) before it sees
+    the others' learning again (a version), so what its moves share with theirs is its
+    progress since its base version, not one delta's: the sum of its deltas' ``f``
+    while their base version stays the same (kept as sorted slots, so the cost follows
+    the slots touched since, not the model's size).
+
+    >>> since = SinceBase()
+    >>> since.add("a", "", 3, np.array([1, 5]), np.array([0.1, 0.2])).tolist()
+    [0.1, 0.2]
+    >>> since.add("a", "", 3, np.array([5, 7]), np.array([0.3, 0.1])).tolist()
+    [0.5, 0.1]
+    >>> since.add("a", "", 4, np.array([5]), np.array([0.3])).tolist()  # rebased: anew
+    [0.3]
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, str], tuple[int, np.ndarray, np.ndarray]] = {}
+
+    def add(self, learner: str, family: str, base_version: int, slots: np.ndarray,
+            f: np.ndarray) -> np.ndarray:
+        """Add one delta's ``f`` (``slots`` ascending, distinct); return the learner's
+        progress on those slots since its base version, this delta's included."""
+        held = self._held.get((learner, family))
+        if held is None or held[0] != base_version:
+            self._held[(learner, family)] = (base_version, slots.copy(), f.copy())
+            return f
+        _, old_slots, old_f = held
+        every = np.union1d(old_slots, slots)
+        total = np.zeros(len(every))
+        total[np.searchsorted(every, old_slots)] += old_f
+        at = np.searchsorted(every, slots)
+        total[at] += f
+        self._held[(learner, family)] = (base_version, every, total)
+        return total[at]

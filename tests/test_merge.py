@@ -296,6 +296,8 @@ def test_progress_sums_small_steps_and_averages_moves_that_went_the_way(opt):
 
     for i in range(4):  # the first round: every learner touched busy and rare
         merger.add(learn(i))
+    version = merger.commit()
+    trackers[0].rebase(learners[0], merger.state(), version)  # its progress counts anew
     delta = learn(0)
     name = "ftrl.z" if isinstance(opt, FTRL) else "weights"  # FTRL's weights follow (z, n)
     before = merger.state().arrays
@@ -311,6 +313,28 @@ def test_progress_sums_small_steps_and_averages_moves_that_went_the_way(opt):
         dg = delta.sparse["adagrad.g2"][rows[rare]]
         f = 0.1 * dg / (np.sqrt(before["adagrad.g2"][rare] + dg) + 1e-8)
         assert got[rare] == pytest.approx(moved[rows[rare]] * (1 - (1 - f) ** 4) / (4 * f))
+
+
+def test_progress_counts_a_learners_deltas_since_its_base_version_together():
+    """Deltas a learner sends before it sees the others again (the same base version, as
+    in the training job between versions) share their progress: its second delta on a
+    slot counts less than its first, though alone it went less far."""
+    rng = np.random.default_rng(5)
+    base = LogisticRegression(AdaGrad(0.1), bits=10, update="event", intercept=False)
+    merger = Merger(base.state(), version=0, strategy="progress", n_learners=4)
+    learner = base.clone()
+    tracker = DeltaTracker(learner)
+    slot = int(base.encode([{"busy": "x"}]).indices[0])
+    counted = []
+    for _ in range(2):
+        learner.learn_many([{"busy": "x"}] * 40, rng.random(40) < 0.7)
+        delta = tracker.take(learner_id="0")
+        assert delta.base_version == 0
+        before = merger.state().arrays["weights"][slot]
+        merger.add(delta)
+        move = delta.sparse["weights"][list(delta.slots).index(slot)]
+        counted.append((merger.state().arrays["weights"][slot] - before) / move)
+    assert counted[1] < counted[0] < 1.0
 
 
 def test_ftrl_weights_follow_the_merged_z_and_n():

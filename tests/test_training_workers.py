@@ -955,7 +955,7 @@ def test_a_restart_with_versions_after_its_checkpoint_adopts_the_newest(tmp_path
     assert again.commit() == 3 and again.last_kind == "delta"
     assert store.get(3).lineage.parents == (2,) and store.get(3).lineage.events == 1600
     # version 2's content plus the new delta's: the checkpoint's pending delta not twice
-    expected = Merger(_stored(store, 2), 2, n_learners=cfg.job.parallelism)
+    expected = Merger(_stored(store, 2), 2, cfg.job.merge, n_learners=cfg.job.parallelism)
     expected.add(ModelDelta.from_bytes(new))
     for name, array in expected.view().arrays.items():
         np.testing.assert_allclose(_stored(store, 3).arrays[name], array, atol=1e-12, err_msg=name)

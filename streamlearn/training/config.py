@@ -49,7 +49,7 @@ A complete file, every key optional::
     flush_ms = 50               # ... or every T ms, whichever first
     step_events = 1000          # with model.update = "batch": steps of N events
     sync_ms = 100               # the merger commits a version at most this often
-    merge = "shared"            # how learners' deltas merge: shared | progress | hybrid |
+    merge = "progress"          # how learners' deltas merge: progress | shared | hybrid |
                                 # average | ftrl (docs/merge.md; ftrl with
                                 # model.optimizer = "ftrl" only)
     checkpoint_ms = 5000
@@ -127,7 +127,7 @@ OPTIMIZERS = ("normalized", "sgd", "adagrad", "adam", "ftrl")
 UPDATES = ("event", "batch")
 #: how learners' deltas merge (``streamlearn.merge.STRATEGIES``, named here: the
 #: configuration is read without importing the merger)
-STRATEGIES = ("shared", "progress", "hybrid", "average", "ftrl")
+STRATEGIES = ("progress", "shared", "hybrid", "average", "ftrl")
 #: ``model.learning_rate`` when it is not given, per optimiser (VW's 0.5 for the
 #: normalised steps; FTRL's is its ``alpha``)
 DEFAULT_RATES = {"normalized": 0.5, "sgd": 0.1, "adagrad": 0.1, "adam": 0.1, "ftrl": 0.1}
@@ -217,7 +217,7 @@ SCHEMA: dict[str, dict[str, _Check]] = {
         "flush_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 50),
         "step_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1000),
         "sync_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 100),
-        "merge": (lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}", "shared"),
+        "merge": (lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}", "progress"),
         "checkpoint_ms": (
             lambda v: _is_int(v) and v >= 100,
             "an integer >= 100 (milliseconds)",
@@ -545,8 +545,8 @@ class TrainConfig:
         """Rules across keys, in one place."""
         if self.job.merge == "ftrl" and self.model.optimizer != "ftrl":
             raise ConfigError(
-                "job.merge", "'shared', 'progress', 'hybrid' or 'average' unless model.optimizer "
-                "= 'ftrl'",
+                "job.merge", "'progress', 'shared', 'hybrid' or 'average' unless "
+                "model.optimizer = 'ftrl'",
                 repr(self.job.merge),
             )
         m = self.model
