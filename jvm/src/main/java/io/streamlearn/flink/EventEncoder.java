@@ -81,6 +81,7 @@ public final class EventEncoder {
     private boolean numBig; // more than 18 digits (or a long exponent): not exact in numInt
     private int numExp10;
     private long numInt;
+    private boolean numNull; // what nullOrNumber read was null
     private char[] chars = new char[64];
     // the label and weight of the event being scanned
     private double label;
@@ -585,30 +586,32 @@ public final class EventEncoder {
         }
     }
 
-    private int ts(int p) {
+    /**
+     * A null or a JSON number at {@code p}: its end (for a number, the num* fields set and
+     * {@code numNull} false), or -1 for anything else.
+     */
+    private int nullOrNumber(int p) {
         byte c = m[p];
-        if (c == 'n') {
+        numNull = c == 'n';
+        if (numNull) {
             return word(p, NULL) ? p + 4 : -1;
         }
         if (c != '-' && (c < '0' || c > '9')) {
             return -1;
         }
-        int e = number(p);
-        return e < 0 || numFloat || numBig || numInt < 0 ? -1 : e;
+        return number(p);
+    }
+
+    private int ts(int p) {
+        int e = nullOrNumber(p);
+        return e < 0 || numNull ? e : numFloat || numBig || numInt < 0 ? -1 : e;
     }
 
     /** A weight: null (1), or a number >= 0 read exactly; anything else is left to the tree. */
     private int weight(int p) {
-        byte c = m[p];
-        if (c == 'n') {
-            return word(p, NULL) ? p + 4 : -1;
-        }
-        if (c != '-' && (c < '0' || c > '9')) {
-            return -1;
-        }
-        int e = number(p);
-        if (e < 0) {
-            return -1;
+        int e = nullOrNumber(p);
+        if (e < 0 || numNull) {
+            return e;
         }
         double v = numValue();
         if (!(v >= 0.0)) { // negative, or NaN: where the complete path decides
