@@ -19,8 +19,8 @@ labels (and weights), without copying the float64 arrays. The layout (little-end
 
 Labels of kind 0 are binary 0.0/1.0 or regression targets; kind 1 holds
 multiclass classes as sent (strings or integers). A weight is the event's
-``weight`` field (1.0 where it gave none); a batch none of whose events gave
-one carries no weights (``weights`` is None: every event weighs 1).
+``weight`` field (1.0 where it gave none); a batch whose events all weigh 1
+carries none (``weights`` is None).
 
 A batch of two events with two and one entries, binary labels, built by hand:
 

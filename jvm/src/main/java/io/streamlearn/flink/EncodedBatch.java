@@ -29,8 +29,8 @@ import java.util.Arrays;
  *
  * <p>Labels: binary tasks give 0.0/1.0, regression the number (label kind 0); multiclass gives
  * the class as sent, a string or an integer (label kind 1). A row's weight is its event's
- * {@code weight} (1 when absent); a batch whose rows all weigh 1 carries none, so events
- * without weights cost nothing more. Not thread-safe: one per operator.
+ * {@code weight} (1 when absent); a batch whose rows all weigh 1 carries none: its bytes
+ * are what they were before events had weights. Not thread-safe: one per operator.
  */
 public final class EncodedBatch {
     static final byte[] MAGIC = {'S', 'L', 'E', '1'};
