@@ -1147,7 +1147,13 @@ class Merger:
         #: the families whose progress a delta shows (the "progress" strategy)
         self._progress = sources(meta, self._arrays) if strategy == "progress" else {}
         self._since_base = SinceBase()
-        if (self._ema and strategy == "hybrid") or strategy in ("shared", "progress"):
+        # under "progress" the count of learners that touched a slot lately serves only
+        # the per-slot arrays no progress source covers (SGD's or Adam's, a factorization
+        # machine's factors learned by SGD): without such arrays it is not kept
+        per_slot = [""] + (["factors."] if "factors" in self._arrays else [])
+        uncovered = any(family not in self._progress for family in per_slot)
+        if ((self._ema and strategy == "hybrid") or strategy == "shared"
+                or (strategy == "progress" and uncovered)):
             self._touch_now = np.zeros(self._n_slots, np.uint64)
             self._touch_before = np.zeros(self._n_slots, np.uint64)
 
