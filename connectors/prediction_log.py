@@ -1,72 +1,119 @@
-"""The prediction log's Kafka sink: what the server answered for events with an ``id``,
+"""The prediction log on Kafka: what the server answered for events with an ``id``,
 written to a topic keyed by the id (see :mod:`streamlearn.serving.prediction_log`).
 
-Made by ``streamlearn serve --log-topic TOPIC``. It runs on the log's own thread, never
-on a request's: a broker that is away makes each batch fail after at most ``timeout_s``
-(counted as ``failed``), and the next batch tries again.
+Made by ``streamlearn serve --log-topic TOPIC``. The producer is librdkafka's
+(``confluent-kafka``), and its queue is the log's queue: the server's event loop hands
+it each record in one call into C that copies the bytes and returns (a full queue raises
+at once: the record is dropped and counted), and librdkafka's own threads, which never
+hold the interpreter lock, batch and send them. A broker that is away makes the waiting
+records fail after ``2 × timeout_s`` (counted as ``failed``); nothing on the request path
+waits for it.
 
-The producer is librdkafka's (``confluent-kafka``), not kafka-python's: handing it a
-record is one call into C, and its sending runs on threads of its own that never hold
-the interpreter lock. With kafka-python's producer, Python code per record on the log's
-thread took the lock from the server's event loop and cost 60% of a server's
-single-event throughput at saturation (``bench/serving.py --prediction-log``).
+Why no queue and sending thread of our own: such a thread, handing the same producer
+batches, cost the server more than the producer's calls do (its wake-ups and its share
+of the interpreter lock; ``bench/serving.py --prediction-log``), and kafka-python's
+producer, Python code per record, cost 60% of a server's single-event throughput.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["KafkaSink"]
+from streamlearn.errors import ConfigError
+
+__all__ = ["KafkaLog"]
+
+log = logging.getLogger(__name__)
+
+_WARN_EVERY_S = 30.0  # a failing broker is reported at most this often
 
 
-class KafkaSink:
-    """Send prediction records (``(key, value)`` bytes) to ``topic`` of ``bootstrap``.
+class KafkaLog:
+    """A :class:`~streamlearn.serving.prediction_log.RecordLog` writing records
+    (``(key, value)`` bytes) to ``topic`` of ``bootstrap``.
 
-    Returns, for each batch, how many records were not delivered (0: all were): those the
-    broker refused, and those still unsent ``timeout_s`` after the batch was handed over
-    (taken back from the producer, so none is sent later and counted twice).
+    Parameters
+    ----------
+    capacity
+        Records waiting to be sent at most (librdkafka's queue); more are dropped.
+    timeout_s
+        The socket timeout; a record not delivered within twice that fails.
+    linger_s
+        How long librdkafka waits for a batch to fill: fewer, larger requests cost the
+        broker less per record.
     """
 
-    def __init__(self, bootstrap: str, topic: str, *, timeout_s: float = 5.0) -> None:
-        self.bootstrap, self.topic, self.timeout_s = bootstrap, topic, timeout_s
-        self._producer: Any = None
-        self._lost = 0
-
-    def _settings(self) -> dict[str, Any]:
-        ms = int(self.timeout_s * 1000)
-        return {"bootstrap.servers": self.bootstrap, "acks": 1, "linger.ms": 5,
-                "message.timeout.ms": 2 * ms, "socket.timeout.ms": ms,
-                "queue.buffering.max.messages": 1_000_000,
-                # the delivery callback (Python, under the interpreter lock) for failures
-                # only: one per record would contend with the server's event loop
-                "delivery.report.only.error": True, "on_delivery": self._delivered,
-                # librdkafka's own log lines (a broker away) go nowhere: the loss is counted
-                "log_level": 0}
-
-    def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self._lost += 1
-
-    def __call__(self, records: Sequence[tuple[bytes | None, bytes]]) -> int:
+    def __init__(
+        self, bootstrap: str, topic: str, *, capacity: int = 100_000, timeout_s: float = 5.0,
+        linger_s: float = 0.05,
+    ) -> None:
         from confluent_kafka import Producer
 
-        if self._producer is None:
-            self._producer = Producer(self._settings())
-        producer, self._lost = self._producer, 0
-        refused, produce, topic = 0, producer.produce, self.topic
-        for key, value in records:  # the failures' callback is the producer's (_settings)
-            try:
-                produce(topic, value, key)
-            except BufferError:  # its queue is full: the broker has been away a while
-                refused += 1
-        left = producer.flush(3 * self.timeout_s)
-        if left:  # not sent in time: taken back, each reported as failed by its callback
-            producer.purge(in_queue=True, in_flight=True, blocking=True)
-            producer.flush(0)
-        return refused + self._lost
+        if type(capacity) is not int or not 1 <= capacity <= 10_000_000:
+            raise ConfigError("capacity", "records in 1..10000000", repr(capacity))
+        self.bootstrap, self.topic, self.timeout_s = bootstrap, topic, timeout_s
+        ms = int(timeout_s * 1000)
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap, "acks": 1, "linger.ms": int(linger_s * 1000),
+            "message.timeout.ms": 2 * ms, "socket.timeout.ms": ms,
+            "queue.buffering.max.messages": capacity,
+            # the delivery callback (Python, under the interpreter lock) for failures only
+            "delivery.report.only.error": True, "on_delivery": self._delivered,
+            # librdkafka's own log lines (a broker away) go nowhere: the loss is counted
+            "log_level": 0,
+        })
+        self._produce, self._poll = self._producer.produce, self._producer.poll
+        self.taken = self.dropped = self.failed = 0
+        self._closed = False
+        self._warned_at = 0.0
 
-    def close(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.flush(self.timeout_s)
+    def offer(self, records: Sequence[tuple[bytes | None, bytes]]) -> int:
+        """Hand ``records`` to the producer without waiting; returns how many it took
+        (the rest, when its queue is full or after :meth:`close`, count as dropped), and
+        count the records that failed since the last call."""
+        taken = 0
+        if not self._closed:
+            produce, topic = self._produce, self.topic
+            try:
+                for key, value in records:
+                    produce(topic, value, key)
+                    taken += 1
+            except BufferError:  # its queue is full: the broker has been away a while
+                pass
+            self._poll(0)  # the failures' callbacks; returns at once
+        self.taken += taken
+        self.dropped += len(records) - taken
+        return taken
+
+    def counts(self) -> dict[str, int]:
+        """Records ``logged`` (delivered: taken, neither failed nor still waiting),
+        ``dropped`` and ``failed`` so far."""
+        if not self._closed:
+            self._poll(0)
+        waiting = len(self._producer) if not self._closed else 0
+        return {"logged": self.taken - self.failed - waiting, "dropped": self.dropped,
+                "failed": self.failed}
+
+    def pending(self) -> int:
+        """Records taken and not yet delivered nor failed."""
+        return len(self._producer)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is waiting for at most ``timeout_s``; what is left then fails."""
+        self._closed = True
+        if self._producer.flush(timeout_s):  # not sent in time: taken back, each failed
+            self._producer.purge(in_queue=True, in_flight=True, blocking=True)
+            self._producer.flush(0)
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is None:
+            return
+        self.failed += 1
+        now = time.monotonic()
+        if now - self._warned_at > _WARN_EVERY_S:
+            self._warned_at = now
+            log.warning("the prediction log could not send a record to %s: %s "
+                        "(%d failed so far)", self.topic, err, self.failed)

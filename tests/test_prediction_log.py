@@ -4,7 +4,7 @@ broker away (requests answered at once, the loss counted)."""
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -15,57 +15,33 @@ import pytest
 
 from connectors.kafka_io import consume_all, create_topics
 from streamlearn.errors import ConfigError
-from streamlearn.serving.prediction_log import PredictionLog
 from streamlearn.store import Lineage, ModelStore
 from tests.models import constant_model
 from tests.test_serving_app import call, make_app
 from tests.test_serving_cli import free_port, start, stop, wait_ready
 
 
-def test_a_blocked_sink_never_blocks_an_offer_and_what_overflows_is_counted() -> None:
-    release, sent = threading.Event(), []
+class ListLog:
+    """A :class:`RecordLog` keeping what it is offered."""
 
-    def slow(batch: list) -> None:
-        release.wait(10)
-        sent.extend(batch)
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+        self.offers = 0
 
-    log = PredictionLog(slow, capacity=5, batch_size=2, linger_s=0.0)
-    start_s = time.perf_counter()
-    taken = [log.offer([(b"k", b"%d" % i)]) for i in range(9)]
-    assert time.perf_counter() - start_s < 0.5, "an offer waited for the sink"
-    # the thread holds at most one batch of 2 while blocked; 5 more wait; the rest drop
-    assert sum(taken) in (5, 6, 7) and log.dropped == 9 - sum(taken)
-    release.set()
-    log.close()
-    assert log.counts() == {"logged": sum(taken), "dropped": 9 - sum(taken), "failed": 0}
-    assert sent == [(b"k", b"%d" % i) for i in range(9) if taken[i]]
+    def offer(self, records: Any) -> int:
+        self.offers += 1
+        self.records += records
+        return len(records)
 
+    def counts(self) -> dict[str, int]:
+        return {"logged": len(self.records), "dropped": 0, "failed": 0}
 
-def test_a_failing_sink_is_counted_and_the_next_batches_still_go() -> None:
-    calls: list[int] = []
-
-    def flaky(batch: list) -> int:
-        calls.append(len(batch))
-        if len(calls) == 1:
-            raise ConnectionError("no broker")
-        return 1 if len(calls) == 2 else 0  # the second batch: one record not delivered
-
-    log = PredictionLog(flaky, batch_size=3, linger_s=0.0)
-    for i in range(3):
-        log.offer([(None, b"a"), (None, b"b"), (None, b"c")])
-        deadline = time.monotonic() + 5
-        while len(calls) <= i and time.monotonic() < deadline:
-            time.sleep(0.005)
-    log.close()
-    assert calls == [3, 3, 3]
-    assert log.counts() == {"logged": 5, "dropped": 0, "failed": 4}
-    with pytest.raises(ConfigError, match="capacity"):
-        PredictionLog(flaky, capacity=0)
+    def close(self, timeout_s: float = 5.0) -> None:
+        pass
 
 
 def test_the_app_logs_events_with_an_id_and_counts_in_metrics() -> None:
-    sent: list[Any] = []
-    log = PredictionLog(sent.extend, linger_s=0.0)
+    log = ListLog()
     app, _ = make_app(3, classes=(False, True), prediction_log=log)
     call(app, "POST", "/v1/predict", json={"features": {"a": 1}})  # no id: not logged
     one = call(app, "POST", "/v1/predict",
@@ -75,10 +51,11 @@ def test_the_app_logs_events_with_an_id_and_counts_in_metrics() -> None:
         {"id": 7, "features": {"b": "x"}}, {"features": {"c": 2}},
         {"id": "e-3", "features": {"d": True}},
     ]})
-    deadline = time.monotonic() + 5
-    while len(sent) < 3 and time.monotonic() < deadline:
-        time.sleep(0.005)
-    records = [(key, orjson.loads(value)) for key, value in sent]
+    # each call ran a loop of its own, closed before the linger was over: the scrape
+    # offers what waits, then counts
+    text = call(app, "GET", "/metrics").text
+    assert 'streamlearn_prediction_log_records_total{model="ctr",outcome="logged"} 3.0' in text
+    records = [(key, orjson.loads(value)) for key, value in log.records]
     assert [key for key, _ in records] == [b"e-1", b"7", b"e-3"]
     first = records[0][1]
     assert {k: v for k, v in first.items() if k != "at_ms"} == {
@@ -87,9 +64,56 @@ def test_the_app_logs_events_with_an_id_and_counts_in_metrics() -> None:
     }
     assert [r["features"] for _, r in records[1:]] == [{"b": "x"}, {"d": True}]
     assert abs(first["at_ms"] / 1000 - time.time()) < 60
-    text = call(app, "GET", "/metrics").text
-    assert 'streamlearn_prediction_log_records_total{model="ctr",outcome="logged"} 3.0' in text
-    log.close()
+
+
+def test_answers_wait_for_the_log_a_batch_of_requests_or_the_linger_at_most(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamlearn.serving import app as app_module
+
+    log = ListLog()
+    app, _ = make_app(3, prediction_log=log)
+
+    async def go() -> list[int]:
+        seen = []
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            monkeypatch.setattr(app_module, "LOG_LINGER_S", 60.0)
+            for i in range(app_module.LOG_BATCH):
+                await client.post("/v1/predict", json={"id": i, "features": {"a": i}})
+                await asyncio.sleep(0)
+                seen.append(len(log.records))
+            monkeypatch.setattr(app_module, "LOG_LINGER_S", 0.01)
+            await client.post("/v1/predict", json={"id": "late", "features": {"a": 1}})
+            seen.append(len(log.records))
+            await asyncio.sleep(0.05)
+            seen.append(len(log.records))
+        return seen
+
+    seen = asyncio.run(go())
+    batch = app_module.LOG_BATCH
+    # not a full batch: nothing offered yet (the first one's timer waits a minute); full:
+    # offered at once, in one go; then a lone request, offered when its linger is over
+    assert seen == [0] * (batch - 1) + [batch, batch, batch + 1]
+    assert [orjson.loads(v)["id"] for _, v in log.records] == [*range(batch), "late"]
+    assert log.offers == 2
+
+
+def test_kafka_log_never_waits_and_counts_what_it_could_not_take_or_send() -> None:
+    from connectors.prediction_log import KafkaLog
+
+    away = f"127.0.0.1:{free_port()}"  # nothing listens there
+    log = KafkaLog(away, "predictions", capacity=3, timeout_s=0.5)
+    start_s = time.perf_counter()
+    taken = [log.offer([(b"k", b"%d" % i)]) for i in range(5)]
+    assert time.perf_counter() - start_s < 0.5, "an offer waited for the broker"
+    assert taken == [1, 1, 1, 0, 0]  # librdkafka's queue holds three
+    assert log.counts() == {"logged": 0, "dropped": 2, "failed": 0}  # three waiting
+    log.close(timeout_s=0.2)
+    assert log.counts() == {"logged": 0, "dropped": 2, "failed": 3}
+    assert log.offer([(b"k", b"after")]) == 0 and log.counts()["dropped"] == 3
+    with pytest.raises(ConfigError, match="capacity"):
+        KafkaLog(away, "predictions", capacity=0)
 
 
 @pytest.mark.parametrize("body", [

@@ -141,19 +141,17 @@ def run(args: argparse.Namespace) -> int:
     ):
         if not 0 < value <= 3600:
             raise ConfigError(flag, "seconds in (0, 3600]", repr(value))
-    if args.log_queue < 1:
-        raise ConfigError("--log-queue", "a positive number of records", repr(args.log_queue))
+    if not 1 <= args.log_queue <= 10_000_000:
+        raise ConfigError("--log-queue", "records in 1..10000000", repr(args.log_queue))
     if args.log_topic is not None and not args.log_topic.strip():
         raise ConfigError("--log-topic", "a Kafka topic name", repr(args.log_topic))
     source = StoreSource(args.store, args.model)
     _say_if_missing(source, args.store)
     prediction_log = None
     if args.log_topic:
-        from connectors.prediction_log import KafkaSink
-        from streamlearn.serving.prediction_log import PredictionLog
+        from connectors.prediction_log import KafkaLog
 
-        sink = KafkaSink(args.log_bootstrap, args.log_topic)
-        prediction_log = PredictionLog(sink, capacity=args.log_queue)
+        prediction_log = KafkaLog(args.log_bootstrap, args.log_topic, capacity=args.log_queue)
     app = build_app(
         source,
         token=args.token or None,

@@ -24,7 +24,7 @@ import orjson
 from streamlearn.errors import ConfigError, ValidationError, VersionNotFound
 from streamlearn.serving.model import FastPredictor, OneAnswer, Predictions, Predictor
 from streamlearn.serving.openapi import openapi_document
-from streamlearn.serving.prediction_log import PredictionLog, record_of_body, records_of
+from streamlearn.serving.prediction_log import Answered, RecordLog, served_records
 from streamlearn.serving.prometheus import ServiceMetrics
 from streamlearn.serving.request_body import (
     ARROW_STREAM,
@@ -60,6 +60,10 @@ Route = tuple[str, "Callable[..., Awaitable[Reply]]", bool, str]
 INLINE_BODY = 64 * 1024
 INLINE_DECODED = 256 * 1024
 DECODE_THREADS = 2
+# what was answered for events with an ``id`` waits for the prediction log's next batch
+# this many requests, or this long, at most (see PredictionApp._log)
+LOG_BATCH = 64
+LOG_LINGER_S = 0.005
 
 
 class PredictionApp:
@@ -91,7 +95,7 @@ class PredictionApp:
         max_body_bytes: int = 8 * 1024 * 1024,
         max_events: int = 10_000,
         max_decoded_bytes: int | None = None,
-        prediction_log: PredictionLog | None = None,
+        prediction_log: RecordLog | None = None,
     ) -> None:
         if token is not None and not token.strip():
             raise ConfigError("token", "a non-empty string", repr(token))
@@ -117,8 +121,9 @@ class PredictionApp:
         self._token = token.encode() if token is not None else b""
         self.metrics = ServiceMetrics(self.model, self._model_info, lambda: watcher.swaps)
         self.prediction_log = prediction_log
+        self._log_pending: list[Answered] = []
         if prediction_log is not None:
-            self.metrics.log_counts = prediction_log.counts
+            self.metrics.log_counts = self._log_counts
         self._openapi = orjson.dumps(openapi_document(self.model, auth=token is not None))
         # path -> (method, handler, needs the token, the route's label in the metrics)
         self._routes: dict[str, Route] = {
@@ -217,6 +222,7 @@ class PredictionApp:
             elif message["type"] == "lifespan.shutdown":
                 await asyncio.to_thread(self.watcher.stop)
                 if self.prediction_log is not None:
+                    self._flush_log()
                     await asyncio.to_thread(self.prediction_log.close)
                 if self._decoder is not None:
                     self._decoder.shutdown(wait=False, cancel_futures=True)
@@ -379,7 +385,7 @@ class PredictionApp:
                 if quick is not None:
                     answer = self._render(fast, quick, plain[1], doc)
                     if self.prediction_log is not None:
-                        self._log(self.prediction_log, doc, plain[0], quick, fast.version,
+                        self._log(doc, plain[0], quick, fast.version,
                                   body if plain[1] else None)
                     return 200, answer, JSON, len(quick)
         batch = check_json(doc, self.max_events)  # names every bad field
@@ -389,22 +395,37 @@ class PredictionApp:
         result = predictor.predict_features(batch.features)
         answer = self._render(predictor, result, batch.single, doc)
         if self.prediction_log is not None:
-            self._log(self.prediction_log, doc, batch.features, result, predictor.version)
+            self._log(doc, batch.features, result, predictor.version)
         return 200, answer, JSON, len(result)
 
     def _log(
-        self, log: PredictionLog, doc: Any, features: Any, result: Predictions, version: int,
+        self, doc: Any, features: Any, result: Predictions, version: int,
         body: bytes | None = None,
     ) -> None:
-        """Offer ``log`` what was answered for the request's events with an ``id``
-        (never waits: see :class:`PredictionLog`); ``body``: the raw body of a single
-        plain event, which the record can be made of (:func:`record_of_body`)."""
-        if body is not None:
-            records = record_of_body(body, doc, result, self.model, version)
-        else:
-            records = records_of(doc, features, result, self.model, version)
-        if records:
-            log.offer(records)
+        """Keep what was answered for the request's events with an ``id`` for the
+        prediction log's next batch, made into records and offered to the log (which
+        never waits: see :class:`RecordLog`) at most ``LOG_BATCH`` requests or
+        ``LOG_LINGER_S`` later, on this loop: records made many in a row cost the
+        request path less than one at a time. ``body``: the raw body of a single plain
+        event, which its record can be made of (:func:`served_records`)."""
+        pending = self._log_pending
+        pending.append((doc, features, result, version, body, time()))
+        if len(pending) == 1:
+            asyncio.get_running_loop().call_later(LOG_LINGER_S, self._flush_log)
+        elif len(pending) == LOG_BATCH:
+            asyncio.get_running_loop().call_soon(self._flush_log)
+
+    def _flush_log(self) -> None:
+        """Offer the prediction log the records of what :meth:`_log` keeps."""
+        if self._log_pending and self.prediction_log is not None:
+            pending, self._log_pending = self._log_pending, []
+            self.prediction_log.offer(served_records(pending, self.model))
+
+    def _log_counts(self) -> dict[str, int]:
+        """The prediction log's counts, with what waits for its next batch offered."""
+        assert self.prediction_log is not None
+        self._flush_log()
+        return self.prediction_log.counts()
 
     async def _parse_arrow(self, body: bytes) -> Any:
         """An Arrow body checked from its headers, then decoded and fully

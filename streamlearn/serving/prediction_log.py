@@ -1,12 +1,13 @@
-"""What the server predicted for events with an ``id``, handed to a sink off the request path.
+"""What the server predicted for events with an ``id``, for a log off the request path.
 
 Delayed labels join feedback (``{"id": ..., "label": ...}``) to what was served for that
 ``id``: the features the model saw, the version that answered and its score. The server
-offers one record per such event to a :class:`PredictionLog`; a thread of its own sends
-them in batches to a sink (``connectors.prediction_log.kafka_sink`` writes a Kafka
-topic). A request never waits for the sink: a full queue drops the new records, a sink
-that fails loses its batch, and both are counted (``streamlearn_prediction_log_records``
-in ``/metrics``).
+keeps what it answered (:data:`Answered`) for at most a few milliseconds, makes records of
+it many at a time (:func:`served_records`) and offers them to a :class:`RecordLog`,
+which never makes it wait: ``connectors.prediction_log.KafkaLog`` (what ``streamlearn
+serve --log-topic`` uses) hands each record to librdkafka's bounded queue and sending
+threads. What finds no room is dropped, what cannot be sent fails, and both are
+counted (``streamlearn_prediction_log_records`` in ``/metrics``).
 
 A record is JSON::
 
@@ -17,152 +18,60 @@ A record is JSON::
 (``key`` and ``ts`` when the event has them, ``probabilities`` for a classifier, in the
 order of the model's classes).
 
->>> sent = []
->>> log = PredictionLog(sent.extend, capacity=2)
->>> log.offer([(b"a", b"1"), (b"b", b"2"), (b"c", b"3")])  # one more than there is room for
-2
->>> log.close()
->>> sent, log.counts()
-([(b'a', b'1'), (b'b', b'2')], {'logged': 2, 'dropped': 1, 'failed': 0})
+>>> from streamlearn.serving.model import Predictions
+>>> answer = Predictions([2.5], None, None, None)
+>>> served_records([({"id": 7, "features": {"x": 1}}, [{"x": 1}], answer, 3, None, 1.0),
+...                 ({"features": {"x": 2}}, [{"x": 2}], answer, 3, None, 1.0)], "m")
+[(b'7', b'{"id":7,"features":{"x":1},"model":"m","version":3,"prediction":2.5,"at_ms":1000}')]
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
 
 import orjson
 
-from streamlearn.errors import ConfigError
+__all__ = [
+    "Answered", "Record", "RecordLog", "record_of_body", "records_of", "served_records",
+]
 
-__all__ = ["PredictionLog", "Record", "record_of_body", "records_of"]
-
-log = logging.getLogger(__name__)
-
-#: One record for the sink: the Kafka key (the event's id, UTF-8) and the JSON value.
+#: One record for the log: the Kafka key (the event's id, UTF-8) and the JSON value.
 Record = tuple[bytes | None, bytes]
-Sink = Callable[[list[Record]], Any]
+#: What the server answered to a JSON request, kept for the log: the request as decoded,
+#: its events' features, the answer (:class:`~streamlearn.serving.model.Predictions`),
+#: the version that answered, the raw body when it is one plain event (else ``None``),
+#: and the time of the answer (seconds since the epoch).
+Answered = tuple[Any, Any, Any, int, "bytes | None", float]
 
-_WARN_EVERY_S = 30.0  # a failing sink is reported at most this often
 
-
-class PredictionLog:
-    """A bounded queue of records and the thread that sends them to ``send``.
-
-    Parameters
-    ----------
-    send
-        Called with each batch of records, from the log's thread; may block (a Kafka
-        flush). It returns how many of them were not delivered (``None``: none), or
-        raises (the whole batch then counts as failed). Its ``close()``, if it has one,
-        is called by :meth:`close`.
-    capacity
-        Records waiting at most; what comes on top is dropped (and counted).
-    batch_size
-        Records handed to ``send`` at most at once.
-    linger_s
-        How long the thread waits for a batch to fill before sending what it has.
-    """
-
-    def __init__(
-        self, send: Sink, *, capacity: int = 100_000, batch_size: int = 1_000,
-        linger_s: float = 0.05,
-    ) -> None:
-        for name, value in (("capacity", capacity), ("batch_size", batch_size)):
-            if type(value) is not int or value < 1:
-                raise ConfigError(name, "a positive integer", repr(value))
-        if not 0 <= linger_s <= 60:
-            raise ConfigError("linger_s", "seconds in [0, 60]", repr(linger_s))
-        self._send = send
-        self.capacity, self.batch_size, self.linger_s = capacity, batch_size, linger_s
-        self._queue: deque[Record] = deque()
-        self._ready = threading.Condition()
-        self._closing = False
-        self.logged = self.dropped = self.failed = 0
-        self._warned_at = 0.0
-        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
-        self._thread.start()
+class RecordLog(Protocol):
+    """Where the server offers its records, from its event loop: :meth:`offer` never
+    waits (``connectors.prediction_log.KafkaLog``)."""
 
     def offer(self, records: Sequence[Record]) -> int:
-        """Queue ``records`` without waiting; returns how many were taken (the rest,
-        beyond ``capacity`` or after :meth:`close`, count as dropped).
-
-        Called by the server for each request (from one thread, its event loop): the
-        queue (a deque, safe to extend while the log's thread pops) is taken without the
-        lock, which only wakes the thread: when it may be waiting for a first record, or
-        a full batch is here. One wake-up per batch, not one per request.
-        """
-        queue = self._queue
-        queued = len(queue)
-        room = 0 if self._closing else self.capacity - queued
-        taken = records if len(records) <= room else records[:max(room, 0)]
-        queue.extend(taken)
-        self.dropped += len(records) - len(taken)
-        if taken and (queued == 0 or queued < self.batch_size <= queued + len(taken)):
-            with self._ready:
-                self._ready.notify()
-        return len(taken)
+        """Take ``records`` (or as many as there is room for) without waiting; returns how
+        many were taken, the rest counted as dropped."""
 
     def counts(self) -> dict[str, int]:
-        """Records ``logged`` (sent), ``dropped`` (no room) and ``failed`` (the sink
-        raised) so far."""
-        return {"logged": self.logged, "dropped": self.dropped, "failed": self.failed}
-
-    def pending(self) -> int:
-        """Records waiting to be sent."""
-        return len(self._queue)
+        """Records ``logged`` (delivered), ``dropped`` (no room) and ``failed`` (not
+        delivered) so far."""
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Send what is queued (for at most ``timeout_s``) and stop; what is left then
-        counts as dropped."""
-        with self._ready:
-            self._closing = True
-            self._ready.notify()
-        self._thread.join(timeout_s)
-        with self._ready:
-            self.dropped += len(self._queue)
-            self._queue.clear()
+        """Send what is waiting, for at most ``timeout_s``, and stop."""
 
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._queue and not self._closing:
-                    self._ready.wait()
-                deadline = time.monotonic() + self.linger_s  # a moment for the batch to fill
-                while len(self._queue) < self.batch_size and not self._closing:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        break
-                    self._ready.wait(left)
-                n = min(len(self._queue), self.batch_size)
-                batch = [self._queue.popleft() for _ in range(n)]
-                done = self._closing and not self._queue
-            if batch:
-                try:
-                    lost = min(int(self._send(batch) or 0), len(batch))
-                except Exception as exc:  # the sink's fault: count it, never stop serving
-                    lost, why = len(batch), str(exc)
-                else:
-                    why = "not delivered"
-                self.logged += len(batch) - lost
-                self.failed += lost
-                now = time.monotonic()
-                if lost and now - self._warned_at > _WARN_EVERY_S:
-                    self._warned_at = now
-                    log.warning("the prediction log could not send %d records: %s "
-                                "(%d failed so far)", lost, why, self.failed)
-            if done:
-                closer = getattr(self._send, "close", None)
-                if closer is not None:
-                    try:
-                        closer()
-                    except Exception as exc:
-                        log.warning("closing the prediction log's sink: %s", exc)
-                return
+
+def served_records(answered: Iterable[Answered], model: str) -> list[Record]:
+    """The records of the requests ``answered`` by ``model``: :func:`record_of_body` of a
+    single plain event's body, :func:`records_of` of any other request."""
+    out: list[Record] = []
+    for doc, features, result, version, body, at in answered:
+        if body is not None:
+            out += record_of_body(body, doc, result, model, version, at)
+        else:
+            out += records_of(doc, features, result, model, version, at)
+    return out
 
 
 #: The fields of a single-event body the log keeps as they came (:func:`record_of_body`).

@@ -17,7 +17,7 @@ from typing import Any
 from streamlearn.errors import ConfigError, PortInUse
 from streamlearn.serving.app import PredictionApp
 from streamlearn.serving.model import ModelSource
-from streamlearn.serving.prediction_log import PredictionLog
+from streamlearn.serving.prediction_log import RecordLog
 from streamlearn.serving.timeouts import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, guarded_protocol
 from streamlearn.serving.watcher import ModelWatcher
 
@@ -49,7 +49,7 @@ def build_app(
     max_body_bytes: int = 8 * 1024 * 1024,
     max_events: int = 10_000,
     max_decoded_bytes: int | None = None,
-    prediction_log: PredictionLog | None = None,
+    prediction_log: RecordLog | None = None,
 ) -> PredictionApp:
     """The ASGI app serving ``source``, with its watcher (started by the app's lifespan).
 
