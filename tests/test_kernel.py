@@ -593,16 +593,22 @@ def test_weight_two_is_two_copies_in_one_batch_step():
         ([1.0, "2"], "weight", "event 1"),
         ([True, 1.0], "weight", "event 0"),
         (np.array([1.0, np.inf]), "weight", "event 1"),
+        ([1.0, 10**400], "weight", "event 1"),  # beyond the largest double
+        ([np.float32(-1.0), 1.0], "weight", "event 0"),
     ],
 )
 @pytest.mark.parametrize("update", ["batch", "event"])
 def test_bad_weights_name_the_field(weights, field, where, update):
+    """A learner's weights are events' weights: the contract's rule, in its words."""
+    from streamlearn.contract import RULES
+
     model = LogisticRegression(bits=6, update=update)
     with pytest.raises(ValidationError) as info:
         model.learn_many([{"a": 1.0}, {"a": 2.0}], [True, False], weights=weights)
     assert info.value.field == field
     if where:
         assert where in str(info.value)
+        assert RULES["weight.invalid"].expected in str(info.value)
     assert model.n_learned == 0 and not model.weights.any()
 
 

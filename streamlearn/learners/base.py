@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import numpy as np
 
+from streamlearn.contract import RULES, field_ok
 from streamlearn.errors import ConfigError, StateError, ValidationError
 from streamlearn.features import FeatureBatch, FeatureHasher, OnlineScaler
 from streamlearn.optim import FTRL, SGD, AdaGrad, Adam, Normalized, Optimizer, optimizer_from_config
@@ -654,7 +655,18 @@ _EMPTY = np.zeros(0)
 
 
 def _event_weights(weights: Sequence[float] | np.ndarray | None, n: int) -> np.ndarray | None:
-    """Importance weights as a float64 array (``None``: every event weighs 1)."""
+    """Importance weights as a float64 array (``None``: every event weighs 1), each one
+    a weight as the event contract has it (:func:`streamlearn.contract.field_ok`, kind
+    ``weight``; numpy numbers too), else the contract's rejection ``weight.invalid``.
+
+    >>> _event_weights([1, 2.5, np.float32(0)], 3)
+    array([1. , 2.5, 0. ])
+    >>> _event_weights([1, -2], 2)
+    Traceback (most recent call last):
+    ...
+    streamlearn.errors.ValidationError: field `weight` of event 1: expected a number >= 0 \
+(the event's importance; 1 when absent), got -2
+    """
     if weights is None:
         return None
     if isinstance(weights, str | bytes | Mapping) or not hasattr(weights, "__len__"):
@@ -664,16 +676,19 @@ def _event_weights(weights: Sequence[float] | np.ndarray | None, n: int) -> np.n
         raise ValidationError("weights", f"{n} weights (one per event)", f"{len(weights)}")
     if isinstance(weights, np.ndarray) and weights.dtype.kind in "fiu":
         h = np.ascontiguousarray(weights, dtype=np.float64)
-    else:
-        for j, v in enumerate(weights):
-            if isinstance(v, bool) or not isinstance(v, int | float | np.number):
-                raise ValidationError("weight", "a finite number ≥ 0", repr(v), f"event {j}")
-        h = np.array(weights, dtype=np.float64)
-    bad = ~np.isfinite(h) | (h < 0)
-    if bad.any():
-        j = int(np.flatnonzero(bad)[0])
-        raise ValidationError("weight", "a finite number ≥ 0", repr(weights[j]), f"event {j}")
-    return h
+        bad = np.flatnonzero(~np.isfinite(h) | (h < 0))
+        if len(bad):
+            _bad_weight(weights[int(bad[0])], int(bad[0]))
+        return h
+    for j, v in enumerate(weights):
+        if not field_ok("weight", v.item() if isinstance(v, np.number) else v):
+            _bad_weight(v, j)
+    return np.array(weights, dtype=np.float64)
+
+
+def _bad_weight(value: object, j: int) -> NoReturn:
+    rule = RULES["weight.invalid"]
+    raise ValidationError("weight", rule.expected, repr(value), f"event {j}")
 
 
 def check_labels_length(ys: Sequence[object] | np.ndarray, n: int) -> None:
