@@ -1436,7 +1436,7 @@ class Merger:
             if change is None:
                 continue
             f = progress(source, self._arrays, slots, change, cols,
-                         delta.sparse.get(family + "normalized.scale"))
+                         delta.sparse.get(source.scale) if source.scale else None)
             f = self._since_base.add(delta.learner_id, family, delta.base_version, slots, f)
             out[family] = merge_factor(np.minimum(f, 1.0), k)
         return out

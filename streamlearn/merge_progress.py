@@ -58,11 +58,15 @@ _TINY = 1e-12
 
 @dataclass(frozen=True)
 class Source:
-    """Where a family's progress is read: its optimiser and that optimiser's parameters."""
+    """Where a family's progress is read: its optimiser, that optimiser's parameters, the
+    array of its accumulator, and for the normalised optimiser the arrays of its
+    per-slot scale and its counts (``""`` for the others)."""
 
     optimizer: str
     params: Mapping[str, Any]
     accumulator: str
+    scale: str = ""
+    counts: str = ""
 
 
 def sources(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> dict[str, Source]:
@@ -72,7 +76,8 @@ def sources(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> dict[s
     >>> from streamlearn.optim import SGD, AdaGrad
     >>> state = LogisticRegression(AdaGrad(0.1), bits=4).state()
     >>> sources(state.meta, state.arrays)
-    {'': Source(optimizer='AdaGrad', params={'lr': 0.1, 'eps': 1e-08}, accumulator='adagrad.g2')}
+    {'': Source(optimizer='AdaGrad', params={'lr': 0.1, 'eps': 1e-08}, accumulator='adagrad.g2', \
+scale='', counts='')}
     >>> state = LogisticRegression(SGD(0.1), bits=4).state()
     >>> sources(state.meta, state.arrays)
     {}
@@ -86,9 +91,13 @@ def sources(meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> dict[s
             continue
         name = str(config.get("name", ""))
         accumulator = _ACCUMULATORS.get(name)
-        if accumulator is not None and prefix + accumulator in arrays:
-            out[prefix] = Source(name, dict(config.get("params") or {}),
-                                 prefix + accumulator)
+        if accumulator is None or prefix + accumulator not in arrays:
+            continue
+        scale = counts = ""
+        if name == "Normalized":
+            scale, counts = prefix + "normalized.scale", prefix + "normalized.n"
+        out[prefix] = Source(name, dict(config.get("params") or {}), prefix + accumulator,
+                             scale, counts)
     return out
 
 
@@ -112,10 +121,10 @@ def progress(
     after = np.maximum(before + change, 0.0)
     p = source.params
     if source.optimizer == "Normalized":
-        scale = arrays[source.accumulator.replace("g2", "scale")][slots]
+        scale = arrays[source.scale][slots]
         if delta_scale is not None:
             scale = np.maximum(scale, delta_scale)
-        n, t = arrays[source.accumulator.replace("g2", "n")][:2]
+        n, t = arrays[source.counts][:2]
         nscale = float(p.get("lr", 0.5)) * (np.sqrt(t / n) if n > 0 else 1.0)
         if after.ndim == 2:
             scale = scale[:, None]
