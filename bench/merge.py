@@ -13,9 +13,14 @@ whose delta touches ~40k slots:
 Figures are medians in ms; ratios are ours / bare. Quality: prequential
 log-loss of 4 key-partitioned learners vs one sequential learner (the test's
 stream); per-event learners and factorization machines at P = 2 and 4
-against P = 1 (``quality_per_event``). Results go to ``bench/results/merge.json``.
+against P = 1 (``quality_per_event``). With ``--strategies``, the merge
+strategies side by side instead (``quality_strategies``: ``shared``, ``hybrid``
+and ``progress`` at P = 2 and 4, a delta every ``--sync`` events of each
+learner, on ``--events`` events; the table of docs/merge.md). Results go to
+``bench/results/merge.json``.
 
     .venv/bin/python bench/merge.py [--repeat 21] [--no-quality] [--no-timings]
+    .venv/bin/python bench/merge.py --strategies [--events 400000] [--sync 5000]
 """
 
 from __future__ import annotations
@@ -184,12 +189,79 @@ def quality_per_event() -> dict[str, dict[str, float]]:
     return out
 
 
+STRATEGIES = ("shared", "hybrid", "progress")
+
+
+def quality_strategies(n: int, sync: int) -> dict[str, dict[str, float]]:
+    """Each merge strategy at P = 2 and 4 (per-event learners on disjoint keys, a delta
+    every ``sync`` events of each and a rebase right after, ``n`` events): log-loss over
+    one learner's."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from merge_stream import BITS as Q_BITS
+    from merge_stream import DENSE, interactions_stream, make_stream, parallel, sequential
+
+    from streamlearn.learners import FMClassifier
+    from streamlearn.optim import FTRL, Normalized
+
+    def normalized() -> LogisticRegression:
+        return LogisticRegression(Normalized(0.5), bits=Q_BITS, dense=DENSE, update="event",
+                                  intercept_lr=None)
+
+    def fm() -> FMClassifier:
+        return FMClassifier(Normalized(0.5, invariant=False), k=4, bits=Q_BITS, dense=DENSE,
+                            intercept_lr=None, factor_optimizer=AdaGrad(0.2), init_std=0.1)
+
+    def adagrad() -> LogisticRegression:
+        return LogisticRegression(AdaGrad(0.1), bits=Q_BITS, dense=DENSE, update="event")
+
+    def ftrl() -> LogisticRegression:
+        return LogisticRegression(FTRL(alpha=0.1), bits=Q_BITS, dense=DENSE, update="event",
+                                  intercept_lr=None)
+
+    plain, crossed, clicks = (interactions_stream(n), interactions_stream(n, crossed=True),
+                              make_stream(n))
+    configs = {
+        "interactions, linear (normalised)": (normalized, plain),
+        "interactions, the four crosses": (normalized, crossed),
+        "interactions, FM k=4": (fm, plain),
+        "clicks-like (a user feature per key), AdaGrad": (adagrad, clicks),
+        "clicks-like, FTRL": (ftrl, clicks),
+    }
+    out: dict[str, dict[str, float]] = {}
+    print(f"{'stream / learner':46s}" + "".join(
+        f" P={p} {strategy:9s}" for p in (2, 4) for strategy in STRATEGIES))
+    for name, (make, stream) in configs.items():
+        seq = sequential(make, stream, 50)
+        row = {"sequential": seq}
+        for p in (2, 4):
+            for strategy in STRATEGIES:
+                par, _ = parallel(make, stream, 50, n_learners=p, sync_every=sync,
+                                  strategy=strategy)
+                row[f"p{p}_{strategy}"] = par / seq
+        out[name] = row
+        print(f"{name:46s}" + "".join(f" {row[f'p{p}_{strategy}']:15.4f}"
+                                      for p in (2, 4) for strategy in STRATEGIES), flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=21)
     parser.add_argument("--no-quality", action="store_true")
     parser.add_argument("--no-timings", action="store_true")
+    parser.add_argument("--strategies", action="store_true",
+                        help="only the merge strategies side by side (docs/merge.md's table)")
+    parser.add_argument("--events", type=int, default=400_000, help="with --strategies")
+    parser.add_argument("--sync", type=int, default=5_000,
+                        help="with --strategies: a learner's events between its deltas")
     args = parser.parse_args()
+    results = ROOT / "bench" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    if args.strategies:
+        table = quality_strategies(args.events, args.sync)
+        (results / "merge_strategies.json").write_text(json.dumps(
+            {"events": args.events, "sync": args.sync, "log_loss_over_p1": table}, indent=2))
+        return
     report: dict[str, object] = {"timings": {} if args.no_timings else timings(args.repeat)}
     for name, row in report["timings"].items():  # type: ignore[union-attr]
         if "ratio" in row:
@@ -204,8 +276,6 @@ def main() -> None:
             print(f"log-loss sync={sync:>6}: parallel {q[f'parallel_sync_{sync}']:.4f} vs "
                   f"sequential {q['sequential']:.4f} (ratio {q[f'ratio_sync_{sync}']:.4f})")
         report["quality_per_event"] = quality_per_event()
-    results = ROOT / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
     (results / "merge.json").write_text(json.dumps(report, indent=2))
 
 
