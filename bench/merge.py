@@ -254,12 +254,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=400_000, help="with --strategies")
     parser.add_argument("--sync", type=int, default=5_000,
                         help="with --strategies: a learner's events between its deltas")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the JSON written (default: bench/results/merge.json, or "
+                             "merge_strategies.json with --strategies)")
     args = parser.parse_args()
     results = ROOT / "bench" / "results"
-    results.mkdir(parents=True, exist_ok=True)
+    out = args.out or results / ("merge_strategies.json" if args.strategies else "merge.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
     if args.strategies:
         table = quality_strategies(args.events, args.sync)
-        (results / "merge_strategies.json").write_text(json.dumps(
+        out.write_text(json.dumps(
             {"events": args.events, "sync": args.sync, "log_loss_over_p1": table}, indent=2))
         return
     report: dict[str, object] = {"timings": {} if args.no_timings else timings(args.repeat)}
@@ -276,7 +280,7 @@ def main() -> None:
             print(f"log-loss sync={sync:>6}: parallel {q[f'parallel_sync_{sync}']:.4f} vs "
                   f"sequential {q['sequential']:.4f} (ratio {q[f'ratio_sync_{sync}']:.4f})")
         report["quality_per_event"] = quality_per_event()
-    (results / "merge.json").write_text(json.dumps(report, indent=2))
+    out.write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":
