@@ -50,7 +50,7 @@ class KafkaLog:
         self, bootstrap: str, topic: str, *, capacity: int = 100_000, timeout_s: float = 5.0,
         linger_s: float = 0.05,
     ) -> None:
-        from confluent_kafka import Producer
+        from confluent_kafka import KafkaException, Producer
 
         if type(capacity) is not int or not 1 <= capacity <= 10_000_000:
             raise ConfigError("capacity", "records in 1..10000000", repr(capacity))
@@ -66,6 +66,7 @@ class KafkaLog:
             "log_level": 0,
         })
         self._produce, self._poll = self._producer.produce, self._producer.poll
+        self._refused = KafkaException
         self.taken = self.dropped = self.failed = 0
         self._closed = False
         self._warned_at = 0.0
@@ -73,16 +74,20 @@ class KafkaLog:
     def offer(self, records: Sequence[tuple[bytes | None, bytes]]) -> int:
         """Hand ``records`` to the producer without waiting; returns how many it took
         (the rest, when its queue is full or after :meth:`close`, count as dropped), and
-        count the records that failed since the last call."""
+        count the records that failed since the last call. A record the producer
+        refuses at once (larger than a message may be) fails."""
         taken = 0
         if not self._closed:
             produce, topic = self._produce, self.topic
-            try:
-                for key, value in records:
+            for key, value in records:
+                try:
                     produce(topic, value, key)
-                    taken += 1
-            except BufferError:  # its queue is full: the broker has been away a while
-                pass
+                except BufferError:  # its queue is full: the broker has been away a while
+                    break
+                except self._refused as exc:
+                    self.failed += 1
+                    self._warn(exc)
+                taken += 1
             self._poll(0)  # the failures' callbacks; returns at once
         self.taken += taken
         self.dropped += len(records) - taken
@@ -109,11 +114,13 @@ class KafkaLog:
             self._producer.flush(0)
 
     def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is None:
-            return
-        self.failed += 1
+        if err is not None:
+            self.failed += 1
+            self._warn(err)
+
+    def _warn(self, why: Any) -> None:
         now = time.monotonic()
         if now - self._warned_at > _WARN_EVERY_S:
             self._warned_at = now
             log.warning("the prediction log could not send a record to %s: %s "
-                        "(%d failed so far)", self.topic, err, self.failed)
+                        "(%d failed so far)", self.topic, why, self.failed)

@@ -116,6 +116,16 @@ def test_kafka_log_never_waits_and_counts_what_it_could_not_take_or_send() -> No
         KafkaLog(away, "predictions", capacity=0)
 
 
+def test_kafka_log_counts_a_record_too_large_to_send_as_failed_and_goes_on() -> None:
+    from connectors.prediction_log import KafkaLog
+
+    log = KafkaLog(f"127.0.0.1:{free_port()}", "predictions", timeout_s=0.5)
+    assert log.offer([(b"big", b"x" * 2_000_000), (b"k", b"small")]) == 2
+    assert log.counts() == {"logged": 0, "dropped": 0, "failed": 1}  # the small one waits
+    log.close(timeout_s=0.2)
+    assert log.counts()["failed"] == 2
+
+
 @pytest.mark.parametrize("body", [
     b'{"id": "e-1", "key": "u-1", "ts": 5, "features": {"a": 1, "b": "x"}}',
     b'{"features":{"caf\\u00e9":"na\xc3\xafve","n":-1.5e3},"id":42}\r\n  ',

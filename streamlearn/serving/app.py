@@ -408,6 +408,8 @@ class PredictionApp:
         ``LOG_LINGER_S`` later, on this loop: records made many in a row cost the
         request path less than one at a time. ``body``: the raw body of a single plain
         event, which its record can be made of (:func:`served_records`)."""
+        if body is not None and doc.get("id") is None:
+            return  # one event without an id: nothing to log
         pending = self._log_pending
         pending.append((doc, features, result, version, body, time()))
         if len(pending) == 1:
