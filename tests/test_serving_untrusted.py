@@ -284,7 +284,7 @@ def test_big_bodies_are_decoded_off_the_event_loop(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(app_module, "decode_arrow", spy)
     app, _ = make_app(3)
     small = stream(pa.table({"age": [1.0, 2.0]}))
-    big = stream(pa.table({f"n{i}": pa.array(range(10_000), pa.float64()) for i in range(4)}))
+    big = stream(pa.table({f"n{i}": pa.array(range(10_000), pa.float64()) for i in range(16)}))
     assert len(big) > app_module.INLINE_BODY
     for body in (small, big):
         assert call(app, "POST", "/v1/predict", content=body, headers=ARROW).status_code == 200

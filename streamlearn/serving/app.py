@@ -54,11 +54,14 @@ _UNTRIED = object()  # _plain_event did not try the native table
 Route = tuple[str, "Callable[..., Awaitable[Reply]]", bool, str]
 
 # Arrow bodies up to this size have their headers checked on the event loop, and
-# are decoded there too when they declare at most INLINE_DECODED bytes: less work
-# than a hop to a thread. Anything bigger is checked and decoded by one of
-# DECODE_THREADS threads, so that it never holds up other requests.
-INLINE_BODY = 64 * 1024
-INLINE_DECODED = 256 * 1024
+# are decoded there too when they declare at most INLINE_DECODED bytes (about a
+# millisecond of decoding, no more than scoring them takes on the loop anyway): a
+# hop to a thread costs more than that in the interpreter lock's hand-offs (a
+# 300 KiB body of 1,000 events: 2.8 ms of the server's CPU per request through a
+# thread, 1.5 ms inline; docs/serving.md). Anything bigger is checked and decoded
+# by one of DECODE_THREADS threads, so that it never holds the loop for long.
+INLINE_BODY = 1024 * 1024
+INLINE_DECODED = 2 * 1024 * 1024
 DECODE_THREADS = 2
 # what was answered for events with an ``id`` waits for the prediction log's next batch
 # this many requests, or this long, at most (see PredictionApp._log)
