@@ -60,6 +60,9 @@ class KafkaLog:
             "bootstrap.servers": bootstrap, "acks": 1, "linger.ms": int(linger_s * 1000),
             "message.timeout.ms": 2 * ms, "socket.timeout.ms": ms,
             "queue.buffering.max.messages": capacity,
+            # a key's partition as Kafka's Java client (and streamlearn publish) picks
+            # it, so the log is co-partitioned with a labels topic keyed by the same ids
+            "partitioner": "murmur2_random",
             # the delivery callback (Python, under the interpreter lock) for failures only
             "delivery.report.only.error": True, "on_delivery": self._delivered,
             # librdkafka's own log lines (a broker away) go nowhere: the loss is counted

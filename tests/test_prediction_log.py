@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from kafka.partitioner.default import murmur2
 
 from connectors.kafka_io import consume_all, create_topics
 from streamlearn.errors import ConfigError
@@ -157,7 +158,7 @@ def _store_with_a_model(tmp_path: Path) -> Path:
 def test_serve_log_topic_writes_each_prediction_with_an_id_to_kafka(
     kafka_broker: Any, topic_name: str, tmp_path: Path
 ) -> None:
-    create_topics(kafka_broker.bootstrap, {topic_name: 2})
+    create_topics(kafka_broker.bootstrap, {topic_name: 4})
     store = _store_with_a_model(tmp_path)
     proc, url = start(tmp_path, "--store", str(store), "--log-topic", topic_name,
                       "--log-bootstrap", kafka_broker.bootstrap)
@@ -171,6 +172,10 @@ def test_serve_log_topic_writes_each_prediction_with_an_id_to_kafka(
         stop(proc)
     records = {r.key: orjson.loads(r.value) for r in got}
     assert sorted(records) == sorted(f"e-{i}".encode() for i in range(20))
+    # each id in the partition Kafka's Java client picks for it (murmur2), as a labels
+    # topic keyed by the same ids has it: co-partitioned for a Kafka Streams join
+    assert {r.partition for r in got} != {0}
+    assert all(r.partition == (murmur2(r.key) & 0x7FFFFFFF) % 4 for r in got)
     assert records[b"e-4"]["features"] == {"a": 4} and records[b"e-4"]["version"] == 1
     assert records[b"e-4"]["prediction"] == pytest.approx(1.5)
 
