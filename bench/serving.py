@@ -13,7 +13,8 @@ run:
   medians are reported, with the bare hello's own p99 at 1,000 req/s as the
   floor the machine allows;
 * batch predictions/s with 1,000 events of 40 features per request, as Arrow
-  IPC and as JSON.
+  IPC and as JSON; and single events at ~500 req/s while Arrow batches
+  saturate the server (``mixed``: their p50/p99 and the batches' rate).
 
 The issue's goals are checked against these figures and reported as met or
 not: single-event saturation at least half the bare hello's, p99 at most 2 ms
@@ -309,6 +310,26 @@ def at_rate(url: str, target: float, seconds: float, **kwargs: object) -> dict[s
     return result
 
 
+def mixed(url: str, seconds: float, one: Path, batch: Path) -> dict[str, object]:
+    """Single events at about 500 req/s while Arrow batches saturate the server (4
+    connections): what a batch client costs the latency of the single events beside
+    it, and the batches' rate meanwhile."""
+    import threading
+
+    got: dict[str, dict[str, float]] = {}
+
+    def batches() -> None:
+        got["batch"] = wrk(url, seconds=seconds + 2, connections=4, body_file=batch,
+                           content_type="application/vnd.apache.arrow.stream")
+
+    loader = threading.Thread(target=batches)
+    loader.start()
+    time.sleep(1.0)  # the batches first
+    single = at_rate(url, 500.0, seconds, body_file=one)
+    loader.join()
+    return {"single": single, "batch_predictions_per_s": got["batch"]["req_per_s"] * BATCH}
+
+
 def make_store(root: Path) -> tuple[Path, list[dict]]:
     """A store with one logistic model trained on events of ~40 features."""
     import numpy as np
@@ -552,6 +573,7 @@ def main() -> int:
                     body_file=batch_arrow,
                     content_type="application/vnd.apache.arrow.stream",
                 ),
+                "mixed": mixed(url, secs, one, batch_arrow),
             }
     results["machine"]["load_average_at_end"] = os.getloadavg()
     ratio = statistics.median(r["ratio"] for r in rounds)
@@ -589,6 +611,11 @@ def main() -> int:
         "achieved_req_per_s_at_1k": statistics.median(r["predict"]["req_per_s"] for r in latency),
         "batch_json_predictions_per_s": results["predict_batch"]["json"]["req_per_s"] * BATCH,
         "batch_arrow_predictions_per_s": results["predict_batch"]["arrow"]["req_per_s"] * BATCH,
+        "mixed_single_p50_p99_ms": (results["predict_batch"]["mixed"]["single"].get("p50_ms"),
+                                    results["predict_batch"]["mixed"]["single"].get("p99_ms")),
+        "mixed_single_req_per_s": results["predict_batch"]["mixed"]["single"]["req_per_s"],
+        "mixed_batch_arrow_predictions_per_s":
+            results["predict_batch"]["mixed"]["batch_predictions_per_s"],
     }
     logged_ratios = [r["logged_ratio"] for r in rounds if "logged_ratio" in r]
     own_ratios = [r["logged_ratio_own_core"] for r in rounds if "logged_ratio_own_core" in r]
