@@ -105,10 +105,6 @@ class KafkaLog:
         return {"logged": self.taken - self.failed - waiting, "dropped": self.dropped,
                 "failed": self.failed}
 
-    def pending(self) -> int:
-        """Records taken and not yet delivered nor failed."""
-        return len(self._producer)
-
     def close(self, timeout_s: float = 5.0) -> None:
         """Send what is waiting for at most ``timeout_s``; what is left then fails."""
         self._closed = True

@@ -1438,7 +1438,7 @@ class Merger:
             f = progress(source, self._arrays, slots, change, cols,
                          delta.sparse.get(source.scale) if source.scale else None)
             f = self._since_base.add(delta.learner_id, family, delta.base_version, slots, f)
-            out[family] = merge_factor(np.minimum(f, 1.0), k)
+            out[family] = merge_factor(f, k)  # it clips f to [0, 1]
         return out
 
     def _factor(

@@ -43,7 +43,7 @@ Record = tuple[bytes | None, bytes]
 #: its events' features, the answer (:class:`~streamlearn.serving.model.Predictions`),
 #: the version that answered, the raw body when it is one plain event (else ``None``),
 #: and the time of the answer (seconds since the epoch).
-Answered = tuple[Any, Any, Any, int, "bytes | None", float]
+Answered = tuple[Any, Any, Any, int, bytes | None, float]
 
 
 class RecordLog(Protocol):
