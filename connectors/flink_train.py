@@ -61,7 +61,8 @@ def encode_bundles(rows, cfg: TrainConfig):
     """Chain ``io.streamlearn.flink.EncodeBundler`` to the Kafka source's ``rows``.
 
     Returns ``(bundles, dead_letters)``: a stream of bundle rows (partition,
-    first offset, end offset, messages, rejected, batch bytes, the join's outcomes), one per
+    first offset, end offset, messages, rejected, batch bytes, the join's outcomes, the end
+    offset of the partition's previous bundle or -1), one per
     partition every ``job.flush_events`` events or ``job.flush_ms``; and the
     dead-letter records (JSON text, bounded: see ``streamlearn.events.dead_letter``)
     the encoder wrote for rejected events. Both stay in the JVM until a bundle
@@ -204,7 +205,7 @@ class BundleLearner(FlatMapFunction):
         messages, rejected = row[3], row[4]
         outcomes = json.loads(row[6]) if row[6] else None  # the join's, counted by the encoder
         delta = worker.learn_bundle(partition, end_offset, rejected, row[5], first_offset,
-                                    outcomes)
+                                    outcomes, after=row[7])
         self.m_bundles.inc()
         self.m_messages.inc(messages)
         self.m_rejected.inc(rejected)
@@ -260,7 +261,7 @@ class MergeOperator(KeyedProcessFunction):
             if not self.worker.pending():  # nothing folded in: its snapshot is the whole state
                 # (it began from, or adopted, a newer version than the state says)
                 self.snap.update(json.dumps(self.worker.snapshot()))
-                self.unpublished.clear()
+                self._keep_held()
             _arm_end_of_input(ctx)
         return self.worker
 
@@ -283,10 +284,17 @@ class MergeOperator(KeyedProcessFunction):
             # a bounded source ended and the last version is out: the writer stops cleanly
             self.lease.release()
 
+    def _keep_held(self) -> None:
+        """The state's deltas since the snapshot: those still waiting for an earlier bundle
+        of their partition (:meth:`~streamlearn.training.workers.MergerWorker.held`)."""
+        self.unpublished.clear()
+        for blob in self.worker.held():
+            self.unpublished.add(_as_state_text(blob))
+
     def _commit(self, worker):
         version = worker.commit()
         self.snap.update(json.dumps(worker.snapshot()))
-        self.unpublished.clear()
+        self._keep_held()
         if version is not None:
             self.m_version.inc(version - self.m_version.get_count())
             self.m_merge_ms.inc(int(worker.merge_time_s * 1000) - self.m_merge_ms.get_count())

@@ -7,9 +7,12 @@
       → EncodeBundler (JVM, chained)     decode + validate + hash per Kafka partition
           ├─ bad events ──► <topic>.dlq
           └─ a CSR micro-batch every N events / T ms
-      → BundleLearner × P (Python, one per source subtask: the partitions it reads are
-          its keys) → a ModelDelta per bundle
+      → BundleLearner × P (Python) → a ModelDelta per bundle
+          job.balance = "partitions": chained, one per source subtask (the partitions it
+            reads are its keys);  "bundles": dealt in turn (rebalance), so a hot
+            partition is learned by every learner
       → key_by(0) → MergeOperator × 1 → ModelStore.commit(version, lineage) ──► <topic>.models
+                    (folds each partition's bundles in offset order)
 
 Flink state holds only what the workers cannot rebuild: the merger's version,
 counts, offsets and deltas folded in but not yet committed. The encoder sends
@@ -118,6 +121,8 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
     dead_letters.sink_to(dead_letter_sink(cfg.kafka.bootstrap, cfg.kafka.dlq_topic)).name(
         "dead-letters"
     ).uid("dead-letters")
+    if cfg.job.balance == "bundles":
+        bundles = bundles.rebalance()
     deltas = (
         bundles.flat_map(BundleLearner(cfg_json), output_type=DELTA_TYPE)
         .name("learners").uid("learners")

@@ -254,16 +254,36 @@ def _last_checkpoint_s(checkpoints: Path) -> float:
 
 
 @pytest.mark.slow
+def _hot_partition_keys(events: list[dict]) -> list[dict]:
+    """``events`` keyed so that partition 0 (of :data:`PARTITIONS`, by murmur2 as every Kafka
+    client places keys) gets 85% of them and each other partition 5%."""
+    from kafka.partitioner.default import murmur2
+
+    keys: dict[int, str] = {}
+    for i in range(1000):
+        keys.setdefault((murmur2(f"k{i}".encode()) & 0x7FFFFFFF) % PARTITIONS, f"k{i}")
+    cold = [keys[p] for p in range(1, PARTITIONS)]
+    return [{**e, "key": keys[0] if i % 20 < 17 else cold[i % len(cold)]}
+            for i, e in enumerate(events)]
+
+
+@pytest.mark.parametrize("balance", ["partitions", "bundles"])
 def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
-    kafka_broker, topic_name, tmp_path
+    kafka_broker, topic_name, tmp_path, balance
 ):
     """kill -9 the job (the MiniCluster's JVM and Python) mid-stream, just after it published
     a version its last checkpoint does not cover, and restart it: it resumes from the
     checkpoint, continues from that newer version (no version ever reflects fewer events
-    than one before it) and the versions that follow reflect every event exactly once."""
+    than one before it) and the versions that follow reflect every event exactly once.
+
+    With ``job.balance = "bundles"`` the stream has a hot partition (85% of the events):
+    the learners are dealt its bundles in turn and share it, and the merger puts each
+    partition's deltas back in offset order, across the restart too."""
     bootstrap = kafka_broker.bootstrap
     create_topics(bootstrap, {topic_name: PARTITIONS})
     events = list(clicks(60_000, seed=3))
+    if balance == "bundles":
+        events = _hot_partition_keys(events)
     with Publisher(bootstrap, topic_name, envelope=True, envelope_size=50) as pub:
         pub.publish_many(events[:30_000])
 
@@ -271,7 +291,7 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     # the model's writer lease the killed run left (another writer would wait for it to expire)
     args = _config(
         tmp_path, bootstrap, topic_name, parallelism=2, checkpoint_ms=1000, flush_ms=50,
-        sync_ms=200, writer_id="train-clicks-kill9",
+        sync_ms=200, writer_id="train-clicks-kill9", balance=balance,
     ) + ["--set", "store.keep_versions=0"]  # every version kept, to check them all
     store = ModelStore(str(tmp_path / "models"), "clicks")
     checkpoints = tmp_path / "checkpoints" / "clicks"
@@ -340,6 +360,11 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     assert store.get(killed_at + 1).lineage.parents == (killed_at,)
     ends = describe_topic(bootstrap, topic_name).end_offsets
     assert {int(p): o for p, o in final.lineage.offsets[topic_name].items()} == ends
+    # each learner's load since the restart (its latest delta's count, in the lineage)
+    loads = [final.lineage.metrics.get(f"learned.learner-{i}", 0.0) for i in range(2)]
+    assert sum(loads) > 0
+    if balance == "bundles":  # dealt in turn: no learner holds the hot partition alone
+        assert max(loads) <= 0.7 * sum(loads), loads
     first_new = next(v for v in versions if v.version > killed_at)
     print(
         f"\nversion {killed_at} ({killed.events} events) before the kill; the first after the "

@@ -1164,6 +1164,142 @@ def test_a_restore_behind_the_newest_version_ends_as_a_run_without_the_failure(t
         np.testing.assert_allclose(ours[name], theirs[name], rtol=0.01, err_msg=name)
 
 
+def _dealt_bundles(n_bundles: int = 6, size: int = 200) -> list[tuple]:
+    """Two partitions' bundles as the encoder emits them: ``(partition, first, end, after,
+    messages)``, each partition's offsets leaving a gap of 2 after every bundle (a
+    transaction's marker), ``after`` the end of the partition's bundle before (-1 first)."""
+    out = []
+    for p in (0, 1):
+        msgs = [orjson.dumps(e) for e in clicks(n_bundles * size, seed=40 + p)]
+        after, offset = -1, 0
+        for k in range(n_bundles):
+            out.append((p, offset, offset + size, after, msgs[k * size:(k + 1) * size]))
+            after, offset = offset + size, offset + size + 2
+    return out
+
+
+def _below(bundles: list[tuple], offsets: dict) -> int:
+    """Events in the bundles wholly below ``offsets``."""
+    return sum(len(m) for p, _, end, _, m in bundles if end <= offsets.get(p, -1))
+
+
+def test_bundles_dealt_in_turn_fold_in_each_partitions_order(tmp_path):
+    """job.balance = "bundles": two partitions' bundles dealt in turn to two learners,
+    whose deltas reach the merger in another order (all of one learner's first). The
+    merger folds each partition's bundles in offset order, across Kafka's offset gaps, so
+    after every delta its offsets mean "every record below them and none after" (the
+    events it holds are exactly those below); a version committed while deltas wait says
+    so too, and a merger restored from that commit with what waited (``held``) ends where
+    one without the restart does."""
+    cfg = _cfg(tmp_path, parallelism=2)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    bundles = _dealt_bundles()
+    # the encoder's order, mixing the partitions; dealt in turn: each learner gets both
+    mix = [(0, 0), (0, 1), (1, 0), (0, 2), (1, 1), (1, 2), (0, 3), (0, 4), (1, 3), (0, 5),
+           (1, 4), (1, 5)]
+    learners = [LearnerWorker(cfg, i, store) for i in range(2)]
+    sent: list[list[bytes]] = [[], []]
+    for i, (p, k) in enumerate(mix):
+        part, first, end, after, msgs = bundles[p * 6 + k]
+        batch, rejected = _sle1(cfg, msgs)
+        delta = learners[i % 2].learn_bundle(part, end, rejected, batch, first, after=after)
+        assert delta.extra["bundle"] == [part, after, end]
+        sent[i % 2].append(delta.to_bytes())
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    arrivals = sent[1] + sent[0]
+    for j, blob in enumerate(arrivals):
+        merger.add(blob)
+        assert merger.events == _below(bundles, merger.offsets), j
+        if j == 6:  # learner 1's six and one of learner 0's: p0 [0, 1, 2] are in
+            assert merger.offsets == {0: 604}
+            assert len(merger.held()) == 4  # p0 #4, #5 and p1 #2, #5 wait
+            version = merger.commit()
+            lineage = store.get(version).lineage
+            assert lineage.events == _below(bundles, lineage.offsets["events"]) == 600
+            snapshot, held = merger.snapshot(), merger.held()
+    assert merger.offsets == {0: 1210, 1: 1210} and merger.held() == []
+    assert merger.events == 2400
+    # a restart from the commit, with what waited then: the rest arrives again
+    restored = MergerWorker(cfg, store)
+    restored.start(snapshot, held)
+    for blob in arrivals[7:]:
+        restored.add(blob)
+        assert restored.events == _below(bundles, restored.offsets)
+    assert (restored.offsets, restored.events) == (merger.offsets, merger.events)
+
+
+def test_a_restored_learner_s_bundles_follow_the_adopted_offsets(tmp_path):
+    """After a restore behind a newer version, a learner skips the bundles the adopted
+    version holds (no delta) and learns a straddling one from the version's offsets on: the
+    bundles after them name an ``after`` at or below the adopted offsets (the encoder
+    re-read with other boundaries), and the merger folds them at once, with no gap."""
+    cfg = _cfg(tmp_path, parallelism=1)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    msgs = [orjson.dumps(e) for e in clicks(800, seed=50)]
+
+    def feed(learner, merger, first, end, after):
+        batch, rejected = _sle1(cfg, msgs[first:end])
+        delta = learner.learn_bundle(0, end, rejected, batch, first, after=after)
+        if delta is not None:
+            merger.add(delta.to_bytes())
+        return delta
+
+    learner, merger = LearnerWorker(cfg, 0, store), MergerWorker(cfg, store)
+    merger.start()
+    feed(learner, merger, 0, 200, -1)
+    merger.commit()
+    snapshot = merger.snapshot()  # the checkpoint: offset 200
+    feed(learner, merger, 200, 400, 200)
+    assert merger.commit() == 2  # offset 400, newer than the checkpoint
+
+    restored = MergerWorker(cfg, store)
+    restored.start(snapshot, [])
+    assert restored.adopted == 2 and restored.offsets == {0: 400}
+
+    def fetch(p, a, b):
+        return [(o, msgs[o], None) for o in range(a, b)]
+
+    learner = LearnerWorker(cfg, 0, store, fetch=fetch)
+    assert feed(learner, restored, 200, 300, -1) is None  # in the version: skipped
+    delta = feed(learner, restored, 300, 500, 300)  # straddles 400: learned from there
+    assert delta.extra["bundle"] == [0, 300, 500] and delta.n_events == 100
+    feed(learner, restored, 500, 800, 500)
+    assert restored.held() == []
+    assert (restored.offsets, restored.events) == ({0: 800}, 800)
+
+
+@pytest.mark.parametrize("balance", ["partitions", "bundles"])
+def test_learners_loads_are_in_the_lineage_and_a_hot_one_is_named_once(
+    tmp_path, caplog, balance
+):
+    """Each version's lineage holds each learner's load (``learned.<learner>``); when the
+    learners learn their sources' partitions and one learned 1.5 times their mean, the
+    merger names it and job.balance, once; not when bundles are dealt in turn."""
+    cfg = _cfg(tmp_path, parallelism=2, flush_events=50, balance=balance)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    msgs = [orjson.dumps(e) for e in clicks(100, seed=60)]
+    batch, rejected = _sle1(cfg, msgs)
+    learners = [LearnerWorker(cfg, i, store) for i in range(2)]
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
+        ends = [0, 0]  # learner p reads partition p
+        for k in range(40):  # 30 bundles to learner 0, 10 to learner 1: 1.5 times the mean
+            p = 0 if k % 4 else 1
+            delta = learners[p].learn_bundle(p, ends[p] + 100, rejected, batch, ends[p])
+            ends[p] += 100
+            merger.add(delta.to_bytes())
+            merger.commit()
+    metrics = store.get().lineage.metrics
+    assert (metrics["learned.learner-0"], metrics["learned.learner-1"]) == (3000, 1000)
+    named = [r.getMessage() for r in caplog.records if "job.balance" in r.getMessage()]
+    if balance == "bundles":
+        assert named == []
+    else:
+        assert len(named) == 1 and named[0].startswith("learner-0 has learned 1.5 times"), named
+
+
 def test_join_outcomes_reach_the_lineage_once_across_a_restore(tmp_path):
     """With a join, each record of the training topic names its outcome in a header and
     an outcome that is not learned is an empty tally record. The learners count them into

@@ -30,6 +30,7 @@ from typing import IO, Any
 from streamlearn.errors import ConfigError, ServiceError, StreamlearnError, VersionNotFound
 from streamlearn.joining import METRIC_PREFIX
 from streamlearn.training.config import TrainConfig
+from streamlearn.training.workers import LOAD_PREFIX, UNBALANCED
 
 __all__ = ["preflight", "run_foreground", "version_line", "Follower"]
 
@@ -88,6 +89,14 @@ log-loss 0.4012, rejected 3, newest event 0.8 s old'
     ...                 "join.expired": 12.0, "join.dropped": 0.0, "join.late": 2.0}))
     >>> version_line(c)
     'version 6: 20 events, join: joined 8; expired 12; late 2'
+
+    The learners' loads (``learned.<learner>``) show only when one has learned 1.5
+    times their mean or more (a hot partition):
+
+    >>> d = VersionInfo("m", 7, Lineage(events=40, metrics={"learned.learner-0": 30.0,
+    ...                 "learned.learner-1": 10.0}))
+    >>> version_line(d)
+    'version 7: 40 events, busiest learner 1.5 times the mean (learner-0)'
     """
     lin = info.lineage
     parts = [f"version {info.version}: {_count(lin.events)} events"]
@@ -101,12 +110,19 @@ log-loss 0.4012, rejected 3, newest event 0.8 s old'
     rejected = metrics.pop("rejected", None)
     join = {name.removeprefix(METRIC_PREFIX): metrics.pop(name) for name in list(metrics)
             if name.startswith(METRIC_PREFIX)}
+    loads = {name.removeprefix(LOAD_PREFIX): metrics.pop(name) for name in list(metrics)
+             if name.startswith(LOAD_PREFIX)}
     for name, value in metrics.items():
         parts.append(f"{_METRIC_NAMES.get(name, name)} {value:.4f}")
     if rejected:
         parts.append(f"rejected {_count(rejected)}")
     if any(join.values()):
         parts.append("join: " + "; ".join(f"{k} {_count(v)}" for k, v in join.items() if v))
+    if len(loads) >= 2 and sum(loads.values()):
+        busiest = max(loads, key=lambda who: loads[who])
+        over = loads[busiest] / (sum(loads.values()) / len(loads))
+        if over >= UNBALANCED:
+            parts.append(f"busiest learner {over:.1f} times the mean ({busiest})")
     if newest_age_s is not None:
         parts.append(f"newest event {max(0.0, newest_age_s):.1f} s old")
     return ", ".join(parts)

@@ -47,6 +47,9 @@ A complete file, every key optional::
     parallelism = 2             # learners
     flush_events = 5000         # a learner receives a bundle every N events ...
     flush_ms = 50               # ... or every T ms, whichever first
+    balance = "partitions"      # which learner learns a bundle: partitions (the one chained to
+                                # the source subtask that read it) | bundles (dealt in turn,
+                                # so a hot partition does not set the pace)
     step_events = 1000          # with model.update = "batch": steps of N events
     sync_ms = 100               # the merger commits a version at most this often
     merge = "progress"          # how learners' deltas merge: progress | shared | hybrid |
@@ -133,6 +136,8 @@ STRATEGIES = ("progress", "shared", "hybrid", "average", "ftrl")
 DEFAULT_RATES = {"normalized": 0.5, "sgd": 0.1, "adagrad": 0.1, "adam": 0.1, "ftrl": 0.1}
 STARTS = ("earliest", "latest", "committed")
 MODES = ("thread", "process")
+#: ``job.balance``: how bundles reach learners (``flink_jobs/train.py``)
+BALANCES = ("partitions", "bundles")
 #: what becomes of an impression whose join window closes without a label
 EXPIRES = ("default", "drop")
 
@@ -215,6 +220,7 @@ SCHEMA: dict[str, dict[str, _Check]] = {
         "parallelism": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 2),
         "flush_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 5000),
         "flush_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 50),
+        "balance": (lambda v: v in BALANCES, f"one of {', '.join(BALANCES)}", "partitions"),
         "step_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1000),
         "sync_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 100),
         "merge": (lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}", "progress"),
@@ -401,6 +407,7 @@ class JobConfig:
     parallelism: int
     flush_events: int
     flush_ms: int
+    balance: str
     step_events: int
     sync_ms: int
     merge: str

@@ -51,7 +51,7 @@ from streamlearn.training.config import TrainConfig
 
 __all__ = [
     "LearnerWorker", "MergerWorker", "dlq_record", "initial_key", "resume_point", "store_fault",
-    "RETAIN_EVERY", "RETAIN_SPACING",
+    "LOAD_PREFIX", "RETAIN_EVERY", "RETAIN_SPACING", "UNBALANCED", "folded_offsets",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,14 @@ Fetch = Callable[[int, int, int], Iterable[tuple[int, bytes, str | None]]]
 #: on every commit and never takes more than about a tenth of the merger's time.
 RETAIN_EVERY = 5
 RETAIN_SPACING = 10
+
+#: What each learner's load is named by in a version's lineage metrics:
+#: ``learned.<learner>``, the events it learned since it started
+LOAD_PREFIX = "learned."
+
+#: How uneven the learners' loads may grow (the busiest over their mean) before the
+#: merger says so in the job's log, once, and ``streamlearn train`` on each version's line
+UNBALANCED = 1.5
 
 #: What the store raises when it cannot be written or read for now: a full disk, a
 #: file system or object store away (OSError, or a StoreError raised from one).
@@ -113,6 +121,52 @@ def _advance(offsets: dict[int, int], partition: int, end: int) -> None:
     """Move ``partition``'s next offset to ``end`` unless it is already past it."""
     if offsets.get(partition, -1) < end:
         offsets[partition] = end
+
+
+def _delta_offsets(delta: Any) -> dict[int, int]:
+    """The offsets a delta advances the merged ones to: its bundle's end in its
+    partition when it carries its bundle's span, else the learner's offsets."""
+    extra = delta.extra or {}
+    span = extra.get("bundle")
+    if span is not None:
+        return {int(span[0]): int(span[2])}
+    return {int(p): int(o) for p, o in (extra.get("offsets") or {}).items()}
+
+
+def _follows(offsets: Mapping[int, int], partition: int, after: int) -> bool:
+    """Whether a bundle whose predecessor in ``partition`` ended at ``after`` comes next
+    after ``offsets`` (see :meth:`MergerWorker.add`).
+
+    >>> _follows({0: 500}, 0, 500), _follows({0: 500}, 0, 900), _follows({}, 0, -1)
+    (True, False, True)
+    """
+    return after < 0 or after <= offsets.get(partition, -1)
+
+
+def folded_offsets(offsets: Mapping[int, int], deltas: list[Any]) -> dict[int, int]:
+    """``offsets`` advanced by the ``deltas`` that :meth:`MergerWorker.add` would fold
+    in, in the order it would: a bundle's delta only once its predecessor is.
+
+    >>> from types import SimpleNamespace as D
+    >>> folded_offsets({0: 100}, [D(extra={"bundle": [0, 300, 400]}),
+    ...                          D(extra={"bundle": [0, 100, 300]})])
+    {0: 400}
+    >>> folded_offsets({0: 100}, [D(extra={"bundle": [0, 300, 400]})])
+    {0: 100}
+    """
+    out = dict(offsets)
+    spans = sorted(
+        (int(s[0]), int(s[1]), int(s[2]))
+        for s in ((d.extra or {}).get("bundle") for d in deltas) if s is not None
+    )
+    for delta in deltas:
+        if (delta.extra or {}).get("bundle") is None:
+            for p, o in _delta_offsets(delta).items():
+                _advance(out, p, o)
+    for partition, after, end in sorted(spans, key=lambda s: (s[0], s[1] >= 0, s[1])):
+        if _follows(out, partition, after):
+            _advance(out, partition, end)
+    return out
 
 
 def _stored_state(store: Any, version: int) -> Any:
@@ -195,6 +249,8 @@ class LearnerWorker:
         self.skip_below: dict[int, int] = {}
         #: events and messages skipped that way
         self.n_skipped = 0
+        #: the span of the bundle being learned (see :meth:`learn_bundle`), for its delta
+        self._span: list[int] | None = None
         self._rebase_to_latest(initial=True)
         self.tracker = DeltaTracker(self.learner, base_version=self.base_version)
         self.metrics = _metrics_for(cfg.model.task)
@@ -247,6 +303,7 @@ class LearnerWorker:
     def learn_bundle(
         self, partition: int, end_offset: int, n_rejected: int, batch: bytes,
         first_offset: int | None = None, outcomes: Mapping[str, int] | None = None,
+        after: int | None = None,
     ) -> Any:
         """Learn one micro-batch the JVM encoder made from consecutive messages of
         ``partition`` from ``first_offset`` up to ``end_offset`` (exclusive), and
@@ -269,9 +326,16 @@ class LearnerWorker:
         ``outcomes``: the delayed-label join's outcomes among the bundle's messages
         (the encoder counts their headers, :data:`streamlearn.joining.HEADER`), carried
         by the delta to the lineage; those of skipped messages are in the version already.
+
+        ``after``: the end offset of the partition's previous bundle (-1 for the encoder's
+        first since it started). Given, the delta carries the bundle's span
+        (``extra["bundle"]``: partition, after, end), which the merger folds in the
+        partition's order whichever learner sends it (:meth:`MergerWorker.add`), and the
+        merger advances its offsets by that span alone.
         """
         from streamlearn.training.encoded_batch import read_encoded_batch
 
+        self._span = None if after is None else [partition, after, end_offset]
         below = self.skip_below.get(partition)
         if below is not None:
             if first_offset is None:
@@ -397,10 +461,12 @@ class LearnerWorker:
     def _take_delta(self, touched: Any = None) -> Any:
         """The delta since the last one; ``touched``: the slots of the events learned
         since (a feature batch's entries), so that only they are compared."""
+        span, self._span = self._span, None
         delta = self.tracker.take(
             learner_id=self.name,
             extra={
                 "offsets": {str(p): o for p, o in self.offsets.items()},
+                **({"bundle": span} if span is not None else {}),
                 "metrics": self.metric_values(),
                 "n_learned_total": self.n_learned,
                 "n_rejected": self._rejected_since,
@@ -539,6 +605,9 @@ class MergerWorker:
         self.learners: set[str] = set()
         self._dirty = False
         self._pending_blobs: list[bytes] = []
+        #: partition -> deltas of bundles that came before an earlier bundle of theirs had
+        #: been folded in, as ``(after, blob)`` (see :meth:`add`)
+        self._held: dict[int, list[tuple[int, bytes]]] = {}
         self.merger: Any = None
         self.last_commit_s = 0.0
         self.merge_time_s = 0.0
@@ -554,6 +623,7 @@ class MergerWorker:
         self.last_snapshot_reason: str | None = None
         #: the version :meth:`start` adopted (newer than the checkpoint), if any
         self.adopted: int | None = None
+        self._warned_unbalanced = False
 
     # -- state ------------------------------------------------------------------
     def start(
@@ -638,12 +708,10 @@ class MergerWorker:
         from streamlearn.merge import ModelDelta
 
         topic = self.cfg.kafka.topic
-        covered, events = dict(self.offsets), self.events
         deltas = [ModelDelta.from_bytes(blob) for blob in pending]
+        covered, events = folded_offsets(self.offsets, deltas), self.events
         for delta in deltas:
             events += delta.n_events
-            for p, o in ((delta.extra or {}).get("offsets") or {}).items():
-                _advance(covered, int(p), int(o))
         lineage = self.store.get(newest).lineage
         theirs = {int(p): int(o) for p, o in lineage.offsets.get(topic, {}).items()}
         parts = sorted(set(covered) | set(theirs))
@@ -704,18 +772,66 @@ class MergerWorker:
         """Deltas folded in but not yet committed."""
         return list(self._pending_blobs)
 
+    def held(self) -> list[bytes]:
+        """Deltas received but not folded in yet: each waits for an earlier bundle of its
+        partition (see :meth:`add`). A caller keeping :meth:`pending` in state keeps these
+        too; :meth:`start` sorts them out again."""
+        return [blob for waiting in self._held.values() for _, blob in waiting]
+
     # -- merging ----------------------------------------------------------------
     def add(self, blob: bytes) -> None:
+        """Fold a learner's delta in, in its partition's order.
+
+        A delta of one bundle (``extra["bundle"]``: partition, after, end; see
+        :meth:`LearnerWorker.learn_bundle`) is folded in once the merged offsets of its
+        partition reach ``after``, the end of the bundle before it (``-1``: the
+        encoder's first since it started, which follows the offsets restored or
+        started from), and advances them to its ``end``. One that comes earlier (the
+        learners are dealt a partition's bundles in turn, ``job.balance = "bundles"``,
+        and one finished before another) waits for it. So a version's offsets always
+        mean "every record below them, and none after": what a restored job skips and
+        re-reads by. A bundle a learner skipped (it was in the adopted version already)
+        sends no delta; the one after it has an ``after`` at or below the adopted
+        offsets and is folded at once. A delta without a span (learned in-process from
+        messages) advances the offsets to the learner's own, as it says.
+        """
         from streamlearn.merge import ModelDelta
 
         delta = ModelDelta.from_bytes(blob)
+        span = (delta.extra or {}).get("bundle")
+        if span is None:
+            self._fold(blob, delta)
+            return
+        partition, after = int(span[0]), int(span[1])
+        waiting = self._held.get(partition)
+        if not _follows(self.offsets, partition, after):
+            waiting = self._held.setdefault(partition, [])
+            waiting.append((after, blob))
+            if len(waiting) % 1000 == 0:
+                log.warning(
+                    "the merger holds %d deltas of partition %d waiting for the bundle that "
+                    "ends at offset %d (folded up to %s)", len(waiting), partition,
+                    min(a for a, _ in waiting), self.offsets.get(partition),
+                )
+            return
+        self._fold(blob, delta)
+        while waiting:  # those that waited for this one, and for each other, in order
+            waiting.sort(key=lambda held: held[0])
+            if not _follows(self.offsets, partition, waiting[0][0]):
+                break
+            held_blob = waiting.pop(0)[1]
+            self._fold(held_blob, ModelDelta.from_bytes(held_blob))
+        if waiting is not None and not waiting:
+            del self._held[partition]
+
+    def _fold(self, blob: bytes, delta: Any) -> None:
         t0 = time.perf_counter()
         self.merger.add(delta)
         self.merge_time_s += time.perf_counter() - t0
         extra = delta.extra or {}
         self.events += delta.n_events
-        for p, o in (extra.get("offsets") or {}).items():
-            _advance(self.offsets, int(p), int(o))
+        for p, o in _delta_offsets(delta).items():
+            _advance(self.offsets, p, o)
         self.rejected += int(extra.get("n_rejected", 0))
         for name, n in (extra.get("join") or {}).items():
             self.join_counts[name] = self.join_counts.get(name, 0) + int(n)
@@ -763,13 +879,14 @@ class MergerWorker:
             parents=(self.version,) if self.version else (),
             learners=tuple(sorted(self.learners)),
             metrics={**self.metrics(), "rejected": float(self.rejected),
-                     **self._join_metrics()},
+                     **self._join_metrics(), **self._load_metrics()},
         )
         self.version = self._commit_waiting(lineage)
         self.merger.commit(self.version)
         self._pending_blobs = []
         self._dirty = False
         self.last_commit_s = time.monotonic()
+        self._warn_unbalanced()
         self._since_retain += 1
         if (
             self.cfg.store.keep_versions
@@ -778,6 +895,33 @@ class MergerWorker:
         ):
             self.retain()
         return self.version
+
+    def _warn_unbalanced(self) -> None:
+        """Say once, when the learners learn the partitions their sources read and one has
+        learned :data:`UNBALANCED` times their mean (a hot partition: it sets the job's pace
+        when each learner has a core), how to deal bundles in turn instead."""
+        counts, p = self.learner_counts, self.cfg.job.parallelism
+        if (self._warned_unbalanced or self.cfg.job.balance != "partitions" or p < 2
+                or len(counts) < p):
+            return
+        total = sum(counts.values())
+        if total < 20 * p * self.cfg.job.flush_events:
+            return
+        who, most = max(counts.items(), key=lambda item: item[1])
+        if most >= UNBALANCED * total / len(counts):
+            self._warned_unbalanced = True
+            log.warning(
+                "%s has learned %.1f times the learners' mean (%d of %d events): the partitions "
+                "its Kafka source reads hold more than their share (hot keys), and it sets the "
+                "job's pace when each learner has a core; job.balance = \"bundles\" deals "
+                "bundles to the learners in turn (docs/performance.md#hot-keys-uniform-against-"
+                "zipf-distributed-keys)", who, most / (total / len(counts)), most, total,
+            )
+
+    def _load_metrics(self) -> dict[str, float]:
+        """Each learner's load: the events it learned since it (re)started, as its latest
+        delta says (``learned.<learner>``), so hot keys show in every version."""
+        return {f"{LOAD_PREFIX}{who}": float(n) for who, n in sorted(self.learner_counts.items())}
 
     def _join_metrics(self) -> dict[str, float]:
         """Every join outcome the version reflects, as lineage metrics, when the job joins."""

@@ -32,9 +32,13 @@ import org.apache.flink.util.OutputTag;
  *
  * <p>Input: {@link KafkaRecordWithOffsets} rows (partition, offset, timestamp, key, value,
  * join). Output: {@link #TYPE} rows (partition, first offset, end offset = last offset + 1,
- * messages, rejected events, batch bytes, join outcomes). A bundle covers consecutive offsets
- * of one partition; bundles of a partition leave in offset order. A bundle whose messages were
- * all rejected still leaves (with zero rows), so its offsets are accounted for.
+ * messages, rejected events, batch bytes, join outcomes, after). A bundle covers consecutive
+ * offsets of one partition; bundles of a partition leave in offset order. A bundle whose
+ * messages were all rejected still leaves (with zero rows), so its offsets are accounted for.
+ * {@code after} is the end offset of the partition's previous bundle from this operator (-1 for
+ * its first since it started): bundles of a partition chain without a gap even where Kafka's
+ * offsets have one (transaction markers, compaction), so whoever receives them out of order
+ * (learners dealt bundles in turn, {@code job.balance = "bundles"}) can put them back in order.
  *
  * <p>When the job joins delayed labels ({@code join.impressions} set), the join writes the
  * training topic and names each record's outcome in its header ({@link JoinLogic#HEADER}):
@@ -63,11 +67,12 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
                         BasicTypeInfo.INT_TYPE_INFO,
                         BasicTypeInfo.INT_TYPE_INFO,
                         PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO,
-                        BasicTypeInfo.STRING_TYPE_INFO
+                        BasicTypeInfo.STRING_TYPE_INFO,
+                        BasicTypeInfo.LONG_TYPE_INFO
                     },
                     new String[] {
                         "partition", "first_offset", "end_offset", "messages", "rejected", "batch",
-                        "join"
+                        "join", "after"
                     });
 
     /** The dead-letter side output: the tag Python's {@code OutputTag("dlq", Types.STRING())} makes. */
@@ -98,6 +103,8 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
         final EncodedBatch batch;
         long firstOffset = -1;
         long endOffset = -1;
+        /** The end offset of this partition's previous bundle, -1 before the first. */
+        long after = -1;
         int messages;
         int rejected;
         /** Join outcomes in this bundle, by name (insertion order), or null while none. */
@@ -300,7 +307,9 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
                                 buf.messages,
                                 buf.rejected,
                                 buf.batch.toBytes(),
-                                outcomes(buf.outcomes))));
+                                outcomes(buf.outcomes),
+                                buf.after)));
+        buf.after = buf.endOffset;
         buf.outcomes = null;
         buf.batch.reset();
         buf.messages = 0;
