@@ -7,20 +7,23 @@ only their keys differ (:func:`streamlearn.generators.uniform_keys` and
 where the hottest key is 12.4% of all events). Keys pick partitions by
 murmur2 as any Kafka client does, and each Kafka source subtask's learner
 learns the partitions it reads, so the Zipf stream loads the learners
-unevenly. For each stream the training job (``flink_jobs/train.py``, bounded,
-envelopes of ``--envelope-size`` events) runs at ``--parallelism`` and the
-bench reports:
+unevenly; ``zipf-spread`` is published with the SDK's ``spread_hot_keys``, and
+``zipf-bundles`` is the Zipf topic learned with ``job.balance = "bundles"``
+(bundles dealt to the learners in turn). For each stream the training job
+(``flink_jobs/train.py``, bounded, envelopes of ``--envelope-size`` events)
+runs at ``--parallelism`` and the bench reports:
 
 - ``events_per_s_steady``: events reflected between the first and the last
   committed version over the time between them (the job's own clock, free of
   start-up; the last version waits for the slowest learner), beside the
   gross and marginal rates of ``bench/e2e.py`` (one tiny run subtracted);
-- per learner (the source subtask that reads its partitions, with the
-  learner chained to it; Flink's Kafka source deals partitions round-robin
-  from a start the topic name picks): the events in its partitions (as the
-  publisher placed them) and, from the published versions' lineage (offsets
-  per partition, commit times), when it had learned them all and what share
-  of them it had learned when the first learner was done.
+- per learner: the events it learned (the final version's lineage,
+  ``learned.<learner>``), the partitions it learns from (its source subtask's,
+  to which it is chained: Flink's Kafka source deals partitions round-robin
+  from a start the topic name picks; all of them for ``zipf-bundles``) and,
+  from the published versions' lineage (offsets per partition, commit times),
+  when they were all learned and what share of them it had learned when the
+  first learner was done.
   ``max_over_mean_events`` is the load imbalance; the busiest learner sets the
   pace when every learner has a core of its own (``mean_over_max_events`` in
   ``vs_uniform``: the rate that leaves). Busy time is not read: the job's
@@ -91,13 +94,17 @@ def _holdout_log_loss(models: Path, holdout: list[dict]) -> float:
     return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
 
 
-def _learners(models: Path, topic: str, per_partition: list[int], p: int) -> dict:
-    """Per learner (the source subtask that reads its partitions): its events, and from
-    the committed versions' lineage (offsets per partition, commit times) when it had
-    learned them all and how far along it was when the first learner was done."""
+def _learners(models: Path, topic: str, per_partition: list[int], p: int,
+              dealt: bool = False) -> dict:
+    """Per learner: the events it learned (the final version's ``learned.<learner>``
+    lineage metrics), the partitions it reads (the source subtask's; every partition when
+    bundles are ``dealt`` in turn, ``job.balance = "bundles"``), and from the committed
+    versions' lineage (offsets per partition, commit times) when they were all learned and
+    how far along it was when the first learner was done."""
     from streamlearn.store import ModelStore
 
     listed = [v.lineage for v in ModelStore(str(models), "e2e").list() if v.kind != "compact"]
+    learned = listed[-1].metrics
     t0 = listed[0].created_at
     offsets = [{int(q): int(o) for q, o in lin.offsets.get(topic, {}).items()} for lin in listed]
     final = offsets[-1]
@@ -108,10 +115,12 @@ def _learners(models: Path, topic: str, per_partition: list[int], p: int) -> dic
                 done_at[q] = lin.created_at - t0
     rows, done = [], []
     for i in range(p):
-        parts = [q for q in range(len(per_partition)) if _kafka_owner(topic, q, p) == i]
+        parts = [q for q in range(len(per_partition))
+                 if dealt or _kafka_owner(topic, q, p) == i]
         done.append(max(done_at.get(q, 0.0) for q in parts))
         rows.append({"learner": i, "partitions": parts,
-                     "events": sum(per_partition[q] for q in parts),
+                     "events": int(learned.get(f"learned.learner-{i}", 0)),
+                     "events_in_partitions": sum(per_partition[q] for q in parts),
                      "done_s": round(done[-1], 2)})
     at_first = next(held for lin, held in zip(listed, offsets, strict=True)
                     if lin.created_at - t0 >= min(done))
@@ -132,7 +141,8 @@ def _learners(models: Path, topic: str, per_partition: list[int], p: int) -> dic
 def measure(bootstrap: str, name: str, topic: str, events: int, per_partition: list[int],
             p: int, mode: str, tiny: dict, holdout: list[dict], work: Path,
             settings: dict) -> dict:
-    """Train on ``topic`` (its events per partition ``per_partition``); the row."""
+    """Train on ``topic`` (its events per partition ``per_partition``) with the job's
+    ``settings``; the row."""
     run_dir = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=work))
     run = run_train(bootstrap, topic, p, mode, run_dir, settings)
     if run["events"] != events:
@@ -142,7 +152,8 @@ def measure(bootstrap: str, name: str, topic: str, events: int, per_partition: l
            "partition_events": per_partition, **_rates(run, tiny, events)}
     row.pop("timeline", None)
     models = next(run_dir.glob("train-*/models"))
-    row.update(_learners(models, topic, per_partition, p))
+    row.update(_learners(models, topic, per_partition, p,
+                         dealt=settings.get("job.balance") == "bundles"))
     from streamlearn.store import ModelStore
 
     row["log_loss_prequential"] = ModelStore(str(models), "e2e").info().lineage.metrics["LogLoss"]
@@ -172,9 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", default="4",
                         help="comma-separated partition counts of the topics (each one a set "
                              "of runs)")
-    parser.add_argument("--streams", default="uniform,zipf,zipf-spread",
-                        help="among uniform, zipf and zipf-spread (Zipf keys published with "
-                             "Publisher(spread_hot_keys=--spread)); uniform first")
+    parser.add_argument("--streams", default="uniform,zipf,zipf-spread,zipf-bundles",
+                        help="among uniform, zipf, zipf-spread (Zipf keys published with "
+                             "Publisher(spread_hot_keys=--spread)) and zipf-bundles (zipf's "
+                             "topic, learned with job.balance = \"bundles\"); uniform first")
     parser.add_argument("--spread", type=float, default=0.01,
                         help="zipf-spread's share of events above which a key is hot")
     parser.add_argument("--zipf-s", type=float, default=1.1)
@@ -198,9 +210,13 @@ def main(argv: list[str] | None = None) -> int:
         "zipf-spread": (lambda: zipf_keys(seed=SEED + 1, s=args.zipf_s, n_keys=args.keys),
                         {"spread_hot_keys": args.spread}),
     }
+    #: streams that read another's topic with settings of their own
+    reads = {"zipf-bundles": ("zipf", {"job.balance": "bundles"})}
     names = args.streams.split(",")
-    if names[0] != "uniform" or not set(names) <= set(known):
-        parser.error(f"--streams: uniform first, then among {', '.join(known)}; got {names}")
+    if names[0] != "uniform" or not set(names) <= set(known) | set(reads):
+        parser.error(f"--streams: uniform first, then among {', '.join([*known, *reads])}; "
+                     f"got {names}")
+    topic_of = {name: reads.get(name, (name, {}))[0] for name in names}
     report: dict = {
         "events": n, "parallelism": args.parallelism, "envelope_size": args.envelope_size,
         "mode": args.mode, "zipf_s": args.zipf_s, "keys": args.keys, "holdout": h,
@@ -228,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         prefill(bootstrap, e2e.TINY, None, tiny_topic, envelope_size=args.envelope_size)
         for partitions in (int(v) for v in args.partitions.split(",")):
             topics, placed = {}, {}
-            for name in names:
+            for name in dict.fromkeys(topic_of.values()):  # each topic once
                 keys, options = known[name]
                 topic = topics[name] = f"skew-{name}-{n}-{partitions}p"
                 stream = islice(clicks(n + h, seed=SEED, keys=keys()), h, None)
@@ -243,8 +259,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name in names:
                     tiny = run_train(bootstrap, tiny_topic, args.parallelism, args.mode,
                                      Path(tempfile.mkdtemp(prefix="tiny-", dir=work)), settings)
-                    row = measure(bootstrap, name, topics[name], n, placed[name],
-                                  args.parallelism, args.mode, tiny, holdout, work, settings)
+                    row = measure(bootstrap, name, topics[topic_of[name]], n,
+                                  placed[topic_of[name]], args.parallelism, args.mode, tiny,
+                                  holdout, work, {**settings, **reads.get(name, ("", {}))[1]})
                     row["round"] = rnd
                     runs[name].append(row)
                     report["rows"].append(row)
