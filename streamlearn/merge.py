@@ -545,6 +545,11 @@ class DeltaTracker:
         state_fn = getattr(learner, "state", None)
         if state_fn is None:
             raise ValidationError("learner", "a streamlearn learner", type(learner).__name__)
+        if getattr(learner, "mergeable", True) is False:
+            raise StateError(
+                f"a {type(learner).__name__} is not mergeable (its state is not a set of "
+                "arrays); train it in one process or pick a linear learner"
+            )
         try:
             state = state_fn(copy=False)
         except TypeError:

@@ -486,7 +486,7 @@ def test_merger_refuses_bad_settings_and_foreign_deltas():
     from river import linear_model
 
     river = RiverLearner(linear_model.LogisticRegression())
-    with pytest.raises(StateError, match="not mergeable"):
+    with pytest.raises(StateError, match="no state"):
         Merger(river.state())
 
 

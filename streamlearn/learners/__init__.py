@@ -42,11 +42,9 @@ LEARNERS: dict[str, type[Learner]] = {
 }
 
 
-def learner_from_state(state: ModelState, *, trust_pickle: bool = False) -> Learner:
-    """Rebuild the learner that produced ``state``.
-
-    ``trust_pickle`` must be true to rebuild a :class:`RiverLearner` (its
-    state holds a pickled River model: load it only from a source you trust).
+def learner_from_state(state: ModelState) -> Learner:
+    """Rebuild the learner that produced ``state`` (never a :class:`RiverLearner`, which
+    has no state: :meth:`RiverLearner.state`).
 
     >>> model = LogisticRegression(bits=8)
     >>> model.learn_one({"x": 1.0}, True)
@@ -58,6 +56,4 @@ def learner_from_state(state: ModelState, *, trust_pickle: bool = False) -> Lear
     cls = LEARNERS.get(kind)  # type: ignore[arg-type]
     if cls is None:
         raise StateError(f"model state of unknown kind {kind!r}; known: {sorted(LEARNERS)}")
-    if cls is RiverLearner:
-        return RiverLearner.from_state(state, trust_pickle=trust_pickle)
     return cls.from_state(state)  # type: ignore[attr-defined]

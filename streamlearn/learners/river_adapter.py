@@ -1,14 +1,14 @@
 """Any River estimator behind the learner protocol.
 
-For models that linear ones do not fit (trees, nearest neighbours...). Such a
-learner is not mergeable (its state is not a set of arrays to average), and
-its state holds a pickled River model: it is only rebuilt from bytes when the
-caller says it trusts them (``trust_pickle=True``).
+For models that linear ones do not fit (trees, nearest neighbours...), learned
+and scored in one process: such a learner is not mergeable (its state is not
+a set of arrays to average), and it has no state to store or send, because a
+River model is a Python object only pickle could write, and streamlearn stores
+and sends no pickle (a pickle runs code when it is read).
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from typing import Any
 
@@ -123,40 +123,28 @@ class RiverLearner(Learner):
         return dict(zip(self._classes.classes, p.tolist(), strict=True))
 
     def state(self) -> ModelState:
-        """The River model pickled into a ``river.pickle`` byte array (load it
-        back only with ``trust_pickle=True``)."""
-        blob = np.frombuffer(pickle.dumps(self.model), dtype=np.uint8).copy()
-        meta = {
-            "kind": "RiverLearner",
-            "task": self.task,
-            "params": {"model": repr(self.model)},
-            "classes": list(self._classes.classes),
-            "n_learned": self._n_learned,
-            "mergeable": False,
-        }
-        return ModelState({"river.pickle": blob}, meta)
+        """Refused: a River model's state is a Python object that only pickle could write.
+
+        >>> from river import tree
+        >>> try:
+        ...     RiverLearner(tree.HoeffdingTreeClassifier()).state()
+        ... except StateError as exc:
+        ...     print(str(exc)[:61])
+        a RiverLearner has no state to store or send: its River model
+        """
+        raise StateError(_NO_STATE)
 
     @classmethod
-    def from_state(cls, state: ModelState, *, trust_pickle: bool = False) -> RiverLearner:
-        """Rebuild from :meth:`state`: unpickles a River model, so refused unless
-        ``trust_pickle=True``."""
-        if state.meta.get("kind") != "RiverLearner":
-            kind = state.meta.get("kind")
-            raise StateError(f"model state of kind {kind!r} is not a RiverLearner")
-        if trust_pickle is not True:
-            raise StateError(
-                "a RiverLearner state holds a pickled River model; rebuild it only from bytes "
-                "you trust, with trust_pickle=True"
-            )
-        blob = state.arrays.get("river.pickle")
-        if blob is None:
-            raise StateError("RiverLearner state lacks its 'river.pickle' array")
-        learner = cls(pickle.loads(np.asarray(blob, dtype=np.uint8).tobytes()))  # noqa: S301
-        learner._classes = ClassIndex(state.meta.get("classes") or None, grow=True)
-        learner._n_learned = int(state.meta.get("n_learned", 0))
-        return learner
+    def from_state(cls, state: ModelState) -> RiverLearner:
+        """Refused, for the reason :meth:`state` gives."""
+        raise StateError(_NO_STATE)
 
-    def load_state(self, state: ModelState, *, trust_pickle: bool = False) -> None:
-        other = RiverLearner.from_state(state, trust_pickle=trust_pickle)
-        self.model, self._classes, self._n_learned = other.model, other._classes, other._n_learned
-        self.task = other.task
+    def load_state(self, state: ModelState) -> None:
+        raise StateError(_NO_STATE)
+
+
+_NO_STATE = (
+    "a RiverLearner has no state to store or send: its River model could only be written with "
+    "pickle, which streamlearn neither writes nor reads; keep it in one process (clone() gives "
+    "a fresh copy) or pick a streamlearn learner"
+)
