@@ -16,11 +16,14 @@ stream); per-event learners and factorization machines at P = 2 and 4
 against P = 1 (``quality_per_event``). With ``--strategies``, the merge
 strategies side by side instead (``quality_strategies``: ``shared``, ``hybrid``
 and ``progress`` at P = 2 and 4, a delta every ``--sync`` events of each
-learner, on ``--events`` events; the table of docs/merge.md). Results go to
+learner, on ``--events`` events; the table of docs/merge.md). With ``--dealt``, the
+``progress`` strategy with learners on disjoint keys beside learners dealt the
+stream's runs of ``--sync`` events in turn (``job.balance = "bundles"``). Results go to
 ``bench/results/merge.json``.
 
     .venv/bin/python bench/merge.py [--repeat 21] [--no-quality] [--no-timings]
     .venv/bin/python bench/merge.py --strategies [--events 400000] [--sync 5000]
+    .venv/bin/python bench/merge.py --dealt [--events 400000] [--sync 5000]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -192,13 +196,36 @@ def quality_per_event() -> dict[str, dict[str, float]]:
 STRATEGIES = ("shared", "hybrid", "progress")
 
 
-def quality_strategies(n: int, sync: int) -> dict[str, dict[str, float]]:
-    """Each merge strategy at P = 2 and 4 (per-event learners on disjoint keys, a delta
-    every ``sync`` events of each and a rebase right after, ``n`` events): log-loss over
-    one learner's."""
+def quality_dealt(n: int, sync: int) -> dict[str, dict[str, float]]:
+    """The ``progress`` merge at P = 2 and 4 with learners on disjoint keys and with
+    learners dealt runs of ``sync`` events in turn (``job.balance = "bundles"``), ``n``
+    events: log-loss over one learner's. The clicks-like stream has a feature per key
+    (its user), so dealing takes that key's slot from one learner to all."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from merge_stream import parallel, sequential
+
+    out: dict[str, dict[str, float]] = {}
+    print(f"{'stream / learner':46s}" + "".join(
+        f" P={p} {how:6s}" for p in (2, 4) for how in ("keys", "dealt")))
+    for name, (make, stream) in _quality_configs(n).items():
+        seq = sequential(make, stream, 50)
+        row = {"sequential": seq}
+        for p in (2, 4):
+            for how in ("keys", "dealt"):
+                par, _ = parallel(make, stream, 50, n_learners=p, sync_every=sync,
+                                  strategy="progress", dealt=how == "dealt")
+                row[f"p{p}_{how}"] = par / seq
+        out[name] = row
+        print(f"{name:46s}" + "".join(f" {row[f'p{p}_{how}']:11.4f}"
+                                      for p in (2, 4) for how in ("keys", "dealt")), flush=True)
+    return out
+
+
+def _quality_configs(n: int) -> dict[str, tuple[Callable[[], Any], Any]]:
+    """The learners and streams of the strategy tables, on ``n`` events."""
     sys.path.insert(0, str(ROOT / "tests"))
     from merge_stream import BITS as Q_BITS
-    from merge_stream import DENSE, interactions_stream, make_stream, parallel, sequential
+    from merge_stream import DENSE, interactions_stream, make_stream
 
     from streamlearn.learners import FMClassifier
     from streamlearn.optim import FTRL, Normalized
@@ -220,13 +247,23 @@ def quality_strategies(n: int, sync: int) -> dict[str, dict[str, float]]:
 
     plain, crossed, clicks = (interactions_stream(n), interactions_stream(n, crossed=True),
                               make_stream(n))
-    configs = {
+    return {
         "interactions, linear (normalised)": (normalized, plain),
         "interactions, the four crosses": (normalized, crossed),
         "interactions, FM k=4": (fm, plain),
         "clicks-like (a user feature per key), AdaGrad": (adagrad, clicks),
         "clicks-like, FTRL": (ftrl, clicks),
     }
+
+
+def quality_strategies(n: int, sync: int) -> dict[str, dict[str, float]]:
+    """Each merge strategy at P = 2 and 4 (per-event learners on disjoint keys, a delta
+    every ``sync`` events of each and a rebase right after, ``n`` events): log-loss over
+    one learner's."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from merge_stream import parallel, sequential
+
+    configs = _quality_configs(n)
     out: dict[str, dict[str, float]] = {}
     print(f"{'stream / learner':46s}" + "".join(
         f" P={p} {strategy:9s}" for p in (2, 4) for strategy in STRATEGIES))
@@ -251,16 +288,27 @@ def main() -> None:
     parser.add_argument("--no-timings", action="store_true")
     parser.add_argument("--strategies", action="store_true",
                         help="only the merge strategies side by side (docs/merge.md's table)")
-    parser.add_argument("--events", type=int, default=400_000, help="with --strategies")
+    parser.add_argument("--dealt", action="store_true",
+                        help="only the progress merge with learners on disjoint keys beside "
+                             "learners dealt runs of events in turn (job.balance = \"bundles\")")
+    parser.add_argument("--events", type=int, default=400_000,
+                        help="with --strategies or --dealt")
     parser.add_argument("--sync", type=int, default=5_000,
-                        help="with --strategies: a learner's events between its deltas")
+                        help="with --strategies or --dealt: a learner's events between its "
+                             "deltas")
     parser.add_argument("--out", type=Path, default=None,
                         help="the JSON written (default: bench/results/merge.json, or "
                              "merge_strategies.json with --strategies)")
     args = parser.parse_args()
     results = ROOT / "bench" / "results"
-    out = args.out or results / ("merge_strategies.json" if args.strategies else "merge.json")
+    out = args.out or results / ("merge_strategies.json" if args.strategies else
+                                 "merge_dealt.json" if args.dealt else "merge.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.dealt:
+        table = quality_dealt(args.events, args.sync)
+        out.write_text(json.dumps(
+            {"events": args.events, "sync": args.sync, "log_loss_over_p1": table}, indent=2))
+        return
     if args.strategies:
         table = quality_strategies(args.events, args.sync)
         out.write_text(json.dumps(

@@ -121,10 +121,15 @@ def sequential(make_learner, stream: Stream, batch_size: int) -> float:
 def parallel(
     make_learner, stream: Stream, batch_size: int, *, n_learners: int = 4,
     sync_every: int = 1_000, strategy: str = "hybrid", rules: dict | None = None,
+    dealt: bool = False,
 ) -> tuple[float, Merger]:
     """Prequential log-loss of ``n_learners`` learners fed disjoint key
     partitions, each sending a delta every ``sync_every`` of its events and
     rebasing on the merged model right after.
+
+    ``dealt``: the learners are dealt the stream's consecutive runs of ``sync_every``
+    events in turn instead, whatever their keys (as the training job deals bundles with
+    ``job.balance = "bundles"``): every key's events are learned by every learner.
 
     The learners advance in turns, one micro-batch each, as if they ran side
     by side at the same speed.
@@ -134,7 +139,11 @@ def parallel(
                     rules=rules)
     learners = [first.clone() for _ in range(n_learners)]
     trackers = [DeltaTracker(lr, base_version=0) for lr in learners]
-    parts = [np.flatnonzero(stream.keys % n_learners == p) for p in range(n_learners)]
+    if dealt:
+        run = np.arange(len(stream)) // sync_every
+        parts = [np.flatnonzero(run % n_learners == p) for p in range(n_learners)]
+    else:
+        parts = [np.flatnonzero(stream.keys % n_learners == p) for p in range(n_learners)]
     metric = LogLoss()
     positions = [0] * n_learners
     since_sync = [0] * n_learners
