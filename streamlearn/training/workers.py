@@ -155,14 +155,15 @@ def folded_offsets(offsets: Mapping[int, int], deltas: list[Any]) -> dict[int, i
     {0: 100}
     """
     out = dict(offsets)
-    spans = sorted(
-        (int(s[0]), int(s[1]), int(s[2]))
-        for s in ((d.extra or {}).get("bundle") for d in deltas) if s is not None
-    )
+    spans = []
     for delta in deltas:
-        if (delta.extra or {}).get("bundle") is None:
-            for p, o in _delta_offsets(delta).items():
-                _advance(out, p, o)
+        span = (delta.extra or {}).get("bundle")
+        if span is not None:
+            spans.append((int(span[0]), int(span[1]), int(span[2])))
+            continue
+        for p, o in _delta_offsets(delta).items():
+            _advance(out, p, o)
+    # per partition: the encoder's first since it started (-1), then by ``after``
     for partition, after, end in sorted(spans, key=lambda s: (s[0], s[1] >= 0, s[1])):
         if _follows(out, partition, after):
             _advance(out, partition, end)
@@ -348,6 +349,7 @@ class LearnerWorker:
                 _advance(self.offsets, partition, end_offset)
                 if end_offset == below:
                     del self.skip_below[partition]
+                self._span = None  # no delta
                 return None
             del self.skip_below[partition]  # the source is past it now
             if first_offset < below:
