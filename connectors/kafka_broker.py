@@ -105,9 +105,14 @@ def wait_for_broker(bootstrap: str, timeout_s: float = 60.0) -> None:
         try:
             # a plain TCP probe first: the admin client logs every refused connection
             socket.create_connection((host, int(port)), timeout=1.0).close()
+            # the client's own first contact waits 30 s by default whatever the request
+            # timeout says (something that accepts connections but is no broker kept a
+            # start waiting that long): both bounded by what is left of timeout_s
+            bound_ms = max(500, min(3000, int((deadline - time.monotonic()) * 1000)))
             admin = KafkaAdminClient(
                 bootstrap_servers=bootstrap,
-                request_timeout_ms=3000,
+                request_timeout_ms=bound_ms,
+                bootstrap_timeout_ms=bound_ms,
             )
             try:
                 admin.list_topics()

@@ -198,6 +198,24 @@ def test_a_port_taken_while_the_broker_starts_is_port_in_use(tmp_path, monkeypat
     assert not broker.status().running
 
 
+def test_waiting_for_a_broker_where_something_else_listens_ends_in_its_time():
+    """Something that accepts connections on the port but is no broker (the port taken
+    while a broker starts, another service): ``wait_for_broker`` gives up within its
+    ``timeout_s`` (the client's first contact alone waited 30 s) and names the address."""
+    import time
+
+    from connectors.kafka_broker import wait_for_broker
+
+    port = free_port()
+    with socket.socket() as taker:
+        taker.bind(("127.0.0.1", port))
+        taker.listen()
+        start = time.monotonic()
+        with pytest.raises(BrokerUnavailable, match=f"127.0.0.1:{port}"):
+            wait_for_broker(f"127.0.0.1:{port}", timeout_s=2.0)
+        assert time.monotonic() - start < 10, "the timeout was not kept"
+
+
 def test_a_local_broker_keeps_a_bounded_disk(kafka_broker, topic_name):
     """Every topic of a local broker keeps at most its newest RETENTION_BYTES per
     partition (in SEGMENT_BYTES segments), so a loop left running fills no disk."""
