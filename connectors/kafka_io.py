@@ -159,11 +159,36 @@ def check_reachable(bootstrap: str, timeout_s: float = 2.0) -> None:
     )
 
 
+#: How long a client's first contact with the cluster may take before the address is
+#: reported as no broker (kafka-python waits 30 s by default, whatever else it is told)
+BOOTSTRAP_TIMEOUT_MS = 10_000
+
+
+def kafka_client(cls: Any, bootstrap: str, *args: Any, **config: Any) -> Any:
+    """``cls(*args, bootstrap_servers=bootstrap, **config)``, a kafka-python client, whose first
+    contact with the cluster takes at most :data:`BOOTSTRAP_TIMEOUT_MS`: an address where
+    something accepts connections but answers no Kafka request (a Flink or HTTP port given
+    by mistake) is :class:`~streamlearn.errors.BrokerUnavailable` in one line, not a
+    30 s wait and a trace. Nothing listening at all fails at once (:func:`check_reachable`).
+    """
+    from kafka.errors import KafkaTimeoutError
+
+    check_reachable(bootstrap)
+    config.setdefault("bootstrap_timeout_ms", BOOTSTRAP_TIMEOUT_MS)
+    try:
+        return cls(*args, bootstrap_servers=bootstrap, **config)
+    except KafkaTimeoutError:
+        raise BrokerUnavailable(
+            f"{bootstrap} accepts connections but no Kafka broker answered there within "
+            f"{config['bootstrap_timeout_ms'] / 1000:g} s: is it the broker's address (not "
+            "Flink's, the server's or another service's port)?"
+        ) from None
+
+
 def _admin(bootstrap: str):
     from kafka import KafkaAdminClient
 
-    check_reachable(bootstrap)
-    return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    return kafka_client(KafkaAdminClient, bootstrap, request_timeout_ms=10_000)
 
 
 @dataclass(frozen=True)
@@ -294,7 +319,7 @@ def describe_topic(bootstrap: str, name: str) -> TopicInfo:
     """Partition count and end offset (message count for a fresh topic) per partition."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = kafka_client(KafkaConsumer, bootstrap)
     try:
         parts = consumer.partitions_for_topic(name)
         if not parts:
@@ -345,9 +370,8 @@ class KeyedProducer:
                 ", ".join(sorted(unknown)),
             )
         config = {**PRODUCER_DEFAULTS, **settings}
-        check_reachable(bootstrap)
         self._config = config
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap, **config)
+        self._producer = kafka_client(KafkaProducer, bootstrap, **config)
         self.bootstrap = bootstrap
         self.topic = topic
         self.delivery_timeout_s = config["delivery_timeout_ms"] / 1000
@@ -544,10 +568,10 @@ def consume(
     (``read_committed``: only those of committed transactions)."""
     from kafka import KafkaConsumer
 
-    check_reachable(bootstrap)
-    consumer = KafkaConsumer(
+    consumer = kafka_client(
+        KafkaConsumer,
+        bootstrap,
         topic,
-        bootstrap_servers=bootstrap,
         group_id=group_id,
         auto_offset_reset="earliest" if from_beginning else "latest",
         enable_auto_commit=group_id is not None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -214,6 +215,51 @@ def test_waiting_for_a_broker_where_something_else_listens_ends_in_its_time():
         with pytest.raises(BrokerUnavailable, match=f"127.0.0.1:{port}"):
             wait_for_broker(f"127.0.0.1:{port}", timeout_s=2.0)
         assert time.monotonic() - start < 10, "the timeout was not kept"
+
+
+_NO_BROKER_CALLS = """
+import json, sys
+import connectors.kafka_io as kafka_io
+from streamlearn.errors import BrokerUnavailable
+
+kafka_io.BOOTSTRAP_TIMEOUT_MS = 500
+address = sys.argv[1]
+calls = {
+    "list_topics": lambda: kafka_io.list_topics(address),
+    "describe_topic": lambda: kafka_io.describe_topic(address, "t"),
+    "consume": lambda: next(kafka_io.consume(address, "t")),
+    "producer": lambda: kafka_io.KeyedProducer(address, "t"),
+}
+out = {}
+for name, call in calls.items():
+    try:
+        call()
+        out[name] = "no error"
+    except BrokerUnavailable as exc:
+        out[name] = str(exc)
+print(json.dumps(out))
+"""
+
+
+def test_an_address_that_is_no_broker_is_one_error_in_bounded_time():
+    """Every client the project makes bounds its first contact (kafka-python waits 30 s
+    by default) and names an address that accepts connections but is no Kafka broker.
+    (In a process of its own: kafka-python leaves a failed client's sockets to be
+    finalised whenever, which this suite's warnings-as-errors would pin on another test.)"""
+    port = free_port()
+    with socket.socket() as taker:
+        taker.bind(("127.0.0.1", port))
+        taker.listen()
+        run = subprocess.run(
+            [sys.executable, "-c", _NO_BROKER_CALLS, f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60, cwd=Path(__file__).parent.parent,
+        )
+    assert run.returncode == 0, run.stderr[-2000:]
+    errors = json.loads(run.stdout)
+    assert set(errors) == {"list_topics", "describe_topic", "consume", "producer"}
+    for name, message in errors.items():
+        assert message.startswith(f"127.0.0.1:{port} accepts connections but no Kafka broker"
+                                  " answered there within 0.5 s"), (name, message)
 
 
 def test_a_local_broker_keeps_a_bounded_disk(kafka_broker, topic_name):
