@@ -18,12 +18,15 @@ strategies side by side instead (``quality_strategies``: ``shared``, ``hybrid``
 and ``progress`` at P = 2 and 4, a delta every ``--sync`` events of each
 learner, on ``--events`` events; the table of docs/merge.md). With ``--dealt``, the
 ``progress`` strategy with learners on disjoint keys beside learners dealt the
-stream's runs of ``--sync`` events in turn (``job.balance = "bundles"``). Results go to
-``bench/results/merge.json``.
+stream's runs of ``--sync`` events in turn (``job.balance = "bundles"``). With
+``--warmup N,M``, the factorization machine at P = 2 and 4 when one learner learns the
+stream's first N (M...) events alone and every learner starts from its model. Results
+go to ``bench/results/merge.json``.
 
     .venv/bin/python bench/merge.py [--repeat 21] [--no-quality] [--no-timings]
     .venv/bin/python bench/merge.py --strategies [--events 400000] [--sync 5000]
     .venv/bin/python bench/merge.py --dealt [--events 400000] [--sync 5000]
+    .venv/bin/python bench/merge.py --warmup 0,20000,50000 [--events 400000] [--sync 5000]
 """
 
 from __future__ import annotations
@@ -221,6 +224,27 @@ def quality_dealt(n: int, sync: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def quality_warmup(n: int, sync: int, warmups: list[int]) -> dict[str, dict[str, float]]:
+    """The factorization machine (k=4, interactions, ``progress``) at P = 2 and 4 after a
+    sequential warm-up of each of ``warmups`` events: log-loss over one learner's."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from merge_stream import parallel, sequential
+
+    make, stream = _quality_configs(n)["interactions, FM k=4"]
+    seq = sequential(make, stream, 50)
+    out: dict[str, dict[str, float]] = {}
+    for warm in warmups:
+        row = {"sequential": seq}
+        for p in (2, 4):
+            par, _ = parallel(make, stream, 50, n_learners=p, sync_every=sync,
+                              strategy="progress", warmup=warm)
+            row[f"p{p}"] = par / seq
+        out[str(warm)] = row
+        print(f"FM k=4, a warm-up of {warm:>7,} events: P=2 {row['p2']:.4f}  "
+              f"P=4 {row['p4']:.4f}", flush=True)
+    return out
+
+
 def _quality_configs(n: int) -> dict[str, tuple[Callable[[], Any], Any]]:
     """The learners and streams of the strategy tables, on ``n`` events."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -291,8 +315,11 @@ def main() -> None:
     parser.add_argument("--dealt", action="store_true",
                         help="only the progress merge with learners on disjoint keys beside "
                              "learners dealt runs of events in turn (job.balance = \"bundles\")")
+    parser.add_argument("--warmup", metavar="N,M",
+                        help="only the factorization machine after sequential warm-ups of N "
+                             "(M...) events")
     parser.add_argument("--events", type=int, default=400_000,
-                        help="with --strategies or --dealt")
+                        help="with --strategies, --dealt or --warmup")
     parser.add_argument("--sync", type=int, default=5_000,
                         help="with --strategies or --dealt: a learner's events between its "
                              "deltas")
@@ -302,8 +329,20 @@ def main() -> None:
     args = parser.parse_args()
     results = ROOT / "bench" / "results"
     out = args.out or results / ("merge_strategies.json" if args.strategies else
-                                 "merge_dealt.json" if args.dealt else "merge.json")
+                                 "merge_dealt.json" if args.dealt else
+                                 "merge_warmup.json" if args.warmup else "merge.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.warmup:
+        try:
+            warmups = [int(v) for v in args.warmup.split(",")]
+        except ValueError:
+            parser.error(f"--warmup: comma-separated event counts, got {args.warmup!r}")
+        if any(w < 0 or w >= args.events for w in warmups):
+            parser.error(f"--warmup: each count in 0..{args.events - 1} (--events)")
+        table = quality_warmup(args.events, args.sync, warmups)
+        out.write_text(json.dumps(
+            {"events": args.events, "sync": args.sync, "log_loss_over_p1": table}, indent=2))
+        return
     if args.dealt:
         table = quality_dealt(args.events, args.sync)
         out.write_text(json.dumps(

@@ -121,7 +121,7 @@ def sequential(make_learner, stream: Stream, batch_size: int) -> float:
 def parallel(
     make_learner, stream: Stream, batch_size: int, *, n_learners: int = 4,
     sync_every: int = 1_000, strategy: str = "hybrid", rules: dict | None = None,
-    dealt: bool = False,
+    dealt: bool = False, warmup: int = 0,
 ) -> tuple[float, Merger]:
     """Prequential log-loss of ``n_learners`` learners fed disjoint key
     partitions, each sending a delta every ``sync_every`` of its events and
@@ -131,20 +131,30 @@ def parallel(
     events in turn instead, whatever their keys (as the training job deals bundles with
     ``job.balance = "bundles"``): every key's events are learned by every learner.
 
+    ``warmup``: the stream's first ``warmup`` events are learned by one learner alone, in
+    order, and every learner starts from the model it made (a sequential warm-up).
+
     The learners advance in turns, one micro-batch each, as if they ran side
     by side at the same speed.
     """
     first = make_learner()
+    metric = LogLoss()
+    for start in range(0, warmup, batch_size):
+        rows = np.arange(start, min(start + batch_size, warmup))
+        _prequential(first, stream.batch(rows), stream.labels[rows], metric)
     merger = Merger(first.state(), version=0, strategy=strategy, n_learners=n_learners,
                     rules=rules)
     learners = [first.clone() for _ in range(n_learners)]
+    for learner in learners:
+        learner.load_state(merger.state())
     trackers = [DeltaTracker(lr, base_version=0) for lr in learners]
+    after = np.arange(len(stream)) >= warmup
     if dealt:
-        run = np.arange(len(stream)) // sync_every
-        parts = [np.flatnonzero(run % n_learners == p) for p in range(n_learners)]
+        run = (np.arange(len(stream)) - warmup) // sync_every
+        parts = [np.flatnonzero(after & (run % n_learners == p)) for p in range(n_learners)]
     else:
-        parts = [np.flatnonzero(stream.keys % n_learners == p) for p in range(n_learners)]
-    metric = LogLoss()
+        parts = [np.flatnonzero(after & (stream.keys % n_learners == p))
+                 for p in range(n_learners)]
     positions = [0] * n_learners
     since_sync = [0] * n_learners
     while any(positions[p] < len(parts[p]) for p in range(n_learners)):

@@ -24,6 +24,7 @@ RUNS = {
     "learners.py": ["--events", "2000", "--river-events", "200", "--repeats", "1"],
     "merge.py": ["--strategies", "--events", "4000", "--sync", "500"],
     "merge.py --dealt": ["--dealt", "--events", "4000", "--sync", "500"],
+    "merge.py --warmup": ["--warmup", "0,1000", "--events", "4000", "--sync", "500"],
 }
 
 
@@ -49,6 +50,10 @@ def test_an_in_process_bench_runs_at_a_tiny_size(script: str, tmp_path: Path) ->
         assert _finite(report["streams"]["interactions"]["systems"]["fm-k4"]["log_loss"])
     elif script == "learners.py":
         assert report["events"] == 2000 and report["ours"]
+    elif "--warmup" in script:
+        table = report["log_loss_over_p1"]
+        assert set(table) == {"0", "1000"}
+        assert all(_finite(row["p4"]) and row["p4"] > 0.5 for row in table.values())
     else:
         table = report["log_loss_over_p1"]
         assert len(table) == 5
