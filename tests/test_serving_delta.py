@@ -391,7 +391,9 @@ def test_the_scoring_job_follows_deltas_with_the_same_mechanism(tmp_path: Path) 
             v = store.commit_delta(
                 random_delta(state, np.random.default_rng(v), hot_slots(model, events)), parent=v
             )
-            assert scorer.watcher.poll_once()
+            # this poll, or the scorer's own polling thread just before it, takes version v
+            scorer.watcher.poll_once()
+            assert scorer.version == v
         out = scorer.score(message, partition=0, offset=1)
         assert out.version == v and scorer.watcher.applied == 3 and scorer.watcher.loaded == 1
     want = StoreSource(store, "price").load(v).predict_features(events).values
