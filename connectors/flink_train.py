@@ -19,7 +19,9 @@ from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
 from streamlearn.training.config import TrainConfig
 
-__all__ = ["DELTA_TYPE", "BundleLearner", "KafkaRange", "MergeOperator", "encode_bundles"]
+__all__ = [
+    "DELTA_TYPE", "BundleLearner", "KafkaRange", "MergeOperator", "deal_bundles", "encode_bundles",
+]
 
 #: How a learner's delta (``ModelDelta.to_bytes()``) travels to the merger: raw
 #: bytes, which thread mode hands to the JVM in one copy and Flink serialises
@@ -86,6 +88,19 @@ def encode_bundles(rows, cfg: TrainConfig):
     j_bundles = rows._j_data_stream.transform("encode", j_type, operator)
     j_dlq = j_bundles.getSideOutput(cls.getField("DLQ").get(None))
     return DataStream(j_bundles), DataStream(j_dlq)
+
+
+def deal_bundles(bundles):
+    """``bundles`` dealt to the learners with ``job.balance = "bundles"``: each Kafka
+    partition's in turn, on a rotation of its own (``io.streamlearn.flink.DealBundles``;
+    Flink's ``rebalance`` would alias with the order the encoder emits them in)."""
+    from pyflink.datastream import DataStream
+    from pyflink.java_gateway import get_gateway
+    from pyflink.util.java_utils import load_java_class
+
+    cls = load_java_class("io.streamlearn.flink.DealBundles")
+    dealer = cls.getConstructors()[0].newInstance(object_array(get_gateway(), []))
+    return DataStream(bundles._j_data_stream.partitionCustom(dealer, dealer))
 
 
 def object_array(gateway: Any, items: list[Any]) -> Any:

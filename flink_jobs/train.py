@@ -9,8 +9,8 @@
           └─ a CSR micro-batch every N events / T ms
       → BundleLearner × P (Python) → a ModelDelta per bundle
           job.balance = "partitions": chained, one per source subtask (the partitions it
-            reads are its keys);  "bundles": dealt in turn (rebalance), so a hot
-            partition is learned by every learner
+            reads are its keys);  "bundles": each partition's dealt in turn (DealBundles),
+            so a hot partition is learned by every learner
       → key_by(0) → MergeOperator × 1 → ModelStore.commit(version, lineage) ──► <topic>.models
                     (folds each partition's bundles in offset order)
 
@@ -51,7 +51,13 @@ from connectors.flink_kafka import (
     record_with_offsets_type,
     stream_env,
 )
-from connectors.flink_train import DELTA_TYPE, BundleLearner, MergeOperator, encode_bundles
+from connectors.flink_train import (
+    DELTA_TYPE,
+    BundleLearner,
+    MergeOperator,
+    deal_bundles,
+    encode_bundles,
+)
 from streamlearn.training.cli_args import config_from_args, job_arg_parser
 from streamlearn.training.config import TrainConfig
 
@@ -122,7 +128,7 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
         "dead-letters"
     ).uid("dead-letters")
     if cfg.job.balance == "bundles":
-        bundles = bundles.rebalance()
+        bundles = deal_bundles(bundles)
     deltas = (
         bundles.flat_map(BundleLearner(cfg_json), output_type=DELTA_TYPE)
         .name("learners").uid("learners")
