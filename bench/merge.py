@@ -199,29 +199,46 @@ def quality_per_event() -> dict[str, dict[str, float]]:
 STRATEGIES = ("shared", "hybrid", "progress")
 
 
-def quality_dealt(n: int, sync: int) -> dict[str, dict[str, float]]:
-    """The ``progress`` merge at P = 2 and 4 with learners on disjoint keys and with
-    learners dealt runs of ``sync`` events in turn (``job.balance = "bundles"``), ``n``
-    events: log-loss over one learner's. The clicks-like stream has a feature per key
-    (its user), so dealing takes that key's slot from one learner to all."""
+def _versus_one(
+    n: int, sync: int, columns: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, float]]:
+    """For each learner and stream of the strategy tables (``n`` events), the log-loss of
+    ``parallel`` at P = 2 and 4 over one learner's, a column per entry of ``columns`` (its
+    ``parallel`` settings; a delta every ``sync`` events of each learner): ``p{P}_{column}``."""
     sys.path.insert(0, str(ROOT / "tests"))
     from merge_stream import parallel, sequential
 
     out: dict[str, dict[str, float]] = {}
     print(f"{'stream / learner':46s}" + "".join(
-        f" P={p} {how:6s}" for p in (2, 4) for how in ("keys", "dealt")))
+        f" P={p} {column:9s}" for p in (2, 4) for column in columns))
     for name, (make, stream) in _quality_configs(n).items():
         seq = sequential(make, stream, 50)
         row = {"sequential": seq}
         for p in (2, 4):
-            for how in ("keys", "dealt"):
-                par, _ = parallel(make, stream, 50, n_learners=p, sync_every=sync,
-                                  strategy="progress", dealt=how == "dealt")
-                row[f"p{p}_{how}"] = par / seq
+            for column, settings in columns.items():
+                par, _ = parallel(make, stream, 50, n_learners=p, sync_every=sync, **settings)
+                row[f"p{p}_{column}"] = par / seq
         out[name] = row
-        print(f"{name:46s}" + "".join(f" {row[f'p{p}_{how}']:11.4f}"
-                                      for p in (2, 4) for how in ("keys", "dealt")), flush=True)
+        print(f"{name:46s}" + "".join(f" {row[f'p{p}_{column}']:15.4f}"
+                                      for p in (2, 4) for column in columns), flush=True)
     return out
+
+
+def quality_strategies(n: int, sync: int) -> dict[str, dict[str, float]]:
+    """Each merge strategy at P = 2 and 4 (per-event learners on disjoint keys, a delta
+    every ``sync`` events of each and a rebase right after, ``n`` events): log-loss over
+    one learner's."""
+    return _versus_one(n, sync, {strategy: {"strategy": strategy} for strategy in STRATEGIES})
+
+
+def quality_dealt(n: int, sync: int) -> dict[str, dict[str, float]]:
+    """The ``progress`` merge at P = 2 and 4 with learners on disjoint keys and with
+    learners dealt runs of ``sync`` events in turn (``job.balance = "bundles"``), ``n``
+    events: log-loss over one learner's. The clicks-like stream has a feature per key
+    (its user), so dealing takes that key's slot from one learner to all."""
+    return _versus_one(n, sync, {
+        "keys": {"strategy": "progress"}, "dealt": {"strategy": "progress", "dealt": True},
+    })
 
 
 def quality_warmup(n: int, sync: int, warmups: list[int]) -> dict[str, dict[str, float]]:
@@ -280,31 +297,6 @@ def _quality_configs(n: int) -> dict[str, tuple[Callable[[], Any], Any]]:
     }
 
 
-def quality_strategies(n: int, sync: int) -> dict[str, dict[str, float]]:
-    """Each merge strategy at P = 2 and 4 (per-event learners on disjoint keys, a delta
-    every ``sync`` events of each and a rebase right after, ``n`` events): log-loss over
-    one learner's."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from merge_stream import parallel, sequential
-
-    configs = _quality_configs(n)
-    out: dict[str, dict[str, float]] = {}
-    print(f"{'stream / learner':46s}" + "".join(
-        f" P={p} {strategy:9s}" for p in (2, 4) for strategy in STRATEGIES))
-    for name, (make, stream) in configs.items():
-        seq = sequential(make, stream, 50)
-        row = {"sequential": seq}
-        for p in (2, 4):
-            for strategy in STRATEGIES:
-                par, _ = parallel(make, stream, 50, n_learners=p, sync_every=sync,
-                                  strategy=strategy)
-                row[f"p{p}_{strategy}"] = par / seq
-        out[name] = row
-        print(f"{name:46s}" + "".join(f" {row[f'p{p}_{strategy}']:15.4f}"
-                                      for p in (2, 4) for strategy in STRATEGIES), flush=True)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=21)
@@ -321,11 +313,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=400_000,
                         help="with --strategies, --dealt or --warmup")
     parser.add_argument("--sync", type=int, default=5_000,
-                        help="with --strategies or --dealt: a learner's events between its "
-                             "deltas")
+                        help="with --strategies, --dealt or --warmup: a learner's events "
+                             "between its deltas")
     parser.add_argument("--out", type=Path, default=None,
                         help="the JSON written (default: bench/results/merge.json, or "
-                             "merge_strategies.json with --strategies)")
+                             "merge_strategies.json, merge_dealt.json, merge_warmup.json)")
     args = parser.parse_args()
     results = ROOT / "bench" / "results"
     out = args.out or results / ("merge_strategies.json" if args.strategies else
@@ -339,17 +331,10 @@ def main() -> None:
             parser.error(f"--warmup: comma-separated event counts, got {args.warmup!r}")
         if any(w < 0 or w >= args.events for w in warmups):
             parser.error(f"--warmup: each count in 0..{args.events - 1} (--events)")
-        table = quality_warmup(args.events, args.sync, warmups)
-        out.write_text(json.dumps(
-            {"events": args.events, "sync": args.sync, "log_loss_over_p1": table}, indent=2))
-        return
-    if args.dealt:
-        table = quality_dealt(args.events, args.sync)
-        out.write_text(json.dumps(
-            {"events": args.events, "sync": args.sync, "log_loss_over_p1": table}, indent=2))
-        return
-    if args.strategies:
-        table = quality_strategies(args.events, args.sync)
+    if args.warmup or args.dealt or args.strategies:
+        table = (quality_warmup(args.events, args.sync, warmups) if args.warmup else
+                 quality_dealt(args.events, args.sync) if args.dealt else
+                 quality_strategies(args.events, args.sync))
         out.write_text(json.dumps(
             {"events": args.events, "sync": args.sync, "log_loss_over_p1": table}, indent=2))
         return

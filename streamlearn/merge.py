@@ -499,6 +499,13 @@ class ModelDelta:
 # -- the learner's side ---------------------------------------------------------
 
 
+def _not_mergeable(kind: object) -> StateError:
+    return StateError(
+        f"a {kind} learner is not mergeable (its state is not a set of arrays); train it in "
+        "one process or pick a linear learner"
+    )
+
+
 class DeltaTracker:
     """Remembers a learner's state at a reference point and hands out what
     changed since, as :class:`ModelDelta` s.
@@ -545,20 +552,14 @@ class DeltaTracker:
         state_fn = getattr(learner, "state", None)
         if state_fn is None:
             raise ValidationError("learner", "a streamlearn learner", type(learner).__name__)
-        if getattr(learner, "mergeable", True) is False:
-            raise StateError(
-                f"a {type(learner).__name__} is not mergeable (its state is not a set of "
-                "arrays); train it in one process or pick a linear learner"
-            )
+        if getattr(learner, "mergeable", True) is False:  # before asking for a state it
+            raise _not_mergeable(type(learner).__name__)  # may not have (RiverLearner)
         try:
             state = state_fn(copy=False)
         except TypeError:
             state = state_fn()
         if not state.meta.get("mergeable", False):
-            raise StateError(
-                f"a {state.meta.get('kind')} learner is not mergeable (its state is not a set "
-                "of arrays); train it in one process or pick a linear learner"
-            )
+            raise _not_mergeable(state.meta.get("kind"))
         return state
 
     def _reset(self, state: ModelState, owned: bool = False) -> None:

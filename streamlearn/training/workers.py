@@ -817,8 +817,9 @@ class MergerWorker:
                 )
             return
         self._fold(blob, delta)
-        while waiting:  # those that waited for this one, and for each other, in order
+        if waiting:  # those that waited for this one, and for each other, in order
             waiting.sort(key=lambda held: held[0])
+        while waiting:
             if not _follows(self.offsets, partition, waiting[0][0]):
                 break
             held_blob = waiting.pop(0)[1]
