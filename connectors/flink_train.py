@@ -20,7 +20,8 @@ from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 from streamlearn.training.config import TrainConfig
 
 __all__ = [
-    "DELTA_TYPE", "BundleLearner", "KafkaRange", "MergeOperator", "deal_bundles", "encode_bundles",
+    "DELTA_TYPE", "BundleLearner", "KafkaRange", "MergeOperator", "encode_bundles", "route_bundles",
+    "routes_bundles",
 ]
 
 #: How a learner's delta (``ModelDelta.to_bytes()``) travels to the merger: raw
@@ -64,7 +65,9 @@ def encode_bundles(rows, cfg: TrainConfig):
 
     Returns ``(bundles, dead_letters)``: a stream of bundle rows (partition,
     first offset, end offset, messages, rejected, batch bytes, the join's outcomes, the end
-    offset of the partition's previous bundle or -1), one per
+    offset of the partition's previous bundle or -1, the learner it goes to or -1 for
+    the next in turn, whether it is one of the warm-up's, the end offset of the
+    partition's last warm-up bundle before it or -1), one per
     partition every ``job.flush_events`` events or ``job.flush_ms``; and the
     dead-letter records (JSON text, bounded: see ``streamlearn.events.dead_letter``)
     the encoder wrote for rejected events. Both stay in the JVM until a bundle
@@ -90,10 +93,17 @@ def encode_bundles(rows, cfg: TrainConfig):
     return DataStream(j_bundles), DataStream(j_dlq)
 
 
-def deal_bundles(bundles):
-    """``bundles`` dealt to the learners with ``job.balance = "bundles"``: each Kafka
-    partition's in turn, on a rotation of its own (``io.streamlearn.flink.DealBundles``;
-    Flink's ``rebalance`` would alias with the order the encoder emits them in)."""
+def routes_bundles(cfg: TrainConfig) -> bool:
+    """Whether bundles leave the source subtask that read them (:func:`route_bundles`)."""
+    return cfg.job.parallelism > 1 and (cfg.job.balance == "bundles" or cfg.job.warmup_events > 0)
+
+
+def route_bundles(bundles):
+    """``bundles`` sent to the learner the encoder's row names
+    (``io.streamlearn.flink.DealBundles``): learner 0 for the warm-up's
+    (``job.warmup_events``), the one of their source subtask under ``job.balance =
+    "partitions"``, else each Kafka partition's in turn, on a rotation of its own (Flink's
+    ``rebalance`` would alias with the order the encoder emits them in)."""
     from pyflink.datastream import DataStream
     from pyflink.java_gateway import get_gateway
     from pyflink.util.java_utils import load_java_class
@@ -189,7 +199,8 @@ class BundleLearner(FlatMapFunction):
     emits its delta. It buffers nothing, so it keeps no Flink state: a bundle
     before a checkpoint barrier is learned and handed to the merger before the
     barrier passes. It runs chained to the source, one per source subtask: the
-    Kafka partitions a subtask reads are the keys its learner owns.
+    Kafka partitions a subtask reads are the keys its learner owns (unless the job
+    deals bundles or warms up: :func:`route_bundles`).
     """
 
     def __init__(self, cfg_json: str) -> None:
@@ -212,6 +223,13 @@ class BundleLearner(FlatMapFunction):
         if worker is None:
             from streamlearn.training.workers import LearnerWorker
 
+            if self.cfg.job.warmup_events and not row[9] and row[10] >= 0:
+                # this partition's bundles up to row[10] were the warm-up's: start from the
+                # model that learned them (streamlearn.training.warmup)
+                from streamlearn.training.warmup import await_merged
+
+                await_merged(self.store, self.cfg.kafka.topic, row[0], row[10],
+                             f"learner-{self.index}")
             worker = self.worker = LearnerWorker(
                 self.cfg, self.index, self.store, fetch=self.fetch
             )
@@ -220,7 +238,7 @@ class BundleLearner(FlatMapFunction):
         messages, rejected = row[3], row[4]
         outcomes = json.loads(row[6]) if row[6] else None  # the join's, counted by the encoder
         delta = worker.learn_bundle(partition, end_offset, rejected, row[5], first_offset,
-                                    outcomes, after=row[7])
+                                    outcomes, after=row[7], warmup=row[9])
         self.m_bundles.inc()
         self.m_messages.inc(messages)
         self.m_rejected.inc(rejected)

@@ -10,7 +10,8 @@
       → BundleLearner × P (Python) → a ModelDelta per bundle
           job.balance = "partitions": chained, one per source subtask (the partitions it
             reads are its keys);  "bundles": each partition's dealt in turn (DealBundles),
-            so a hot partition is learned by every learner
+            so a hot partition is learned by every learner;  job.warmup_events: each
+            subtask's first share to learner 0, the others start from its model
       → key_by(0) → MergeOperator × 1 → ModelStore.commit(version, lineage) ──► <topic>.models
                     (folds each partition's bundles in offset order)
 
@@ -55,11 +56,13 @@ from connectors.flink_train import (
     DELTA_TYPE,
     BundleLearner,
     MergeOperator,
-    deal_bundles,
     encode_bundles,
+    route_bundles,
+    routes_bundles,
 )
 from streamlearn.training.cli_args import config_from_args, job_arg_parser
 from streamlearn.training.config import TrainConfig
+from streamlearn.training.warmup import with_remaining_warmup
 
 MAX_PARALLELISM = 128
 
@@ -85,6 +88,8 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
         if offsets is not None:
             parts = describe_topic(cfg.kafka.bootstrap, cfg.kafka.topic).end_offsets
             start = {p: offsets.get(p, 0) for p in parts}
+    # the warm-up still to learn (none once the newest version reflects it)
+    cfg = with_remaining_warmup(cfg, ModelStore(cfg.store.uri, cfg.store.model))
 
     config = {
         "python.execution-mode": cfg.job.execution_mode,
@@ -127,8 +132,8 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
     dead_letters.sink_to(dead_letter_sink(cfg.kafka.bootstrap, cfg.kafka.dlq_topic)).name(
         "dead-letters"
     ).uid("dead-letters")
-    if cfg.job.balance == "bundles":
-        bundles = deal_bundles(bundles)
+    if routes_bundles(cfg):
+        bundles = route_bundles(bundles)
     deltas = (
         bundles.flat_map(BundleLearner(cfg_json), output_type=DELTA_TYPE)
         .name("learners").uid("learners")

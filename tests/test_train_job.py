@@ -187,6 +187,42 @@ def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_nam
 CROSSES = [["site", "device"]]
 
 
+def test_a_factorization_machine_warms_up_on_one_learner(kafka_broker, topic_name, tmp_path):
+    """``job.warmup_events``, P=2, a factorization machine: each source subtask sends its
+    first share of the warm-up (whole bundles) to learner 0, the other learner starts from
+    a version that reflects its partitions' warm-up, and the merger, folding each
+    partition's bundles in offset order whoever learned them, reflects every event once."""
+    from streamlearn.generators import interactions
+
+    bootstrap = kafka_broker.bootstrap
+    create_topics(bootstrap, {topic_name: PARTITIONS})
+    events = list(interactions(40_000, seed=5))
+    _publish_plain(bootstrap, topic_name, events)
+    warmup, flush = 10_000, 1000
+    args = _config(tmp_path, bootstrap, topic_name, parallelism=2, bounded=True,
+                   flush_events=flush, warmup_events=warmup)
+    args += ["--set", "model.factors=4", "--set", "store.keep_versions=0"]
+    _run_job(args)
+
+    store = ModelStore(str(tmp_path / "models"), "clicks")
+    lineage = store.get().lineage
+    assert lineage.events == len(events)
+    ends = describe_topic(bootstrap, topic_name).end_offsets
+    assert {int(p): o for p, o in lineage.offsets[topic_name].items()} == ends
+    metrics = lineage.metrics
+    loads = {i: metrics[f"learned.learner-{i}"] for i in range(2)}
+    # the loads leave out the warm-up: each subtask's share rounded up to whole bundles
+    assert warmup <= len(events) - sum(loads.values()) < warmup + 2 * flush, loads
+    assert metrics["started_on.learner-0"] == 0
+    # learner 1 started from a version with its partitions' warm-up in it (not the initial
+    # state), and that version came from learner 0 alone
+    started = metrics["started_on.learner-1"]
+    assert started > 0, metrics
+    first = next(v for v in store.list() if v.lineage.events >= started)
+    assert first.lineage.learners == ("learner-0",), first.lineage
+    assert 0.0 < metrics["LogLoss"] < 0.69
+
+
 def _check_delta_versions(root: Path, store: ModelStore, versions: list) -> None:
     """The job publishes delta versions: files that hold the slots that changed (one
     row each, read with pyarrow alone), and that materialise, from a fresh handle, to
@@ -253,7 +289,6 @@ def _last_checkpoint_s(checkpoints: Path) -> float:
     return max((m.stat().st_mtime for m in checkpoints.glob("*/chk-*/_metadata")), default=0.0)
 
 
-@pytest.mark.slow
 def _hot_partition_keys(events: list[dict]) -> list[dict]:
     """``events`` keyed so that partition 0 (of :data:`PARTITIONS`, by murmur2 as every Kafka
     client places keys) gets 85% of them and each other partition 5%."""

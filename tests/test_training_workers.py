@@ -88,6 +88,8 @@ BATCH = {"update": "batch", "optimizer": "adagrad"}  # mini-batch steps of job.s
         ({"store": {"snapshot_max_delta_ratio": float("nan")}}, "store.snapshot_max_delta_ratio"),
         ({"store": {"snapshot_max_age_s": "10m"}}, "store.snapshot_max_age_s"),
         ({"store": {"snapshot_max_age_s": float("inf")}}, "store.snapshot_max_age_s"),
+        ({"job": {"warmup_events": -1}}, "job.warmup_events"),
+        ({"job": {"warmup_events": 1.5}}, "job.warmup_events"),
     ],
 )
 def test_a_bad_config_names_the_key(data, field):
@@ -1298,6 +1300,85 @@ def test_learners_loads_are_in_the_lineage_and_a_hot_one_is_named_once(
         assert named == []
     else:
         assert len(named) == 1 and named[0].startswith("learner-0 has learned 1.5 times"), named
+
+
+def test_the_warm_up_defaults_to_the_factorization_machines_and_what_remains_of_it(tmp_path):
+    """``job.warmup_events``: 50,000 per learner for a factorization machine, 0 for a
+    linear model, unless given; the job is given what the newest version has not learned
+    yet."""
+    from streamlearn.store import Lineage
+    from streamlearn.training.warmup import with_remaining_warmup
+
+    assert _cfg(tmp_path).job.warmup_events == 0
+    fm = _cfg(tmp_path, model={"factors": 4}, parallelism=4)
+    assert fm.job.warmup_events == 200_000
+    fm = replace(fm, job=replace(fm.job, warmup_events=50_000))
+    assert _cfg(tmp_path, model={"factors": 4}, warmup_events=0).job.warmup_events == 0
+    assert _cfg(tmp_path, warmup_events=7).job.warmup_events == 7
+    store = ModelStore(fm.store.uri, fm.store.model)
+    assert with_remaining_warmup(fm, store).job.warmup_events == 50_000
+    store.commit(fm.make_learner().state(), Lineage(events=30_000))
+    assert with_remaining_warmup(fm, store).job.warmup_events == 20_000
+    store.commit(fm.make_learner().state(), Lineage(events=60_000))
+    assert with_remaining_warmup(fm, store).job.warmup_events == 0
+    one = _cfg(tmp_path, model={"factors": 4}, parallelism=1)
+    assert with_remaining_warmup(one, ModelStore(str(tmp_path / "b"), "m")).job.warmup_events == 0
+
+
+def test_versions_and_bundles_default_to_their_intervals_and_a_factorization_machines():
+    """A version every 100 ms (a bundle at least every 50), every 50 ms (25) for a
+    factorization machine; a bundle at least twice per version whatever job.sync_ms says."""
+    def intervals(data):
+        job = TrainConfig.from_dict(data).job
+        return job.sync_ms, job.flush_ms
+
+    assert intervals({}) == (100, 50)
+    assert intervals({"model": {"factors": 4}}) == (50, 25)
+    assert intervals({"job": {"sync_ms": 30}}) == (30, 15)
+    assert intervals({"model": {"factors": 4}, "job": {"sync_ms": 200}}) == (200, 100)
+    assert intervals({"job": {"sync_ms": 1}}) == (1, 1)
+    assert intervals({"job": {"flush_ms": 80}}) == (100, 80)
+
+
+def test_the_warm_up_is_not_counted_in_the_loads_and_each_learners_start_is(tmp_path, caplog):
+    """Learner 0 learns the warm-up for every learner: the loads in the lineage
+    (``learned.<learner>``) and the unbalanced warning leave it out, and each version
+    names the events of the version each learner started from (``started_on.<learner>``),
+    across a restored merger too."""
+    cfg = _cfg(tmp_path, parallelism=2, flush_events=50, warmup_events=2000)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    msgs = [orjson.dumps(e) for e in clicks(100, seed=61)]
+    batch, rejected = _sle1(cfg, msgs)
+    merger = MergerWorker(cfg, store)
+    merger.start()
+    warm = LearnerWorker(cfg, 0, store)
+    ends = [0, 0]
+    for p in (0, 1) * 10:  # the warm-up: each partition's first 1,000 events, to learner 0
+        delta = warm.learn_bundle(p, ends[p] + 100, rejected, batch, ends[p],
+                                  after=ends[p] or -1, warmup=True)
+        ends[p] += 100
+        merger.add(delta.to_bytes())
+    merger.commit()
+    assert warm.n_warmup == 2000 and store.get().lineage.metrics["started_on.learner-0"] == 0
+    other = LearnerWorker(cfg, 1, store)  # starts from the warm-up's version
+    assert other.started_on == 2000
+    with caplog.at_level(logging.WARNING, logger="streamlearn.training.workers"):
+        for k in range(20):  # then an even load: 1,000 events each
+            p = k % 2
+            learner = (warm, other)[p]
+            delta = learner.learn_bundle(p, ends[p] + 100, rejected, batch, ends[p],
+                                         after=ends[p])
+            ends[p] += 100
+            merger.add(delta.to_bytes())
+            merger.commit()
+    metrics = store.get().lineage.metrics
+    assert (metrics["learned.learner-0"], metrics["learned.learner-1"]) == (1000, 1000)
+    assert (metrics["started_on.learner-0"], metrics["started_on.learner-1"]) == (0, 2000)
+    assert store.get().lineage.events == 4000
+    assert not [r for r in caplog.records if "job.balance" in r.getMessage()]
+    restored = MergerWorker(cfg, store)
+    restored.start(json.loads(json.dumps(merger.snapshot())))
+    assert restored._load_metrics() == merger._load_metrics()
 
 
 def test_join_outcomes_reach_the_lineage_once_across_a_restore(tmp_path):

@@ -30,7 +30,7 @@ from typing import IO, Any
 from streamlearn.errors import ConfigError, ServiceError, StreamlearnError, VersionNotFound
 from streamlearn.joining import METRIC_PREFIX
 from streamlearn.training.config import TrainConfig
-from streamlearn.training.workers import LOAD_PREFIX, UNBALANCED
+from streamlearn.training.workers import LOAD_PREFIX, START_PREFIX, UNBALANCED
 
 __all__ = ["preflight", "run_foreground", "version_line", "Follower"]
 
@@ -112,6 +112,8 @@ log-loss 0.4012, rejected 3, newest event 0.8 s old'
             if name.startswith(METRIC_PREFIX)}
     loads = {name.removeprefix(LOAD_PREFIX): metrics.pop(name) for name in list(metrics)
              if name.startswith(LOAD_PREFIX)}
+    for name in [name for name in metrics if name.startswith(START_PREFIX)]:
+        del metrics[name]  # where each learner started (a warm-up's check): not a metric
     for name, value in metrics.items():
         parts.append(f"{_METRIC_NAMES.get(name, name)} {value:.4f}")
     if rejected:

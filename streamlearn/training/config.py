@@ -46,12 +46,16 @@ A complete file, every key optional::
     [job]
     parallelism = 2             # learners
     flush_events = 5000         # a learner receives a bundle every N events ...
-    flush_ms = 50               # ... or every T ms, whichever first
+    flush_ms = 50               # ... or every T ms, whichever first (default: job.sync_ms / 2)
     balance = "partitions"      # which learner learns a bundle: partitions (the one chained to
                                 # the source subtask that read it) | bundles (dealt in turn,
                                 # so a hot partition does not set the pace)
+    warmup_events = 100000      # learner 0 learns the stream's first N events alone and the
+                                # others start from its model (default: 50000 per learner
+                                # for a factorization machine, 0 for a linear model)
     step_events = 1000          # with model.update = "batch": steps of N events
     sync_ms = 100               # the merger commits a version at most this often
+                                # (default: 100, or 50 for a factorization machine)
     merge = "progress"          # how learners' deltas merge: progress | shared | hybrid |
                                 # average | ftrl (docs/merge.md; ftrl with
                                 # model.optimizer = "ftrl" only)
@@ -123,6 +127,9 @@ __all__ = [
     "apply_overrides",
     "new_writer_id",
     "RESERVED_FLINK_KEYS",
+    "DEFAULT_SYNC_MS",
+    "DEFAULT_FM_SYNC_MS",
+    "DEFAULT_FM_WARMUP",
 ]
 
 TASKS = ("regression", "binary", "multiclass")
@@ -134,6 +141,14 @@ STRATEGIES = ("progress", "shared", "hybrid", "average", "ftrl")
 #: ``model.learning_rate`` when it is not given, per optimiser (VW's 0.5 for the
 #: normalised steps; FTRL's is its ``alpha``)
 DEFAULT_RATES = {"normalized": 0.5, "sgd": 0.1, "adagrad": 0.1, "adam": 0.1, "ftrl": 0.1}
+#: ``job.warmup_events`` when it is not given, for a factorization machine, per learner
+#: (a linear model's default is 0): the start one learner gives the factors before P
+#: learners move them apart (docs/training.md, "The factorization machine's warm-up")
+DEFAULT_FM_WARMUP = 50_000
+#: ``job.sync_ms`` when it is not given: a version every 100 ms, every 50 ms for a
+#: factorization machine, whose learners, each learning its factors from the others'
+#: on a base as old as a version, learn worse from older ones (docs/training.md)
+DEFAULT_SYNC_MS, DEFAULT_FM_SYNC_MS = 100, 50
 STARTS = ("earliest", "latest", "committed")
 MODES = ("thread", "process")
 #: ``job.balance``: how bundles reach learners (``flink_jobs/train.py``)
@@ -219,10 +234,20 @@ SCHEMA: dict[str, dict[str, _Check]] = {
     "job": {
         "parallelism": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 2),
         "flush_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 5000),
-        "flush_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 50),
+        # None: half of job.sync_ms (from_dict)
+        "flush_ms": (
+            lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (milliseconds)", None
+        ),
         "balance": (lambda v: v in BALANCES, f"one of {', '.join(BALANCES)}", "partitions"),
+        # None: DEFAULT_FM_WARMUP per learner for a factorization machine, else 0 (from_dict)
+        "warmup_events": (
+            lambda v: v is None or (_is_int(v) and v >= 0), "an integer >= 0 (0: no warm-up)", None
+        ),
         "step_events": (lambda v: _is_int(v) and v >= 1, "an integer >= 1", 1000),
-        "sync_ms": (lambda v: _is_int(v) and v >= 1, "an integer >= 1 (milliseconds)", 100),
+        # None: DEFAULT_SYNC_MS, or DEFAULT_FM_SYNC_MS for a factorization machine (from_dict)
+        "sync_ms": (
+            lambda v: v is None or (_is_int(v) and v >= 1), "an integer >= 1 (milliseconds)", None
+        ),
         "merge": (lambda v: v in STRATEGIES, f"one of {', '.join(STRATEGIES)}", "progress"),
         "checkpoint_ms": (
             lambda v: _is_int(v) and v >= 100,
@@ -424,6 +449,7 @@ class JobConfig:
     store_retry_ms: int
     writer_id: str
     lease_ms: int
+    warmup_events: int = 0
 
 
 @dataclass(frozen=True)
@@ -528,6 +554,13 @@ class TrainConfig:
         model = built["model"]
         if model["learning_rate"] is None:
             model["learning_rate"] = DEFAULT_RATES[model["optimizer"]]
+        job, fm = built["job"], bool(model["factors"])
+        if job["warmup_events"] is None:
+            job["warmup_events"] = DEFAULT_FM_WARMUP * job["parallelism"] if fm else 0
+        if job["sync_ms"] is None:
+            job["sync_ms"] = DEFAULT_FM_SYNC_MS if fm else DEFAULT_SYNC_MS
+        if job["flush_ms"] is None:
+            job["flush_ms"] = max(1, job["sync_ms"] // 2)
         if not built["kafka"]["dlq_topic"]:
             built["kafka"]["dlq_topic"] = f"{built['kafka']['topic']}.dlq"
         flink = _check_flink(data.get("flink", {}))

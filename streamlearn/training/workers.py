@@ -51,7 +51,8 @@ from streamlearn.training.config import TrainConfig
 
 __all__ = [
     "LearnerWorker", "MergerWorker", "dlq_record", "initial_key", "resume_point", "store_fault",
-    "LOAD_PREFIX", "RETAIN_EVERY", "RETAIN_SPACING", "UNBALANCED", "folded_offsets",
+    "LOAD_PREFIX", "RETAIN_EVERY", "RETAIN_SPACING", "START_PREFIX", "UNBALANCED",
+    "folded_offsets",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,8 +72,14 @@ RETAIN_EVERY = 5
 RETAIN_SPACING = 10
 
 #: What each learner's load is named by in a version's lineage metrics:
-#: ``learned.<learner>``, the events it learned since it started
+#: ``learned.<learner>``, the events it learned since it started, outside the warm-up
+#: (``job.warmup_events``, which learner 0 learns alone at the start)
 LOAD_PREFIX = "learned."
+
+#: What names, in a version's lineage metrics, the events of the version each learner
+#: started from (``started_on.<learner>``): after a warm-up, at least the warm-up's share
+#: of its partitions (:mod:`streamlearn.training.warmup`)
+START_PREFIX = "started_on."
 
 #: How uneven the learners' loads may grow (the busiest over their mean) before the
 #: merger says so in the job's log, once, and ``streamlearn train`` on each version's line
@@ -248,6 +255,8 @@ class LearnerWorker:
         #: so the learner skips it (a restored job re-reads from its checkpoint, which
         #: may be older than that version; see :meth:`MergerWorker.start`)
         self.skip_below: dict[int, int] = {}
+        #: the events the version this learner started from reflects (0: the initial state)
+        self.started_on = 0
         #: events and messages skipped that way
         self.n_skipped = 0
         #: the span of the bundle being learned (see :meth:`learn_bundle`), for its delta
@@ -264,6 +273,8 @@ class LearnerWorker:
         #: partition -> next offset to read, for everything learned (or rejected) so far
         self.offsets: dict[int, int] = {}
         self.n_learned = 0
+        #: of them, events of the warm-up's bundles (``job.warmup_events``)
+        self.n_warmup = 0
         self.n_rejected = 0
         #: events rejected since the last delta, which carries them to the merger
         self._rejected_since = 0
@@ -304,7 +315,7 @@ class LearnerWorker:
     def learn_bundle(
         self, partition: int, end_offset: int, n_rejected: int, batch: bytes,
         first_offset: int | None = None, outcomes: Mapping[str, int] | None = None,
-        after: int | None = None,
+        after: int | None = None, warmup: bool = False,
     ) -> Any:
         """Learn one micro-batch the JVM encoder made from consecutive messages of
         ``partition`` from ``first_offset`` up to ``end_offset`` (exclusive), and
@@ -333,6 +344,9 @@ class LearnerWorker:
         (``extra["bundle"]``: partition, after, end), which the merger folds in the
         partition's order whichever learner sends it (:meth:`MergerWorker.add`), and the
         merger advances its offsets by that span alone.
+
+        ``warmup``: the bundle is one of the warm-up's (:mod:`streamlearn.training.warmup`),
+        counted apart (:attr:`n_warmup`) so that the learners' loads compare their own work.
         """
         from streamlearn.training.encoded_batch import read_encoded_batch
 
@@ -360,6 +374,8 @@ class LearnerWorker:
         self._learn(xs, ys, n, weights)
         _advance(self.offsets, partition, end_offset)
         self.n_learned += n
+        if warmup:
+            self.n_warmup += n
         self.n_rejected += n_rejected
         self._rejected_since += n_rejected
         self._count_outcomes(outcomes or {})
@@ -471,6 +487,8 @@ class LearnerWorker:
                 **({"bundle": span} if span is not None else {}),
                 "metrics": self.metric_values(),
                 "n_learned_total": self.n_learned,
+                **({"n_warmup_total": self.n_warmup} if self.n_warmup else {}),
+                **({"started_on": self.started_on} if self.cfg.job.warmup_events else {}),
                 "n_rejected": self._rejected_since,
                 **({"join": self.outcomes} if self.outcomes else {}),
             },
@@ -521,6 +539,7 @@ class LearnerWorker:
                 state = ModelState.from_arrow(held.table)
                 offsets = held.lineage.offsets.get(self.cfg.kafka.topic, {})
                 self.skip_below = {int(p): int(o) for p, o in offsets.items()}
+                self.started_on = int(held.lineage.events)
                 del held
             else:  # at the initial state (base 0), the first snapshot's changes on it
                 update = self.store.changes(
@@ -598,6 +617,10 @@ class MergerWorker:
         self.offsets: dict[int, int] = {}
         self.learner_metrics: dict[str, dict[str, float]] = {}
         self.learner_counts: dict[str, int] = {}
+        #: of ``learner_counts``, the warm-up's events, and the events of the version each
+        #: learner started from (its delta's ``n_warmup_total``, ``started_on``)
+        self.learner_warmup: dict[str, int] = {}
+        self.learner_starts: dict[str, int] = {}
         #: events rejected that the merged model's records hold (the lineage's ``rejected``),
         #: summed from the deltas as the events are: exact across restarts, as they are
         self.rejected = 0
@@ -658,6 +681,8 @@ class MergerWorker:
             self.offsets = {int(p): int(o) for p, o in snapshot["offsets"].items()}
             self.learner_metrics = snapshot.get("learner_metrics", {})
             self.learner_counts = snapshot.get("learner_counts", {})
+            self.learner_warmup = snapshot.get("learner_warmup", {})
+            self.learner_starts = snapshot.get("learner_starts", {})
             rejected = snapshot.get("rejected", 0)  # per learner in earlier jobs' snapshots
             self.rejected = sum(rejected.values()) if isinstance(rejected, dict) else rejected
             self.join_counts = dict(snapshot.get("join", {}))
@@ -765,6 +790,8 @@ class MergerWorker:
             "offsets": {str(p): o for p, o in self.offsets.items()},
             "learner_metrics": self.learner_metrics,
             "learner_counts": self.learner_counts,
+            "learner_warmup": self.learner_warmup,
+            "learner_starts": self.learner_starts,
             "rejected": self.rejected,
             "join": dict(self.join_counts),
             "learners": sorted(self.learners),
@@ -850,6 +877,9 @@ class MergerWorker:
         if extra.get("metrics"):
             self.learner_metrics[who] = extra["metrics"]
             self.learner_counts[who] = int(extra.get("n_learned_total", 0))
+            self.learner_warmup[who] = int(extra.get("n_warmup_total", 0))
+            if "started_on" in extra:
+                self.learner_starts[who] = int(extra["started_on"])
 
     def metrics(self) -> dict[str, float]:
         """Prequential metrics over all learners, weighted by the events each learned."""
@@ -903,7 +933,7 @@ class MergerWorker:
         """Say once, when the learners learn the partitions their sources read and one has
         learned :data:`UNBALANCED` times their mean (a hot partition: it sets the job's pace
         when each learner has a core), how to deal bundles in turn instead."""
-        counts, p = self.learner_counts, self.cfg.job.parallelism
+        counts, p = self._loads(), self.cfg.job.parallelism
         if (self._warned_unbalanced or self.cfg.job.balance != "partitions" or p < 2
                 or len(counts) < p):
             return
@@ -921,10 +951,18 @@ class MergerWorker:
                 "zipf-distributed-keys)", who, most / (total / len(counts)), most, total,
             )
 
-    def _load_metrics(self) -> dict[str, float]:
+    def _loads(self) -> dict[str, int]:
         """Each learner's load: the events it learned since it (re)started, as its latest
-        delta says (``learned.<learner>``), so hot keys show in every version."""
-        return {f"{LOAD_PREFIX}{who}": float(n) for who, n in sorted(self.learner_counts.items())}
+        delta says, outside the warm-up (which learner 0 learns for all)."""
+        return {who: n - self.learner_warmup.get(who, 0) for who, n in self.learner_counts.items()}
+
+    def _load_metrics(self) -> dict[str, float]:
+        """Each learner's load (``learned.<learner>``), so hot keys show in every version,
+        and the events of the version it started from (``started_on.<learner>``)."""
+        return {
+            **{f"{LOAD_PREFIX}{who}": float(n) for who, n in sorted(self._loads().items())},
+            **{f"{START_PREFIX}{who}": float(n) for who, n in sorted(self.learner_starts.items())},
+        }
 
     def _join_metrics(self) -> dict[str, float]:
         """Every join outcome the version reflects, as lineage metrics, when the job joins."""

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamlearn.errors import ConfigError
-from streamlearn.training.config import SCHEMA
+from streamlearn.training.config import DEFAULT_SYNC_MS, SCHEMA
 
 __all__ = ["DemoConfig", "SYNC_MS", "FLUSH_MS"]
 
 # the model size is the training job's: its default and its rule (``features.bits``)
 _BITS_CHECK, _BITS_EXPECTED, _BITS_DEFAULT = SCHEMA["features"]["bits"]
 # how often the job commits a version, and its learners send their changes: the job's defaults
-SYNC_MS = SCHEMA["job"]["sync_ms"][2]
-FLUSH_MS = SCHEMA["job"]["flush_ms"][2]
+SYNC_MS = DEFAULT_SYNC_MS
+FLUSH_MS = DEFAULT_SYNC_MS // 2  # the job's default: half of job.sync_ms
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,10 @@ import org.apache.flink.types.Row;
  * the second: a hot partition would set the pace again. A rotation per partition spreads each
  * partition over every learner whatever the others do.
  *
+ * <p>A bundle whose row names its learner ({@code learner >= 0}: the warm-up's, or under {@code
+ * job.balance = "partitions"} with a warm-up the one of its source subtask, {@link WarmUp}) goes
+ * to that learner.
+ *
  * <p>Both halves of Flink's {@code partitionCustom}, by the rule of {@link BundleRotation}: the
  * key of a bundle is its partition's count of bundles so far plus the partition (one count per
  * sender subtask, the only one that reads that partition), the learner that key modulo the
@@ -32,7 +36,7 @@ public final class DealBundles implements KeySelector<Row, Long>, Partitioner<Lo
         if (rotation == null) {
             rotation = new BundleRotation();
         }
-        return rotation.next((Integer) bundle.getField(0));
+        return rotation.key((Integer) bundle.getField(0), (Integer) bundle.getField(8));
     }
 
     @Override

@@ -32,13 +32,22 @@ import org.apache.flink.util.OutputTag;
  *
  * <p>Input: {@link KafkaRecordWithOffsets} rows (partition, offset, timestamp, key, value,
  * join). Output: {@link #TYPE} rows (partition, first offset, end offset = last offset + 1,
- * messages, rejected events, batch bytes, join outcomes, after). A bundle covers consecutive
+ * messages, rejected events, batch bytes, join outcomes, after, learner, warmup, warmed). A bundle
+ * covers consecutive
  * offsets of one partition; bundles of a partition leave in offset order. A bundle whose
  * messages were all rejected still leaves (with zero rows), so its offsets are accounted for.
  * {@code after} is the end offset of the partition's previous bundle from this operator (-1 for
  * its first since it started): bundles of a partition chain without a gap even where Kafka's
  * offsets have one (transaction markers, compaction), so whoever receives them out of order
  * (learners dealt bundles in turn, {@code job.balance = "bundles"}) can put them back in order.
+ *
+ * <p>{@code learner} names the learner the bundle goes to when the job routes bundles (a
+ * warm-up, or {@code job.balance = "bundles"}: {@link DealBundles}), -1 for "the next in turn";
+ * {@code warmup} says whether it is one of the warm-up's ({@code job.warmup_events}: each
+ * subtask's first share of events goes to learner 0, {@link WarmUp}); {@code warmed} is the
+ * end offset of the partition's last warm-up bundle before it (-1: none), which a learner
+ * whose first bundle it is waits for the merged model to reach: it depends on learner 0 alone,
+ * so learners waiting for each other's bundles cannot hold each other up.
  *
  * <p>When the job joins delayed labels ({@code join.impressions} set), the join writes the
  * training topic and names each record's outcome in its header ({@link JoinLogic#HEADER}):
@@ -68,11 +77,14 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
                         BasicTypeInfo.INT_TYPE_INFO,
                         PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO,
                         BasicTypeInfo.STRING_TYPE_INFO,
+                        BasicTypeInfo.LONG_TYPE_INFO,
+                        BasicTypeInfo.INT_TYPE_INFO,
+                        BasicTypeInfo.BOOLEAN_TYPE_INFO,
                         BasicTypeInfo.LONG_TYPE_INFO
                     },
                     new String[] {
                         "partition", "first_offset", "end_offset", "messages", "rejected", "batch",
-                        "join", "after"
+                        "join", "after", "learner", "warmup", "warmed"
                     });
 
     /** The dead-letter side output: the tag Python's {@code OutputTag("dlq", Types.STRING())} makes. */
@@ -91,8 +103,13 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
     private final int flushEvents;
     private final long flushMs;
     private final boolean join;
+    private final long warmupEvents;
+    private final boolean byPartition;
 
     private transient EventEncoder encoder;
+    private transient WarmUp warmUp;
+    private transient int own;
+    private transient boolean restored;
     private transient Map<Integer, Buffer> buffers;
     private transient List<Rejection> rejected;
     private transient boolean timerSet;
@@ -105,6 +122,8 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
         long endOffset = -1;
         /** The end offset of this partition's previous bundle, -1 before the first. */
         long after = -1;
+        /** The end offset of this partition's last warm-up bundle, -1 while none. */
+        long warmed = -1;
         int messages;
         int rejected;
         /** Join outcomes in this bundle, by name (insertion order), or null while none. */
@@ -121,7 +140,8 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
      * streamlearn.training.config.TrainConfig.to_dict()} writes it in JSON (the same text the
      * job's Python operators read): {@code kafka.topic}, {@code model.task}, {@code
      * features.bits}, {@code features.dense}, {@code features.crosses}, {@code
-     * job.flush_events} and {@code job.flush_ms}. The configuration was validated in Python;
+     * job.flush_events}, {@code job.flush_ms}, {@code job.balance} and {@code
+     * job.warmup_events} (the job's: 0 once the model has learned it). The configuration was validated in Python;
      * a key that is missing or of the wrong kind here is a bug, named in the exception.
      *
      * @throws IllegalArgumentException naming the key that is missing or wrong
@@ -145,6 +165,8 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
         this.maxFeatures = ContractRules.MAX_FEATURES;
         this.flushEvents = (int) number(cfg, "job", "flush_events");
         this.flushMs = number(cfg, "job", "flush_ms");
+        this.warmupEvents = number(cfg, "job", "warmup_events");
+        this.byPartition = "partitions".equals(text(cfg, "job", "balance"));
         JsonNode impressions = cfg.path("join").path("impressions");
         this.join = impressions.isTextual() && !impressions.asText().isEmpty();
     }
@@ -190,8 +212,18 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
     }
 
     @Override
+    public void initializeState(
+            org.apache.flink.runtime.state.StateInitializationContext context) throws Exception {
+        super.initializeState(context);
+        restored = context.isRestored();
+    }
+
+    @Override
     public void open() throws Exception {
         super.open();
+        org.apache.flink.api.common.TaskInfo info = getRuntimeContext().getTaskInfo();
+        own = byPartition ? info.getIndexOfThisSubtask() : -1;
+        warmUp = new WarmUp(warmupEvents, info.getNumberOfParallelSubtasks(), restored);
         encoder = new EventEncoder(task, bits, dense, crosses, maxFeatures, 1 << 20);
         buffers = new HashMap<>();
         rejected = new ArrayList<>();
@@ -298,6 +330,7 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
     }
 
     private void emit(Buffer buf) {
+        boolean warm = warmUp.next(buf.batch.rows());
         output.collect(
                 new StreamRecord<>(
                         Row.of(
@@ -308,7 +341,13 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
                                 buf.rejected,
                                 buf.batch.toBytes(),
                                 outcomes(buf.outcomes),
-                                buf.after)));
+                                buf.after,
+                                WarmUp.learner(warm, own),
+                                warm,
+                                buf.warmed)));
+        if (warm) {
+            buf.warmed = buf.endOffset;
+        }
         buf.after = buf.endOffset;
         buf.outcomes = null;
         buf.batch.reset();
