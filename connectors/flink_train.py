@@ -66,8 +66,8 @@ def encode_bundles(rows, cfg: TrainConfig):
     Returns ``(bundles, dead_letters)``: a stream of bundle rows (partition,
     first offset, end offset, messages, rejected, batch bytes, the join's outcomes, the end
     offset of the partition's previous bundle or -1, the learner it goes to or -1 for
-    the next in turn, whether it is one of the warm-up's, the end offset of the
-    partition's last warm-up bundle before it or -1), one per
+    the next in turn, whether it is one of the warm-up's, where the warm-up of its
+    subtask ended in each partition as ``"p:end,..."`` or ""), one per
     partition every ``job.flush_events`` events or ``job.flush_ms``; and the
     dead-letter records (JSON text, bounded: see ``streamlearn.events.dead_letter``)
     the encoder wrote for rejected events. Both stay in the JVM until a bundle
@@ -223,12 +223,12 @@ class BundleLearner(FlatMapFunction):
         if worker is None:
             from streamlearn.training.workers import LearnerWorker
 
-            if self.cfg.job.warmup_events and not row[9] and row[10] >= 0:
-                # this partition's bundles up to row[10] were the warm-up's: start from the
+            if self.cfg.job.warmup_events and not row[9] and row[10]:
+                # the bundles of its subtask before it were the warm-up's: start from the
                 # model that learned them (streamlearn.training.warmup)
-                from streamlearn.training.warmup import await_merged
+                from streamlearn.training.warmup import await_merged, warmed_ends
 
-                await_merged(self.store, self.cfg.kafka.topic, row[0], row[10],
+                await_merged(self.store, self.cfg.kafka.topic, warmed_ends(row[10]),
                              f"learner-{self.index}")
             worker = self.worker = LearnerWorker(
                 self.cfg, self.index, self.store, fetch=self.fetch

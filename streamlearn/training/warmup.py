@@ -10,9 +10,10 @@ factorization machine's warm-up"). Linear models merge well without it (default 
 
 How the job does it: each encoder subtask sends its first share of the warm-up's events
 (whole bundles) to learner 0 (``io.streamlearn.flink.WarmUp``); a learner whose first
-bundle comes after warm-up bundles of its partition waits until the merged model
-reflects them (:func:`await_merged`) and starts from that version. It waits for the
-warm-up's bundles only, never for another learner's: learner 0 learns those without
+bundle comes after the warm-up waits until the merged model reflects the warm-up of that
+bundle's subtask, in every partition it read (the bundle names where it ended:
+:func:`warmed_ends`, :func:`await_merged`), and starts from that version. It waits for
+the warm-up's bundles only, never for another learner's: learner 0 learns those without
 waiting, so no two learners can hold each other up. The merger folds
 each partition's bundles in offset order whichever learner sent them, so the lineage
 stays exact. A model whose newest version reflects the warm-up's events already (a
@@ -24,13 +25,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from streamlearn.errors import StoreError
 from streamlearn.training.config import TrainConfig
 
-__all__ = ["WAIT_S", "await_merged", "remaining", "with_remaining_warmup"]
+__all__ = ["WAIT_S", "await_merged", "remaining", "warmed_ends", "with_remaining_warmup"]
 
 log = logging.getLogger(__name__)
 
@@ -66,25 +67,37 @@ def with_remaining_warmup(cfg: TrainConfig, store: Any) -> TrainConfig:
     return replace(cfg, job=replace(cfg.job, warmup_events=remaining(cfg, events)))
 
 
-def _reflected(store: Any, topic: str, partition: int) -> tuple[int | None, int]:
-    """The newest version and the next offset of ``partition`` it reflects (-1: none)."""
+def warmed_ends(text: str) -> dict[int, int]:
+    """Where a subtask's warm-up ended, per Kafka partition, from the text a bundle after
+    it carries (``io.streamlearn.flink.WarmUp.warmed``).
+
+    >>> warmed_ends("1:500,3:1400"), warmed_ends("")
+    ({1: 500, 3: 1400}, {})
+    """
+    return {int(p): int(end) for p, _, end in (item.partition(":") for item in text.split(",")
+                                               if item)}
+
+
+def _behind(store: Any, topic: str, ends: Mapping[int, int]) -> tuple[int | None, dict]:
+    """The newest version, and the partitions of ``ends`` it does not reflect up to
+    their end yet (partition -> the next offset it reflects, -1: none)."""
     latest = store.head().latest
     if latest is None:
-        return None, -1
-    reached = store.info(latest).lineage.offsets.get(topic, {}).get(partition)
-    return latest, -1 if reached is None else int(reached)
+        return None, dict.fromkeys(ends, -1)
+    reached = store.info(latest).lineage.offsets.get(topic, {})
+    return latest, {p: reached.get(p, -1) for p, end in ends.items() if reached.get(p, -1) < end}
 
 
 def await_merged(
-    store: Any, topic: str, partition: int, after: int, who: str, timeout_s: float = WAIT_S,
+    store: Any, topic: str, ends: Mapping[int, int], who: str, timeout_s: float = WAIT_S,
     poll_s: float = 0.02, clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
-    """Wait until the store's newest version reflects ``partition`` of ``topic`` up to
-    offset ``after`` (the end of the partition's last warm-up bundle before the one
-    ``who`` is about to learn first); ``False`` when ``timeout_s`` passed
-    first (logged: ``who`` then starts from the newest version there is). A store that
-    cannot be read for now is asked again until then.
+    """Wait until the store's newest version reflects each partition of ``topic`` in
+    ``ends`` up to its offset there (where the warm-up before the bundle ``who`` is about
+    to learn first ended); ``False`` when ``timeout_s`` passed first (logged: ``who`` then
+    starts from the newest version there is). A store that cannot be read for now is asked
+    again until then.
 
     >>> class Store:  # a version every call, each reflecting 100 more offsets
     ...     def __init__(self): self.v = 0
@@ -95,26 +108,27 @@ def await_merged(
     ...         lineage = type("L", (), {"offsets": {"t": {0: 100 * v}}})
     ...         return type("Info", (), {"lineage": lineage})
     >>> store = Store()
-    >>> await_merged(store, "t", 0, 250, "learner-1", sleep=lambda s: None), store.v
+    >>> await_merged(store, "t", {0: 250}, "learner-1", sleep=lambda s: None), store.v
     (True, 3)
-    >>> await_merged(Store(), "t", 1, 0, "learner-1", timeout_s=0.0, sleep=lambda s: None)
+    >>> await_merged(Store(), "t", {0: 50, 1: 0}, "learner-1", timeout_s=0.0,
+    ...              sleep=lambda s: None)
     False
     """
     deadline = clock() + timeout_s
     latest: int | None = None
-    reached = -1
+    behind: dict = dict.fromkeys(ends, -1)
     while True:
         try:
-            latest, reached = _reflected(store, topic, partition)
+            latest, behind = _behind(store, topic, ends)
         except (OSError, StoreError):
             pass
-        if reached >= after:
+        if not behind:
             return True
         if clock() >= deadline:
             log.warning(
-                "%s: no version reflected the warm-up of partition %d up to offset %d within "
-                "%.0f s (newest: %s, up to %d); it starts from the newest",
-                who, partition, after, timeout_s, latest, reached,
+                "%s: no version reflected the warm-up (partition: end offset %s) within %.0f s "
+                "(newest: %s, short in %s); it starts from the newest",
+                who, dict(ends), timeout_s, latest, behind,
             )
             return False
         sleep(poll_s)

@@ -77,8 +77,8 @@ RETAIN_SPACING = 10
 LOAD_PREFIX = "learned."
 
 #: What names, in a version's lineage metrics, the events of the version each learner
-#: started from (``started_on.<learner>``): after a warm-up, at least the warm-up's share
-#: of its partitions (:mod:`streamlearn.training.warmup`)
+#: started from (``started_on.<learner>``): after a warm-up, at least the warm-up of the
+#: source subtask of its first bundle (:mod:`streamlearn.training.warmup`)
 START_PREFIX = "started_on."
 
 #: How uneven the learners' loads may grow (the busiest over their mean) before the

@@ -44,10 +44,10 @@ import org.apache.flink.util.OutputTag;
  * <p>{@code learner} names the learner the bundle goes to when the job routes bundles (a
  * warm-up, or {@code job.balance = "bundles"}: {@link DealBundles}), -1 for "the next in turn";
  * {@code warmup} says whether it is one of the warm-up's ({@code job.warmup_events}: each
- * subtask's first share of events goes to learner 0, {@link WarmUp}); {@code warmed} is the
- * end offset of the partition's last warm-up bundle before it (-1: none), which a learner
- * whose first bundle it is waits for the merged model to reach: it depends on learner 0 alone,
- * so learners waiting for each other's bundles cannot hold each other up.
+ * subtask's first share of events goes to learner 0, {@link WarmUp}); {@code warmed}, on a
+ * bundle after the warm-up, names where this subtask's warm-up ended in each partition
+ * ({@link WarmUp#warmed}), which a learner whose first bundle it is waits for the merged model
+ * to reach.
  *
  * <p>When the job joins delayed labels ({@code join.impressions} set), the join writes the
  * training topic and names each record's outcome in its header ({@link JoinLogic#HEADER}):
@@ -80,7 +80,7 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
                         BasicTypeInfo.LONG_TYPE_INFO,
                         BasicTypeInfo.INT_TYPE_INFO,
                         BasicTypeInfo.BOOLEAN_TYPE_INFO,
-                        BasicTypeInfo.LONG_TYPE_INFO
+                        BasicTypeInfo.STRING_TYPE_INFO
                     },
                     new String[] {
                         "partition", "first_offset", "end_offset", "messages", "rejected", "batch",
@@ -122,8 +122,6 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
         long endOffset = -1;
         /** The end offset of this partition's previous bundle, -1 before the first. */
         long after = -1;
-        /** The end offset of this partition's last warm-up bundle, -1 while none. */
-        long warmed = -1;
         int messages;
         int rejected;
         /** Join outcomes in this bundle, by name (insertion order), or null while none. */
@@ -330,7 +328,7 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
     }
 
     private void emit(Buffer buf) {
-        boolean warm = warmUp.next(buf.batch.rows());
+        boolean warm = warmUp.next(buf.partition, buf.endOffset, buf.batch.rows());
         output.collect(
                 new StreamRecord<>(
                         Row.of(
@@ -344,10 +342,7 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
                                 buf.after,
                                 WarmUp.learner(warm, own),
                                 warm,
-                                buf.warmed)));
-        if (warm) {
-            buf.warmed = buf.endOffset;
-        }
+                                warm ? "" : warmUp.warmed())));
         buf.after = buf.endOffset;
         buf.outcomes = null;
         buf.batch.reset();

@@ -1,5 +1,8 @@
 package io.streamlearn.flink;
 
+import java.util.Map;
+import java.util.TreeMap;
+
 /**
  * The warm-up's rule ({@code job.warmup_events}), free of Flink (so the tests run it without
  * Flink's runtime): each encoder subtask sends its first share of the warm-up's events, whole
@@ -11,6 +14,12 @@ package io.streamlearn.flink;
  * bundle belongs to the warm-up while the subtask has sent fewer events than its share before
  * it, so the last one may take the warm-up past its share by less than a bundle. A subtask
  * restored from a checkpoint warms nothing up: its learners hold a model already.
+ *
+ * <p>A learner whose first bundle comes after the warm-up waits until the merged model reflects
+ * the warm-up of that bundle's subtask ({@link #warmed}): every partition's warm-up bundles, not
+ * only its own partition's (a subtask may have sent its share from one partition before another
+ * sent any). It waits for learner 0 alone, which never waits, so learners cannot hold each
+ * other up.
  */
 public final class WarmUp {
     /** The learner that learns the warm-up. */
@@ -18,6 +27,10 @@ public final class WarmUp {
 
     private final long share;
     private long sent;
+    /** Kafka partition -> the end offset of its last warm-up bundle. */
+    private final Map<Integer, Long> ends = new TreeMap<>();
+    /** {@link #warmed}, built once the warm-up is over (nothing changes it after). */
+    private String warmed;
 
     /**
      * @param events the warm-up's events over all subtasks ({@code job.warmup_events}; 0: none)
@@ -36,13 +49,36 @@ public final class WarmUp {
         return share;
     }
 
-    /** Whether the next bundle, of {@code rows} events, belongs to the warm-up; counts it. */
-    public boolean next(int rows) {
+    /**
+     * Whether the next bundle, of {@code rows} events of {@code partition} up to offset {@code
+     * end} (exclusive), belongs to the warm-up; counts it.
+     */
+    public boolean next(int partition, long end, int rows) {
         if (sent >= share) {
             return false;
         }
         sent += rows;
+        ends.put(partition, end);
         return true;
+    }
+
+    /**
+     * What a bundle after the warm-up carries: {@code "p:end,..."}, the end offset of each
+     * partition's last warm-up bundle, in partition order ({@code ""}: no warm-up); the merged
+     * model reflects this subtask's warm-up once its offsets reach them.
+     */
+    public String warmed() {
+        if (warmed == null) {
+            StringBuilder out = new StringBuilder();
+            for (Map.Entry<Integer, Long> e : ends.entrySet()) {
+                if (out.length() > 0) {
+                    out.append(',');
+                }
+                out.append(e.getKey()).append(':').append(e.getValue());
+            }
+            warmed = out.toString();
+        }
+        return warmed;
     }
 
     /**
