@@ -32,9 +32,9 @@ import org.apache.flink.util.OutputTag;
  *
  * <p>Input: {@link KafkaRecordWithOffsets} rows (partition, offset, timestamp, key, value,
  * join). Output: {@link #TYPE} rows (partition, first offset, end offset = last offset + 1,
- * messages, rejected events, batch bytes, join outcomes, after, learner, warmup, warmed). A bundle
- * covers consecutive
- * offsets of one partition; bundles of a partition leave in offset order. A bundle whose
+ * messages, rejected events, batch bytes, join outcomes, after, learner, warmup, warmed). A
+ * bundle covers consecutive offsets of one partition; bundles of a partition leave in offset
+ * order. A bundle whose
  * messages were all rejected still leaves (with zero rows), so its offsets are accounted for.
  * {@code after} is the end offset of the partition's previous bundle from this operator (-1 for
  * its first since it started): bundles of a partition chain without a gap even where Kafka's
@@ -139,8 +139,9 @@ public class EncodeBundler extends AbstractStreamOperator<Row>
      * job's Python operators read): {@code kafka.topic}, {@code model.task}, {@code
      * features.bits}, {@code features.dense}, {@code features.crosses}, {@code
      * job.flush_events}, {@code job.flush_ms}, {@code job.balance} and {@code
-     * job.warmup_events} (the job's: 0 once the model has learned it). The configuration was validated in Python;
-     * a key that is missing or of the wrong kind here is a bug, named in the exception.
+     * job.warmup_events} (the job's: 0 once the model has learned it). The configuration was
+     * validated in Python; a key that is missing or of the wrong kind here is a bug, named in
+     * the exception.
      *
      * @throws IllegalArgumentException naming the key that is missing or wrong
      */
