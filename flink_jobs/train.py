@@ -83,13 +83,15 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
         ensure_joined_topic(cfg)
         if not recovery_path:
             check_fresh_start(cfg)
-    if not recovery_path:
-        base_version, offsets = resume_point(cfg, ModelStore(cfg.store.uri, cfg.store.model))
+    store = None if recovery_path else ModelStore(cfg.store.uri, cfg.store.model)
+    if store is not None:
+        base_version, offsets = resume_point(cfg, store)
         if offsets is not None:
             parts = describe_topic(cfg.kafka.bootstrap, cfg.kafka.topic).end_offsets
             start = {p: offsets.get(p, 0) for p in parts}
-    # the warm-up still to learn (none once the newest version reflects it)
-    cfg = with_remaining_warmup(cfg, ModelStore(cfg.store.uri, cfg.store.model))
+    # the warm-up still to learn: none once the newest version reflects it, nor when the job
+    # resumes from a checkpoint (its encoder warms nothing up)
+    cfg = with_remaining_warmup(cfg, store)
 
     config = {
         "python.execution-mode": cfg.job.execution_mode,

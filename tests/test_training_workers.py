@@ -1321,6 +1321,7 @@ def test_the_warm_up_defaults_to_the_factorization_machines_and_what_remains_of_
     assert with_remaining_warmup(fm, store).job.warmup_events == 20_000
     store.commit(fm.make_learner().state(), Lineage(events=60_000))
     assert with_remaining_warmup(fm, store).job.warmup_events == 0
+    assert with_remaining_warmup(fm, None).job.warmup_events == 0  # resumed from a checkpoint
     one = _cfg(tmp_path, model={"factors": 4}, parallelism=1)
     assert with_remaining_warmup(one, ModelStore(str(tmp_path / "b"), "m")).job.warmup_events == 0
 

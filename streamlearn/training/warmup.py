@@ -57,14 +57,18 @@ def remaining(cfg: TrainConfig, events: int) -> int:
     return max(0, cfg.job.warmup_events - events)
 
 
-def with_remaining_warmup(cfg: TrainConfig, store: Any) -> TrainConfig:
+def with_remaining_warmup(cfg: TrainConfig, store: Any | None) -> TrainConfig:
     """``cfg`` with ``job.warmup_events`` set to what :func:`remaining` leaves after the
-    newest version in ``store``: what the job's encoder and learners are given."""
+    newest version in ``store``, or to 0 without one (a job resuming from a checkpoint,
+    whose encoder warms nothing up): what the job's encoder and learners are given."""
     from dataclasses import replace
 
-    latest = store.head().latest
-    events = 0 if latest is None else int(store.info(latest).lineage.events)
-    return replace(cfg, job=replace(cfg.job, warmup_events=remaining(cfg, events)))
+    if store is None:
+        left = 0
+    else:
+        latest = store.head().latest
+        left = remaining(cfg, 0 if latest is None else int(store.info(latest).lineage.events))
+    return replace(cfg, job=replace(cfg.job, warmup_events=left))
 
 
 def warmed_ends(text: str) -> dict[int, int]:
