@@ -223,9 +223,8 @@ class BundleLearner(FlatMapFunction):
         if worker is None:
             from streamlearn.training.workers import LearnerWorker
 
-            if self.cfg.job.warmup_events and not row[9] and row[10]:
-                # the bundles of its subtask before it were the warm-up's: start from the
-                # model that learned them (streamlearn.training.warmup)
+            if row[10]:  # where its subtask's warm-up ended ("" without one, and on its bundles)
+                # start from the model that learned it (streamlearn.training.warmup)
                 from streamlearn.training.warmup import await_merged, warmed_ends
 
                 await_merged(self.store, self.cfg.kafka.topic, warmed_ends(row[10]),

@@ -130,6 +130,7 @@ __all__ = [
     "DEFAULT_SYNC_MS",
     "DEFAULT_FM_SYNC_MS",
     "DEFAULT_FM_WARMUP",
+    "default_flush_ms",
 ]
 
 TASKS = ("regression", "binary", "multiclass")
@@ -149,6 +150,18 @@ DEFAULT_FM_WARMUP = 50_000
 #: factorization machine, whose learners, each learning its factors from the others'
 #: on a base as old as a version, learn worse from older ones (docs/training.md)
 DEFAULT_SYNC_MS, DEFAULT_FM_SYNC_MS = 100, 50
+
+
+def default_flush_ms(sync_ms: int) -> int:
+    """``job.flush_ms`` when it is not given: half of ``job.sync_ms``, so a learner sends
+    at least two bundles a version.
+
+    >>> default_flush_ms(DEFAULT_SYNC_MS), default_flush_ms(1)
+    (50, 1)
+    """
+    return max(1, sync_ms // 2)
+
+
 STARTS = ("earliest", "latest", "committed")
 MODES = ("thread", "process")
 #: ``job.balance``: how bundles reach learners (``flink_jobs/train.py``)
@@ -560,7 +573,7 @@ class TrainConfig:
         if job["sync_ms"] is None:
             job["sync_ms"] = DEFAULT_FM_SYNC_MS if fm else DEFAULT_SYNC_MS
         if job["flush_ms"] is None:
-            job["flush_ms"] = max(1, job["sync_ms"] // 2)
+            job["flush_ms"] = default_flush_ms(job["sync_ms"])
         if not built["kafka"]["dlq_topic"]:
             built["kafka"]["dlq_topic"] = f"{built['kafka']['topic']}.dlq"
         flink = _check_flink(data.get("flink", {}))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamlearn.errors import ConfigError
-from streamlearn.training.config import DEFAULT_SYNC_MS, SCHEMA
+from streamlearn.training.config import DEFAULT_SYNC_MS, SCHEMA, default_flush_ms
 
 __all__ = ["DemoConfig", "SYNC_MS", "FLUSH_MS"]
 
@@ -23,7 +23,7 @@ __all__ = ["DemoConfig", "SYNC_MS", "FLUSH_MS"]
 _BITS_CHECK, _BITS_EXPECTED, _BITS_DEFAULT = SCHEMA["features"]["bits"]
 # how often the job commits a version, and its learners send their changes: the job's defaults
 SYNC_MS = DEFAULT_SYNC_MS
-FLUSH_MS = DEFAULT_SYNC_MS // 2  # the job's default: half of job.sync_ms
+FLUSH_MS = default_flush_ms(DEFAULT_SYNC_MS)
 
 
 @dataclass(frozen=True)
