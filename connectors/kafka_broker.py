@@ -21,6 +21,7 @@ import base64
 import json
 import logging
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -168,6 +169,9 @@ class LocalBroker:
         The JVM heap (``-Xmx``), e.g. ``"512m"``.
     partitions
         Default partition count for auto-created topics.
+
+    The environment's ``KAFKA_OPTS`` (extra JVM options, as Kafka's own scripts take
+    them) is passed to the JVM after the options here.
     """
 
     def __init__(
@@ -253,6 +257,7 @@ class LocalBroker:
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
             f"-Dkafka.logs.dir={self.log_dir}",
+            *shlex.split(os.environ.get("KAFKA_OPTS", "")),
             "-cp",
             kafka_classpath(),
         ]

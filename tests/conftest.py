@@ -8,6 +8,7 @@ finaliser, also when a test fails.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import uuid
@@ -15,6 +16,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+#: The JVMs the suite starts (PyFlink's MiniCluster gateway, Flink's scripts and
+#: clients through ``JVM_ARGS``, the Kafka broker through ``KAFKA_OPTS``) compile with
+#: the client compiler only: they live for seconds, and the optimising compiler's work
+#: for code that runs a few thousand times is most of their CPU time (a training job
+#: test: 24-27 s without, 19 s with). A value the caller set is kept.
+FAST_START_JVM = "-XX:TieredStopAtLevel=1"
+for _name in ("JVM_ARGS", "KAFKA_OPTS"):
+    os.environ.setdefault(_name, FAST_START_JVM)
 
 
 def _ephemeral_low() -> int:

@@ -90,6 +90,17 @@ def test_starting_twice_is_harmless(kafka_broker):
     assert status.running and status.pid == kafka_broker.status().pid
 
 
+def test_kafka_opts_reach_the_brokers_jvm(kafka_broker):
+    """``KAFKA_OPTS`` (the suite's: tests/conftest.py) is on the running broker's command
+    line, before the class path."""
+    import os
+
+    opts = os.environ["KAFKA_OPTS"].split()
+    argv = Path(f"/proc/{kafka_broker.status().pid}/cmdline").read_bytes().split(b"\0")
+    args = [a.decode() for a in argv]
+    assert opts and all(o in args[: args.index("-cp")] for o in opts), args
+
+
 def test_a_taken_port_is_named(tmp_path):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
