@@ -484,6 +484,35 @@ def test_a_fresh_start_continues_from_the_newest_version(tmp_path):
     assert again.events == 600 and again.offsets == {1: 600}
 
 
+def test_the_resume_point_reads_no_weights_yet_refuses_a_version_whose_file_is_gone(
+    tmp_path, monkeypatch
+):
+    """The job's submission reads the newest version's record, not its weights (what it
+    costs does not grow with the model); a version whose file is gone is refused there,
+    in the store's words, before any operator starts."""
+    import os
+
+    cfg = _cfg(tmp_path)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    worker, merger = LearnerWorker(cfg, 0, store), MergerWorker(cfg, store)
+    merger.start()
+    _feed(worker, clicks(300, seed=3), partition=0)
+    merger.add(worker.flush().to_bytes())
+    version = merger.commit()
+    fresh = ModelStore(cfg.store.uri, cfg.store.model)
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the weights were read")
+
+    monkeypatch.setattr(fresh, "_read_snapshot", no_weights)
+    monkeypatch.setattr(fresh, "_materialise", no_weights)
+    assert resume_point(cfg, fresh) == (version, {0: 300})
+    monkeypatch.undo()
+    os.remove(os.path.join(cfg.store.uri, cfg.store.model, fresh.info(version).file))
+    with pytest.raises(StoreError, match=f"version {version}.*missing"):
+        resume_point(cfg, ModelStore(cfg.store.uri, cfg.store.model))
+
+
 def test_checkpoint_resolution(tmp_path):
     cfg = _cfg(tmp_path, checkpoint_dir=str(tmp_path / "ck"))
     assert latest_checkpoint(cfg) is None and resolve_recovery(cfg, "auto") is None

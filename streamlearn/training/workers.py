@@ -1132,10 +1132,16 @@ def resume_point(cfg: TrainConfig, store: Any) -> tuple[int, dict[int, int] | No
 
     A model with versions continues from its newest one and from the Kafka
     offsets that version's lineage records, so no event is learned twice; a
-    new model starts from version 0 at ``kafka.start``.
+    new model starts from version 0 at ``kafka.start``. It reads the version's
+    record, not its weights (the merger loads those when it starts): what the
+    job's submission costs does not grow with the model. A version whose file
+    is gone is refused here, in the store's words.
     """
     latest = store.head().latest
     if latest is None:
         return 0, None
-    offsets = store.get(latest).lineage.offsets.get(cfg.kafka.topic) or {}
+    info = store.info(latest)
+    if info.available is False:
+        store.get(latest)  # raises the store's error naming what is missing
+    offsets = info.lineage.offsets.get(cfg.kafka.topic) or {}
     return latest, {int(p): int(o) for p, o in offsets.items()}
