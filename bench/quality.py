@@ -68,6 +68,12 @@ weighted stream it counts every event once, as the training job's metrics do
 
 Run: ``.venv/bin/python bench/quality.py [--clicks 300000] [--river 100000]``.
 Prints a table and ratios, and writes ``bench/results/quality.json``.
+
+``--seeds K`` asks instead whether one seed's ratio is the rule: each stream drawn
+with seeds 0 .. K-1, ``vw`` against ``event-normalized`` and
+``event-normalized-plain`` only (log-loss, one run each), printing per stream the
+mean ratio to VW and on how many seeds ours is at most VW's; it writes
+``bench/results/quality_seeds.json``.
 """
 
 from __future__ import annotations
@@ -102,11 +108,11 @@ BITS = 20
 KEEP_NEGATIVE = 0.25
 
 
-def downsampled(n: int) -> list[dict]:
-    """``n`` clicks events, negatives downsampled and weighted (seed 0)."""
-    rng = np.random.default_rng(0)
+def downsampled(n: int, seed: int = 0) -> list[dict]:
+    """``n`` clicks events, negatives downsampled and weighted."""
+    rng = np.random.default_rng(seed)
     out: list[dict] = []
-    for event in clicks(8 * n, seed=0):
+    for event in clicks(8 * n, seed=seed):
         if event["label"]:
             out.append(event)
         elif rng.random() < KEEP_NEGATIVE:
@@ -116,18 +122,18 @@ def downsampled(n: int) -> list[dict]:
     raise ValueError(f"clicks gave fewer than {n} events after downsampling")
 
 
-def load(name: str, n: int) -> tuple[list[dict], np.ndarray, np.ndarray | None]:
+def load(name: str, n: int, seed: int = 0) -> tuple[list[dict], np.ndarray, np.ndarray | None]:
     """Features, labels and the events' weights (None: all 1)."""
     weights = None
     if name == "clicks-weighted":
-        events = downsampled(n)
+        events = downsampled(n, seed)
         weights = np.array([e.get("weight", 1.0) for e in events])
     elif name == "clicks":
-        events = list(clicks(n, seed=0))
+        events = list(clicks(n, seed=seed))
     elif name == "interactions":
-        events = list(interactions(n, seed=0))
+        events = list(interactions(n, seed=seed))
     else:
-        events = list(river_stream(name, n, seed=0))
+        events = list(river_stream(name, n, seed=seed))
     ys = np.array([float(e["label"]) for e in events])
     return [e["features"] for e in events], ys, weights
 
@@ -259,6 +265,41 @@ FMS = {
 }
 
 
+#: the systems ``--seeds`` compares with VW
+SEED_SYSTEMS = ("event-normalized", "event-normalized-plain")
+
+
+def seed_spread(streams: list[str], sizes: dict[str, int], seeds: int, out: Path) -> None:
+    """Log-loss over VW's, per stream and seed: is one seed's ratio the rule?"""
+    results: dict = {"seeds": seeds, "streams": {}}
+    print(f"{'stream':<15} {'seed':>4} {'vw log-loss':>11} "
+          + " ".join(f"{s + ' / vw':>28}" for s in SEED_SYSTEMS))
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in streams:
+            rows = []
+            for seed in range(seeds):
+                xs, y, weights = load(name, sizes[name], seed)
+                for old in Path(workdir).glob("*"):
+                    old.unlink()
+                row = {"seed": seed, "vw": run_vw(xs, y, workdir, 1, weights=weights)["log_loss"]}
+                for system in SEED_SYSTEMS:
+                    make, step = SYSTEMS[system]
+                    row[system] = run_ours(make, xs, y, 1, step, weights)["log_loss"] / row["vw"]
+                rows.append(row)
+                print(f"{name:<15} {seed:>4} {row['vw']:>11.6f} "
+                      + " ".join(f"{row[s]:>28.5f}" for s in SEED_SYSTEMS))
+            summary = {s: {"mean_vs_vw": float(np.mean([r[s] for r in rows])),
+                           "seeds_at_most_vw": sum(r[s] <= 1.0 for r in rows)}
+                       for s in SEED_SYSTEMS}
+            results["streams"][name] = {"events": sizes[name], "rows": rows, "summary": summary}
+            print(f"{name:<15} mean " + ", ".join(
+                f"{s} {v['mean_vs_vw']:.5f} (at most VW's on {v['seeds_at_most_vw']} of {seeds})"
+                for s, v in summary.items()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--clicks", type=int, default=300_000, help="events of clicks")
@@ -269,10 +310,25 @@ def main() -> None:
     parser.add_argument("--streams",
                         default="clicks,clicks-weighted,interactions,sea,hyperplane,agrawal")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs, best kept")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "quality.json"))
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="K > 1: each stream with seeds 0 .. K-1, VW against our two "
+                             "normalised learners only (log-loss ratios; see the docstring)")
+    parser.add_argument("--out", default=None,
+                        help="the JSON written (default bench/results/quality.json, or "
+                             "quality_seeds.json with --seeds)")
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds: expected an integer >= 1, got {args.seeds}")
+    default_out = "quality_seeds.json" if args.seeds > 1 else "quality.json"
+    out = Path(args.out or Path(__file__).parent / "results" / default_out)
     core = min(os.sched_getaffinity(0))
     os.sched_setaffinity(0, {core})  # one core, for every system
+    sizes = {name: {"clicks": args.clicks, "clicks-weighted": args.clicks,
+                    "interactions": args.interactions}.get(name, args.river)
+             for name in args.streams.split(",")}
+    if args.seeds > 1:
+        seed_spread(list(sizes), sizes, args.seeds, out)
+        return
 
     results: dict = {
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
@@ -287,9 +343,7 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as workdir:
-        for name in args.streams.split(","):
-            n = {"clicks": args.clicks, "clicks-weighted": args.clicks,
-                 "interactions": args.interactions}.get(name, args.river)
+        for name, n in sizes.items():
             xs, y, weights = load(name, n)
             for old in Path(workdir).glob("*"):
                 old.unlink()
@@ -350,7 +404,6 @@ def main() -> None:
         results["kernel_clicks_adagrad_events_per_cpu_s"] = kernel["events_per_cpu_s"]
         print(f"kernel on clicks, AdaGrad: {kernel['events_per_cpu_s']:,.0f} events per CPU "
               f"second, {kernel['events_per_s']:,.0f} per wall second (goal: 2,000,000)")
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"wrote {out}")

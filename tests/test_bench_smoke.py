@@ -21,6 +21,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
 RUNS = {
     "quality.py": ["--clicks", "2000", "--interactions", "2000", "--river", "1000",
                    "--streams", "clicks-weighted,interactions,sea", "--repeats", "1"],
+    "quality.py --seeds": ["--seeds", "2", "--river", "1000", "--streams", "sea"],
     "learners.py": ["--events", "2000", "--river-events", "200", "--repeats", "1"],
     "merge.py": ["--strategies", "--events", "4000", "--sync", "500"],
     "merge.py --dealt": ["--dealt", "--events", "4000", "--sync", "500"],
@@ -42,7 +43,14 @@ def test_an_in_process_bench_runs_at_a_tiny_size(script: str, tmp_path: Path) ->
     assert run.returncode == 0, run.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing else written here
     report = json.loads(out.read_text())
-    if script == "quality.py":
+    if script == "quality.py --seeds":
+        rows = report["streams"]["sea"]["rows"]
+        assert [r["seed"] for r in rows] == [0, 1] and rows[0]["vw"] != rows[1]["vw"]
+        summary = report["streams"]["sea"]["summary"]["event-normalized"]
+        ratios = [r["event-normalized"] for r in rows]
+        assert summary["mean_vs_vw"] == pytest.approx(sum(ratios) / 2)
+        assert summary["seeds_at_most_vw"] == sum(r <= 1.0 for r in ratios)
+    elif script == "quality.py":
         for stream in ("clicks-weighted", "interactions", "sea"):
             systems = report["streams"][stream]["systems"]
             assert _finite(systems["vw"]["log_loss"])
