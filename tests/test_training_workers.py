@@ -484,6 +484,31 @@ def test_a_fresh_start_continues_from_the_newest_version(tmp_path):
     assert again.events == 600 and again.offsets == {1: 600}
 
 
+def test_a_merger_starting_from_a_version_reads_its_weights_once(tmp_path, monkeypatch):
+    """Its lineage comes from the version's record; the weights are read once, for the
+    state (they were read twice: once only for the lineage)."""
+    cfg = _cfg(tmp_path)
+    store = ModelStore(cfg.store.uri, cfg.store.model)
+    worker, merger = LearnerWorker(cfg, 0, store), MergerWorker(cfg, store)
+    merger.start()
+    _feed(worker, clicks(300, seed=4), partition=0)
+    merger.add(worker.flush().to_bytes())
+    version = merger.commit()
+    fresh = ModelStore(cfg.store.uri, cfg.store.model)
+    reads = []
+    original = fresh._read_snapshot
+
+    def counted(info, *args, **kwargs):
+        reads.append(info.version)
+        return original(info, *args, **kwargs)
+
+    monkeypatch.setattr(fresh, "_read_snapshot", counted)
+    again = MergerWorker(cfg, fresh)
+    again.start(base_version=version)
+    assert (again.version, again.events, again.offsets) == (version, 300, {0: 300})
+    assert reads == [version]
+
+
 def test_the_resume_point_reads_no_weights_yet_refuses_a_version_whose_file_is_gone(
     tmp_path, monkeypatch
 ):

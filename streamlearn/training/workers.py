@@ -687,8 +687,8 @@ class MergerWorker:
             self.rejected = sum(rejected.values()) if isinstance(rejected, dict) else rejected
             self.join_counts = dict(snapshot.get("join", {}))
             self.learners = set(snapshot.get("learners", []))
-        elif base_version:
-            self._count_from(base_version, self.store.get(base_version).lineage)
+        elif base_version:  # its record: the weights are read once, below
+            self._count_from(base_version, self.store.info(base_version).lineage)
         if newest > self.version and self._adopt(newest, pending):
             pending = []
         if self.version:
@@ -739,7 +739,7 @@ class MergerWorker:
         covered, events = folded_offsets(self.offsets, deltas), self.events
         for delta in deltas:
             events += delta.n_events
-        lineage = self.store.get(newest).lineage
+        lineage = self.store.info(newest).lineage  # its weights only if adopted (start)
         theirs = {int(p): int(o) for p, o in lineage.offsets.get(topic, {}).items()}
         parts = sorted(set(covered) | set(theirs))
         ahead = [p for p in parts if theirs.get(p, 0) > covered.get(p, 0)]
