@@ -484,16 +484,21 @@ def test_a_fresh_start_continues_from_the_newest_version(tmp_path):
     assert again.events == 600 and again.offsets == {1: 600}
 
 
-def test_a_merger_starting_from_a_version_reads_its_weights_once(tmp_path, monkeypatch):
-    """Its lineage comes from the version's record; the weights are read once, for the
-    state (they were read twice: once only for the lineage)."""
+def _one_version(tmp_path) -> tuple[TrainConfig, int]:
+    """A model with one version: 300 clicks events learned from partition 0."""
     cfg = _cfg(tmp_path)
     store = ModelStore(cfg.store.uri, cfg.store.model)
     worker, merger = LearnerWorker(cfg, 0, store), MergerWorker(cfg, store)
     merger.start()
-    _feed(worker, clicks(300, seed=4), partition=0)
+    _feed(worker, clicks(300, seed=3), partition=0)
     merger.add(worker.flush().to_bytes())
-    version = merger.commit()
+    return cfg, merger.commit()
+
+
+def test_a_merger_starting_from_a_version_reads_its_weights_once(tmp_path, monkeypatch):
+    """Its lineage comes from the version's record; the weights are read once, for the
+    state (they were read twice: once only for the lineage)."""
+    cfg, version = _one_version(tmp_path)
     fresh = ModelStore(cfg.store.uri, cfg.store.model)
     reads = []
     original = fresh._read_snapshot
@@ -517,13 +522,7 @@ def test_the_resume_point_reads_no_weights_yet_refuses_a_version_whose_file_is_g
     in the store's words, before any operator starts."""
     import os
 
-    cfg = _cfg(tmp_path)
-    store = ModelStore(cfg.store.uri, cfg.store.model)
-    worker, merger = LearnerWorker(cfg, 0, store), MergerWorker(cfg, store)
-    merger.start()
-    _feed(worker, clicks(300, seed=3), partition=0)
-    merger.add(worker.flush().to_bytes())
-    version = merger.commit()
+    cfg, version = _one_version(tmp_path)
     fresh = ModelStore(cfg.store.uri, cfg.store.model)
 
     def no_weights(*args, **kwargs):
