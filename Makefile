@@ -39,9 +39,9 @@ $(JARS_STAMP): jvm/pom.xml $(shell find jvm/src -name '*.java') | $(VENV_STAMP)
 # types first (the [tool.mypy] settings in pyproject.toml): a type error fails the test command;
 # then the JVM encoder's replay of the event contract's corpus (JUnit, by Surefire; offline:
 # `jars` fetched what it needs), on every run, not only when the jars are rebuilt; then pytest,
-# on two workers (pytest-xdist), each with its own broker: about 10 min of CPU in 10-11 min
-# of wall time (half of two cores: the rest waits on brokers and jobs), its JVMs compiling
-# with C1 only (tests/conftest.py: they live for seconds)
+# on two workers (pytest-xdist), each with its own broker: 10-11 min of wall time, about 17
+# CPU-minutes counting the Flink clusters it starts (both cores busy most of the run), its
+# JVMs compiling with C1 only (tests/conftest.py: they live for seconds)
 test: venv jars
 	$(BIN)/mypy
 	mvn --batch-mode --quiet -o -f jvm/pom.xml test
