@@ -269,16 +269,17 @@ FMS = {
 SEED_SYSTEMS = ("event-normalized", "event-normalized-plain")
 
 
-def seed_spread(streams: list[str], sizes: dict[str, int], seeds: int, out: Path) -> None:
-    """Log-loss over VW's, per stream and seed: is one seed's ratio the rule?"""
+def seed_spread(sizes: dict[str, int], seeds: int, out: Path) -> None:
+    """Log-loss over VW's, per stream (of ``sizes`` events) and seed: is one seed's ratio
+    the rule?"""
     results: dict = {"seeds": seeds, "streams": {}}
     print(f"{'stream':<15} {'seed':>4} {'vw log-loss':>11} "
           + " ".join(f"{s + ' / vw':>28}" for s in SEED_SYSTEMS))
     with tempfile.TemporaryDirectory() as workdir:
-        for name in streams:
+        for name, n in sizes.items():
             rows = []
             for seed in range(seeds):
-                xs, y, weights = load(name, sizes[name], seed)
+                xs, y, weights = load(name, n, seed)
                 for old in Path(workdir).glob("*"):
                     old.unlink()
                 row = {"seed": seed, "vw": run_vw(xs, y, workdir, 1, weights=weights)["log_loss"]}
@@ -291,7 +292,7 @@ def seed_spread(streams: list[str], sizes: dict[str, int], seeds: int, out: Path
             summary = {s: {"mean_vs_vw": float(np.mean([r[s] for r in rows])),
                            "seeds_at_most_vw": sum(r[s] <= 1.0 for r in rows)}
                        for s in SEED_SYSTEMS}
-            results["streams"][name] = {"events": sizes[name], "rows": rows, "summary": summary}
+            results["streams"][name] = {"events": n, "rows": rows, "summary": summary}
             print(f"{name:<15} mean " + ", ".join(
                 f"{s} {v['mean_vs_vw']:.5f} (at most VW's on {v['seeds_at_most_vw']} of {seeds})"
                 for s, v in summary.items()))
@@ -327,7 +328,7 @@ def main() -> None:
                     "interactions": args.interactions}.get(name, args.river)
              for name in args.streams.split(",")}
     if args.seeds > 1:
-        seed_spread(list(sizes), sizes, args.seeds, out)
+        seed_spread(sizes, args.seeds, out)
         return
 
     results: dict = {

@@ -739,7 +739,7 @@ class MergerWorker:
         covered, events = folded_offsets(self.offsets, deltas), self.events
         for delta in deltas:
             events += delta.n_events
-        lineage = self.store.info(newest).lineage  # its weights only if adopted (start)
+        lineage = self.store.info(newest).lineage  # its record: start reads the weights
         theirs = {int(p): int(o) for p, o in lineage.offsets.get(topic, {}).items()}
         parts = sorted(set(covered) | set(theirs))
         ahead = [p for p in parts if theirs.get(p, 0) > covered.get(p, 0)]
