@@ -205,19 +205,18 @@ def _set_max_message_bytes(bootstrap: str, topic: str, limit: int) -> None:
         admin.close()
 
 
-def _log_lines(needle: str) -> list[str]:
-    """Lines of the local MiniCluster's log (PyFlink's log directory) holding ``needle``."""
-    from connectors.paths import pyflink_home
-
+def _log_lines(log_dir: Path, needle: str) -> list[str]:
+    """Lines of the local MiniCluster's log (in ``log_dir``, the job's ``FLINK_LOG_DIR``)
+    holding ``needle``."""
     lines = []
-    for log in (pyflink_home() / "log").glob("*.log"):
+    for log in log_dir.glob("*.log"):
         lines += [line for line in log.read_text(errors="replace").splitlines() if needle in line]
     return lines
 
 
-def _switches(job_name: str) -> list[str]:
+def _switches(log_dir: Path, job_name: str) -> list[str]:
     """The state changes of the job named ``job_name``."""
-    return [s for s in _log_lines(f"Job {job_name} (") if "switched from state" in s]
+    return [s for s in _log_lines(log_dir, f"Job {job_name} (") if "switched from state" in s]
 
 
 def _wait(predicate, job: subprocess.Popen, log_path: Path, timeout_s: float, what: str):
@@ -253,19 +252,26 @@ def test_a_failed_dead_letter_write_restarts_the_job_which_resumes_losing_nothin
         "--set", "job.restart_max_ms=2000",
     ]
     store = ModelStore(str(tmp_path / "models"), model)
-    log_path = tmp_path / "job.log"
+    log_path, flink_logs = tmp_path / "job.log", tmp_path / "flink-log"
+    # the local cluster's log in a directory of its own: PyFlink's shared one is rewritten
+    # by any other job that starts meanwhile (another test worker's)
+    env = {**os.environ, "FLINK_LOG_DIR": str(flink_logs)}
     with open(log_path, "w") as log:
         job = subprocess.Popen([sys.executable, str(JOB), *args], stdout=log, stderr=log,
-                               start_new_session=True)
+                               start_new_session=True, env=env)
     job_name = f"streamlearn-train-{model}"
+
+    def restarts() -> int:
+        return sum("to RESTARTING" in s for s in _switches(flink_logs, job_name))
+
     try:
         _wait(lambda: (v := store.head().latest) and store.get(v).lineage.events == 1_000,
               job, log_path, 240, "the first events were not learned")
         _set_max_message_bytes(bootstrap, dlq, 1_000)  # a dead letter of a poison event: ~88 KB
         poison_at = _publish(bootstrap, topic_name, good[1_000:])
         # the failed write restarts the job; restored, it fails again on the same records
-        _wait(lambda: sum("to RESTARTING" in s for s in _switches(job_name)) >= 2, job, log_path,
-              120, "the failed dead-letter write did not restart the job, twice")
+        _wait(lambda: restarts() >= 2, job, log_path, 120,
+              "the failed dead-letter write did not restart the job, twice")
         _set_max_message_bytes(bootstrap, dlq, DLQ_BYTES)
         _wait(lambda: (v := store.head().latest) and store.get(v).lineage.events == len(good),
               job, log_path, 180, "the job did not resume and learn every good event")
@@ -275,9 +281,9 @@ def test_a_failed_dead_letter_write_restarts_the_job_which_resumes_losing_nothin
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
         job.wait()
-    restarts = sum("to RESTARTING" in s for s in _switches(job_name))
-    assert restarts >= 2, "the job restarted again while the fault lasted"
-    assert _log_lines(f"Failed to send data to Kafka {dlq}-"), "the dead-letter write failed"
+    assert restarts() >= 2, "the job restarted again while the fault lasted"
+    failed = _log_lines(flink_logs, f"Failed to send data to Kafka {dlq}-")
+    assert failed, "the dead-letter write failed"
     assert final.lineage.events == len(good), "every good event learned, none twice"
     letters = [orjson.loads(r.value) for r in consume(bootstrap, dlq, idle_timeout_s=3)]
     assert {(d["partition"], d["offset"]) for d in letters} == set(poison_at), "nothing lost"
