@@ -39,7 +39,7 @@ $(JARS_STAMP): jvm/pom.xml $(shell find jvm/src -name '*.java') | $(VENV_STAMP)
 # types first (the [tool.mypy] settings in pyproject.toml): a type error fails the test command;
 # then the JVM encoder's replay of the event contract's corpus (JUnit, by Surefire; offline:
 # `jars` fetched what it needs), on every run, not only when the jars are rebuilt; then pytest,
-# on two workers (pytest-xdist), each with its own broker: 10-11 min of wall time, about 17
+# on two workers (pytest-xdist), each with its own broker: 10-12 min of wall time, about 17
 # CPU-minutes counting the Flink clusters it starts (both cores busy most of the run), its
 # JVMs compiling with C1 only (tests/conftest.py: they live for seconds)
 test: venv jars
