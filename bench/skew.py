@@ -9,7 +9,7 @@ murmur2 as any Kafka client does, and each Kafka source subtask's learner
 learns the partitions it reads, so the Zipf stream loads the learners
 unevenly; ``zipf-spread`` is published with the SDK's ``spread_hot_keys``, and
 ``zipf-bundles`` is the Zipf topic learned with ``job.balance = "bundles"``
-(bundles dealt to the learners in turn). For each stream the training job
+(each partition's bundles shared by the learners in bytes). For each stream the training job
 (``flink_jobs/train.py``, bounded, envelopes of ``--envelope-size`` events)
 runs at ``--parallelism`` and the bench reports:
 

@@ -66,7 +66,7 @@ def encode_bundles(rows, cfg: TrainConfig):
     Returns ``(bundles, dead_letters)``: a stream of bundle rows (partition,
     first offset, end offset, messages, rejected, batch bytes, the join's outcomes, the end
     offset of the partition's previous bundle or -1, the learner it goes to or -1 for
-    the next in turn, whether it is one of the warm-up's, where the warm-up of its
+    dealt, whether it is one of the warm-up's, where the warm-up of its
     subtask ended in each partition as ``"p:end,..."`` or ""), one per
     partition every ``job.flush_events`` events or ``job.flush_ms``; and the
     dead-letter records (JSON text, bounded: see ``streamlearn.events.dead_letter``)
@@ -102,8 +102,8 @@ def route_bundles(bundles):
     """``bundles`` sent to the learner the encoder's row names
     (``io.streamlearn.flink.DealBundles``): learner 0 for the warm-up's
     (``job.warmup_events``), the one of their source subtask under ``job.balance =
-    "partitions"``, else each Kafka partition's in turn, on a rotation of its own (Flink's
-    ``rebalance`` would alias with the order the encoder emits them in)."""
+    "partitions"``, else each Kafka partition's next to the learner dealt the fewest bytes of
+    it so far (Flink's ``rebalance`` would alias with the order the encoder emits them in)."""
     from pyflink.datastream import DataStream
     from pyflink.java_gateway import get_gateway
     from pyflink.util.java_utils import load_java_class

@@ -9,7 +9,7 @@
           └─ a CSR micro-batch every N events / T ms
       → BundleLearner × P (Python) → a ModelDelta per bundle
           job.balance = "partitions": chained, one per source subtask (the partitions it
-            reads are its keys);  "bundles": each partition's dealt in turn (DealBundles),
+            reads are its keys);  "bundles": each partition's shared by bytes (DealBundles),
             so a hot partition is learned by every learner;  job.warmup_events: each
             subtask's first share to learner 0, the others start from its model
       → key_by(0) → MergeOperator × 1 → ModelStore.commit(version, lineage) ──► <topic>.models

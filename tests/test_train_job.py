@@ -312,7 +312,7 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     than one before it) and the versions that follow reflect every event exactly once.
 
     With ``job.balance = "bundles"`` the stream has a hot partition (85% of the events):
-    the learners are dealt its bundles in turn and share it, and the merger puts each
+    the learners are dealt its bundles (by bytes) and share it, and the merger puts each
     partition's deltas back in offset order, across the restart too."""
     bootstrap = kafka_broker.bootstrap
     create_topics(bootstrap, {topic_name: PARTITIONS})
@@ -398,7 +398,7 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     # each learner's load since the restart (its latest delta's count, in the lineage)
     loads = [final.lineage.metrics.get(f"learned.learner-{i}", 0.0) for i in range(2)]
     assert sum(loads) > 0
-    if balance == "bundles":  # dealt in turn: no learner holds the hot partition alone
+    if balance == "bundles":  # dealt by bytes: no learner holds the hot partition alone
         assert max(loads) <= 0.7 * sum(loads), loads
     first_new = next(v for v in versions if v.version > killed_at)
     print(

@@ -48,8 +48,8 @@ A complete file, every key optional::
     flush_events = 5000         # a learner receives a bundle every N events ...
     flush_ms = 50               # ... or every T ms, whichever first (default: job.sync_ms / 2)
     balance = "partitions"      # which learner learns a bundle: partitions (the one chained to
-                                # the source subtask that read it) | bundles (dealt in turn,
-                                # so a hot partition does not set the pace)
+                                # the source subtask that read it) | bundles (each partition
+                                # shared by bytes, so a hot partition does not set the pace)
     warmup_events = 100000      # learner 0 learns the stream's first N events alone and the
                                 # others start from its model (default: 50000 per learner
                                 # for a factorization machine, 0 for a linear model)

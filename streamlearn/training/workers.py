@@ -816,7 +816,7 @@ class MergerWorker:
         partition reach ``after``, the end of the bundle before it (``-1``: the
         encoder's first since it started, which follows the offsets restored or
         started from), and advances them to its ``end``. One that comes earlier (the
-        learners are dealt a partition's bundles in turn, ``job.balance = "bundles"``,
+        learners are dealt a partition's bundles, ``job.balance = "bundles"``,
         and one finished before another) waits for it. So a version's offsets always
         mean "every record below them, and none after": what a restored job skips and
         re-reads by. A bundle a learner skipped (it was in the adopted version already)

@@ -39,10 +39,10 @@ import org.apache.flink.util.OutputTag;
  * {@code after} is the end offset of the partition's previous bundle from this operator (-1 for
  * its first since it started): bundles of a partition chain without a gap even where Kafka's
  * offsets have one (transaction markers, compaction), so whoever receives them out of order
- * (learners dealt bundles in turn, {@code job.balance = "bundles"}) can put them back in order.
+ * (learners dealt bundles, {@code job.balance = "bundles"}) can put them back in order.
  *
  * <p>{@code learner} names the learner the bundle goes to when the job routes bundles (a
- * warm-up, or {@code job.balance = "bundles"}: {@link DealBundles}), -1 for "the next in turn";
+ * warm-up, or {@code job.balance = "bundles"}: {@link DealBundles}), -1 for "dealt";
  * {@code warmup} says whether it is one of the warm-up's ({@code job.warmup_events}: each
  * subtask's first share of events goes to learner 0, {@link WarmUp}); {@code warmed}, on a
  * bundle after the warm-up, names where this subtask's warm-up ended in each partition

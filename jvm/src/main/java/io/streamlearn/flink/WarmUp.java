@@ -84,7 +84,7 @@ public final class WarmUp {
     /**
      * The learner a bundle goes to: {@link #LEARNER} for one of the warm-up, else {@code own}
      * (the learner chained to this subtask, {@code job.balance = "partitions"}), or -1 when the
-     * bundles are dealt in turn ({@code "bundles"}: {@link BundleRotation}).
+     * bundles are dealt ({@code "bundles"}: {@link BundleDeal}).
      */
     public static int learner(boolean warm, int own) {
         return warm ? LEARNER : own;

@@ -10,7 +10,7 @@ import org.junit.jupiter.api.Test;
 
 /**
  * {@link WarmUp}, the rule the encoder routes the warm-up's bundles by, and how {@link
- * BundleRotation} keys a bundle whose learner the encoder named.
+ * BundleDeal} deals a bundle whose learner the encoder named.
  */
 class WarmUpTest {
     @Test
@@ -65,14 +65,15 @@ class WarmUpTest {
     }
 
     @Test
-    void aNamedLearnerIsKeptAndTheOthersRotate() {
-        BundleRotation rotation = new BundleRotation();
+    void aNamedLearnerIsKeptAndTheOthersAreDealt() {
+        BundleDeal deal = new BundleDeal();
         int[] got = new int[6];
         int[] named = {0, 0, -1, -1, -1, 2};
         for (int i = 0; i < named.length; i++) {
-            got[i] = BundleRotation.learner(rotation.key(1, named[i]), 3);
+            got[i] = deal.learner(BundleDeal.key(1, 1_000, named[i]), 3);
         }
-        // partition 1's rotation starts at learner 1 with its first bundle dealt in turn
+        // partition 1's deal starts at learner 1 with its first bundle not named; the named
+        // ones count for nobody's share
         assertArrayEquals(new int[] {0, 0, 1, 2, 0, 2}, got);
     }
 }
