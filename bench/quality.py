@@ -265,6 +265,13 @@ FMS = {
 }
 
 
+def _empty(workdir: str) -> None:
+    """Remove the files VW wrote in ``workdir`` for the stream before (its data and
+    predictions), so that none is taken for the next one's."""
+    for old in Path(workdir).glob("*"):
+        old.unlink()
+
+
 #: the systems ``--seeds`` compares with VW
 SEED_SYSTEMS = ("event-normalized", "event-normalized-plain")
 
@@ -280,8 +287,7 @@ def seed_spread(sizes: dict[str, int], seeds: int, out: Path) -> None:
             rows = []
             for seed in range(seeds):
                 xs, y, weights = load(name, n, seed)
-                for old in Path(workdir).glob("*"):
-                    old.unlink()
+                _empty(workdir)
                 row = {"seed": seed, "vw": run_vw(xs, y, workdir, 1, weights=weights)["log_loss"]}
                 for system in SEED_SYSTEMS:
                     make, step = SYSTEMS[system]
@@ -346,8 +352,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         for name, n in sizes.items():
             xs, y, weights = load(name, n)
-            for old in Path(workdir).glob("*"):
-                old.unlink()
+            _empty(workdir)
             rows = {"vw": run_vw(xs, y, workdir, args.repeats, weights=weights)}
             refs = {}
             if name == "interactions":
