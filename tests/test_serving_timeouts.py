@@ -134,6 +134,35 @@ def test_no_slow_connection_outlives_its_deadline(server: ServerProcess) -> None
     assert httpx.post(server.url + "/v1/predict", content=BODY).status_code == 200
 
 
+def test_a_client_still_sending_its_body_after_the_deadline_reads_the_408(
+    server: ServerProcess,
+) -> None:
+    """The standard library's client sends a whole body before it reads. Its body
+    dribbled on past the deadline: the server answers 408, closes for writing and
+    drops what still comes, and the client reads the 408 once its body is sent.
+    Closed at once, the client's next send would meet a reset instead."""
+    import http.client
+
+    def dribble() -> Iterator[bytes]:
+        yield BODY[:1]
+        for i in range(1, 15):  # 3.5 s of a 2 s deadline, still short of the whole body
+            time.sleep(0.25)
+            yield BODY[i : i + 1]
+
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    headers = {"content-type": "application/json", "content-length": str(len(BODY))}
+    started = time.monotonic()
+    try:
+        connection.request("POST", "/v1/predict", body=dribble(), headers=headers)
+        sent_s = time.monotonic() - started
+        answer = connection.getresponse()
+        assert answer.status == 408
+        assert b"request body not received within 2 s" in answer.read()
+    finally:
+        connection.close()
+    assert sent_s > BODY_S + 1.0  # it was still sending a second after its 408
+
+
 def test_a_slow_client_within_the_deadlines_is_answered(server: ServerProcess) -> None:
     async def run() -> bytes:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
@@ -159,3 +188,50 @@ def test_timeouts_are_checked_on_the_command_line(
     for flag in ("--header-timeout-s", "--body-timeout-s"):
         assert cli_main(["serve", "--store", str(tmp_path), "--model", MODEL, flag, "0"]) == 1
         assert f"field `{flag}`: expected seconds in (0, 3600], got 0.0" in capsys.readouterr().err
+
+
+def test_a_connection_lingers_after_its_408_while_the_client_sends_within_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a 408 the connection is closed once the client sent nothing for
+    ``LINGER_S``, or ``LINGER_MAX_S`` after the 408 however it sends; the HTTP
+    protocol it replaced hears of the connection's end."""
+    from streamlearn.serving import timeouts
+
+    monkeypatch.setattr(timeouts, "LINGER_S", 0.2)
+    monkeypatch.setattr(timeouts, "LINGER_MAX_S", 1.0)
+
+    class Transport:
+        closed_at: float | None = None
+
+        def close(self) -> None:
+            self.closed_at = asyncio.get_running_loop().time()
+
+    class Replaced(asyncio.Protocol):
+        lost = False
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.lost = True
+
+    async def linger(send_every_s: float, send_for_s: float) -> tuple[float, float, float]:
+        """(start, the last byte received, the close), in the loop's time."""
+        loop = asyncio.get_running_loop()
+        transport, replaced = Transport(), Replaced()
+        lingering = timeouts._Lingering(
+            replaced, transport, loop  # type: ignore[arg-type]  # a stand-in transport
+        )
+        start = last = loop.time()
+        while transport.closed_at is None and loop.time() - start < 5.0:
+            await asyncio.sleep(send_every_s)
+            if transport.closed_at is None and loop.time() - start < send_for_s:
+                lingering.data_received(b"x")
+                last = loop.time()
+        assert transport.closed_at is not None
+        lingering.connection_lost(None)
+        assert replaced.lost
+        return start, last, transport.closed_at
+
+    start, last, closed = asyncio.run(linger(0.05, 0.4))  # stops sending after 0.4 s
+    assert closed - last >= 0.2 and closed - start < 1.0
+    start, last, closed = asyncio.run(linger(0.05, 10.0))  # never stops
+    assert 1.0 <= closed - start < 3.0

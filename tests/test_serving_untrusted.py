@@ -10,6 +10,7 @@ so that a 33 KB body declares 2**30 rows and a 46 KB one 500 MB of strings.
 
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 import sys
@@ -414,3 +415,35 @@ def test_a_null_list_row_whose_offsets_span_items_has_no_items(kind: str) -> Non
         {"features": {"tags": ["Lyon", "Oslo"], "age": 1.0}}, {"features": {"age": 2.0}},
     ]})
     assert got.json()["predictions"] == plain.json()["predictions"]
+
+
+@pytest.mark.parametrize(
+    ("path", "ctype", "events", "status", "field"),
+    [  # 360,000 events: 9.4 MB, over the 8 MiB limit; 300,000: 7.8 MB, under it
+        ("/v1/predict", "application/json", 360_000, 413, "body"),  # from content-length
+        (f"/v2/models/{MODEL}/infer", "application/json", 360_000, 413, "body"),
+        (f"/v1/models/{MODEL}:predict", "text/csv", 300_000, 415, "content-type"),
+        ("/v1/nowhere", "application/json", 300_000, 404, None),
+    ],
+)
+def test_a_client_sending_a_refused_body_on_a_closing_connection_reads_the_answer(
+    live: tuple[ServerProcess, httpx.Client], path: str, ctype: str, events: int,
+    status: int, field: str | None,
+) -> None:
+    """The standard library's client asks for ``connection: close`` and reads only
+    once its body is sent: refused before the body is read, the server must read
+    and drop the rest before it closes, or the kernel resets the connection under
+    the client's send and the answer is lost (``ConnectionResetError``)."""
+    import urllib.error
+    import urllib.request
+
+    proc, _ = live
+    body = b'{"events": [' + b'{"features": {"x0": 1.0}},' * events + b"{}]}"
+    request = urllib.request.Request(proc.url + path, data=body, headers={"content-type": ctype})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=30)
+    assert refused.value.code == status
+    answer = json.loads(refused.value.read())
+    if field is not None:
+        assert answer["fields"][0]["field"] == field, answer
+    assert proc.alive()

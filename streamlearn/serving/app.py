@@ -65,6 +65,8 @@ INLINE_DECODED = 2 * 1024 * 1024
 DECODE_THREADS = 2
 # what was answered for events with an ``id`` waits for the prediction log's next batch
 # this many requests, or this long, at most (see PredictionApp._log)
+#: at most this long reading and dropping the rest of a refused request's body
+REFUSED_BODY_DRAIN_S = 5.0
 LOG_BATCH = 64
 LOG_LINGER_S = 0.005
 
@@ -168,18 +170,22 @@ class PredictionApp:
             route = self._versioned_route(path)
         predictions = 0
         extra: list[tuple[bytes, bytes]] | None = None
+        unread = False  # refused with (part of) its body not received
         try:
             if route is None:
                 status, body, ctype = 404, _error(self._no_route(path)), JSON
                 path = "other"
+                unread = True
             elif method != route[0] and not (route[0] == "GET" and method == "HEAD"):
                 status, body, ctype = 405, _error(f"use {route[0]} on {path}"), JSON
                 extra = [(b"allow", route[0].encode())]
                 path = route[3]
+                unread = True
             elif route[2] and self._auth is not None and not self._authorised(scope):
                 status, body, ctype = 401, _error("missing or wrong bearer token"), JSON
                 extra = [(b"www-authenticate", b"Bearer")]
                 path = route[3]
+                unread = True
             elif route[3] == "/v1/predict":
                 path = route[3]
                 # the usual request, one plain event: answered here when it can be,
@@ -196,6 +202,9 @@ class PredictionApp:
                 status, body, ctype, predictions = await route[1](scope, receive)
         except BadRequest as exc:
             status, body, ctype = exc.status, orjson.dumps(exc.to_json()), JSON
+            unread = exc.body_unread
+        except _ProtocolRefusal as exc:
+            status, body, ctype, unread = exc.status, exc.body, JSON, exc.body_unread
         except ValidationError as exc:  # raised by the model's own encoder
             status, body, ctype = 422, orjson.dumps(BadRequest([exc]).to_json()), JSON
         except VersionNotFound as exc:
@@ -209,7 +218,18 @@ class PredictionApp:
         if status == 503:
             headers.append(_RETRY_AFTER)
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+        if method == "HEAD":
+            body = b""
+        if unread and _body_to_drain(scope):
+            # the answer whole, then the rest of the body read and dropped before the
+            # answer is complete: a connection that closes after it (``connection:
+            # close``, HTTP/1.0) would otherwise close with bytes unread, the kernel
+            # would reset it, and a client still sending would get the reset, not this
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            await _drain(receive, REFUSED_BODY_DRAIN_S)
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            await send({"type": "http.response.body", "body": body})
         self.metrics.observe(path, status, perf_counter() - started, predictions)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
@@ -244,17 +264,22 @@ class PredictionApp:
                 )
         return False
 
-    def _check_declared(self, declared: bytes) -> None:
-        """Refuse with 413, before reading, a body whose ``content-length`` is over the limit."""
+    def _check_declared(self, declared: bytes, unread: bool = True) -> None:
+        """Refuse with 413, before reading, a body whose ``content-length`` is over the
+        limit; ``unread``: none of the body was received yet, or not all of it."""
         try:
             size = int(declared)
         except ValueError:
-            raise BadRequest(
+            exc = BadRequest(
                 [ValidationError("content-length", "an integer", declared.decode("latin-1"))],
                 400,
-            ) from None
+            )
+            exc.body_unread = unread
+            raise exc from None
         if size > self.max_body_bytes:
-            raise _too_large(self.max_body_bytes, size)
+            exc = _too_large(self.max_body_bytes, size)
+            exc.body_unread = unread
+            raise exc
 
     async def _read_body(self, receive: Any, message: dict[str, Any]) -> bytes:
         """The whole body, from its first ASGI ``message`` on (the usual body
@@ -268,7 +293,9 @@ class PredictionApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise _too_large(limit, size)
+                exc = _too_large(limit, size)
+                exc.body_unread = message.get("more_body", False)
+                raise exc
             if not message.get("more_body", False):
                 if not chunks:
                     return chunk
@@ -330,7 +357,9 @@ class PredictionApp:
             elif name == b"content-length":
                 declared = value
         if declared is not None and (len(declared) > self._short_length or not declared.isdigit()):
-            self._check_declared(declared)
+            self._check_declared(
+                declared, unread=message is None or message.get("more_body", False)
+            )
         if ctype and ctype != JSON:
             ctype = ctype.split(b";", 1)[0].strip().lower()
         if message is None:
@@ -606,7 +635,9 @@ class PredictionApp:
                 self._check_declared(value)
         if ctype and ctype != JSON:
             got = ctype.decode("latin-1")[:60]
-            raise BadRequest([ValidationError("content-type", "application/json", got)], 415)
+            exc = BadRequest([ValidationError("content-type", "application/json", got)], 415)
+            exc.body_unread = True
+            raise exc
         body = await self._read_body(receive, await receive())
         return load_json(body)
 
@@ -663,9 +694,7 @@ class PredictionApp:
                 return 503, self._not_ready(), JSON, 0
             result = predictor.predict_columns(batch.columns, batch.n_rows)
         except ValidationError as exc:  # the protocol's errors: {"error": ...}, 400
-            problems = exc.problems if isinstance(exc, BadRequest) else [exc]
-            status = exc.status if isinstance(exc, BadRequest) and exc.status != 422 else 400
-            return status, _v2_error(exc, problems), JSON, 0
+            raise _ProtocolRefusal(exc) from None
         answer = v2_response(self.model, predictor.version, result, request_id, outputs)
         return 200, orjson.dumps(answer, option=_DUMP_OPTIONS), JSON, len(result)
 
@@ -675,9 +704,7 @@ class PredictionApp:
         try:
             batch = tf_events(await self._json_body(scope, receive), self.max_events)
         except ValidationError as exc:
-            problems = exc.problems if isinstance(exc, BadRequest) else [exc]
-            status = exc.status if isinstance(exc, BadRequest) and exc.status != 422 else 400
-            return status, _v2_error(exc, problems), JSON, 0
+            raise _ProtocolRefusal(exc) from None
         predictor = self.watcher.current
         if predictor is None:
             return 503, self._not_ready(), JSON, 0
@@ -707,10 +734,18 @@ class PredictionApp:
         return None if current is None else (current.version, current.created_at)
 
 
-def _v2_error(exc: ValidationError, problems: list[ValidationError]) -> bytes:
-    """``{"error": ...}`` of the protocols, with the fields named as the native API names them."""
-    fields = [{"field": p.field, "expected": p.expected, "got": p.got} for p in problems]
-    return orjson.dumps({"error": str(exc), "fields": fields})
+class _ProtocolRefusal(Exception):
+    """A refusal answered in the KServe v2 and TF Serving protocols' own form:
+    ``{"error": ...}`` with the fields named as the native API names them, and 400
+    where the native API answers 422."""
+
+    def __init__(self, exc: ValidationError) -> None:
+        super().__init__(str(exc))
+        problems = exc.problems if isinstance(exc, BadRequest) else [exc]
+        self.status = exc.status if isinstance(exc, BadRequest) and exc.status != 422 else 400
+        fields = [{"field": p.field, "expected": p.expected, "got": p.got} for p in problems]
+        self.body = orjson.dumps({"error": str(exc), "fields": fields})
+        self.body_unread = isinstance(exc, BadRequest) and exc.body_unread
 
 
 def _echo_ids(events: Any, doc: dict[str, Any]) -> None:
@@ -731,6 +766,43 @@ def _age_s(created_at: float) -> float:
 
 def _error(message: str) -> bytes:
     return orjson.dumps({"error": message})
+
+
+def _body_to_drain(scope: dict[str, Any]) -> bool:
+    """Whether a request refused before its whole body was received has a body on
+    its way: it declares one, and does not wait for ``100 Continue`` to send it.
+
+    >>> _body_to_drain({"headers": [(b"content-length", b"900000")]})
+    True
+    >>> _body_to_drain({"headers": [(b"content-length", b"0")]})
+    False
+    >>> _body_to_drain({"headers": [(b"transfer-encoding", b"chunked"),
+    ...                             (b"expect", b"100-continue")]})
+    False
+    """
+    body = False
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            body = value.strip() != b"0"
+        elif name == b"transfer-encoding":
+            body = True
+        elif name == b"expect":
+            return False  # the client sends its body only if told to continue
+    return body
+
+
+async def _drain(receive: Any, limit_s: float) -> None:
+    """Receive and drop request body messages until the body ends, the client goes
+    away, or ``limit_s`` has passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while (left := deadline - loop.time()) > 0:
+        try:
+            message = await asyncio.wait_for(receive(), left)
+        except TimeoutError:
+            return
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
 
 
 def _too_large(limit: int, size: int) -> BadRequest:

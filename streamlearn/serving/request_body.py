@@ -74,6 +74,10 @@ class BadRequest(ValidationError):
     (422, 'events[0].features')
     """
 
+    #: refused before the whole body was received: the service reads and drops the
+    #: rest after answering, so that the client reads the answer (see ``app.py``)
+    body_unread = False
+
     def __init__(self, problems: list[ValidationError], status: int = 422) -> None:
         first = problems[0]
         super().__init__(first.field, first.expected, first.got, first.where)

@@ -11,7 +11,12 @@ uvicorn's ``httptools`` protocol with two deadlines per request:
 * ``body_timeout_s`` from the end of the headers to the end of the body.
 
 Past either, the connection gets ``408 Request Timeout`` (when a request had
-begun and no answer has started) and is closed. Time spent answering is not
+begun and no answer has started) and is closed. After a 408 it is first closed
+for writing only: the client reads the answer and then the connection's end,
+while what it still sends is read and dropped until it closes too, or
+:data:`LINGER_S` passes without a byte from it (at most :data:`LINGER_MAX_S`
+in all). Closed at once with bytes unread, the kernel would reset the
+connection, and a client still sending would get the reset, not the 408. Time spent answering is not
 counted; the idle time between requests is uvicorn's ``timeout_keep_alive``
 (and bytes after an answer that begin no request get ``header_timeout_s``).
 
@@ -34,10 +39,17 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["guarded_protocol", "sweep_interval", "HEADER_TIMEOUT_S", "BODY_TIMEOUT_S"]
+__all__ = [
+    "guarded_protocol", "sweep_interval", "HEADER_TIMEOUT_S", "BODY_TIMEOUT_S", "LINGER_S",
+    "LINGER_MAX_S",
+]
 
 HEADER_TIMEOUT_S = 5.0
 BODY_TIMEOUT_S = 30.0
+#: after a 408, the connection is closed once the client sent nothing this long ...
+LINGER_S = 2.0
+#: ... or at the latest this long after the 408
+LINGER_MAX_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +80,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         # (phase, the request it belongs to, when the sweep first saw it)
         self._watched: tuple[str, object, float] | None = None
+        self._lingering = False  # answered 408, closed for writing, dropping what comes
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(  # type: ignore[override]  # narrower, as uvicorn's own override
@@ -117,9 +130,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if now - watched[2] >= limit:
             self._expire(phase)
 
+    def shutdown(self) -> None:
+        """The server stops: a connection lingering after a 408 closes now."""
+        if self._lingering:
+            self.transport.close()
+        else:
+            super().shutdown()
+
     def _expire(self, phase: str) -> None:
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self._lingering:
             return
         cycle = self.cycle
         if phase == "headers":  # answer unless an earlier request is still being answered
@@ -139,7 +159,48 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.disconnected = True  # the app reads a disconnect; its answer goes nowhere
             cycle.message_event.set()
         log.debug("closed a connection past its deadline (%s)", phase)
-        transport.close()
+        if answer and transport.can_write_eof():
+            self._lingering = True
+            transport.set_protocol(_Lingering(self, transport, self.loop))
+            transport.write_eof()
+            transport.resume_reading()  # uvicorn pauses reading while a body waits
+        else:
+            transport.close()
+
+
+class _Lingering(asyncio.Protocol):
+    """A connection's protocol after its 408: reads and drops what the client
+    sends; closes when the client does, or after :data:`LINGER_S` without a
+    byte, :data:`LINGER_MAX_S` at the latest. Tells the HTTP protocol it
+    replaced when the connection is gone."""
+
+    def __init__(
+        self, replaced: asyncio.Protocol, transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.replaced = replaced
+        self.transport = transport
+        self.loop = loop
+        self.last = loop.time()
+        self.until = self.last + LINGER_MAX_S
+        self.timer = loop.call_later(LINGER_S, self._check)
+
+    def data_received(self, data: bytes) -> None:
+        self.last = self.loop.time()
+
+    def eof_received(self) -> bool:
+        return False  # the client is done: the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.timer.cancel()
+        self.replaced.connection_lost(exc)
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        if now - self.last >= LINGER_S or now >= self.until:
+            self.transport.close()
+        else:
+            self.timer = self.loop.call_at(min(self.last + LINGER_S, self.until), self._check)
 
 
 def _sweep(state: Any, loop: asyncio.AbstractEventLoop, interval: float) -> None:
