@@ -10,8 +10,10 @@ import logging
 import os
 import site
 import sys
+from pathlib import Path
 from typing import Any
 
+from connectors.local_logs import route_minicluster_log
 from connectors.paths import flink_job_jars
 from streamlearn.errors import ConfigError
 
@@ -68,8 +70,13 @@ def stream_env(
     checkpoint_ms: int | None = None,
     checkpoint_dir: str | None = None,
     config: dict[str, str] | None = None,
+    log_name: str | None = None,
 ) -> Any:
     """A ``StreamExecutionEnvironment`` with the Kafka connector jar and this Python.
+
+    Run locally, its MiniCluster logs to a file of this start under
+    ``<state>/logs``, named by ``log_name`` (by default the job file's name; see
+    :mod:`connectors.local_logs`).
 
     The Python workers run the interpreter that runs the job file
     (``sys.executable``): the project's venv, locally and when a standalone
@@ -81,6 +88,8 @@ def stream_env(
     from pyflink.common import Configuration
     from pyflink.datastream import CheckpointingMode, StreamExecutionEnvironment
 
+    # before anything of PyFlink's starts its gateway (``Configuration()`` does)
+    route_minicluster_log(log_name or Path(sys.argv[0]).stem or "job")
     conf = Configuration()
     # a job submitted with its Python shipped (``-pyarch``, connectors.python_env) runs
     # the archive's interpreter, which has every package: nothing of this machine's
@@ -116,7 +125,6 @@ def reporter_jars(config: dict[str, str]) -> list[str]:
     the class loader the MiniCluster starts from.
     """
     import zipfile
-    from pathlib import Path
 
     import pyflink
 

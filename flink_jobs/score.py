@@ -85,6 +85,7 @@ def build(args: argparse.Namespace):
         parallelism=args.parallelism,
         checkpoint_ms=args.checkpoint_ms,
         config={"python.execution-mode": args.execution_mode},
+        log_name=f"score-{args.model}",
     )
     rows = env.from_source(
         _source(args), WatermarkStrategy.no_watermarks(), "kafka-events",

@@ -114,6 +114,7 @@ def build(cfg: TrainConfig, recovery_path: str | None = None):
         checkpoint_ms=cfg.job.checkpoint_ms,
         checkpoint_dir=checkpoint_uri(cfg),
         config=config,
+        log_name=f"train-{cfg.store.model}",
     )
     env.set_max_parallelism(MAX_PARALLELISM)
     cfg_json = json.dumps(cfg.to_dict())

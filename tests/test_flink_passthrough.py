@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,16 +32,21 @@ def _check(bootstrap: str, sink: str) -> None:
     assert all(r["seen_by"] == "passthrough" and r["value"] == 2 * r["i"] for r in rows)
 
 
-def test_job_in_the_local_minicluster(kafka_broker, topic_name):
+def test_job_in_the_local_minicluster(kafka_broker, topic_name, tmp_path):
     source, sink = f"{topic_name}-a", f"{topic_name}-b"
     _fill(kafka_broker.bootstrap, source, sink)
     proc = subprocess.run(
         [sys.executable, str(JOB), "--bootstrap", kafka_broker.bootstrap,
          "--source", source, "--sink", sink, "--bounded", "--parallelism", "2"],
         capture_output=True, text=True, timeout=300,
+        env={**os.environ, "STREAMLEARN_STATE_DIR": str(tmp_path / "state")},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _check(kafka_broker.bootstrap, sink)
+    # the MiniCluster logged to a file of this start in the state directory
+    # (connectors/local_logs.py), not to PyFlink's one file in the venv
+    (log,) = (tmp_path / "state" / "logs").glob("flink-passthrough-*-python-*.log")
+    assert "switched from RUNNING to FINISHED" in log.read_text(errors="replace")
 
 
 def test_same_job_file_on_a_standalone_cluster(kafka_broker, flink_cluster, topic_name):

@@ -189,6 +189,12 @@ def test_train_shows_each_version_refuses_a_second_writer_and_stops_in_one_line(
     events = [info.lineage.events for info in store.list()]
     assert events == sorted(events) and events[-1] == 10_000, "never backwards in events"
     assert not _processes_with(writer), "the job ended with the command"
+    # the job's output and its MiniCluster's log, each a file of this start (local_logs.py)
+    logs = tmp_path / "state" / "logs"
+    (output,) = logs.glob(f"train-{MODEL}-*.log")
+    assert output.name in first.lines[0]
+    (flink_log,) = logs.glob(f"flink-train-{MODEL}-*-python-*.log")
+    assert f"streamlearn-train-{MODEL}" in flink_log.read_text(errors="replace")
 
 
 @pytest.mark.slow

@@ -240,6 +240,7 @@ def run_foreground(
     Raises :class:`~streamlearn.errors.StreamlearnError` (one line) when the job
     cannot start or fails.
     """
+    from connectors.local_logs import KEEP_STARTS, prune_starts, route_minicluster_log, start_stamp
     from connectors.paths import state_dir
     from streamlearn.store import ModelStore
     from streamlearn.training.checkpoints import latest_checkpoint, resolve_recovery
@@ -253,7 +254,8 @@ def run_foreground(
     store = ModelStore(cfg.store.uri, cfg.store.model)
     holder = HandOver(store, cfg.job.writer_id, cfg.job.lease_ms)  # WriterBusy: one line
     log_dir = log_dir or state_dir("logs")
-    log_path = log_dir / f"train-{cfg.store.model}-{time.strftime('%Y%m%d-%H%M%S')}.log"
+    prune_starts(log_dir, f"train-{cfg.store.model}-", KEEP_STARTS - 1)  # bounded disk
+    log_path = log_dir / f"train-{cfg.store.model}-{start_stamp()}.log"
     start_version = store.head().latest
     where = f"checkpoint {recovery}" if recovery else (
         f"version {start_version}" if start_version else f"{cfg.kafka.start} offsets"
@@ -267,6 +269,7 @@ def run_foreground(
         file=out, flush=True,
     )
     env = {**os.environ, "STREAMLEARN_TRAIN_PARENT": str(os.getpid())}
+    route_minicluster_log(f"train-{cfg.store.model}", env)  # the MiniCluster's own log
     old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGHUP)}
     # Ctrl-C stops the job cleanly, also where SIGINT was inherited ignored (a script's `&`)
     old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
