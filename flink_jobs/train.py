@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     # one writer id per start, in the job's configuration: every restart is the same writer
     cfg = config_from_args(args).with_writer()
     from streamlearn.store import ModelStore
-    from streamlearn.training.checkpoints import resolve_recovery
+    from streamlearn.training.checkpoints import prune_runs, resolve_recovery
     from streamlearn.training.writer import HandOver
 
     # the model's writer lease, held from before the job reads where to resume until the
@@ -191,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     recovery = resolve_recovery(cfg, args.resume)
     if recovery:
         print(f"resuming from checkpoint {recovery}", file=sys.stderr, flush=True)
+    prune_runs(cfg, recovery)  # bounded disk: earlier runs' checkpoints, the newest kept
     build(cfg, recovery).execute(f"streamlearn-train-{cfg.store.model}")
     return 0
 

@@ -23,6 +23,7 @@ from streamlearn.generators import clicks
 from streamlearn.publish import Publisher
 from streamlearn.state import ModelState
 from streamlearn.store import ModelStore
+from streamlearn.training.checkpoints import KEEP_RUNS
 from streamlearn.training.config import TrainConfig
 
 pytestmark = pytest.mark.integration
@@ -95,18 +96,6 @@ def _publish_plain(bootstrap: str, topic: str, events: list[dict], bad_every: in
     producer.flush()
     producer.close()
     return bad
-
-
-def _publish_paced(bootstrap: str, topic: str, events: list[dict], seconds: float = 3.0) -> None:
-    """Publish in envelopes of 50 at a steady pace over about ``seconds``."""
-    with Publisher(bootstrap, topic, envelope=True, envelope_size=50) as pub:
-        start, step = time.monotonic(), max(1, len(events) // 30)
-        for i in range(0, len(events), step):
-            pub.publish_many(events[i : i + step])
-            pub.flush()
-            ahead = (i + step) / len(events) * seconds - (time.monotonic() - start)
-            if ahead > 0:
-                time.sleep(ahead)
 
 
 def _held_out_accuracy(state: ModelState, events: list[dict]) -> float:
@@ -331,9 +320,24 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     store = ModelStore(str(tmp_path / "models"), "clicks")
     checkpoints = tmp_path / "checkpoints" / "clicks"
     job = _start_job(args, tmp_path / "run1.log")
-    producer = threading.Thread(
-        target=_publish_paced, args=(bootstrap, topic_name, events[30_000:])
-    )
+    job_gone = threading.Event()
+
+    def second_half() -> None:
+        """The second half at a steady pace (over ~6 s) while the job runs, its last
+        envelopes once the job is killed: a loaded machine may stretch the wait for the
+        kill, never let the job learn the whole stream before it."""
+        rest, step = events[30_000:], 500
+        with Publisher(bootstrap, topic_name, envelope=True, envelope_size=50) as pub:
+            start, sent = time.monotonic(), 0
+            while sent < len(rest) - step and not job_gone.is_set():
+                pub.publish_many(rest[sent : sent + step])
+                pub.flush()
+                sent += step
+                time.sleep(max(0.0, sent / len(rest) * 6.0 - (time.monotonic() - start)))
+            job_gone.wait()
+            pub.publish_many(rest[sent:])  # while the job is away and restarts
+
+    producer = threading.Thread(target=second_half)
 
     def newer_than_the_checkpoint() -> bool:  # a version published after the last checkpoint
         latest = store.head().latest
@@ -349,15 +353,25 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
             180,
             "no version and checkpoints",
         )
-        producer.start()  # the second half arrives over ~3 s, while the job dies and restarts
+        producer.start()
         time.sleep(1.0)
         _wait_for(newer_than_the_checkpoint, job, tmp_path / "run1.log", 30, "no version")
     finally:
         _kill(job)
+        job_gone.set()
     killed_at = store.head().latest
     killed = store.get(killed_at).lineage
     assert killed.events < len(events), "killed mid-stream"
     assert killed.created_at > _last_checkpoint_s(checkpoints), "a version after the checkpoint"
+
+    # three earlier runs' checkpoints, older than this run's: the restart keeps the newest
+    # KEEP_RUNS runs (this one, resumed from, among them) and deletes the rest
+    earlier = [checkpoints / f"{i:032x}" for i in range(3)]
+    for days, run in zip((3, 2, 1), earlier, strict=True):
+        (run / "chk-1").mkdir(parents=True)
+        (run / "chk-1" / "_metadata").write_bytes(b"x")
+        for path in (run / "chk-1", run):
+            os.utime(path, (time.time() - days * 86400,) * 2)
 
     restarted = time.time()
     job = _start_job([*args, "--resume", "auto"], tmp_path / "run2.log")
@@ -380,6 +394,8 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
         if producer.ident is not None:
             producer.join()
     assert "resuming from checkpoint" in (tmp_path / "run2.log").read_text()
+    assert [run.exists() for run in earlier] == [False, True, True]
+    assert KEEP_RUNS == 3
     assert latest.version > killed_at
     assert latest.lineage.events == len(events), "every event learned, none twice"
     assert final.lineage.events == len(events)

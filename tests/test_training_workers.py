@@ -6,6 +6,7 @@ import base64
 import errno
 import json
 import logging
+import os
 import time
 from dataclasses import replace
 
@@ -17,7 +18,12 @@ from streamlearn.errors import ConfigError, StoreError
 from streamlearn.generators import clicks
 from streamlearn.merge import Merger, ModelDelta, merge_rule
 from streamlearn.store import ModelStore
-from streamlearn.training.checkpoints import latest_checkpoint, resolve_recovery
+from streamlearn.training.checkpoints import (
+    KEEP_RUNS,
+    latest_checkpoint,
+    prune_runs,
+    resolve_recovery,
+)
 from streamlearn.training.cli_args import config_from_args, job_arg_parser, parse_set
 from streamlearn.training.config import TrainConfig
 from streamlearn.training.workers import (
@@ -548,6 +554,28 @@ def test_checkpoint_resolution(tmp_path):
     assert resolve_recovery(cfg, "none") is None
     with pytest.raises(ConfigError, match="--resume"):
         resolve_recovery(cfg, str(tmp_path / "nowhere"))
+
+
+def test_earlier_runs_checkpoints_are_pruned_to_the_newest_and_the_resumed(tmp_path):
+    cfg = _cfg(tmp_path, checkpoint_dir=str(tmp_path / "ck"))
+    assert prune_runs(cfg, None) == []  # no directory yet
+    model = tmp_path / "ck" / "m"
+    runs = [model / f"{i:032x}" for i in range(6)]  # run 0 the oldest
+    for age, run in zip(range(6, 0, -1), runs, strict=True):
+        chk = run / "chk-4"
+        chk.mkdir(parents=True)
+        (chk / "_metadata").write_bytes(b"x")
+        (run / "shared").mkdir()
+        for path in (chk, run):
+            os.utime(path, (time.time() - age * 3600,) * 2)
+    other = model / "notes"  # not a Flink job's directory: never touched
+    other.mkdir()
+    resumed = (runs[1] / "chk-4").as_uri()  # an old run resumed from (`--resume PATH`)
+    gone = prune_runs(cfg, resumed)
+    assert sorted(gone) == [runs[0], runs[2]]
+    assert sorted(p for p in model.iterdir()) == sorted([runs[1], *runs[-KEEP_RUNS:], other])
+    assert prune_runs(cfg, None) == [runs[1]]  # not resumed any more: only the newest left
+    assert prune_runs(_cfg(tmp_path, checkpoint_dir="s3://bucket/ck"), None) == []
 
 
 def test_restart_settings_become_flinks_exponential_delay_strategy(tmp_path):
