@@ -403,3 +403,45 @@ def test_store_source_sees_every_change_of_the_head_at_once(tmp_path: Any) -> No
     assert source.serving_version() == 12
     store.rollback(3)
     assert source.serving_version() == 13
+
+
+def test_a_refused_body_is_answered_at_once_then_read_and_dropped() -> None:
+    """Refused from its ``content-length``, a request gets its whole 413 before the rest
+    of its body is read (the first message is, as for every prediction); the rest is
+    then received and dropped, and only then is the answer
+    complete (so that a connection closing after it has no unread bytes); the latency
+    counted is the answer's, not the drain's."""
+    app, _ = make_app(1, max_body_bytes=1000)
+    chunks = 8
+    sent: list[tuple[float, dict[str, Any]]] = []
+    received: list[float] = []
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        scope = {
+            "type": "http", "method": "POST", "path": "/v1/predict", "query_string": b"",
+            "headers": [(b"content-type", b"application/json"),
+                        (b"content-length", b"%d" % (chunks * 1000))],
+        }
+
+        async def receive() -> dict[str, Any]:
+            await asyncio.sleep(0.05)  # a body arriving slowly
+            received.append(loop.time())
+            more = len(received) < chunks
+            return {"type": "http.request", "body": b"x" * 1000, "more_body": more}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append((loop.time(), message))
+
+        await app(scope, receive, send)
+
+    asyncio.run(run())
+    (_, start), (answered_at, answer), (done_at, end) = sent
+    assert start["status"] == 413
+    assert answer["more_body"] and b"at most 1000 bytes" in answer["body"]
+    assert answered_at < received[1]  # answered before the rest of the body was read
+    assert len(received) == chunks and end == {"type": "http.response.body", "body": b""}
+    assert done_at >= received[-1]  # complete once the whole body was dropped
+    assert app.metrics.requests == {("/v1/predict", 413): 1}
+    latency = app.metrics._counts[("/v1/predict", 413)][-1]
+    assert latency < received[-1] - answered_at  # the answer's time, not the drain's

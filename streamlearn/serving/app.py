@@ -226,10 +226,12 @@ class PredictionApp:
             # close``, HTTP/1.0) would otherwise close with bytes unread, the kernel
             # would reset it, and a client still sending would get the reset, not this
             await send({"type": "http.response.body", "body": body, "more_body": True})
+            # timed as the client got it: the drain is the connection's, not the answer's
+            self.metrics.observe(path, status, perf_counter() - started, predictions)
             await _drain(receive, REFUSED_BODY_DRAIN_S)
             await send({"type": "http.response.body", "body": b""})
-        else:
-            await send({"type": "http.response.body", "body": body})
+            return
+        await send({"type": "http.response.body", "body": body})
         self.metrics.observe(path, status, perf_counter() - started, predictions)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
