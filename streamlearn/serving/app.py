@@ -63,10 +63,10 @@ Route = tuple[str, "Callable[..., Awaitable[Reply]]", bool, str]
 INLINE_BODY = 1024 * 1024
 INLINE_DECODED = 2 * 1024 * 1024
 DECODE_THREADS = 2
-# what was answered for events with an ``id`` waits for the prediction log's next batch
-# this many requests, or this long, at most (see PredictionApp._log)
 #: at most this long reading and dropping the rest of a refused request's body
 REFUSED_BODY_DRAIN_S = 5.0
+# what was answered for events with an ``id`` waits for the prediction log's next batch
+# this many requests, or this long, at most (see PredictionApp._log)
 LOG_BATCH = 64
 LOG_LINGER_S = 0.005
 

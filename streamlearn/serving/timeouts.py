@@ -11,14 +11,16 @@ uvicorn's ``httptools`` protocol with two deadlines per request:
 * ``body_timeout_s`` from the end of the headers to the end of the body.
 
 Past either, the connection gets ``408 Request Timeout`` (when a request had
-begun and no answer has started) and is closed. After a 408 it is first closed
-for writing only: the client reads the answer and then the connection's end,
-while what it still sends is read and dropped until it closes too, or
-:data:`LINGER_S` passes without a byte from it (at most :data:`LINGER_MAX_S`
-in all). Closed at once with bytes unread, the kernel would reset the
-connection, and a client still sending would get the reset, not the 408. Time spent answering is not
+begun and no answer has started) and is closed. Time spent answering is not
 counted; the idle time between requests is uvicorn's ``timeout_keep_alive``
 (and bytes after an answer that begin no request get ``header_timeout_s``).
+
+After a 408 the connection is first closed for writing only: the client reads
+the answer and then the connection's end, while what it still sends is read
+and dropped until it closes too, or :data:`LINGER_S` passes without a byte
+from it (:data:`LINGER_MAX_S` after the 408 at the latest). Closed at once
+with bytes unread, the kernel would reset the connection, and a client still
+sending would get the reset, not the 408.
 
 The deadlines cost a request nothing: no timer, no overridden method on its
 path. One sweep per server, every :func:`sweep_interval` (a quarter of the
