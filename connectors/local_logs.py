@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -84,13 +85,18 @@ def route_minicluster_log(
     env = os.environ if environ is None else environ
     if "FLINK_LOG_DIR" in env or "PYFLINK_GATEWAY_PORT" in env:
         return None
+    name = re.sub(r"[^A-Za-z0-9_.-]", "", name).strip("-.") or "job"  # a file name's part
     logs = state_dir("logs")
     prefix = f"flink-{name}-"
     prune_starts(logs, prefix, KEEP_STARTS - 1)  # room for this start's
     if "LOG4J_PROPERTIES" not in env:
         properties = logs / "log4j-local.properties"
         if not properties.is_file() or properties.read_text() != _LOG4J:
-            properties.write_text(_LOG4J)
+            # whole or not at all: another job's JVM may be reading it
+            fd, tmp = tempfile.mkstemp(prefix=".log4j-", dir=logs)
+            with os.fdopen(fd, "w") as out:
+                out.write(_LOG4J)
+            os.replace(tmp, properties)
         env["LOG4J_PROPERTIES"] = str(properties)
     env["FLINK_LOG_DIR"] = str(logs)
     env["FLINK_IDENT_STRING"] = f"{name}-{start_stamp()}"

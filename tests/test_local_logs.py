@@ -36,6 +36,15 @@ def test_a_local_start_logs_to_a_file_of_its_own_rolled_by_size(state: Path) -> 
     assert "strategy.max = 1" in properties
 
 
+def test_a_name_that_is_no_file_name_is_made_one(state: Path) -> None:
+    env: dict[str, str] = {}
+    route_minicluster_log("-c", env)  # sys.argv[0] of ``python -c``
+    assert env["FLINK_IDENT_STRING"].startswith("c-2")
+    route_minicluster_log("../x y", env := {})
+    assert env["FLINK_IDENT_STRING"].startswith("xy-2")
+    assert [p.name for p in (state / "logs").iterdir()] == ["log4j-local.properties"]
+
+
 def test_the_callers_log_directory_or_a_clusters_gateway_decide(state: Path) -> None:
     for given in ({"FLINK_LOG_DIR": "/elsewhere"}, {"PYFLINK_GATEWAY_PORT": "40001"}):
         env = dict(given)
