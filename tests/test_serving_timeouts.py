@@ -235,3 +235,21 @@ def test_a_connection_lingers_after_its_408_while_the_client_sends_within_bounds
     assert closed - last >= 0.2 and closed - start < 1.0
     start, last, closed = asyncio.run(linger(0.05, 10.0))  # never stops
     assert 1.0 <= closed - start < 3.0
+
+
+def test_a_client_still_sending_after_bytes_that_are_not_http_reads_the_400(
+    server: ServerProcess,
+) -> None:
+    """uvicorn answers bytes it cannot parse with a 400 and closed the connection at
+    once: a client still sending got a reset. Now the connection lingers as after a
+    408: every send goes through, then the client reads the 400 and the end."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        for _ in range(20):  # a second more of sending, after the answer
+            time.sleep(0.05)
+            sock.sendall(b"x" * 65536)
+        got = b""
+        while chunk := sock.recv(4096):
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 400 "), got[:200]
+    assert server.alive()

@@ -15,12 +15,13 @@ begun and no answer has started) and is closed. Time spent answering is not
 counted; the idle time between requests is uvicorn's ``timeout_keep_alive``
 (and bytes after an answer that begin no request get ``header_timeout_s``).
 
-After a 408 the connection is first closed for writing only: the client reads
-the answer and then the connection's end, while what it still sends is read
-and dropped until it closes too, or :data:`LINGER_S` passes without a byte
-from it (:data:`LINGER_MAX_S` after the 408 at the latest). Closed at once
-with bytes unread, the kernel would reset the connection, and a client still
-sending would get the reset, not the 408.
+After a 408, and after uvicorn's own 400 for bytes that are not HTTP, the
+connection is first closed for writing only: the client reads the answer and
+then the connection's end, while what it still sends is read and dropped
+until it closes too, or :data:`LINGER_S` passes without a byte from it
+(:data:`LINGER_MAX_S` after the answer at the latest). Closed at once with
+bytes unread, the kernel would reset the connection, and a client still
+sending would get the reset, not the answer.
 
 The deadlines cost a request nothing: no timer, no overridden method on its
 path. One sweep per server, every :func:`sweep_interval` (a quarter of the
@@ -48,9 +49,10 @@ __all__ = [
 
 HEADER_TIMEOUT_S = 5.0
 BODY_TIMEOUT_S = 30.0
-#: after a 408, the connection is closed once the client sent nothing this long ...
+#: after a 408 or a 400 for bytes that are not HTTP, the connection is closed once the
+#: client sent nothing this long ...
 LINGER_S = 2.0
-#: ... or at the latest this long after the 408
+#: ... or at the latest this long after the answer
 LINGER_MAX_S = 10.0
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         # (phase, the request it belongs to, when the sweep first saw it)
         self._watched: tuple[str, object, float] | None = None
-        self._lingering = False  # answered 408, closed for writing, dropping what comes
+        self._lingering = False  # answered (408, 400), closed for writing, dropping what comes
 
     # -- asyncio.Protocol ---------------------------------------------------------
     def connection_made(  # type: ignore[override]  # narrower, as uvicorn's own override
@@ -133,7 +135,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._expire(phase)
 
     def shutdown(self) -> None:
-        """The server stops: a connection lingering after a 408 closes now."""
+        """The server stops: a connection lingering after its answer closes now."""
         if self._lingering:
             self.transport.close()
         else:
@@ -161,17 +163,53 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.disconnected = True  # the app reads a disconnect; its answer goes nowhere
             cycle.message_event.set()
         log.debug("closed a connection past its deadline (%s)", phase)
-        if answer and transport.can_write_eof():
-            self._lingering = True
-            transport.set_protocol(_Lingering(self, transport, self.loop))
-            transport.write_eof()
-            transport.resume_reading()  # uvicorn pauses reading while a body waits
+        if answer:
+            self._linger(transport)
         else:
             transport.close()
 
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes it cannot parse as HTTP, then the close a 408
+        gets: the client may still be sending (not on a request's path: only after a
+        parse error). Not while an earlier request is still being answered: its answer
+        is written after this one, and a transport closed for writing refuses it."""
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete) or self.pipeline:
+            super().send_400_response(msg)
+            return
+        transport = self.transport
+        shim = _WriteThenLinger(transport, self._linger)
+        self.transport = shim  # type: ignore[assignment]  # writes go through, close lingers
+        try:
+            super().send_400_response(msg)
+        finally:
+            self.transport = transport
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close for writing, then drop what comes until the client is done (module text)."""
+        if not transport.can_write_eof():
+            transport.close()
+            return
+        self._lingering = True
+        transport.set_protocol(_Lingering(self, transport, self.loop))
+        transport.write_eof()
+        transport.resume_reading()  # uvicorn pauses reading while a body waits
+
+
+class _WriteThenLinger:
+    """A transport's stand-in for uvicorn's 400: ``write`` is the transport's,
+    ``close`` lingers."""
+
+    def __init__(self, transport: asyncio.Transport, linger: Any) -> None:
+        self.write = transport.write
+        self._close = lambda: linger(transport)
+
+    def close(self) -> None:
+        self._close()
+
 
 class _Lingering(asyncio.Protocol):
-    """A connection's protocol after its 408: reads and drops what the client
+    """A connection's protocol after its 408 or 400: reads and drops what the client
     sends; closes when the client does, or after :data:`LINGER_S` without a
     byte, :data:`LINGER_MAX_S` at the latest. Tells the HTTP protocol it
     replaced when the connection is gone."""
