@@ -272,16 +272,13 @@ class PredictionApp:
         try:
             size = int(declared)
         except ValueError:
-            exc = BadRequest(
+            raise BadRequest(
                 [ValidationError("content-length", "an integer", declared.decode("latin-1"))],
                 400,
-            )
-            exc.body_unread = unread
-            raise exc from None
+                body_unread=unread,
+            ) from None
         if size > self.max_body_bytes:
-            exc = _too_large(self.max_body_bytes, size)
-            exc.body_unread = unread
-            raise exc
+            raise _too_large(self.max_body_bytes, size, unread)
 
     async def _read_body(self, receive: Any, message: dict[str, Any]) -> bytes:
         """The whole body, from its first ASGI ``message`` on (the usual body
@@ -295,9 +292,7 @@ class PredictionApp:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                exc = _too_large(limit, size)
-                exc.body_unread = message.get("more_body", False)
-                raise exc
+                raise _too_large(limit, size, message.get("more_body", False))
             if not message.get("more_body", False):
                 if not chunks:
                     return chunk
@@ -637,9 +632,9 @@ class PredictionApp:
                 self._check_declared(value)
         if ctype and ctype != JSON:
             got = ctype.decode("latin-1")[:60]
-            exc = BadRequest([ValidationError("content-type", "application/json", got)], 415)
-            exc.body_unread = True
-            raise exc
+            raise BadRequest(
+                [ValidationError("content-type", "application/json", got)], 415, body_unread=True
+            )
         body = await self._read_body(receive, await receive())
         return load_json(body)
 
@@ -807,10 +802,11 @@ async def _drain(receive: Any, limit_s: float) -> None:
             return
 
 
-def _too_large(limit: int, size: int) -> BadRequest:
+def _too_large(limit: int, size: int, body_unread: bool) -> BadRequest:
     return BadRequest(
         [ValidationError("body", f"at most {limit} bytes", f"{size} bytes")],
         413,
+        body_unread=body_unread,
     )
 
 

@@ -74,15 +74,16 @@ class BadRequest(ValidationError):
     (422, 'events[0].features')
     """
 
-    #: refused before the whole body was received: the service reads and drops the
-    #: rest after answering, so that the client reads the answer (see ``app.py``)
-    body_unread = False
-
-    def __init__(self, problems: list[ValidationError], status: int = 422) -> None:
+    def __init__(
+        self, problems: list[ValidationError], status: int = 422, body_unread: bool = False
+    ) -> None:
         first = problems[0]
         super().__init__(first.field, first.expected, first.got, first.where)
         self.problems = problems
         self.status = status
+        #: refused before the whole body was received: the service reads and drops the
+        #: rest after answering, so that the client reads the answer (see ``app.py``)
+        self.body_unread = body_unread
 
     def to_json(self) -> dict[str, Any]:
         """The JSON body of the error response; a problem of an event's rules also gives
