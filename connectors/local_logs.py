@@ -74,12 +74,14 @@ def start_stamp() -> str:
 
 
 def route_minicluster_log(
-    name: str, environ: MutableMapping[str, str] | None = None
+    name: str, environ: MutableMapping[str, str] | None = None, stamp: str | None = None
 ) -> Path | None:
     """Point the local MiniCluster this process is about to start at a log file of
     this start under ``<state>/logs`` (see the module's text); the directory, or
     ``None`` when the caller's ``FLINK_LOG_DIR`` or a cluster's gateway decides.
-    ``environ``: where the settings go (this process's environment by default)."""
+    ``environ``: where the settings go (this process's environment by default);
+    ``stamp``: the start's name (:func:`start_stamp`'s now by default), for a caller
+    whose other files of the same start carry it too."""
     from connectors.paths import state_dir
 
     env = os.environ if environ is None else environ
@@ -99,7 +101,7 @@ def route_minicluster_log(
             os.replace(tmp, properties)
         env["LOG4J_PROPERTIES"] = str(properties)
     env["FLINK_LOG_DIR"] = str(logs)
-    env["FLINK_IDENT_STRING"] = f"{name}-{start_stamp()}"
+    env["FLINK_IDENT_STRING"] = f"{name}-{stamp or start_stamp()}"
     return logs
 
 

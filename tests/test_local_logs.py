@@ -36,6 +36,12 @@ def test_a_local_start_logs_to_a_file_of_its_own_rolled_by_size(state: Path) -> 
     assert "strategy.max = 1" in properties
 
 
+def test_a_caller_names_the_start_as_its_own_files_are_named(state: Path) -> None:
+    env: dict[str, str] = {}
+    route_minicluster_log("train-ctr", env, "20261206-081500-4242")
+    assert env["FLINK_IDENT_STRING"] == "train-ctr-20261206-081500-4242"
+
+
 def test_a_name_that_is_no_file_name_is_made_one(state: Path) -> None:
     env: dict[str, str] = {}
     route_minicluster_log("-c", env)  # sys.argv[0] of ``python -c``

@@ -195,6 +195,8 @@ def test_train_shows_each_version_refuses_a_second_writer_and_stops_in_one_line(
     assert output.name in first.lines[0]
     (flink_log,) = logs.glob(f"flink-train-{MODEL}-*-python-*.log")
     assert f"streamlearn-train-{MODEL}" in flink_log.read_text(errors="replace")
+    stamp = output.name.removeprefix(f"train-{MODEL}-").removesuffix(".log")
+    assert flink_log.name.startswith(f"flink-train-{MODEL}-{stamp}-python-"), "one start, one name"
 
 
 @pytest.mark.slow

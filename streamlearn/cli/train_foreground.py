@@ -255,7 +255,8 @@ def run_foreground(
     holder = HandOver(store, cfg.job.writer_id, cfg.job.lease_ms)  # WriterBusy: one line
     log_dir = log_dir or state_dir("logs")
     prune_starts(log_dir, f"train-{cfg.store.model}-", KEEP_STARTS - 1)  # bounded disk
-    log_path = log_dir / f"train-{cfg.store.model}-{start_stamp()}.log"
+    stamp = start_stamp()  # this start's name, on its two files (ours, the MiniCluster's)
+    log_path = log_dir / f"train-{cfg.store.model}-{stamp}.log"
     start_version = store.head().latest
     where = f"checkpoint {recovery}" if recovery else (
         f"version {start_version}" if start_version else f"{cfg.kafka.start} offsets"
@@ -269,7 +270,7 @@ def run_foreground(
         file=out, flush=True,
     )
     env = {**os.environ, "STREAMLEARN_TRAIN_PARENT": str(os.getpid())}
-    route_minicluster_log(f"train-{cfg.store.model}", env)  # the MiniCluster's own log
+    route_minicluster_log(f"train-{cfg.store.model}", env, stamp)  # the MiniCluster's own log
     old = {s: signal.signal(s, _raise_stop) for s in (signal.SIGTERM, signal.SIGHUP)}
     # Ctrl-C stops the job cleanly, also where SIGINT was inherited ignored (a script's `&`)
     old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
