@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -200,12 +201,14 @@ class _WriteThenLinger:
     """A transport's stand-in for uvicorn's 400: ``write`` is the transport's,
     ``close`` lingers."""
 
-    def __init__(self, transport: asyncio.Transport, linger: Any) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, linger: Callable[[asyncio.Transport], None]
+    ) -> None:
         self.write = transport.write
-        self._close = lambda: linger(transport)
+        self._transport, self._linger = transport, linger
 
     def close(self) -> None:
-        self._close()
+        self._linger(self._transport)
 
 
 class _Lingering(asyncio.Protocol):
