@@ -370,7 +370,7 @@ def test_kill_minus_9_and_resume_learns_every_event_exactly_once(
     for days, run in zip((3, 2, 1), earlier, strict=True):
         (run / "chk-1").mkdir(parents=True)
         (run / "chk-1" / "_metadata").write_bytes(b"x")
-        for path in (run / "chk-1", run):
+        for path in (run / "chk-1" / "_metadata", run / "chk-1", run):
             os.utime(path, (time.time() - days * 86400,) * 2)
 
     restarted = time.time()

@@ -566,16 +566,19 @@ def test_earlier_runs_checkpoints_are_pruned_to_the_newest_and_the_resumed(tmp_p
         chk.mkdir(parents=True)
         (chk / "_metadata").write_bytes(b"x")
         (run / "shared").mkdir()
-        for path in (chk, run):
+        for path in (chk / "_metadata", chk, run / "shared", run):
             os.utime(path, (time.time() - age * 3600,) * 2)
+    os.utime(runs[0] / "chk-4" / "_metadata")  # a run is as new as its newest file
     other = model / "notes"  # not a Flink job's directory: never touched
     other.mkdir()
-    resumed = (runs[1] / "chk-4").as_uri()  # an old run resumed from (`--resume PATH`)
+    resumed = (runs[2] / "chk-4").as_uri()  # an old run resumed from (`--resume PATH`)
     gone = prune_runs(cfg, resumed)
-    assert sorted(gone) == [runs[0], runs[2]]
-    assert sorted(p for p in model.iterdir()) == sorted([runs[1], *runs[-KEEP_RUNS:], other])
-    assert prune_runs(cfg, None) == [runs[1]]  # not resumed any more: only the newest left
-    assert prune_runs(_cfg(tmp_path, checkpoint_dir="s3://bucket/ck"), None) == []
+    assert KEEP_RUNS == 3
+    assert sorted(gone) == [runs[1].as_uri(), runs[3].as_uri()]  # kept: 0, 5, 4; 2 resumed
+    assert sorted(model.iterdir()) == sorted([runs[0], runs[2], runs[4], runs[5], other])
+    assert prune_runs(cfg, None) == [runs[2].as_uri()]  # not resumed any more
+    assert sorted(model.iterdir()) == sorted([runs[0], runs[4], runs[5], other])
+    assert prune_runs(_cfg(tmp_path, checkpoint_dir="hdfs://nn/ck"), None) == []
 
 
 def test_restart_settings_become_flinks_exponential_delay_strategy(tmp_path):

@@ -182,16 +182,21 @@ def stopped_writer(cfg: TrainConfig, jobs: list[dict]) -> TrainConfig:
 
 
 def _savepoint(path: str, resume: str) -> str:
-    """``--from-savepoint PATH``: a savepoint directory (with ``_metadata``), as ``--resume``."""
+    """``--from-savepoint PATH``: a savepoint directory (with ``_metadata``; on this
+    machine's disk or S3), as ``--resume``."""
     from pathlib import Path
 
     from streamlearn.errors import ConfigError
+    from streamlearn.training.checkpoints import is_checkpoint
 
     if resume != "auto":
         raise ConfigError("--from-savepoint", "not with --resume (one of them)", path)
-    if not (Path(path.removeprefix("file:")).expanduser() / "_metadata").is_file():
+    local = path.removeprefix("file:") if path.startswith("file:") else path
+    if not is_checkpoint(local):
         raise ConfigError(
             "--from-savepoint", "a savepoint directory holding _metadata "
             "(the path `streamlearn jobs stop --savepoint DIR` prints)", path,
         )
-    return str(Path(path.removeprefix("file:")).expanduser().resolve())
+    if "://" in local:  # S3: Flink's own URI
+        return local.rstrip("/")
+    return str(Path(local).expanduser().resolve())
