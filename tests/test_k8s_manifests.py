@@ -380,7 +380,10 @@ def test_the_job_runs_train_py_with_the_configmaps_toml(
     items = {i["key"]: i["path"] for i in volume["configMap"]["items"]}
     assert parsed.config == f"{mount['mountPath']}/{items['train.toml']}"
     assert volume["configMap"]["name"] == "streamlearn"
-    assert parsed.resume == "auto" and not parsed.set
+    # what a start resumes from is the operator's (upgradeMode last-state, Flink's HA
+    # metadata), not the newest checkpoint the job itself would find on S3
+    assert flink["spec"]["job"]["upgradeMode"] == "last-state"
+    assert parsed.resume == "none" and not parsed.set
     # what the job reads at that path: the ConfigMap's TOML, and nothing on the command line
     # changes it
     (tmp_path / "train.toml").write_text(config_map["train.toml"])
