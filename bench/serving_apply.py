@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         results["spare_clone_ms"] = (time.perf_counter() - t0) * 1e3
         body = orjson.dumps({"features": EVENT})
         p = watcher.current
-        if p.predict_body(body) is False:
+        if p.predict_event(body) is False:
             p.predict_one(EVENT)
             p.remember(EVENT)
         del p
@@ -278,7 +278,7 @@ def under_load(args: argparse.Namespace, root: str, watcher: ModelWatcher, body:
         due = start + i * interval
         try:
             p = watcher.current
-            got = p.predict_body(body)
+            got = p.predict_event(body)
             if got is False or got is None:
                 got = p.predict_one(EVENT)
                 p.remember(EVENT)

@@ -210,3 +210,47 @@ def test_with_the_log_broker_away_requests_are_answered_and_the_loss_counted(
         assert failed == 50, "every record the log could not send is counted"
     finally:
         stop(proc)
+
+
+def test_an_event_read_from_its_bytes_is_answered_and_logged_as_when_decoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the native table, an event's ``id``, ``key`` and ``ts`` are read with it from the
+    raw body: the answer and the log's record are those of the decoded path."""
+    pytest.importorskip("streamlearn.serving._native")
+    import streamlearn.serving.linear_scorer as linear_scorer
+    from streamlearn.serving import ModelWatcher, PredictionApp
+    from tests.test_serving_fast import OneVersion, make_events, predictor
+    from tests.test_serving_native import MODELS, post_raw
+
+    x = make_events(1, seed=5)[0]
+    features = orjson.dumps(x)
+    bodies = [b'{"features": %s}' % features]  # teaches the table the event's shares
+    bodies += [
+        b'{"id": "e-1", "features": %s}' % features,
+        b'{"features": %s, "id": 7, "key": "u-1", "ts": 1700000000000}' % features,
+        b' {"key": -3, "ts": 0, "features": %s, "id": "\xc3\xa9"} ' % features,
+    ]
+
+    def run() -> tuple[list[Any], list[Any], int]:
+        served = predictor(MODELS["binary"])
+        watcher = ModelWatcher(OneVersion(served))
+        watcher.poll_once()
+        log = ListLog()
+        app = PredictionApp(watcher, prediction_log=log)
+        answers = [post_raw(app, body) for body in bodies]
+        app._flush_log()
+        records = [(key, {k: v for k, v in orjson.loads(value).items() if k != "at_ms"})
+                   for key, value in log.records]
+        return answers, records, served.native_hits
+
+    natively = run()
+    monkeypatch.setattr(linear_scorer, "_NativeShares", None)  # as if it were not built
+    decoded = run()
+    assert natively[2] == 3 and decoded[2] == 0  # each event with an id, from its bytes
+    assert natively[:2] == decoded[:2]
+    answers, records, _ = natively
+    assert [a[1].get("id") for a in answers] == [None, "e-1", 7, "é"]
+    assert [a[1].get("key") for a in answers] == [None, None, "u-1", -3]
+    assert [key for key, _ in records] == [b"e-1", b"7", "é".encode()]
+    assert records[1][1]["ts"] == 1700000000000 and records[1][1]["features"] == x

@@ -28,6 +28,7 @@ from streamlearn.learners import LinearRegression, LogisticRegression, SoftmaxRe
 from streamlearn.serving import ModelWatcher, PredictionApp
 from streamlearn.serving.learner_predictor import LearnerPredictor
 from streamlearn.serving.linear_scorer import native_available
+from tests.test_serving_fast import native_answer
 
 ARROW = {"content-type": "application/vnd.apache.arrow.stream"}
 
@@ -223,10 +224,10 @@ def test_the_native_table_counts_known_features_as_the_python_path() -> None:
     model, served = trained("binary")
     for features in EVENTS:
         body = orjson.dumps({"features": features})
-        if served.predict_body(body) is False:
+        if native_answer(served, body) is False:
             served.predict_one(features)
             served.remember(features)
-        got = served.predict_body(body)
+        got = native_answer(served, body)
         assert got not in (None, False), features
         assert got[2] == served.predict_one(features)[2] == expected_known(model, features)
 

@@ -30,6 +30,7 @@ from streamlearn.serving.stream_scoring import Scorer
 from streamlearn.serving.watcher import ModelWatcher
 from streamlearn.state import ModelState
 from streamlearn.store import Changes, ModelStore
+from tests.test_serving_fast import native_answer
 
 COUNTRIES = ["FR", "DE", "JP", "US", "BR"]
 
@@ -116,10 +117,10 @@ def answers(p: LearnerPredictor, events: list[dict[str, Any]]) -> list[Any]:
                 None if cols.probabilities is None else np.asarray(cols.probabilities).tolist()))
     for x in events:
         out.append(p.predict_one(x))
-        body = p.predict_body(orjson.dumps({"features": x}))
+        body = native_answer(p, orjson.dumps({"features": x}))
         if body is False:  # not in the native table yet: Python answers, then teaches it
             p.remember(x)
-            body = p.predict_body(orjson.dumps({"features": x}))
+            body = native_answer(p, orjson.dumps({"features": x}))
         out.append(body)
     return out
 
@@ -205,7 +206,7 @@ def test_a_held_predictor_is_never_changed_and_each_answer_is_one_version(tmp_pa
         while not stop.is_set():
             p = watcher.current
             if i % 3 == 0:
-                got = p.predict_body(body)
+                got = native_answer(p, body)
                 if got is False:
                     got = p.predict_one(x)
                     p.remember(x)
@@ -418,10 +419,10 @@ def test_the_native_table_is_rewritten_at_the_changed_slots_only(tmp_path: Path)
     x = {"a": 1.0, "b": 3.0}
     body = orjson.dumps({"features": x})
     p = watcher.current
-    assert p.predict_body(body) is False
+    assert native_answer(p, body) is False
     p.remember(x)
     hits = p.native_hits
-    assert p.predict_body(body)[0] == 2.0
+    assert native_answer(p, body)[0] == 2.0
     del p
     state.arrays["weights"][slot_a] = 7.0 * sign_a
     state.arrays["intercept"][:] = 0.5
@@ -433,7 +434,7 @@ def test_the_native_table_is_rewritten_at_the_changed_slots_only(tmp_path: Path)
     assert watcher.poll_once()
     p = watcher.current
     assert p.native_hits == hits + 1  # the table that learned the body serves again
-    assert p.predict_body(body)[:2] == (7.0 + 3.0 * 0.25 + 0.5, None)
+    assert native_answer(p, body)[:2] == (7.0 + 3.0 * 0.25 + 0.5, None)
     assert p.native_hits == hits + 2
 
 

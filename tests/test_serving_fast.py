@@ -74,6 +74,13 @@ def predictor(model: Any) -> LearnerPredictor:
     return LearnerPredictor(model, version=1, created_at=0.0, classes=classes)
 
 
+def native_answer(served: Any, body: bytes) -> Any:
+    """The answer of ``served.predict_event(body)`` without the event's fields (False and
+    None as they come)."""
+    got = served.predict_event(body)
+    return got[0] if got else got
+
+
 def expected(model: Any, events: list[dict[str, Any]]) -> tuple[list[Any], np.ndarray | None]:
     if model.task == "regression":
         return model.predict_many(events).tolist(), None

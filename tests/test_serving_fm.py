@@ -31,6 +31,7 @@ from streamlearn.serving.learner_predictor import LearnerPredictor
 from streamlearn.serving.linear_scorer import LinearScorer, native_available
 from streamlearn.state import ModelState
 from streamlearn.store import ModelStore
+from tests.test_serving_fast import native_answer
 
 ARROW = {"content-type": "application/vnd.apache.arrow.stream"}
 CITIES = ["Lyon", "Oslo", "Kyoto", "Lima", "Quito"]
@@ -157,7 +158,7 @@ def test_fm_native_table_scores_one_event_bodies_as_the_learner(kind: str, k: in
     no_learner_calls(predictor)
     in_c = in_python = 0
     for i, x in enumerate(events):
-        got = predictor.predict_body(body_of(x))
+        got = native_answer(predictor, body_of(x))
         if got is False:  # a name or string not in the table yet: Python answers, then teaches it
             got = predictor.predict_one(x)
             predictor.remember(x)
@@ -170,18 +171,20 @@ def test_fm_native_table_scores_one_event_bodies_as_the_learner(kind: str, k: in
         assert known == predictor.predict_one(x)[2] == n_known(x)
     assert predictor.native_hits == in_c > 200  # most bodies were scored in C
     assert in_python > 0
-    # every body again: all in C now, equal to the learner
+    # every body again: all in C now, equal to the learner; with the event's id, the same
     for i, x in enumerate(events):
-        value, proba, _known = predictor.predict_body(body_of(x))
+        value, proba, _known = native_answer(predictor, body_of(x))
         assert abs((value if kind == "regression" else proba[1]) - want[i]) < 1e-9
-    assert predictor.native_hits == in_c + len(events)
+        with_id = predictor.predict_event(orjson.dumps({"id": f"e-{i}", "features": x}))
+        assert with_id == ((value, proba, _known), f"e-{i}", None, None)
+    assert predictor.native_hits == in_c + 2 * len(events)
 
 
 def test_fm_without_the_extension_is_scored_in_python(monkeypatch: Any) -> None:
     monkeypatch.setattr(linear_scorer, "_NativeShares", None)
     model = trained_fm("binary")
     predictor = served(model)
-    assert predictor._native is None and predictor.predict_body(b'{"features": {"a": 1}}') is None
+    assert predictor._native is None and native_answer(predictor, b'{"features": {"a": 1}}') is None
     events = make_events(40, seed=4)
     got = [predictor.predict_one(x)[1][1] for x in events]
     np.testing.assert_allclose(got, reference(model, events), rtol=0, atol=1e-9)
@@ -228,7 +231,7 @@ def test_known_features_count_weights_and_factors() -> None:
     if native_available():  # the C table counts them alike
         for x in events:
             predictor.remember(x)
-        assert [predictor.predict_body(body_of(x))[2] for x in events] == want
+        assert [native_answer(predictor, body_of(x))[2] for x in events] == want
         assert predictor.native_hits == len(events)
     assert list(predictor.predict_features(events).known) == want
     cols = predictor.predict_columns(*column_dict(events))
@@ -422,10 +425,10 @@ def test_drawn_bodies_get_the_python_answer_from_the_fm_table_or_step_aside(
     predictor = served(FM_NATIVE)
     body = dump(features, spaced)
     want = predictor.predict_one(features)  # None: not a plain event, the validation names it
-    got = predictor.predict_body(body)
+    got = native_answer(predictor, body)
     if got is False and want is not None:
         predictor.remember(features)
-        got = predictor.predict_body(body)
+        got = native_answer(predictor, body)
     if got is None or got is False:
         return  # stepped aside: the Python path answers
     assert want is not None  # never a score for an event the Python path refuses
@@ -447,7 +450,7 @@ def test_a_plain_body_is_scored_by_the_fm_table_once_remembered(
     predictor = served(FM_NATIVE)
     want = predictor.predict_one(features)
     predictor.remember(features)
-    got = predictor.predict_body(dump(features, spaced))
+    got = native_answer(predictor, dump(features, spaced))
     assert predictor.native_hits == 1
     agree(got, want)
 
@@ -461,11 +464,11 @@ def test_the_fm_table_starts_afresh_past_its_budget(monkeypatch: pytest.MonkeyPa
     want = model.predict_many(events)
     for _ in range(2):
         for i, x in enumerate(events):
-            got = predictor.predict_body(body_of(x))
+            got = native_answer(predictor, body_of(x))
             if got is False:
                 got = predictor.predict_one(x)
                 predictor.remember(x)
-                assert abs(predictor.predict_body(body_of(x))[0] - want[i]) < 1e-9
+                assert abs(native_answer(predictor, body_of(x))[0] - want[i]) < 1e-9
             assert len(predictor._native) <= 20
             assert abs(got[0] - want[i]) < 1e-9
     assert predictor.native_hits >= len(events)

@@ -305,6 +305,9 @@ class Mutator:
                 doc = event
             self.json_seeds.append(orjson.dumps(doc))
         self.json_seeds += [b'{"features": {"age": 31, "country": "FR", "tags": ["a", "b"]}}'] * 20
+        # the native path reads an event's id, key and ts with it
+        self.json_seeds += [b'{"id": "e-1", "features": {"age": 31, "country": "FR"}, "key": 7, '
+                            b'"ts": 1732345678123}'] * 10
         table = pa.table(
             {
                 "age": pa.array([31, None, 7], pa.int64()),

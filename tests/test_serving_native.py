@@ -31,7 +31,15 @@ from streamlearn.learners import LinearRegression, LogisticRegression
 from streamlearn.optim import SGD
 from streamlearn.serving import ModelWatcher, PredictionApp
 from streamlearn.serving.learner_predictor import LearnerPredictor
-from tests.test_serving_fast import OneVersion, expected, make_events, post, predictor
+from streamlearn.serving.request_body import _meta_ok
+from tests.test_serving_fast import (
+    OneVersion,
+    expected,
+    make_events,
+    native_answer,
+    post,
+    predictor,
+)
 
 if shutil.which("cc") or shutil.which("gcc"):
     # a machine with a compiler builds the extension at install: its absence is a failure
@@ -182,13 +190,28 @@ def compact(doc: Any) -> bytes:
         return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def python_answer(served: LearnerPredictor, body: bytes) -> Any:
-    """What the Python path answers for ``body`` (None: it is not a plain event)."""
+#: the fields of an event the native path reads besides ``features``
+META = ("id", "key", "ts")
+
+
+def python_event(body: bytes) -> dict[str, Any] | None:
+    """``body`` decoded when it is one event of ``features`` and valid ``id``, ``key``
+    and ``ts`` (the contract's rules, as the Python path checks them), else None."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if type(doc) is not dict or len(doc) != 1 or type(doc.get("features")) is not dict:
+    if type(doc) is not dict or type(doc.get("features")) is not dict:
+        return None
+    if not {"features", *META}.issuperset(doc) or (len(doc) > 1 and not _meta_ok(doc)):
+        return None
+    return doc
+
+
+def python_answer(served: LearnerPredictor, body: bytes) -> Any:
+    """What the Python path answers for ``body`` (None: it is not a plain event)."""
+    doc = python_event(body)
+    if doc is None or len(doc) != 1:
         return None
     served.predict_one(doc["features"])  # learns the shares, if need be
     return served.predict_one(doc["features"])  # from the shares learned
@@ -207,17 +230,23 @@ def assert_same(got: Any, want: Any) -> None:
 
 
 def check_body(served: LearnerPredictor, body: bytes) -> None:
-    """The native answer for ``body`` is the Python one, or it steps aside."""
-    want = python_answer(served, body)
-    got = served.predict_body(body)
+    """The native answer for ``body`` is the Python one, or it steps aside; with the
+    event's ``id``, ``key`` and ``ts`` read as the Python path reads them."""
+    doc = python_event(body)
+    got = served.predict_event(body)
     if got is False:  # something not remembered yet: the app answers in Python, then teaches
-        if want is None:
+        if doc is None:
             return
-        served.remember(orjson.loads(body)["features"])
-        got = served.predict_body(body)
+        served.predict_one(doc["features"])
+        served.remember(doc["features"])
+        got = served.predict_event(body)
     if got is None or got is False:
         return
-    assert_same(got, want)
+    assert doc is not None, body  # never an answer to a body the Python path refuses
+    served.predict_one(doc["features"])  # learns the shares, if need be
+    assert_same(got[0], served.predict_one(doc["features"]))
+    fields = tuple(doc.get(name) for name in META)
+    assert got[1:] == fields and [type(v) for v in got[1:]] == [type(v) for v in fields]
 
 
 @pytest.fixture(params=["regression", "binary"])
@@ -233,6 +262,87 @@ def test_a_body_scored_natively_gets_the_python_answer(
     served: LearnerPredictor, features: dict[str, Any], dump: Any
 ) -> None:
     check_body(served, dump({"features": features}))
+
+
+meta_values = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**20), max_value=10**20)
+    | st.integers(min_value=-3, max_value=3)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=6)
+    | st.sampled_from(["e-1", "", "é", "a\nb", "\x7f"])
+    | st.lists(st.integers(), max_size=1)
+)
+other_fields = st.sampled_from(["id", "key", "ts", "label", "weight", "ID", "features "])
+
+
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    features=feature_maps,
+    before=st.dictionaries(other_fields, meta_values, max_size=3),
+    after=st.dictionaries(other_fields, meta_values, max_size=3),
+    dump=dumpers,
+)
+def test_an_event_with_its_id_key_and_ts_is_scored_natively_as_in_python(
+    served: LearnerPredictor, features: dict[str, Any], before: dict[str, Any],
+    after: dict[str, Any], dump: Any,
+) -> None:
+    doc = {**before, "features": features}
+    doc.update({k: v for k, v in after.items() if k not in doc})
+    check_body(served, dump(doc))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "e-1", "features": {"age": 1}, "key": 7, "ts": 1700000000123}',
+        b' { "key" : "u1" , "features" : { "age" : 2 } , "id" : -0 } ',
+        b'{"features": {"age": 1}, "id": 123456789012345678}',  # 18 digits
+        b'{"features": {"age": 1}, "id": "\xc3\xa9"}',
+    ],
+)
+def test_these_events_with_fields_are_scored_natively(
+    served: LearnerPredictor, body: bytes
+) -> None:
+    doc = orjson.loads(body)
+    served.predict_one(doc["features"])
+    served.remember(doc["features"])
+    hits = served.native_hits
+    check_body(served, body)
+    assert served.native_hits == hits + 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"features": {"age": 1}, "id": 1234567890123456789}',  # 19 digits: Python reads it
+        b'{"features": {"age": 1}, "id": 1.5}',  # refused by the contract: Python says why
+        b'{"features": {"age": 1}, "id": 1e3}',
+        b'{"features": {"age": 1}, "id": 01}',  # not JSON
+        b'{"features": {"age": 1}, "id": null}',
+        b'{"features": {"age": 1}, "id": true}',
+        b'{"features": {"age": 1}, "ts": -1}',
+        b'{"features": {"age": 1}, "ts": "2026-12-06"}',
+        b'{"features": {"age": 1}, "id": "a", "id": "b"}',  # twice: orjson keeps the last
+        b'{"features": {"age": 1}, "id": "\xff"}',  # not UTF-8
+        b'{"features": {"age": 1}, "id": "a\\"}',  # an escape
+        b'{"features": {"age": 1}, "label": 1}',
+        b'{"features": {"age": 1}, "id": 1,}',
+        b'{"features": {"age": 1}, "id": 1',
+        b'{"id": 1, "features": {"age": 1}, "features": {"age": 2}}',
+        b'{"id": 1}',
+        b'{"id": 1 "features": {"age": 1}}',
+    ],
+)
+def test_other_fields_and_values_step_aside(served: LearnerPredictor, body: bytes) -> None:
+    x = {"age": 1.0}
+    served.predict_one(x)
+    served.remember(x)
+    assert served.predict_event(body) is None
+    check_body(served, body)
 
 
 PLAIN_WORDS = ["Lyon", "Oslo", "", "a b"]
@@ -257,10 +367,10 @@ def test_a_plain_body_is_scored_natively_once_remembered(
     want = python_answer(served, body)
     served.remember(features)
     if want is None:  # huge numbers: no finite score on either path
-        assert served.predict_body(body) is None
+        assert native_answer(served, body) is None
         return
     hits = served.native_hits
-    got = served.predict_body(body)
+    got = native_answer(served, body)
     assert served.native_hits == hits + 1
     assert_same(got, want)
 
@@ -274,12 +384,12 @@ def test_plain_bodies_are_really_scored_natively_and_as_the_learner_would(
     for _round in range(2):
         for i, x in enumerate(events):
             body = json.dumps({"features": x}).encode()
-            got = served.predict_body(body)
+            got = native_answer(served, body)
             if got is False:
                 assert _round == 0  # each event is remembered after its first answer
                 served.predict_one(x)
                 served.remember(x)
-                got = served.predict_body(body)
+                got = native_answer(served, body)
             assert got not in (None, False), body
             value, p, _known = got
             if proba is None:
@@ -334,7 +444,7 @@ def test_unusual_bodies_step_aside_or_agree(served: LearnerPredictor, body: byte
         served.predict_one(x)
         served.remember(x)
     check_body(served, body)
-    got = served.predict_body(body)
+    got = native_answer(served, body)
     try:
         orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -349,11 +459,11 @@ def test_odd_spacing_and_unicode_are_scored_natively(served: LearnerPredictor) -
     spaced = spaced[:-1] + b"\n}\n}\n\t"
     for body in (json.dumps({"features": x}, ensure_ascii=False).encode(), spaced):
         hits = served.native_hits
-        got = served.predict_body(body)
+        got = native_answer(served, body)
         assert served.native_hits == hits + 1
         assert_same(got, python_answer(served, body))
     escaped = json.dumps({"features": x}).encode()  # \u escapes: the Python path
-    assert served.predict_body(escaped) is None
+    assert native_answer(served, escaped) is None
 
 
 def test_scaled_and_several_output_models_keep_the_python_path() -> None:
@@ -361,7 +471,7 @@ def test_scaled_and_several_output_models_keep_the_python_path() -> None:
     scaled.learn_many(make_events(50), [True, False] * 25)
     served = predictor(scaled)
     body = json.dumps({"features": make_events(1)[0]}).encode()
-    assert served.predict_body(body) is None
+    assert native_answer(served, body) is None
     assert served.predict_one(make_events(1)[0]) is not None
 
 
@@ -372,7 +482,7 @@ def test_the_native_table_starts_afresh_past_its_budget(monkeypatch: pytest.Monk
     for _ in range(2):
         for x in events:
             body = json.dumps({"features": x}).encode()
-            if served.predict_body(body) is False:
+            if native_answer(served, body) is False:
                 served.predict_one(x)
                 served.remember(x)
             assert len(served._native) <= 20
@@ -388,7 +498,7 @@ def test_the_native_table_grows_and_keeps_every_share() -> None:
     assert len(served._native) == 3000 * 3 + 2  # a name and two strings each; "city", "tags"
     for x in events[::7]:
         body = json.dumps({"features": x}).encode()
-        assert_same(served.predict_body(body), served.predict_one(x))
+        assert_same(native_answer(served, body), served.predict_one(x))
 
 
 # -- the app ---------------------------------------------------------------------------
@@ -427,6 +537,10 @@ BODIES = [
     '{"features": {"city": "Ly\\u006fn", "é": 2}}'.encode(),
     '{"features": {"é": 2, "名前": "🙂"}}'.encode(),
     b'{"features": {"age": 2}, "id": 3}',
+    b'{"key": "u-1", "features": {"age": 2}, "id": "e-4", "ts": 1700000000000}',
+    b'{"features": {"age": 2}, "id": 1.5}',
+    b'{"features": {"age": 2}, "id": null, "key": true}',
+    b'{"features": {"age": 2}, "ts": -1}',
     b'{"features": {}}',
     b'{"features": {"age": 2}',
     b'{"features": {"city": "\xff"}}',
@@ -440,12 +554,14 @@ def test_the_app_answers_alike_with_and_without_the_extension(
     with_native = predictor(model)
     monkeypatch.setattr(linear_scorer, "_NativeShares", None)  # as if it were not built
     without = predictor(model)
-    assert with_native.predict_body(BODIES[0]) is False and without.predict_body(BODIES[0]) is None
+    assert native_answer(with_native, BODIES[0]) is False
+    assert native_answer(without, BODIES[0]) is None
     assert without._one.native is None and without.native_hits == 0
     apps = app_for(with_native), app_for(without)
     for body in BODIES:
         assert post_raw(apps[0], body) == post_raw(apps[1], body), body
-    assert with_native.native_hits == 1  # the second body, remembered after the first
+    # the second body, remembered after the first, and the two events with an id
+    assert with_native.native_hits == 3
     assert without.native_hits == 0
     fields = post_raw(apps[0], b'{"features": {"age": [1], "vip": null}}')[1]["fields"]
     assert [f["field"] for f in fields] == ["event.features.age", "event.features.vip"]
@@ -461,8 +577,11 @@ def test_the_app_takes_the_native_path_without_decoding(monkeypatch: pytest.Monk
     again = post(app, {"features": x}).json()
     assert calls == [] and served.native_hits == 1
     assert again["prediction"] == first["prediction"]
-    asked = post(app, {"features": x, "id": 1})  # not a plain body: the Python path
-    assert asked.status_code == 200 and served.native_hits == 1
+    asked = post(app, {"features": x, "id": 1, "key": "u-1"})  # from its bytes too
+    assert asked.status_code == 200 and served.native_hits == 2 and calls == []
+    assert (asked.json()["id"], asked.json()["key"]) == (1, "u-1")
+    labelled = post(app, {"features": x, "label": 1.0})  # another field: the Python path
+    assert labelled.status_code == 200 and served.native_hits == 2 and calls
 
 
 def test_an_exponent_offset_by_the_fraction_is_read_exactly() -> None:
@@ -481,9 +600,9 @@ def test_a_body_that_is_not_bytes_takes_the_python_path() -> None:
     served = predictor(MODELS["binary"])
     body = b'{"features": {"age": 31}}'
     served.remember(orjson.loads(body)["features"])
-    assert served.predict_body(body) is not None
-    assert served.predict_body(bytearray(body)) is None
-    assert served.predict_body(memoryview(body)) is None
+    assert native_answer(served, body) is not None
+    assert native_answer(served, bytearray(body)) is None
+    assert native_answer(served, memoryview(body)) is None
 
 
 def test_the_operator_can_switch_the_native_path_off() -> None:

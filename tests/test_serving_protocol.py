@@ -2,8 +2,8 @@
 (:class:`FastPredictor`) and following deltas (:class:`Follower`).
 
 The app takes each fast path in the documented order, treats ``None`` as "not
-on this path" and ``False`` from ``predict_body`` as "answer with
-``predict_one``, then ``remember``"; a predictor lacking any member is served
+on this path" and ``False`` from ``predict_event`` as "answer with
+``predict_one`` (or ``predict_fast``), then ``remember``"; a predictor lacking any member is served
 by the validating path alone. Whether a predictor has them is found out once
 per loaded version, never per request.
 """
@@ -42,8 +42,8 @@ class Partial:
         self.calls.append(name)
         return self.answers.get(name)
 
-    def predict_body(self, body: bytes) -> Any:
-        return self._answer("predict_body")
+    def predict_event(self, body: bytes) -> Any:
+        return self._answer("predict_event")
 
     def predict_one(self, features: Any) -> Any:
         return self._answer("predict_one")
@@ -110,31 +110,42 @@ def test_the_learner_predictor_has_every_fast_path_and_follows() -> None:
 
 def test_the_fast_paths_are_taken_in_order_and_none_means_the_next_one() -> None:
     one = (7.0, None, 2)
-    body_first = Recorder(predict_body=one)
+    body_first = Recorder(predict_event=(one, None, None, None))
     doc = post(app_of(body_first), {"features": EVENT}).json()
-    assert body_first.calls == ["predict_body"] and doc["prediction"] == 7.0
-    assert doc["known_features"] == 2
+    assert body_first.calls == ["predict_event"] and doc["prediction"] == 7.0
+    assert doc["known_features"] == 2 and "id" not in doc and "key" not in doc
+    # the event's id and key, read from the body with it, are echoed as the Python path does
+    with_id = Recorder(predict_event=(one, "e-1", 42, 1700000000))
+    doc = post(app_of(with_id), {"features": EVENT, "id": "e-1", "key": 42}).json()
+    assert with_id.calls == ["predict_event"]
+    assert (doc["prediction"], doc["id"], doc["key"]) == (7.0, "e-1", 42)
+    assert list(doc)[-2:] == ["id", "key"]
 
     then_one = Recorder(predict_one=one)  # the body: None, not on this path
     assert post(app_of(then_one), {"features": EVENT}).json()["prediction"] == 7.0
-    assert then_one.calls == ["predict_body", "predict_one"]  # nothing remembered
+    assert then_one.calls == ["predict_event", "predict_one"]  # nothing remembered
 
-    missed = Recorder(predict_body=False, predict_one=one)  # the table lacks a name
+    missed = Recorder(predict_event=False, predict_one=one)  # the table lacks a name
     assert post(app_of(missed), {"features": EVENT}).json()["prediction"] == 7.0
-    assert missed.calls == ["predict_body", "predict_one", "remember"]
+    assert missed.calls == ["predict_event", "predict_one", "remember"]
+    # with an id, the decoded event is answered by predict_fast, then remembered
+    missed = Recorder(predict_event=False, predict_fast=Predictions(values=[5.0]))
+    doc = post(app_of(missed), {"features": EVENT, "id": "e-2"}).json()
+    assert (doc["prediction"], doc["id"]) == (5.0, "e-2")
+    assert missed.calls == ["predict_event", "predict_fast", "remember"]
 
     batch = Recorder(predict_fast=Predictions(values=[5.0, 6.0]))
     doc = post(app_of(batch), {"events": [{"features": EVENT}] * 2}).json()
     assert doc["predictions"] == [5.0, 6.0]
-    assert batch.calls == ["predict_body", "predict_fast"]
+    assert batch.calls == ["predict_event", "predict_fast"]
 
     nothing = Recorder()  # every fast path says None: the validating path answers
     assert post(app_of(nothing), {"features": EVENT}).json()["prediction"] == -1.0
-    assert nothing.calls == ["predict_body", "predict_one", "predict_fast", "predict_features"]
+    assert nothing.calls == ["predict_event", "predict_one", "predict_fast", "predict_features"]
 
 
 def test_a_predictor_lacking_a_member_is_served_by_the_validating_path_alone() -> None:
-    partial = Partial(predict_body=(7.0, None, 2), predict_one=(7.0, None, 2))
+    partial = Partial(predict_event=((7.0, None, 2), None, None, None), predict_one=(7.0, None, 2))
     served = Served.of(partial)
     assert isinstance(partial, Predictor) and served.fast is None and served.follower is None
     assert post(app_of(partial), {"features": EVENT}).json()["prediction"] == -1.0
@@ -152,7 +163,8 @@ def test_fast_paths_are_found_out_once_per_version_not_per_request(
         return of(predictor)
 
     monkeypatch.setattr(Served, "of", classmethod(counted))
-    v1, v2 = Recorder(1, predict_body=(1.0, None, 1)), Recorder(2, predict_body=(2.0, None, 1))
+    v1 = Recorder(1, predict_event=((1.0, None, 1), None, None, None))
+    v2 = Recorder(2, predict_event=((2.0, None, 1), None, None, None))
     app = app_of(v1, v2)
     assert checked == [2]
     for _ in range(5):

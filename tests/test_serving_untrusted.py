@@ -33,6 +33,7 @@ from streamlearn.serving.request_body import (
 )
 from streamlearn.store import Lineage, ModelStore
 from tests.test_serving_app import call, make_app
+from tests.test_serving_fast import native_answer
 from tests.test_serving_live import MODEL, ServerProcess, trained_classifier, wait_for
 from tests.test_serving_native import MODELS, app_for, post_raw, predictor
 
@@ -300,8 +301,8 @@ def test_an_event_without_features_is_refused_on_every_path(kind: str) -> None:
     envelope path: the same rule and words as training's decoder."""
     [rejected] = EventDecoder(task=kind).decode(b'{"features": {}}')[1]
     served = predictor(MODELS[kind])
-    assert served.predict_body(b'{"features": {}}') is None  # the native table steps aside
-    assert served.predict_body(b'{"features": { } }') is None
+    assert native_answer(served, b'{"features": {}}') is None  # the native table steps aside
+    assert native_answer(served, b'{"features": { } }') is None
     app = app_for(served)
     for body, field in [
         (b'{"features": {}}', "event.features"),

@@ -15,6 +15,10 @@
  * event's features have a non-zero share (a list: any of its strings), that is
  * a non-zero weight in the model: the features the model knows.
  *
+ * `score_event(body)` is `score_known` of a body that may also hold the event's
+ * `id`, `key` and `ts`, before or after `features` (see `meta_member`), and
+ * returns them too: `(score, known, id, key, ts)`, each None when absent.
+ *
  * A table made with `k > 0` serves a factorization machine: each share comes
  * with the k signed factors of its slot (`v[slot] * sign`), and the score adds
  * the pairwise term 1/2 sum_f ((sum_j v_jf x_j)^2 - sum_j v_jf^2 x_j^2) over the
@@ -456,6 +460,110 @@ scan_string(const char *p, const char *end, const char **s, Py_ssize_t *n)
     return NULL;
 }
 
+/* An event's field besides `features` that `score_event` takes: `id` and `key` (the
+ * contract's "name": a string or an integer) and `ts` ("time": an integer >= 0), each
+ * at most once. A string is plain (no escape); an integer has at most 18 digits, so
+ * that it is one orjson reads (64 bits); anything else leaves the body to Python. */
+typedef struct {
+    const char *s; /* a string's text, or an integer's */
+    Py_ssize_t n;
+    char kind; /* 0: absent, 's': a string, 'i': an integer */
+} MetaValue;
+
+typedef struct {
+    MetaValue id, key, ts;
+} Meta;
+
+#define MAX_META_DIGITS 18
+
+/* The value of a meta field at p into *v; the position after it, or NULL. */
+static inline const char *
+meta_value(const char *p, const char *end, int is_time, MetaValue *v)
+{
+    if (p >= end) {
+        return NULL;
+    }
+    if (*p == '"') {
+        if (is_time) {
+            return NULL;
+        }
+        const char *s;
+        Py_ssize_t n;
+        if ((p = scan_string(p, end, &s, &n)) == NULL) {
+            return NULL;
+        }
+        v->s = s;
+        v->n = n;
+        v->kind = 's';
+        return p;
+    }
+    const char *start = p;
+    if (*p == '-') {
+        if (is_time) {
+            return NULL;
+        }
+        p++;
+    }
+    const char *digits = p;
+    if (p < end && *p == '0') {
+        p++;
+    }
+    else if (p < end && *p >= '1' && *p <= '9') {
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+    }
+    else {
+        return NULL;
+    }
+    if (p < end && (*p == '.' || *p == 'e' || *p == 'E' || (*p >= '0' && *p <= '9'))) {
+        return NULL; /* a fraction, an exponent, a leading zero */
+    }
+    if (p - digits > MAX_META_DIGITS) {
+        return NULL;
+    }
+    v->s = start;
+    v->n = p - start;
+    v->kind = 'i';
+    return p;
+}
+
+/* One member `"id" | "key" | "ts": value` at p (on its name's quote) into *meta; the
+ * position after its value, or NULL (another name, a field twice, a value of another
+ * kind). */
+static inline const char *
+meta_member(const char *p, const char *end, Meta *meta)
+{
+    const char *name;
+    Py_ssize_t n;
+    if ((p = scan_string(p, end, &name, &n)) == NULL) {
+        return NULL;
+    }
+    MetaValue *v;
+    int is_time = 0;
+    if (n == 2 && memcmp(name, "id", 2) == 0) {
+        v = &meta->id;
+    }
+    else if (n == 3 && memcmp(name, "key", 3) == 0) {
+        v = &meta->key;
+    }
+    else if (n == 2 && memcmp(name, "ts", 2) == 0) {
+        v = &meta->ts;
+        is_time = 1;
+    }
+    else {
+        return NULL;
+    }
+    if (v->kind) {
+        return NULL; /* twice: orjson keeps the last, Python decides */
+    }
+    p = skip_ws(p, end);
+    if (p >= end || *p != ':') {
+        return NULL;
+    }
+    return meta_value(skip_ws(p + 1, end), end, is_time, v);
+}
+
 #define NOT_PLAIN 0
 #define MISSING 1
 #define SCORED 2
@@ -503,7 +611,7 @@ scan_string(const char *p, const char *end, const char **s, Py_ssize_t *n)
  * constant, so each gets its own specialised copy). */
 static inline __attribute__((always_inline)) int
 scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *known_out,
-          double *S, double *Q, int k, int *why)
+          double *S, double *Q, int k, int *why, Meta *meta)
 {
     static const char FEATURES[] = "\"features\"";
     const int fm = S != NULL;
@@ -519,6 +627,18 @@ scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_
         return NOT_PLAIN;
     }
     p = skip_ws(p + 1, end);
+    /* with meta: the event's other fields before `features`, each followed by a comma */
+    while (meta != NULL && p < end && *p == '"' &&
+           (end - p < features_len || memcmp(p, FEATURES, (size_t)features_len) != 0)) {
+        if ((p = meta_member(p, end, meta)) == NULL) {
+            return NOT_PLAIN;
+        }
+        p = skip_ws(p, end);
+        if (p >= end || *p != ',') {
+            return NOT_PLAIN;
+        }
+        p = skip_ws(p + 1, end);
+    }
     if (end - p < features_len || memcmp(p, FEATURES, (size_t)features_len) != 0) {
         return NOT_PLAIN;
     }
@@ -688,6 +808,14 @@ scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_
         return NOT_PLAIN;
     }
     p = skip_ws(p + 1, end);
+    /* with meta: the event's other fields after `features` */
+    while (meta != NULL && p < end && *p == ',') {
+        p = skip_ws(p + 1, end);
+        if (p >= end || *p != '"' || (p = meta_member(p, end, meta)) == NULL) {
+            return NOT_PLAIN;
+        }
+        p = skip_ws(p, end);
+    }
     if (p >= end || *p != '}') {
         return NOT_PLAIN;
     }
@@ -723,16 +851,16 @@ scan_impl(Shares *self, const char *p, const char *end, double *score, Py_ssize_
 
 static int
 scan(Shares *self, const char *p, const char *end, double *score, Py_ssize_t *known_out,
-     int *why)
+     int *why, Meta *meta)
 {
     if (self->k == 0) {
-        return scan_impl(self, p, end, score, known_out, NULL, NULL, 0, why);
+        return scan_impl(self, p, end, score, known_out, NULL, NULL, 0, why, meta);
     }
     double S[MAX_K], Q[MAX_K];
     int k = self->k;
     memset(S, 0, sizeof(double) * (size_t)k);
     memset(Q, 0, sizeof(double) * (size_t)k);
-    return scan_impl(self, p, end, score, known_out, S, Q, k, why);
+    return scan_impl(self, p, end, score, known_out, S, Q, k, why, meta);
 }
 
 /* -- the Python type ----------------------------------------------------------- */
@@ -793,7 +921,7 @@ Shares_score(Shares *self, PyObject *body)
     double z;
     Py_ssize_t known;
     int why = SL_NO_CODE;
-    int got = scan(self, p, p + n, &z, &known, &why);
+    int got = scan(self, p, p + n, &z, &known, &why, NULL);
     if (got == SCORED) {
         self->hits++;
         return PyFloat_FromDouble(z);
@@ -814,7 +942,7 @@ Shares_score_known(Shares *self, PyObject *body)
     double z;
     Py_ssize_t known;
     int why = SL_NO_CODE;
-    int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known, &why);
+    int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known, &why, NULL);
     if (got == SCORED) {
         self->hits++;
         PyObject *score = PyFloat_FromDouble(z);
@@ -833,6 +961,75 @@ Shares_score_known(Shares *self, PyObject *body)
         Py_RETURN_FALSE;
     }
     Py_RETURN_NONE;
+}
+
+/* A meta value as Python reads it (None when absent); NULL with no exception set when a
+ * string is not UTF-8 (orjson refuses the body). */
+static PyObject *
+meta_object(const MetaValue *v)
+{
+    if (!v->kind) {
+        Py_RETURN_NONE;
+    }
+    if (v->kind == 's') {
+        PyObject *text = PyUnicode_DecodeUTF8(v->s, v->n, NULL);
+        if (text == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            PyErr_Clear();
+        }
+        return text;
+    }
+    char digits[MAX_META_DIGITS + 2];
+    memcpy(digits, v->s, (size_t)v->n);
+    digits[v->n] = '\0';
+    return PyLong_FromString(digits, NULL, 10);
+}
+
+static PyObject *
+Shares_score_event(Shares *self, PyObject *body)
+{
+    if (!PyBytes_CheckExact(body)) {
+        Py_RETURN_NONE;
+    }
+    const char *p = PyBytes_AS_STRING(body);
+    double z;
+    Py_ssize_t known;
+    int why = SL_NO_CODE;
+    Meta meta = {{NULL, 0, 0}, {NULL, 0, 0}, {NULL, 0, 0}};
+    int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known, &why, &meta);
+    if (got == MISSING) {
+        Py_RETURN_FALSE;
+    }
+    if (got != SCORED) {
+        Py_RETURN_NONE;
+    }
+    PyObject *items[5] = {NULL, NULL, NULL, NULL, NULL};
+    items[0] = PyFloat_FromDouble(z);
+    items[1] = PyLong_FromSsize_t(known);
+    items[2] = meta_object(&meta.id);
+    items[3] = meta_object(&meta.key);
+    items[4] = meta_object(&meta.ts);
+    PyObject *out = NULL;
+    int complete = 1;
+    for (int i = 0; i < 5; i++) {
+        complete &= items[i] != NULL;
+    }
+    if (complete) {
+        out = PyTuple_New(5);
+    }
+    if (out == NULL) {
+        for (int i = 0; i < 5; i++) {
+            Py_XDECREF(items[i]);
+        }
+        if (PyErr_Occurred()) {
+            return NULL;
+        }
+        Py_RETURN_NONE; /* a string that is not UTF-8: the Python path refuses the body */
+    }
+    for (int i = 0; i < 5; i++) {
+        PyTuple_SET_ITEM(out, i, items[i]);
+    }
+    self->hits++;
+    return out;
 }
 
 /* The factors given with a share: k doubles' bytes for a factorization machine's
@@ -967,7 +1164,7 @@ Shares_verdict(Shares *self, PyObject *body)
     double z;
     Py_ssize_t known;
     int why = SL_NO_CODE;
-    int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known, &why);
+    int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known, &why, NULL);
     if (got != NOT_PLAIN || why == SL_NO_CODE) {
         Py_RETURN_NONE;
     }
@@ -1016,6 +1213,10 @@ static PyMethodDef Shares_methods[] = {
     {"score_known", (PyCFunction)Shares_score_known, METH_O,
      "score_known(body) -> (float, int) | False | None: score() and how many of the "
      "event's features have a non-zero share (a list: any of its strings)."},
+    {"score_event", (PyCFunction)Shares_score_event, METH_O,
+     "score_event(body) -> (float, int, id, key, ts) | False | None: score_known() of a "
+     "body that may also hold the event's id, key (a plain string or an integer) and ts "
+     "(an integer >= 0), each None when absent."},
     {"add_number", (PyCFunction)Shares_add_number, METH_VARARGS,
      "add_number(name, share[, factors]): remember a name's share of a number (and of true); "
      "a table with k > 0 also takes its slot's k signed factors as float64 bytes."},

@@ -22,7 +22,13 @@ from urllib.parse import parse_qsl
 import orjson
 
 from streamlearn.errors import ConfigError, ValidationError, VersionNotFound
-from streamlearn.serving.model import FastPredictor, OneAnswer, Predictions, Predictor
+from streamlearn.serving.model import (
+    EventAnswer,
+    FastPredictor,
+    OneAnswer,
+    Predictions,
+    Predictor,
+)
 from streamlearn.serving.openapi import openapi_document
 from streamlearn.serving.prediction_log import Answered, RecordLog, served_records
 from streamlearn.serving.prometheus import ServiceMetrics
@@ -304,7 +310,7 @@ class PredictionApp:
     def _plain_event(self, scope: dict[str, Any], message: dict[str, Any]) -> Any:
         """The answer to the usual request (one plain JSON event in one body
         message, no query), scored by the served predictor's native table from
-        the raw body (:meth:`FastPredictor.predict_body`). Otherwise
+        the raw body (:meth:`FastPredictor.predict_event`). Otherwise
         :meth:`_predict` answers, told by what this returns whether the table
         was tried: :data:`_UNTRIED` when it was not (another request, no fast
         paths), ``None`` when the body is not one plain event or the predictor
@@ -328,10 +334,10 @@ class PredictionApp:
         fast = served.fast
         if fast is None:
             return _UNTRIED
-        got = fast.predict_body(body)
+        got = fast.predict_event(body)
         if not got:
             return got
-        return 200, self._render_one(fast, got), JSON, 1
+        return 200, self._event_answer(fast, got, body), JSON, 1
 
     async def _predict(
         self,
@@ -388,9 +394,9 @@ class PredictionApp:
                 fast = served.fast
                 missed = False
                 if fast is not None:
-                    scored = fast.predict_body(body)
+                    scored = fast.predict_event(body)
                     if scored:
-                        return 200, self._render_one(fast, scored), JSON, 1
+                        return 200, self._event_answer(fast, scored, body), JSON, 1
                     missed = scored is False
         try:
             doc = orjson.loads(body)
@@ -412,6 +418,8 @@ class PredictionApp:
             if plain is not None:
                 quick = fast.predict_fast(plain[0])
                 if quick is not None:
+                    if missed and plain[1]:  # one event with its id, key or ts: as above
+                        fast.remember(plain[0][0])
                     answer = self._render(fast, quick, plain[1], doc)
                     if self.prediction_log is not None:
                         self._log(doc, plain[0], quick, fast.version,
@@ -489,10 +497,34 @@ class PredictionApp:
         served = await self._served(version)
         return None if served is None else served.predictor
 
-    def _render_one(self, predictor: FastPredictor, got: OneAnswer) -> bytes:
+    def _event_answer(self, fast: FastPredictor, got: EventAnswer, body: bytes) -> bytes:
+        """The answer to one event scored from its raw ``body``
+        (:meth:`FastPredictor.predict_event`), its ``id`` and ``key`` echoed; an
+        event with an ``id`` is kept for the prediction log, as :meth:`_predict`
+        keeps it when it decodes the body."""
+        answer, event_id, key, ts = got
+        if event_id is not None and self.prediction_log is not None:
+            value, proba, known = answer
+            result = (
+                Predictions(values=[value], known=[known]) if proba is None
+                else Predictions(values=[value], classes=fast.classes, probabilities=[proba],
+                                 known=[known])
+            )
+            fields = {"id": event_id}  # what the log's record needs of the decoded body
+            if key is not None:
+                fields["key"] = key
+            if ts is not None:
+                fields["ts"] = ts
+            self._log(fields, None, result, fast.version, body)
+        return self._render_one(fast, answer, event_id, key)
+
+    def _render_one(
+        self, predictor: FastPredictor, got: OneAnswer, event_id: Any = None, key: Any = None
+    ) -> bytes:
         """The answer to one event from ``predict_one``'s ``(prediction,
-        probabilities, known)``; the same document :meth:`_render` makes of a
-        single event's :class:`Predictions`."""
+        probabilities, known)`` and the event's ``id`` and ``key`` (``None``:
+        absent); the same document :meth:`_render` makes of a single event's
+        :class:`Predictions`."""
         value, proba, known = got
         doc: dict[str, Any] = {
             "model": self.model,
@@ -504,6 +536,10 @@ class PredictionApp:
             doc["classes"] = predictor.classes
             doc["probabilities"] = proba
         doc["known_features"] = known
+        if event_id is not None:
+            doc["id"] = event_id
+        if key is not None:
+            doc["key"] = key
         return orjson.dumps(doc, option=_DUMP_OPTIONS)
 
     def _render(

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 
 from streamlearn.errors import StateError
-from streamlearn.serving.model import OneAnswer, Predictions, Step
+from streamlearn.serving.model import EventAnswer, OneAnswer, Predictions, Step
 
 __all__ = ["LearnerPredictor", "predictor_from_version"]
 
@@ -220,10 +220,12 @@ class LearnerPredictor:
         got = scorer.score_one_known(features)
         return None if got is None else self._answer(*got)
 
-    def predict_body(self, body: bytes) -> OneAnswer | Literal[False] | None:
-        """:meth:`predict_one` of a raw request body that is exactly one plain
-        event ``{"features": {...}}``, scored by the native table in one call
-        (see :mod:`streamlearn.serving.linear_scorer`).
+    def predict_event(self, body: bytes) -> EventAnswer | Literal[False] | None:
+        """:meth:`predict_one` of a raw request body that is one plain event
+        ``{"features": {...}}``, with its ``id``, ``key`` (each a plain string or
+        an integer) and ``ts`` (an integer) if it has them, scored by the native
+        table in one call (see :mod:`streamlearn.serving.linear_scorer`); the
+        answer and those three fields (``None`` when absent).
 
         ``False`` when the table lacks a name or string of the body: answer with
         :meth:`predict_one` of the decoded features, then :meth:`remember` them.
@@ -233,14 +235,14 @@ class LearnerPredictor:
         one = self._one
         if one is None or one.native is None or not self._native_on:
             return None
-        got = one.native.score_known(body)
+        got = one.native.score_event(body)
         if got is None or got is False:
             return got
-        z, known = got
+        z, known, event_id, key, ts = got
         z += one._b0  # the table's intercept is 0 (see LinearScorer)
         if not math.isfinite(z):
             return None
-        return self._answer(z, known)
+        return self._answer(z, known), event_id, key, ts
 
     def _answer(self, z: float, known: int) -> OneAnswer:
         """One event's answer from its raw score: the value, or the class and
@@ -253,7 +255,7 @@ class LearnerPredictor:
 
     def remember(self, features: Mapping[str, Any]) -> None:
         """Teach the native table the shares of ``features``, an event that
-        :meth:`predict_one` has just answered (see :meth:`predict_body`)."""
+        :meth:`predict_one` has just answered (see :meth:`predict_event`)."""
         one = self._one
         if one is not None and one.native is not None and self._native_on:
             one.remember(features)

@@ -22,6 +22,7 @@ from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 import numpy as np
 
 __all__ = [
+    "EventAnswer",
     "FastPredictor",
     "Follower",
     "ModelSource",
@@ -35,6 +36,9 @@ __all__ = [
 #: label), the class probabilities in the order of ``classes`` (``None`` for a
 #: regressor), and how many of the event's features the model knows.
 OneAnswer: TypeAlias = tuple[Any, list[float] | None, int]
+#: One event's answer from its raw body: the :data:`OneAnswer`, and the event's
+#: ``id``, ``key`` and ``ts`` as the body holds them (``None`` when absent).
+EventAnswer: TypeAlias = tuple[OneAnswer, Any, Any, Any]
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,7 @@ class FastPredictor(Predictor, Protocol):
     The server answers a ``/v1/predict`` request by the first of these that
     gives an answer, and by :meth:`~Predictor.predict_features` (after
     validating the request, so that a refusal names each bad field) when none
-    does: :meth:`predict_body` with the raw body, then :meth:`predict_one`
+    does: :meth:`predict_event` with the raw body, then :meth:`predict_one`
     with the decoded event, then :meth:`predict_fast` with every event.
     Returning ``None`` means "not on this path": never an error, only the next
     path. A predictor without all of these members is not a
@@ -142,15 +146,17 @@ class FastPredictor(Predictor, Protocol):
         """The class labels in the order of :data:`OneAnswer`'s
         probabilities; ``None`` for a regressor."""
 
-    def predict_body(self, body: bytes) -> OneAnswer | Literal[False] | None:
+    def predict_event(self, body: bytes) -> EventAnswer | Literal[False] | None:
         """One event from the request's raw body ``{"features": {...}}`` (the
-        usual request), scored without decoding it into Python objects.
+        usual request; an ``id``, ``key`` and ``ts`` of the event may be there
+        too, before or after ``features``), scored without decoding it into
+        Python objects.
 
         ``False`` when the body is one plain event but the predictor lacks a
         name or string of it (the server then answers with
-        :meth:`predict_one` and calls :meth:`remember`, so that the next such
-        body is scored here); ``None`` for any other body, or when the
-        predictor has no such path.
+        :meth:`predict_one` or :meth:`predict_fast` and calls :meth:`remember`,
+        so that the next such body is scored here); ``None`` for any other
+        body, or when the predictor has no such path.
         """
 
     def predict_one(self, features: Mapping[str, Any]) -> OneAnswer | None:
@@ -160,8 +166,8 @@ class FastPredictor(Predictor, Protocol):
         one-event path."""
 
     def remember(self, features: Mapping[str, Any]) -> None:
-        """Learn what :meth:`predict_body` lacked of ``features``, an event
-        :meth:`predict_one` has just answered after ``predict_body`` said
+        """Learn what :meth:`predict_event` lacked of ``features``, an event
+        just answered on another path after ``predict_event`` said
         ``False``; nothing when there is nothing to learn."""
 
     def predict_fast(self, features: Sequence[Mapping[str, Any]]) -> Predictions | None:
