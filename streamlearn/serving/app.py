@@ -337,6 +337,8 @@ class PredictionApp:
         got = fast.predict_event(body)
         if not got:
             return got
+        if got[1] is None and got[2] is None:  # no id, no key: nothing to echo or log
+            return 200, self._render_one(fast, got[0]), JSON, 1
         return 200, self._event_answer(fast, got, body), JSON, 1
 
     async def _predict(
