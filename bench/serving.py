@@ -40,7 +40,9 @@ and the kernel's sending included, as when the broker runs elsewhere.
 With ``--baseline DIR`` (a source tree holding another version of the
 ``streamlearn`` package, e.g. ``git archive <rev> streamlearn | tar -x -C DIR``)
 a second service runs from that tree and takes its turn in every saturation
-round, so two versions of the code are compared under the same load.
+round, so two versions of the code are compared under the same load: with the
+single event, and with the same event carrying an ``id`` (``id_vs_baseline_id``:
+this code's throughput over the baseline's).
 
 Usage::
 
@@ -512,8 +514,16 @@ def main() -> int:
                     pair["baseline"] = saturate(
                         base, base.url + "/v1/predict", secs, conns, body_file=one
                     )
-                if logged is not None:
+                if logged is not None or base is not None:
                     pair["predict_id"] = saturate(server, url, secs, conns, body_file=one_id)
+                if base is not None:  # the same event with an id, on the baseline's code
+                    pair["baseline_id"] = saturate(
+                        base, base.url + "/v1/predict", secs, conns, body_file=one_id
+                    )
+                    pair["id_vs_baseline_id"] = round(
+                        pair["predict_id"]["req_per_s"] / pair["baseline_id"]["req_per_s"], 3
+                    )
+                if logged is not None:
                     pair["logged"] = saturate(
                         logged, logged.url + "/v1/predict", secs, conns, body_file=one_id
                     )
@@ -597,6 +607,12 @@ def main() -> int:
         "cpu_per_request_bare_vs_baseline_rounds": [r.get("baseline_cpu_ratio") for r in rounds],
         "cpu_us_per_request_baseline_rounds": [
             r["baseline"].get("cpu_us_per_request") if "baseline" in r else None for r in rounds
+        ],
+        "id_vs_baseline_id": _median_of(r.get("id_vs_baseline_id") for r in rounds),
+        "id_vs_baseline_id_rounds": [r.get("id_vs_baseline_id") for r in rounds],
+        "cpu_us_per_request_id_baseline_id_rounds": [
+            (r["predict_id"].get("cpu_us_per_request"), r["baseline_id"].get("cpu_us_per_request"))
+            if "baseline_id" in r else None for r in rounds
         ],
         "others_and_wrk_cpu_share_rounds": [
             tuple(r[k].get("others_and_wrk_cpu_share") for k in ("bare", "predict"))
