@@ -43,7 +43,8 @@ def add_job_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         default="auto",
-        help="auto (the latest checkpoint of this model, if any), none, or a checkpoint directory",
+        help="auto (the latest checkpoint of this model, if any, on this disk or S3), none, "
+        "or a checkpoint directory (a path or an s3:// URI)",
     )
 
 
