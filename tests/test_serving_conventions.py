@@ -268,7 +268,7 @@ def test_an_empty_feature_name_is_refused_as_training_refuses_it(
         assert first == {"field": field, "expected": refusal.expected, "got": refusal.got,
                          "code": "features.empty_name"}
     if native and native_available():
-        assert served._native.score_known(b'{"features": {"": 1}}') is None
+        assert served._native.score_event(b'{"features": {"": 1}}') is None
     tf = call(app, "POST", "/v1/models/ctr:predict", json={"instances": [{"": 1}]})
     assert tf.status_code == 400
     assert tf.json()["fields"][0]["field"] == "instances[0].features"

@@ -191,7 +191,7 @@ def _savepoint(path: str, resume: str) -> str:
 
     if resume != "auto":
         raise ConfigError("--from-savepoint", "not with --resume (one of them)", path)
-    local = path.removeprefix("file:") if path.startswith("file:") else path
+    local = path.removeprefix("file:")
     if not is_checkpoint(local):
         raise ConfigError(
             "--from-savepoint", "a savepoint directory holding _metadata "

@@ -11,13 +11,12 @@
  * Python path sums (`sum(map(mul, ...))`, then the intercept), from numbers
  * parsed to the nearest double as `orjson` parses them.
  *
- * `score_known(body)` returns `(score, known)`, `known` being how many of the
- * event's features have a non-zero share (a list: any of its strings), that is
- * a non-zero weight in the model: the features the model knows.
- *
- * `score_event(body)` is `score_known` of a body that may also hold the event's
- * `id`, `key` and `ts`, before or after `features` (see `meta_member`), and
- * returns them too: `(score, known, id, key, ts)`, each None when absent.
+ * `score_event(body)` scores a body that may also hold the event's `id`, `key`
+ * and `ts`, before or after `features` (see `meta_member`), and returns
+ * `(score, known, id, key, ts)`: `known` is how many of the event's features
+ * have a non-zero share (a list: any of its strings), that is a non-zero weight
+ * in the model, the features the model knows; the three fields are None when
+ * absent.
  *
  * A table made with `k > 0` serves a factorization machine: each share comes
  * with the k signed factors of its slot (`v[slot] * sign`), and the score adds
@@ -932,37 +931,6 @@ Shares_score(Shares *self, PyObject *body)
     Py_RETURN_NONE;
 }
 
-static PyObject *
-Shares_score_known(Shares *self, PyObject *body)
-{
-    if (!PyBytes_CheckExact(body)) {
-        Py_RETURN_NONE;
-    }
-    const char *p = PyBytes_AS_STRING(body);
-    double z;
-    Py_ssize_t known;
-    int why = SL_NO_CODE;
-    int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known, &why, NULL);
-    if (got == SCORED) {
-        self->hits++;
-        PyObject *score = PyFloat_FromDouble(z);
-        PyObject *count = score == NULL ? NULL : PyLong_FromSsize_t(known);
-        PyObject *pair = count == NULL ? NULL : PyTuple_New(2);
-        if (pair == NULL) {
-            Py_XDECREF(score);
-            Py_XDECREF(count);
-            return NULL;
-        }
-        PyTuple_SET_ITEM(pair, 0, score);
-        PyTuple_SET_ITEM(pair, 1, count);
-        return pair;
-    }
-    if (got == MISSING) {
-        Py_RETURN_FALSE;
-    }
-    Py_RETURN_NONE;
-}
-
 /* A meta value as Python reads it (None when absent); NULL with no exception set when a
  * string is not UTF-8 (orjson refuses the body). */
 static PyObject *
@@ -1210,13 +1178,11 @@ static PyMethodDef Shares_methods[] = {
     {"score", (PyCFunction)Shares_score, METH_O,
      "score(body) -> float | False | None: the raw score of a plain one-event body; "
      "False when a name or string is not remembered yet; None for any other body."},
-    {"score_known", (PyCFunction)Shares_score_known, METH_O,
-     "score_known(body) -> (float, int) | False | None: score() and how many of the "
-     "event's features have a non-zero share (a list: any of its strings)."},
     {"score_event", (PyCFunction)Shares_score_event, METH_O,
-     "score_event(body) -> (float, int, id, key, ts) | False | None: score_known() of a "
-     "body that may also hold the event's id, key (a plain string or an integer) and ts "
-     "(an integer >= 0), each None when absent."},
+     "score_event(body) -> (float, int, id, key, ts) | False | None: score() of a body "
+     "that may also hold the event's id, key (a plain string or an integer) and ts (an "
+     "integer >= 0), each None when absent, and how many of the event's features have a "
+     "non-zero share (a list: any of its strings)."},
     {"add_number", (PyCFunction)Shares_add_number, METH_VARARGS,
      "add_number(name, share[, factors]): remember a name's share of a number (and of true); "
      "a table with k > 0 also takes its slot's k signed factors as float64 bytes."},
