@@ -369,6 +369,69 @@ def test_the_c_fast_path_replays_the_corpus(case: dict) -> None:
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-9), case["case"]
 
 
+#: the event's fields the C path reads with its features (``Shares.score_event``)
+C_FIELDS = ("id", "key", "ts")
+
+
+def _event_without_label(case: dict) -> bytes | None:
+    """A case's single event as a serving request, its label dropped (serving ignores
+    it, and the C path leaves a body with one to Python); None when it is no single
+    event of the JSON the scan reads."""
+    try:
+        doc = orjson.loads(_message(case))
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict or "features" not in doc:
+        return None
+    doc.pop("label", None)
+    try:
+        return orjson.dumps(doc)
+    except TypeError:  # an integer past 64 bits: orjson read it, cannot write it
+        return None
+
+
+@pytest.mark.skipif(not native_available(), reason="the C extension is not built")
+@pytest.mark.parametrize(
+    "case",
+    [c for c in SERVING if _event_without_label(c) is not None and not c["settings"]["crosses"]],
+    ids=lambda c: c["case"],
+)
+def test_the_c_fast_path_reads_an_events_fields_as_the_contract(case: dict) -> None:
+    """With its ``id``, ``key`` and ``ts``, an event is scored in C only where the
+    contract's reference accepts it, and the fields it returns are the event's."""
+    from streamlearn.contract.corpus import _outcome, _settings
+    from streamlearn.contract.reference import decode
+
+    body = _event_without_label(case)
+    assert body is not None
+    want = _outcome(decode(body, _settings({**case["settings"], "labels": "ignored"})))
+    rng = np.random.default_rng(7)
+    weights = rng.integers(1, 1000, (1 << case["settings"]["bits"]) + 8).astype(float)
+    table = _table(case, weights)  # every name and string known: a lax scan would score
+    got = table.score_event(body)
+    if want["rejections"]:
+        assert type(got) is not tuple, case["case"]  # never scored
+        return
+    doc = orjson.loads(body)
+    fields = {name: doc.get(name) for name in C_FIELDS}
+    # the corpus's own events with fields are read in C, not only left to Python
+    assert type(got) is tuple or case["case"] not in ("fields.all", "fields.int-key")
+    if got is None:  # left to the Python path: an escape, a repeated name, a field it
+        # does not read, or a value of a field it leaves there (null, true, 19+ digits)
+        assert (b"\\" in body or "repeated" in case["case"]
+                or set(doc) - {"features", *C_FIELDS}
+                or any(v is not None and type(v) is not str
+                       and (type(v) is not int or abs(v) >= 10**18)
+                       for v in fields.values())
+                or any(name in doc and doc[name] is None for name in C_FIELDS)), case["case"]
+        return
+    [event] = want["events"]
+    expected = math.fsum(weights[at] * value for at, value, _numeric in event["rows"])
+    assert got[0] == pytest.approx(expected, rel=1e-12, abs=1e-9), case["case"]
+    assert got[2:] == tuple(fields.values()), case["case"]
+    assert [type(v) for v in got[2:]] == [type(v) for v in fields.values()], case["case"]
+
+
 @pytest.mark.skipif(not native_available(), reason="the C extension is not built")
 def test_the_c_fast_path_refuses_more_features_than_the_contract_allows() -> None:
     from streamlearn.serving._native import Shares
