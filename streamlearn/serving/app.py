@@ -337,8 +337,6 @@ class PredictionApp:
         got = fast.predict_event(body)
         if not got:
             return got
-        if got[1] is None and got[2] is None:  # no id, no key: nothing to echo or log
-            return 200, self._render_one(fast, got[0]), JSON, 1
         return 200, self._event_answer(fast, got, body), JSON, 1
 
     async def _predict(
@@ -506,18 +504,12 @@ class PredictionApp:
         keeps it when it decodes the body."""
         answer, event_id, key, ts = got
         if event_id is not None and self.prediction_log is not None:
-            value, proba, known = answer
-            result = (
-                Predictions(values=[value], known=[known]) if proba is None
-                else Predictions(values=[value], classes=fast.classes, probabilities=[proba],
-                                 known=[known])
-            )
             fields = {"id": event_id}  # what the log's record needs of the decoded body
             if key is not None:
                 fields["key"] = key
             if ts is not None:
                 fields["ts"] = ts
-            self._log(fields, None, result, fast.version, body)
+            self._log(fields, None, Predictions.of_one(answer, fast.classes), fast.version, body)
         return self._render_one(fast, answer, event_id, key)
 
     def _render_one(

@@ -279,17 +279,7 @@ class LearnerPredictor:
             return None
         if len(features) == 1 and self._one is not None:
             got = self.predict_one(features[0])
-            if got is None:
-                return None
-            value, proba, known = got
-            if proba is None:
-                return Predictions(values=[value], known=[known])
-            return Predictions(
-                values=[value],
-                classes=self.classes,
-                probabilities=[proba],
-                known=[known],
-            )
+            return None if got is None else Predictions.of_one(got, self.classes)
         got_many = scorer.score_many_known(features)
         return None if got_many is None else self._from_scores(*got_many)
 

@@ -81,6 +81,19 @@ class Predictions:
         return len(self.values)
 
     @classmethod
+    def of_one(cls, answer: OneAnswer, classes: tuple[Any, ...] | None) -> Predictions:
+        """The predictions of one event from its :data:`OneAnswer` (``classes``: the
+        predictor's, used when the answer has probabilities).
+
+        >>> Predictions.of_one((True, [0.25, 0.75], 2), (False, True)).probabilities
+        [[0.25, 0.75]]
+        """
+        value, proba, known = answer
+        if proba is None:
+            return cls(values=[value], known=[known])
+        return cls(values=[value], classes=classes, probabilities=[proba], known=[known])
+
+    @classmethod
     def from_probabilities(
         cls,
         probabilities: np.ndarray,
