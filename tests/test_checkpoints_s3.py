@@ -17,15 +17,27 @@ from streamlearn.cli.train import _savepoint
 from streamlearn.errors import ConfigError, ServiceError
 from streamlearn.training.checkpoints import latest_checkpoint, prune_runs, resolve_recovery
 from streamlearn.training.config import TrainConfig
-from tests.s3_server import ACCESS_KEY, REGION, SECRET_KEY, S3Server, s3_server  # noqa: F401
+from tests.s3_server import (  # noqa: F401  (s3_server: a pytest fixture)
+    ACCESS_KEY,
+    REGION,
+    SECRET_KEY,
+    S3Server,
+    _free_port,
+    s3_server,
+)
+
+
+def _aws_env(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
+    """This process's S3 client settings, as a cluster machine's environment has them."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{endpoint}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_REGION", REGION)
 
 
 @pytest.fixture
 def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> S3Server:  # noqa: F811
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{s3_server.endpoint}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_REGION", REGION)
+    _aws_env(monkeypatch, s3_server.endpoint)
     return s3_server
 
 
@@ -78,15 +90,7 @@ def test_the_newest_checkpoint_on_s3_is_found_and_earlier_runs_pruned(s3_env, tm
 def test_checkpoints_this_machine_cannot_read_are_one_line_naming_them(
     tmp_path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-    monkeypatch.setenv("AWS_REGION", REGION)
+    _aws_env(monkeypatch, f"127.0.0.1:{_free_port()}")  # a port nothing listens on
     cfg = _cfg(tmp_path, "s3://nowhere/ck")
     with pytest.raises(ServiceError) as caught:
         resolve_recovery(cfg, "auto")
