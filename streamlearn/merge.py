@@ -169,6 +169,7 @@ MERGE_RULES = {
     "ftrl.n": "ftrl",
     "normalized.scale": "max",
     "normalized.n": "sum",
+    "mixture.loss": "sum",
     "l1.cum": "steps",
     "l1.total": "steps",
     "scaler.count": "stats",

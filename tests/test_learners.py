@@ -22,6 +22,7 @@ LINEAR = [
     and issubclass(getattr(learners_pkg, name), LinearModel)
     and getattr(learners_pkg, name) is not LinearModel
     and not name.startswith("FM")
+    and name != "LogisticMixture"  # its own battery: tests/test_mixture.py
 ]
 FMS = [learners_pkg.FMRegressor, learners_pkg.FMClassifier]
 OPTIMIZERS = list(optim_pkg.OPTIMIZERS.values())

@@ -506,10 +506,10 @@ def test_merger_refuses_slots_out_of_range_or_unsorted():
 
 def _every_learner():
     """A learner of every kind × optimiser × variant whose arrays differ."""
-    from streamlearn.learners import FMClassifier, FMRegressor
+    from streamlearn.learners import FMClassifier, FMRegressor, LogisticMixture
     from streamlearn.optim import Normalized
 
-    out = []
+    out = [LogisticMixture(bits=4, intercept_lr=None, scale=True)]
     for cls in (LinearRegression, LogisticRegression, SoftmaxRegression):
         for opt in (SGD(), AdaGrad(), Adam(), FTRL(), Normalized()):
             penal = {} if isinstance(opt, FTRL) else {"l1": 0.01}
@@ -535,9 +535,9 @@ def test_every_array_of_every_learner_declares_its_merge_rule():
     assert {n for n in MERGE_RULES} <= names
     assert {n: merge_rule(n) for n in ("normalized.scale", "normalized.n",
                                       "intercept.normalized.g2", "factors.ftrl.n",
-                                      "factors.adagrad.g2")} == {
+                                      "factors.adagrad.g2", "mixture.loss")} == {
         "normalized.scale": "max", "normalized.n": "sum", "intercept.normalized.g2": "learned",
-        "factors.ftrl.n": "ftrl", "factors.adagrad.g2": "learned"}
+        "factors.ftrl.n": "ftrl", "factors.adagrad.g2": "learned", "mixture.loss": "sum"}
     with pytest.raises(StateError, match="no merge rule"):
         merge_rule("mystery.array")
 

@@ -13,7 +13,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streamlearn.learners import FMClassifier, LogisticRegression, SoftmaxRegression
+from streamlearn.learners import (
+    FMClassifier,
+    LogisticMixture,
+    LogisticRegression,
+    SoftmaxRegression,
+)
 from streamlearn.merge import DeltaTracker, Merger
 from streamlearn.optim import FTRL, SGD, AdaGrad, Adam
 from streamlearn.state import ModelState
@@ -40,6 +45,7 @@ MODELS = {
                                        dense=["n0", "n1"], intercept_lr=None),
     "softmax": lambda: SoftmaxRegression(AdaGrad(0.1), bits=9, classes=["a", "b", "c"]),
     "FM": lambda: FMClassifier(bits=9, k=3),
+    "mixture": lambda: LogisticMixture(bits=10, dense=["n0", "n1"], intercept_lr=None),
 }
 
 

@@ -1,6 +1,6 @@
-"""Streaming learners: linear, logistic and softmax regression and
-factorization machines on hashed sparse features, and an adapter for River
-estimators.
+"""Streaming learners: linear, logistic and softmax regression, a mixture of
+logistic regressions learned at several rates and factorization machines on
+hashed sparse features, and an adapter for River estimators.
 
 Every learner offers ``learn_one(x, y)``, ``predict_one(x)`` and the batch
 twins ``learn_many(xs, ys)``, ``predict_many(xs)`` (plus
@@ -15,6 +15,7 @@ from streamlearn.learners.base import UPDATES, Learner, LinearModel, has_kernel
 from streamlearn.learners.fm import FMClassifier, FMRegressor
 from streamlearn.learners.linear import LinearRegression
 from streamlearn.learners.logistic import LogisticRegression
+from streamlearn.learners.mixture import LogisticMixture
 from streamlearn.learners.river_adapter import RiverLearner
 from streamlearn.learners.softmax import SoftmaxRegression
 from streamlearn.state import ModelState
@@ -24,6 +25,7 @@ __all__ = [
     "LinearModel",
     "LinearRegression",
     "LogisticRegression",
+    "LogisticMixture",
     "SoftmaxRegression",
     "FMRegressor",
     "FMClassifier",
@@ -37,8 +39,8 @@ __all__ = [
 #: The learners that ``learner_from_state`` can rebuild, by kind.
 LEARNERS: dict[str, type[Learner]] = {
     c.__name__: c
-    for c in (LinearRegression, LogisticRegression, SoftmaxRegression, FMRegressor, FMClassifier,
-              RiverLearner)
+    for c in (LinearRegression, LogisticRegression, LogisticMixture, SoftmaxRegression,
+              FMRegressor, FMClassifier, RiverLearner)
 }
 
 

@@ -32,6 +32,14 @@
  * before the bundle: an event is predicted over the classes seen before it
  * and learned over those plus its own, as learn_one event by event would.
  *
+ * A mixture (model MIXTURE, K components) is K binary logistic regressions
+ * learned side by side in the K columns, each by the plain normalised rule at
+ * its own rate (lr times `mrate[c]`; the largest |x| per slot, N and T are
+ * the data's, shared); it answers with their Bayes mixture: each component's
+ * probability weighted by exp(-its summed log-loss on the events before),
+ * whose log-loss over a stream exceeds the best component's by at most
+ * log K.
+ *
  * The Python reference of every rule is in tests/test_kernel.py; the tests
  * compare this kernel with it event by event.
  */
@@ -42,7 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { LINEAR = 0, LOGISTIC = 1, SOFTMAX = 2 };
+enum { LINEAR = 0, LOGISTIC = 1, SOFTMAX = 2, MIXTURE = 3 };
 enum { SGD = 0, ADAGRAD = 1, ADAM = 2, FTRL = 3, NORMALIZED = 4 };
 
 typedef struct {
@@ -159,6 +167,8 @@ raw_entries(const Settings *s, const double *w, const double *b, const int64_t *
 
 typedef struct {
     double *w, *b, *a1, *a2, *a3, *l1cum, *l1total, *smean, *svar, *scount, *ib1, *ib2;
+    const double *mrate; /* mixture: each component's learning rate over lr (K) */
+    double *mloss;       /* mixture: each component's summed log-loss so far (K) */
 } Arrays;
 
 /* per-call scratch, sized for the longest row */
@@ -319,7 +329,7 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
         const double *raw = values + lo;
         double t = (double)(t0 + i + 1);
         int y_col = s->model == SOFTMAX ? (int)labels[i] : 0;
-        int k_pred = s->model == SOFTMAX ? known : 1;
+        int k_pred = s->model == SOFTMAX ? known : (s->model == MIXTURE ? K : 1);
         int k_learn = k_pred;
         if (s->model == SOFTMAX && y_col + 1 > k_learn) {
             k_learn = y_col + 1;
@@ -340,7 +350,30 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
             scale_row(raw, numeric + lo, idx, n, A->smean, A->svar, S->x);
         }
         int z_known = 0; /* S->z holds the raw output of this very step */
-        if (preds != NULL) {
+        if (s->model == MIXTURE) {
+            /* every component predicts; the answer is their Bayes mixture, each
+               weighted by exp(-its summed log-loss so far); then each adds its
+               log-loss on this event (times the event's weight) */
+            raw_entries(s, A->w, A->b, idx, x, n, K, S->z);
+            double least = A->mloss[0];
+            for (int c = 1; c < K; c++) {
+                least = A->mloss[c] < least ? A->mloss[c] : least;
+            }
+            double mass = 0.0, mixed = 0.0;
+            double h = weights != NULL ? weights[i] : 1.0;
+            for (int c = 0; c < K; c++) {
+                double prior = exp(least - A->mloss[c]);
+                double zc = S->z[c];
+                mass += prior;
+                mixed += prior * sigmoid(zc);
+                /* log(1 + e^z) - y z, without overflow */
+                double loss = fmax(zc, 0.0) + log1p(exp(-fabs(zc))) - labels[i] * zc;
+                A->mloss[c] += h * loss;
+            }
+            if (preds != NULL) {
+                preds[i * pred_width] = mixed / mass;
+            }
+        } else if (preds != NULL) {
             double *out = preds + i * pred_width;
             if (s->model == SOFTMAX) {
                 for (int c = 0; c < pred_width; c++) {
@@ -449,6 +482,11 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
             g[0] = z[0] - labels[i];
         } else if (s->model == LOGISTIC) {
             g[0] = sigmoid(z[0]) - labels[i];
+        } else if (s->model == MIXTURE) {
+            kg = K; /* each component its own logistic regression */
+            for (int c = 0; c < K; c++) {
+                g[c] = sigmoid(z[c]) - labels[i];
+            }
         } else {
             kg = k_learn;
             softmax(z, kg, g);
@@ -470,7 +508,7 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
             A->l1total[0] += s->l1 * lr_t;
             u = A->l1total[0];
         }
-        if (s->opt == NORMALIZED && s->invariant && s->model != SOFTMAX) {
+        if (s->opt == NORMALIZED && s->invariant && (s->model == LINEAR || s->model == LOGISTIC)) {
             /* the rates of this step first (accumulators included), then the
                invariant scale of the loss's share, then the steps */
             double X = 0.0;
@@ -520,9 +558,10 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
                     gi += s->l2 * A->w[at];
                     gi1 += s->l2 * A->w[at];
                 }
+                double ns = s->model == MIXTURE ? nscale * A->mrate[c] : nscale;
                 update(s, A->w + at, A->a1 ? A->a1 + at : NULL,
                        (s->opt == ADAM || s->opt == FTRL) ? A->a2 + at : NULL,
-                       gi, lr_t, bc1, bc2, nscale, smax, s->f_l1, s->f_l2, h, gi1);
+                       gi, lr_t, bc1, bc2, ns, smax, s->f_l1, s->f_l2, h, gi1);
                 if (s->l1 > 0.0) {
                     apply_l1(A->w + at, A->l1cum + at, u);
                 }
@@ -530,9 +569,10 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
         }
         if (s->intercept && s->intercept_opt) {
             for (int c = 0; c < kg; c++) {
+                double ns = s->model == MIXTURE ? nscale * A->mrate[c] : nscale;
                 update(s, A->b + c, A->ib1 ? A->ib1 + c : NULL,
                        (s->opt == ADAM || s->opt == FTRL) ? A->ib2 + c : NULL, g[c], lr_t,
-                       bc1, bc2, nscale, 1.0, 0.0, 0.0, h, g1[c]);
+                       bc1, bc2, ns, 1.0, 0.0, 0.0, h, g1[c]);
             }
         } else if (s->intercept) {
             for (int c = 0; c < kg; c++) {
@@ -576,34 +616,38 @@ learn_bundle(PyObject *self, PyObject *args)
 {
     (void)self;
     Settings s;
-    PyObject *o[19];
+    PyObject *o[21];
     long long t0;
-    if (!PyArg_ParseTuple(args, "(iiiiiiiii)(ddddddddddddd)OOOOOOOOOOOOOOOOOOOL",
+    if (!PyArg_ParseTuple(args, "(iiiiiiiii)(ddddddddddddd)OOOOOOOOOOOOOOOOOOOOOL",
                           &s.model, &s.opt, &s.K, &s.k0, &s.intercept, &s.scale,
                           &s.invscaling, &s.intercept_opt, &s.invariant, &s.lr, &s.power_t, &s.eps, &s.beta1, &s.beta2,
                           &s.alpha, &s.beta, &s.f_l1, &s.f_l2, &s.l1, &s.l2,
                           &s.intercept_lr, &s.clip, &o[0], &o[1], &o[2], &o[3], &o[4], &o[5],
                           &o[6], &o[7], &o[8], &o[9], &o[10], &o[11], &o[12], &o[13], &o[14],
-                          &o[15], &o[16], &o[17], &o[18], &t0)) {
+                          &o[15], &o[16], &o[17], &o[18], &o[19], &o[20], &t0)) {
         return NULL;
     }
-    if (s.model < LINEAR || s.model > SOFTMAX || s.opt < SGD || s.opt > NORMALIZED || s.K < 1
-        || (s.model != SOFTMAX && s.K != 1) || s.k0 < 0 || s.k0 > s.K) {
+    if (s.model < LINEAR || s.model > MIXTURE || s.opt < SGD || s.opt > NORMALIZED || s.K < 1
+        || (s.model < SOFTMAX && s.K != 1) || s.k0 < 0 || s.k0 > s.K
+        || (s.model == MIXTURE
+            && (s.K < 2 || s.k0 != s.K || s.opt != NORMALIZED || s.invariant || s.l1 > 0.0))) {
         PyErr_SetString(PyExc_ValueError, "_kernel: inconsistent model settings");
         return NULL;
     }
-    static const char *names[19] = {
+    static const char *names[21] = {
         "weights", "intercept", "a1", "a2", "a3", "l1.cum", "l1.total", "scaler.mean",
         "scaler.var", "scaler.count", "indptr", "indices", "values", "numeric", "labels",
-        "event weights", "predictions", "intercept a1", "intercept a2"};
-    static const int writable[19] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1};
-    static const Py_ssize_t itemsize[19] = {8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
-                                            8, 8, 8, 1, 8, 8, 8, 8, 8};
-    Buf b[19];
+        "event weights", "predictions", "intercept a1", "intercept a2", "mixture rates",
+        "mixture loss"};
+    static const int writable[21] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 1, 1, 1,
+                                     0, 1};
+    static const Py_ssize_t itemsize[21] = {8, 8, 8, 8, 8, 8, 8, 8, 8, 8,
+                                            8, 8, 8, 1, 8, 8, 8, 8, 8, 8, 8};
+    Buf b[21];
     memset(b, 0, sizeof(b));
-    for (int k = 0; k < 19; k++) {
+    for (int k = 0; k < 21; k++) {
         if (get_buf(o[k], &b[k], writable[k], names[k], itemsize[k]) < 0) {
-            release(b, 19);
+            release(b, 21);
             return NULL;
         }
     }
@@ -635,6 +679,8 @@ learn_bundle(PyObject *self, PyObject *args)
     } else if (s.intercept && s.intercept_opt && s.opt != SGD
                && (LEN(17) != s.K || ((s.opt == ADAM || s.opt == FTRL) && LEN(18) != s.K))) {
         bad = "intercept accumulators";
+    } else if (s.model == MIXTURE && (LEN(19) != s.K || LEN(20) != s.K)) {
+        bad = "mixture rates/loss";
     }
     Py_ssize_t longest = 0;
     if (bad == NULL) {
@@ -651,7 +697,7 @@ learn_bundle(PyObject *self, PyObject *args)
     }
     if (bad != NULL) {
         PyErr_Format(PyExc_ValueError, "_kernel: %s do not fit together", bad);
-        release(b, 19);
+        release(b, 21);
         return NULL;
     }
     Scratch S;
@@ -668,12 +714,12 @@ learn_bundle(PyObject *self, PyObject *args)
     if (!S.x || !S.slot || !S.xs || !S.z || !S.p || !S.g1 || !S.r || !S.pen) {
         free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p), free(S.g1), free(S.r),
             free(S.pen);
-        release(b, 19);
+        release(b, 21);
         return PyErr_NoMemory();
     }
     Arrays A = {PTR(0, double), PTR(1, double), PTR(2, double), PTR(3, double), PTR(4, double),
                 PTR(5, double), PTR(6, double), PTR(7, double), PTR(8, double), PTR(9, double),
-                PTR(17, double), PTR(18, double)};
+                PTR(17, double), PTR(18, double), PTR(19, double), PTR(20, double)};
     Py_BEGIN_ALLOW_THREADS
     run(&s, &A, PTR(10, int64_t), n_rows, PTR(11, int64_t), PTR(12, double),
         PTR(13, uint8_t), PTR(14, double), PTR(15, double), PTR(16, double),
@@ -681,7 +727,7 @@ learn_bundle(PyObject *self, PyObject *args)
     Py_END_ALLOW_THREADS
     free(S.x), free(S.slot), free(S.xs), free(S.z), free(S.p), free(S.g1), free(S.r),
         free(S.pen);
-    release(b, 19);
+    release(b, 21);
 #undef LEN
 #undef PTR
     Py_RETURN_NONE;

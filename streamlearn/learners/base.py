@@ -149,7 +149,8 @@ class LinearModel(Learner):
     modes take the same step on it.
     """
 
-    #: the model's code in the per-event kernel (0 linear, 1 logistic, 2 softmax)
+    #: the model's code in the per-event kernel (0 linear, 1 logistic, 2 softmax,
+    #: 3 a mixture of logistic regressions)
     _kernel_model: ClassVar[int] = -1
 
     def __init__(
@@ -582,10 +583,14 @@ class LinearModel(Learner):
             np.ascontiguousarray(batch.indices, dtype=np.int64),
             np.ascontiguousarray(batch.values, dtype=np.float64),
             numeric, np.ascontiguousarray(y, dtype=np.float64), h, preds, *ib,
-            self._n_steps,
+            *self._mixture_arrays(), self._n_steps,
         )
         self._n_steps += batch.n_rows
         self._n_learned += batch.n_rows
+
+    def _mixture_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """A mixture's component rates and summed losses, for the kernel (none here)."""
+        return _EMPTY, _EMPTY
 
     def _learn_batch(self, batch: FeatureBatch, y: np.ndarray, h: np.ndarray | None) -> None:
         """One optimiser step on the batch's mean gradient (numpy)."""

@@ -1,6 +1,7 @@
 """Serve a learner rebuilt from a stored :class:`~streamlearn.state.ModelState`.
 
-Linear learners (linear, logistic, softmax regression) are scored by a
+Linear learners (linear, logistic, softmax regression, a mixture of logistic
+regressions) are scored by a
 :class:`~streamlearn.serving.linear_scorer.LinearScorer` built once per
 version: no feature batch, plain Python for one event, numpy column by column
 for Arrow bodies. Factorization machines are scored by a
@@ -182,6 +183,8 @@ class LearnerPredictor:
             return Predictions(values=z, known=known)
         if self._task == "binary":
             p = 1.0 / (1.0 + np.exp(np.minimum(np.maximum(z, -500.0), 500.0) * -1.0))
+            if p.ndim == 2:  # a mixture's components, one column each
+                p = p @ self.learner.mixture_weights()
             return Predictions.from_probabilities(
                 np.column_stack([1.0 - p, p]), self.classes, known
             )

@@ -29,6 +29,9 @@ A complete file, every key optional::
                                 # batch: a step per job.step_events events (numpy)
     optimizer = "normalized"    # normalized (per event only) | sgd | adagrad | adam | ftrl
     learning_rate = 0.5         # default: 0.5 for normalized, 0.1 for the others
+    rates = []                  # [1.0, 0.5]: a mixture of logistic regressions learned at
+                                # these multiples of learning_rate, answering with their Bayes
+                                # mixture (binary, normalized, per event; docs/learners.md)
     factors = 0                 # k > 0: a factorization machine, k factors per slot
                                 # (binary or regression; learned per event)
     factor_learning_rate = 0.1  # the factors' AdaGrad rate
@@ -114,6 +117,7 @@ from typing import Any
 from streamlearn.contract import CROSS_LIMIT, check_crosses
 from streamlearn.errors import ConfigError
 from streamlearn.joining import KEEPS
+from streamlearn.learners.mixture import MAX_COMPONENTS
 
 __all__ = [
     "TrainConfig",
@@ -227,6 +231,12 @@ SCHEMA: dict[str, dict[str, _Check]] = {
         "l1": (lambda v: _is_num(v) and v >= 0, "a number >= 0", 0.0),
         "l2": (lambda v: _is_num(v) and v >= 0, "a number >= 0", 0.0),
         "classes": (lambda v: isinstance(v, list), "a list of class labels", []),
+        "rates": (
+            lambda v: isinstance(v, list) and (not v or 2 <= len(v) <= MAX_COMPONENTS)
+            and all(_is_num(r) and r > 0 for r in v),
+            f"[] (one learner) or a list of 2 to {MAX_COMPONENTS} numbers > 0 (a mixture's "
+            "rates, as multiples of model.learning_rate)", [],
+        ),
         "factors": (
             lambda v: _is_int(v) and 0 <= v <= 256,
             "an integer from 0 (a linear model) to 256 (factors per slot)", 0,
@@ -427,6 +437,7 @@ class ModelConfig:
     l1: float
     l2: float
     classes: list = field(default_factory=list)
+    rates: list = field(default_factory=list)
     factors: int = 0
     factor_learning_rate: float = 0.1
     factor_init_std: float = 0.1
@@ -617,6 +628,18 @@ class TrainConfig:
                     raise ConfigError(
                         key, f"{expected} with model.factors = {m.factors}", repr(value)
                     )
+        if m.rates:  # a mixture
+            for key, ok, expected in (
+                ("model.task", m.task == "binary", "'binary'"),
+                ("model.optimizer", m.optimizer == "normalized", "'normalized'"),
+                ("model.factors", not m.factors, "0"),
+                ("model.l1", not m.l1, "0 (use model.l2)"),
+            ):
+                if not ok:
+                    raise ConfigError(
+                        key, f"{expected} with model.rates = {m.rates}",
+                        repr(getattr(m, key.split(".")[1])),
+                    )
         if self.model.optimizer == "normalized" and self.model.update != "event":
             raise ConfigError(
                 "model.update", "'event' with model.optimizer = 'normalized' (its steps read "
@@ -740,6 +763,7 @@ job.restart_initial_ms (1000), got 500
             FMClassifier,
             FMRegressor,
             LinearRegression,
+            LogisticMixture,
             LogisticRegression,
             SoftmaxRegression,
         )
@@ -774,6 +798,9 @@ job.restart_initial_ms (1000), got 500
             return FMClassifier(opt, classes=m.classes or None, **fm)
         if m.task == "regression":
             return LinearRegression(opt, **common)
+        if m.rates:  # each component's plain normalised step
+            return LogisticMixture(optim.Normalized(m.learning_rate, invariant=False),
+                                   rates=m.rates, classes=m.classes or None, **common)
         if m.task == "binary":
             return LogisticRegression(opt, classes=m.classes or None, **common)
         return SoftmaxRegression(opt, classes=m.classes or None, **common)
