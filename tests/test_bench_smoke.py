@@ -50,11 +50,15 @@ def test_an_in_process_bench_runs_at_a_tiny_size(script: str, tmp_path: Path) ->
         ratios = [r["event-normalized"] for r in rows]
         assert summary["mean_vs_vw"] == pytest.approx(sum(ratios) / 2)
         assert summary["seeds_at_most_vw"] == sum(r <= 1.0 for r in ratios)
+        assert _finite(report["streams"]["sea"]["summary"]["event-mixture"]["mean_vs_vw"])
     elif script == "quality.py":
         for stream in ("clicks-weighted", "interactions", "sea"):
             systems = report["streams"][stream]["systems"]
             assert _finite(systems["vw"]["log_loss"])
             assert _finite(systems["event-normalized"]["log_loss"])
+            assert _finite(systems["event-mixture"]["log_loss"])
+        assert report["goal_system"] == "event-mixture"
+        assert set(report["goal_log_loss_at_most_vw"]) == set(report["streams"])
         assert _finite(report["streams"]["interactions"]["systems"]["fm-k4"]["log_loss"])
     elif script == "learners.py":
         assert report["events"] == 2000 and report["ours"]
