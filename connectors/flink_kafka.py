@@ -249,10 +249,18 @@ def kafka_sink(
     ``exactly_once`` uses Kafka transactions committed on checkpoints
     (needs checkpointing and a ``txn_prefix`` unique per job). The producer gets
     :data:`SINK_PRODUCER`, updated with ``properties``.
+
+    A failed send fails the task, which restarts from its last checkpoint. The sink is
+    ``io.streamlearn.flink.QuietCloseKafkaSink`` around the connector's: a send that
+    fails after the first one, which the connector's writer raises while the failing
+    task closes it, is logged rather than stopping the TaskManager (Flink takes an
+    exception in a failing task's clean-up as fatal).
     """
     from pyflink.common.serialization import SimpleStringSchema
     from pyflink.datastream.connectors import DeliveryGuarantee
     from pyflink.datastream.connectors.kafka import KafkaRecordSerializationSchema, KafkaSink
+    from pyflink.java_gateway import get_gateway
+    from pyflink.util.java_utils import load_java_class
 
     builder = KafkaSink.builder().set_bootstrap_servers(bootstrap)
     if serializer is None:
@@ -274,7 +282,12 @@ def kafka_sink(
         )
     else:
         builder = builder.set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
-    return builder.build()
+    sink = builder.build()
+    gateway = get_gateway()
+    args = gateway.new_array(gateway.jvm.Object, 1)
+    args[0] = sink.get_java_function()
+    wrapped = load_java_class("io.streamlearn.flink.QuietCloseKafkaSink").getConstructors()[0]
+    return KafkaSink(wrapped.newInstance(args), sink.get_transformer())
 
 
 def dead_letter_sink(

@@ -290,3 +290,48 @@ def test_a_failed_dead_letter_write_restarts_the_job_which_resumes_losing_nothin
     assert all(d["stage"] == "train" and d["truncated"] for d in letters)
     assert max(len(r.value) for r in consume(bootstrap, dlq, idle_timeout_s=1)) <= (
         DEAD_LETTER_MAX_BYTES)
+
+
+def test_a_burst_of_failed_dead_letter_writes_fails_the_task_never_the_task_manager(
+    kafka_broker, topic_name, tmp_path
+):
+    """Dead letters in several batches, all refused: the first failed send fails the task,
+    and a later one, kept by the connector's writer, was raised again when the failing task
+    closed the writer. Flink takes an exception in a failing task's clean-up as fatal: the
+    TaskManager stopped, and the job, without a slot, waited for one instead of restarting
+    (``io.streamlearn.flink.QuietCloseKafkaSink`` logs it instead). Here the job restarts,
+    again and again, and no TaskManager stops."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    bootstrap = kafka_broker.bootstrap
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic_name, 1, 1, topic_configs={
+            "max.message.bytes": "1000"})])
+    finally:
+        admin.close()
+    log_path, flink_logs = tmp_path / "job.log", tmp_path / "flink-log"
+    env = {**os.environ, "FLINK_LOG_DIR": str(flink_logs)}
+    # ten records of 60 KB: one a batch (dead-letter batches are up to 96 KiB), five in flight
+    with open(log_path, "w") as log:
+        job = subprocess.Popen(
+            [sys.executable, str(ROOT / "tests" / "refused_dead_letters_job.py"), bootstrap,
+             topic_name, "10", str(60_000)],
+            stdout=log, stderr=log, start_new_session=True, env=env,
+        )
+
+    def restarted_or_fatal() -> bool:
+        fatal = _log_lines(flink_logs, "FATAL")
+        assert not fatal, fatal[0]
+        restarts = _switches(flink_logs, "streamlearn-refused-dead-letters")
+        return sum("to RESTARTING" in s for s in restarts) >= 8
+
+    try:
+        _wait(restarted_or_fatal, job, log_path, 180,
+              "the job did not restart 8 times after failed dead-letter writes")
+    finally:
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    assert _log_lines(flink_logs, f"Failed to send data to Kafka {topic_name}-")
