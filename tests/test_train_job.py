@@ -116,7 +116,8 @@ def _sequential(cfg: TrainConfig, events: list[dict]) -> ModelState:
 
 def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_name, tmp_path):
     """≥100k events from a standard client, 5% malformed: versions published, lineage accounts
-    for every event, each bad one in the DLQ naming its field, accuracy as good as sequential."""
+    for every event, each bad one in the DLQ naming its field, accuracy as good as sequential
+    (the model a mixture of rates, crossed in the JVM)."""
     bootstrap = kafka_broker.bootstrap
     create_topics(bootstrap, {topic_name: PARTITIONS, f"{topic_name}.dlq": 1})
     events = list(clicks(100_000, seed=7))
@@ -125,6 +126,7 @@ def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_nam
 
     args = _config(tmp_path, bootstrap, topic_name, parallelism=2, bounded=True)
     args += ["--set", f"features.crosses={json.dumps(CROSSES)}"]  # crossed in the JVM
+    args += ["--set", "model.rates=[1.0, 0.5]"]  # a mixture: its losses merge as sums
     _run_job(args)
 
     store = ModelStore(str(tmp_path / "models"), "clicks")
@@ -156,7 +158,7 @@ def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_nam
         assert rec["code"] == bad.code and rec["code"], rec
         assert rec["partition"] in ends and rec["offset"] >= 0
 
-    _check_delta_versions(tmp_path / "models", store, versions)
+    _check_delta_versions(tmp_path / "models", store, versions, columns=2)
 
     cfg = TrainConfig.from_dict({"features": {"bits": 18, "crosses": CROSSES},
                                  "model": {"learning_rate": 0.05}})
@@ -164,9 +166,13 @@ def test_job_learns_every_event_and_dead_letters_the_bad(kafka_broker, topic_nam
 
     served = learner_from_state(ModelState.from_bytes(latest.to_bytes()))
     assert served.crosses == (("site", "device"),)
+    assert type(served).__name__ == "LogisticMixture" and served.rates == (1.0, 0.5)
+    # each component's summed log-loss over every event either learner learned
+    losses = served.state().arrays["mixture.loss"]
+    assert 0.2 * len(events) < losses.min() < 0.69 * len(events) and losses[0] != losses[1]
     crossed = FeatureHasher(bits=18, crosses=CROSSES).encode_one(events[0]["features"])
     assert len(crossed.indices) == len(events[0]["features"]) + 1
-    assert served.state().arrays["weights"][crossed.indices[-1]] != 0, "the JVM crossed it"
+    assert served.state().arrays["weights"][crossed.indices[-1]].all(), "the JVM crossed it"
     held_out = list(clicks(5_000, seed=99))
     ours = _held_out_accuracy(ModelState.from_bytes(latest.to_bytes()), held_out)
     sequential = _held_out_accuracy(_sequential(cfg, events), held_out)
@@ -212,10 +218,11 @@ def test_a_factorization_machine_warms_up_on_one_learner(kafka_broker, topic_nam
     assert 0.0 < metrics["LogLoss"] < 0.69
 
 
-def _check_delta_versions(root: Path, store: ModelStore, versions: list) -> None:
+def _check_delta_versions(root: Path, store: ModelStore, versions: list, columns: int = 1) -> None:
     """The job publishes delta versions: files that hold the slots that changed (one
     row each, read with pyarrow alone), and that materialise, from a fresh handle, to
-    the model a follower holds by applying each version's changes to the snapshot."""
+    the model a follower holds by applying each version's changes to the snapshot.
+    ``columns``: the weights' (a mixture's components; so its ``normalized.g2``'s)."""
     import pyarrow as pa
 
     assert versions[0].kind == "snapshot"
@@ -223,14 +230,15 @@ def _check_delta_versions(root: Path, store: ModelStore, versions: list) -> None
     assert deltas, [v.kind for v in versions]
     n_slots = 2**18
     snapshot_bytes = versions[0].size_bytes
-    assert snapshot_bytes > n_slots * 24, "weights and the normalised steps' g2 and scale, whole"
+    per_slot = (2 * columns + 1) * 8  # weights, the normalised steps' g2 and scale
+    assert snapshot_bytes > n_slots * per_slot, "weights, g2 and scale, whole"
     for info in deltas:
         table = pa.ipc.open_file(str(root / "clicks" / info.file)).read_all()
         rows = table.num_rows
         assert table.column_names == ["slot", "weights", "normalized.g2", "normalized.scale"]
         assert 0 < rows < n_slots
-        # 4 bytes of slot index and 8 per array and slot, plus the schema and footer
-        assert info.size_bytes <= rows * (4 + 3 * 8) + 16_384, (info.size_bytes, rows)
+        # 4 bytes of slot index and 8 per value of a slot, plus the schema and footer
+        assert info.size_bytes <= rows * (4 + per_slot) + 16_384, (info.size_bytes, rows)
         assert info.size_bytes < snapshot_bytes / 2
     fresh = ModelStore(str(root), "clicks")
     follower = ModelState.from_bytes(fresh.get(versions[0].version).to_bytes()).copy()

@@ -217,10 +217,11 @@ def _bundles(cfg: TrainConfig, messages: list[bytes], size: int) -> list[tuple[b
     return out
 
 
-def test_a_bundle_from_the_jvm_is_learned_as_the_python_path_learns_it(tmp_path):
+@pytest.mark.parametrize("model", [None, {"rates": [1.0, 0.5]}], ids=["default", "mixture"])
+def test_a_bundle_from_the_jvm_is_learned_as_the_python_path_learns_it(tmp_path, model):
     """The job's path (JVM encoder → learn_bundle) and the in-process one (decode and
     hash in Python → flush) learn the same model from the same messages."""
-    cfg = _cfg(tmp_path)
+    cfg = _cfg(tmp_path, model)
     messages = [orjson.dumps(e) for e in clicks(900, seed=4)]
     messages[10] = b'{"features": {"x": 1}, "label": "maybe"}'
     messages[20] = b"not json"
@@ -235,6 +236,7 @@ def test_a_bundle_from_the_jvm_is_learned_as_the_python_path_learns_it(tmp_path)
         assert (a.n_events, a.extra, a.nnz) == (b.n_events, b.extra, b.nnz)
     assert jvm.offsets == python.offsets == {2: 900}
     assert jvm.n_rejected == python.n_rejected == 2 and jvm.n_learned == 898
+    assert type(jvm.learner) is type(cfg.make_learner())
     for name, array in python.learner.state().arrays.items():
         np.testing.assert_array_equal(jvm.learner.state().arrays[name], array, err_msg=name)
 
