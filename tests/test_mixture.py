@@ -304,3 +304,15 @@ def test_the_jobs_configuration_builds_a_mixture_and_refuses_what_does_not_fit()
         with pytest.raises(ConfigError) as info:
             TrainConfig.from_dict({"model": model})
         assert info.value.field == field, model
+
+
+def test_the_kernel_refuses_rates_or_losses_that_do_not_fit_the_components():
+    model = LogisticMixture(rates=[1.0, 0.5], bits=6)
+    model._rate_array = np.array([1.0, 0.5, 0.25])
+    with pytest.raises(ValueError, match="mixture rates/loss"):
+        model.learn_many([{"a": 1.0}], [True])
+    model = LogisticMixture(rates=[1.0, 0.5], bits=6)
+    model._arrays["mixture.loss"] = np.zeros(3)
+    with pytest.raises(ValueError, match="mixture rates/loss"):
+        model.learn_many([{"a": 1.0}], [True])
+    assert not model.weights.any()

@@ -184,6 +184,36 @@ def test_a_factorization_machine_is_scored_as_its_learner_predicts(
     assert np.abs(flat_scores - expected).max() > 1e-3
 
 
+def test_a_mixture_of_rates_is_scored_as_its_learner_predicts(store: ModelStore) -> None:
+    """A ``LogisticMixture``: each component scored, mixed by the version's summed losses."""
+    from streamlearn.learners import LogisticMixture
+    from streamlearn.serving.linear_scorer import LinearScorer
+
+    model = LogisticMixture(rates=[1.0, 0.7], bits=10)
+    model.learn_many(EVENTS, [(e["age"] > 4) != (e["country"] == "FR") for e in EVENTS])
+    weights = model.mixture_weights()
+    assert 0.01 < weights.min()  # both components count in the answers
+    store.commit(model.state(), Lineage())
+    sample = EVENTS[:20]
+    with Scorer.from_store(store, MODEL) as scorer:
+        served = scorer.watcher.current._scorer
+        assert type(served) is LinearScorer and served.n_outputs == 2
+        out = scorer.score(encode_envelope([{"features": f, "id": i}
+                                            for i, f in enumerate(sample)]))
+        (one,) = records(scorer.score(encode_event({"features": sample[3], "id": "one"})))
+    got = records(out)
+    expected = np.asarray(model.predict_proba_many(sample))[:, 1]
+    np.testing.assert_allclose([r["probabilities"][1] for r in got], expected, rtol=0, atol=1e-9)
+    assert [r["prediction"] for r in got] == [bool(p > 0.5) for p in expected]
+    assert abs(one["probabilities"][1] - expected[3]) < 1e-9
+    # either component alone answers otherwise
+    arrays, batch = model.state().arrays, model.encode(sample)
+    for c in range(2):
+        z = batch.row_sums(arrays["weights"][batch.indices, c] * batch.values)
+        alone = 1 / (1 + np.exp(-(z + arrays["intercept"][c])))
+        assert np.abs(alone - expected).max() > 1e-4
+
+
 def test_a_single_event_of_a_binary_classifier_gets_its_probabilities(
     store: ModelStore,
 ) -> None:
