@@ -252,24 +252,46 @@ def test_merged_learners_add_their_losses_and_their_weights_changes():
     np.testing.assert_allclose(model.mixture_weights(), mixture_weights(want), rtol=1e-12)
 
 
-def test_served_answers_are_the_learners_and_follow_a_delta():
-    """The prediction service's scorer of a mixture answers as the learner does, and
-    a delta version (rows of both columns, the summed losses) is followed in place."""
+def _served_answers(served, xs):
+    """Every way the service answers events: many, one decoded, one raw body (C)."""
+    import orjson
+
+    many = np.asarray(served.predict_features(xs).probabilities)[:, 1]
+    one = [served.predict_one(x)[1][1] for x in xs]
+    raw = []
+    for x in xs:
+        body = orjson.dumps({"features": x, "id": "e"})
+        got = served.predict_event(body)
+        if got is False:  # a name the native tables lack: decoded, then remembered
+            served.remember(x)
+            got = served.predict_event(body)
+        raw.append(got[0][1][1] if got else served.predict_one(x)[1][1])
+    return many, np.array(one), np.array(raw)
+
+
+@pytest.mark.parametrize("scale", [False, True], ids=["native", "scaled"])
+def test_served_answers_are_the_learners_and_follow_a_delta(scale):
+    """The prediction service's scorer of a mixture (one logistic scorer per component,
+    the mixture as one log-odds) answers as the learner does, in numpy, in plain Python
+    and from raw bodies in C, and follows a delta version (rows of both columns, the
+    summed losses) in place."""
     from streamlearn.serving.learner_predictor import LearnerPredictor
+    from streamlearn.serving.mixture_scorer import MixtureScorer
+    from streamlearn.serving.model import Step
     from streamlearn.store.delta import Changes
 
     xs, ys = _stream(300, seed=4)
-    model = LogisticMixture(rates=[1.0, 0.3], bits=8)
+    model = LogisticMixture(rates=[1.0, 0.3], bits=8, scale=scale)
     model.learn_many(xs[:200], ys[:200])
+    assert 0.01 < model.mixture_weights().min()  # both components count
     served = LearnerPredictor(learner_from_state(model.state()), 1, 0.0,
                               classes=model.classes_, meta=model.state().meta)
-    assert served.can_follow
-    got = served.predict_features(xs[200:])
-    np.testing.assert_allclose(got.probabilities, model.predict_proba_many(xs[200:]),
-                               rtol=1e-12)
-    one = served.predict_features(xs[200:201])
-    np.testing.assert_allclose(np.asarray(one.probabilities)[0],
-                               model.predict_proba_many(xs[200:201])[0], rtol=1e-12)
+    assert type(served._scorer) is MixtureScorer and served.can_follow
+    assert (served._native is None) == scale  # the components' C tables, unscaled only
+    for got in _served_answers(served, xs[200:]):
+        np.testing.assert_allclose(got, model.predict_proba_many(xs[200:])[:, 1], rtol=1e-12)
+    if not scale:
+        assert served.native_hits > 0
 
     before = model.state()
     model.learn_many(xs[200:250], ys[200:250])
@@ -278,11 +300,25 @@ def test_served_answers_are_the_learners_and_follow_a_delta():
     rows = {k: v[changed] for k, v in after.arrays.items()
             if v.ndim >= 1 and v.shape[0] == model.n_slots}
     small = {k: v for k, v in after.arrays.items() if k not in rows}
-    from streamlearn.serving.model import Step
-
+    assert not np.array_equal(small["mixture.loss"], before.arrays["mixture.loss"])
     served.apply(Step(since=1, version=2, changes=Changes(changed, rows, small, after.meta)))
-    np.testing.assert_allclose(served.predict_features(xs[250:]).probabilities,
-                               model.predict_proba_many(xs[250:]), rtol=1e-12)
+    for got in _served_answers(served, xs[250:]):
+        np.testing.assert_allclose(got, model.predict_proba_many(xs[250:])[:, 1], rtol=1e-12)
+
+
+def test_the_mixed_log_odds_are_finite_and_exact_at_the_extremes():
+    from streamlearn.serving.mixture_scorer import _mixed_log_odds_many, mixed_log_odds
+
+    for z, prior in (([800.0, -800.0], [0.5, 0.5]), ([-40.0, -38.0], [1.0, 0.0]),
+                     ([30.0, 35.0], [0.3, 0.7]), ([0.0, 0.0, 0.0], [0.2, 0.3, 0.5])):
+        got = mixed_log_odds(z, prior)
+        assert math.isfinite(got)
+        zc = np.clip(z, -500, 500)
+        p = float(np.dot(prior, 1 / (1 + np.exp(-zc))))
+        q = float(np.dot(prior, 1 / (1 + np.exp(zc))))
+        assert got == pytest.approx(math.log(p) - math.log(q), rel=1e-12, abs=1e-12)
+        many = _mixed_log_odds_many(np.array([z]), np.array(prior))
+        assert many[0] == pytest.approx(got, rel=1e-12, abs=1e-12)
 
 
 def test_the_jobs_configuration_builds_a_mixture_and_refuses_what_does_not_fit():

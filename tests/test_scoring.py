@@ -187,7 +187,7 @@ def test_a_factorization_machine_is_scored_as_its_learner_predicts(
 def test_a_mixture_of_rates_is_scored_as_its_learner_predicts(store: ModelStore) -> None:
     """A ``LogisticMixture``: each component scored, mixed by the version's summed losses."""
     from streamlearn.learners import LogisticMixture
-    from streamlearn.serving.linear_scorer import LinearScorer
+    from streamlearn.serving.mixture_scorer import MixtureScorer
 
     model = LogisticMixture(rates=[1.0, 0.7], bits=10)
     model.learn_many(EVENTS, [(e["age"] > 4) != (e["country"] == "FR") for e in EVENTS])
@@ -197,7 +197,7 @@ def test_a_mixture_of_rates_is_scored_as_its_learner_predicts(store: ModelStore)
     sample = EVENTS[:20]
     with Scorer.from_store(store, MODEL) as scorer:
         served = scorer.watcher.current._scorer
-        assert type(served) is LinearScorer and served.n_outputs == 2
+        assert type(served) is MixtureScorer and len(served.parts) == 2
         out = scorer.score(encode_envelope([{"features": f, "id": i}
                                             for i, f in enumerate(sample)]))
         (one,) = records(scorer.score(encode_event({"features": sample[3], "id": "one"})))

@@ -1,12 +1,14 @@
 """Serve a learner rebuilt from a stored :class:`~streamlearn.state.ModelState`.
 
-Linear learners (linear, logistic, softmax regression, a mixture of logistic
-regressions) are scored by a
+Linear learners (linear, logistic, softmax regression) are scored by a
 :class:`~streamlearn.serving.linear_scorer.LinearScorer` built once per
 version: no feature batch, plain Python for one event, numpy column by column
 for Arrow bodies. Factorization machines are scored by a
 :class:`~streamlearn.serving.fm_scorer.FMScorer` (numpy over the event's
-entries, no native table). Other learners go through their own ``predict_many``.
+entries, no native table). A mixture of logistic regressions is scored by a
+:class:`~streamlearn.serving.mixture_scorer.MixtureScorer` (one ``LinearScorer``
+per component, the mixture given as one log-odds). Other learners go through their
+own ``predict_many``.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ class LearnerPredictor:
     ) -> None:
         from streamlearn.serving.fm_scorer import FMScorer
         from streamlearn.serving.linear_scorer import LinearScorer
+        from streamlearn.serving.mixture_scorer import MixtureScorer
 
         self.learner = learner
         self.version = version
@@ -68,7 +71,8 @@ class LearnerPredictor:
         self.lineage = dict(lineage or {})
         self.classes = tuple(classes) if classes is not None else None
         self._task = getattr(learner, "task", "regression")
-        self._scorer: Any = LinearScorer.from_learner(learner) or FMScorer.from_learner(learner)
+        self._scorer: Any = (LinearScorer.from_learner(learner) or FMScorer.from_learner(learner)
+                             or MixtureScorer.from_learner(learner))
         if self._scorer is not None and (self.classes is None) != (self._task == "regression"):
             self._scorer = None  # classes that do not fit the task: the learner decides
         # one output (a regressor or a binary classifier): one event in plain Python
@@ -183,8 +187,6 @@ class LearnerPredictor:
             return Predictions(values=z, known=known)
         if self._task == "binary":
             p = 1.0 / (1.0 + np.exp(np.minimum(np.maximum(z, -500.0), 500.0) * -1.0))
-            if p.ndim == 2:  # a mixture's components, one column each
-                p = p @ self.learner.mixture_weights()
             return Predictions.from_probabilities(
                 np.column_stack([1.0 - p, p]), self.classes, known
             )

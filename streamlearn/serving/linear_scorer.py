@@ -171,16 +171,10 @@ class LinearScorer:
     @classmethod
     def from_learner(cls, learner: Any) -> LinearScorer | None:
         """The scorer of a streamlearn linear learner (linear, logistic or
-        softmax regression, or a mixture of logistic regressions: one output per
-        component); ``None`` for any other learner."""
-        from streamlearn.learners import (
-            LinearRegression,
-            LogisticMixture,
-            LogisticRegression,
-            SoftmaxRegression,
-        )
+        softmax regression); ``None`` for any other learner."""
+        from streamlearn.learners import LinearRegression, LogisticRegression, SoftmaxRegression
 
-        kinds = (LinearRegression, LogisticRegression, SoftmaxRegression, LogisticMixture)
+        kinds = (LinearRegression, LogisticRegression, SoftmaxRegression)
         if type(learner) not in kinds or learner.crosses:
             return None  # crosses: the learner's own path (its hasher crosses)
         arrays = learner.state(copy=False).arrays
