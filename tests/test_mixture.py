@@ -332,6 +332,8 @@ def test_the_jobs_configuration_builds_a_mixture_and_refuses_what_does_not_fit()
     for model, field in (
         ({"rates": [1]}, "model.rates"),
         ({"rates": [1, -0.5]}, "model.rates"),
+        ({"rates": [1.0] * (MAX_COMPONENTS + 1)}, "model.rates"),
+        ({"rates": "1, 0.5"}, "model.rates"),
         ({"rates": [1, 0.5], "task": "regression"}, "model.task"),
         ({"rates": [1, 0.5], "optimizer": "adagrad"}, "model.optimizer"),
         ({"rates": [1, 0.5], "factors": 4}, "model.factors"),
@@ -352,3 +354,15 @@ def test_the_kernel_refuses_rates_or_losses_that_do_not_fit_the_components():
     with pytest.raises(ValueError, match="mixture rates/loss"):
         model.learn_many([{"a": 1.0}], [True])
     assert not model.weights.any()
+
+
+def test_reading_the_jobs_configuration_imports_no_learner():
+    """``model.rates``' bound lives with the learner; the configuration reads it only when
+    rates are set, so that reading a configuration (a CLI's --help) stays light."""
+    import subprocess
+    import sys
+
+    code = ("import sys, streamlearn.training.config as c; "
+            "print(sorted(m for m in ('numpy', 'streamlearn.learners') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

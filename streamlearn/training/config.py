@@ -117,7 +117,6 @@ from typing import Any
 from streamlearn.contract import CROSS_LIMIT, check_crosses
 from streamlearn.errors import ConfigError
 from streamlearn.joining import KEEPS
-from streamlearn.learners.mixture import MAX_COMPONENTS
 
 __all__ = [
     "TrainConfig",
@@ -231,11 +230,10 @@ SCHEMA: dict[str, dict[str, _Check]] = {
         "l1": (lambda v: _is_num(v) and v >= 0, "a number >= 0", 0.0),
         "l2": (lambda v: _is_num(v) and v >= 0, "a number >= 0", 0.0),
         "classes": (lambda v: isinstance(v, list), "a list of class labels", []),
-        "rates": (
-            lambda v: isinstance(v, list) and (not v or 2 <= len(v) <= MAX_COMPONENTS)
-            and all(_is_num(r) and r > 0 for r in v),
-            f"[] (one learner) or a list of 2 to {MAX_COMPONENTS} numbers > 0 (a mixture's "
-            "rates, as multiples of model.learning_rate)", [],
+        "rates": (  # at most MAX_COMPONENTS: checked by _check_rules
+            lambda v: isinstance(v, list) and len(v) != 1 and all(_is_num(r) and r > 0 for r in v),
+            "[] (one learner) or a list of 2 or more numbers > 0 (a mixture's rates, as "
+            "multiples of model.learning_rate)", [],
         ),
         "factors": (
             lambda v: _is_int(v) and 0 <= v <= 256,
@@ -629,6 +627,13 @@ class TrainConfig:
                         key, f"{expected} with model.factors = {m.factors}", repr(value)
                     )
         if m.rates:  # a mixture
+            from streamlearn.learners.mixture import MAX_COMPONENTS  # numpy: only when needed
+
+            if len(m.rates) > MAX_COMPONENTS:
+                raise ConfigError(
+                    "model.rates", f"at most {MAX_COMPONENTS} rates (one component each)",
+                    repr(m.rates),
+                )
             for key, ok, expected in (
                 ("model.task", m.task == "binary", "'binary'"),
                 ("model.optimizer", m.optimizer == "normalized", "'normalized'"),
