@@ -85,6 +85,16 @@ def test_the_newest_checkpoint_on_s3_is_found_and_earlier_runs_pruned(s3_env, tm
     # Flink's other name for the same file system, s3a://
     s3a = _cfg(tmp_path, f"s3a://{s3_env.bucket}/{prefix}")
     assert latest_checkpoint(s3a) == f"s3a://{s3_env.bucket}/{prefix}/m/{runs[2]}/chk-2"
+    # a run resumed by the other name is the same run: kept
+    with fs.open_output_stream(f"{model}/{runs[1]}/chk-4/_metadata") as out:
+        out.write(b"x")
+    time.sleep(1.1)
+    with fs.open_output_stream(f"{model}/{runs[2]}/chk-5/_metadata") as out:
+        out.write(b"x")
+    older = f"s3a://{s3_env.bucket}/{prefix}/m/{runs[1]}/chk-4"
+    assert prune_runs(cfg, older, keep=0) == [f"{uri}/{runs[2]}"]
+    assert {i.base_name for i in fs.get_file_info(pafs.FileSelector(model))} == {
+        runs[1], "notes"}
 
 
 def test_checkpoints_this_machine_cannot_read_are_one_line_naming_them(

@@ -147,12 +147,12 @@ def prune_runs(cfg: TrainConfig, resuming: str | None, keep: int = KEEP_RUNS) ->
     if where is None:
         return []
     fs, root, uri = where
-    kept = None
+    kept = None  # the resumed run's directory, as a path in fs (s3:// and s3a:// alike)
     if resuming:
         if resuming.startswith(_S3):
-            kept = resuming.rstrip("/").rsplit("/", 1)[0]
+            kept = _s3_fs(resuming.rstrip("/"))[1].rsplit("/", 1)[0]
         else:
-            kept = Path(resuming.removeprefix("file://")).resolve().parent.as_uri()
+            kept = str(Path(resuming.removeprefix("file://")).resolve().parent)
     try:
         runs = [run for run in _runs(fs, root) if _JOB_ID.fullmatch(run.base_name)]
 
@@ -167,7 +167,7 @@ def prune_runs(cfg: TrainConfig, resuming: str | None, keep: int = KEEP_RUNS) ->
     runs.sort(key=lambda run: ages[run.base_name], reverse=True)
     gone = []
     for run in runs[keep:]:
-        if f"{uri}/{run.base_name}" == kept:
+        if run.path.rstrip("/") == kept:
             continue
         try:
             fs.delete_dir(run.path)
