@@ -373,36 +373,53 @@ def test_the_c_fast_path_replays_the_corpus(case: dict) -> None:
 C_FIELDS = ("id", "key", "ts")
 
 
-def _event_without_label(case: dict) -> bytes | None:
-    """A case's single event as a serving request, its label dropped (serving ignores
-    it, and the C path leaves a body with one to Python); None when it is no single
-    event of the JSON the scan reads."""
+def _event_body(case: dict) -> bytes | None:
+    """A case's single event as a serving request (its label kept: serving ignores
+    it); None when it is no single event of the JSON the scan reads."""
     try:
         doc = orjson.loads(_message(case))
     except orjson.JSONDecodeError:
         return None
     if type(doc) is not dict or "features" not in doc:
         return None
-    doc.pop("label", None)
     try:
         return orjson.dumps(doc)
     except TypeError:  # an integer past 64 bits: orjson read it, cannot write it
         return None
 
 
+def _plain_number(v: object, signed: bool) -> bool:
+    """A number the C scan reads in a ``label`` or ``weight``: at most 18 digits, no
+    exponent (as orjson writes it), negative only where ``signed``."""
+    if type(v) not in (int, float):
+        return False
+    text = orjson.dumps(v).decode()
+    return ("e" not in text and sum(c.isdigit() for c in text) <= 18
+            and (signed or not text.startswith("-")))
+
+
+def _plain_extras(doc: dict) -> bool:
+    """Whether the event's ``label`` and ``weight`` are of the kinds the C scan reads."""
+    label_ok = "label" not in doc or type(doc["label"]) in (str, bool, type(None)) or (
+        _plain_number(doc["label"], signed=True))
+    weight_ok = "weight" not in doc or _plain_number(doc["weight"], signed=False)
+    return label_ok and weight_ok
+
+
 @pytest.mark.skipif(not native_available(), reason="the C extension is not built")
 @pytest.mark.parametrize(
     "case",
-    [c for c in SERVING if _event_without_label(c) is not None and not c["settings"]["crosses"]],
+    [c for c in SERVING if _event_body(c) is not None and not c["settings"]["crosses"]],
     ids=lambda c: c["case"],
 )
 def test_the_c_fast_path_reads_an_events_fields_as_the_contract(case: dict) -> None:
-    """With its ``id``, ``key`` and ``ts``, an event is scored in C only where the
-    contract's reference accepts it, and the fields it returns are the event's."""
+    """With its ``id``, ``key``, ``ts``, ``weight`` and ``label``, an event is scored in
+    C only where the contract's reference accepts it (for serving: its label ignored),
+    and the fields it returns are the event's."""
     from streamlearn.contract.corpus import _outcome, _settings
     from streamlearn.contract.reference import decode
 
-    body = _event_without_label(case)
+    body = _event_body(case)
     assert body is not None
     want = _outcome(decode(body, _settings({**case["settings"], "labels": "ignored"})))
     rng = np.random.default_rng(7)
@@ -419,7 +436,8 @@ def test_the_c_fast_path_reads_an_events_fields_as_the_contract(case: dict) -> N
     if got is None:  # left to the Python path: an escape, a repeated name, a field it
         # does not read, or a value of a field it leaves there (null, true, 19+ digits)
         assert (b"\\" in body or "repeated" in case["case"]
-                or set(doc) - {"features", *C_FIELDS}
+                or set(doc) - {"features", *C_FIELDS, "label", "weight"}
+                or not _plain_extras(doc)
                 or any(v is not None and type(v) is not str
                        and (type(v) is not int or abs(v) >= 10**18)
                        for v in fields.values())

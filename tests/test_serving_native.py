@@ -195,15 +195,17 @@ META = ("id", "key", "ts")
 
 
 def python_event(body: bytes) -> dict[str, Any] | None:
-    """``body`` decoded when it is one event of ``features`` and valid ``id``, ``key``
-    and ``ts`` (the contract's rules, as the Python path checks them), else None."""
+    """``body`` decoded when it is one event of ``features`` and valid ``id``, ``key``,
+    ``ts`` and ``weight``, and any ``label`` (ignored) (the contract's rules, as the
+    Python path checks them), else None."""
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
     if type(doc) is not dict or type(doc.get("features")) is not dict:
         return None
-    if not {"features", *META}.issuperset(doc) or (len(doc) > 1 and not _meta_ok(doc)):
+    if not {"features", *META, "label", "weight"}.issuperset(doc) or (
+            len(doc) > 1 and not _meta_ok(doc)):
         return None
     return doc
 
@@ -302,6 +304,13 @@ def test_an_event_with_its_id_key_and_ts_is_scored_natively_as_in_python(
         b' { "key" : "u1" , "features" : { "age" : 2 } , "id" : -0 } ',
         b'{"features": {"age": 1}, "id": 123456789012345678}',  # 18 digits
         b'{"features": {"age": 1}, "id": "\xc3\xa9"}',
+        # a training event sent as it is: its label ignored, its weight checked
+        b'{"features": {"age": 1}, "label": 1}',
+        b'{"label": true, "weight": 0.25, "features": {"age": 1}, "id": 4}',
+        b'{"features": {"age": 1}, "label": "click", "weight": 3}',
+        b'{"features": {"age": 1}, "label": -2.5, "weight": 0}',
+        b'{"features": {"age": 1}, "label": null, "weight": 123456789.123456789}',
+        b'{"features": {"age": 1}, "label": false}',
     ],
 )
 def test_these_events_with_fields_are_scored_natively(
@@ -329,7 +338,21 @@ def test_these_events_with_fields_are_scored_natively(
         b'{"features": {"age": 1}, "id": "a", "id": "b"}',  # twice: orjson keeps the last
         b'{"features": {"age": 1}, "id": "\xff"}',  # not UTF-8
         b'{"features": {"age": 1}, "id": "a\\"}',  # an escape
-        b'{"features": {"age": 1}, "label": 1}',
+        b'{"features": {"age": 1}, "label": [1]}',  # not a scalar: Python reads it
+        b'{"features": {"age": 1}, "label": {"y": 1}}',
+        b'{"features": {"age": 1}, "label": 1e3}',
+        b'{"features": {"age": 1}, "label": 1234567890123456789}',
+        b'{"features": {"age": 1}, "label": "\xff"}',  # not UTF-8: refused
+        b'{"features": {"age": 1}, "label": 1, "label": 0}',
+        b'{"features": {"age": 1}, "label": truth}',
+        b'{"features": {"age": 1}, "label": 1.}',
+        b'{"features": {"age": 1}, "weight": -1}',  # refused by the contract
+        b'{"features": {"age": 1}, "weight": -0}',
+        b'{"features": {"age": 1}, "weight": null}',
+        b'{"features": {"age": 1}, "weight": true}',
+        b'{"features": {"age": 1}, "weight": "1"}',
+        b'{"features": {"age": 1}, "weight": 1e400}',
+        b'{"features": {"age": 1}, "weight": 1234567890.123456789}',  # 19 digits
         b'{"features": {"age": 1}, "id": 1,}',
         b'{"features": {"age": 1}, "id": 1',
         b'{"id": 1, "features": {"age": 1}, "features": {"age": 2}}',
@@ -580,8 +603,13 @@ def test_the_app_takes_the_native_path_without_decoding(monkeypatch: pytest.Monk
     asked = post(app, {"features": x, "id": 1, "key": "u-1"})  # from its bytes too
     assert asked.status_code == 200 and served.native_hits == 2 and calls == []
     assert (asked.json()["id"], asked.json()["key"]) == (1, "u-1")
-    labelled = post(app, {"features": x, "label": 1.0})  # another field: the Python path
-    assert labelled.status_code == 200 and served.native_hits == 2 and calls
+    labelled = post(app, {"features": x, "label": 1.0, "weight": 2})  # a training event
+    assert labelled.status_code == 200 and served.native_hits == 3 and calls == []
+    assert labelled.json()["prediction"] == first["prediction"]
+    refused = post(app, {"features": x, "weight": -1})  # the Python path says why
+    assert refused.status_code == 422 and refused.json()["fields"][0]["code"] == "weight.invalid"
+    nested = post(app, {"features": x, "label": [1]})  # another value: the Python path
+    assert nested.status_code == 200 and served.native_hits == 3 and calls
 
 
 def test_an_exponent_offset_by_the_fraction_is_read_exactly() -> None:

@@ -462,7 +462,11 @@ scan_string(const char *p, const char *end, const char **s, Py_ssize_t *n)
 /* An event's field besides `features` that `score_event` takes: `id` and `key` (the
  * contract's "name": a string or an integer) and `ts` ("time": an integer >= 0), each
  * at most once. A string is plain (no escape); an integer has at most 18 digits, so
- * that it is one orjson reads (64 bits); anything else leaves the body to Python. */
+ * that it is one orjson reads (64 bits); anything else leaves the body to Python.
+ * Also, each at most once and then dropped: a `label` (ignored by serving: a plain
+ * string, true, false, null, or a number of at most 18 digits without exponent) and
+ * a `weight` (an integer or a decimal of at most 18 digits, >= 0 as the contract's
+ * rule wants), so that a training event sent as it is stays on this path. */
 typedef struct {
     const char *s; /* a string's text, or an integer's */
     Py_ssize_t n;
@@ -470,20 +474,33 @@ typedef struct {
 } MetaValue;
 
 typedef struct {
-    MetaValue id, key, ts;
+    MetaValue id, key, ts, label, weight;
 } Meta;
+
+enum { META_NAME, META_TIME, META_LABEL, META_WEIGHT };
 
 #define MAX_META_DIGITS 18
 
-/* The value of a meta field at p into *v; the position after it, or NULL. */
+/* The value of a meta field of kind `mode` at p into *v; the position after it, or
+ * NULL. */
 static inline const char *
-meta_value(const char *p, const char *end, int is_time, MetaValue *v)
+meta_value(const char *p, const char *end, int mode, MetaValue *v)
 {
     if (p >= end) {
         return NULL;
     }
+    if (mode == META_LABEL) {
+        static const char *const words[3] = {"true", "false", "null"};
+        for (int w = 0; w < 3; w++) {
+            Py_ssize_t n = (Py_ssize_t)strlen(words[w]);
+            if (end - p >= n && memcmp(p, words[w], (size_t)n) == 0) {
+                v->kind = 'w';
+                return p + n;
+            }
+        }
+    }
     if (*p == '"') {
-        if (is_time) {
+        if (mode == META_TIME || mode == META_WEIGHT) {
             return NULL;
         }
         const char *s;
@@ -498,7 +515,7 @@ meta_value(const char *p, const char *end, int is_time, MetaValue *v)
     }
     const char *start = p;
     if (*p == '-') {
-        if (is_time) {
+        if (mode == META_TIME || mode == META_WEIGHT) {
             return NULL;
         }
         p++;
@@ -515,15 +532,29 @@ meta_value(const char *p, const char *end, int is_time, MetaValue *v)
     else {
         return NULL;
     }
+    Py_ssize_t n_digits = p - digits;
+    if ((mode == META_LABEL || mode == META_WEIGHT) && p < end && *p == '.') {
+        const char *fraction = ++p;
+        while (p < end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+        if (p == fraction) {
+            return NULL; /* `1.`: not JSON */
+        }
+        n_digits += p - fraction;
+        v->kind = 'f';
+    }
+    else {
+        v->kind = 'i';
+    }
     if (p < end && (*p == '.' || *p == 'e' || *p == 'E' || (*p >= '0' && *p <= '9'))) {
         return NULL; /* a fraction, an exponent, a leading zero */
     }
-    if (p - digits > MAX_META_DIGITS) {
+    if (n_digits > MAX_META_DIGITS) {
         return NULL;
     }
     v->s = start;
     v->n = p - start;
-    v->kind = 'i';
     return p;
 }
 
@@ -539,7 +570,7 @@ meta_member(const char *p, const char *end, Meta *meta)
         return NULL;
     }
     MetaValue *v;
-    int is_time = 0;
+    int mode = META_NAME;
     if (n == 2 && memcmp(name, "id", 2) == 0) {
         v = &meta->id;
     }
@@ -548,7 +579,15 @@ meta_member(const char *p, const char *end, Meta *meta)
     }
     else if (n == 2 && memcmp(name, "ts", 2) == 0) {
         v = &meta->ts;
-        is_time = 1;
+        mode = META_TIME;
+    }
+    else if (n == 5 && memcmp(name, "label", 5) == 0) {
+        v = &meta->label;
+        mode = META_LABEL;
+    }
+    else if (n == 6 && memcmp(name, "weight", 6) == 0) {
+        v = &meta->weight;
+        mode = META_WEIGHT;
     }
     else {
         return NULL;
@@ -560,7 +599,7 @@ meta_member(const char *p, const char *end, Meta *meta)
     if (p >= end || *p != ':') {
         return NULL;
     }
-    return meta_value(skip_ws(p + 1, end), end, is_time, v);
+    return meta_value(skip_ws(p + 1, end), end, mode, v);
 }
 
 #define NOT_PLAIN 0
@@ -962,13 +1001,23 @@ Shares_score_event(Shares *self, PyObject *body)
     double z;
     Py_ssize_t known;
     int why = SL_NO_CODE;
-    Meta meta = {{NULL, 0, 0}, {NULL, 0, 0}, {NULL, 0, 0}};
+    Meta meta = {{NULL, 0, 0}, {NULL, 0, 0}, {NULL, 0, 0}, {NULL, 0, 0}, {NULL, 0, 0}};
     int got = scan(self, p, p + PyBytes_GET_SIZE(body), &z, &known, &why, &meta);
     if (got == MISSING) {
         Py_RETURN_FALSE;
     }
     if (got != SCORED) {
         Py_RETURN_NONE;
+    }
+    if (meta.label.kind == 's') { /* dropped, but read: orjson refuses one not UTF-8 */
+        PyObject *label = meta_object(&meta.label);
+        if (label == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+        Py_DECREF(label);
     }
     PyObject *items[5] = {NULL, NULL, NULL, NULL, NULL};
     items[0] = PyFloat_FromDouble(z);
