@@ -31,8 +31,10 @@ starts, naming the key and what was expected.
 Each learner predicts, scores and learns every event in order, with Vowpal
 Wabbit's normalised adaptive steps (model.update = "event", model.optimizer =
 "normalized"); --set model.update=batch --set model.optimizer=adagrad learns in
-mini-batch steps of job.step_events instead. Learners' changes merge every
-job.sync_ms (job.merge).
+mini-batch steps of job.step_events instead. --set "model.rates=[1.0, 0.5]"
+learns two rates side by side and answers with their mixture (binary: a little
+below VW's log-loss on every stream measured; docs/learners.md). Learners'
+changes merge every job.sync_ms (job.merge).
 
 Without --cluster the job runs in the local Flink MiniCluster and this command
 holds the terminal: it prints one line per committed version (events, events/s,
