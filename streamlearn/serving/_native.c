@@ -12,7 +12,8 @@
  * parsed to the nearest double as `orjson` parses them.
  *
  * `score_event(body)` scores a body that may also hold the event's `id`, `key`
- * and `ts`, before or after `features` (see `meta_member`), and returns
+ * and `ts`, and a `label` and `weight` it checks and drops, before or after
+ * `features` (see `meta_member`), and returns
  * `(score, known, id, key, ts)`: `known` is how many of the event's features
  * have a non-zero share (a list: any of its strings), that is a non-zero weight
  * in the model, the features the model knows; the three fields are None when
@@ -470,7 +471,8 @@ scan_string(const char *p, const char *end, const char **s, Py_ssize_t *n)
 typedef struct {
     const char *s; /* a string's text, or an integer's */
     Py_ssize_t n;
-    char kind; /* 0: absent, 's': a string, 'i': an integer */
+    char kind; /* 0: absent, 's': a string, 'i': an integer, 'f': a decimal (label,
+                  weight), 'w': true, false or null (label) */
 } MetaValue;
 
 typedef struct {
@@ -558,9 +560,9 @@ meta_value(const char *p, const char *end, int mode, MetaValue *v)
     return p;
 }
 
-/* One member `"id" | "key" | "ts": value` at p (on its name's quote) into *meta; the
- * position after its value, or NULL (another name, a field twice, a value of another
- * kind). */
+/* One member `"id" | "key" | "ts" | "label" | "weight": value` at p (on its name's
+ * quote) into *meta; the position after its value, or NULL (another name, a field
+ * twice, a value of another kind). */
 static inline const char *
 meta_member(const char *p, const char *end, Meta *meta)
 {
@@ -1230,8 +1232,9 @@ static PyMethodDef Shares_methods[] = {
     {"score_event", (PyCFunction)Shares_score_event, METH_O,
      "score_event(body) -> (float, int, id, key, ts) | False | None: score() of a body "
      "that may also hold the event's id, key (a plain string or an integer) and ts (an "
-     "integer >= 0), each None when absent, and how many of the event's features have a "
-     "non-zero share (a list: any of its strings)."},
+     "integer >= 0), each None when absent, and a label and weight (checked, dropped); "
+     "and how many of the event's features have a non-zero share (a list: any of its "
+     "strings)."},
     {"add_number", (PyCFunction)Shares_add_number, METH_VARARGS,
      "add_number(name, share[, factors]): remember a name's share of a number (and of true); "
      "a table with k > 0 also takes its slot's k signed factors as float64 bytes."},
