@@ -101,7 +101,7 @@ class LogisticMixture(LogisticRegression):
         if kwargs.get("l1"):
             raise ConfigError("l1", "0 with LogisticMixture (use l2)", repr(kwargs["l1"]))
         kwargs.setdefault("update", "event")
-        self.rates = _rates(list(rates) if isinstance(rates, tuple) else rates)
+        self.rates = _rates(rates)
         self._rate_array = np.array(self.rates)
         super().__init__(optimizer, classes=classes, **kwargs)
 

@@ -118,15 +118,22 @@ class MixtureScorer:
             return None
         arrays = learner.state(copy=False).arrays
         hasher = FeatureHasher(bits=learner.bits, dense=learner.dense)
-        parts = [LinearScorer(**cls._column(arrays, c), hasher=hasher)
-                 for c in range(arrays["weights"].shape[1])]
+        parts = []
+        for c in range(arrays["weights"].shape[1]):
+            column = cls._column(arrays, c)
+            parts.append(LinearScorer(column["weights"], column["intercept"], hasher,
+                                      column.get("scaler.mean"), column.get("scaler.var")))
         return cls(parts, arrays["mixture.loss"])
 
     @staticmethod
-    def _column(arrays: Mapping[str, np.ndarray], c: int) -> dict[str, Any]:
-        """Component ``c``'s arrays as a logistic regression's (views, no copy)."""
-        return {"weights": arrays["weights"][:, c], "intercept": arrays["intercept"][c:c + 1],
-                "mean": arrays.get("scaler.mean"), "var": arrays.get("scaler.var")}
+    def _column(arrays: Mapping[str, np.ndarray], c: int) -> dict[str, np.ndarray]:
+        """Component ``c``'s arrays as a logistic regression's, by the same names
+        (views, no copy)."""
+        column = {"weights": arrays["weights"][:, c], "intercept": arrays["intercept"][c:c + 1]}
+        for name in ("scaler.mean", "scaler.var"):
+            if name in arrays:
+                column[name] = arrays[name]
+        return column
 
     @staticmethod
     def _prior_of(loss: np.ndarray) -> list[float]:
@@ -189,8 +196,5 @@ class MixtureScorer:
         """Follow a delta version written into the learner's ``arrays`` (see
         :meth:`LinearScorer.refresh`), component by component."""
         for c, part in enumerate(self.parts):
-            column = self._column(arrays, c)
-            part.refresh(slots, {"weights": column["weights"], "intercept": column["intercept"],
-                                 **({"scaler.mean": column["mean"], "scaler.var": column["var"]}
-                                    if column["mean"] is not None else {})})
+            part.refresh(slots, self._column(arrays, c))
         self.prior = self._prior_of(arrays["mixture.loss"])
