@@ -603,6 +603,16 @@ class TrainConfig:
             raise ConfigError("--config", "valid TOML", f"{path}: {exc}") from None
         return cls.from_dict(apply_overrides(data, overrides or {}))
 
+    def _require(self, setting: str, rules: tuple[tuple[str, bool, str], ...]) -> None:
+        """The first of ``rules`` (``section.key``, whether it holds, what it needs)
+        that does not hold, as a ``ConfigError`` naming the key: needed ``with
+        <setting>``."""
+        for key, ok, expected in rules:
+            if not ok:
+                section, name = key.split(".")
+                value = getattr(getattr(self, section), name)
+                raise ConfigError(key, f"{expected} with {setting}", repr(value))
+
     def _check_rules(self) -> None:
         """Rules across keys, in one place."""
         if self.job.merge == "ftrl" and self.model.optimizer != "ftrl":
@@ -613,19 +623,13 @@ class TrainConfig:
             )
         m = self.model
         if m.factors:  # a factorization machine
-            for key, ok, expected in (
+            self._require(f"model.factors = {m.factors}", (
                 ("model.task", m.task != "multiclass", "regression or binary"),
                 ("model.update", m.update == "event", "'event' (learned per event)"),
                 ("model.optimizer", m.optimizer != "adam", "normalized, sgd, adagrad or ftrl"),
                 ("model.l1", not m.l1 or m.optimizer == "ftrl", "0 (or FTRL's own l1)"),
                 ("features.scale", not self.features.scale, "false"),
-            ):
-                if not ok:
-                    value = getattr(self.features if key.startswith("features") else m,
-                                    key.split(".")[1])
-                    raise ConfigError(
-                        key, f"{expected} with model.factors = {m.factors}", repr(value)
-                    )
+            ))
         if m.rates:  # a mixture
             from streamlearn.learners.mixture import MAX_COMPONENTS  # numpy: only when needed
 
@@ -634,17 +638,12 @@ class TrainConfig:
                     "model.rates", f"at most {MAX_COMPONENTS} rates (one component each)",
                     repr(m.rates),
                 )
-            for key, ok, expected in (
+            self._require(f"model.rates = {m.rates}", (
                 ("model.task", m.task == "binary", "'binary'"),
                 ("model.optimizer", m.optimizer == "normalized", "'normalized'"),
                 ("model.factors", not m.factors, "0"),
                 ("model.l1", not m.l1, "0 (use model.l2)"),
-            ):
-                if not ok:
-                    raise ConfigError(
-                        key, f"{expected} with model.rates = {m.rates}",
-                        repr(getattr(m, key.split(".")[1])),
-                    )
+            ))
         if self.model.optimizer == "normalized" and self.model.update != "event":
             raise ConfigError(
                 "model.update", "'event' with model.optimizer = 'normalized' (its steps read "
