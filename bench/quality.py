@@ -237,14 +237,19 @@ def run_ours(make, xs: list[dict], y: np.ndarray, repeats: int, step: int | None
             "events_per_s_with_hashing": n / (best + hash_s), "learner": repr(make())}
 
 
+def _mixture(crosses: tuple = ()) -> LogisticMixture:
+    """``event-mixture`` (the training job's ``model.rates = [1.0, 0.5]``), crossed or not."""
+    return LogisticMixture(Normalized(0.5, invariant=False), rates=[1.0, 0.5], bits=BITS,
+                           intercept_lr=None, crosses=crosses)
+
+
 SYSTEMS = {
     "event-normalized": (lambda: LogisticRegression(Normalized(0.5), bits=BITS, update="event",
                                                     intercept_lr=None), None),
     "event-normalized-plain": (
         lambda: LogisticRegression(Normalized(0.5, invariant=False), bits=BITS, update="event",
                                    intercept_lr=None), None),
-    "event-mixture": (lambda: LogisticMixture(Normalized(0.5, invariant=False), rates=[1.0, 0.5],
-                                              bits=BITS, intercept_lr=None), None),
+    "event-mixture": (_mixture, None),
     "event-adagrad": (lambda: LogisticRegression(AdaGrad(0.1), bits=BITS, update="event"), None),
     "batch-adagrad": (lambda: LogisticRegression(AdaGrad(0.1), bits=BITS), STEP),
 }
@@ -262,18 +267,13 @@ def _crossed(crosses: tuple) -> LogisticRegression:
                               crosses=crosses)
 
 
-def _mixture_crossed(crosses: tuple) -> LogisticMixture:
-    return LogisticMixture(Normalized(0.5, invariant=False), rates=[1.0, 0.5], bits=BITS,
-                           intercept_lr=None, crosses=crosses)
-
-
 ALL_PAIRS = tuple(combinations(INTERACTION_FEATURES, 2))
 #: our crossed learners, and the VW system each is compared with
 CROSSED = {
     "crossed-all": (lambda: _crossed(ALL_PAIRS), "vw-q"),
     "crossed-pairs": (lambda: _crossed(INTERACTION_PAIRS), "vw-q-pairs"),
-    "mixture-crossed-all": (lambda: _mixture_crossed(ALL_PAIRS), "vw-q"),
-    "mixture-crossed-pairs": (lambda: _mixture_crossed(INTERACTION_PAIRS), "vw-q-pairs"),
+    "mixture-crossed-all": (lambda: _mixture(ALL_PAIRS), "vw-q"),
+    "mixture-crossed-pairs": (lambda: _mixture(INTERACTION_PAIRS), "vw-q-pairs"),
 }
 #: our factorization machines, and the VW system each is compared with
 FMS = {
