@@ -328,6 +328,7 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
         const int64_t *idx = indices + lo;
         const double *raw = values + lo;
         double t = (double)(t0 + i + 1);
+        const double h = weights != NULL ? weights[i] : 1.0; /* the event's weight */
         int y_col = s->model == SOFTMAX ? (int)labels[i] : 0;
         int k_pred = s->model == SOFTMAX ? known : (s->model == MIXTURE ? K : 1);
         int k_learn = k_pred;
@@ -360,7 +361,6 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
                 least = A->mloss[c] < least ? A->mloss[c] : least;
             }
             double mass = 0.0, mixed = 0.0;
-            double h = weights != NULL ? weights[i] : 1.0;
             for (int c = 0; c < K; c++) {
                 double prior = exp(least - A->mloss[c]);
                 double zc = S->z[c];
@@ -447,7 +447,6 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
             if (s->intercept && s->intercept_opt) {
                 add += 1.0; /* the intercept's feature: 1, of largest value 1 */
             }
-            double h = weights != NULL ? weights[i] : 1.0;
             A->a3[0] += h * add;
             A->a3[1] += h;
             nscale = A->a3[0] > 0.0 ? s->lr * sqrt(A->a3[1] / A->a3[0]) : 0.0;
@@ -492,7 +491,6 @@ run(const Settings *s, Arrays *A, const int64_t *indptr, Py_ssize_t n_rows,
             softmax(z, kg, g);
             g[y_col] -= 1.0;
         }
-        double h = weights != NULL ? weights[i] : 1.0;
         for (int c = 0; c < kg; c++) {
             g1[c] = clip(g[c], s->clip); /* at weight 1 */
             g[c] = g1[c] * h;
